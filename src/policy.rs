@@ -1,0 +1,585 @@
+//! The `ElasticGateway` custom resource: what an operator asks of spillway for one gateway.
+//!
+//! Every field has a default taken from the scenario (labels `mykey4pod=asmgateway` and
+//! `type=virtual-kubelet`, weights 80/20) or from the HPA (tolerance, stabilization windows,
+//! rate policies), so a policy for the scenario is a target, a maximum and a metric.
+
+use std::collections::BTreeMap;
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::model::{PodTemplate, PreferredTerm, SelectorRequirement, SelectorTerm, TaintEffect, Toleration};
+
+mod presets;
+mod validate;
+
+pub use presets::Preset;
+pub use validate::{FieldError, load_policy_file, parse_policy, validate};
+
+/// Desired elastic behaviour of one ingress gateway.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "spillway.io",
+    version = "v1alpha1",
+    kind = "ElasticGateway",
+    plural = "elasticgateways",
+    shortname = "egw",
+    namespaced,
+    status = "ElasticGatewayStatus",
+    printcolumn = r#"{"name":"Target","type":"string","jsonPath":".spec.target.name"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Desired","type":"integer","jsonPath":".status.desiredReplicas"}"#,
+    printcolumn = r#"{"name":"ECS","type":"integer","jsonPath":".status.ecsReplicas"}"#,
+    printcolumn = r#"{"name":"ECI","type":"integer","jsonPath":".status.eciReplicas"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ElasticGatewaySpec {
+    /// The workload whose replicas and placement spillway steers.
+    pub target: TargetRef,
+    /// Never fewer replicas than this.
+    #[serde(default = "defaults::min_replicas")]
+    pub min_replicas: i32,
+    /// Never more replicas than this, on both pools together.
+    #[serde(default = "defaults::max_replicas")]
+    pub max_replicas: i32,
+    /// Limits on the overflow onto ECI.
+    #[serde(default)]
+    pub eci: EciLimits,
+    /// Load signals; the desired replica count is the largest any of them asks for (as in HPA).
+    #[serde(default = "defaults::metrics")]
+    pub metrics: Vec<MetricSpec>,
+    /// How to recognise the two node pools, and what the gateway must tolerate on each.
+    #[serde(default)]
+    pub pools: Pools,
+    /// Affinity weights and ECS headroom.
+    #[serde(default)]
+    pub placement: PlacementSpec,
+    /// Scaling speed limits, HPA-compatible, plus the lead time.
+    #[serde(default)]
+    pub behavior: Behavior,
+    /// Prices, for the cost and savings estimates.
+    #[serde(default)]
+    pub cost: CostModel,
+    /// Decide and report, but change nothing in the cluster.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Stop deciding and acting; keep reporting what is observed.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+/// The gateway workload.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetRef {
+    /// `Deployment` (apps/v1) or `IstioGateway` (istio.alibabacloud.com, rendered by ASM).
+    #[serde(default)]
+    pub kind: TargetKind,
+    /// Name of the workload, in the ElasticGateway's namespace.
+    pub name: String,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum TargetKind {
+    #[default]
+    Deployment,
+    IstioGateway,
+}
+
+/// Caps on the ECI overflow. A cap lowers the desired replica count rather than leave pods
+/// Pending, and the decision says so.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EciLimits {
+    /// At most this many gateway pods on virtual nodes. Unset: no cap beyond `maxReplicas`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_replicas: Option<i32>,
+    /// At most this estimated ECI spend per hour, in the cost model's currency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cost_per_hour: Option<f64>,
+}
+
+/// One load signal.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricSpec {
+    /// A short name for logs, metrics labels and status (defaults to the preset's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// A ready-made query for Envoy/Istio gateways; `query` overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<Preset>,
+    /// PromQL returning the gateway's total load as one sample (or one per pod, by a `pod` label,
+    /// for per-pod HPA semantics).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    /// The load one replica should carry, in the query's unit.
+    pub target_per_replica: f64,
+}
+
+impl MetricSpec {
+    pub fn display_name(&self) -> String {
+        match (&self.name, self.preset) {
+            (Some(n), _) => n.clone(),
+            (None, Some(p)) => p.name().to_string(),
+            (None, None) => "custom".to_string(),
+        }
+    }
+
+    /// The PromQL to run for a gateway `target` in `namespace`.
+    pub fn effective_query(&self, namespace: &str, target: &TargetRef) -> Option<String> {
+        self.query
+            .clone()
+            .or_else(|| self.preset.map(|p| p.query(namespace, &target.name)))
+    }
+}
+
+/// The two node pools.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Pools {
+    #[serde(default = "defaults::ecs_pool")]
+    pub ecs: PoolSpec,
+    #[serde(default = "defaults::eci_pool")]
+    pub eci: PoolSpec,
+}
+
+impl Default for Pools {
+    fn default() -> Self {
+        Self { ecs: defaults::ecs_pool(), eci: defaults::eci_pool() }
+    }
+}
+
+/// How to recognise a pool's nodes, and what a gateway pod must tolerate there.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolSpec {
+    /// Labels every node of the pool carries.
+    pub node_selector: BTreeMap<String, String>,
+    /// Tolerations for the pool's taints.
+    #[serde(default)]
+    pub tolerations: Vec<Toleration>,
+}
+
+/// Preferred-affinity weights for the two pools (1..=100 each, as the API requires).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolWeights {
+    pub ecs: i32,
+    pub eci: i32,
+}
+
+impl std::fmt::Display for PoolWeights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ecs {}/eci {}", self.ecs, self.eci)
+    }
+}
+
+/// Placement steering.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlacementSpec {
+    /// Weights in normal times: ECS strongly preferred, so pods land on ECS while it has room.
+    #[serde(default = "defaults::normal_weights")]
+    pub normal_weights: PoolWeights,
+    /// Weights while ECS has stayed exhausted through `exhaustedAfterSeconds`: the gateway
+    /// yields freed ECS room to workloads that cannot run on ECI and bursts on ECI instead.
+    /// Set equal to `normalWeights` to never change weights.
+    #[serde(default = "defaults::exhausted_weights")]
+    pub exhausted_weights: PoolWeights,
+    /// ECS pod slots to leave free for others; the gateway counts them as taken.
+    #[serde(default)]
+    pub ecs_headroom_pods: i32,
+    /// How long ECS must stay exhausted before the weights shift.
+    #[serde(default = "defaults::exhausted_after")]
+    pub exhausted_after_seconds: i64,
+    /// How long ECS must have room for every desired replica before the weights shift back.
+    #[serde(default = "defaults::recovered_after")]
+    pub recovered_after_seconds: i64,
+    /// Minimum time between two weight changes: each one rolls every gateway pod.
+    #[serde(default = "defaults::min_weight_interval")]
+    pub min_weight_change_interval_seconds: i64,
+    /// After a peak, move ECI pods back to ECS (by eviction, one at a time) when ECS has room.
+    #[serde(default)]
+    pub rebalance: bool,
+    /// Minimum time between two moves, and after the last scale-up, before one.
+    #[serde(default = "defaults::rebalance_interval")]
+    pub rebalance_interval_seconds: i64,
+}
+
+impl Default for PlacementSpec {
+    fn default() -> Self {
+        Self {
+            normal_weights: defaults::normal_weights(),
+            exhausted_weights: defaults::exhausted_weights(),
+            ecs_headroom_pods: 0,
+            exhausted_after_seconds: defaults::exhausted_after(),
+            recovered_after_seconds: defaults::recovered_after(),
+            min_weight_change_interval_seconds: defaults::min_weight_interval(),
+            rebalance: false,
+            rebalance_interval_seconds: defaults::rebalance_interval(),
+        }
+    }
+}
+
+/// Scaling behaviour: the HPA's `behavior` field, plus spillway's lead time.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Behavior {
+    /// HPA defaults: no stabilization, +100% or +4 pods per 15 s, whichever is more.
+    #[serde(default)]
+    pub scale_up: ScalingRules,
+    /// HPA defaults: 300 s stabilization, -100% per 15 s.
+    #[serde(default)]
+    pub scale_down: ScalingRules,
+    /// Ratio around 1.0 within which no scaling happens (kube-controller-manager default 0.1).
+    #[serde(default = "defaults::tolerance")]
+    pub tolerance: f64,
+    /// Size for the load expected this far ahead, when new pods would be ready.
+    #[serde(default)]
+    pub lead_time: LeadTime,
+}
+
+impl Default for Behavior {
+    fn default() -> Self {
+        Self {
+            scale_up: ScalingRules::default(),
+            scale_down: ScalingRules::default(),
+            tolerance: defaults::tolerance(),
+            lead_time: LeadTime::default(),
+        }
+    }
+}
+
+/// `autoscaling/v2` `HPAScalingRules`; unset fields take the HPA default for the direction.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScalingRules {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stabilization_window_seconds: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub select_policy: Option<SelectPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policies: Option<Vec<ScalingPolicy>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum SelectPolicy {
+    Max,
+    Min,
+    Disabled,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ScalingPolicyType {
+    Pods,
+    Percent,
+}
+
+/// `autoscaling/v2` `HPAScalingPolicy`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScalingPolicy {
+    #[serde(rename = "type")]
+    pub kind: ScalingPolicyType,
+    pub value: i32,
+    pub period_seconds: i32,
+}
+
+/// Rules after defaults, for one direction.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EffectiveRules {
+    pub stabilization_window_seconds: i32,
+    pub select_policy: SelectPolicy,
+    pub policies: Vec<ScalingPolicy>,
+}
+
+impl ScalingRules {
+    /// HPA defaults (`pkg/controller/podautoscaler` `GenerateHPAScaleUpRules`/`ScaleDownRules`).
+    pub fn effective(&self, up: bool) -> EffectiveRules {
+        let default_policies = if up {
+            vec![
+                ScalingPolicy { kind: ScalingPolicyType::Percent, value: 100, period_seconds: 15 },
+                ScalingPolicy { kind: ScalingPolicyType::Pods, value: 4, period_seconds: 15 },
+            ]
+        } else {
+            vec![ScalingPolicy { kind: ScalingPolicyType::Percent, value: 100, period_seconds: 15 }]
+        };
+        EffectiveRules {
+            stabilization_window_seconds: self.stabilization_window_seconds.unwrap_or(if up { 0 } else { 300 }),
+            select_policy: self.select_policy.unwrap_or(SelectPolicy::Max),
+            policies: self.policies.clone().unwrap_or(default_policies),
+        }
+    }
+}
+
+/// Lead time: an ECI pod takes tens of seconds to serve, so size for the load expected then.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LeadTime {
+    /// How far ahead to look: about the ECI start latency plus the metric's delay. 0 turns it off.
+    #[serde(default = "defaults::lead_seconds")]
+    pub seconds: i64,
+    /// The recent window the trend is fitted over.
+    #[serde(default = "defaults::lead_window")]
+    pub window_seconds: i64,
+    /// The forecast never exceeds the current load times this.
+    #[serde(default = "defaults::lead_max_growth")]
+    pub max_growth: f64,
+}
+
+impl Default for LeadTime {
+    fn default() -> Self {
+        Self {
+            seconds: defaults::lead_seconds(),
+            window_seconds: defaults::lead_window(),
+            max_growth: defaults::lead_max_growth(),
+        }
+    }
+}
+
+/// Prices.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CostModel {
+    #[serde(default = "defaults::currency")]
+    pub currency: String,
+    /// Hourly price of an ECS node by its `node.kubernetes.io/instance-type`.
+    #[serde(default)]
+    pub ecs_node_price_per_hour: BTreeMap<String, f64>,
+    /// Hourly price of an ECS node whose type is not listed.
+    #[serde(default = "defaults::ecs_default_price")]
+    pub ecs_default_node_price_per_hour: f64,
+    /// ECI price per vCPU per second (requests rounded up to a valid ECI size).
+    #[serde(default = "defaults::eci_vcpu_second")]
+    pub eci_vcpu_price_per_second: f64,
+    /// ECI price per GiB of memory per second.
+    #[serde(default = "defaults::eci_gib_second")]
+    pub eci_gib_price_per_second: f64,
+}
+
+impl Default for CostModel {
+    fn default() -> Self {
+        Self {
+            currency: defaults::currency(),
+            ecs_node_price_per_hour: BTreeMap::new(),
+            ecs_default_node_price_per_hour: defaults::ecs_default_price(),
+            eci_vcpu_price_per_second: defaults::eci_vcpu_second(),
+            eci_gib_price_per_second: defaults::eci_gib_second(),
+        }
+    }
+}
+
+/// What spillway last saw and did, as `kubectl get egw` shows it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ElasticGatewayStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Normal, Overflow, Draining, Holding or Paused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    #[serde(default)]
+    pub desired_replicas: i32,
+    #[serde(default)]
+    pub current_replicas: i32,
+    #[serde(default)]
+    pub ecs_replicas: i32,
+    #[serde(default)]
+    pub eci_replicas: i32,
+    /// Gateway pods the ECS pool can hold now (running there plus free slots).
+    #[serde(default)]
+    pub ecs_capacity: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<PoolWeights>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_decision: Option<DecisionRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_per_hour: Option<CostStatus>,
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+}
+
+/// The last decision that changed something, with its reason.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DecisionRecord {
+    /// RFC 3339.
+    pub time: String,
+    /// ScaleUp, ScaleDown, Hold, WeightChange, Rebalance.
+    pub kind: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CostStatus {
+    pub currency: String,
+    pub ecs: f64,
+    pub eci: f64,
+    /// What an all-ECS fleet sized for the recent peak would cost per hour, minus the above.
+    pub saving: f64,
+}
+
+/// A standard condition (`metav1.Condition` shape).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// "True", "False" or "Unknown".
+    pub status: String,
+    pub reason: String,
+    pub message: String,
+    pub last_transition_time: String,
+}
+
+impl ElasticGatewaySpec {
+    /// The gateway pod's scheduling constraints as the scenario's operator sets them: both
+    /// tolerations, required affinity to either pool, and preferred weights `weights`.
+    pub fn gateway_template(&self, requests: crate::model::Resources, weights: PoolWeights) -> PodTemplate {
+        let mut tolerations = self.pools.ecs.tolerations.clone();
+        tolerations.extend(self.pools.eci.tolerations.iter().cloned());
+        let term = |sel: &BTreeMap<String, String>| {
+            SelectorTerm::with(sel.iter().map(|(k, v)| SelectorRequirement::is_in(k, &[v])).collect())
+        };
+        let ecs = term(&self.pools.ecs.node_selector);
+        let eci = term(&self.pools.eci.node_selector);
+        PodTemplate {
+            requests,
+            tolerations,
+            required_terms: vec![ecs.clone(), eci.clone()],
+            preferred_terms: vec![
+                PreferredTerm { weight: weights.ecs, preference: ecs },
+                PreferredTerm { weight: weights.eci, preference: eci },
+            ],
+            node_selector: BTreeMap::new(),
+        }
+    }
+}
+
+/// Defaults, named so the schema and `Default` impls agree.
+pub mod defaults {
+    use super::*;
+
+    pub fn min_replicas() -> i32 {
+        2
+    }
+    pub fn max_replicas() -> i32 {
+        20
+    }
+    pub fn metrics() -> Vec<MetricSpec> {
+        vec![MetricSpec { name: None, preset: Some(Preset::RequestRate), query: None, target_per_replica: 500.0 }]
+    }
+    pub fn ecs_pool() -> PoolSpec {
+        PoolSpec {
+            node_selector: BTreeMap::from([("mykey4pod".to_string(), "asmgateway".to_string())]),
+            tolerations: vec![Toleration::equal("mykey", "myvalue", TaintEffect::NoSchedule)],
+        }
+    }
+    pub fn eci_pool() -> PoolSpec {
+        PoolSpec {
+            node_selector: BTreeMap::from([("type".to_string(), "virtual-kubelet".to_string())]),
+            tolerations: vec![Toleration::equal(
+                "virtual-kubelet.io/provider",
+                "alibabacloud",
+                TaintEffect::NoSchedule,
+            )],
+        }
+    }
+    pub fn normal_weights() -> PoolWeights {
+        PoolWeights { ecs: 80, eci: 20 }
+    }
+    pub fn exhausted_weights() -> PoolWeights {
+        PoolWeights { ecs: 20, eci: 80 }
+    }
+    pub fn exhausted_after() -> i64 {
+        600
+    }
+    pub fn recovered_after() -> i64 {
+        300
+    }
+    pub fn min_weight_interval() -> i64 {
+        1800
+    }
+    pub fn rebalance_interval() -> i64 {
+        60
+    }
+    pub fn tolerance() -> f64 {
+        0.1
+    }
+    pub fn lead_seconds() -> i64 {
+        45
+    }
+    pub fn lead_window() -> i64 {
+        60
+    }
+    pub fn lead_max_growth() -> f64 {
+        3.0
+    }
+    pub fn currency() -> String {
+        "CNY".to_string()
+    }
+    /// ecs.g7.2xlarge (8 vCPU, 32 GiB) pay-as-you-go list price in cn-hangzhou, about.
+    pub fn ecs_default_price() -> f64 {
+        2.2
+    }
+    /// ECI list prices, cn-hangzhou, about.
+    pub fn eci_vcpu_second() -> f64 {
+        0.000049
+    }
+    pub fn eci_gib_second() -> f64 {
+        0.00000613
+    }
+}
+
+impl ElasticGateway {
+    /// The scenario's policy: an IstioGateway `ingressgateway` in `istio-system`, defaults
+    /// everywhere else.
+    pub fn scenario_default() -> Self {
+        let spec: ElasticGatewaySpec = serde_json::from_value(serde_json::json!({
+            "target": {"kind": "IstioGateway", "name": "ingressgateway"},
+            "minReplicas": 2,
+            "maxReplicas": 40,
+            "eci": {"maxReplicas": 30},
+            "metrics": [{"preset": "RequestRate", "targetPerReplica": 500.0}],
+        }))
+        .expect("the built-in policy deserialises: covered by tests");
+        let mut egw = ElasticGateway::new("ingressgateway", spec);
+        egw.metadata.namespace = Some("istio-system".into());
+        egw
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_few_lines_make_the_scenario_policy() {
+        let spec: ElasticGatewaySpec =
+            serde_json::from_value(serde_json::json!({"target": {"name": "istio-ingressgateway"}})).unwrap();
+        assert_eq!(spec.min_replicas, 2);
+        assert_eq!(spec.placement.normal_weights, PoolWeights { ecs: 80, eci: 20 });
+        assert_eq!(spec.pools.ecs.node_selector["mykey4pod"], "asmgateway");
+        assert_eq!(spec.pools.eci.node_selector["type"], "virtual-kubelet");
+        assert_eq!(spec.behavior.scale_down.effective(false).stabilization_window_seconds, 300);
+        assert_eq!(spec.behavior.scale_up.effective(true).policies.len(), 2);
+        assert!((spec.behavior.tolerance - 0.1).abs() < 1e-12);
+        assert!(validate(&spec, "istio-system").is_empty());
+    }
+
+    #[test]
+    fn gateway_template_has_the_scenario_affinity() {
+        let spec = ElasticGateway::scenario_default().spec;
+        let t = spec.gateway_template(crate::model::Resources::pod(2000, 2 << 30), spec.placement.normal_weights);
+        assert_eq!(t.tolerations.len(), 2);
+        assert_eq!(t.required_terms.len(), 2);
+        assert_eq!(t.preferred_terms[0].weight, 80);
+        assert_eq!(t.preferred_terms[1].weight, 20);
+        assert_eq!(t.preferred_terms[1].preference.match_expressions[0].key, "type");
+    }
+}
