@@ -1,0 +1,95 @@
+//! Lead time: the load expected when a pod asked for now would be ready.
+//!
+//! A least-squares line through the recent window of one metric's totals, extrapolated
+//! `lead` seconds ahead. Only rises are forecast (a fall never shrinks the fleet early), and the
+//! forecast is bounded by `max_growth` times the current value, so one noisy sample cannot
+//! order a fleet.
+
+use serde::{Deserialize, Serialize};
+
+/// Recent `(time, total)` points of one metric.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Series {
+    pub points: Vec<(f64, f64)>,
+}
+
+impl Series {
+    /// Adds a point and forgets those older than `window` seconds.
+    pub fn push(&mut self, at: f64, value: f64, window: f64) {
+        if self.points.last().is_some_and(|(t, _)| *t >= at) {
+            self.points.retain(|(t, _)| *t < at);
+        }
+        self.points.push((at, value));
+        self.points.retain(|(t, _)| *t >= at - window);
+    }
+
+    /// Slope in units per second, if the window holds enough points over enough time (at least
+    /// three points spanning a third of the window).
+    pub fn slope(&self, window: f64) -> Option<f64> {
+        let n = self.points.len();
+        let (first, last) = (self.points.first()?.0, self.points.last()?.0);
+        if n < 3 || last - first < window / 3.0 {
+            return None;
+        }
+        let nf = n as f64;
+        let mt = self.points.iter().map(|p| p.0).sum::<f64>() / nf;
+        let mv = self.points.iter().map(|p| p.1).sum::<f64>() / nf;
+        let (mut sxy, mut sxx) = (0.0, 0.0);
+        for (t, v) in &self.points {
+            sxy += (t - mt) * (v - mv);
+            sxx += (t - mt) * (t - mt);
+        }
+        (sxx > 0.0).then(|| sxy / sxx)
+    }
+
+    /// The value expected `lead` seconds after the last point, if the trend is rising.
+    pub fn forecast(&self, lead: f64, window: f64, max_growth: f64) -> Option<f64> {
+        let slope = self.slope(window)?;
+        let (_, current) = *self.points.last()?;
+        if slope <= 0.0 || current <= 0.0 {
+            return None;
+        }
+        Some((current + slope * lead).min(current * max_growth))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rising_load_is_extrapolated_and_bounded() {
+        let mut s = Series::default();
+        for t in 0..=6 {
+            s.push(f64::from(t) * 10.0, 1000.0 + f64::from(t) * 100.0, 60.0);
+        }
+        // 10/s slope; 45 s ahead of 1600 -> 2050.
+        let f = s.forecast(45.0, 60.0, 3.0).unwrap();
+        assert!((f - 2050.0).abs() < 1e-6, "{f}");
+        // Bounded by growth.
+        assert!((s.forecast(45.0, 60.0, 1.1).unwrap() - 1760.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn falling_flat_or_thin_series_gives_nothing() {
+        let mut falling = Series::default();
+        for t in 0..=6 {
+            falling.push(f64::from(t) * 10.0, 1000.0 - f64::from(t) * 100.0, 60.0);
+        }
+        assert_eq!(falling.forecast(45.0, 60.0, 3.0), None);
+        let mut thin = Series::default();
+        thin.push(0.0, 1.0, 60.0);
+        thin.push(5.0, 2.0, 60.0);
+        assert_eq!(thin.forecast(45.0, 60.0, 3.0), None);
+    }
+
+    #[test]
+    fn window_forgets_old_points() {
+        let mut s = Series::default();
+        for t in 0..100 {
+            s.push(f64::from(t), 1.0, 30.0);
+        }
+        assert_eq!(s.points.len(), 31);
+        assert_eq!(s.points[0].0, 69.0);
+    }
+}

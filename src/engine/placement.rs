@@ -1,0 +1,191 @@
+//! Placement: where the desired replicas will land, which weights steer them, which pods go
+//! first on scale-in, and which ECI pods could come back to ECS.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{GatewayPod, Node, PodTemplate, Pool, classify_node};
+use crate::policy::{ElasticGatewaySpec, PoolWeights};
+use crate::scheduler;
+
+/// Deletion cost for gateway pods on ECS: kept longest.
+pub const ECS_DELETION_COST: i32 = 100;
+/// Deletion cost for gateway pods on ECI: removed first on scale-in.
+pub const ECI_DELETION_COST: i32 = -100;
+
+/// The two pools as they stand.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Survey {
+    pub ecs_pods: i32,
+    pub eci_pods: i32,
+    pub pending_pods: i32,
+    pub other_pods: i32,
+    pub ready_pods: i32,
+    /// ECS nodes the gateway may use (pool labels, taints tolerated, required affinity).
+    pub ecs_nodes: i32,
+    /// More gateway pods that fit on those nodes now, less the headroom and the pending pods.
+    pub ecs_room: i32,
+    /// `ecs_pods + ecs_room`: the gateway pods ECS can hold.
+    pub ecs_capacity: i32,
+}
+
+/// Counts the gateway's pods per pool and the ECS room for more.
+pub fn survey(policy: &ElasticGatewaySpec, template: &PodTemplate, pods: &[GatewayPod], nodes: &[Node]) -> Survey {
+    let mut s = Survey::default();
+    for p in pods.iter().filter(|p| !p.terminating) {
+        match p.pool {
+            Pool::Ecs => s.ecs_pods += 1,
+            Pool::Eci => s.eci_pods += 1,
+            Pool::Pending => s.pending_pods += 1,
+            Pool::Other => s.other_pods += 1,
+        }
+        s.ready_pods += i32::from(p.ready);
+    }
+    let (ecs_sel, eci_sel) = (&policy.pools.ecs.node_selector, &policy.pools.eci.node_selector);
+    let mut room: i64 = 0;
+    for node in nodes {
+        if classify_node(node, ecs_sel, eci_sel) != Pool::Ecs || scheduler::static_fit(template, node).is_err() {
+            continue;
+        }
+        s.ecs_nodes += 1;
+        room += node.free().fits_count(&template.requests);
+    }
+    // Pending pods will most likely take ECS room first (the weights prefer it).
+    let room = room - i64::from(policy.placement.ecs_headroom_pods) - i64::from(s.pending_pods);
+    s.ecs_room = room.clamp(0, i64::from(i32::MAX)) as i32;
+    s.ecs_capacity = s.ecs_pods.saturating_add(s.ecs_room);
+    s
+}
+
+/// Hysteresis memory for the weights.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct WeightMemory {
+    pub exhausted_since: Option<f64>,
+    pub recovered_since: Option<f64>,
+    pub last_change: Option<f64>,
+    pub changes: u32,
+}
+
+/// The weights part of a decision.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WeightPlan {
+    pub current: PoolWeights,
+    pub target: PoolWeights,
+    pub reason: String,
+}
+
+impl WeightPlan {
+    pub fn changed(&self) -> bool {
+        self.current != self.target
+    }
+}
+
+/// Inputs of one weight step.
+pub struct WeightInput {
+    pub now: f64,
+    pub observed: Option<PoolWeights>,
+    pub desired: i32,
+    pub survey_room: i32,
+    pub ecs_capacity: i32,
+    pub rollout_in_progress: bool,
+}
+
+/// Shifts weights only when the balance must shift and has for a while: to the exhausted
+/// weights after ECS stayed full through `exhaustedAfterSeconds`, back after ECS could hold
+/// every desired replica through `recoveredAfterSeconds`; never more often than
+/// `minWeightChangeIntervalSeconds` and never during a rollout, because each change rolls every
+/// gateway pod.
+pub fn weights(policy: &ElasticGatewaySpec, mem: &mut WeightMemory, i: &WeightInput) -> WeightPlan {
+    let p = &policy.placement;
+    let current = i.observed.unwrap_or(p.normal_weights);
+    let exhausted = i.survey_room == 0 && i.desired > i.ecs_capacity;
+    let recovered = i.desired <= i.ecs_capacity;
+    mem.exhausted_since = if exhausted { mem.exhausted_since.or(Some(i.now)) } else { None };
+    mem.recovered_since = if recovered { mem.recovered_since.or(Some(i.now)) } else { None };
+    let held = |since: Option<f64>, need: i64| since.is_some_and(|s| i.now - s >= need as f64);
+
+    let (target, why) = if current == p.normal_weights {
+        if p.exhausted_weights != p.normal_weights && held(mem.exhausted_since, p.exhausted_after_seconds) {
+            (
+                p.exhausted_weights,
+                format!("ECS exhausted for {}s (desired {} > ECS capacity {})", p.exhausted_after_seconds, i.desired, i.ecs_capacity),
+            )
+        } else {
+            return WeightPlan { current, target: current, reason: "normal weights; ECS preferred".into() };
+        }
+    } else if current == p.exhausted_weights {
+        if held(mem.recovered_since, p.recovered_after_seconds) {
+            (
+                p.normal_weights,
+                format!("ECS can hold all {} desired replicas again for {}s", i.desired, p.recovered_after_seconds),
+            )
+        } else {
+            return WeightPlan { current, target: current, reason: "ECS still exhausted; bursting on ECI".into() };
+        }
+    } else {
+        (p.normal_weights, format!("observed weights {current} are not the policy's; restoring normal weights"))
+    };
+    if i.rollout_in_progress {
+        return WeightPlan { current, target: current, reason: format!("{why}; waiting: a rollout is in progress") };
+    }
+    if let Some(last) = mem.last_change {
+        let wait = p.min_weight_change_interval_seconds as f64 - (i.now - last);
+        if wait > 0.0 {
+            return WeightPlan { current, target: current, reason: format!("{why}; rate-limited for {wait:.0}s more") };
+        }
+    }
+    mem.last_change = Some(i.now);
+    mem.changes += 1;
+    WeightPlan { current, target, reason: format!("{current} -> {target}: {why}") }
+}
+
+/// The deletion cost each pod should carry, for the pods whose annotation differs.
+pub fn deletion_costs(pods: &[GatewayPod]) -> Vec<(String, i32)> {
+    pods.iter()
+        .filter(|p| !p.terminating)
+        .filter_map(|p| {
+            let want = match p.pool {
+                Pool::Ecs => ECS_DELETION_COST,
+                Pool::Eci => ECI_DELETION_COST,
+                Pool::Pending | Pool::Other => return None,
+            };
+            (p.deletion_cost != Some(want)).then(|| (p.name.clone(), want))
+        })
+        .collect()
+}
+
+/// Chooses at most one ECI pod to move back to ECS, when the fleet is steady, fully ready, ECS
+/// has room and the weights prefer ECS (so the replacement lands there).
+pub struct MoveInput<'a> {
+    pub pods: &'a [GatewayPod],
+    pub survey: &'a Survey,
+    pub steady: bool,
+    pub weights_prefer_ecs: bool,
+    pub rollout_in_progress: bool,
+}
+
+pub fn choose_move(i: &MoveInput<'_>) -> Result<String, &'static str> {
+    if i.survey.eci_pods == 0 {
+        return Err("no ECI pods");
+    }
+    if !i.steady {
+        return Err("replica count not steady");
+    }
+    if i.rollout_in_progress {
+        return Err("rollout in progress");
+    }
+    if !i.weights_prefer_ecs {
+        return Err("weights do not prefer ECS");
+    }
+    if i.survey.ecs_room < 1 {
+        return Err("no ECS room");
+    }
+    let live: Vec<&GatewayPod> = i.pods.iter().filter(|p| !p.terminating).collect();
+    if i.survey.pending_pods > 0 || live.iter().any(|p| !p.ready) {
+        return Err("not every gateway pod is ready");
+    }
+    live.iter()
+        .filter(|p| p.pool == Pool::Eci)
+        .max_by(|a, b| a.created_at.total_cmp(&b.created_at).then_with(|| a.name.cmp(&b.name)))
+        .map(|p| p.name.clone())
+        .ok_or("no ready ECI pod")
+}

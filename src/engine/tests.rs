@@ -1,0 +1,456 @@
+use super::*;
+use crate::model::{Taint, TaintEffect};
+use crate::policy::ElasticGateway;
+use proptest::prelude::*;
+
+const GI: i64 = 1 << 30;
+const GW: Resources = Resources::pod(2000, 2 * GI);
+
+fn policy() -> ElasticGatewaySpec {
+    let mut p = ElasticGateway::scenario_default().spec;
+    p.min_replicas = 2;
+    p.max_replicas = 40;
+    p.eci.max_replicas = None;
+    p.behavior.lead_time.seconds = 0;
+    p.metrics[0].target_per_replica = 500.0;
+    p
+}
+
+/// A cluster of `ecs` dedicated nodes (8 vCPU, 32 GiB, `other_cpu` used by other workloads)
+/// and one virtual node, with `on_ecs` gateway pods spread over ECS and `on_eci` on the
+/// virtual node.
+struct Cluster {
+    nodes: Vec<Node>,
+    pods: Vec<GatewayPod>,
+}
+
+fn cluster(ecs: usize, other_cpu: i64, on_ecs: usize, on_eci: usize) -> Cluster {
+    let mut nodes: Vec<Node> = (0..ecs)
+        .map(|i| Node {
+            name: format!("ecs-{i}"),
+            labels: [("mykey4pod".to_string(), "asmgateway".to_string())].into(),
+            taints: vec![Taint { key: "mykey".into(), value: "myvalue".into(), effect: TaintEffect::NoSchedule }],
+            allocatable: Resources::new(8000, 32 * GI, 110),
+            requested: Resources::new(other_cpu, 2 * GI, 3),
+            unschedulable: false,
+        })
+        .collect();
+    nodes.push(Node {
+        name: "virtual-kubelet".into(),
+        labels: [("type".to_string(), "virtual-kubelet".to_string())].into(),
+        taints: vec![Taint {
+            key: "virtual-kubelet.io/provider".into(),
+            value: "alibabacloud".into(),
+            effect: TaintEffect::NoSchedule,
+        }],
+        allocatable: Resources::new(2_000_000, 8192 * GI, 20_000),
+        requested: Resources::default(),
+        unschedulable: false,
+    });
+    let mut pods = Vec::new();
+    for i in 0..on_ecs {
+        let n = i % ecs;
+        nodes[n].requested.add(&GW);
+        pods.push(pod(&format!("gw-ecs-{i}"), Some(&format!("ecs-{n}")), Pool::Ecs, i as f64));
+    }
+    for i in 0..on_eci {
+        nodes[ecs].requested.add(&GW);
+        pods.push(pod(&format!("gw-eci-{i}"), Some("virtual-kubelet"), Pool::Eci, 100.0 + i as f64));
+    }
+    Cluster { nodes, pods }
+}
+
+fn pod(name: &str, node: Option<&str>, pool: Pool, created_at: f64) -> GatewayPod {
+    GatewayPod {
+        name: name.into(),
+        node: node.map(String::from),
+        pool,
+        ready: true,
+        terminating: false,
+        requests: GW,
+        deletion_cost: None,
+        created_at,
+    }
+}
+
+fn obs<'a>(now: f64, c: &'a Cluster, loads: &'a [LoadSample], spec: i32) -> Observation<'a> {
+    Observation {
+        now,
+        loads,
+        spec_replicas: spec,
+        pod_requests: GW,
+        weights: Some(PoolWeights { ecs: 80, eci: 20 }),
+        rollout_in_progress: false,
+        pods: &c.pods,
+        nodes: &c.nodes,
+    }
+}
+
+fn once(p: &ElasticGatewaySpec, c: &Cluster, load: LoadSample, spec: i32) -> Decision {
+    decide(p, &obs(1000.0, c, &[load], spec), &EngineState::default()).decision
+}
+
+#[test]
+fn hpa_parity_table() {
+    let p = policy();
+    let c = cluster(3, 0, 4, 0);
+    // (load, current, want desired, want why)
+    let cases = [
+        (2000.0, 4, 4, Why::Steady),     // on target
+        (2100.0, 4, 4, Why::Steady),     // ratio 1.05, within tolerance
+        (2300.0, 4, 5, Why::Load),       // ratio 1.15: ceil(4.6)
+        (4000.0, 4, 8, Why::Load),       // double
+        (20_000.0, 4, 8, Why::RateLimited), // 40 asked; +100% or +4 per 15 s allows 8
+        (100.0, 4, 4, Why::Stabilized),  // scale-down waits for the 300 s window
+    ];
+    for (load, current, want, why) in cases {
+        let d = once(&p, &c, LoadSample::Total(load), current);
+        assert_eq!((d.replicas.desired, d.replicas.why), (want, why), "load {load}: {}", d.replicas.reason);
+    }
+}
+
+#[test]
+fn missing_data_never_scales_down() {
+    let mut p = policy();
+    p.metrics.push(crate::policy::MetricSpec {
+        name: Some("connections".into()),
+        preset: Some(crate::policy::Preset::ActiveConnections),
+        query: None,
+        target_per_replica: 1000.0,
+    });
+    let c = cluster(3, 0, 6, 0);
+    // Everything missing: hold, and say which query and why.
+    let all = [LoadSample::Missing("prometheus unreachable".into()), LoadSample::Missing("empty result".into())];
+    let d = decide(&p, &obs(0.0, &c, &all, 6), &EngineState::default()).decision;
+    assert_eq!((d.replicas.desired, d.replicas.why, d.phase), (6, Why::MissingData, Phase::Holding));
+    assert!(d.replicas.reason.contains("request_rate: prometheus unreachable"), "{}", d.replicas.reason);
+    assert!(d.replicas.reason.contains("connections: empty result"));
+    // One missing and the other asks for less: still hold.
+    let partial = [LoadSample::Total(500.0), LoadSample::Missing("NaN".into())];
+    let d = decide(&p, &obs(0.0, &c, &partial, 6), &EngineState::default()).decision;
+    assert_eq!((d.replicas.desired, d.replicas.why), (6, Why::MissingData));
+    // One missing and the other asks for more: scale up.
+    let partial = [LoadSample::Total(5000.0), LoadSample::Missing("NaN".into())];
+    let d = decide(&p, &obs(0.0, &c, &partial, 6), &EngineState::default()).decision;
+    assert_eq!(d.replicas.desired, 10);
+    assert!(d.replicas.reason.contains("missing"));
+    // NaN and negative totals are missing, not zero.
+    let d = once(&policy(), &c, LoadSample::Total(f64::NAN), 6);
+    assert_eq!((d.replicas.desired, d.replicas.why), (6, Why::MissingData));
+    // The largest metric wins.
+    let both = [LoadSample::Total(1000.0), LoadSample::Total(9000.0)];
+    let d = decide(&p, &obs(0.0, &c, &both, 6), &EngineState::default()).decision;
+    assert_eq!(d.replicas.hpa, Some(9));
+}
+
+#[test]
+fn scale_down_after_stabilization_window() {
+    let p = policy();
+    let c = cluster(3, 0, 10, 0);
+    let loads = [LoadSample::Total(1000.0)];
+    let mut state = EngineState::default();
+    let mut first_drop = None;
+    for t in (0..=400).step_by(15) {
+        let out = decide(&p, &obs(f64::from(t), &c, &loads, 10), &state);
+        state = out.state;
+        if out.decision.replicas.desired < 10 && first_drop.is_none() {
+            first_drop = Some((t, out.decision.replicas.desired));
+        }
+    }
+    assert_eq!(first_drop, Some((300, 2)));
+}
+
+#[test]
+fn ecs_room_respects_taints_affinity_and_resources() {
+    let p = policy();
+    let mut c = cluster(3, 3000, 0, 0); // 5 vCPU free each → 2 gateway pods per node
+    let d = once(&p, &c, LoadSample::Total(1000.0), 2);
+    assert_eq!((d.survey.ecs_nodes, d.survey.ecs_room), (3, 6));
+    // A node whose taint the gateway does not tolerate, a cordoned one, and one out of the pool.
+    c.nodes[0].taints.push(Taint { key: "dedicated".into(), value: "db".into(), effect: TaintEffect::NoSchedule });
+    c.nodes[1].unschedulable = true;
+    c.nodes.push(Node { name: "plain".into(), allocatable: Resources::new(64000, 256 * GI, 110), ..Default::default() });
+    let d = once(&p, &c, LoadSample::Total(1000.0), 2);
+    assert_eq!((d.survey.ecs_nodes, d.survey.ecs_room), (1, 2));
+    // Memory and pod count limit too.
+    let mut c = cluster(1, 0, 0, 0);
+    c.nodes[0].requested.memory_bytes = 27 * GI; // 5 GiB left → 2 pods
+    assert_eq!(once(&p, &c, LoadSample::Total(1000.0), 2).survey.ecs_room, 2);
+    c.nodes[0].requested.pods = 109; // one slot left
+    assert_eq!(once(&p, &c, LoadSample::Total(1000.0), 2).survey.ecs_room, 1);
+    // Headroom is kept free for others.
+    let mut p = policy();
+    p.placement.ecs_headroom_pods = 1;
+    let c = cluster(3, 3000, 0, 0);
+    assert_eq!(once(&p, &c, LoadSample::Total(1000.0), 2).survey.ecs_room, 5);
+}
+
+#[test]
+fn overflow_count_and_phase() {
+    let p = policy();
+    // 2 nodes x 4 pods = 8 on ECS; 4 already there, room 4.
+    let c = cluster(2, 0, 4, 0);
+    let d = once(&p, &c, LoadSample::Total(6000.0), 4);
+    assert_eq!(d.replicas.desired, 8); // rate-limited: 4 → 8 first
+    assert_eq!((d.survey.ecs_capacity, d.replicas.expected_eci, d.phase), (8, 0, Phase::Normal));
+    let c = cluster(2, 0, 8, 4);
+    let d = once(&p, &c, LoadSample::Total(6000.0), 12);
+    assert_eq!((d.replicas.desired, d.replicas.expected_eci, d.phase), (12, 4, Phase::Overflow));
+    // The peak has passed: ECS could hold it all but ECI pods remain.
+    let d = once(&p, &c, LoadSample::Total(3000.0), 12);
+    assert_eq!(d.phase, Phase::Draining);
+}
+
+#[test]
+fn eci_cap_lowers_desired_count() {
+    let mut p = policy();
+    p.eci.max_replicas = Some(3);
+    let c = cluster(2, 0, 8, 0);
+    let d = once(&p, &c, LoadSample::Total(10_000.0), 8);
+    assert_eq!((d.replicas.desired, d.replicas.why, d.replicas.expected_eci), (11, Why::EciCap, 3));
+    assert!(d.replicas.reason.contains("capped at 11"), "{}", d.replicas.reason);
+    // A cost cap: one 2 vCPU/2 GiB ECI pod costs (2*0.000049 + 2*0.00000613)*3600 ≈ 0.397/h.
+    let mut p = policy();
+    p.eci.max_cost_per_hour = Some(1.0);
+    assert_eq!(eci_cap(&p, GW), Some(2));
+    let d = once(&p, &c, LoadSample::Total(10_000.0), 8);
+    assert_eq!(d.replicas.desired, 10);
+}
+
+#[test]
+fn weights_change_with_hysteresis_and_not_during_rollout() {
+    let p = policy();
+    let c = cluster(2, 0, 8, 4); // ECS full, 12 needed
+    let loads = [LoadSample::Total(6000.0)];
+    let mut state = EngineState::default();
+    let mut weights = PoolWeights { ecs: 80, eci: 20 };
+    let mut changes = vec![];
+    let mut rollout = false;
+    for t in (0..=3000).step_by(10) {
+        let t = f64::from(t);
+        let mut o = obs(t, &c, &loads, 12);
+        o.weights = Some(weights);
+        o.rollout_in_progress = rollout && t < 700.0;
+        let out = decide(&p, &o, &state);
+        state = out.state;
+        if out.decision.weights.changed() {
+            weights = out.decision.weights.target;
+            changes.push((t, weights));
+            rollout = true;
+        }
+    }
+    // Exhausted from t=0; switched after 600 s, then held (still exhausted).
+    assert_eq!(changes, vec![(600.0, PoolWeights { ecs: 20, eci: 80 })]);
+
+    // Recovery: ECS can hold the fleet again, but the last change was recent.
+    let roomy = cluster(4, 0, 8, 4);
+    let loads = [LoadSample::Total(6000.0)];
+    let mut changes = vec![];
+    for t in (610..=3000).step_by(10) {
+        let t = f64::from(t);
+        let mut o = obs(t, &roomy, &loads, 12);
+        o.weights = Some(weights);
+        let out = decide(&p, &o, &state);
+        state = out.state;
+        if out.decision.weights.changed() {
+            weights = out.decision.weights.target;
+            changes.push(t);
+        }
+    }
+    // Recovered from 610 (needs 300 s), but the minimum interval (1800 s after 600) rules.
+    assert_eq!(changes, vec![2400.0]);
+    assert_eq!(weights, PoolWeights { ecs: 80, eci: 20 });
+    assert_eq!(state.weights.changes, 2);
+}
+
+#[test]
+fn weights_do_not_flap_when_capacity_oscillates() {
+    let p = policy();
+    let full = cluster(2, 0, 8, 4);
+    let roomy = cluster(4, 0, 8, 4);
+    let loads = [LoadSample::Total(6000.0)];
+    let mut state = EngineState::default();
+    let mut changes = 0;
+    for t in (0..7200).step_by(10) {
+        // ECS full for 5 minutes, room for 4, and again: never long enough to switch.
+        let c = if (t / 300) % 2 == 0 { &full } else { &roomy };
+        let out = decide(&p, &obs(f64::from(t), c, &loads, 12), &state);
+        state = out.state;
+        changes += usize::from(out.decision.weights.changed());
+    }
+    assert_eq!(changes, 0);
+}
+
+#[test]
+fn foreign_weights_are_restored() {
+    let p = policy();
+    let c = cluster(2, 0, 4, 0);
+    let loads = [LoadSample::Total(2000.0)];
+    let mut o = obs(0.0, &c, &loads, 4);
+    o.weights = Some(PoolWeights { ecs: 50, eci: 50 });
+    let d = decide(&p, &o, &EngineState::default()).decision;
+    assert_eq!(d.weights.target, PoolWeights { ecs: 80, eci: 20 });
+    assert!(d.weights.reason.contains("not the policy's"));
+}
+
+#[test]
+fn deletion_costs_put_eci_pods_first_and_skip_correct_ones() {
+    let p = policy();
+    let mut c = cluster(2, 0, 3, 2);
+    c.pods[0].deletion_cost = Some(placement::ECS_DELETION_COST);
+    c.pods.push(pod("gw-pending", None, Pool::Pending, 500.0));
+    let mut leaving = pod("gw-leaving", Some("virtual-kubelet"), Pool::Eci, 1.0);
+    leaving.terminating = true;
+    c.pods.push(leaving);
+    let d = once(&p, &c, LoadSample::Total(2500.0), 5);
+    let costs: std::collections::BTreeMap<_, _> = d.deletion_costs.iter().cloned().collect();
+    assert_eq!(costs.len(), 4, "{costs:?}"); // gw-ecs-0 already right, pending and terminating skipped
+    assert!(costs.iter().all(|(name, cost)| if name.contains("eci") { *cost < 0 } else { *cost > 0 }));
+    let max_eci = costs.iter().filter(|(n, _)| n.contains("eci")).map(|(_, c)| *c).max();
+    let min_ecs = costs.iter().filter(|(n, _)| n.contains("ecs")).map(|(_, c)| *c).min();
+    assert!(max_eci < min_ecs);
+}
+
+#[test]
+fn lead_time_sizes_for_the_forecast_on_a_rise() {
+    let mut p = policy();
+    p.behavior.lead_time.seconds = 45;
+    let c = cluster(4, 0, 4, 0);
+    let mut state = EngineState::default();
+    let mut last = None;
+    // Load rising 50/s from 2000 (on target for 4 replicas).
+    for t in (0..=60).step_by(5) {
+        let load = 2000.0 + 50.0 * f64::from(t);
+        let loads = [LoadSample::Total(load)];
+        let out = decide(&p, &obs(f64::from(t), &c, &loads, 4), &state);
+        state = out.state;
+        last = Some(out.decision);
+    }
+    let d = last.unwrap();
+    // Now 5000 → HPA says 10; 45 s ahead ~7250 → 15 (rate limit: 4 → 8 in one step).
+    assert_eq!(d.replicas.hpa, Some(10));
+    assert_eq!(d.replicas.lead, Some(15));
+    assert_eq!(d.replicas.why, Why::RateLimited);
+    let f = d.readings[0].forecast.unwrap();
+    assert!((f - 7250.0).abs() < 1.0, "{f}");
+    // Without the rise there is no lead.
+    let flat = [LoadSample::Total(5000.0)];
+    let mut state = EngineState::default();
+    for t in (0..=60).step_by(5) {
+        state = decide(&p, &obs(f64::from(t), &c, &flat, 10), &state).state;
+    }
+    let d = decide(&p, &obs(65.0, &c, &flat, 10), &state).decision;
+    assert_eq!((d.replicas.lead, d.replicas.desired), (None, 10));
+}
+
+#[test]
+fn cost_arithmetic() {
+    let mut p = policy();
+    p.cost.ecs_default_node_price_per_hour = 2.0;
+    p.cost.eci_vcpu_price_per_second = 0.00005;
+    p.cost.eci_gib_price_per_second = 0.000005;
+    let c = cluster(2, 0, 4, 2);
+    let d = once(&p, &c, LoadSample::Total(3000.0), 6);
+    // ECS: 4 pods × 2/8 of a 2.0/h node = 2.0; ECI: 2 × (2×0.00005 + 2×0.000005) × 3600 = 0.792.
+    assert!((d.cost.ecs_per_hour - 2.0).abs() < 1e-9, "{:?}", d.cost);
+    assert!((d.cost.eci_per_hour - 0.792).abs() < 1e-9);
+    // All-ECS at the peak of 6 pods: 6 × 0.5 = 3.0; saving 3.0 - 2.792.
+    assert!((d.cost.all_ecs_peak_per_hour - 3.0).abs() < 1e-9);
+    assert!((d.cost.saving_per_hour - 0.208).abs() < 1e-9);
+    assert_eq!(d.cost.currency, "CNY");
+}
+
+#[test]
+fn paused_holds_and_touches_nothing() {
+    let mut p = policy();
+    p.paused = true;
+    let c = cluster(2, 0, 2, 2);
+    let d = once(&p, &c, LoadSample::Total(50_000.0), 4);
+    assert_eq!((d.replicas.desired, d.replicas.why, d.phase), (4, Why::Paused, Phase::Paused));
+    assert!(d.deletion_costs.is_empty() && d.moves.is_empty() && !d.weights.changed());
+}
+
+#[test]
+fn bounds_are_restored_first() {
+    let p = policy();
+    let c = cluster(2, 0, 1, 0);
+    let d = once(&p, &c, LoadSample::Total(0.0), 1);
+    assert_eq!((d.replicas.desired, d.replicas.why), (2, Why::Bounds));
+    let d = once(&p, &c, LoadSample::Total(0.0), 0);
+    assert_eq!((d.replicas.desired, d.replicas.why), (0, Why::ScaledToZero));
+}
+
+#[test]
+fn rebalance_moves_one_eci_pod_when_steady_with_room() {
+    let mut p = policy();
+    p.placement.rebalance = true;
+    let c = cluster(4, 0, 6, 2); // room for 10 more on ECS
+    let loads = [LoadSample::Total(4000.0)]; // 8 replicas on target
+    let d = decide(&p, &obs(1000.0, &c, &loads, 8), &EngineState::default()).decision;
+    assert_eq!(d.moves, vec!["gw-eci-1".to_string()], "{}", d.move_reason);
+    // Not while a pod is not ready.
+    let mut c2 = cluster(4, 0, 6, 2);
+    c2.pods[0].ready = false;
+    let d = decide(&p, &obs(1000.0, &c2, &loads, 8), &EngineState::default()).decision;
+    assert!(d.moves.is_empty());
+    // Not when scaling.
+    let up = [LoadSample::Total(8000.0)];
+    assert!(decide(&p, &obs(1000.0, &c, &up, 8), &EngineState::default()).decision.moves.is_empty());
+    // Off by default.
+    assert!(decide(&policy(), &obs(1000.0, &c, &loads, 8), &EngineState::default()).decision.moves.is_empty());
+}
+
+fn arb_sample() -> impl Strategy<Value = LoadSample> {
+    prop_oneof![
+        4 => (0.0f64..50_000.0).prop_map(LoadSample::Total),
+        1 => Just(LoadSample::Missing("timeout".into())),
+        1 => Just(LoadSample::Total(f64::NAN)),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, .. ProptestConfig::default() })]
+
+    #[test]
+    fn decisions_stay_within_bounds_and_caps(
+        samples in proptest::collection::vec(arb_sample(), 1..60),
+        ecs_nodes in 1usize..5,
+        eci_cap in 0i32..10,
+        lead in prop_oneof![Just(0i64), Just(45i64)],
+    ) {
+        let mut p = policy();
+        p.eci.max_replicas = Some(eci_cap);
+        p.behavior.lead_time.seconds = lead;
+        let mut current = 4;
+        let mut state = EngineState::default();
+        for (i, s) in samples.iter().enumerate() {
+            let on_ecs = (current as usize).min(ecs_nodes * 4);
+            let c = cluster(ecs_nodes, 0, on_ecs, current as usize - on_ecs);
+            let loads = [s.clone()];
+            let out = decide(&p, &obs(i as f64 * 15.0, &c, &loads, current), &state);
+            let d = out.decision;
+            prop_assert!(d.replicas.desired >= p.min_replicas && d.replicas.desired <= p.max_replicas);
+            prop_assert!(d.replicas.expected_eci <= eci_cap.max(p.min_replicas));
+            if matches!(s, LoadSample::Missing(_)) || matches!(s, LoadSample::Total(v) if v.is_nan()) {
+                prop_assert!(d.replicas.desired >= current, "scaled down on missing data: {}", d.replicas.reason);
+            }
+            if let Some(h) = d.replicas.hpa {
+                if d.replicas.action == Action::ScaleUp && d.replicas.why == Why::LeadTime {
+                    prop_assert!(d.replicas.desired >= h.min(p.max_replicas));
+                }
+            }
+            state = out.state;
+            current = d.replicas.desired;
+        }
+    }
+
+    #[test]
+    fn deletion_costs_always_rank_eci_below_ecs(on_ecs in 0usize..12, on_eci in 0usize..12) {
+        let c = cluster(3, 0, on_ecs, on_eci);
+        let costs = placement::deletion_costs(&c.pods);
+        prop_assert_eq!(costs.len(), on_ecs + on_eci);
+        for (name, cost) in costs {
+            prop_assert_eq!(cost < 0, name.contains("eci"));
+        }
+    }
+}
