@@ -230,7 +230,9 @@ pub fn decide(policy: &ElasticGatewaySpec, obs: &Observation<'_>, prev: &EngineS
     let survey = placement::survey(policy, &template, obs.pods, obs.nodes);
 
     // Readings, HPA proposals and forecasts per metric.
-    state.series.resize_with(policy.metrics.len(), Default::default);
+    state
+        .series
+        .resize_with(policy.metrics.len(), Default::default);
     let mut readings = Vec::with_capacity(policy.metrics.len());
     for (i, m) in policy.metrics.iter().enumerate() {
         let missing_sample = LoadSample::Missing("no sample for this metric".into());
@@ -238,20 +240,46 @@ pub fn decide(policy: &ElasticGatewaySpec, obs: &Observation<'_>, prev: &EngineS
         let target = m.target_per_replica;
         let (value, proposal, missing) = match sample {
             LoadSample::Missing(why) => (None, None, Some(why.clone())),
-            LoadSample::Total(v) if !v.is_finite() || *v < 0.0 => (None, None, Some(format!("invalid value {v}"))),
-            LoadSample::Total(v) => (Some(*v), Some(hpa::replicas_for_total(status_replicas, *v, target, tolerance)), None),
-            LoadSample::PerPod(samples) => match hpa::replicas_for_per_pod(current, samples, obs.pods, target, tolerance) {
-                Ok(r) => (sample.total(), Some(r), None),
-                Err(e) => (None, None, Some(e)),
-            },
+            LoadSample::Total(v) if !v.is_finite() || *v < 0.0 => {
+                (None, None, Some(format!("invalid value {v}")))
+            }
+            LoadSample::Total(v) => (
+                Some(*v),
+                Some(hpa::replicas_for_total(
+                    status_replicas,
+                    *v,
+                    target,
+                    tolerance,
+                )),
+                None,
+            ),
+            LoadSample::PerPod(samples) => {
+                match hpa::replicas_for_per_pod(current, samples, obs.pods, target, tolerance) {
+                    Ok(r) => (sample.total(), Some(r), None),
+                    Err(e) => (None, None, Some(e)),
+                }
+            }
         };
         let forecast = value.and_then(|v| {
             state.series[i].push(now, v, lead.window_seconds as f64);
             (lead.seconds > 0)
-                .then(|| state.series[i].forecast(lead.seconds as f64, lead.window_seconds as f64, lead.max_growth))
+                .then(|| {
+                    state.series[i].forecast(
+                        lead.seconds as f64,
+                        lead.window_seconds as f64,
+                        lead.max_growth,
+                    )
+                })
                 .flatten()
         });
-        readings.push(Reading { metric: m.display_name(), value, target_per_replica: target, proposal, forecast, missing });
+        readings.push(Reading {
+            metric: m.display_name(),
+            value,
+            target_per_replica: target,
+            proposal,
+            forecast,
+            missing,
+        });
     }
     let missing: Vec<String> = readings
         .iter()
@@ -272,15 +300,33 @@ pub fn decide(policy: &ElasticGatewaySpec, obs: &Observation<'_>, prev: &EngineS
     let (desired, action, why, reason) = if policy.paused {
         hold(Why::Paused, "spec.paused is set".into())
     } else if current == 0 {
-        hold(Why::ScaledToZero, "the workload has 0 replicas; spillway does not scale from zero".into())
+        hold(
+            Why::ScaledToZero,
+            "the workload has 0 replicas; spillway does not scale from zero".into(),
+        )
     } else if current > policy.max_replicas || current < policy.min_replicas {
         let d = current.clamp(policy.min_replicas, policy.max_replicas);
-        let act = if d > current { Action::ScaleUp } else { Action::ScaleDown };
-        (d, act, Why::Bounds, format!("{current} replicas is outside {}..{}", policy.min_replicas, policy.max_replicas))
+        let act = if d > current {
+            Action::ScaleUp
+        } else {
+            Action::ScaleDown
+        };
+        (
+            d,
+            act,
+            Why::Bounds,
+            format!(
+                "{current} replicas is outside {}..{}",
+                policy.min_replicas, policy.max_replicas
+            ),
+        )
     } else if let Some(hpa_answer) = hpa_answer {
         let recommended = lead_answer.unwrap_or(hpa_answer);
         if !missing.is_empty() && recommended < current {
-            hold(Why::MissingData, format!("not scaling down on partial data ({})", missing.join("; ")))
+            hold(
+                Why::MissingData,
+                format!("not scaling down on partial data ({})", missing.join("; ")),
+            )
         } else {
             state.hpa.seed(now, current);
             let n = hpa::Normalize {
@@ -303,12 +349,19 @@ pub fn decide(policy: &ElasticGatewaySpec, obs: &Observation<'_>, prev: &EngineS
             };
             let load = readings
                 .iter()
-                .filter_map(|r| r.value.map(|v| format!("{} {v:.1} / {} per replica", r.metric, r.target_per_replica)))
+                .filter_map(|r| {
+                    r.value.map(|v| {
+                        format!("{} {v:.1} / {} per replica", r.metric, r.target_per_replica)
+                    })
+                })
                 .collect::<Vec<_>>()
                 .join(", ");
             let mut reason = format!("{load} → {hpa_answer}");
             if let Some(l) = lead_answer {
-                reason.push_str(&format!(", {l} for the load forecast {}s ahead", lead.seconds));
+                reason.push_str(&format!(
+                    ", {l} for the load forecast {}s ahead",
+                    lead.seconds
+                ));
             }
             if limit != hpa::Limit::DesiredWithinRange {
                 reason.push_str(&format!(", {} to {normalized}", limit.as_str()));
@@ -320,7 +373,13 @@ pub fn decide(policy: &ElasticGatewaySpec, obs: &Observation<'_>, prev: &EngineS
             (normalized, action, why, reason)
         }
     } else {
-        hold(Why::MissingData, format!("no load data, holding {current} replicas ({})", missing.join("; ")))
+        hold(
+            Why::MissingData,
+            format!(
+                "no load data, holding {current} replicas ({})",
+                missing.join("; ")
+            ),
+        )
     };
 
     // The ECI cap lowers the count rather than run more pods on ECI than allowed.
@@ -342,7 +401,12 @@ pub fn decide(policy: &ElasticGatewaySpec, obs: &Observation<'_>, prev: &EngineS
         }
     }
     if desired != current && !policy.dry_run {
-        state.hpa.record_scale(now, current, desired, hpa::longest_period(&up_rules, &down_rules));
+        state.hpa.record_scale(
+            now,
+            current,
+            desired,
+            hpa::longest_period(&up_rules, &down_rules),
+        );
         if desired > current {
             state.last_scale_up = Some(now);
         }
@@ -351,7 +415,11 @@ pub fn decide(policy: &ElasticGatewaySpec, obs: &Observation<'_>, prev: &EngineS
 
     // Weights, deletion costs, moves.
     let weights = if policy.paused {
-        WeightPlan { current: weights_now, target: weights_now, reason: "paused".into() }
+        WeightPlan {
+            current: weights_now,
+            target: weights_now,
+            reason: "paused".into(),
+        }
     } else {
         placement::weights(
             policy,
@@ -366,12 +434,19 @@ pub fn decide(policy: &ElasticGatewaySpec, obs: &Observation<'_>, prev: &EngineS
             },
         )
     };
-    let deletion_costs = if policy.paused { vec![] } else { placement::deletion_costs(obs.pods) };
+    let deletion_costs = if policy.paused {
+        vec![]
+    } else {
+        placement::deletion_costs(obs.pods)
+    };
     let (moves, move_reason) = if !policy.placement.rebalance || policy.paused {
         (vec![], "rebalance is off".to_string())
     } else {
-        let quiet = |t: Option<f64>| t.is_none_or(|t| now - t >= policy.placement.rebalance_interval_seconds as f64);
-        let steady = action == Action::Hold && desired == status_replicas && quiet(state.last_scale_up);
+        let quiet = |t: Option<f64>| {
+            t.is_none_or(|t| now - t >= policy.placement.rebalance_interval_seconds as f64)
+        };
+        let steady =
+            action == Action::Hold && desired == status_replicas && quiet(state.last_scale_up);
         let choice = placement::choose_move(&placement::MoveInput {
             pods: obs.pods,
             survey: &survey,
@@ -382,7 +457,13 @@ pub fn decide(policy: &ElasticGatewaySpec, obs: &Observation<'_>, prev: &EngineS
         match choice {
             Ok(pod) if quiet(state.last_move) => {
                 state.last_move = Some(now);
-                (vec![pod], format!("ECS has room for {} more; moving one ECI pod back", survey.ecs_room))
+                (
+                    vec![pod],
+                    format!(
+                        "ECS has room for {} more; moving one ECI pod back",
+                        survey.ecs_room
+                    ),
+                )
             }
             Ok(_) => (vec![], "waiting for the rebalance interval".to_string()),
             Err(why) => (vec![], why.to_string()),
@@ -443,7 +524,11 @@ fn direction(current: i32, desired: i32) -> Action {
 pub fn eci_cap(policy: &ElasticGatewaySpec, requests: Resources) -> Option<i32> {
     let by_cost = policy.eci.max_cost_per_hour.map(|budget| {
         let per_pod = cost::eci_pod_per_second(&requests, &policy.cost) * 3600.0;
-        if per_pod > 0.0 { (budget / per_pod).floor().min(f64::from(i32::MAX)) as i32 } else { i32::MAX }
+        if per_pod > 0.0 {
+            (budget / per_pod).floor().min(f64::from(i32::MAX)) as i32
+        } else {
+            i32::MAX
+        }
     });
     match (policy.eci.max_replicas, by_cost) {
         (Some(a), Some(b)) => Some(a.min(b)),
@@ -451,7 +536,11 @@ pub fn eci_cap(policy: &ElasticGatewaySpec, requests: Resources) -> Option<i32> 
     }
 }
 
-fn estimate_cost(policy: &ElasticGatewaySpec, obs: &Observation<'_>, state: &mut EngineState) -> CostEstimate {
+fn estimate_cost(
+    policy: &ElasticGatewaySpec,
+    obs: &Observation<'_>,
+    state: &mut EngineState,
+) -> CostEstimate {
     let model = &policy.cost;
     let live: Vec<&GatewayPod> = obs.pods.iter().filter(|p| !p.terminating).collect();
     let ecs_nodes: std::collections::HashMap<&str, &Node> = obs
@@ -479,13 +568,19 @@ fn estimate_cost(policy: &ElasticGatewaySpec, obs: &Observation<'_>, state: &mut
         Some((m, n)) if *m == minute => *n = (*n).max(live.len() as i32),
         _ => state.peak.push((minute, live.len() as i32)),
     }
-    state.peak.retain(|(m, _)| *m > minute - PEAK_WINDOW_MINUTES);
+    state
+        .peak
+        .retain(|(m, _)| *m > minute - PEAK_WINDOW_MINUTES);
     let peak = state.peak.iter().map(|(_, n)| *n).max().unwrap_or(0);
     // The all-ECS fleet prices each pod as a share of the pool's first node (or a default node).
-    let reference = ecs_nodes.values().min_by(|a, b| a.name.cmp(&b.name)).map(|n| (*n).clone()).unwrap_or_else(|| Node {
-        allocatable: Resources::new(8000, 32 << 30, 110),
-        ..Default::default()
-    });
+    let reference = ecs_nodes
+        .values()
+        .min_by(|a, b| a.name.cmp(&b.name))
+        .map(|n| (*n).clone())
+        .unwrap_or_else(|| Node {
+            allocatable: Resources::new(8000, 32 << 30, 110),
+            ..Default::default()
+        });
     let per_pod = cost::ecs_pod_per_hour(&obs.pod_requests, &reference, model);
     let all_ecs = f64::from(peak) * per_pod;
     CostEstimate {

@@ -1,10 +1,31 @@
 //! spillway: keeps an ingress gateway on ECS in normal times and lets the peak overflow onto
 //! virtual-kubelet (ECI) nodes.
 //!
-//! Data flows one way: observe ([`model`]) → decide ([`engine`], pure) → act → report. The
-//! drill ([`sim`]) feeds the same engine from a simulated cluster on a virtual clock.
+//! Data flows one way: observe ([`model`]) → decide ([`engine`], pure) → act ([`act`]) → report.
+//! The drill ([`sim`]) feeds the same engine from a simulated cluster on a virtual clock.
 
+pub mod act;
+pub mod config;
+pub mod engine;
 pub mod model;
 pub mod policy;
 pub mod scheduler;
-pub mod engine;
+pub mod sim;
+pub mod telemetry;
+
+/// Errors of the library.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A setting or document is wrong.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+impl Error {
+    /// A short, stable label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Config(_) => "config",
+        }
+    }
+}

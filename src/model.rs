@@ -28,7 +28,11 @@ pub struct Resources {
 
 impl Resources {
     pub const fn new(cpu_millis: i64, memory_bytes: i64, pods: i64) -> Self {
-        Self { cpu_millis, memory_bytes, pods }
+        Self {
+            cpu_millis,
+            memory_bytes,
+            pods,
+        }
     }
 
     /// What one pod with these container requests takes from a node.
@@ -107,10 +111,8 @@ impl Toleration {
     /// `Toleration.ToleratesTaint` from k8s.io/api core/v1 `toleration.go`: an empty effect
     /// matches all effects, an empty key with `Exists` matches all keys.
     pub fn tolerates(&self, taint: &Taint) -> bool {
-        if let Some(effect) = self.effect {
-            if effect != taint.effect {
-                return false;
-            }
+        if self.effect.is_some_and(|e| e != taint.effect) {
+            return false;
         }
         if !self.key.is_empty() && self.key != taint.key {
             return false;
@@ -198,7 +200,10 @@ pub struct SelectorTerm {
 
 impl SelectorTerm {
     pub fn with(reqs: Vec<SelectorRequirement>) -> Self {
-        Self { match_expressions: reqs, match_fields: vec![] }
+        Self {
+            match_expressions: reqs,
+            match_fields: vec![],
+        }
     }
 
     /// An empty term matches no node (component-helpers `nodeaffinity.NewNodeSelector`).
@@ -319,7 +324,11 @@ pub struct GatewayPod {
 }
 
 /// Tells which pool a node belongs to from the policy's selectors.
-pub fn classify_node(node: &Node, ecs: &BTreeMap<String, String>, eci: &BTreeMap<String, String>) -> Pool {
+pub fn classify_node(
+    node: &Node,
+    ecs: &BTreeMap<String, String>,
+    eci: &BTreeMap<String, String>,
+) -> Pool {
     if !eci.is_empty() && node.has_labels(eci) {
         Pool::Eci
     } else if !ecs.is_empty() && node.has_labels(ecs) {
@@ -334,7 +343,10 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect()
     }
 
     fn req(key: &str, op: SelectorOperator, values: &[&str]) -> SelectorRequirement {
@@ -392,10 +404,34 @@ mod tests {
             value: "alibabacloud".into(),
             effect: TaintEffect::NoSchedule,
         };
-        assert!(Toleration::equal("virtual-kubelet.io/provider", "alibabacloud", TaintEffect::NoSchedule).tolerates(&t));
-        assert!(!Toleration::equal("virtual-kubelet.io/provider", "other", TaintEffect::NoSchedule).tolerates(&t));
-        assert!(!Toleration::equal("virtual-kubelet.io/provider", "alibabacloud", TaintEffect::NoExecute).tolerates(&t));
-        let exists_any = Toleration { operator: TolerationOperator::Exists, ..Default::default() };
+        assert!(
+            Toleration::equal(
+                "virtual-kubelet.io/provider",
+                "alibabacloud",
+                TaintEffect::NoSchedule
+            )
+            .tolerates(&t)
+        );
+        assert!(
+            !Toleration::equal(
+                "virtual-kubelet.io/provider",
+                "other",
+                TaintEffect::NoSchedule
+            )
+            .tolerates(&t)
+        );
+        assert!(
+            !Toleration::equal(
+                "virtual-kubelet.io/provider",
+                "alibabacloud",
+                TaintEffect::NoExecute
+            )
+            .tolerates(&t)
+        );
+        let exists_any = Toleration {
+            operator: TolerationOperator::Exists,
+            ..Default::default()
+        };
         assert!(exists_any.tolerates(&t));
         let key_any_effect = Toleration {
             key: "virtual-kubelet.io/provider".into(),
@@ -412,6 +448,9 @@ mod tests {
         assert_eq!(free.fits_count(&Resources::pod(1500, 1 << 30)), 2);
         assert_eq!(free.fits_count(&Resources::pod(100, 3 << 30)), 2);
         assert_eq!(free.fits_count(&Resources::pod(0, 0)), 3);
-        assert_eq!(Resources::new(-5, 0, 2).fits_count(&Resources::pod(1, 0)), 0);
+        assert_eq!(
+            Resources::new(-5, 0, 2).fits_count(&Resources::pod(1, 0)),
+            0
+        );
     }
 }

@@ -10,7 +10,9 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{PodTemplate, PreferredTerm, SelectorRequirement, SelectorTerm, TaintEffect, Toleration};
+use crate::model::{
+    PodTemplate, PreferredTerm, SelectorRequirement, SelectorTerm, TaintEffect, Toleration,
+};
 
 mod presets;
 mod validate;
@@ -26,6 +28,7 @@ pub use validate::{FieldError, load_policy_file, parse_policy, validate};
     kind = "ElasticGateway",
     plural = "elasticgateways",
     shortname = "egw",
+    doc = "An ingress gateway that spillway scales on ECS and overflows onto ECI (virtual-kubelet) nodes.",
     namespaced,
     status = "ElasticGatewayStatus",
     printcolumn = r#"{"name":"Target","type":"string","jsonPath":".spec.target.name"}"#,
@@ -149,7 +152,10 @@ pub struct Pools {
 
 impl Default for Pools {
     fn default() -> Self {
-        Self { ecs: defaults::ecs_pool(), eci: defaults::eci_pool() }
+        Self {
+            ecs: defaults::ecs_pool(),
+            eci: defaults::eci_pool(),
+        }
     }
 }
 
@@ -302,14 +308,30 @@ impl ScalingRules {
     pub fn effective(&self, up: bool) -> EffectiveRules {
         let default_policies = if up {
             vec![
-                ScalingPolicy { kind: ScalingPolicyType::Percent, value: 100, period_seconds: 15 },
-                ScalingPolicy { kind: ScalingPolicyType::Pods, value: 4, period_seconds: 15 },
+                ScalingPolicy {
+                    kind: ScalingPolicyType::Percent,
+                    value: 100,
+                    period_seconds: 15,
+                },
+                ScalingPolicy {
+                    kind: ScalingPolicyType::Pods,
+                    value: 4,
+                    period_seconds: 15,
+                },
             ]
         } else {
-            vec![ScalingPolicy { kind: ScalingPolicyType::Percent, value: 100, period_seconds: 15 }]
+            vec![ScalingPolicy {
+                kind: ScalingPolicyType::Percent,
+                value: 100,
+                period_seconds: 15,
+            }]
         };
         EffectiveRules {
-            stabilization_window_seconds: self.stabilization_window_seconds.unwrap_or(if up { 0 } else { 300 }),
+            stabilization_window_seconds: self.stabilization_window_seconds.unwrap_or(if up {
+                0
+            } else {
+                300
+            }),
             select_policy: self.select_policy.unwrap_or(SelectPolicy::Max),
             policies: self.policies.clone().unwrap_or(default_policies),
         }
@@ -440,11 +462,19 @@ pub struct Condition {
 impl ElasticGatewaySpec {
     /// The gateway pod's scheduling constraints as the scenario's operator sets them: both
     /// tolerations, required affinity to either pool, and preferred weights `weights`.
-    pub fn gateway_template(&self, requests: crate::model::Resources, weights: PoolWeights) -> PodTemplate {
+    pub fn gateway_template(
+        &self,
+        requests: crate::model::Resources,
+        weights: PoolWeights,
+    ) -> PodTemplate {
         let mut tolerations = self.pools.ecs.tolerations.clone();
         tolerations.extend(self.pools.eci.tolerations.iter().cloned());
         let term = |sel: &BTreeMap<String, String>| {
-            SelectorTerm::with(sel.iter().map(|(k, v)| SelectorRequirement::is_in(k, &[v])).collect())
+            SelectorTerm::with(
+                sel.iter()
+                    .map(|(k, v)| SelectorRequirement::is_in(k, &[v]))
+                    .collect(),
+            )
         };
         let ecs = term(&self.pools.ecs.node_selector);
         let eci = term(&self.pools.eci.node_selector);
@@ -453,8 +483,14 @@ impl ElasticGatewaySpec {
             tolerations,
             required_terms: vec![ecs.clone(), eci.clone()],
             preferred_terms: vec![
-                PreferredTerm { weight: weights.ecs, preference: ecs },
-                PreferredTerm { weight: weights.eci, preference: eci },
+                PreferredTerm {
+                    weight: weights.ecs,
+                    preference: ecs,
+                },
+                PreferredTerm {
+                    weight: weights.eci,
+                    preference: eci,
+                },
             ],
             node_selector: BTreeMap::new(),
         }
@@ -472,12 +508,21 @@ pub mod defaults {
         20
     }
     pub fn metrics() -> Vec<MetricSpec> {
-        vec![MetricSpec { name: None, preset: Some(Preset::RequestRate), query: None, target_per_replica: 500.0 }]
+        vec![MetricSpec {
+            name: None,
+            preset: Some(Preset::RequestRate),
+            query: None,
+            target_per_replica: 500.0,
+        }]
     }
     pub fn ecs_pool() -> PoolSpec {
         PoolSpec {
             node_selector: BTreeMap::from([("mykey4pod".to_string(), "asmgateway".to_string())]),
-            tolerations: vec![Toleration::equal("mykey", "myvalue", TaintEffect::NoSchedule)],
+            tolerations: vec![Toleration::equal(
+                "mykey",
+                "myvalue",
+                TaintEffect::NoSchedule,
+            )],
         }
     }
     pub fn eci_pool() -> PoolSpec {
@@ -496,14 +541,15 @@ pub mod defaults {
     pub fn exhausted_weights() -> PoolWeights {
         PoolWeights { ecs: 20, eci: 80 }
     }
+    /// Long enough that a flash crowd never rolls the gateway mid-peak; a sustained one does.
     pub fn exhausted_after() -> i64 {
-        600
+        1800
     }
     pub fn recovered_after() -> i64 {
-        300
+        600
     }
     pub fn min_weight_interval() -> i64 {
-        1800
+        3600
     }
     pub fn rebalance_interval() -> i64 {
         60
@@ -561,12 +607,22 @@ mod tests {
     #[test]
     fn a_few_lines_make_the_scenario_policy() {
         let spec: ElasticGatewaySpec =
-            serde_json::from_value(serde_json::json!({"target": {"name": "istio-ingressgateway"}})).unwrap();
+            serde_json::from_value(serde_json::json!({"target": {"name": "istio-ingressgateway"}}))
+                .unwrap();
         assert_eq!(spec.min_replicas, 2);
-        assert_eq!(spec.placement.normal_weights, PoolWeights { ecs: 80, eci: 20 });
+        assert_eq!(
+            spec.placement.normal_weights,
+            PoolWeights { ecs: 80, eci: 20 }
+        );
         assert_eq!(spec.pools.ecs.node_selector["mykey4pod"], "asmgateway");
         assert_eq!(spec.pools.eci.node_selector["type"], "virtual-kubelet");
-        assert_eq!(spec.behavior.scale_down.effective(false).stabilization_window_seconds, 300);
+        assert_eq!(
+            spec.behavior
+                .scale_down
+                .effective(false)
+                .stabilization_window_seconds,
+            300
+        );
         assert_eq!(spec.behavior.scale_up.effective(true).policies.len(), 2);
         assert!((spec.behavior.tolerance - 0.1).abs() < 1e-12);
         assert!(validate(&spec, "istio-system").is_empty());
@@ -575,11 +631,17 @@ mod tests {
     #[test]
     fn gateway_template_has_the_scenario_affinity() {
         let spec = ElasticGateway::scenario_default().spec;
-        let t = spec.gateway_template(crate::model::Resources::pod(2000, 2 << 30), spec.placement.normal_weights);
+        let t = spec.gateway_template(
+            crate::model::Resources::pod(2000, 2 << 30),
+            spec.placement.normal_weights,
+        );
         assert_eq!(t.tolerations.len(), 2);
         assert_eq!(t.required_terms.len(), 2);
         assert_eq!(t.preferred_terms[0].weight, 80);
         assert_eq!(t.preferred_terms[1].weight, 20);
-        assert_eq!(t.preferred_terms[1].preference.match_expressions[0].key, "type");
+        assert_eq!(
+            t.preferred_terms[1].preference.match_expressions[0].key,
+            "type"
+        );
     }
 }

@@ -36,7 +36,12 @@ pub struct Weights {
 
 impl Default for Weights {
     fn default() -> Self {
-        Self { taint_toleration: 3, node_affinity: 2, resources_fit: 1, balanced_allocation: 1 }
+        Self {
+            taint_toleration: 3,
+            node_affinity: 2,
+            resources_fit: 1,
+            balanced_allocation: 1,
+        }
     }
 }
 
@@ -78,7 +83,10 @@ pub fn static_fit(pod: &PodTemplate, node: &Node) -> Result<(), Unfit> {
         return Err(Unfit::NodeAffinity);
     }
     if !pod.required_terms.is_empty()
-        && !pod.required_terms.iter().any(|t| t.matches(&node.name, &node.labels))
+        && !pod
+            .required_terms
+            .iter()
+            .any(|t| t.matches(&node.name, &node.labels))
     {
         return Err(Unfit::NodeAffinity);
     }
@@ -136,19 +144,38 @@ fn raw_score(pod: &PodTemplate, node: &Node) -> RawScore {
         .filter(|t| t.effect == TaintEffect::PreferNoSchedule)
         .filter(|taint| {
             !pod.tolerations.iter().any(|t| {
-                (t.effect.is_none() || t.effect == Some(TaintEffect::PreferNoSchedule)) && t.tolerates(taint)
+                (t.effect.is_none() || t.effect == Some(TaintEffect::PreferNoSchedule))
+                    && t.tolerates(taint)
             })
         })
         .count() as i64;
     let alloc = node.allocatable;
     let cpu_req = node.requested.cpu_millis + pod.requests.cpu_millis;
     let mem_req = node.requested.memory_bytes + pod.requests.memory_bytes;
-    let least = |req: i64, cap: i64| if cap <= 0 || req > cap { 0 } else { (cap - req) * MAX_NODE_SCORE / cap };
-    let least_allocated = (least(cpu_req, alloc.cpu_millis) + least(mem_req, alloc.memory_bytes)) / 2;
-    let frac = |req: i64, cap: i64| if cap <= 0 { 1.0 } else { (req as f64 / cap as f64).min(1.0) };
+    let least = |req: i64, cap: i64| {
+        if cap <= 0 || req > cap {
+            0
+        } else {
+            (cap - req) * MAX_NODE_SCORE / cap
+        }
+    };
+    let least_allocated =
+        (least(cpu_req, alloc.cpu_millis) + least(mem_req, alloc.memory_bytes)) / 2;
+    let frac = |req: i64, cap: i64| {
+        if cap <= 0 {
+            1.0
+        } else {
+            (req as f64 / cap as f64).min(1.0)
+        }
+    };
     let std = (frac(cpu_req, alloc.cpu_millis) - frac(mem_req, alloc.memory_bytes)).abs() / 2.0;
     let balanced = ((1.0 - std) * MAX_NODE_SCORE as f64) as i64;
-    RawScore { affinity, intolerable, least_allocated, balanced }
+    RawScore {
+        affinity,
+        intolerable,
+        least_allocated,
+        balanced,
+    }
 }
 
 /// Scores the feasible nodes as the default profile does and returns each node's total, in
@@ -160,7 +187,11 @@ pub fn score(pod: &PodTemplate, feasible: &[&Node], weights: &Weights) -> Vec<i6
     raw.iter()
         .map(|r| {
             // DefaultNormalizeScore(MaxNodeScore, reverse=false): all zero stays zero.
-            let affinity = if max_affinity > 0 { r.affinity * MAX_NODE_SCORE / max_affinity } else { 0 };
+            let affinity = if max_affinity > 0 {
+                r.affinity * MAX_NODE_SCORE / max_affinity
+            } else {
+                0
+            };
             // DefaultNormalizeScore(MaxNodeScore, reverse=true): all zero becomes the maximum.
             let taint = if max_intolerable > 0 {
                 MAX_NODE_SCORE - r.intolerable * MAX_NODE_SCORE / max_intolerable
@@ -183,18 +214,32 @@ pub fn select_node<'a>(
     weights: &Weights,
     tie_break: impl FnOnce(usize) -> usize,
 ) -> Option<&'a Node> {
-    let feasible: Vec<&Node> = nodes.into_iter().filter(|n| filter(pod, n).is_ok()).collect();
+    let feasible: Vec<&Node> = nodes
+        .into_iter()
+        .filter(|n| filter(pod, n).is_ok())
+        .collect();
     let scores = score(pod, &feasible, weights);
     let best = *scores.iter().max()?;
-    let top: Vec<&Node> = feasible.iter().zip(&scores).filter(|(_, s)| **s == best).map(|(n, _)| *n).collect();
-    let pick = if top.len() > 1 { tie_break(top.len()).min(top.len() - 1) } else { 0 };
+    let top: Vec<&Node> = feasible
+        .iter()
+        .zip(&scores)
+        .filter(|(_, s)| **s == best)
+        .map(|(n, _)| *n)
+        .collect();
+    let pick = if top.len() > 1 {
+        tie_break(top.len()).min(top.len() - 1)
+    } else {
+        0
+    };
     Some(top[pick])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{PreferredTerm, Resources, SelectorRequirement, SelectorTerm, Taint, Toleration};
+    use crate::model::{
+        PreferredTerm, Resources, SelectorRequirement, SelectorTerm, Taint, Toleration,
+    };
     use std::collections::BTreeMap;
 
     const GI: i64 = 1 << 30;
@@ -202,7 +247,10 @@ mod tests {
     fn node(name: &str, labels: &[(&str, &str)], alloc: Resources, used: Resources) -> Node {
         Node {
             name: name.into(),
-            labels: labels.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).into(), (*v).into()))
+                .collect(),
             taints: vec![],
             allocatable: alloc,
             requested: used,
@@ -217,7 +265,11 @@ mod tests {
             Resources::new(8000, 32 * GI, 110),
             Resources::new(used_cpu, 4 * GI, 5),
         );
-        n.taints.push(Taint { key: "mykey".into(), value: "myvalue".into(), effect: TaintEffect::NoSchedule });
+        n.taints.push(Taint {
+            key: "mykey".into(),
+            value: "myvalue".into(),
+            effect: TaintEffect::NoSchedule,
+        });
         n
     }
 
@@ -241,20 +293,36 @@ mod tests {
             requests: Resources::pod(2000, 2 * GI),
             tolerations: vec![
                 Toleration::equal("mykey", "myvalue", TaintEffect::NoSchedule),
-                Toleration::equal("virtual-kubelet.io/provider", "alibabacloud", TaintEffect::NoSchedule),
+                Toleration::equal(
+                    "virtual-kubelet.io/provider",
+                    "alibabacloud",
+                    TaintEffect::NoSchedule,
+                ),
             ],
             required_terms: vec![
-                SelectorTerm::with(vec![SelectorRequirement::is_in("mykey4pod", &["asmgateway"])]),
-                SelectorTerm::with(vec![SelectorRequirement::is_in("type", &["virtual-kubelet"])]),
+                SelectorTerm::with(vec![SelectorRequirement::is_in(
+                    "mykey4pod",
+                    &["asmgateway"],
+                )]),
+                SelectorTerm::with(vec![SelectorRequirement::is_in(
+                    "type",
+                    &["virtual-kubelet"],
+                )]),
             ],
             preferred_terms: vec![
                 PreferredTerm {
                     weight: ecs_weight,
-                    preference: SelectorTerm::with(vec![SelectorRequirement::is_in("mykey4pod", &["asmgateway"])]),
+                    preference: SelectorTerm::with(vec![SelectorRequirement::is_in(
+                        "mykey4pod",
+                        &["asmgateway"],
+                    )]),
                 },
                 PreferredTerm {
                     weight: eci_weight,
-                    preference: SelectorTerm::with(vec![SelectorRequirement::is_in("type", &["virtual-kubelet"])]),
+                    preference: SelectorTerm::with(vec![SelectorRequirement::is_in(
+                        "type",
+                        &["virtual-kubelet"],
+                    )]),
                 },
             ],
             node_selector: BTreeMap::new(),
@@ -268,9 +336,18 @@ mod tests {
     #[test]
     fn filters_taints_affinity_and_fit() {
         let pod = gateway(80, 20);
-        let mut plain = node("worker", &[], Resources::new(8000, 32 * GI, 110), Resources::default());
+        let mut plain = node(
+            "worker",
+            &[],
+            Resources::new(8000, 32 * GI, 110),
+            Resources::default(),
+        );
         assert_eq!(filter(&pod, &plain), Err(Unfit::NodeAffinity));
-        plain.taints.push(Taint { key: "x".into(), value: String::new(), effect: TaintEffect::NoExecute });
+        plain.taints.push(Taint {
+            key: "x".into(),
+            value: String::new(),
+            effect: TaintEffect::NoExecute,
+        });
         assert_eq!(filter(&pod, &plain), Err(Unfit::UntoleratedTaint));
         // PreferNoSchedule never filters.
         plain.taints[0].effect = TaintEffect::PreferNoSchedule;
@@ -291,7 +368,10 @@ mod tests {
         // Without the ECS toleration the dedicated node is off limits.
         let mut intolerant = pod.clone();
         intolerant.tolerations.remove(0);
-        assert_eq!(filter(&intolerant, &ecs("e1", 0)), Err(Unfit::UntoleratedTaint));
+        assert_eq!(
+            filter(&intolerant, &ecs("e1", 0)),
+            Err(Unfit::UntoleratedTaint)
+        );
         assert_eq!(filter(&intolerant, &virtual_node()), Ok(()));
     }
 
@@ -300,7 +380,12 @@ mod tests {
         let pod = gateway(80, 20);
         assert_eq!(room_for(&pod, &ecs("e1", 1000)), 3);
         assert_eq!(room_for(&pod, &ecs("e1", 7000)), 0);
-        let plain = node("worker", &[], Resources::new(8000, 32 * GI, 110), Resources::default());
+        let plain = node(
+            "worker",
+            &[],
+            Resources::new(8000, 32 * GI, 110),
+            Resources::default(),
+        );
         assert_eq!(room_for(&pod, &plain), 0);
     }
 
@@ -312,7 +397,10 @@ mod tests {
         assert_eq!(pick(&pod, &nodes).as_deref(), Some("ecs-1"));
         // When ECS is full, the preference is soft: the pod goes to ECI.
         let nodes = vec![ecs("ecs-1", 7000), virtual_node()];
-        assert_eq!(pick(&pod, &nodes).as_deref(), Some("virtual-kubelet-cn-hangzhou-k"));
+        assert_eq!(
+            pick(&pod, &nodes).as_deref(),
+            Some("virtual-kubelet-cn-hangzhou-k")
+        );
     }
 
     #[test]
@@ -320,10 +408,16 @@ mod tests {
         // The scenario's warning: a virtual node's huge capacity wins the resource scores.
         let pod = gateway(50, 50);
         let nodes = vec![ecs("ecs-1", 4000), virtual_node()];
-        assert_eq!(pick(&pod, &nodes).as_deref(), Some("virtual-kubelet-cn-hangzhou-k"));
+        assert_eq!(
+            pick(&pod, &nodes).as_deref(),
+            Some("virtual-kubelet-cn-hangzhou-k")
+        );
         let flipped = gateway(20, 80);
         let nodes = vec![ecs("ecs-1", 0), virtual_node()];
-        assert_eq!(pick(&flipped, &nodes).as_deref(), Some("virtual-kubelet-cn-hangzhou-k"));
+        assert_eq!(
+            pick(&flipped, &nodes).as_deref(),
+            Some("virtual-kubelet-cn-hangzhou-k")
+        );
     }
 
     #[test]
@@ -350,7 +444,11 @@ mod tests {
     fn prefer_no_schedule_counts_against_a_node() {
         let pod = gateway(80, 20);
         let mut a = ecs("ecs-a", 0);
-        a.taints.push(Taint { key: "soft".into(), value: String::new(), effect: TaintEffect::PreferNoSchedule });
+        a.taints.push(Taint {
+            key: "soft".into(),
+            value: String::new(),
+            effect: TaintEffect::PreferNoSchedule,
+        });
         let b = ecs("ecs-b", 0);
         assert_eq!(pick(&pod, &[a.clone(), b]).as_deref(), Some("ecs-b"));
         let mut tolerant = pod.clone();

@@ -59,7 +59,9 @@ pub const ECI_SIZES: &[(f64, f64)] = &[
 pub fn eci_size(requests: &Resources, model: &CostModel) -> (f64, f64) {
     let cpu = requests.cpu_millis as f64 / 1000.0;
     let mem = requests.memory_bytes as f64 / GIB;
-    let price = |(c, m): (f64, f64)| c * model.eci_vcpu_price_per_second + m * model.eci_gib_price_per_second;
+    let price = |(c, m): (f64, f64)| {
+        c * model.eci_vcpu_price_per_second + m * model.eci_gib_price_per_second
+    };
     ECI_SIZES
         .iter()
         .copied()
@@ -129,16 +131,25 @@ mod tests {
     #[test]
     fn ecs_share_is_the_larger_fraction() {
         let mut m = model();
-        m.ecs_node_price_per_hour.insert("ecs.g7.2xlarge".into(), 2.0);
+        m.ecs_node_price_per_hour
+            .insert("ecs.g7.2xlarge".into(), 2.0);
         let mut node = Node {
             name: "n".into(),
             allocatable: Resources::new(8000, 32 << 30, 110),
             ..Default::default()
         };
-        node.labels.insert(crate::model::INSTANCE_TYPE_LABEL.into(), "ecs.g7.2xlarge".into());
+        node.labels.insert(
+            crate::model::INSTANCE_TYPE_LABEL.into(),
+            "ecs.g7.2xlarge".into(),
+        );
         // cpu 2/8 = 0.25, mem 2/32: 0.25 * 2.0
         assert!((ecs_pod_per_hour(&Resources::pod(2000, 2 << 30), &node, &m) - 0.5).abs() < 1e-12);
         node.labels.clear();
-        assert!((ecs_pod_per_hour(&Resources::pod(2000, 16 << 30), &node, &m) - 0.5 * m.ecs_default_node_price_per_hour).abs() < 1e-12);
+        assert!(
+            (ecs_pod_per_hour(&Resources::pod(2000, 16 << 30), &node, &m)
+                - 0.5 * m.ecs_default_node_price_per_hour)
+                .abs()
+                < 1e-12
+        );
     }
 }

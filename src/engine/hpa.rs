@@ -35,7 +35,11 @@ impl LoadSample {
 pub fn replicas_for_total(status_replicas: i32, total: f64, target: f64, tolerance: f64) -> i32 {
     let current = status_replicas.max(1);
     let ratio = total / (target * f64::from(current));
-    if (1.0 - ratio).abs() > tolerance { ceil_i32(total / target) } else { status_replicas }
+    if (1.0 - ratio).abs() > tolerance {
+        ceil_i32(total / target)
+    } else {
+        status_replicas
+    }
 }
 
 /// `GetMetricReplicas` → `calcPlainMetricReplicas` for per-pod values: pods being deleted are
@@ -53,7 +57,10 @@ pub fn replicas_for_per_pod(
     let (mut unready, mut missing) = (Vec::new(), Vec::new());
     let mut ready_count = 0i32;
     for pod in pods.iter().filter(|p| !p.terminating) {
-        let value = samples.iter().find(|(n, _)| *n == pod.name).map(|(_, v)| *v);
+        let value = samples
+            .iter()
+            .find(|(n, _)| *n == pod.name)
+            .map(|(_, v)| *v);
         if !pod.ready {
             unready.push(pod.name.as_str());
         } else if let Some(v) = value {
@@ -88,14 +95,20 @@ pub fn replicas_for_per_pod(
         return Ok(current_replicas);
     }
     let new_replicas = ceil_i32(new_ratio * metrics.len() as f64);
-    if (new_ratio < 1.0 && new_replicas > current_replicas) || (new_ratio > 1.0 && new_replicas < current_replicas) {
+    if (new_ratio < 1.0 && new_replicas > current_replicas)
+        || (new_ratio > 1.0 && new_replicas < current_replicas)
+    {
         return Ok(current_replicas);
     }
     Ok(new_replicas)
 }
 
 fn ceil_i32(x: f64) -> i32 {
-    if x.is_nan() { 0 } else { x.ceil().clamp(0.0, f64::from(i32::MAX)) as i32 }
+    if x.is_nan() {
+        0
+    } else {
+        x.ceil().clamp(0.0, f64::from(i32::MAX)) as i32
+    }
 }
 
 /// A past recommendation, for the stabilization windows.
@@ -162,7 +175,10 @@ impl HpaMemory {
     /// so a restarted agent does not scale down at once.
     pub fn seed(&mut self, now: f64, current: i32) {
         if self.recommendations.is_empty() {
-            self.recommendations.push(Recommendation { at: now, replicas: current });
+            self.recommendations.push(Recommendation {
+                at: now,
+                replicas: current,
+            });
         }
     }
 
@@ -202,9 +218,16 @@ impl HpaMemory {
             rec = down_rec;
         }
         if rec != n.desired {
-            limit = if n.desired > rec { Limit::ScaleUpStabilized } else { Limit::ScaleDownStabilized };
+            limit = if n.desired > rec {
+                Limit::ScaleUpStabilized
+            } else {
+                Limit::ScaleDownStabilized
+            };
         }
-        let entry = Recommendation { at: n.now, replicas: n.desired };
+        let entry = Recommendation {
+            at: n.now,
+            replicas: n.desired,
+        };
         match old {
             Some(i) => self.recommendations[i] = entry,
             None => self.recommendations.push(entry),
@@ -216,15 +239,23 @@ impl HpaMemory {
     fn rate_limit(&self, n: &Normalize<'_>, desired: i32) -> (i32, Limit) {
         if desired > n.current {
             let limit = self.scale_up_limit(n.now, n.current, n.up).max(n.current);
-            let (max_allowed, reason) =
-                if n.max > limit { (limit, Limit::ScaleUpLimit) } else { (n.max, Limit::TooManyReplicas) };
+            let (max_allowed, reason) = if n.max > limit {
+                (limit, Limit::ScaleUpLimit)
+            } else {
+                (n.max, Limit::TooManyReplicas)
+            };
             if desired > max_allowed {
                 return (max_allowed, reason);
             }
         } else if desired < n.current {
-            let limit = self.scale_down_limit(n.now, n.current, n.down).min(n.current);
-            let (min_allowed, reason) =
-                if n.min < limit { (limit, Limit::ScaleDownLimit) } else { (n.min, Limit::TooFewReplicas) };
+            let limit = self
+                .scale_down_limit(n.now, n.current, n.down)
+                .min(n.current);
+            let (min_allowed, reason) = if n.min < limit {
+                (limit, Limit::ScaleDownLimit)
+            } else {
+                (n.min, Limit::TooFewReplicas)
+            };
             if desired < min_allowed {
                 return (min_allowed, reason);
             }
@@ -235,9 +266,16 @@ impl HpaMemory {
     /// `getReplicasChangePerPeriod` for both directions: (added, deleted) within the period.
     fn changes_in(&self, now: f64, period: i32) -> (i32, i32) {
         let cutoff = now - f64::from(period);
-        self.events.iter().filter(|e| e.at > cutoff).fold((0, 0), |(up, down), e| {
-            if e.change > 0 { (up + e.change, down) } else { (up, down - e.change) }
-        })
+        self.events
+            .iter()
+            .filter(|e| e.at > cutoff)
+            .fold((0, 0), |(up, down), e| {
+                if e.change > 0 {
+                    (up + e.change, down)
+                } else {
+                    (up, down - e.change)
+                }
+            })
     }
 
     /// `calculateScaleUpLimitWithScalingRules`.
@@ -247,13 +285,19 @@ impl HpaMemory {
             SelectPolicy::Min => i32::min,
             SelectPolicy::Max => i32::max,
         };
-        let mut result = if rules.select_policy == SelectPolicy::Min { i32::MAX } else { i32::MIN };
+        let mut result = if rules.select_policy == SelectPolicy::Min {
+            i32::MAX
+        } else {
+            i32::MIN
+        };
         for p in &rules.policies {
             let (added, deleted) = self.changes_in(now, p.period_seconds);
             let start = current - added + deleted;
             let proposed = match p.kind {
                 ScalingPolicyType::Pods => start + p.value,
-                ScalingPolicyType::Percent => ceil_i32(f64::from(start) * (1.0 + f64::from(p.value) / 100.0)),
+                ScalingPolicyType::Percent => {
+                    ceil_i32(f64::from(start) * (1.0 + f64::from(p.value) / 100.0))
+                }
             };
             result = pick(result, proposed);
         }
@@ -267,14 +311,20 @@ impl HpaMemory {
             SelectPolicy::Min => i32::max,
             SelectPolicy::Max => i32::min,
         };
-        let mut result = if rules.select_policy == SelectPolicy::Min { i32::MIN } else { i32::MAX };
+        let mut result = if rules.select_policy == SelectPolicy::Min {
+            i32::MIN
+        } else {
+            i32::MAX
+        };
         for p in &rules.policies {
             let (added, deleted) = self.changes_in(now, p.period_seconds);
             let start = current - added + deleted;
             let proposed = match p.kind {
                 ScalingPolicyType::Pods => start - p.value,
                 // Truncation, as upstream's int32() conversion.
-                ScalingPolicyType::Percent => (f64::from(start) * (1.0 - f64::from(p.value) / 100.0)) as i32,
+                ScalingPolicyType::Percent => {
+                    (f64::from(start) * (1.0 - f64::from(p.value) / 100.0)) as i32
+                }
             };
             result = pick(result, proposed);
         }
@@ -286,22 +336,38 @@ impl HpaMemory {
         let cutoff = now - f64::from(longest_period);
         self.events.retain(|e| e.at > cutoff);
         if to != from {
-            self.events.push(ScaleEvent { at: now, change: to - from });
+            self.events.push(ScaleEvent {
+                at: now,
+                change: to - from,
+            });
         }
     }
 
     /// Drops recommendations older than both windows (upstream replaces one per run; this keeps
     /// the memory bounded the same way when runs are irregular).
     pub fn prune(&mut self, now: f64, up: &EffectiveRules, down: &EffectiveRules) {
-        let keep = f64::from(up.stabilization_window_seconds.max(down.stabilization_window_seconds));
-        let latest = self.recommendations.iter().map(|r| r.at).fold(f64::MIN, f64::max);
-        self.recommendations.retain(|r| r.at >= now - keep || r.at == latest);
+        let keep = f64::from(
+            up.stabilization_window_seconds
+                .max(down.stabilization_window_seconds),
+        );
+        let latest = self
+            .recommendations
+            .iter()
+            .map(|r| r.at)
+            .fold(f64::MIN, f64::max);
+        self.recommendations
+            .retain(|r| r.at >= now - keep || r.at == latest);
     }
 }
 
 /// The longest period among the policies of both directions (how long events matter).
 pub fn longest_period(up: &EffectiveRules, down: &EffectiveRules) -> i32 {
-    up.policies.iter().chain(&down.policies).map(|p| p.period_seconds).max().unwrap_or(0)
+    up.policies
+        .iter()
+        .chain(&down.policies)
+        .map(|p| p.period_seconds)
+        .max()
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -327,33 +393,61 @@ mod tests {
     fn total_metric_follows_the_external_per_pod_formula() {
         // (current, total, target) -> want
         let cases = [
-            (4, 400.0, 100.0, 4),  // exactly on target
-            (4, 430.0, 100.0, 4),  // ratio 1.075: within tolerance
-            (4, 450.0, 100.0, 5),  // ratio 1.125: ceil(4.5)
+            (4, 400.0, 100.0, 4), // exactly on target
+            (4, 430.0, 100.0, 4), // ratio 1.075: within tolerance
+            (4, 450.0, 100.0, 5), // ratio 1.125: ceil(4.5)
             (4, 1000.0, 100.0, 10),
-            (10, 250.0, 100.0, 3), // scale down
+            (10, 250.0, 100.0, 3),  // scale down
             (10, 920.0, 100.0, 10), // ratio 0.92: within tolerance
-            (10, 0.0, 100.0, 0),   // bounds are applied later
+            (10, 0.0, 100.0, 0),    // bounds are applied later
         ];
         for (cur, total, target, want) in cases {
-            assert_eq!(replicas_for_total(cur, total, target, 0.1), want, "{cur} {total} {target}");
+            assert_eq!(
+                replicas_for_total(cur, total, target, 0.1),
+                want,
+                "{cur} {total} {target}"
+            );
         }
     }
 
     #[test]
     fn per_pod_missing_and_unready_rules() {
-        let pods = vec![pod("a", true), pod("b", true), pod("c", true), pod("d", false)];
-        let s = |v: &[(&str, f64)]| v.iter().map(|(n, x)| ((*n).to_string(), *x)).collect::<Vec<_>>();
+        let pods = vec![
+            pod("a", true),
+            pod("b", true),
+            pod("c", true),
+            pod("d", false),
+        ];
+        let s = |v: &[(&str, f64)]| {
+            v.iter()
+                .map(|(n, x)| ((*n).to_string(), *x))
+                .collect::<Vec<_>>()
+        };
         // All ready pods at 2x target, one unready: unready taken at 0 on scale-up.
         // ratio with unready at 0: (200*3+0)/4/100 = 1.5 -> ceil(1.5*4) = 6
-        assert_eq!(replicas_for_per_pod(4, &s(&[("a", 200.0), ("b", 200.0), ("c", 200.0)]), &pods, 100.0, 0.1), Ok(6));
+        assert_eq!(
+            replicas_for_per_pod(
+                4,
+                &s(&[("a", 200.0), ("b", 200.0), ("c", 200.0)]),
+                &pods,
+                100.0,
+                0.1
+            ),
+            Ok(6)
+        );
         // Scale-down with a missing pod: missing taken at the target (100).
         // ready: a=50,b=50, c missing; ratio 0.5 -> with c=100: 200/3/100=0.667 -> ceil(2)=2
         let ready = vec![pod("a", true), pod("b", true), pod("c", true)];
-        assert_eq!(replicas_for_per_pod(3, &s(&[("a", 50.0), ("b", 50.0)]), &ready, 100.0, 0.1), Ok(2));
+        assert_eq!(
+            replicas_for_per_pod(3, &s(&[("a", 50.0), ("b", 50.0)]), &ready, 100.0, 0.1),
+            Ok(2)
+        );
         // Scale-up with a missing pod taken at 0 flipping the direction: hold.
         // a=105,b=105, c missing -> 210/3/100 = 0.7 < 1 while raw ratio 1.05 > 1 -> current
-        assert_eq!(replicas_for_per_pod(3, &s(&[("a", 105.0), ("b", 105.0)]), &ready, 100.0, 0.0), Ok(3));
+        assert_eq!(
+            replicas_for_per_pod(3, &s(&[("a", 105.0), ("b", 105.0)]), &ready, 100.0, 0.0),
+            Ok(3)
+        );
         // No values at all is an error (the metric is missing).
         assert!(replicas_for_per_pod(3, &[], &ready, 100.0, 0.1).is_err());
     }
@@ -370,14 +464,27 @@ mod tests {
         let mut current = 10;
         let mut history = vec![];
         for t in (15..=330).step_by(15) {
-            let n = Normalize { now: t as f64, current, desired: 3, min: 1, max: 20, up: &up, down: &down };
+            let n = Normalize {
+                now: t as f64,
+                current,
+                desired: 3,
+                min: 1,
+                max: 20,
+                up: &up,
+                down: &down,
+            };
             let (r, limit) = m.normalize(&n);
             m.record_scale(t as f64, current, r, longest_period(&up, &down));
             current = r;
             history.push((t, r, limit));
         }
         // Held at 10 while the seed (t=0) is inside the 300 s window, then straight to 3.
-        assert!(history.iter().filter(|(t, ..)| *t < 300).all(|(_, r, l)| *r == 10 && *l == Limit::ScaleDownStabilized));
+        assert!(
+            history
+                .iter()
+                .filter(|(t, ..)| *t < 300)
+                .all(|(_, r, l)| *r == 10 && *l == Limit::ScaleDownStabilized)
+        );
         assert_eq!(history.last().map(|h| h.1), Some(3));
     }
 
@@ -389,7 +496,15 @@ mod tests {
         let mut seen = vec![];
         for step in 0..5 {
             let now = f64::from(step) * 15.0;
-            let n = Normalize { now, current, desired: 40, min: 1, max: 30, up: &up, down: &down };
+            let n = Normalize {
+                now,
+                current,
+                desired: 40,
+                min: 1,
+                max: 30,
+                up: &up,
+                down: &down,
+            };
             let (r, _) = m.normalize(&n);
             m.record_scale(now, current, r, longest_period(&up, &down));
             current = r;
@@ -405,7 +520,15 @@ mod tests {
         let mut m = HpaMemory::default();
         // Scaled 2 -> 6 five seconds ago: the period started at 2, so the limit is max(4, 6) = 6.
         m.record_scale(0.0, 2, 6, 15);
-        let n = Normalize { now: 5.0, current: 6, desired: 20, min: 1, max: 30, up: &up, down: &down };
+        let n = Normalize {
+            now: 5.0,
+            current: 6,
+            desired: 20,
+            min: 1,
+            max: 30,
+            up: &up,
+            down: &down,
+        };
         assert_eq!(m.normalize(&n), (6, Limit::ScaleUpLimit));
     }
 
@@ -417,13 +540,32 @@ mod tests {
         };
         let (up, down) = rules(&up_min, &ScalingRules::default());
         let mut m = HpaMemory::default();
-        let n = Normalize { now: 0.0, current: 10, desired: 40, min: 1, max: 50, up: &up, down: &down };
+        let n = Normalize {
+            now: 0.0,
+            current: 10,
+            desired: 40,
+            min: 1,
+            max: 50,
+            up: &up,
+            down: &down,
+        };
         // min(20, 14) = 14
         assert_eq!(m.normalize(&n).0, 14);
-        let off = ScalingRules { select_policy: Some(SelectPolicy::Disabled), ..Default::default() };
+        let off = ScalingRules {
+            select_policy: Some(SelectPolicy::Disabled),
+            ..Default::default()
+        };
         let (up, down) = rules(&ScalingRules::default(), &off);
         let mut m = HpaMemory::default();
-        let n = Normalize { now: 0.0, current: 10, desired: 2, min: 1, max: 50, up: &up, down: &down };
+        let n = Normalize {
+            now: 0.0,
+            current: 10,
+            desired: 2,
+            min: 1,
+            max: 50,
+            up: &up,
+            down: &down,
+        };
         assert_eq!(m.normalize(&n).0, 10);
     }
 
@@ -444,7 +586,15 @@ mod tests {
         let mut seen = vec![];
         for step in 0..3 {
             let now = f64::from(step) * 30.0;
-            let n = Normalize { now, current, desired: 1, min: 1, max: 50, up: &up, down: &down };
+            let n = Normalize {
+                now,
+                current,
+                desired: 1,
+                min: 1,
+                max: 50,
+                up: &up,
+                down: &down,
+            };
             let (r, _) = m.normalize(&n);
             m.record_scale(now, current, r, longest_period(&up, &down));
             current = r;

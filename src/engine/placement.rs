@@ -29,7 +29,12 @@ pub struct Survey {
 }
 
 /// Counts the gateway's pods per pool and the ECS room for more.
-pub fn survey(policy: &ElasticGatewaySpec, template: &PodTemplate, pods: &[GatewayPod], nodes: &[Node]) -> Survey {
+pub fn survey(
+    policy: &ElasticGatewaySpec,
+    template: &PodTemplate,
+    pods: &[GatewayPod],
+    nodes: &[Node],
+) -> Survey {
     let mut s = Survey::default();
     for p in pods.iter().filter(|p| !p.terminating) {
         match p.pool {
@@ -40,10 +45,15 @@ pub fn survey(policy: &ElasticGatewaySpec, template: &PodTemplate, pods: &[Gatew
         }
         s.ready_pods += i32::from(p.ready);
     }
-    let (ecs_sel, eci_sel) = (&policy.pools.ecs.node_selector, &policy.pools.eci.node_selector);
+    let (ecs_sel, eci_sel) = (
+        &policy.pools.ecs.node_selector,
+        &policy.pools.eci.node_selector,
+    );
     let mut room: i64 = 0;
     for node in nodes {
-        if classify_node(node, ecs_sel, eci_sel) != Pool::Ecs || scheduler::static_fit(template, node).is_err() {
+        if classify_node(node, ecs_sel, eci_sel) != Pool::Ecs
+            || scheduler::static_fit(template, node).is_err()
+        {
             continue;
         }
         s.ecs_nodes += 1;
@@ -99,43 +109,82 @@ pub fn weights(policy: &ElasticGatewaySpec, mem: &mut WeightMemory, i: &WeightIn
     let current = i.observed.unwrap_or(p.normal_weights);
     let exhausted = i.survey_room == 0 && i.desired > i.ecs_capacity;
     let recovered = i.desired <= i.ecs_capacity;
-    mem.exhausted_since = if exhausted { mem.exhausted_since.or(Some(i.now)) } else { None };
-    mem.recovered_since = if recovered { mem.recovered_since.or(Some(i.now)) } else { None };
+    mem.exhausted_since = if exhausted {
+        mem.exhausted_since.or(Some(i.now))
+    } else {
+        None
+    };
+    mem.recovered_since = if recovered {
+        mem.recovered_since.or(Some(i.now))
+    } else {
+        None
+    };
     let held = |since: Option<f64>, need: i64| since.is_some_and(|s| i.now - s >= need as f64);
 
     let (target, why) = if current == p.normal_weights {
-        if p.exhausted_weights != p.normal_weights && held(mem.exhausted_since, p.exhausted_after_seconds) {
+        if p.exhausted_weights != p.normal_weights
+            && held(mem.exhausted_since, p.exhausted_after_seconds)
+        {
             (
                 p.exhausted_weights,
-                format!("ECS exhausted for {}s (desired {} > ECS capacity {})", p.exhausted_after_seconds, i.desired, i.ecs_capacity),
+                format!(
+                    "ECS exhausted for {}s (desired {} > ECS capacity {})",
+                    p.exhausted_after_seconds, i.desired, i.ecs_capacity
+                ),
             )
         } else {
-            return WeightPlan { current, target: current, reason: "normal weights; ECS preferred".into() };
+            return WeightPlan {
+                current,
+                target: current,
+                reason: "normal weights; ECS preferred".into(),
+            };
         }
     } else if current == p.exhausted_weights {
         if held(mem.recovered_since, p.recovered_after_seconds) {
             (
                 p.normal_weights,
-                format!("ECS can hold all {} desired replicas again for {}s", i.desired, p.recovered_after_seconds),
+                format!(
+                    "ECS can hold all {} desired replicas again for {}s",
+                    i.desired, p.recovered_after_seconds
+                ),
             )
         } else {
-            return WeightPlan { current, target: current, reason: "ECS still exhausted; bursting on ECI".into() };
+            return WeightPlan {
+                current,
+                target: current,
+                reason: "ECS still exhausted; bursting on ECI".into(),
+            };
         }
     } else {
-        (p.normal_weights, format!("observed weights {current} are not the policy's; restoring normal weights"))
+        (
+            p.normal_weights,
+            format!("observed weights {current} are not the policy's; restoring normal weights"),
+        )
     };
     if i.rollout_in_progress {
-        return WeightPlan { current, target: current, reason: format!("{why}; waiting: a rollout is in progress") };
+        return WeightPlan {
+            current,
+            target: current,
+            reason: format!("{why}; waiting: a rollout is in progress"),
+        };
     }
     if let Some(last) = mem.last_change {
         let wait = p.min_weight_change_interval_seconds as f64 - (i.now - last);
         if wait > 0.0 {
-            return WeightPlan { current, target: current, reason: format!("{why}; rate-limited for {wait:.0}s more") };
+            return WeightPlan {
+                current,
+                target: current,
+                reason: format!("{why}; rate-limited for {wait:.0}s more"),
+            };
         }
     }
     mem.last_change = Some(i.now);
     mem.changes += 1;
-    WeightPlan { current, target, reason: format!("{current} -> {target}: {why}") }
+    WeightPlan {
+        current,
+        target,
+        reason: format!("{current} -> {target}: {why}"),
+    }
 }
 
 /// The deletion cost each pod should carry, for the pods whose annotation differs.
@@ -185,7 +234,11 @@ pub fn choose_move(i: &MoveInput<'_>) -> Result<String, &'static str> {
     }
     live.iter()
         .filter(|p| p.pool == Pool::Eci)
-        .max_by(|a, b| a.created_at.total_cmp(&b.created_at).then_with(|| a.name.cmp(&b.name)))
+        .max_by(|a, b| {
+            a.created_at
+                .total_cmp(&b.created_at)
+                .then_with(|| a.name.cmp(&b.name))
+        })
         .map(|p| p.name.clone())
         .ok_or("no ready ECI pod")
 }

@@ -8,6 +8,10 @@ const GW: Resources = Resources::pod(2000, 2 * GI);
 
 fn policy() -> ElasticGatewaySpec {
     let mut p = ElasticGateway::scenario_default().spec;
+    // Short hysteresis, so the weight tests stay readable.
+    p.placement.exhausted_after_seconds = 600;
+    p.placement.recovered_after_seconds = 300;
+    p.placement.min_weight_change_interval_seconds = 1800;
     p.min_replicas = 2;
     p.max_replicas = 40;
     p.eci.max_replicas = None;
@@ -29,7 +33,11 @@ fn cluster(ecs: usize, other_cpu: i64, on_ecs: usize, on_eci: usize) -> Cluster 
         .map(|i| Node {
             name: format!("ecs-{i}"),
             labels: [("mykey4pod".to_string(), "asmgateway".to_string())].into(),
-            taints: vec![Taint { key: "mykey".into(), value: "myvalue".into(), effect: TaintEffect::NoSchedule }],
+            taints: vec![Taint {
+                key: "mykey".into(),
+                value: "myvalue".into(),
+                effect: TaintEffect::NoSchedule,
+            }],
             allocatable: Resources::new(8000, 32 * GI, 110),
             requested: Resources::new(other_cpu, 2 * GI, 3),
             unschedulable: false,
@@ -51,11 +59,21 @@ fn cluster(ecs: usize, other_cpu: i64, on_ecs: usize, on_eci: usize) -> Cluster 
     for i in 0..on_ecs {
         let n = i % ecs;
         nodes[n].requested.add(&GW);
-        pods.push(pod(&format!("gw-ecs-{i}"), Some(&format!("ecs-{n}")), Pool::Ecs, i as f64));
+        pods.push(pod(
+            &format!("gw-ecs-{i}"),
+            Some(&format!("ecs-{n}")),
+            Pool::Ecs,
+            i as f64,
+        ));
     }
     for i in 0..on_eci {
         nodes[ecs].requested.add(&GW);
-        pods.push(pod(&format!("gw-eci-{i}"), Some("virtual-kubelet"), Pool::Eci, 100.0 + i as f64));
+        pods.push(pod(
+            &format!("gw-eci-{i}"),
+            Some("virtual-kubelet"),
+            Pool::Eci,
+            100.0 + i as f64,
+        ));
     }
     Cluster { nodes, pods }
 }
@@ -96,16 +114,21 @@ fn hpa_parity_table() {
     let c = cluster(3, 0, 4, 0);
     // (load, current, want desired, want why)
     let cases = [
-        (2000.0, 4, 4, Why::Steady),     // on target
-        (2100.0, 4, 4, Why::Steady),     // ratio 1.05, within tolerance
-        (2300.0, 4, 5, Why::Load),       // ratio 1.15: ceil(4.6)
-        (4000.0, 4, 8, Why::Load),       // double
+        (2000.0, 4, 4, Why::Steady),        // on target
+        (2100.0, 4, 4, Why::Steady),        // ratio 1.05, within tolerance
+        (2300.0, 4, 5, Why::Load),          // ratio 1.15: ceil(4.6)
+        (4000.0, 4, 8, Why::Load),          // double
         (20_000.0, 4, 8, Why::RateLimited), // 40 asked; +100% or +4 per 15 s allows 8
-        (100.0, 4, 4, Why::Stabilized),  // scale-down waits for the 300 s window
+        (100.0, 4, 4, Why::Stabilized),     // scale-down waits for the 300 s window
     ];
     for (load, current, want, why) in cases {
         let d = once(&p, &c, LoadSample::Total(load), current);
-        assert_eq!((d.replicas.desired, d.replicas.why), (want, why), "load {load}: {}", d.replicas.reason);
+        assert_eq!(
+            (d.replicas.desired, d.replicas.why),
+            (want, why),
+            "load {load}: {}",
+            d.replicas.reason
+        );
     }
 }
 
@@ -120,10 +143,22 @@ fn missing_data_never_scales_down() {
     });
     let c = cluster(3, 0, 6, 0);
     // Everything missing: hold, and say which query and why.
-    let all = [LoadSample::Missing("prometheus unreachable".into()), LoadSample::Missing("empty result".into())];
+    let all = [
+        LoadSample::Missing("prometheus unreachable".into()),
+        LoadSample::Missing("empty result".into()),
+    ];
     let d = decide(&p, &obs(0.0, &c, &all, 6), &EngineState::default()).decision;
-    assert_eq!((d.replicas.desired, d.replicas.why, d.phase), (6, Why::MissingData, Phase::Holding));
-    assert!(d.replicas.reason.contains("request_rate: prometheus unreachable"), "{}", d.replicas.reason);
+    assert_eq!(
+        (d.replicas.desired, d.replicas.why, d.phase),
+        (6, Why::MissingData, Phase::Holding)
+    );
+    assert!(
+        d.replicas
+            .reason
+            .contains("request_rate: prometheus unreachable"),
+        "{}",
+        d.replicas.reason
+    );
     assert!(d.replicas.reason.contains("connections: empty result"));
     // One missing and the other asks for less: still hold.
     let partial = [LoadSample::Total(500.0), LoadSample::Missing("NaN".into())];
@@ -167,22 +202,39 @@ fn ecs_room_respects_taints_affinity_and_resources() {
     let d = once(&p, &c, LoadSample::Total(1000.0), 2);
     assert_eq!((d.survey.ecs_nodes, d.survey.ecs_room), (3, 6));
     // A node whose taint the gateway does not tolerate, a cordoned one, and one out of the pool.
-    c.nodes[0].taints.push(Taint { key: "dedicated".into(), value: "db".into(), effect: TaintEffect::NoSchedule });
+    c.nodes[0].taints.push(Taint {
+        key: "dedicated".into(),
+        value: "db".into(),
+        effect: TaintEffect::NoSchedule,
+    });
     c.nodes[1].unschedulable = true;
-    c.nodes.push(Node { name: "plain".into(), allocatable: Resources::new(64000, 256 * GI, 110), ..Default::default() });
+    c.nodes.push(Node {
+        name: "plain".into(),
+        allocatable: Resources::new(64000, 256 * GI, 110),
+        ..Default::default()
+    });
     let d = once(&p, &c, LoadSample::Total(1000.0), 2);
     assert_eq!((d.survey.ecs_nodes, d.survey.ecs_room), (1, 2));
     // Memory and pod count limit too.
     let mut c = cluster(1, 0, 0, 0);
     c.nodes[0].requested.memory_bytes = 27 * GI; // 5 GiB left → 2 pods
-    assert_eq!(once(&p, &c, LoadSample::Total(1000.0), 2).survey.ecs_room, 2);
+    assert_eq!(
+        once(&p, &c, LoadSample::Total(1000.0), 2).survey.ecs_room,
+        2
+    );
     c.nodes[0].requested.pods = 109; // one slot left
-    assert_eq!(once(&p, &c, LoadSample::Total(1000.0), 2).survey.ecs_room, 1);
+    assert_eq!(
+        once(&p, &c, LoadSample::Total(1000.0), 2).survey.ecs_room,
+        1
+    );
     // Headroom is kept free for others.
     let mut p = policy();
     p.placement.ecs_headroom_pods = 1;
     let c = cluster(3, 3000, 0, 0);
-    assert_eq!(once(&p, &c, LoadSample::Total(1000.0), 2).survey.ecs_room, 5);
+    assert_eq!(
+        once(&p, &c, LoadSample::Total(1000.0), 2).survey.ecs_room,
+        5
+    );
 }
 
 #[test]
@@ -192,10 +244,16 @@ fn overflow_count_and_phase() {
     let c = cluster(2, 0, 4, 0);
     let d = once(&p, &c, LoadSample::Total(6000.0), 4);
     assert_eq!(d.replicas.desired, 8); // rate-limited: 4 → 8 first
-    assert_eq!((d.survey.ecs_capacity, d.replicas.expected_eci, d.phase), (8, 0, Phase::Normal));
+    assert_eq!(
+        (d.survey.ecs_capacity, d.replicas.expected_eci, d.phase),
+        (8, 0, Phase::Normal)
+    );
     let c = cluster(2, 0, 8, 4);
     let d = once(&p, &c, LoadSample::Total(6000.0), 12);
-    assert_eq!((d.replicas.desired, d.replicas.expected_eci, d.phase), (12, 4, Phase::Overflow));
+    assert_eq!(
+        (d.replicas.desired, d.replicas.expected_eci, d.phase),
+        (12, 4, Phase::Overflow)
+    );
     // The peak has passed: ECS could hold it all but ECI pods remain.
     let d = once(&p, &c, LoadSample::Total(3000.0), 12);
     assert_eq!(d.phase, Phase::Draining);
@@ -207,8 +265,15 @@ fn eci_cap_lowers_desired_count() {
     p.eci.max_replicas = Some(3);
     let c = cluster(2, 0, 8, 0);
     let d = once(&p, &c, LoadSample::Total(10_000.0), 8);
-    assert_eq!((d.replicas.desired, d.replicas.why, d.replicas.expected_eci), (11, Why::EciCap, 3));
-    assert!(d.replicas.reason.contains("capped at 11"), "{}", d.replicas.reason);
+    assert_eq!(
+        (d.replicas.desired, d.replicas.why, d.replicas.expected_eci),
+        (11, Why::EciCap, 3)
+    );
+    assert!(
+        d.replicas.reason.contains("capped at 11"),
+        "{}",
+        d.replicas.reason
+    );
     // A cost cap: one 2 vCPU/2 GiB ECI pod costs (2*0.000049 + 2*0.00000613)*3600 ≈ 0.397/h.
     let mut p = policy();
     p.eci.max_cost_per_hour = Some(1.0);
@@ -305,9 +370,21 @@ fn deletion_costs_put_eci_pods_first_and_skip_correct_ones() {
     let d = once(&p, &c, LoadSample::Total(2500.0), 5);
     let costs: std::collections::BTreeMap<_, _> = d.deletion_costs.iter().cloned().collect();
     assert_eq!(costs.len(), 4, "{costs:?}"); // gw-ecs-0 already right, pending and terminating skipped
-    assert!(costs.iter().all(|(name, cost)| if name.contains("eci") { *cost < 0 } else { *cost > 0 }));
-    let max_eci = costs.iter().filter(|(n, _)| n.contains("eci")).map(|(_, c)| *c).max();
-    let min_ecs = costs.iter().filter(|(n, _)| n.contains("ecs")).map(|(_, c)| *c).min();
+    assert!(costs.iter().all(|(name, cost)| if name.contains("eci") {
+        *cost < 0
+    } else {
+        *cost > 0
+    }));
+    let max_eci = costs
+        .iter()
+        .filter(|(n, _)| n.contains("eci"))
+        .map(|(_, c)| *c)
+        .max();
+    let min_ecs = costs
+        .iter()
+        .filter(|(n, _)| n.contains("ecs"))
+        .map(|(_, c)| *c)
+        .min();
     assert!(max_eci < min_ecs);
 }
 
@@ -366,7 +443,10 @@ fn paused_holds_and_touches_nothing() {
     p.paused = true;
     let c = cluster(2, 0, 2, 2);
     let d = once(&p, &c, LoadSample::Total(50_000.0), 4);
-    assert_eq!((d.replicas.desired, d.replicas.why, d.phase), (4, Why::Paused, Phase::Paused));
+    assert_eq!(
+        (d.replicas.desired, d.replicas.why, d.phase),
+        (4, Why::Paused, Phase::Paused)
+    );
     assert!(d.deletion_costs.is_empty() && d.moves.is_empty() && !d.weights.changed());
 }
 
@@ -395,9 +475,23 @@ fn rebalance_moves_one_eci_pod_when_steady_with_room() {
     assert!(d.moves.is_empty());
     // Not when scaling.
     let up = [LoadSample::Total(8000.0)];
-    assert!(decide(&p, &obs(1000.0, &c, &up, 8), &EngineState::default()).decision.moves.is_empty());
+    assert!(
+        decide(&p, &obs(1000.0, &c, &up, 8), &EngineState::default())
+            .decision
+            .moves
+            .is_empty()
+    );
     // Off by default.
-    assert!(decide(&policy(), &obs(1000.0, &c, &loads, 8), &EngineState::default()).decision.moves.is_empty());
+    assert!(
+        decide(
+            &policy(),
+            &obs(1000.0, &c, &loads, 8),
+            &EngineState::default()
+        )
+        .decision
+        .moves
+        .is_empty()
+    );
 }
 
 fn arb_sample() -> impl Strategy<Value = LoadSample> {
@@ -434,8 +528,10 @@ proptest! {
             if matches!(s, LoadSample::Missing(_)) || matches!(s, LoadSample::Total(v) if v.is_nan()) {
                 prop_assert!(d.replicas.desired >= current, "scaled down on missing data: {}", d.replicas.reason);
             }
-            if let Some(h) = d.replicas.hpa {
-                if d.replicas.action == Action::ScaleUp && d.replicas.why == Why::LeadTime {
+            // On a rise the lead time never asks for less than the HPA.
+            if let (Some(h), Some(l)) = (d.replicas.hpa, d.replicas.lead) {
+                prop_assert!(l > h);
+                if d.replicas.why == Why::LeadTime {
                     prop_assert!(d.replicas.desired >= h.min(p.max_replicas));
                 }
             }

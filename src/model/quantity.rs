@@ -3,7 +3,9 @@
 use thiserror::Error;
 
 #[derive(Debug, Error, PartialEq, Eq)]
-#[error("invalid quantity {0:?}: expected a number with an optional suffix (m, k, M, G, Ki, Mi, Gi, Ti)")]
+#[error(
+    "invalid quantity {0:?}: expected a number with an optional suffix (m, k, M, G, Ki, Mi, Gi, Ti)"
+)]
 pub struct QuantityError(pub String);
 
 /// Splits "1.5Gi" into (1.5, multiplier). Binary and decimal SI suffixes, and `m` (milli).
@@ -44,12 +46,21 @@ pub fn bytes(q: &str) -> Result<i64, QuantityError> {
 
 /// Renders millicores the way `kubectl` prints them.
 pub fn format_cpu(millis: i64) -> String {
-    if millis % 1000 == 0 { format!("{}", millis / 1000) } else { format!("{millis}m") }
+    if millis % 1000 == 0 {
+        format!("{}", millis / 1000)
+    } else {
+        format!("{millis}m")
+    }
 }
 
 /// Renders bytes with the largest exact binary suffix.
 pub fn format_bytes(b: i64) -> String {
-    for (suffix, m) in [("Ti", 1i64 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)] {
+    for (suffix, m) in [
+        ("Ti", 1i64 << 40),
+        ("Gi", 1 << 30),
+        ("Mi", 1 << 20),
+        ("Ki", 1 << 10),
+    ] {
         if b != 0 && b % m == 0 {
             return format!("{}{suffix}", b / m);
         }

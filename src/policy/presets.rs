@@ -27,10 +27,14 @@ impl Preset {
     pub fn query(self, namespace: &str, workload: &str) -> String {
         let sel = format!(r#"namespace="{namespace}",pod=~"{workload}-.*""#);
         match self {
-            Preset::RequestRate => format!("sum(rate(envoy_http_downstream_rq_total{{{sel}}}[1m]))"),
+            Preset::RequestRate => {
+                format!("sum(rate(envoy_http_downstream_rq_total{{{sel}}}[1m]))")
+            }
             Preset::ActiveConnections => format!("sum(envoy_http_downstream_cx_active{{{sel}}})"),
             Preset::Cpu => {
-                format!(r#"sum(rate(container_cpu_usage_seconds_total{{{sel},container="istio-proxy"}}[1m]))"#)
+                format!(
+                    r#"sum(rate(container_cpu_usage_seconds_total{{{sel},container="istio-proxy"}}[1m]))"#
+                )
             }
         }
     }

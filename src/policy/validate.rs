@@ -1,33 +1,19 @@
 //! Policy validation: every problem, each with the path of the field that has it.
 
-use std::fmt;
 use std::path::Path;
 
 use super::{Behavior, ElasticGateway, ElasticGatewaySpec, PoolWeights, ScalingRules};
 
-/// One problem in a policy, at a field path such as `spec.metrics[0].query`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FieldError {
-    pub path: String,
-    pub message: String,
-}
-
-impl FieldError {
-    fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { path: path.into(), message: message.into() }
-    }
-}
-
-impl fmt::Display for FieldError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
-    }
-}
+pub use crate::config::FieldError;
 
 /// Reads, parses and validates an ElasticGateway manifest file.
 pub fn load_policy_file(path: &Path) -> Result<ElasticGateway, Vec<FieldError>> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| vec![FieldError::new(path.display().to_string(), format!("cannot read: {e}"))])?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        vec![FieldError::new(
+            path.display().to_string(),
+            format!("cannot read: {e}"),
+        )]
+    })?;
     parse_policy(&text)
 }
 
@@ -35,41 +21,52 @@ pub fn load_policy_file(path: &Path) -> Result<ElasticGateway, Vec<FieldError>> 
 /// problem found. Unknown fields are errors: the API server would prune them silently, so a typo
 /// such as `maxReplica` would otherwise go unnoticed.
 pub fn parse_policy(text: &str) -> Result<ElasticGateway, Vec<FieldError>> {
-    let value: serde_json::Value =
-        serde_saphyr::from_str(text).map_err(|e| vec![FieldError::new("(document)", format!("not valid YAML: {e}"))])?;
+    let value = crate::config::parse_value(text).map_err(|e| vec![e])?;
     let mut errors = Vec::new();
-    let expect = |field: &str, want: &str, errors: &mut Vec<FieldError>| match value.get(field).and_then(|v| v.as_str())
+    let expect = |field: &str, want: &str, errors: &mut Vec<FieldError>| match value
+        .get(field)
+        .and_then(|v| v.as_str())
     {
         Some(v) if v == want => {}
-        Some(v) => errors.push(FieldError::new(field, format!("is {v:?}, expected {want:?}"))),
-        None => errors.push(FieldError::new(field, format!("is missing, expected {want:?}"))),
+        Some(v) => errors.push(FieldError::new(
+            field,
+            format!("is {v:?}, expected {want:?}"),
+        )),
+        None => errors.push(FieldError::new(
+            field,
+            format!("is missing, expected {want:?}"),
+        )),
     };
     expect("apiVersion", "spillway.io/v1alpha1", &mut errors);
     expect("kind", "ElasticGateway", &mut errors);
-    if value.pointer("/metadata/name").and_then(|v| v.as_str()).is_none_or(str::is_empty) {
+    if value
+        .pointer("/metadata/name")
+        .and_then(|v| v.as_str())
+        .is_none_or(str::is_empty)
+    {
         errors.push(FieldError::new("metadata.name", "is required"));
     }
-    let mut unknown = Vec::new();
-    let mut note = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
-    let de = serde_ignored::Deserializer::new(value, &mut note);
-    let parsed: Result<ElasticGateway, _> = serde_path_to_error::deserialize(de);
-    drop(note);
-    for path in unknown {
-        // apiVersion and kind were checked above; status is the agent's to write.
-        if !(path.starts_with("status") || path == "apiVersion" || path == "kind") {
-            errors.push(FieldError::new(path, "unknown field (not in the ElasticGateway schema; a typo?)"));
-        }
-    }
+    // apiVersion and kind were checked above; status is the agent's to write.
+    let parsed = crate::config::from_value::<ElasticGateway>(value, |p| {
+        p.starts_with("status") || p == "apiVersion" || p == "kind"
+    });
     match parsed {
         Err(e) => {
-            let path = e.path().to_string();
-            errors.push(FieldError::new(if path == "." { "(document)".into() } else { path }, e.inner().to_string()));
+            errors.extend(e);
             Err(errors)
         }
         Ok(egw) => {
-            let ns = egw.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+            let ns = egw
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".into());
             errors.extend(validate(&egw.spec, &ns));
-            if errors.is_empty() { Ok(egw) } else { Err(errors) }
+            if errors.is_empty() {
+                Ok(egw)
+            } else {
+                Err(errors)
+            }
         }
     }
 }
@@ -80,21 +77,37 @@ pub fn validate(spec: &ElasticGatewaySpec, namespace: &str) -> Vec<FieldError> {
     if spec.target.name.trim().is_empty() {
         v.err("spec.target.name", "must name the gateway workload");
     } else if !is_dns_subdomain(&spec.target.name) {
-        v.err("spec.target.name", format!("{:?} is not a valid Kubernetes object name", spec.target.name));
+        v.err(
+            "spec.target.name",
+            format!(
+                "{:?} is not a valid Kubernetes object name",
+                spec.target.name
+            ),
+        );
     }
     if spec.min_replicas < 1 {
-        v.err("spec.minReplicas", format!("must be at least 1, got {}: the gateway is the front door", spec.min_replicas));
+        v.err(
+            "spec.minReplicas",
+            format!(
+                "must be at least 1, got {}: the gateway is the front door",
+                spec.min_replicas
+            ),
+        );
     }
     if spec.max_replicas < spec.min_replicas {
         v.err(
             "spec.maxReplicas",
-            format!("must be at least minReplicas ({}), got {}", spec.min_replicas, spec.max_replicas),
+            format!(
+                "must be at least minReplicas ({}), got {}",
+                spec.min_replicas, spec.max_replicas
+            ),
         );
     }
-    if let Some(m) = spec.eci.max_replicas {
-        if m < 0 {
-            v.err("spec.eci.maxReplicas", format!("must be 0 or more, got {m}"));
-        }
+    if let Some(m) = spec.eci.max_replicas.filter(|m| *m < 0) {
+        v.err(
+            "spec.eci.maxReplicas",
+            format!("must be 0 or more, got {m}"),
+        );
     }
     if let Some(c) = spec.eci.max_cost_per_hour {
         v.non_negative("spec.eci.maxCostPerHour", c);
@@ -106,42 +119,66 @@ pub fn validate(spec: &ElasticGatewaySpec, namespace: &str) -> Vec<FieldError> {
     for (i, m) in spec.metrics.iter().enumerate() {
         let at = format!("spec.metrics[{i}]");
         if !names.insert(m.display_name()) {
-            v.err(format!("{at}.name"), format!("{:?} is used by another metric", m.display_name()));
+            v.err(
+                format!("{at}.name"),
+                format!("{:?} is used by another metric", m.display_name()),
+            );
         }
         match (&m.query, m.preset) {
             (None, None) => v.err(format!("{at}.query"), "give a PromQL query or a preset"),
             (Some(q), _) if q.trim().is_empty() => v.err(format!("{at}.query"), "is empty"),
             (Some(q), _) => {
                 if let Err(e) = promql_parser::parser::parse(q) {
-                    v.err(format!("{at}.query"), format!("is not valid PromQL: {}", e.trim()));
+                    v.err(
+                        format!("{at}.query"),
+                        format!("is not valid PromQL: {}", e.trim()),
+                    );
                 }
             }
             (None, Some(p)) => {
                 let q = p.query(namespace, &spec.target.name);
                 if let Err(e) = promql_parser::parser::parse(&q) {
-                    v.err(format!("{at}.preset"), format!("renders invalid PromQL {q:?}: {e}"));
+                    v.err(
+                        format!("{at}.preset"),
+                        format!("renders invalid PromQL {q:?}: {e}"),
+                    );
                 }
             }
         }
         if !(m.target_per_replica.is_finite() && m.target_per_replica > 0.0) {
-            v.err(format!("{at}.targetPerReplica"), format!("must be greater than 0, got {}", m.target_per_replica));
+            v.err(
+                format!("{at}.targetPerReplica"),
+                format!("must be greater than 0, got {}", m.target_per_replica),
+            );
         }
     }
     for (pool, spec_pool) in [("ecs", &spec.pools.ecs), ("eci", &spec.pools.eci)] {
         if spec_pool.node_selector.is_empty() {
-            v.err(format!("spec.pools.{pool}.nodeSelector"), "needs at least one label to recognise the pool's nodes");
+            v.err(
+                format!("spec.pools.{pool}.nodeSelector"),
+                "needs at least one label to recognise the pool's nodes",
+            );
         }
         for (i, t) in spec_pool.tolerations.iter().enumerate() {
             if t.key.is_empty() && t.operator == crate::model::TolerationOperator::Equal {
-                v.err(format!("spec.pools.{pool}.tolerations[{i}].key"), "an empty key needs operator Exists");
+                v.err(
+                    format!("spec.pools.{pool}.tolerations[{i}].key"),
+                    "an empty key needs operator Exists",
+                );
             }
             if t.operator == crate::model::TolerationOperator::Exists && !t.value.is_empty() {
-                v.err(format!("spec.pools.{pool}.tolerations[{i}].value"), "must be empty with operator Exists");
+                v.err(
+                    format!("spec.pools.{pool}.tolerations[{i}].value"),
+                    "must be empty with operator Exists",
+                );
             }
         }
     }
     if spec.pools.ecs.node_selector == spec.pools.eci.node_selector {
-        v.err("spec.pools.eci.nodeSelector", "must differ from spec.pools.ecs.nodeSelector");
+        v.err(
+            "spec.pools.eci.nodeSelector",
+            "must differ from spec.pools.ecs.nodeSelector",
+        );
     }
     let p = &spec.placement;
     v.weights("spec.placement.normalWeights", p.normal_weights);
@@ -149,20 +186,32 @@ pub fn validate(spec: &ElasticGatewaySpec, namespace: &str) -> Vec<FieldError> {
     if p.normal_weights.ecs <= p.normal_weights.eci {
         v.err(
             "spec.placement.normalWeights",
-            format!("must prefer ECS (ecs > eci), got {}: normal times live on ECS", p.normal_weights),
+            format!(
+                "must prefer ECS (ecs > eci), got {}: normal times live on ECS",
+                p.normal_weights
+            ),
         );
     }
     if p.ecs_headroom_pods < 0 {
-        v.err("spec.placement.ecsHeadroomPods", format!("must be 0 or more, got {}", p.ecs_headroom_pods));
+        v.err(
+            "spec.placement.ecsHeadroomPods",
+            format!("must be 0 or more, got {}", p.ecs_headroom_pods),
+        );
     }
     for (field, s) in [
         ("exhaustedAfterSeconds", p.exhausted_after_seconds),
         ("recoveredAfterSeconds", p.recovered_after_seconds),
-        ("minWeightChangeIntervalSeconds", p.min_weight_change_interval_seconds),
+        (
+            "minWeightChangeIntervalSeconds",
+            p.min_weight_change_interval_seconds,
+        ),
         ("rebalanceIntervalSeconds", p.rebalance_interval_seconds),
     ] {
         if s < 0 {
-            v.err(format!("spec.placement.{field}"), format!("must be 0 or more, got {s}"));
+            v.err(
+                format!("spec.placement.{field}"),
+                format!("must be 0 or more, got {s}"),
+            );
         }
     }
     v.behavior(&spec.behavior);
@@ -173,8 +222,14 @@ pub fn validate(spec: &ElasticGatewaySpec, namespace: &str) -> Vec<FieldError> {
     for (t, price) in &c.ecs_node_price_per_hour {
         v.non_negative(&format!("spec.cost.ecsNodePricePerHour[{t}]"), *price);
     }
-    v.non_negative("spec.cost.ecsDefaultNodePricePerHour", c.ecs_default_node_price_per_hour);
-    v.non_negative("spec.cost.eciVcpuPricePerSecond", c.eci_vcpu_price_per_second);
+    v.non_negative(
+        "spec.cost.ecsDefaultNodePricePerHour",
+        c.ecs_default_node_price_per_hour,
+    );
+    v.non_negative(
+        "spec.cost.eciVcpuPricePerSecond",
+        c.eci_vcpu_price_per_second,
+    );
     v.non_negative("spec.cost.eciGibPricePerSecond", c.eci_gib_price_per_second);
     v.errors
 }
@@ -198,24 +253,37 @@ impl Validator {
     fn weights(&mut self, path: &str, w: PoolWeights) {
         for (pool, x) in [("ecs", w.ecs), ("eci", w.eci)] {
             if !(1..=100).contains(&x) {
-                self.err(format!("{path}.{pool}"), format!("must be within 1..100 (the API's range), got {x}"));
+                self.err(
+                    format!("{path}.{pool}"),
+                    format!("must be within 1..100 (the API's range), got {x}"),
+                );
             }
         }
     }
 
     fn rules(&mut self, path: &str, r: &ScalingRules) {
-        if let Some(w) = r.stabilization_window_seconds {
-            if !(0..=3600).contains(&w) {
-                self.err(format!("{path}.stabilizationWindowSeconds"), format!("must be within 0..3600, got {w}"));
-            }
+        if let Some(w) = r
+            .stabilization_window_seconds
+            .filter(|w| !(0..=3600).contains(w))
+        {
+            self.err(
+                format!("{path}.stabilizationWindowSeconds"),
+                format!("must be within 0..3600, got {w}"),
+            );
         }
         if let Some(policies) = &r.policies {
             if policies.is_empty() {
-                self.err(format!("{path}.policies"), "must list at least one policy (or be left out)");
+                self.err(
+                    format!("{path}.policies"),
+                    "must list at least one policy (or be left out)",
+                );
             }
             for (i, p) in policies.iter().enumerate() {
                 if p.value <= 0 {
-                    self.err(format!("{path}.policies[{i}].value"), format!("must be greater than 0, got {}", p.value));
+                    self.err(
+                        format!("{path}.policies[{i}].value"),
+                        format!("must be greater than 0, got {}", p.value),
+                    );
                 }
                 if !(1..=1800).contains(&p.period_seconds) {
                     self.err(
@@ -231,17 +299,29 @@ impl Validator {
         self.rules("spec.behavior.scaleUp", &b.scale_up);
         self.rules("spec.behavior.scaleDown", &b.scale_down);
         if !(b.tolerance.is_finite() && (0.0..1.0).contains(&b.tolerance)) {
-            self.err("spec.behavior.tolerance", format!("must be within 0 and 1, got {}", b.tolerance));
+            self.err(
+                "spec.behavior.tolerance",
+                format!("must be within 0 and 1, got {}", b.tolerance),
+            );
         }
         let l = &b.lead_time;
         if !(0..=900).contains(&l.seconds) {
-            self.err("spec.behavior.leadTime.seconds", format!("must be within 0..900, got {}", l.seconds));
+            self.err(
+                "spec.behavior.leadTime.seconds",
+                format!("must be within 0..900, got {}", l.seconds),
+            );
         }
         if l.seconds > 0 && !(10..=3600).contains(&l.window_seconds) {
-            self.err("spec.behavior.leadTime.windowSeconds", format!("must be within 10..3600, got {}", l.window_seconds));
+            self.err(
+                "spec.behavior.leadTime.windowSeconds",
+                format!("must be within 10..3600, got {}", l.window_seconds),
+            );
         }
         if !(l.max_growth.is_finite() && l.max_growth >= 1.0) {
-            self.err("spec.behavior.leadTime.maxGrowth", format!("must be 1 or more, got {}", l.max_growth));
+            self.err(
+                "spec.behavior.leadTime.maxGrowth",
+                format!("must be 1 or more, got {}", l.max_growth),
+            );
         }
     }
 }
@@ -251,7 +331,9 @@ fn is_dns_subdomain(s: &str) -> bool {
     s.len() <= 253
         && s.split('.').all(|part| {
             !part.is_empty()
-                && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && !part.starts_with('-')
                 && !part.ends_with('-')
         })
@@ -274,7 +356,12 @@ spec:
 "#;
 
     fn paths(text: &str) -> Vec<String> {
-        parse_policy(text).err().unwrap_or_default().into_iter().map(|e| e.path).collect()
+        parse_policy(text)
+            .err()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| e.path)
+            .collect()
     }
 
     #[test]

@@ -1,0 +1,232 @@
+use super::*;
+use crate::policy::{ElasticGateway, PoolWeights};
+use crate::sim::Scenario;
+
+fn scenario_cluster(replicas: i32, jitter: f64, seed: u64) -> SimCluster {
+    let s = Scenario::default();
+    let p = &s.policy;
+    let template = p.gateway_template(s.gateway_requests(), p.placement.normal_weights);
+    let lat = Latencies {
+        jitter,
+        ..Latencies::default()
+    };
+    let classify = pool_classifier(
+        p.pools.ecs.node_selector.clone(),
+        p.pools.eci.node_selector.clone(),
+    );
+    let mut c = SimCluster::new(s.nodes(), template, replicas, lat, seed, classify);
+    c.settle();
+    c
+}
+
+fn count(c: &SimCluster, pool: Pool) -> usize {
+    c.live().filter(|p| c.pool_of(p.node) == pool).count()
+}
+
+fn run_until(c: &mut SimCluster, from: u64, to: u64) {
+    for t in from..=to {
+        c.step(t as f64);
+    }
+}
+
+#[test]
+fn ecs_fills_first_then_the_overflow_goes_to_eci() {
+    // 4 ECS nodes × (8 − 2 others) vCPU / 2 vCPU = 12 gateway pods on ECS.
+    let mut c = scenario_cluster(4, 0.0, 1);
+    assert_eq!((count(&c, Pool::Ecs), count(&c, Pool::Eci)), (4, 0));
+    c.replicas = 20;
+    c.step(0.0);
+    assert_eq!((count(&c, Pool::Ecs), count(&c, Pool::Eci)), (12, 8));
+    // Least-allocated spreads the gateway evenly over the ECS nodes.
+    let per_node: Vec<i64> = c
+        .nodes
+        .iter()
+        .take(4)
+        .map(|n| (n.requested.cpu_millis - 2000) / 2000)
+        .collect();
+    assert_eq!(per_node, vec![3, 3, 3, 3]);
+}
+
+#[test]
+fn start_latency_depends_on_the_pool() {
+    let mut c = scenario_cluster(10, 0.0, 1);
+    c.replicas = 14;
+    c.step(100.0);
+    let ready_at = |c: &SimCluster, pool: Pool| -> Vec<f64> {
+        c.live()
+            .filter(|p| c.pool_of(p.node) == pool && p.created_at == 100.0)
+            .filter_map(|p| p.ready_at)
+            .collect()
+    };
+    assert_eq!(ready_at(&c, Pool::Ecs), vec![105.0, 105.0]);
+    assert_eq!(ready_at(&c, Pool::Eci), vec![140.0, 140.0]);
+    assert!(
+        !c.live()
+            .filter(|p| p.created_at == 100.0)
+            .any(|p| p.ready(139.0) && c.pool_of(p.node) == Pool::Eci)
+    );
+}
+
+fn pod(
+    name: &str,
+    node: Option<usize>,
+    created: f64,
+    ready_at: Option<f64>,
+    cost: Option<i32>,
+) -> SimPod {
+    SimPod {
+        name: name.into(),
+        revision: 1,
+        node,
+        created_at: created,
+        ready_at,
+        gone_at: None,
+        deletion_cost: cost,
+    }
+}
+
+#[test]
+fn victim_order_follows_the_replicaset_controller() {
+    let now = 1000.0;
+    let sorted = |mut v: Vec<(SimPod, usize)>| -> Vec<String> {
+        v.sort_by(|a, b| victim_order(&a.0, &b.0, a.1, b.1, now));
+        v.into_iter().map(|(p, _)| p.name).collect()
+    };
+    // 1. unassigned first; 2. not running before running; 3. not ready before ready.
+    let v = vec![
+        (pod("ready", Some(0), 0.0, Some(10.0), None), 1),
+        (pod("unassigned", None, 0.0, None, None), 1),
+        (pod("starting", Some(0), 990.0, Some(1010.0), None), 1),
+    ];
+    assert_eq!(sorted(v), vec!["unassigned", "starting", "ready"]);
+    // 4. deletion cost beats everything after readiness: rank and age would pick "crowded".
+    let v = vec![
+        (
+            pod("crowded-ecs", Some(0), 900.0, Some(905.0), Some(100)),
+            5,
+        ),
+        (pod("lonely-eci", Some(1), 0.0, Some(40.0), Some(-100)), 1),
+    ];
+    assert_eq!(sorted(v), vec!["lonely-eci", "crowded-ecs"]);
+    // 5. equal cost: more pods on the same node first.
+    let v = vec![
+        (pod("alone", Some(0), 0.0, Some(1.0), None), 1),
+        (pod("doubled", Some(1), 0.0, Some(1.0), None), 3),
+    ];
+    assert_eq!(sorted(v), vec!["doubled", "alone"]);
+    // 6. ready for less time first (log2 buckets); 8. newer first.
+    let v = vec![
+        (pod("old", Some(0), 0.0, Some(10.0), None), 1),
+        (pod("recent", Some(0), 800.0, Some(990.0), None), 1),
+    ];
+    assert_eq!(sorted(v), vec!["recent", "old"]);
+}
+
+#[test]
+fn scale_in_honours_deletion_cost() {
+    let mut c = scenario_cluster(16, 0.0, 3); // 12 on ECS, 4 on ECI
+    run_until(&mut c, 0, 60);
+    // Make two ECS pods the cheapest to delete: they go before the ECI pods.
+    let ecs: Vec<String> = c
+        .live()
+        .filter(|p| c.pool_of(p.node) == Pool::Ecs)
+        .map(|p| p.name.clone())
+        .take(2)
+        .collect();
+    for p in c.live().map(|p| p.name.clone()).collect::<Vec<_>>() {
+        c.set_deletion_cost(&p, 0);
+    }
+    for p in &ecs {
+        c.set_deletion_cost(p, -500);
+    }
+    c.replicas = 14;
+    c.step(61.0);
+    let leaving: Vec<String> = c
+        .pods
+        .iter()
+        .filter(|p| p.gone_at.is_some())
+        .map(|p| p.name.clone())
+        .collect();
+    assert_eq!(leaving.len(), 2);
+    assert!(
+        ecs.iter().all(|p| leaving.contains(p)),
+        "{leaving:?} vs {ecs:?}"
+    );
+    // Terminating pods hold their node until the grace period ends.
+    let held = c
+        .nodes
+        .iter()
+        .take(4)
+        .map(|n| n.requested.pods)
+        .sum::<i64>();
+    run_until(&mut c, 62, 61 + 15);
+    let after = c
+        .nodes
+        .iter()
+        .take(4)
+        .map(|n| n.requested.pods)
+        .sum::<i64>();
+    assert_eq!(held - after, 2);
+}
+
+#[test]
+fn template_change_rolls_out_with_surge_and_unavailability_limits() {
+    let mut c = scenario_cluster(8, 0.0, 5);
+    run_until(&mut c, 0, 10);
+    c.set_weights(PoolWeights { ecs: 20, eci: 80 });
+    assert_eq!(c.rollouts, 1);
+    assert!(c.rollout_in_progress());
+    let mut max_live = 0;
+    let mut min_ready = usize::MAX;
+    for t in 11..=600 {
+        c.step(f64::from(t));
+        max_live = max_live.max(c.live().count());
+        min_ready = min_ready.min(c.live().filter(|p| p.ready(f64::from(t))).count());
+    }
+    assert!(!c.rollout_in_progress());
+    assert!(c.live().all(|p| p.revision == 2));
+    // maxSurge 25% of 8 = 2 extra; maxUnavailable 25% = 2.
+    assert!(max_live <= 10, "{max_live}");
+    assert!(min_ready >= 6, "{min_ready}");
+    // The new weights prefer ECI, so the new pods went there.
+    assert_eq!(count(&c, Pool::Eci), 8);
+    // Setting the same weights again is not a change.
+    c.set_weights(PoolWeights { ecs: 20, eci: 80 });
+    assert_eq!(c.rollouts, 1);
+}
+
+#[test]
+fn a_seed_makes_a_run_reproducible() {
+    let trace = |seed: u64| -> Vec<(String, Option<usize>, Option<f64>)> {
+        let mut c = scenario_cluster(4, 0.3, seed);
+        c.replicas = 30;
+        run_until(&mut c, 0, 100);
+        c.replicas = 6;
+        run_until(&mut c, 101, 200);
+        c.pods
+            .iter()
+            .map(|p| (p.name.clone(), p.node, p.ready_at))
+            .collect()
+    };
+    assert_eq!(trace(11), trace(11));
+    assert_ne!(trace(11), trace(12));
+}
+
+#[test]
+fn pending_when_nothing_fits() {
+    let s = Scenario::default();
+    let mut p = ElasticGateway::scenario_default().spec;
+    p.pools.eci.tolerations.clear(); // the gateway no longer tolerates the virtual node
+    let template = p.gateway_template(s.gateway_requests(), p.placement.normal_weights);
+    let classify = pool_classifier(
+        p.pools.ecs.node_selector.clone(),
+        p.pools.eci.node_selector.clone(),
+    );
+    let mut c = SimCluster::new(s.nodes(), template, 14, Latencies::default(), 1, classify);
+    c.step(0.0);
+    assert_eq!((count(&c, Pool::Ecs), count(&c, Pool::Pending)), (12, 2));
+    // Scale-in removes the unscheduled pods first.
+    c.replicas = 12;
+    c.step(1.0);
+    assert_eq!((count(&c, Pool::Ecs), count(&c, Pool::Pending)), (12, 0));
+}

@@ -1,0 +1,468 @@
+//! Runs one scenario under each policy, on identical clusters and identical load.
+
+use serde::{Deserialize, Serialize};
+
+use super::cluster::{RollingUpdate, SimCluster, pool_classifier};
+use super::load::{LoadSeries, Surge};
+use super::scenario::{PolicyKind, Scenario};
+use crate::act::Plan;
+use crate::engine::{self, Decision, EngineState, LoadSample, Observation, cost};
+use crate::model::Pool;
+use crate::policy::{Behavior, EciLimits, ElasticGatewaySpec};
+
+/// Per-policy results.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub policy: String,
+    /// Per surge: seconds from its start until the gateway had the ready capacity for the load
+    /// and kept it through the surge (0: never short).
+    pub time_to_capacity_s: Vec<SurgeResult>,
+    /// Σ over time of the pods missing to serve the load (ceil(load / capacity per pod) − ready).
+    pub underprovisioned_pod_seconds: f64,
+    /// Seconds during which the gateway was short of capacity.
+    pub short_seconds: f64,
+    pub peak_replicas: i32,
+    pub peak_eci_pods: i32,
+    pub final_eci_pods: i32,
+    pub final_replicas: i32,
+    pub eci_pod_seconds: f64,
+    pub cost_total: f64,
+    pub cost_ecs: f64,
+    pub cost_eci: f64,
+    pub currency: String,
+    pub weight_changes: u32,
+    pub rollouts: u32,
+    pub scale_changes: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SurgeResult {
+    pub surge: String,
+    pub seconds: f64,
+}
+
+/// One row of the timeline.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Point {
+    pub t: u64,
+    pub load_rps: f64,
+    pub capacity_rps: f64,
+    pub desired: i32,
+    pub ready: i32,
+    pub ecs_pods: i32,
+    pub eci_pods: i32,
+    pub pending_pods: i32,
+    pub cost_rate_ecs_per_hour: f64,
+    pub cost_rate_eci_per_hour: f64,
+    pub cost_cumulative: f64,
+}
+
+/// A decision that changed something (spillway and hpa policies).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DecisionLog {
+    pub t: u64,
+    pub summary: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PolicyRun {
+    pub summary: Summary,
+    pub timeline: Vec<Point>,
+    pub decisions: Vec<DecisionLog>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DrillReport {
+    pub scenario: String,
+    pub seed: u64,
+    pub duration_s: u64,
+    pub surges: Vec<Surge>,
+    pub capacity_per_pod_rps: f64,
+    pub runs: Vec<PolicyRun>,
+}
+
+/// Receives the drill as it runs (progress bars, the metrics endpoint).
+pub trait Observer {
+    /// Called after each step of each policy.
+    fn step(&mut self, _policy: PolicyKind, _t: u64, _point: &Point) {}
+    /// Called with every engine decision of the `spillway` and `hpa` policies.
+    fn decision(&mut self, _policy: PolicyKind, _t: u64, _decision: &Decision, _plan: &Plan) {}
+}
+
+/// Observes nothing.
+pub struct Quiet;
+impl Observer for Quiet {}
+
+/// The policy the `hpa` baseline runs: the same engine with HPA defaults, no lead time, no
+/// placement steering, no ECI cap.
+pub fn hpa_baseline(policy: &ElasticGatewaySpec) -> ElasticGatewaySpec {
+    let mut p = policy.clone();
+    p.behavior = Behavior {
+        tolerance: 0.1,
+        ..Behavior::default()
+    };
+    p.behavior.lead_time.seconds = 0;
+    p.eci = EciLimits::default();
+    p.placement.exhausted_weights = p.placement.normal_weights;
+    p.placement.rebalance = false;
+    p.dry_run = false;
+    p.paused = false;
+    p
+}
+
+enum Controller {
+    Engine {
+        policy: Box<ElasticGatewaySpec>,
+        state: EngineState,
+        every: u64,
+        steer: bool,
+    },
+    Static,
+    Oracle {
+        lookahead: usize,
+        target: f64,
+        min: i32,
+        max: i32,
+    },
+}
+
+/// Runs every policy of the scenario.
+pub fn run(scenario: &Scenario, observer: &mut dyn Observer) -> DrillReport {
+    let duration = scenario.duration_seconds as usize;
+    let load = LoadSeries::new(
+        &scenario.load,
+        duration,
+        scenario.prometheus.clone(),
+        scenario.signals.clone(),
+    );
+    let runs = scenario
+        .policies
+        .iter()
+        .map(|k| run_policy(scenario, &load, *k, observer))
+        .collect();
+    DrillReport {
+        scenario: scenario.name.clone(),
+        seed: scenario.seed,
+        duration_s: scenario.duration_seconds,
+        surges: scenario.load.surges(),
+        capacity_per_pod_rps: scenario.gateway.capacity_per_pod_rps,
+        runs,
+    }
+}
+
+fn run_policy(
+    scenario: &Scenario,
+    load: &LoadSeries,
+    kind: PolicyKind,
+    observer: &mut dyn Observer,
+) -> PolicyRun {
+    let policy = &scenario.policy;
+    let requests = scenario.gateway_requests();
+    let template = policy.gateway_template(requests, policy.placement.normal_weights);
+    let classify = pool_classifier(
+        policy.pools.ecs.node_selector.clone(),
+        policy.pools.eci.node_selector.clone(),
+    );
+    let mut cluster = SimCluster::new(
+        scenario.nodes(),
+        template,
+        scenario.gateway.replicas,
+        scenario.latencies.clone(),
+        scenario.seed,
+        classify,
+    );
+    cluster.rolling = RollingUpdate {
+        max_surge: scenario.gateway.max_surge,
+        max_unavailable: scenario.gateway.max_unavailable,
+    };
+    cluster.settle();
+
+    let target = policy.metrics.first().map_or(1.0, |m| m.target_per_replica);
+    let mut controller = match kind {
+        PolicyKind::Spillway => Controller::Engine {
+            policy: Box::new(policy.clone()),
+            state: EngineState::default(),
+            every: scenario.controllers.spillway_interval_seconds,
+            steer: true,
+        },
+        PolicyKind::Hpa => Controller::Engine {
+            policy: Box::new(hpa_baseline(policy)),
+            state: EngineState::default(),
+            every: scenario.controllers.hpa_sync_seconds,
+            steer: false,
+        },
+        PolicyKind::Static => {
+            let peak = load.rps.iter().copied().fold(0.0, f64::max);
+            cluster.replicas = scenario
+                .static_replicas
+                .unwrap_or((peak / target).ceil() as i32)
+                .max(1);
+            Controller::Static
+        }
+        PolicyKind::Oracle => Controller::Oracle {
+            lookahead: (scenario.latencies.eci_start_seconds * (1.0 + scenario.latencies.jitter))
+                .ceil() as usize
+                + 1,
+            target,
+            min: policy.min_replicas,
+            max: policy.max_replicas,
+        },
+    };
+
+    let mut rec = Recorder::new(scenario, kind, &cluster);
+    let step = scenario.step_seconds.max(1);
+    let mut decisions = Vec::new();
+    let mut t = 0u64;
+    while t <= scenario.duration_seconds {
+        let now = t as f64;
+        cluster.step(now);
+        match &mut controller {
+            Controller::Engine {
+                policy,
+                state,
+                every,
+                steer,
+            } if t.is_multiple_of(*every) => {
+                let loads: Vec<LoadSample> = policy
+                    .metrics
+                    .iter()
+                    .map(|m| load.sample(m, t as usize))
+                    .collect();
+                let pods = cluster.gateway_pods(now);
+                let obs = Observation {
+                    now,
+                    loads: &loads,
+                    spec_replicas: cluster.replicas,
+                    pod_requests: requests,
+                    weights: cluster.weights(),
+                    rollout_in_progress: cluster.rollout_in_progress(),
+                    pods: &pods,
+                    nodes: &cluster.nodes,
+                };
+                let out = engine::decide(policy, &obs, state);
+                *state = out.state;
+                let mut plan = Plan::from_decision(policy, &out.decision);
+                if !*steer {
+                    // The HPA only sets replicas.
+                    plan = Plan {
+                        replicas: plan.replicas,
+                        ..Plan::default()
+                    };
+                }
+                if plan.replicas.is_some() || plan.weights.is_some() || !plan.evictions.is_empty() {
+                    decisions.push(DecisionLog {
+                        t,
+                        summary: out.decision.summary(),
+                    });
+                }
+                observer.decision(kind, t, &out.decision, &plan);
+                apply(&mut cluster, &plan, now, &mut rec);
+            }
+            Controller::Oracle {
+                lookahead,
+                target,
+                min,
+                max,
+            } => {
+                let want = (load.max_ahead(t as usize, *lookahead) / *target).ceil() as i32;
+                let want = want.clamp(*min, *max);
+                if t.is_multiple_of(5) {
+                    let pods = cluster.gateway_pods(now);
+                    for (pod, c) in engine::placement::deletion_costs(&pods) {
+                        cluster.set_deletion_cost(&pod, c);
+                    }
+                }
+                if want != cluster.replicas {
+                    rec.scale_changes += 1;
+                    cluster.replicas = want;
+                }
+            }
+            _ => {}
+        }
+        let point = rec.record(t, step, load.at(t as usize), &cluster);
+        if let Some(p) = point {
+            observer.step(kind, t, &p);
+        }
+        t += step;
+    }
+    let summary = rec.finish(&cluster);
+    PolicyRun {
+        summary,
+        timeline: rec.timeline,
+        decisions,
+    }
+}
+
+fn apply(cluster: &mut SimCluster, plan: &Plan, now: f64, rec: &mut Recorder) {
+    for (pod, cost) in &plan.deletion_costs {
+        cluster.set_deletion_cost(pod, *cost);
+    }
+    if let Some(r) = plan.replicas {
+        cluster.replicas = r;
+        rec.scale_changes += 1;
+    }
+    if let Some(w) = plan.weights {
+        cluster.set_weights(w);
+        rec.weight_changes += 1;
+    }
+    for pod in &plan.evictions {
+        cluster.evict(pod, now);
+    }
+}
+
+/// Accumulates the summary and the sampled timeline.
+struct Recorder {
+    kind: PolicyKind,
+    capacity_per_pod: f64,
+    /// Per node: (pool, cost of one gateway pod there per second).
+    node_cost: Vec<(Pool, f64)>,
+    surges: Vec<Surge>,
+    last_short: Vec<Option<u64>>,
+    sample_every: u64,
+    currency: String,
+    timeline: Vec<Point>,
+    under: f64,
+    short_seconds: f64,
+    peak_replicas: i32,
+    peak_eci: i32,
+    eci_pod_seconds: f64,
+    cost_ecs: f64,
+    cost_eci: f64,
+    weight_changes: u32,
+    scale_changes: u32,
+}
+
+impl Recorder {
+    fn new(s: &Scenario, kind: PolicyKind, cluster: &SimCluster) -> Self {
+        let req = cluster.template.requests;
+        let node_cost = cluster
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| match cluster.pool_of(Some(i)) {
+                Pool::Eci => (Pool::Eci, cost::eci_pod_per_second(&req, &s.policy.cost)),
+                Pool::Ecs => (
+                    Pool::Ecs,
+                    cost::ecs_pod_per_hour(&req, n, &s.policy.cost) / 3600.0,
+                ),
+                other => (other, 0.0),
+            })
+            .collect();
+        let surges = s.load.surges();
+        Self {
+            kind,
+            capacity_per_pod: s.gateway.capacity_per_pod_rps,
+            node_cost,
+            last_short: vec![None; surges.len()],
+            surges,
+            sample_every: (s.duration_seconds / 1500).max(s.step_seconds).max(1),
+            currency: s.policy.cost.currency.clone(),
+            timeline: Vec::new(),
+            under: 0.0,
+            short_seconds: 0.0,
+            peak_replicas: 0,
+            peak_eci: 0,
+            eci_pod_seconds: 0.0,
+            cost_ecs: 0.0,
+            cost_eci: 0.0,
+            weight_changes: 0,
+            scale_changes: 0,
+        }
+    }
+
+    fn record(&mut self, t: u64, dt: u64, load: f64, c: &SimCluster) -> Option<Point> {
+        let now = t as f64;
+        let dt = dt as f64;
+        let (mut ready, mut ecs, mut eci, mut pending, mut live) = (0, 0, 0, 0, 0);
+        let (mut rate_ecs, mut rate_eci) = (0.0, 0.0);
+        for p in &c.pods {
+            if p.gone_at.is_none() {
+                live += 1;
+                ready += i32::from(p.ready(now));
+            }
+            match p.node.map(|n| self.node_cost[n]) {
+                // A pod holds (and on ECI bills for) its node until it is gone, draining included.
+                Some((Pool::Ecs, c)) => {
+                    rate_ecs += c;
+                    ecs += i32::from(p.gone_at.is_none());
+                }
+                Some((Pool::Eci, c)) => {
+                    rate_eci += c;
+                    eci += i32::from(p.gone_at.is_none());
+                    self.eci_pod_seconds += dt;
+                }
+                Some(_) => {}
+                None => pending += i32::from(p.gone_at.is_none()),
+            }
+        }
+        let capacity = f64::from(ready) * self.capacity_per_pod;
+        let needed = (load / self.capacity_per_pod).ceil() as i32;
+        if needed > ready {
+            self.under += f64::from(needed - ready) * dt;
+            self.short_seconds += dt;
+            for (i, s) in self.surges.iter().enumerate() {
+                if now >= s.start && now <= s.end {
+                    self.last_short[i] = Some(t);
+                }
+            }
+        }
+        self.peak_replicas = self.peak_replicas.max(live);
+        self.peak_eci = self.peak_eci.max(eci);
+        self.cost_ecs += rate_ecs * dt;
+        self.cost_eci += rate_eci * dt;
+        if !t.is_multiple_of(self.sample_every) {
+            return None;
+        }
+        let point = Point {
+            t,
+            load_rps: load,
+            capacity_rps: capacity,
+            desired: c.replicas,
+            ready,
+            ecs_pods: ecs,
+            eci_pods: eci,
+            pending_pods: pending,
+            cost_rate_ecs_per_hour: rate_ecs * 3600.0,
+            cost_rate_eci_per_hour: rate_eci * 3600.0,
+            cost_cumulative: self.cost_ecs + self.cost_eci,
+        };
+        self.timeline.push(point.clone());
+        Some(point)
+    }
+
+    fn finish(&self, c: &SimCluster) -> Summary {
+        let final_eci = c
+            .pods
+            .iter()
+            .filter(|p| {
+                p.gone_at.is_none() && p.node.is_some_and(|n| self.node_cost[n].0 == Pool::Eci)
+            })
+            .count() as i32;
+        Summary {
+            policy: self.kind.as_str().into(),
+            time_to_capacity_s: self
+                .surges
+                .iter()
+                .zip(&self.last_short)
+                .map(|(s, last)| SurgeResult {
+                    surge: s.name.clone(),
+                    seconds: last.map_or(0.0, |l| l as f64 + 1.0 - s.start),
+                })
+                .collect(),
+            underprovisioned_pod_seconds: self.under,
+            short_seconds: self.short_seconds,
+            peak_replicas: self.peak_replicas,
+            peak_eci_pods: self.peak_eci,
+            final_eci_pods: final_eci,
+            final_replicas: c.live().count() as i32,
+            eci_pod_seconds: self.eci_pod_seconds,
+            cost_total: self.cost_ecs + self.cost_eci,
+            cost_ecs: self.cost_ecs,
+            cost_eci: self.cost_eci,
+            currency: self.currency.clone(),
+            weight_changes: self.weight_changes,
+            rollouts: c.rollouts,
+            scale_changes: self.scale_changes,
+        }
+    }
+}

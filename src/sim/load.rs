@@ -1,0 +1,458 @@
+//! Scripted load, and what Prometheus would report of it.
+//!
+//! A profile is a sum of components (a diurnal day plus two flash crowds is three components).
+//! The gateway's Envoys count requests; Prometheus scrapes the counters every
+//! `scrapeIntervalSeconds`, and `rate(..[window])` over those scrapes is what the engine reads:
+//! late by up to a scrape interval, and smoothed over the window.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::LoadSample;
+use crate::policy::{MetricSpec, Preset};
+
+/// One part of a load profile, in requests per second.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all_fields = "camelCase", deny_unknown_fields)]
+pub enum Component {
+    /// A flat load.
+    Constant { rps: f64 },
+    /// Adds `rps` from `atSeconds` on.
+    Step { at_seconds: f64, rps: f64 },
+    /// Adds 0 growing linearly to `rps` between the two times, then `rps`.
+    Ramp {
+        start_seconds: f64,
+        end_seconds: f64,
+        rps: f64,
+    },
+    /// A flash crowd: rises to `+rps` in `riseSeconds`, holds, falls back in `fallSeconds`.
+    Spike {
+        at_seconds: f64,
+        rise_seconds: f64,
+        hold_seconds: f64,
+        fall_seconds: f64,
+        rps: f64,
+    },
+    /// `meanRps + amplitudeRps * cos(2π (t - peakAtSeconds) / periodSeconds)`.
+    Diurnal {
+        mean_rps: f64,
+        amplitude_rps: f64,
+        #[serde(default = "day")]
+        period_seconds: f64,
+        #[serde(default)]
+        peak_at_seconds: f64,
+    },
+    /// Replays a CSV time series `seconds,rps` (header optional), linearly interpolated.
+    Csv {
+        path: String,
+        #[serde(skip)]
+        points: Vec<(f64, f64)>,
+    },
+}
+
+fn day() -> f64 {
+    86_400.0
+}
+
+/// A window in which the load surges: the report measures how fast each is absorbed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Surge {
+    pub name: String,
+    pub start: f64,
+    pub end: f64,
+}
+
+impl Component {
+    pub fn at(&self, t: f64) -> f64 {
+        match self {
+            Component::Constant { rps } => *rps,
+            Component::Step { at_seconds, rps } => {
+                if t >= *at_seconds {
+                    *rps
+                } else {
+                    0.0
+                }
+            }
+            Component::Ramp {
+                start_seconds,
+                end_seconds,
+                rps,
+            } => {
+                let span = (end_seconds - start_seconds).max(1e-9);
+                rps * ((t - start_seconds) / span).clamp(0.0, 1.0)
+            }
+            Component::Spike {
+                at_seconds,
+                rise_seconds,
+                hold_seconds,
+                fall_seconds,
+                rps,
+            } => {
+                let x = t - at_seconds;
+                let top = rise_seconds + hold_seconds;
+                if x < 0.0 || x > top + fall_seconds {
+                    0.0
+                } else if x < *rise_seconds {
+                    rps * x / rise_seconds.max(1e-9)
+                } else if x <= top {
+                    *rps
+                } else {
+                    rps * (1.0 - (x - top) / fall_seconds.max(1e-9))
+                }
+            }
+            Component::Diurnal {
+                mean_rps,
+                amplitude_rps,
+                period_seconds,
+                peak_at_seconds,
+            } => {
+                let phase =
+                    2.0 * std::f64::consts::PI * (t - peak_at_seconds) / period_seconds.max(1.0);
+                mean_rps + amplitude_rps * phase.cos()
+            }
+            Component::Csv { points, .. } => interpolate(points, t),
+        }
+    }
+
+    fn surge(&self, i: usize) -> Option<Surge> {
+        match self {
+            Component::Spike {
+                at_seconds,
+                rise_seconds,
+                hold_seconds,
+                ..
+            } => Some(Surge {
+                name: format!("spike[{i}]@{at_seconds}s"),
+                start: *at_seconds,
+                end: at_seconds + rise_seconds + hold_seconds,
+            }),
+            Component::Step { at_seconds, rps } if *rps > 0.0 => Some(Surge {
+                name: format!("step[{i}]@{at_seconds}s"),
+                start: *at_seconds,
+                end: at_seconds + 600.0,
+            }),
+            Component::Ramp {
+                start_seconds,
+                end_seconds,
+                rps,
+            } if *rps > 0.0 => Some(Surge {
+                name: format!("ramp[{i}]@{start_seconds}s"),
+                start: *start_seconds,
+                end: *end_seconds,
+            }),
+            _ => None,
+        }
+    }
+}
+
+fn interpolate(points: &[(f64, f64)], t: f64) -> f64 {
+    let idx = points.partition_point(|(x, _)| *x <= t);
+    match (
+        idx.checked_sub(1).and_then(|i| points.get(i)),
+        points.get(idx),
+    ) {
+        (Some((x0, y0)), Some((x1, y1))) => y0 + (y1 - y0) * (t - x0) / (x1 - x0).max(1e-9),
+        (Some((_, y)), None) | (None, Some((_, y))) => *y,
+        (None, None) => 0.0,
+    }
+}
+
+/// The sum of its components, never negative.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LoadProfile {
+    pub components: Vec<Component>,
+}
+
+impl LoadProfile {
+    pub fn at(&self, t: f64) -> f64 {
+        self.components
+            .iter()
+            .map(|c| c.at(t))
+            .sum::<f64>()
+            .max(0.0)
+    }
+
+    pub fn surges(&self) -> Vec<Surge> {
+        self.components
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.surge(i))
+            .collect()
+    }
+
+    /// Loads CSV replays, relative to `base` (the scenario file's folder).
+    pub fn resolve(&mut self, base: &Path) -> Result<(), crate::config::FieldError> {
+        for (i, c) in self.components.iter_mut().enumerate() {
+            if let Component::Csv { path, points } = c {
+                let at = format!("load.components[{i}].path");
+                let full = base.join(&*path);
+                let text = std::fs::read_to_string(&full).map_err(|e| {
+                    crate::config::FieldError::new(
+                        &at,
+                        format!("cannot read {}: {e}", full.display()),
+                    )
+                })?;
+                *points = parse_csv(&text).map_err(|e| crate::config::FieldError::new(&at, e))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `seconds,rps` lines; a first line that does not parse is a header.
+pub fn parse_csv(text: &str) -> Result<Vec<(f64, f64)>, String> {
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut cols = line.split(',').map(str::trim);
+        let parsed = match (
+            cols.next().map(str::parse::<f64>),
+            cols.next().map(str::parse::<f64>),
+        ) {
+            (Some(Ok(t)), Some(Ok(v))) if t.is_finite() && v.is_finite() => Some((t, v)),
+            _ => None,
+        };
+        match parsed {
+            Some(p) => out.push(p),
+            None if n == 0 => {}
+            None => {
+                return Err(format!(
+                    "line {}: expected `seconds,rps`, got {line:?}",
+                    n + 1
+                ));
+            }
+        }
+    }
+    out.sort_by(|a, b| a.0.total_cmp(&b.0));
+    if out.is_empty() {
+        return Err("no data rows".into());
+    }
+    Ok(out)
+}
+
+/// How the simulated gateway turns requests into the other signals.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SignalModel {
+    /// Mean downstream connection lifetime: active connections = rps × this.
+    #[serde(default = "d_conn")]
+    pub seconds_per_connection: f64,
+    /// CPU seconds per request: CPU cores = rps × this.
+    #[serde(default = "d_cpu")]
+    pub cpu_seconds_per_request: f64,
+}
+
+fn d_conn() -> f64 {
+    0.5
+}
+fn d_cpu() -> f64 {
+    0.002
+}
+
+impl Default for SignalModel {
+    fn default() -> Self {
+        Self {
+            seconds_per_connection: d_conn(),
+            cpu_seconds_per_request: d_cpu(),
+        }
+    }
+}
+
+/// Scrape and query timing.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PromTiming {
+    #[serde(default = "d_scrape")]
+    pub scrape_interval_seconds: u32,
+    /// The `[window]` of `rate()`.
+    #[serde(default = "d_window")]
+    pub rate_window_seconds: u32,
+}
+
+fn d_scrape() -> u32 {
+    15
+}
+fn d_window() -> u32 {
+    60
+}
+
+impl Default for PromTiming {
+    fn default() -> Self {
+        Self {
+            scrape_interval_seconds: d_scrape(),
+            rate_window_seconds: d_window(),
+        }
+    }
+}
+
+/// The load, per second of the drill, with its request counter.
+pub struct LoadSeries {
+    /// Requests per second at each whole second.
+    pub rps: Vec<f64>,
+    /// Requests counted up to each second.
+    counter: Vec<f64>,
+    timing: PromTiming,
+    signals: SignalModel,
+}
+
+impl LoadSeries {
+    pub fn new(
+        profile: &LoadProfile,
+        seconds: usize,
+        timing: PromTiming,
+        signals: SignalModel,
+    ) -> Self {
+        let rps: Vec<f64> = (0..=seconds).map(|t| profile.at(t as f64)).collect();
+        let mut counter = Vec::with_capacity(rps.len());
+        let mut acc = 0.0;
+        for r in &rps {
+            counter.push(acc);
+            acc += r;
+        }
+        Self {
+            rps,
+            counter,
+            timing,
+            signals,
+        }
+    }
+
+    pub fn at(&self, t: usize) -> f64 {
+        self.rps[t.min(self.rps.len() - 1)]
+    }
+
+    /// `rate(counter[window])` as Prometheus evaluates it at `t` from the scrapes it has: the
+    /// increase between the first and last scrape inside the window over their distance.
+    pub fn observed_rate(&self, t: usize) -> Option<f64> {
+        let s = self.timing.scrape_interval_seconds.max(1) as usize;
+        let last = t / s * s;
+        let window = self.timing.rate_window_seconds as usize;
+        let first_allowed = t.saturating_sub(window);
+        let first = first_allowed.div_ceil(s) * s;
+        if last <= first || last >= self.counter.len() {
+            return None;
+        }
+        Some((self.counter[last] - self.counter[first]) / (last - first) as f64)
+    }
+
+    /// The last scraped value of a gauge proportional to the load.
+    fn observed_gauge(&self, t: usize) -> f64 {
+        let s = self.timing.scrape_interval_seconds.max(1) as usize;
+        self.at(t / s * s)
+    }
+
+    /// What one policy metric would read at `t`. Custom queries are taken to measure requests
+    /// per second.
+    pub fn sample(&self, metric: &MetricSpec, t: usize) -> LoadSample {
+        let missing = || LoadSample::Missing("no scrapes in the rate window yet".into());
+        match metric.preset {
+            Some(Preset::ActiveConnections) if metric.query.is_none() => {
+                LoadSample::Total(self.observed_gauge(t) * self.signals.seconds_per_connection)
+            }
+            Some(Preset::Cpu) if metric.query.is_none() => {
+                self.observed_rate(t).map_or_else(missing, |r| {
+                    LoadSample::Total(r * self.signals.cpu_seconds_per_request)
+                })
+            }
+            _ => self
+                .observed_rate(t)
+                .map_or_else(missing, LoadSample::Total),
+        }
+    }
+
+    /// The largest load in `[t, t + ahead]`: what perfect foresight sizes for.
+    pub fn max_ahead(&self, t: usize, ahead: usize) -> f64 {
+        let end = (t + ahead).min(self.rps.len() - 1);
+        self.rps[t.min(end)..=end]
+            .iter()
+            .copied()
+            .fold(0.0, f64::max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn components_compose() {
+        let p = LoadProfile {
+            components: vec![
+                Component::Constant { rps: 100.0 },
+                Component::Spike {
+                    at_seconds: 10.0,
+                    rise_seconds: 10.0,
+                    hold_seconds: 10.0,
+                    fall_seconds: 10.0,
+                    rps: 900.0,
+                },
+                Component::Step {
+                    at_seconds: 100.0,
+                    rps: 50.0,
+                },
+            ],
+        };
+        assert_eq!(p.at(0.0), 100.0);
+        assert_eq!(p.at(15.0), 550.0);
+        assert_eq!(p.at(25.0), 1000.0);
+        assert_eq!(p.at(35.0), 550.0);
+        assert_eq!(p.at(41.0), 100.0);
+        assert_eq!(p.at(100.0), 150.0);
+        assert_eq!(p.surges().len(), 2);
+        assert_eq!(p.surges()[0].end, 30.0);
+    }
+
+    #[test]
+    fn diurnal_and_ramp() {
+        let d = Component::Diurnal {
+            mean_rps: 100.0,
+            amplitude_rps: 50.0,
+            period_seconds: 86400.0,
+            peak_at_seconds: 0.0,
+        };
+        assert!((d.at(0.0) - 150.0).abs() < 1e-9);
+        assert!((d.at(43200.0) - 50.0).abs() < 1e-9);
+        let r = Component::Ramp {
+            start_seconds: 0.0,
+            end_seconds: 100.0,
+            rps: 10.0,
+        };
+        assert_eq!((r.at(-1.0), r.at(50.0), r.at(500.0)), (0.0, 5.0, 10.0));
+    }
+
+    #[test]
+    fn csv_replay_interpolates() {
+        let pts = parse_csv("seconds,rps\n0,100\n10,200\n").unwrap();
+        let c = Component::Csv {
+            path: "x".into(),
+            points: pts,
+        };
+        assert_eq!(c.at(5.0), 150.0);
+        assert_eq!(c.at(100.0), 200.0);
+        assert!(parse_csv("0,1\nx,y\n").unwrap_err().contains("line 2"));
+    }
+
+    #[test]
+    fn prometheus_rate_lags_and_smooths() {
+        let p = LoadProfile {
+            components: vec![Component::Step {
+                at_seconds: 100.0,
+                rps: 1000.0,
+            }],
+        };
+        let s = LoadSeries::new(&p, 300, PromTiming::default(), SignalModel::default());
+        assert_eq!(s.observed_rate(10), None); // one scrape only
+        assert_eq!(s.observed_rate(99), Some(0.0));
+        // At 110 the scrapes in the window are 60..105: 5 s of the step over 45 s.
+        let r = s.observed_rate(110).unwrap();
+        assert!((r - 5000.0 / 45.0).abs() < 1e-6, "{r}");
+        // A full window after the step, the rate is the step.
+        assert_eq!(s.observed_rate(180), Some(1000.0));
+        assert_eq!(s.max_ahead(50, 60), 1000.0);
+    }
+}

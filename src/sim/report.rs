@@ -1,0 +1,104 @@
+//! The drill's outputs: `report.json`, `timeline.csv`, the chart, and the terminal table.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use super::drill::DrillReport;
+
+/// Writes `report.json`, `timeline.csv` and `chart.svg` into `dir`; returns the paths written.
+pub fn write_all(report: &DrillReport, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir)?;
+    let json = dir.join("report.json");
+    std::fs::write(
+        &json,
+        serde_json::to_vec_pretty(report).map_err(std::io::Error::other)?,
+    )?;
+    let csv = dir.join("timeline.csv");
+    std::fs::write(&csv, timeline_csv(report))?;
+    let svg = dir.join("chart.svg");
+    std::fs::write(
+        &svg,
+        super::chart::svg(report).map_err(std::io::Error::other)?,
+    )?;
+    Ok(vec![json, csv, svg])
+}
+
+/// One row per policy and sampled second.
+pub fn timeline_csv(report: &DrillReport) -> String {
+    let mut out = String::from(
+        "policy,t,load_rps,capacity_rps,desired,ready,ecs_pods,eci_pods,pending_pods,cost_rate_ecs_per_hour,cost_rate_eci_per_hour,cost_cumulative\n",
+    );
+    for run in &report.runs {
+        for p in &run.timeline {
+            let _ = writeln!(
+                out,
+                "{},{},{:.1},{:.1},{},{},{},{},{},{:.4},{:.4},{:.4}",
+                run.summary.policy,
+                p.t,
+                p.load_rps,
+                p.capacity_rps,
+                p.desired,
+                p.ready,
+                p.ecs_pods,
+                p.eci_pods,
+                p.pending_pods,
+                p.cost_rate_ecs_per_hour,
+                p.cost_rate_eci_per_hour,
+                p.cost_cumulative
+            );
+        }
+    }
+    out
+}
+
+/// The short summary table for the terminal.
+pub fn table(report: &DrillReport) -> String {
+    let mut out = String::new();
+    let currency = report
+        .runs
+        .first()
+        .map_or("", |r| r.summary.currency.as_str());
+    let _ = writeln!(
+        out,
+        "drill: {} (seed {}, {} s simulated)",
+        report.scenario, report.seed, report.duration_s
+    );
+    let _ = writeln!(
+        out,
+        "{:<9} {:>13} {:>13} {:>8} {:>9} {:>10} {:>10} {:>12} {:>8} {:>8}",
+        "policy",
+        "to capacity",
+        "short pod·s",
+        "peak",
+        "peak ECI",
+        "final ECI",
+        "ECI pod·s",
+        format!("cost {currency}"),
+        "weights",
+        "rollouts"
+    );
+    for run in &report.runs {
+        let s = &run.summary;
+        let ttc = s
+            .time_to_capacity_s
+            .iter()
+            .map(|r| format!("{:.0}s", r.seconds))
+            .collect::<Vec<_>>()
+            .join("/");
+        let _ = writeln!(
+            out,
+            "{:<9} {:>13} {:>13.0} {:>8} {:>9} {:>10} {:>10.0} {:>12.2} {:>8} {:>8}",
+            s.policy,
+            if ttc.is_empty() { "-".into() } else { ttc },
+            s.underprovisioned_pod_seconds,
+            s.peak_replicas,
+            s.peak_eci_pods,
+            s.final_eci_pods,
+            s.eci_pod_seconds,
+            s.cost_total,
+            s.weight_changes,
+            s.rollouts
+        );
+    }
+    out
+}

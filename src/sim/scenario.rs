@@ -1,0 +1,579 @@
+//! Drill scenario files: the cluster, the gateway, the latencies, the load and the policy.
+//! Every field has a default; the built-in scenario is `../shared/SCENARIO.md`'s cluster with a
+//! 10x flash crowd.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::cluster::Latencies;
+use super::load::{Component, LoadProfile, PromTiming, SignalModel};
+use crate::config::FieldError;
+use crate::model::{INSTANCE_TYPE_LABEL, Node, Resources, Taint, TaintEffect, quantity};
+use crate::policy::{ElasticGateway, ElasticGatewaySpec};
+
+/// A whole drill.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Scenario {
+    #[serde(default = "d_name")]
+    pub name: String,
+    /// Seed of the run's randomness (start-latency jitter, scheduler ties).
+    #[serde(default = "d_seed")]
+    pub seed: u64,
+    #[serde(default = "d_duration")]
+    pub duration_seconds: u64,
+    /// Simulation step; 1 s unless a long drill needs speed over detail.
+    #[serde(default = "d_step")]
+    pub step_seconds: u64,
+    #[serde(default)]
+    pub cluster: ClusterSpec,
+    #[serde(default)]
+    pub gateway: GatewaySpec,
+    #[serde(default)]
+    pub latencies: Latencies,
+    #[serde(default)]
+    pub prometheus: PromTiming,
+    #[serde(default)]
+    pub signals: SignalModel,
+    #[serde(default = "d_load")]
+    pub load: LoadProfile,
+    /// The ElasticGateway spec under test (the same type the cluster reads).
+    #[serde(default = "d_policy")]
+    pub policy: ElasticGatewaySpec,
+    /// Which policies run side by side on the same load.
+    #[serde(default = "d_policies")]
+    pub policies: Vec<PolicyKind>,
+    /// Replica count of the `static` policy; default: sized for the peak at the target load.
+    #[serde(default)]
+    pub static_replicas: Option<i32>,
+    /// How often each controller runs.
+    #[serde(default)]
+    pub controllers: ControllerTiming,
+}
+
+/// The policies a drill can compare.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyKind {
+    /// spillway's engine: HPA baseline + lead time, ECS-first placement, deletion costs.
+    Spillway,
+    /// The Kubernetes HPA with default behavior, static 80/20 weights, no deletion costs.
+    Hpa,
+    /// A fixed replica count.
+    Static,
+    /// Perfect foresight of the load: a lower bound on shortage for these start latencies.
+    Oracle,
+}
+
+impl PolicyKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyKind::Spillway => "spillway",
+            PolicyKind::Hpa => "hpa",
+            PolicyKind::Static => "static",
+            PolicyKind::Oracle => "oracle",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ControllerTiming {
+    /// spillway's tick (`spillway run --interval`).
+    #[serde(default = "d_spillway_interval")]
+    pub spillway_interval_seconds: u64,
+    /// kube-controller-manager `--horizontal-pod-autoscaler-sync-period`.
+    #[serde(default = "d_hpa_sync")]
+    pub hpa_sync_seconds: u64,
+}
+
+impl Default for ControllerTiming {
+    fn default() -> Self {
+        Self {
+            spillway_interval_seconds: d_spillway_interval(),
+            hpa_sync_seconds: d_hpa_sync(),
+        }
+    }
+}
+
+/// The cluster's nodes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClusterSpec {
+    /// The dedicated ECS nodes, labelled and tainted as in the scenario.
+    #[serde(default)]
+    pub ecs: NodeGroup,
+    /// Ordinary worker nodes (no gateway label): they make the cluster bigger, never hold the gateway.
+    #[serde(default)]
+    pub workers: u32,
+    #[serde(default = "d_virtual")]
+    pub virtual_nodes: u32,
+    /// Any further nodes, written out in full.
+    #[serde(default)]
+    pub extra_nodes: Vec<Node>,
+}
+
+impl Default for ClusterSpec {
+    fn default() -> Self {
+        Self {
+            ecs: NodeGroup::default(),
+            workers: 0,
+            virtual_nodes: d_virtual(),
+            extra_nodes: vec![],
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NodeGroup {
+    #[serde(default = "d_ecs_count")]
+    pub count: u32,
+    #[serde(default = "d_instance_type")]
+    pub instance_type: String,
+    #[serde(default = "d_cpu")]
+    pub cpu: String,
+    #[serde(default = "d_memory")]
+    pub memory: String,
+    #[serde(default = "d_pods")]
+    pub pods: i64,
+    /// CPU already requested on each node by other workloads.
+    #[serde(default = "d_other_cpu")]
+    pub other_cpu: String,
+    #[serde(default = "d_other_memory")]
+    pub other_memory: String,
+    #[serde(default = "d_other_pods")]
+    pub other_pods: i64,
+}
+
+impl Default for NodeGroup {
+    fn default() -> Self {
+        Self {
+            count: d_ecs_count(),
+            instance_type: d_instance_type(),
+            cpu: d_cpu(),
+            memory: d_memory(),
+            pods: d_pods(),
+            other_cpu: d_other_cpu(),
+            other_memory: d_other_memory(),
+            other_pods: d_other_pods(),
+        }
+    }
+}
+
+/// The gateway workload.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GatewaySpec {
+    /// Replicas at the start.
+    #[serde(default = "d_replicas")]
+    pub replicas: i32,
+    #[serde(default = "d_gw_cpu")]
+    pub cpu: String,
+    #[serde(default = "d_gw_memory")]
+    pub memory: String,
+    /// Requests per second one ready pod can serve; beyond it the gateway is short.
+    #[serde(default = "d_capacity")]
+    pub capacity_per_pod_rps: f64,
+    /// Deployment `maxSurge`/`maxUnavailable` as fractions.
+    #[serde(default = "d_quarter")]
+    pub max_surge: f64,
+    #[serde(default = "d_quarter")]
+    pub max_unavailable: f64,
+}
+
+impl Default for GatewaySpec {
+    fn default() -> Self {
+        Self {
+            replicas: d_replicas(),
+            cpu: d_gw_cpu(),
+            memory: d_gw_memory(),
+            capacity_per_pod_rps: d_capacity(),
+            max_surge: d_quarter(),
+            max_unavailable: d_quarter(),
+        }
+    }
+}
+
+fn d_name() -> String {
+    "builtin: SCENARIO.md cluster, 10x flash crowd".into()
+}
+fn d_seed() -> u64 {
+    7
+}
+fn d_duration() -> u64 {
+    3600
+}
+fn d_step() -> u64 {
+    1
+}
+fn d_virtual() -> u32 {
+    1
+}
+fn d_ecs_count() -> u32 {
+    4
+}
+fn d_instance_type() -> String {
+    "ecs.g7.2xlarge".into()
+}
+fn d_cpu() -> String {
+    "8".into()
+}
+fn d_memory() -> String {
+    "32Gi".into()
+}
+fn d_pods() -> i64 {
+    110
+}
+fn d_other_cpu() -> String {
+    "2".into()
+}
+fn d_other_memory() -> String {
+    "8Gi".into()
+}
+fn d_other_pods() -> i64 {
+    6
+}
+fn d_replicas() -> i32 {
+    4
+}
+fn d_gw_cpu() -> String {
+    "2".into()
+}
+fn d_gw_memory() -> String {
+    "2Gi".into()
+}
+fn d_capacity() -> f64 {
+    700.0
+}
+fn d_quarter() -> f64 {
+    0.25
+}
+fn d_spillway_interval() -> u64 {
+    5
+}
+fn d_hpa_sync() -> u64 {
+    15
+}
+fn d_policies() -> Vec<PolicyKind> {
+    vec![
+        PolicyKind::Spillway,
+        PolicyKind::Hpa,
+        PolicyKind::Static,
+        PolicyKind::Oracle,
+    ]
+}
+fn d_policy() -> ElasticGatewaySpec {
+    ElasticGateway::scenario_default().spec
+}
+/// 2,000 rps, then at 10 min a flash crowd to 20,000 rps within a minute, held 10 minutes,
+/// gone over the next 5.
+fn d_load() -> LoadProfile {
+    LoadProfile {
+        components: vec![
+            Component::Constant { rps: 2000.0 },
+            Component::Spike {
+                at_seconds: 600.0,
+                rise_seconds: 60.0,
+                hold_seconds: 600.0,
+                fall_seconds: 300.0,
+                rps: 18_000.0,
+            },
+        ],
+    }
+}
+
+impl Default for Scenario {
+    fn default() -> Self {
+        Self {
+            name: d_name(),
+            seed: d_seed(),
+            duration_seconds: d_duration(),
+            step_seconds: d_step(),
+            cluster: ClusterSpec::default(),
+            gateway: GatewaySpec::default(),
+            latencies: Latencies::default(),
+            prometheus: PromTiming::default(),
+            signals: SignalModel::default(),
+            load: d_load(),
+            policy: d_policy(),
+            policies: d_policies(),
+            static_replicas: None,
+            controllers: ControllerTiming::default(),
+        }
+    }
+}
+
+impl Scenario {
+    /// Reads a scenario file; CSV replays are found relative to it.
+    pub fn load(path: &Path) -> Result<Self, Vec<FieldError>> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            vec![FieldError::new(
+                path.display().to_string(),
+                format!("cannot read: {e}"),
+            )]
+        })?;
+        let mut s = Self::parse(&text)?;
+        s.load
+            .resolve(path.parent().unwrap_or(Path::new(".")))
+            .map_err(|e| vec![e])?;
+        Ok(s)
+    }
+
+    /// Parses and validates a scenario document.
+    pub fn parse(text: &str) -> Result<Self, Vec<FieldError>> {
+        let value = crate::config::parse_value(text).map_err(|e| vec![e])?;
+        let s: Scenario = crate::config::from_value(value, |_| false)?;
+        let errors = s.validate();
+        if errors.is_empty() {
+            Ok(s)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Everything wrong with the scenario, each naming its field.
+    pub fn validate(&self) -> Vec<FieldError> {
+        let mut e: Vec<FieldError> = crate::policy::validate(&self.policy, "istio-system")
+            .into_iter()
+            .map(|f| FieldError::new(f.path.replacen("spec.", "policy.", 1), f.message))
+            .collect();
+        let mut bad = |path: &str, msg: String| e.push(FieldError::new(path, msg));
+        if self.duration_seconds == 0 || self.duration_seconds > 30 * 86_400 {
+            bad(
+                "durationSeconds",
+                format!(
+                    "must be within 1..{} (30 days), got {}",
+                    30 * 86_400,
+                    self.duration_seconds
+                ),
+            );
+        }
+        if self.step_seconds == 0 || self.step_seconds > 60 {
+            bad(
+                "stepSeconds",
+                format!("must be within 1..60, got {}", self.step_seconds),
+            );
+        }
+        if self.policies.is_empty() {
+            bad("policies", "must name at least one policy".into());
+        }
+        for (path, q) in [
+            ("cluster.ecs.cpu", &self.cluster.ecs.cpu),
+            ("cluster.ecs.otherCpu", &self.cluster.ecs.other_cpu),
+            ("gateway.cpu", &self.gateway.cpu),
+        ] {
+            if let Err(err) = quantity::cpu_millis(q) {
+                bad(path, err.to_string());
+            }
+        }
+        for (path, q) in [
+            ("cluster.ecs.memory", &self.cluster.ecs.memory),
+            ("cluster.ecs.otherMemory", &self.cluster.ecs.other_memory),
+            ("gateway.memory", &self.gateway.memory),
+        ] {
+            if let Err(err) = quantity::bytes(q) {
+                bad(path, err.to_string());
+            }
+        }
+        if self.gateway.replicas < 1 {
+            bad(
+                "gateway.replicas",
+                format!("must be at least 1, got {}", self.gateway.replicas),
+            );
+        }
+        if !(self.gateway.capacity_per_pod_rps.is_finite()
+            && self.gateway.capacity_per_pod_rps > 0.0)
+        {
+            bad(
+                "gateway.capacityPerPodRps",
+                format!(
+                    "must be greater than 0, got {}",
+                    self.gateway.capacity_per_pod_rps
+                ),
+            );
+        }
+        for (path, f) in [
+            ("gateway.maxSurge", self.gateway.max_surge),
+            ("gateway.maxUnavailable", self.gateway.max_unavailable),
+        ] {
+            if !(0.0..=1.0).contains(&f) {
+                bad(path, format!("must be a fraction within 0..1, got {f}"));
+            }
+        }
+        let l = &self.latencies;
+        for (path, v) in [
+            ("latencies.ecsStartSeconds", l.ecs_start_seconds),
+            ("latencies.eciStartSeconds", l.eci_start_seconds),
+            ("latencies.terminationSeconds", l.termination_seconds),
+        ] {
+            if !(v.is_finite() && (0.0..=3600.0).contains(&v)) {
+                bad(path, format!("must be within 0..3600 seconds, got {v}"));
+            }
+        }
+        if !(0.0..=1.0).contains(&l.jitter) {
+            bad(
+                "latencies.jitter",
+                format!("must be within 0..1, got {}", l.jitter),
+            );
+        }
+        if self.prometheus.scrape_interval_seconds == 0 {
+            bad(
+                "prometheus.scrapeIntervalSeconds",
+                "must be at least 1".into(),
+            );
+        }
+        if self.prometheus.rate_window_seconds < 2 * self.prometheus.scrape_interval_seconds {
+            bad(
+                "prometheus.rateWindowSeconds",
+                format!(
+                    "must cover at least two scrapes ({}s), got {}",
+                    2 * self.prometheus.scrape_interval_seconds,
+                    self.prometheus.rate_window_seconds
+                ),
+            );
+        }
+        if self.controllers.spillway_interval_seconds == 0 {
+            bad(
+                "controllers.spillwayIntervalSeconds",
+                "must be at least 1".into(),
+            );
+        }
+        if self.controllers.hpa_sync_seconds == 0 {
+            bad("controllers.hpaSyncSeconds", "must be at least 1".into());
+        }
+        if let Some(r) = self.static_replicas.filter(|r| *r < 1) {
+            bad("staticReplicas", format!("must be at least 1, got {r}"));
+        }
+        if self.load.components.is_empty() {
+            bad("load.components", "must have at least one component".into());
+        }
+        e
+    }
+
+    pub fn gateway_requests(&self) -> Resources {
+        Resources::pod(
+            quantity::cpu_millis(&self.gateway.cpu).unwrap_or(0),
+            quantity::bytes(&self.gateway.memory).unwrap_or(0),
+        )
+    }
+
+    /// The nodes: ECS nodes labelled and tainted per the policy's ECS pool, workers, virtual nodes.
+    pub fn nodes(&self) -> Vec<Node> {
+        let g = &self.cluster.ecs;
+        let cpu = quantity::cpu_millis(&g.cpu).unwrap_or(0);
+        let mem = quantity::bytes(&g.memory).unwrap_or(0);
+        let used = Resources::new(
+            quantity::cpu_millis(&g.other_cpu).unwrap_or(0),
+            quantity::bytes(&g.other_memory).unwrap_or(0),
+            g.other_pods,
+        );
+        let ecs_pool = &self.policy.pools.ecs;
+        let ecs_taints: Vec<Taint> = ecs_pool
+            .tolerations
+            .iter()
+            .filter(|t| !t.key.is_empty())
+            .map(|t| Taint {
+                key: t.key.clone(),
+                value: t.value.clone(),
+                effect: t.effect.unwrap_or(TaintEffect::NoSchedule),
+            })
+            .collect();
+        let mut nodes = Vec::new();
+        for i in 0..g.count {
+            let mut labels = ecs_pool.node_selector.clone();
+            labels.insert(INSTANCE_TYPE_LABEL.into(), g.instance_type.clone());
+            nodes.push(Node {
+                name: format!("cn-hangzhou.ecs-{i:02}"),
+                labels,
+                taints: ecs_taints.clone(),
+                allocatable: Resources::new(cpu, mem, g.pods),
+                requested: used,
+                unschedulable: false,
+            });
+        }
+        for i in 0..self.cluster.workers {
+            nodes.push(Node {
+                name: format!("cn-hangzhou.worker-{i:03}"),
+                labels: [(INSTANCE_TYPE_LABEL.to_string(), g.instance_type.clone())].into(),
+                taints: vec![],
+                allocatable: Resources::new(cpu, mem, g.pods),
+                requested: used,
+                unschedulable: false,
+            });
+        }
+        let eci_pool = &self.policy.pools.eci;
+        for i in 0..self.cluster.virtual_nodes {
+            nodes.push(Node {
+                name: format!(
+                    "virtual-kubelet-cn-hangzhou-{}",
+                    (b'k' + i as u8 % 16) as char
+                ),
+                labels: eci_pool.node_selector.clone(),
+                taints: vec![Taint {
+                    key: "virtual-kubelet.io/provider".into(),
+                    value: "alibabacloud".into(),
+                    effect: TaintEffect::NoSchedule,
+                }],
+                // virtual-kubelet advertises a very large capacity.
+                allocatable: Resources::new(10_000_000, 40_000 << 30, 200_000),
+                requested: Resources::default(),
+                unschedulable: false,
+            });
+        }
+        nodes.extend(self.cluster.extra_nodes.iter().cloned());
+        nodes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_scenario_is_valid_and_matches_the_guide() {
+        let s = Scenario::default();
+        assert!(s.validate().is_empty(), "{:?}", s.validate());
+        let nodes = s.nodes();
+        assert_eq!(nodes.len(), 5);
+        assert_eq!(nodes[0].labels["mykey4pod"], "asmgateway");
+        assert_eq!(nodes[0].taints[0].key, "mykey");
+        assert_eq!(nodes[4].labels["type"], "virtual-kubelet");
+        assert_eq!(nodes[4].taints[0].key, "virtual-kubelet.io/provider");
+        let peak = (0..3600)
+            .map(|t| s.load.at(f64::from(t)))
+            .fold(0.0, f64::max);
+        assert_eq!(peak, 20_000.0);
+    }
+
+    #[test]
+    fn bad_scenarios_name_the_field() {
+        let paths = |text: &str| -> Vec<String> {
+            Scenario::parse(text)
+                .err()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|e| e.path)
+                .collect()
+        };
+        assert_eq!(paths("durationSeconds: 0"), vec!["durationSeconds"]);
+        assert_eq!(paths("gateway: {cpu: lots}"), vec!["gateway.cpu"]);
+        assert_eq!(paths("gateway: {cpus: 2}"), vec!["gateway.cpus"]);
+        assert_eq!(
+            paths("latencies: {eciStartSeconds: -3}"),
+            vec!["latencies.eciStartSeconds"]
+        );
+        assert_eq!(
+            paths("policy: {target: {name: gw}, maxReplicas: 0}"),
+            vec!["policy.maxReplicas"]
+        );
+        assert_eq!(
+            paths("load: {components: [{kind: Spike, atSeconds: 1}]}"),
+            vec!["load.components[0]"]
+        );
+        assert_eq!(paths("policies: [spillway, magic]"), vec!["policies[1]"]);
+        assert!(Scenario::parse("seed: 3\nduration_seconds: 10").is_err());
+        assert!(Scenario::parse("seed: 3").is_ok());
+    }
+}

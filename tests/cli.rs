@@ -1,0 +1,139 @@
+//! The `spillway` binary as a user runs it.
+#![allow(clippy::unwrap_used)]
+
+use std::process::Command;
+
+fn spillway(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_spillway"))
+        .args(args)
+        .output()
+        .expect("spillway runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+#[test]
+fn crd_matches_the_checked_in_manifest() {
+    let (code, out, err) = spillway(&["crd"]);
+    assert_eq!(code, 0, "{err}");
+    let checked_in = std::fs::read_to_string(format!("{ROOT}/deploy/crd.yaml")).unwrap();
+    assert!(
+        out == checked_in,
+        "deploy/crd.yaml is stale: run `cargo run -- crd > deploy/crd.yaml`"
+    );
+}
+
+#[test]
+fn check_accepts_the_examples() {
+    for f in [
+        "deploy/examples/elasticgateway.yaml",
+        "deploy/examples/elasticgateway-full.yaml",
+    ] {
+        let (code, out, _) = spillway(&["check", &format!("{ROOT}/{f}")]);
+        assert_eq!(code, 0, "{f}: {out}");
+        assert!(out.contains(": ok (ElasticGateway istio-system/"), "{out}");
+    }
+}
+
+#[test]
+fn check_names_every_bad_field() {
+    let (code, out, _) = spillway(&["check", &format!("{ROOT}/tests/fixtures/bad-policy.yaml")]);
+    assert_eq!(code, 1);
+    for field in [
+        "spec.maxReplicas: must be at least minReplicas (10), got 3",
+        "spec.metrics[0].query: is not valid PromQL",
+        "spec.metrics[0].targetPerReplica: must be greater than 0",
+        "spec.placement.normalWeights.eci: must be within 1..100",
+        "spec.cost.eciGibPricePerSecond: must be a price of 0 or more",
+    ] {
+        assert!(out.contains(field), "missing {field:?} in:\n{out}");
+    }
+    assert!(out.contains("5 error(s)"), "{out}");
+}
+
+#[test]
+fn check_reports_unreadable_files() {
+    let (code, out, _) = spillway(&["check", "/nonexistent/policy.yaml"]);
+    assert_eq!(code, 1);
+    assert!(out.contains("cannot read"), "{out}");
+}
+
+#[test]
+fn drill_writes_a_report_and_prints_the_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("out");
+    let (code, out, err) = spillway(&["drill", "--out", out_dir.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    for policy in ["spillway", "hpa", "static", "oracle"] {
+        assert!(
+            out.lines().any(|l| l.starts_with(policy)),
+            "no {policy} row in\n{out}"
+        );
+    }
+    for f in ["report.json", "timeline.csv", "chart.svg"] {
+        assert!(
+            out_dir
+                .join(f)
+                .metadata()
+                .map(|m| m.len() > 100)
+                .unwrap_or(false),
+            "{f} missing"
+        );
+    }
+    let svg = std::fs::read_to_string(out_dir.join("chart.svg")).unwrap();
+    assert!(
+        svg.starts_with("<svg")
+            && svg.contains("spillway: pods")
+            && svg.contains("oracle: load vs serving capacity")
+    );
+}
+
+#[test]
+fn drill_rejects_a_bad_scenario_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("s.yaml");
+    std::fs::write(
+        &f,
+        "latencies:\n  eciStartSecond: 30\ngateway:\n  replicas: 0\n",
+    )
+    .unwrap();
+    let (code, _, err) = spillway(&[
+        "drill",
+        f.to_str().unwrap(),
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("latencies.eciStartSecond: unknown field"),
+        "{err}"
+    );
+}
+
+#[test]
+fn printed_scenario_runs_as_a_scenario_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, yaml, err) = spillway(&["drill", "--print-scenario"]);
+    assert_eq!(code, 0, "{err}");
+    let f = dir.path().join("builtin.yaml");
+    std::fs::write(
+        &f,
+        yaml.replace("durationSeconds: 3600", "durationSeconds: 900"),
+    )
+    .unwrap();
+    let (code, out, err) = spillway(&[
+        "drill",
+        f.to_str().unwrap(),
+        "--policies",
+        "spillway",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("900 s simulated"), "{out}");
+}

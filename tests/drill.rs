@@ -1,0 +1,154 @@
+//! Drill behaviour on the built-in scenario and composed loads.
+#![allow(clippy::unwrap_used)]
+#![allow(clippy::field_reassign_with_default)]
+
+use spillway::sim::drill::{PolicyRun, Quiet};
+use spillway::sim::load::{Component, LoadProfile};
+use spillway::sim::{PolicyKind, Scenario, run};
+
+fn by_policy<'a>(runs: &'a [PolicyRun], p: &str) -> &'a PolicyRun {
+    runs.iter().find(|r| r.summary.policy == p).unwrap()
+}
+
+#[test]
+fn builtin_flash_crowd_overflows_to_eci_and_comes_back() {
+    let report = run(&Scenario::default(), &mut Quiet);
+    let sw = &by_policy(&report.runs, "spillway").summary;
+    let hpa = &by_policy(&report.runs, "hpa").summary;
+    let st = &by_policy(&report.runs, "static").summary;
+    let oracle = &by_policy(&report.runs, "oracle").summary;
+    // The peak needs 40 pods; ECS holds 12: the rest overflows onto ECI, and all of it comes back.
+    assert!(sw.peak_eci_pods >= 20, "{sw:?}");
+    assert_eq!(sw.final_eci_pods, 0);
+    assert!(sw.final_replicas <= 6, "{sw:?}");
+    // Lead time makes spillway short for less than the HPA, and it costs less than static.
+    assert!(
+        sw.underprovisioned_pod_seconds < hpa.underprovisioned_pod_seconds,
+        "{sw:?}\n{hpa:?}"
+    );
+    assert!(sw.time_to_capacity_s[0].seconds < hpa.time_to_capacity_s[0].seconds);
+    assert!(sw.cost_total < st.cost_total);
+    // Perfect foresight is the bound.
+    assert!(oracle.underprovisioned_pod_seconds <= sw.underprovisioned_pod_seconds);
+    // A 20-minute crowd does not justify rolling the gateway.
+    assert_eq!((sw.weight_changes, sw.rollouts), (0, 0));
+    // Cost parts add up and ECI was paid for.
+    assert!((sw.cost_ecs + sw.cost_eci - sw.cost_total).abs() < 1e-9);
+    assert!(sw.cost_eci > 0.0 && sw.eci_pod_seconds > 0.0);
+    assert_eq!(report.surges.len(), 1);
+}
+
+#[test]
+fn a_seed_reproduces_the_whole_drill() {
+    let mut s = Scenario::default();
+    s.latencies.jitter = 0.3;
+    s.duration_seconds = 1800;
+    let a = run(&s, &mut Quiet);
+    let b = run(&s, &mut Quiet);
+    assert_eq!(
+        serde_json::to_string(&a).unwrap(),
+        serde_json::to_string(&b).unwrap()
+    );
+    s.seed += 1;
+    let c = run(&s, &mut Quiet);
+    assert_ne!(
+        serde_json::to_string(&a).unwrap(),
+        serde_json::to_string(&c).unwrap()
+    );
+}
+
+#[test]
+fn report_json_has_the_promised_fields() {
+    let mut s = Scenario::default();
+    s.duration_seconds = 1200;
+    s.policies = vec![PolicyKind::Spillway, PolicyKind::Hpa];
+    let report = run(&s, &mut Quiet);
+    let v = serde_json::to_value(&report).unwrap();
+    let summary = &v["runs"][0]["summary"];
+    for field in [
+        "time_to_capacity_s",
+        "underprovisioned_pod_seconds",
+        "peak_eci_pods",
+        "final_eci_pods",
+        "eci_pod_seconds",
+        "cost_total",
+        "cost_ecs",
+        "cost_eci",
+        "weight_changes",
+        "rollouts",
+    ] {
+        assert!(
+            !summary[field].is_null(),
+            "summary lacks {field}: {summary}"
+        );
+    }
+    assert!(
+        v["runs"][0]["timeline"]
+            .as_array()
+            .is_some_and(|t| t.len() > 100)
+    );
+    assert!(
+        v["runs"][0]["decisions"]
+            .as_array()
+            .is_some_and(|d| !d.is_empty())
+    );
+    let csv = spillway::sim::report::timeline_csv(&report);
+    assert!(csv.starts_with("policy,t,load_rps,capacity_rps,desired,ready,ecs_pods,eci_pods"));
+    assert_eq!(
+        csv.lines().count(),
+        1 + report.runs.iter().map(|r| r.timeline.len()).sum::<usize>()
+    );
+}
+
+#[test]
+fn diurnal_day_with_two_flash_crowds() {
+    let mut s = Scenario::default();
+    s.duration_seconds = 86_400;
+    s.step_seconds = 5;
+    s.policies = vec![PolicyKind::Spillway];
+    s.load = LoadProfile {
+        components: vec![
+            Component::Diurnal {
+                mean_rps: 3000.0,
+                amplitude_rps: 2000.0,
+                period_seconds: 86_400.0,
+                peak_at_seconds: 50_400.0,
+            },
+            Component::Spike {
+                at_seconds: 36_000.0,
+                rise_seconds: 60.0,
+                hold_seconds: 900.0,
+                fall_seconds: 600.0,
+                rps: 12_000.0,
+            },
+            Component::Spike {
+                at_seconds: 72_000.0,
+                rise_seconds: 120.0,
+                hold_seconds: 600.0,
+                fall_seconds: 600.0,
+                rps: 8_000.0,
+            },
+        ],
+    };
+    let report = run(&s, &mut Quiet);
+    let sw = &report.runs[0].summary;
+    assert_eq!(report.surges.len(), 2);
+    assert_eq!(sw.time_to_capacity_s.len(), 2);
+    // Both crowds overflow onto ECI, and the night ends on ECS alone.
+    let eci_during = |from: u64, to: u64| {
+        report.runs[0]
+            .timeline
+            .iter()
+            .filter(|p| p.t >= from && p.t <= to)
+            .map(|p| p.eci_pods)
+            .max()
+            .unwrap_or(0)
+    };
+    assert!(eci_during(36_000, 37_000) > 0);
+    assert!(eci_during(72_000, 73_000) > 0);
+    assert_eq!(sw.final_eci_pods, 0);
+    assert!(
+        sw.time_to_capacity_s.iter().all(|r| r.seconds < 300.0),
+        "{sw:?}"
+    );
+}
