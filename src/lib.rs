@@ -7,9 +7,11 @@
 pub mod act;
 pub mod config;
 pub mod engine;
+pub mod metrics;
 pub mod model;
 pub mod policy;
 pub mod scheduler;
+pub mod server;
 pub mod sim;
 pub mod telemetry;
 

@@ -63,6 +63,16 @@ struct DrillArgs {
     /// Print the built-in scenario as YAML (a starting point for your own) and exit.
     #[arg(long)]
     print_scenario: bool,
+    /// Serve spillway's metrics (as the live agent would) at this address while the `spillway`
+    /// policy runs, paced by --speed, so Prometheus can scrape a drill.
+    #[arg(long, env = "SPILLWAY_DRILL_METRICS_ADDR")]
+    serve_metrics: Option<std::net::SocketAddr>,
+    /// With --serve-metrics: simulated seconds per wall second (1 = real time).
+    #[arg(long, default_value_t = 1.0, requires = "serve_metrics")]
+    speed: f64,
+    /// With --serve-metrics: keep serving this many seconds after the drill ends.
+    #[arg(long, default_value_t = 0, requires = "serve_metrics")]
+    linger: u64,
 }
 
 fn main() -> ExitCode {
@@ -123,12 +133,87 @@ fn check(files: &[PathBuf]) -> ExitCode {
     }
 }
 
-struct Progress(indicatif::ProgressBar);
+/// Drives the progress bar and, when serving metrics, records and paces the `spillway` policy.
+struct DrillObserver {
+    bar: indicatif::ProgressBar,
+    serve: Option<Served>,
+}
 
-impl Observer for Progress {
-    fn step(&mut self, _policy: PolicyKind, _t: u64, _point: &Point) {
-        self.0.inc(1);
+struct Served {
+    metrics: std::sync::Arc<spillway::metrics::Metrics>,
+    gw: spillway::metrics::Gw,
+    bounds: (i32, i32),
+    targets: Vec<(String, f64)>,
+    speed: f64,
+    started: std::time::Instant,
+}
+
+impl Observer for DrillObserver {
+    fn step(&mut self, policy: PolicyKind, t: u64, _point: &Point) {
+        self.bar.inc(1);
+        if let (Some(s), PolicyKind::Spillway) = (&self.serve, policy) {
+            let due = s.started + std::time::Duration::from_secs_f64(t as f64 / s.speed);
+            std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
+        }
     }
+
+    fn decision(
+        &mut self,
+        policy: PolicyKind,
+        obs: &spillway::engine::Observation<'_>,
+        d: &spillway::engine::Decision,
+        plan: &spillway::act::Plan,
+        seconds: f64,
+    ) {
+        if let (Some(s), PolicyKind::Spillway) = (&self.serve, policy) {
+            s.metrics.record_decision(&s.gw, obs, d, plan, s.bounds, &s.targets, seconds);
+        }
+    }
+}
+
+/// Runs the drill with the metrics endpoint up; the `spillway` policy runs first, paced.
+fn serve_drill(
+    scenario: &Scenario,
+    addr: std::net::SocketAddr,
+    speed: f64,
+    linger: u64,
+    bar: indicatif::ProgressBar,
+) -> anyhow::Result<spillway::sim::DrillReport> {
+    anyhow::ensure!(speed > 0.0 && speed.is_finite(), "--speed must be greater than 0, got {speed}");
+    anyhow::ensure!(
+        scenario.policies.contains(&PolicyKind::Spillway),
+        "--serve-metrics shows the spillway policy: add it to --policies"
+    );
+    let mut scenario = scenario.clone();
+    scenario.policies.sort_by_key(|p| *p != PolicyKind::Spillway);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let metrics = std::sync::Arc::new(spillway::metrics::Metrics::new());
+    let admin = spillway::server::Admin::new(metrics.clone());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let (bound, serve) = runtime
+        .block_on(spillway::server::bind(addr, admin.clone(), stopped))
+        .with_context(|| format!("binding the metrics endpoint {addr}"))?;
+    let server = runtime.spawn(serve);
+    admin.set_ready(true);
+    eprintln!("serving drill metrics on http://{bound}/metrics at {speed}x");
+    let policy = &scenario.policy;
+    let mut observer = DrillObserver {
+        bar,
+        serve: Some(Served {
+            metrics,
+            gw: spillway::metrics::Gw::new("istio-system", &policy.target.name),
+            bounds: (policy.min_replicas, policy.max_replicas),
+            targets: policy.metrics.iter().map(|m| (m.display_name(), m.target_per_replica)).collect(),
+            speed,
+            started: std::time::Instant::now(),
+        }),
+    };
+    let report = spillway::sim::run(&scenario, &mut observer);
+    observer.bar.finish_and_clear();
+    std::thread::sleep(std::time::Duration::from_secs(linger));
+    let _ = stop.send(true);
+    let _ = runtime.block_on(server);
+    Ok(report)
 }
 
 fn drill(args: DrillArgs) -> anyhow::Result<ExitCode> {
@@ -181,9 +266,15 @@ fn drill(args: DrillArgs) -> anyhow::Result<ExitCode> {
     } else {
         indicatif::ProgressBar::hidden()
     };
-    let mut progress = Progress(bar);
-    let report = spillway::sim::run(&scenario, &mut progress);
-    progress.0.finish_and_clear();
+    let report = match args.serve_metrics {
+        None => {
+            let mut observer = DrillObserver { bar, serve: None };
+            let report = spillway::sim::run(&scenario, &mut observer);
+            observer.bar.finish_and_clear();
+            report
+        }
+        Some(addr) => serve_drill(&scenario, addr, args.speed, args.linger, bar)?,
+    };
     let written = spillway::sim::report::write_all(&report, &args.out)
         .with_context(|| format!("writing the report to {}", args.out.display()))?;
     print!("{}", spillway::sim::report::table(&report));

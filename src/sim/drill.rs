@@ -85,8 +85,9 @@ pub struct DrillReport {
 pub trait Observer {
     /// Called after each step of each policy.
     fn step(&mut self, _policy: PolicyKind, _t: u64, _point: &Point) {}
-    /// Called with every engine decision of the `spillway` and `hpa` policies.
-    fn decision(&mut self, _policy: PolicyKind, _t: u64, _decision: &Decision, _plan: &Plan) {}
+    /// Called with every engine decision of the `spillway` and `hpa` policies, with what the
+    /// engine saw and how long it took.
+    fn decision(&mut self, _policy: PolicyKind, _obs: &Observation<'_>, _decision: &Decision, _plan: &Plan, _seconds: f64) {}
 }
 
 /// Observes nothing.
@@ -239,7 +240,9 @@ fn run_policy(
                     pods: &pods,
                     nodes: &cluster.nodes,
                 };
+                let started = std::time::Instant::now();
                 let out = engine::decide(policy, &obs, state);
+                let took = started.elapsed().as_secs_f64();
                 *state = out.state;
                 let mut plan = Plan::from_decision(policy, &out.decision);
                 if !*steer {
@@ -255,7 +258,7 @@ fn run_policy(
                         summary: out.decision.summary(),
                     });
                 }
-                observer.decision(kind, t, &out.decision, &plan);
+                observer.decision(kind, &obs, &out.decision, &plan, took);
                 apply(&mut cluster, &plan, now, &mut rec);
             }
             Controller::Oracle {

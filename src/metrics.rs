@@ -1,0 +1,447 @@
+//! spillway's own metrics: what it sees, what it decided and why, and what that costs.
+//!
+//! One prometheus-client registry under the `spillway_` prefix; every per-gateway series carries
+//! `namespace` and `name` (of the ElasticGateway). The live agent and the drill record through
+//! [`Metrics::record_decision`], so a drill's `/metrics` looks like a cluster's.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::act::Plan;
+use crate::engine::{Decision, Observation, Phase};
+use crate::model::Pool;
+
+type FGauge = Gauge<f64, AtomicU64>;
+type FCounter = Counter<f64, AtomicU64>;
+type HistFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Identifies one ElasticGateway.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct Gw {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl Gw {
+    pub fn new(namespace: &str, name: &str) -> Self {
+        Self { namespace: namespace.into(), name: name.into() }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PodLabels {
+    namespace: String,
+    name: String,
+    pool: String,
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabels {
+    namespace: String,
+    name: String,
+    pool: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CostLabels {
+    namespace: String,
+    name: String,
+    pool: String,
+    currency: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CurrencyLabels {
+    namespace: String,
+    name: String,
+    currency: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MetricLabels {
+    namespace: String,
+    name: String,
+    metric: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    namespace: String,
+    name: String,
+    phase: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    namespace: String,
+    name: String,
+    action: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    namespace: String,
+    name: String,
+    kind: String,
+}
+
+/// What kind of change was applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ActionKind {
+    Replicas,
+    Weights,
+    DeletionCost,
+    Eviction,
+}
+
+impl ActionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionKind::Replicas => "replicas",
+            ActionKind::Weights => "weights",
+            ActionKind::DeletionCost => "deletion_cost",
+            ActionKind::Eviction => "eviction",
+        }
+    }
+}
+
+/// What went wrong, for `spillway_errors_total{kind}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    PrometheusQuery,
+    ApiRead,
+    ApiWrite,
+    Conflict,
+    InvalidPolicy,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::PrometheusQuery => "prometheus_query",
+            ErrorKind::ApiRead => "api_read",
+            ErrorKind::ApiWrite => "api_write",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::InvalidPolicy => "invalid_policy",
+        }
+    }
+}
+
+/// Per-gateway memory the metrics need between decisions.
+#[derive(Default)]
+struct Memory {
+    last_at: Option<f64>,
+    /// When the load first asked for a different count than the current one.
+    change_seen_at: Option<f64>,
+}
+
+/// The registry and every family in it.
+pub struct Metrics {
+    registry: Registry,
+    pods: Family<PodLabels, Gauge>,
+    phase: Family<PhaseLabels, Gauge>,
+    desired: Family<Gw, Gauge>,
+    current: Family<Gw, Gauge>,
+    max: Family<Gw, Gauge>,
+    min: Family<Gw, Gauge>,
+    load: Family<MetricLabels, FGauge>,
+    load_target: Family<MetricLabels, FGauge>,
+    load_missing: Family<MetricLabels, Gauge>,
+    ecs_free: Family<Gw, Gauge>,
+    ecs_capacity: Family<Gw, Gauge>,
+    eci_cap: Family<Gw, Gauge>,
+    weight: Family<PoolLabels, Gauge>,
+    cost_rate: Family<CostLabels, FGauge>,
+    cost: Family<CostLabels, FCounter>,
+    saving_rate: Family<CurrencyLabels, FGauge>,
+    all_ecs_rate: Family<CurrencyLabels, FGauge>,
+    decisions: Family<DecisionLabels, Counter>,
+    actions: Family<KindLabels, Counter>,
+    errors: Family<KindLabels, Counter>,
+    decision_seconds: HistFamily<Gw>,
+    reaction_seconds: HistFamily<Gw>,
+    last_decision: Family<Gw, FGauge>,
+    leader: Gauge,
+    memory: Mutex<HashMap<Gw, Memory>>,
+}
+
+fn decision_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_01, 4.0, 10))
+}
+
+fn reaction_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 11))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut r = Registry::with_prefix("spillway");
+        let m = Self {
+            pods: Family::default(),
+            phase: Family::default(),
+            desired: Family::default(),
+            current: Family::default(),
+            max: Family::default(),
+            min: Family::default(),
+            load: Family::default(),
+            load_target: Family::default(),
+            load_missing: Family::default(),
+            ecs_free: Family::default(),
+            ecs_capacity: Family::default(),
+            eci_cap: Family::default(),
+            weight: Family::default(),
+            cost_rate: Family::default(),
+            cost: Family::default(),
+            saving_rate: Family::default(),
+            all_ecs_rate: Family::default(),
+            decisions: Family::default(),
+            actions: Family::default(),
+            errors: Family::default(),
+            decision_seconds: Family::new_with_constructor(decision_histogram),
+            reaction_seconds: Family::new_with_constructor(reaction_histogram),
+            last_decision: Family::default(),
+            leader: Gauge::default(),
+            memory: Mutex::new(HashMap::new()),
+            registry: Registry::default(),
+        };
+        r.register(
+            "gateway_pods",
+            "Gateway pods by pool (ecs: dedicated ECS nodes, eci: virtual-kubelet nodes, pending: not yet scheduled, other: neither pool) and state (ready, starting, terminating)",
+            m.pods.clone(),
+        );
+        r.register(
+            "phase",
+            "1 for the gateway's current phase: Normal (all on ECS), Overflow (the peak runs on ECI), Draining (ECI pods wait to go), Holding (load data missing), Paused",
+            m.phase.clone(),
+        );
+        r.register("replicas_desired", "Replica count spillway decided for the gateway", m.desired.clone());
+        r.register("replicas_current", "Replica count of the gateway workload (spec.replicas) when spillway decided", m.current.clone());
+        r.register("replicas_max", "The policy's maxReplicas", m.max.clone());
+        r.register("replicas_min", "The policy's minReplicas", m.min.clone());
+        r.register("load", "Gateway load per policy metric, as read from Prometheus (the query's unit)", m.load.clone());
+        r.register("load_target_per_replica", "The load one replica should carry, per policy metric", m.load_target.clone());
+        r.register(
+            "load_missing",
+            "1 when a policy metric returned no usable value (error, timeout, empty, NaN, stale); spillway then never scales down",
+            m.load_missing.clone(),
+        );
+        r.register("ecs_free_pods", "More gateway pods the dedicated ECS nodes can take now, after headroom", m.ecs_free.clone());
+        r.register("ecs_capacity_pods", "Gateway pods the ECS pool can hold: those running there plus the free slots", m.ecs_capacity.clone());
+        r.register("eci_cap_pods", "Most gateway pods allowed on ECI (from the pod and cost caps); absent when uncapped", m.eci_cap.clone());
+        r.register("affinity_weight", "Preferred node-affinity weight in the gateway's pod template, per pool", m.weight.clone());
+        r.register_with_unit(
+            "cost_rate",
+            "Estimated cost of the gateway per second and pool (ECS: the pods' share of their nodes' price; ECI: requests rounded to an ECI size), in the label's currency",
+            Unit::Other("per_second".into()),
+            m.cost_rate.clone(),
+        );
+        r.register(
+            "cost",
+            "Estimated cost accumulated by the gateway per pool since spillway started, in the label's currency",
+            m.cost.clone(),
+        );
+        r.register_with_unit(
+            "saving_rate",
+            "Estimated saving per second against an all-ECS fleet sized for the last day's peak",
+            Unit::Other("per_second".into()),
+            m.saving_rate.clone(),
+        );
+        r.register_with_unit(
+            "all_ecs_peak_cost_rate",
+            "What an all-ECS fleet sized for the last day's peak would cost per second",
+            Unit::Other("per_second".into()),
+            m.all_ecs_rate.clone(),
+        );
+        r.register(
+            "decisions",
+            "Engine decisions by action (scale_up, scale_down, hold) and reason (load, lead_time, steady, stabilized, rate_limited, bounds, eci_cap, missing_data, paused, scaled_to_zero)",
+            m.decisions.clone(),
+        );
+        r.register(
+            "actions",
+            "Changes applied to the cluster by kind (replicas, weights, deletion_cost, eviction); none in dry-run mode",
+            m.actions.clone(),
+        );
+        r.register(
+            "errors",
+            "Errors by kind (prometheus_query, api_read, api_write, conflict, invalid_policy)",
+            m.errors.clone(),
+        );
+        r.register_with_unit(
+            "decision_duration",
+            "Time the engine took for one decision",
+            Unit::Seconds,
+            m.decision_seconds.clone(),
+        );
+        r.register_with_unit(
+            "reaction",
+            "Time from the first decision whose load asked for a new replica count to the replica change being applied",
+            Unit::Seconds,
+            m.reaction_seconds.clone(),
+        );
+        r.register_with_unit(
+            "last_decision_timestamp",
+            "Unix time (or drill time) of the last decision",
+            Unit::Seconds,
+            m.last_decision.clone(),
+        );
+        r.register("leader", "1 while this spillway replica holds the leader Lease and may write", m.leader.clone());
+        r.register(
+            "build",
+            "spillway's version",
+            Info::new(vec![("version".to_string(), env!("CARGO_PKG_VERSION").to_string())]),
+        );
+        Self { registry: r, ..m }
+    }
+
+    /// Records one decision; `applied` is what was actually changed (empty in dry-run).
+    pub fn record_decision(
+        &self,
+        gw: &Gw,
+        obs: &Observation<'_>,
+        d: &Decision,
+        applied: &Plan,
+        min_max: (i32, i32),
+        metric_targets: &[(String, f64)],
+        decision_seconds: f64,
+    ) {
+        let (ns, name) = (gw.namespace.clone(), gw.name.clone());
+        let mut counts: HashMap<(Pool, &str), i64> = HashMap::new();
+        for p in obs.pods {
+            let state = if p.terminating {
+                "terminating"
+            } else if p.ready {
+                "ready"
+            } else {
+                "starting"
+            };
+            *counts.entry((p.pool, state)).or_default() += 1;
+        }
+        for pool in [Pool::Ecs, Pool::Eci, Pool::Pending, Pool::Other] {
+            for state in ["ready", "starting", "terminating"] {
+                let l = PodLabels { namespace: ns.clone(), name: name.clone(), pool: pool.as_str().into(), state: state.into() };
+                self.pods.get_or_create(&l).set(counts.get(&(pool, state)).copied().unwrap_or(0));
+            }
+        }
+        for phase in [Phase::Normal, Phase::Overflow, Phase::Draining, Phase::Holding, Phase::Paused] {
+            let l = PhaseLabels { namespace: ns.clone(), name: name.clone(), phase: phase.as_str().into() };
+            self.phase.get_or_create(&l).set(i64::from(d.phase == phase));
+        }
+        self.desired.get_or_create(gw).set(i64::from(d.replicas.desired));
+        self.current.get_or_create(gw).set(i64::from(d.replicas.current));
+        self.min.get_or_create(gw).set(i64::from(min_max.0));
+        self.max.get_or_create(gw).set(i64::from(min_max.1));
+        for (r, (metric, target)) in d.readings.iter().zip(metric_targets) {
+            let l = MetricLabels { namespace: ns.clone(), name: name.clone(), metric: metric.clone() };
+            if let Some(v) = r.value {
+                self.load.get_or_create(&l).set(v);
+            }
+            self.load_target.get_or_create(&l).set(*target);
+            self.load_missing.get_or_create(&l).set(i64::from(r.missing.is_some()));
+        }
+        self.ecs_free.get_or_create(gw).set(i64::from(d.survey.ecs_room));
+        self.ecs_capacity.get_or_create(gw).set(i64::from(d.survey.ecs_capacity));
+        match d.replicas.eci_cap {
+            Some(cap) => {
+                self.eci_cap.get_or_create(gw).set(i64::from(cap));
+            }
+            None => {
+                self.eci_cap.remove(gw);
+            }
+        }
+        let w = d.weights.target;
+        for (pool, v) in [("ecs", w.ecs), ("eci", w.eci)] {
+            let l = PoolLabels { namespace: ns.clone(), name: name.clone(), pool: pool.into() };
+            self.weight.get_or_create(&l).set(i64::from(v));
+        }
+        let currency = d.cost.currency.clone();
+        let mut mem = self.memory.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let m = mem.entry(gw.clone()).or_default();
+        let dt = m.last_at.map_or(0.0, |last| (d.at - last).max(0.0));
+        m.last_at = Some(d.at);
+        for (pool, per_hour) in [("ecs", d.cost.ecs_per_hour), ("eci", d.cost.eci_per_hour)] {
+            let l = CostLabels { namespace: ns.clone(), name: name.clone(), pool: pool.into(), currency: currency.clone() };
+            self.cost_rate.get_or_create(&l).set(per_hour / 3600.0);
+            self.cost.get_or_create(&l).inc_by(per_hour / 3600.0 * dt);
+        }
+        let cl = CurrencyLabels { namespace: ns.clone(), name: name.clone(), currency };
+        self.saving_rate.get_or_create(&cl).set(d.cost.saving_per_hour / 3600.0);
+        self.all_ecs_rate.get_or_create(&cl).set(d.cost.all_ecs_peak_per_hour / 3600.0);
+        let dl = DecisionLabels {
+            namespace: ns.clone(),
+            name: name.clone(),
+            action: d.replicas.action.as_str().into(),
+            reason: d.replicas.why.as_str().into(),
+        };
+        self.decisions.get_or_create(&dl).inc();
+        // Reaction: from the first decision whose load asked for another count to the change.
+        let wants_change = d.replicas.hpa.is_some_and(|h| h != d.replicas.current) || d.replicas.lead.is_some();
+        if applied.replicas.is_some() {
+            if let Some(since) = m.change_seen_at.take().or(wants_change.then_some(d.at)) {
+                self.reaction_seconds.get_or_create(gw).observe((d.at - since).max(0.0));
+            }
+        } else if wants_change {
+            m.change_seen_at.get_or_insert(d.at);
+        } else {
+            m.change_seen_at = None;
+        }
+        drop(mem);
+        for (kind, n) in [
+            (ActionKind::Replicas, u64::from(applied.replicas.is_some())),
+            (ActionKind::Weights, u64::from(applied.weights.is_some())),
+            (ActionKind::DeletionCost, applied.deletion_costs.len() as u64),
+            (ActionKind::Eviction, applied.evictions.len() as u64),
+        ] {
+            let l = KindLabels { namespace: ns.clone(), name: name.clone(), kind: kind.as_str().into() };
+            // Create every kind at 0 so that rate() and increase() see the series from the start.
+            self.actions.get_or_create(&l).inc_by(n);
+        }
+        for kind in [ErrorKind::PrometheusQuery, ErrorKind::ApiRead, ErrorKind::ApiWrite, ErrorKind::Conflict, ErrorKind::InvalidPolicy] {
+            let l = KindLabels { namespace: ns.clone(), name: name.clone(), kind: kind.as_str().into() };
+            let _ = self.errors.get_or_create(&l);
+        }
+        self.decision_seconds.get_or_create(gw).observe(decision_seconds);
+        self.last_decision.get_or_create(gw).set(d.at);
+    }
+
+    pub fn error(&self, gw: &Gw, kind: ErrorKind) {
+        let l = KindLabels { namespace: gw.namespace.clone(), name: gw.name.clone(), kind: kind.as_str().into() };
+        self.errors.get_or_create(&l).inc();
+    }
+
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.set(i64::from(leader));
+    }
+
+    /// OpenMetrics text, as Prometheus asks for it.
+    pub fn openmetrics(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// The classic 0.0.4 text format, for clients that do not ask for OpenMetrics.
+    pub fn prometheus_text(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
+        out
+    }
+}
