@@ -195,6 +195,8 @@ fn serve_drill(
         .with_context(|| format!("binding the metrics endpoint {addr}"))?;
     let server = runtime.spawn(serve);
     admin.set_ready(true);
+    // In a drill, this process is the one agent acting.
+    admin.metrics.set_leader(true);
     eprintln!("serving drill metrics on http://{bound}/metrics at {speed}x");
     let policy = &scenario.policy;
     let mut observer = DrillObserver {
