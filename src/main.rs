@@ -166,7 +166,8 @@ impl Observer for DrillObserver {
         seconds: f64,
     ) {
         if let (Some(s), PolicyKind::Spillway) = (&self.serve, policy) {
-            s.metrics.record_decision(&s.gw, obs, d, plan, s.bounds, &s.targets, seconds);
+            s.metrics
+                .record_decision(&s.gw, obs, d, plan, s.bounds, &s.targets, seconds);
         }
     }
 }
@@ -179,14 +180,22 @@ fn serve_drill(
     linger: u64,
     bar: indicatif::ProgressBar,
 ) -> anyhow::Result<spillway::sim::DrillReport> {
-    anyhow::ensure!(speed > 0.0 && speed.is_finite(), "--speed must be greater than 0, got {speed}");
+    anyhow::ensure!(
+        speed > 0.0 && speed.is_finite(),
+        "--speed must be greater than 0, got {speed}"
+    );
     anyhow::ensure!(
         scenario.policies.contains(&PolicyKind::Spillway),
         "--serve-metrics shows the spillway policy: add it to --policies"
     );
     let mut scenario = scenario.clone();
-    scenario.policies.sort_by_key(|p| *p != PolicyKind::Spillway);
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    scenario
+        .policies
+        .sort_by_key(|p| *p != PolicyKind::Spillway);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
     let metrics = std::sync::Arc::new(spillway::metrics::Metrics::new());
     let admin = spillway::server::Admin::new(metrics.clone());
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -205,7 +214,11 @@ fn serve_drill(
             metrics,
             gw: spillway::metrics::Gw::new("istio-system", &policy.target.name),
             bounds: (policy.min_replicas, policy.max_replicas),
-            targets: policy.metrics.iter().map(|m| (m.display_name(), m.target_per_replica)).collect(),
+            targets: policy
+                .metrics
+                .iter()
+                .map(|m| (m.display_name(), m.target_per_replica))
+                .collect(),
             speed,
             started: std::time::Instant::now(),
         }),

@@ -33,7 +33,10 @@ pub struct Gw {
 
 impl Gw {
     pub fn new(namespace: &str, name: &str) -> Self {
-        Self { namespace: namespace.into(), name: name.into() }
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
     }
 }
 
@@ -231,21 +234,53 @@ impl Metrics {
             "1 for the gateway's current phase: Normal (all on ECS), Overflow (the peak runs on ECI), Draining (ECI pods wait to go), Holding (load data missing), Paused",
             m.phase.clone(),
         );
-        r.register("replicas_desired", "Replica count spillway decided for the gateway", m.desired.clone());
-        r.register("replicas_current", "Replica count of the gateway workload (spec.replicas) when spillway decided", m.current.clone());
+        r.register(
+            "replicas_desired",
+            "Replica count spillway decided for the gateway",
+            m.desired.clone(),
+        );
+        r.register(
+            "replicas_current",
+            "Replica count of the gateway workload (spec.replicas) when spillway decided",
+            m.current.clone(),
+        );
         r.register("replicas_max", "The policy's maxReplicas", m.max.clone());
         r.register("replicas_min", "The policy's minReplicas", m.min.clone());
-        r.register("load", "Gateway load per policy metric, as read from Prometheus (the query's unit)", m.load.clone());
-        r.register("load_target_per_replica", "The load one replica should carry, per policy metric", m.load_target.clone());
+        r.register(
+            "load",
+            "Gateway load per policy metric, as read from Prometheus (the query's unit)",
+            m.load.clone(),
+        );
+        r.register(
+            "load_target_per_replica",
+            "The load one replica should carry, per policy metric",
+            m.load_target.clone(),
+        );
         r.register(
             "load_missing",
             "1 when a policy metric returned no usable value (error, timeout, empty, NaN, stale); spillway then never scales down",
             m.load_missing.clone(),
         );
-        r.register("ecs_free_pods", "More gateway pods the dedicated ECS nodes can take now, after headroom", m.ecs_free.clone());
-        r.register("ecs_capacity_pods", "Gateway pods the ECS pool can hold: those running there plus the free slots", m.ecs_capacity.clone());
-        r.register("eci_cap_pods", "Most gateway pods allowed on ECI (from the pod and cost caps); absent when uncapped", m.eci_cap.clone());
-        r.register("affinity_weight", "Preferred node-affinity weight in the gateway's pod template, per pool", m.weight.clone());
+        r.register(
+            "ecs_free_pods",
+            "More gateway pods the dedicated ECS nodes can take now, after headroom",
+            m.ecs_free.clone(),
+        );
+        r.register(
+            "ecs_capacity_pods",
+            "Gateway pods the ECS pool can hold: those running there plus the free slots",
+            m.ecs_capacity.clone(),
+        );
+        r.register(
+            "eci_cap_pods",
+            "Most gateway pods allowed on ECI (from the pod and cost caps); absent when uncapped",
+            m.eci_cap.clone(),
+        );
+        r.register(
+            "affinity_weight",
+            "Preferred node-affinity weight in the gateway's pod template, per pool",
+            m.weight.clone(),
+        );
         r.register_with_unit(
             "cost_rate",
             "Estimated cost of the gateway per second and pool (ECS: the pods' share of their nodes' price; ECI: requests rounded to an ECI size), in the label's currency",
@@ -302,11 +337,18 @@ impl Metrics {
             Unit::Seconds,
             m.last_decision.clone(),
         );
-        r.register("leader", "1 while this spillway replica holds the leader Lease and may write", m.leader.clone());
+        r.register(
+            "leader",
+            "1 while this spillway replica holds the leader Lease and may write",
+            m.leader.clone(),
+        );
         r.register(
             "build",
             "spillway's version",
-            Info::new(vec![("version".to_string(), env!("CARGO_PKG_VERSION").to_string())]),
+            Info::new(vec![(
+                "version".to_string(),
+                env!("CARGO_PKG_VERSION").to_string(),
+            )]),
         );
         Self { registry: r, ..m }
     }
@@ -336,28 +378,61 @@ impl Metrics {
         }
         for pool in [Pool::Ecs, Pool::Eci, Pool::Pending, Pool::Other] {
             for state in ["ready", "starting", "terminating"] {
-                let l = PodLabels { namespace: ns.clone(), name: name.clone(), pool: pool.as_str().into(), state: state.into() };
-                self.pods.get_or_create(&l).set(counts.get(&(pool, state)).copied().unwrap_or(0));
+                let l = PodLabels {
+                    namespace: ns.clone(),
+                    name: name.clone(),
+                    pool: pool.as_str().into(),
+                    state: state.into(),
+                };
+                self.pods
+                    .get_or_create(&l)
+                    .set(counts.get(&(pool, state)).copied().unwrap_or(0));
             }
         }
-        for phase in [Phase::Normal, Phase::Overflow, Phase::Draining, Phase::Holding, Phase::Paused] {
-            let l = PhaseLabels { namespace: ns.clone(), name: name.clone(), phase: phase.as_str().into() };
-            self.phase.get_or_create(&l).set(i64::from(d.phase == phase));
+        for phase in [
+            Phase::Normal,
+            Phase::Overflow,
+            Phase::Draining,
+            Phase::Holding,
+            Phase::Paused,
+        ] {
+            let l = PhaseLabels {
+                namespace: ns.clone(),
+                name: name.clone(),
+                phase: phase.as_str().into(),
+            };
+            self.phase
+                .get_or_create(&l)
+                .set(i64::from(d.phase == phase));
         }
-        self.desired.get_or_create(gw).set(i64::from(d.replicas.desired));
-        self.current.get_or_create(gw).set(i64::from(d.replicas.current));
+        self.desired
+            .get_or_create(gw)
+            .set(i64::from(d.replicas.desired));
+        self.current
+            .get_or_create(gw)
+            .set(i64::from(d.replicas.current));
         self.min.get_or_create(gw).set(i64::from(min_max.0));
         self.max.get_or_create(gw).set(i64::from(min_max.1));
         for (r, (metric, target)) in d.readings.iter().zip(metric_targets) {
-            let l = MetricLabels { namespace: ns.clone(), name: name.clone(), metric: metric.clone() };
+            let l = MetricLabels {
+                namespace: ns.clone(),
+                name: name.clone(),
+                metric: metric.clone(),
+            };
             if let Some(v) = r.value {
                 self.load.get_or_create(&l).set(v);
             }
             self.load_target.get_or_create(&l).set(*target);
-            self.load_missing.get_or_create(&l).set(i64::from(r.missing.is_some()));
+            self.load_missing
+                .get_or_create(&l)
+                .set(i64::from(r.missing.is_some()));
         }
-        self.ecs_free.get_or_create(gw).set(i64::from(d.survey.ecs_room));
-        self.ecs_capacity.get_or_create(gw).set(i64::from(d.survey.ecs_capacity));
+        self.ecs_free
+            .get_or_create(gw)
+            .set(i64::from(d.survey.ecs_room));
+        self.ecs_capacity
+            .get_or_create(gw)
+            .set(i64::from(d.survey.ecs_capacity));
         match d.replicas.eci_cap {
             Some(cap) => {
                 self.eci_cap.get_or_create(gw).set(i64::from(cap));
@@ -368,22 +443,42 @@ impl Metrics {
         }
         let w = d.weights.target;
         for (pool, v) in [("ecs", w.ecs), ("eci", w.eci)] {
-            let l = PoolLabels { namespace: ns.clone(), name: name.clone(), pool: pool.into() };
+            let l = PoolLabels {
+                namespace: ns.clone(),
+                name: name.clone(),
+                pool: pool.into(),
+            };
             self.weight.get_or_create(&l).set(i64::from(v));
         }
         let currency = d.cost.currency.clone();
-        let mut mem = self.memory.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut mem = self
+            .memory
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let m = mem.entry(gw.clone()).or_default();
         let dt = m.last_at.map_or(0.0, |last| (d.at - last).max(0.0));
         m.last_at = Some(d.at);
         for (pool, per_hour) in [("ecs", d.cost.ecs_per_hour), ("eci", d.cost.eci_per_hour)] {
-            let l = CostLabels { namespace: ns.clone(), name: name.clone(), pool: pool.into(), currency: currency.clone() };
+            let l = CostLabels {
+                namespace: ns.clone(),
+                name: name.clone(),
+                pool: pool.into(),
+                currency: currency.clone(),
+            };
             self.cost_rate.get_or_create(&l).set(per_hour / 3600.0);
             self.cost.get_or_create(&l).inc_by(per_hour / 3600.0 * dt);
         }
-        let cl = CurrencyLabels { namespace: ns.clone(), name: name.clone(), currency };
-        self.saving_rate.get_or_create(&cl).set(d.cost.saving_per_hour / 3600.0);
-        self.all_ecs_rate.get_or_create(&cl).set(d.cost.all_ecs_peak_per_hour / 3600.0);
+        let cl = CurrencyLabels {
+            namespace: ns.clone(),
+            name: name.clone(),
+            currency,
+        };
+        self.saving_rate
+            .get_or_create(&cl)
+            .set(d.cost.saving_per_hour / 3600.0);
+        self.all_ecs_rate
+            .get_or_create(&cl)
+            .set(d.cost.all_ecs_peak_per_hour / 3600.0);
         let dl = DecisionLabels {
             namespace: ns.clone(),
             name: name.clone(),
@@ -392,10 +487,13 @@ impl Metrics {
         };
         self.decisions.get_or_create(&dl).inc();
         // Reaction: from the first decision whose load asked for another count to the change.
-        let wants_change = d.replicas.hpa.is_some_and(|h| h != d.replicas.current) || d.replicas.lead.is_some();
+        let wants_change =
+            d.replicas.hpa.is_some_and(|h| h != d.replicas.current) || d.replicas.lead.is_some();
         if applied.replicas.is_some() {
             if let Some(since) = m.change_seen_at.take().or(wants_change.then_some(d.at)) {
-                self.reaction_seconds.get_or_create(gw).observe((d.at - since).max(0.0));
+                self.reaction_seconds
+                    .get_or_create(gw)
+                    .observe((d.at - since).max(0.0));
             }
         } else if wants_change {
             m.change_seen_at.get_or_insert(d.at);
@@ -406,23 +504,46 @@ impl Metrics {
         for (kind, n) in [
             (ActionKind::Replicas, u64::from(applied.replicas.is_some())),
             (ActionKind::Weights, u64::from(applied.weights.is_some())),
-            (ActionKind::DeletionCost, applied.deletion_costs.len() as u64),
+            (
+                ActionKind::DeletionCost,
+                applied.deletion_costs.len() as u64,
+            ),
             (ActionKind::Eviction, applied.evictions.len() as u64),
         ] {
-            let l = KindLabels { namespace: ns.clone(), name: name.clone(), kind: kind.as_str().into() };
+            let l = KindLabels {
+                namespace: ns.clone(),
+                name: name.clone(),
+                kind: kind.as_str().into(),
+            };
             // Create every kind at 0 so that rate() and increase() see the series from the start.
             self.actions.get_or_create(&l).inc_by(n);
         }
-        for kind in [ErrorKind::PrometheusQuery, ErrorKind::ApiRead, ErrorKind::ApiWrite, ErrorKind::Conflict, ErrorKind::InvalidPolicy] {
-            let l = KindLabels { namespace: ns.clone(), name: name.clone(), kind: kind.as_str().into() };
+        for kind in [
+            ErrorKind::PrometheusQuery,
+            ErrorKind::ApiRead,
+            ErrorKind::ApiWrite,
+            ErrorKind::Conflict,
+            ErrorKind::InvalidPolicy,
+        ] {
+            let l = KindLabels {
+                namespace: ns.clone(),
+                name: name.clone(),
+                kind: kind.as_str().into(),
+            };
             let _ = self.errors.get_or_create(&l);
         }
-        self.decision_seconds.get_or_create(gw).observe(decision_seconds);
+        self.decision_seconds
+            .get_or_create(gw)
+            .observe(decision_seconds);
         self.last_decision.get_or_create(gw).set(d.at);
     }
 
     pub fn error(&self, gw: &Gw, kind: ErrorKind) {
-        let l = KindLabels { namespace: gw.namespace.clone(), name: gw.name.clone(), kind: kind.as_str().into() };
+        let l = KindLabels {
+            namespace: gw.namespace.clone(),
+            name: gw.name.clone(),
+            kind: kind.as_str().into(),
+        };
         self.errors.get_or_create(&l).inc();
     }
 

@@ -26,7 +26,10 @@ pub struct Admin {
 
 impl Admin {
     pub fn new(metrics: Arc<Metrics>) -> Self {
-        Self { metrics, ready: Arc::new(AtomicBool::new(false)) }
+        Self {
+            metrics,
+            ready: Arc::new(AtomicBool::new(false)),
+        }
     }
 
     pub fn set_ready(&self, ready: bool) {
@@ -37,7 +40,10 @@ impl Admin {
         let text = |status: StatusCode, body: &str| {
             let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
             *r.status_mut() = status;
-            r.headers_mut().insert(CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"));
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
             r
         };
         if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -51,12 +57,19 @@ impl Admin {
                     .and_then(|v| v.to_str().ok())
                     .is_some_and(|v| v.contains("application/openmetrics-text"));
                 let (body, ctype) = if openmetrics {
-                    (self.metrics.openmetrics(), "application/openmetrics-text; version=1.0.0; charset=utf-8")
+                    (
+                        self.metrics.openmetrics(),
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )
                 } else {
-                    (self.metrics.prometheus_text(), "text/plain; version=0.0.4; charset=utf-8")
+                    (
+                        self.metrics.prometheus_text(),
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )
                 };
                 let mut r = Response::new(Full::new(Bytes::from(body)));
-                r.headers_mut().insert(CONTENT_TYPE, hyper::header::HeaderValue::from_static(ctype));
+                r.headers_mut()
+                    .insert(CONTENT_TYPE, hyper::header::HeaderValue::from_static(ctype));
                 r
             }
             "/healthz" | "/livez" => text(StatusCode::OK, "ok\n"),
@@ -64,10 +77,16 @@ impl Admin {
                 if self.ready.load(Ordering::Relaxed) {
                     text(StatusCode::OK, "ready\n")
                 } else {
-                    text(StatusCode::SERVICE_UNAVAILABLE, "not ready: caches not synced or Prometheus not reached yet\n")
+                    text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "not ready: caches not synced or Prometheus not reached yet\n",
+                    )
                 }
             }
-            "/" => text(StatusCode::OK, "spillway admin: /metrics /healthz /readyz\n"),
+            "/" => text(
+                StatusCode::OK,
+                "spillway admin: /metrics /healthz /readyz\n",
+            ),
             _ => text(StatusCode::NOT_FOUND, "not found\n"),
         }
     }
@@ -101,7 +120,10 @@ pub async fn bind(
                     let resp = admin.respond(&req);
                     async move { Ok::<_, std::convert::Infallible>(resp) }
                 });
-                if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await {
+                if let Err(e) = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await
+                {
                     tracing::debug!(error = %e, "admin server: connection ended with an error");
                 }
             });

@@ -137,3 +137,60 @@ fn printed_scenario_runs_as_a_scenario_file() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("900 s simulated"), "{out}");
 }
+
+/// The CRD's schema is structural (apiextensions.k8s.io/v1 requires it): every node has a type
+/// (or says why not), no `$ref`, and the value-validation keywords carry no types of their own.
+#[test]
+fn crd_schema_is_structural() {
+    fn walk(path: &str, v: &serde_json::Value, errors: &mut Vec<String>) {
+        let Some(obj) = v.as_object() else { return };
+        let exempt = obj.contains_key("x-kubernetes-int-or-string")
+            || obj.contains_key("x-kubernetes-preserve-unknown-fields");
+        if !obj.contains_key("type") && !exempt {
+            errors.push(format!("{path}: no type"));
+        }
+        for bad in ["$ref", "definitions", "$schema"] {
+            if obj.contains_key(bad) {
+                errors.push(format!("{path}: has {bad}"));
+            }
+        }
+        for kw in ["anyOf", "oneOf", "allOf"] {
+            for (i, sub) in obj
+                .get(kw)
+                .and_then(|x| x.as_array())
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                if sub.get("type").is_some() || sub.get("properties").is_some() {
+                    errors.push(format!(
+                        "{path}.{kw}[{i}]: declares types inside a logical junctor"
+                    ));
+                }
+            }
+        }
+        if let Some(props) = obj.get("properties").and_then(|p| p.as_object()) {
+            for (k, sub) in props {
+                walk(&format!("{path}.{k}"), sub, errors);
+            }
+        }
+        if let Some(items) = obj.get("items") {
+            walk(&format!("{path}[]"), items, errors);
+        }
+        if let Some(extra) = obj.get("additionalProperties").filter(|a| a.is_object()) {
+            walk(&format!("{path}{{}}"), extra, errors);
+        }
+    }
+    let (_, yaml, _) = spillway(&["crd"]);
+    let crd: serde_json::Value = serde_saphyr::from_str(&yaml).unwrap();
+    assert_eq!(crd["apiVersion"], "apiextensions.k8s.io/v1");
+    let version = &crd["spec"]["versions"][0];
+    assert_eq!(version["subresources"]["status"], serde_json::json!({}));
+    let mut errors = vec![];
+    walk(
+        "openAPIV3Schema",
+        &version["schema"]["openAPIV3Schema"],
+        &mut errors,
+    );
+    assert!(errors.is_empty(), "not structural:\n{}", errors.join("\n"));
+}

@@ -24,30 +24,52 @@ impl Drop for Killed {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn require(bin: &str) {
-    let found = Command::new(bin).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok();
-    assert!(found, "`{bin}` is not installed: `apt-get install prometheus` (as .ci/run does)");
+    let found = Command::new(bin)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    assert!(
+        found,
+        "`{bin}` is not installed: `apt-get install prometheus` (as .ci/run does)"
+    );
 }
 
 /// A minimal HTTP/1.0 GET (the test needs no HTTP client beyond this).
 fn http_get(port: u16, path_and_query: &str) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    write!(s, "GET {path_and_query} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path_and_query} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"
+    )
+    .unwrap();
     let mut raw = String::new();
     s.read_to_string(&mut raw).unwrap();
     let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
     (status, body.to_string())
 }
 
 fn encode(q: &str) -> String {
     q.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -69,26 +91,41 @@ impl Prom {
 
     /// A range query over the drill, as Grafana runs a panel; returns the series.
     fn range(&self, q: &str) -> Vec<Value> {
-        let path = format!("/api/v1/query_range?query={}&start={}&end={}&step=1", encode(q), self.start, self.end);
+        let path = format!(
+            "/api/v1/query_range?query={}&start={}&end={}&step=1",
+            encode(q),
+            self.start,
+            self.end
+        );
         let (status, body) = http_get(self.port, &path);
         let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-        assert_eq!((status, v["status"].as_str()), (200, Some("success")), "query {q:?} failed: {body}");
+        assert_eq!(
+            (status, v["status"].as_str()),
+            (200, Some("success")),
+            "query {q:?} failed: {body}"
+        );
         v["data"]["result"].as_array().cloned().unwrap_or_default()
     }
 
     /// True when some series of the range result has a finite value.
     fn has_data(&self, q: &str) -> bool {
         self.range(q).iter().any(|s| {
-            s["values"]
-                .as_array()
-                .is_some_and(|vals| vals.iter().any(|p| p[1].as_str().and_then(|x| x.parse::<f64>().ok()).is_some_and(f64::is_finite)))
+            s["values"].as_array().is_some_and(|vals| {
+                vals.iter().any(|p| {
+                    p[1].as_str()
+                        .and_then(|x| x.parse::<f64>().ok())
+                        .is_some_and(f64::is_finite)
+                })
+            })
         })
     }
 }
 
 /// Grafana's variables, as the dashboard would fill them for the drill's gateway.
 fn fill(q: &str) -> String {
-    q.replace("$namespace", "istio-system").replace("$gateway", "ingressgateway").replace("$__rate_interval", "10s")
+    q.replace("$namespace", "istio-system")
+        .replace("$gateway", "ingressgateway")
+        .replace("$__rate_interval", "10s")
 }
 
 fn selectors(e: &Expr, out: &mut Vec<String>) {
@@ -114,7 +151,10 @@ fn selectors(e: &Expr, out: &mut Vec<String>) {
 }
 
 fn dashboard() -> Value {
-    serde_json::from_str(&std::fs::read_to_string(format!("{ROOT}/dashboards/spillway.json")).unwrap()).unwrap()
+    serde_json::from_str(
+        &std::fs::read_to_string(format!("{ROOT}/dashboards/spillway.json")).unwrap(),
+    )
+    .unwrap()
 }
 
 fn dashboard_queries(d: &Value) -> Vec<String> {
@@ -125,7 +165,13 @@ fn dashboard_queries(d: &Value) -> Vec<String> {
         .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
         .map(|t| t["expr"].as_str().unwrap().to_string())
         .collect();
-    qs.extend(d["annotations"]["list"].as_array().unwrap().iter().map(|a| a["expr"].as_str().unwrap().to_string()));
+    qs.extend(
+        d["annotations"]["list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["expr"].as_str().unwrap().to_string()),
+    );
     qs
 }
 
@@ -135,7 +181,12 @@ fn rules_file() -> PathBuf {
 
 fn rules() -> Vec<Value> {
     let v: Value = serde_saphyr::from_str(&std::fs::read_to_string(rules_file()).unwrap()).unwrap();
-    v["groups"].as_array().unwrap().iter().flat_map(|g| g["rules"].as_array().cloned().unwrap()).collect()
+    v["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_array().cloned().unwrap())
+        .collect()
 }
 
 /// A drill built to exercise every signal: a cap on ECI that the peak hits, ECS full long
@@ -180,7 +231,10 @@ fn dashboard_and_rules_work_against_a_real_prometheus() {
     let _prom = Killed(
         Command::new("prometheus")
             .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("tsdb").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -195,7 +249,16 @@ fn dashboard_and_rules_work_against_a_real_prometheus() {
     let start = now();
     let mut drill = Killed(
         Command::new(env!("CARGO_BIN_EXE_spillway"))
-            .args(["drill", scenario.to_str().unwrap(), "--policies", "spillway", "--speed", "8", "--linger", "6"])
+            .args([
+                "drill",
+                scenario.to_str().unwrap(),
+                "--policies",
+                "spillway",
+                "--speed",
+                "8",
+                "--linger",
+                "6",
+            ])
             .args(["--serve-metrics", &format!("127.0.0.1:{metrics_port}")])
             .args(["--out", dir.path().join("out").to_str().unwrap()])
             .stdout(Stdio::null())
@@ -214,8 +277,18 @@ fn dashboard_and_rules_work_against_a_real_prometheus() {
     assert_eq!(status, 200);
     assert_eq!(http_get(metrics_port, "/readyz").0, 200);
     assert_eq!(http_get(metrics_port, "/healthz").0, 200);
-    let mut lint = Command::new("promtool").args(["check", "metrics"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    lint.stdin.take().unwrap().write_all(exposition.as_bytes()).unwrap();
+    let mut lint = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    lint.stdin
+        .take()
+        .unwrap()
+        .write_all(exposition.as_bytes())
+        .unwrap();
     let lint = lint.wait_with_output().unwrap();
     assert!(
         lint.status.success(),
@@ -225,24 +298,46 @@ fn dashboard_and_rules_work_against_a_real_prometheus() {
     );
     let status = drill.0.wait().unwrap();
     assert!(status.success(), "the drill failed");
-    let prom = Prom { port: prom_port, start, end: now() };
+    let prom = Prom {
+        port: prom_port,
+        start,
+        end: now(),
+    };
 
     // The rules file loads and every rule evaluates cleanly.
     let loaded = prom.api("/api/v1/rules");
-    let loaded: Vec<&Value> = loaded["data"]["groups"].as_array().unwrap().iter().flat_map(|g| g["rules"].as_array().unwrap()).collect();
+    let loaded: Vec<&Value> = loaded["data"]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_array().unwrap())
+        .collect();
     assert_eq!(loaded.len(), rules().len());
     for r in &loaded {
-        assert_eq!(r["health"], "ok", "rule {} is unhealthy: {}", r["name"], r["lastError"]);
+        assert_eq!(
+            r["health"], "ok",
+            "rule {} is unhealthy: {}",
+            r["name"], r["lastError"]
+        );
     }
 
     // Every dashboard query returns data for the drill's gateway.
     let d = dashboard();
     let queries = dashboard_queries(&d);
     assert!(queries.len() >= 20, "{}", queries.len());
-    let empty: Vec<&String> = queries.iter().filter(|q| !prom.has_data(&fill(q))).collect();
-    assert!(empty.is_empty(), "dashboard queries without data: {empty:#?}");
+    let empty: Vec<&String> = queries
+        .iter()
+        .filter(|q| !prom.has_data(&fill(q)))
+        .collect();
+    assert!(
+        empty.is_empty(),
+        "dashboard queries without data: {empty:#?}"
+    );
     // The template variables find the gateway.
-    let ns = prom.api(&format!("/api/v1/label/namespace/values?match[]={}", encode("spillway_replicas_desired")));
+    let ns = prom.api(&format!(
+        "/api/v1/label/namespace/values?match[]={}",
+        encode("spillway_replicas_desired")
+    ));
     assert_eq!(ns["data"], serde_json::json!(["istio-system"]));
 
     // Recording rules produce series; every selector an alert uses matches series (an alert
@@ -250,7 +345,10 @@ fn dashboard_and_rules_work_against_a_real_prometheus() {
     for r in rules() {
         let expr = r["expr"].as_str().unwrap();
         if let Some(record) = r["record"].as_str() {
-            assert!(prom.has_data(record), "recording rule {record} produced nothing");
+            assert!(
+                prom.has_data(record),
+                "recording rule {record} produced nothing"
+            );
             continue;
         }
         let ast = parser::parse(expr).unwrap();
@@ -258,12 +356,19 @@ fn dashboard_and_rules_work_against_a_real_prometheus() {
         selectors(&ast, &mut sels);
         assert!(!sels.is_empty());
         for s in sels {
-            assert!(prom.has_data(&format!("group({s})")), "alert {} reads {s}, which matches no series", r["alert"]);
+            assert!(
+                prom.has_data(&format!("group({s})")),
+                "alert {} reads {s}, which matches no series",
+                r["alert"]
+            );
         }
         prom.range(expr);
     }
     for alert in ["SpillwayEciCapReached", "SpillwayEcsExhausted"] {
-        assert!(prom.has_data(&format!(r#"ALERTS{{alertname="{alert}"}}"#)), "{alert} never went off in a drill built to trigger it");
+        assert!(
+            prom.has_data(&format!(r#"ALERTS{{alertname="{alert}"}}"#)),
+            "{alert} never went off in a drill built to trigger it"
+        );
     }
     // The drill's story as Prometheus saw it: overflow onto ECI, a weight shift, ECI drained.
     assert!(prom.has_data(r#"max_over_time(spillway:eci_pods[10m]) > 0"#));
@@ -272,21 +377,35 @@ fn dashboard_and_rules_work_against_a_real_prometheus() {
 }
 
 fn now() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64()
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
 }
 
 #[test]
 fn promtool_accepts_the_rules() {
     require("promtool");
-    let out = Command::new("promtool").args(["check", "rules"]).arg(rules_file()).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(rules_file())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 #[test]
 fn prometheusrule_manifest_carries_the_same_rules() {
-    let plain: Value = serde_saphyr::from_str(&std::fs::read_to_string(rules_file()).unwrap()).unwrap();
-    let crd: Value =
-        serde_saphyr::from_str(&std::fs::read_to_string(format!("{ROOT}/deploy/prometheusrule.yaml")).unwrap()).unwrap();
+    let plain: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(rules_file()).unwrap()).unwrap();
+    let crd: Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(format!("{ROOT}/deploy/prometheusrule.yaml")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(crd["kind"], "PrometheusRule");
     assert_eq!(crd["spec"]["groups"], plain["groups"]);
 }
@@ -295,22 +414,49 @@ fn prometheusrule_manifest_carries_the_same_rules() {
 fn dashboard_has_the_structure_grafana_needs() {
     let d = dashboard();
     let vars = d["templating"]["list"].as_array().unwrap();
-    assert!(vars.iter().any(|v| v["type"] == "datasource" && v["query"] == "prometheus" && v["name"] == "datasource"));
+    assert!(vars.iter().any(|v| v["type"] == "datasource"
+        && v["query"] == "prometheus"
+        && v["name"] == "datasource"));
     for name in ["namespace", "gateway"] {
-        assert!(vars.iter().any(|v| v["name"] == name && v["type"] == "query"), "no ${name} variable");
+        assert!(
+            vars.iter()
+                .any(|v| v["name"] == name && v["type"] == "query"),
+            "no ${name} variable"
+        );
     }
     let panels = d["panels"].as_array().unwrap();
     let mut ids = std::collections::HashSet::new();
     let mut cells = std::collections::HashSet::new();
     for p in panels {
-        assert!(ids.insert(p["id"].as_i64().unwrap()), "duplicate panel id {}", p["id"]);
-        assert_eq!(p["datasource"]["uid"], "${datasource}", "panel {} does not use the datasource variable", p["title"]);
+        assert!(
+            ids.insert(p["id"].as_i64().unwrap()),
+            "duplicate panel id {}",
+            p["id"]
+        );
+        assert_eq!(
+            p["datasource"]["uid"], "${datasource}",
+            "panel {} does not use the datasource variable",
+            p["title"]
+        );
         let g = &p["gridPos"];
-        let (x, y, w, h) = (g["x"].as_i64().unwrap(), g["y"].as_i64().unwrap(), g["w"].as_i64().unwrap(), g["h"].as_i64().unwrap());
-        assert!(w > 0 && h > 0 && x >= 0 && y >= 0 && x + w <= 24, "panel {} has a bad gridPos {g}", p["title"]);
+        let (x, y, w, h) = (
+            g["x"].as_i64().unwrap(),
+            g["y"].as_i64().unwrap(),
+            g["w"].as_i64().unwrap(),
+            g["h"].as_i64().unwrap(),
+        );
+        assert!(
+            w > 0 && h > 0 && x >= 0 && y >= 0 && x + w <= 24,
+            "panel {} has a bad gridPos {g}",
+            p["title"]
+        );
         for cx in x..x + w {
             for cy in y..y + h {
-                assert!(cells.insert((cx, cy)), "panel {} overlaps another at {cx},{cy}", p["title"]);
+                assert!(
+                    cells.insert((cx, cy)),
+                    "panel {} overlaps another at {cx},{cy}",
+                    p["title"]
+                );
             }
         }
         let targets = p["targets"].as_array().unwrap();
@@ -318,10 +464,20 @@ fn dashboard_has_the_structure_grafana_needs() {
         let mut refs = std::collections::HashSet::new();
         for t in targets {
             assert!(refs.insert(t["refId"].as_str().unwrap().to_string()));
-            parser::parse(&fill(t["expr"].as_str().unwrap())).unwrap_or_else(|e| panic!("{}: {e}", p["title"]));
+            parser::parse(&fill(t["expr"].as_str().unwrap()))
+                .unwrap_or_else(|e| panic!("{}: {e}", p["title"]));
         }
     }
-    for title in ["Gateway pods: ECS vs ECI (stacked)", "Replicas: desired, current, max", "Load vs target", "ECS headroom", "Accumulated cost"] {
-        assert!(panels.iter().any(|p| p["title"] == title), "no panel {title:?}");
+    for title in [
+        "Gateway pods: ECS vs ECI (stacked)",
+        "Replicas: desired, current, max",
+        "Load vs target",
+        "ECS headroom",
+        "Accumulated cost",
+    ] {
+        assert!(
+            panels.iter().any(|p| p["title"] == title),
+            "no panel {title:?}"
+        );
     }
 }

@@ -87,7 +87,15 @@ pub trait Observer {
     fn step(&mut self, _policy: PolicyKind, _t: u64, _point: &Point) {}
     /// Called with every engine decision of the `spillway` and `hpa` policies, with what the
     /// engine saw and how long it took.
-    fn decision(&mut self, _policy: PolicyKind, _obs: &Observation<'_>, _decision: &Decision, _plan: &Plan, _seconds: f64) {}
+    fn decision(
+        &mut self,
+        _policy: PolicyKind,
+        _obs: &Observation<'_>,
+        _decision: &Decision,
+        _plan: &Plan,
+        _seconds: f64,
+    ) {
+    }
 }
 
 /// Observes nothing.
