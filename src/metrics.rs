@@ -357,11 +357,10 @@ impl Metrics {
     pub fn record_decision(
         &self,
         gw: &Gw,
+        policy: &ElasticGatewaySpec,
         obs: &Observation<'_>,
         d: &Decision,
         applied: &Plan,
-        min_max: (i32, i32),
-        metric_targets: &[(String, f64)],
         decision_seconds: f64,
     ) {
         let (ns, name) = (gw.namespace.clone(), gw.name.clone());
