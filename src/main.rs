@@ -142,8 +142,7 @@ struct DrillObserver {
 struct Served {
     metrics: std::sync::Arc<spillway::metrics::Metrics>,
     gw: spillway::metrics::Gw,
-    bounds: (i32, i32),
-    targets: Vec<(String, f64)>,
+    policy: spillway::policy::ElasticGatewaySpec,
     speed: f64,
     started: std::time::Instant,
 }
@@ -167,7 +166,7 @@ impl Observer for DrillObserver {
     ) {
         if let (Some(s), PolicyKind::Spillway) = (&self.serve, policy) {
             s.metrics
-                .record_decision(&s.gw, obs, d, plan, s.bounds, &s.targets, seconds);
+                .record_decision(&s.gw, &s.policy, obs, d, plan, seconds);
         }
     }
 }
@@ -213,12 +212,7 @@ fn serve_drill(
         serve: Some(Served {
             metrics,
             gw: spillway::metrics::Gw::new("istio-system", &policy.target.name),
-            bounds: (policy.min_replicas, policy.max_replicas),
-            targets: policy
-                .metrics
-                .iter()
-                .map(|m| (m.display_name(), m.target_per_replica))
-                .collect(),
+            policy: policy.clone(),
             speed,
             started: std::time::Instant::now(),
         }),

@@ -19,6 +19,7 @@ use prometheus_client::registry::{Registry, Unit};
 use crate::act::Plan;
 use crate::engine::{Decision, Observation, Phase};
 use crate::model::Pool;
+use crate::policy::ElasticGatewaySpec;
 
 type FGauge = Gauge<f64, AtomicU64>;
 type FCounter = Counter<f64, AtomicU64>;
@@ -410,18 +411,22 @@ impl Metrics {
         self.current
             .get_or_create(gw)
             .set(i64::from(d.replicas.current));
-        self.min.get_or_create(gw).set(i64::from(min_max.0));
-        self.max.get_or_create(gw).set(i64::from(min_max.1));
-        for (r, (metric, target)) in d.readings.iter().zip(metric_targets) {
+        self.min
+            .get_or_create(gw)
+            .set(i64::from(policy.min_replicas));
+        self.max
+            .get_or_create(gw)
+            .set(i64::from(policy.max_replicas));
+        for r in &d.readings {
             let l = MetricLabels {
                 namespace: ns.clone(),
                 name: name.clone(),
-                metric: metric.clone(),
+                metric: r.metric.clone(),
             };
             if let Some(v) = r.value {
                 self.load.get_or_create(&l).set(v);
             }
-            self.load_target.get_or_create(&l).set(*target);
+            self.load_target.get_or_create(&l).set(r.target_per_replica);
             self.load_missing
                 .get_or_create(&l)
                 .set(i64::from(r.missing.is_some()));
