@@ -10,6 +10,7 @@ pub mod engine;
 pub mod metrics;
 pub mod model;
 pub mod policy;
+pub mod prom;
 pub mod scheduler;
 pub mod server;
 pub mod sim;
