@@ -7,6 +7,7 @@
 pub mod act;
 pub mod config;
 pub mod engine;
+pub mod k8s;
 pub mod metrics;
 pub mod model;
 pub mod policy;

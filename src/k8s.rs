@@ -1,0 +1,4 @@
+//! Kubernetes I/O: the watches that feed the cluster index, the target workload, the writes,
+//! and the controller that runs the engine on every ElasticGateway.
+
+pub mod index;

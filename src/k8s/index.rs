@@ -1,0 +1,452 @@
+//! The cluster as the engine needs it, kept from watch events.
+//!
+//! On a big cluster the pods dominate: 100,000 of them are kept as a node name and summed
+//! requests each (what ECS capacity needs), and only pods in the gateway namespaces keep their
+//! labels, readiness and deletion cost. Nodes keep labels, taints and allocatable. Nothing here
+//! does I/O: the watchers feed it, and tests feed it hand-built objects.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use k8s_openapi::api::core::v1::{Node as KNode, Pod, PodSpec};
+
+use crate::model::{GatewayPod, Node, POD_DELETION_COST, Pool, Resources, SelectorRequirement, Taint, TaintEffect, classify_node, quantity};
+
+/// What is kept of a gateway-namespace pod.
+#[derive(Clone, Debug, PartialEq)]
+struct GwInfo {
+    labels: BTreeMap<String, String>,
+    ready: bool,
+    terminating: bool,
+    deletion_cost: Option<i32>,
+    created_at: f64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct LeanPod {
+    node: Option<String>,
+    requests: Resources,
+    gw: Option<Box<GwInfo>>,
+}
+
+/// A label selector (matchLabels plus matchExpressions), as a workload selects its pods.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LabelSelector {
+    pub match_labels: BTreeMap<String, String>,
+    pub match_expressions: Vec<SelectorRequirement>,
+}
+
+impl LabelSelector {
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+            && self.match_expressions.iter().all(|r| r.matches(labels))
+    }
+
+    /// An empty selector selects nothing here: a gateway is never "every pod".
+    pub fn is_empty(&self) -> bool {
+        self.match_labels.is_empty() && self.match_expressions.is_empty()
+    }
+}
+
+/// Nodes and pods.
+#[derive(Debug, Default)]
+pub struct ClusterIndex {
+    gateway_namespaces: HashSet<String>,
+    nodes: Vec<Node>,
+    node_idx: HashMap<String, usize>,
+    pods: HashMap<(String, String), LeanPod>,
+    requested: HashMap<String, Resources>,
+    node_buffer: Option<Vec<Node>>,
+    pod_buffer: Option<HashMap<(String, String), LeanPod>>,
+    nodes_synced: bool,
+    pods_synced: bool,
+}
+
+impl ClusterIndex {
+    pub fn new(gateway_namespaces: impl IntoIterator<Item = String>) -> Self {
+        Self { gateway_namespaces: gateway_namespaces.into_iter().collect(), ..Default::default() }
+    }
+
+    pub fn watches_namespace(&self, ns: &str) -> bool {
+        self.gateway_namespaces.contains(ns)
+    }
+
+    /// Both watches have listed once.
+    pub fn synced(&self) -> bool {
+        self.nodes_synced && self.pods_synced
+    }
+
+    pub fn counts(&self) -> (usize, usize) {
+        (self.nodes.len(), self.pods.len())
+    }
+
+    // Nodes.
+
+    pub fn apply_node(&mut self, n: &KNode) {
+        let node = lean_node(n);
+        match self.node_idx.get(&node.name) {
+            Some(i) => self.nodes[*i] = node,
+            None => {
+                self.node_idx.insert(node.name.clone(), self.nodes.len());
+                self.nodes.push(node);
+            }
+        }
+    }
+
+    pub fn delete_node(&mut self, name: &str) {
+        if let Some(i) = self.node_idx.remove(name) {
+            self.nodes.swap_remove(i);
+            if let Some(moved) = self.nodes.get(i) {
+                self.node_idx.insert(moved.name.clone(), i);
+            }
+        }
+    }
+
+    /// A (re)list starts: objects not seen again before `nodes_init_done` are gone.
+    pub fn nodes_init(&mut self) {
+        self.node_buffer = Some(Vec::new());
+    }
+
+    pub fn nodes_init_apply(&mut self, n: &KNode) {
+        match &mut self.node_buffer {
+            Some(buf) => buf.push(lean_node(n)),
+            None => self.apply_node(n),
+        }
+    }
+
+    pub fn nodes_init_done(&mut self) {
+        if let Some(buf) = self.node_buffer.take() {
+            self.node_idx = buf.iter().enumerate().map(|(i, n)| (n.name.clone(), i)).collect();
+            self.nodes = buf;
+        }
+        self.nodes_synced = true;
+    }
+
+    // Pods.
+
+    pub fn apply_pod(&mut self, p: &Pod) {
+        let Some(key) = key_of(p) else { return };
+        if is_terminal(p) {
+            self.delete_pod_key(&key);
+            return;
+        }
+        let lean = self.lean_pod(p, &key.0);
+        if let Some(old) = self.pods.insert(key, lean.clone()) {
+            self.unaccount(&old);
+        }
+        self.account(&lean);
+    }
+
+    pub fn delete_pod(&mut self, p: &Pod) {
+        if let Some(key) = key_of(p) {
+            self.delete_pod_key(&key);
+        }
+    }
+
+    fn delete_pod_key(&mut self, key: &(String, String)) {
+        if let Some(old) = self.pods.remove(key) {
+            self.unaccount(&old);
+        }
+    }
+
+    pub fn pods_init(&mut self) {
+        self.pod_buffer = Some(HashMap::new());
+    }
+
+    pub fn pods_init_apply(&mut self, p: &Pod) {
+        let Some(key) = key_of(p) else { return };
+        if is_terminal(p) {
+            return;
+        }
+        let lean = self.lean_pod(p, &key.0);
+        match &mut self.pod_buffer {
+            Some(buf) => {
+                buf.insert(key, lean);
+            }
+            None => self.apply_pod(p),
+        }
+    }
+
+    pub fn pods_init_done(&mut self) {
+        if let Some(buf) = self.pod_buffer.take() {
+            self.pods = buf;
+            self.requested.clear();
+            let pods: Vec<LeanPod> = self.pods.values().cloned().collect();
+            for p in &pods {
+                self.account(p);
+            }
+        }
+        self.pods_synced = true;
+    }
+
+    fn lean_pod(&self, p: &Pod, ns: &str) -> LeanPod {
+        let spec = p.spec.as_ref();
+        let node = spec.and_then(|s| s.node_name.clone()).filter(|n| !n.is_empty());
+        let requests = spec.map(pod_requests).unwrap_or_default();
+        let gw = self.gateway_namespaces.contains(ns).then(|| {
+            let meta = &p.metadata;
+            let ready = p
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            Box::new(GwInfo {
+                labels: meta.labels.clone().unwrap_or_default(),
+                ready,
+                terminating: meta.deletion_timestamp.is_some(),
+                deletion_cost: meta
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(POD_DELETION_COST))
+                    .and_then(|v| v.parse().ok()),
+                created_at: meta.creation_timestamp.as_ref().map_or(0.0, |t| t.0.as_second() as f64),
+            })
+        });
+        LeanPod { node, requests, gw }
+    }
+
+    fn account(&mut self, p: &LeanPod) {
+        if let Some(n) = &p.node {
+            self.requested.entry(n.clone()).or_default().add(&p.requests);
+        }
+    }
+
+    fn unaccount(&mut self, p: &LeanPod) {
+        if let Some(n) = &p.node {
+            if let Some(r) = self.requested.get_mut(n) {
+                r.sub(&p.requests);
+                if r.pods <= 0 {
+                    self.requested.remove(n);
+                }
+            }
+        }
+    }
+
+    // Views for the engine.
+
+    /// The nodes with what their pods request, ready to observe.
+    pub fn nodes(&mut self) -> &[Node] {
+        for n in &mut self.nodes {
+            n.requested = self.requested.get(&n.name).copied().unwrap_or_default();
+        }
+        &self.nodes
+    }
+
+    /// The gateway's pods (in `ns`, matching `selector`), with their pool.
+    pub fn gateway_pods(
+        &self,
+        ns: &str,
+        selector: &LabelSelector,
+        ecs: &BTreeMap<String, String>,
+        eci: &BTreeMap<String, String>,
+    ) -> Vec<GatewayPod> {
+        if selector.is_empty() {
+            return Vec::new();
+        }
+        let mut out: Vec<GatewayPod> = self
+            .pods
+            .iter()
+            .filter(|((pns, _), _)| pns == ns)
+            .filter_map(|((_, name), p)| {
+                let gw = p.gw.as_ref()?;
+                if !selector.matches(&gw.labels) {
+                    return None;
+                }
+                let pool = match &p.node {
+                    None => Pool::Pending,
+                    Some(n) => self.node_idx.get(n).map_or(Pool::Other, |i| classify_node(&self.nodes[*i], ecs, eci)),
+                };
+                Some(GatewayPod {
+                    name: name.clone(),
+                    node: p.node.clone(),
+                    pool,
+                    ready: gw.ready,
+                    terminating: gw.terminating,
+                    requests: p.requests,
+                    deletion_cost: gw.deletion_cost,
+                    created_at: gw.created_at,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+}
+
+fn key_of(p: &Pod) -> Option<(String, String)> {
+    Some((p.metadata.namespace.clone()?, p.metadata.name.clone()?))
+}
+
+fn is_terminal(p: &Pod) -> bool {
+    p.status.as_ref().and_then(|s| s.phase.as_deref()).is_some_and(|ph| ph == "Succeeded" || ph == "Failed")
+}
+
+/// A pod's effective requests: the larger of the containers' sum and any init container, plus
+/// overhead (as the scheduler's `computePodResourceRequest`). Unparsable quantities count as 0.
+pub fn pod_requests(spec: &PodSpec) -> Resources {
+    let one = |res: Option<&k8s_openapi::api::core::v1::ResourceRequirements>| {
+        let req = res.and_then(|r| r.requests.as_ref());
+        let cpu = req.and_then(|r| r.get("cpu")).and_then(|q| quantity::cpu_millis(&q.0).ok()).unwrap_or(0);
+        let mem = req.and_then(|r| r.get("memory")).and_then(|q| quantity::bytes(&q.0).ok()).unwrap_or(0);
+        (cpu, mem)
+    };
+    let (mut cpu, mut mem) = (0, 0);
+    for c in &spec.containers {
+        let (c_cpu, c_mem) = one(c.resources.as_ref());
+        cpu += c_cpu;
+        mem += c_mem;
+    }
+    for c in spec.init_containers.iter().flatten() {
+        let (c_cpu, c_mem) = one(c.resources.as_ref());
+        cpu = cpu.max(c_cpu);
+        mem = mem.max(c_mem);
+    }
+    if let Some(o) = &spec.overhead {
+        cpu += o.get("cpu").and_then(|q| quantity::cpu_millis(&q.0).ok()).unwrap_or(0);
+        mem += o.get("memory").and_then(|q| quantity::bytes(&q.0).ok()).unwrap_or(0);
+    }
+    Resources::pod(cpu, mem)
+}
+
+fn lean_node(n: &KNode) -> Node {
+    let spec = n.spec.as_ref();
+    let alloc = n.status.as_ref().and_then(|s| s.allocatable.as_ref());
+    let get = |k: &str| alloc.and_then(|a| a.get(k)).map(|q| q.0.clone());
+    Node {
+        name: n.metadata.name.clone().unwrap_or_default(),
+        labels: n.metadata.labels.clone().unwrap_or_default(),
+        taints: spec
+            .and_then(|s| s.taints.as_ref())
+            .into_iter()
+            .flatten()
+            .filter_map(|t| {
+                let effect = match t.effect.as_str() {
+                    "NoSchedule" => TaintEffect::NoSchedule,
+                    "PreferNoSchedule" => TaintEffect::PreferNoSchedule,
+                    "NoExecute" => TaintEffect::NoExecute,
+                    _ => return None,
+                };
+                Some(Taint { key: t.key.clone(), value: t.value.clone().unwrap_or_default(), effect })
+            })
+            .collect(),
+        allocatable: Resources::new(
+            get("cpu").and_then(|q| quantity::cpu_millis(&q).ok()).unwrap_or(0),
+            get("memory").and_then(|q| quantity::bytes(&q).ok()).unwrap_or(0),
+            get("pods").and_then(|q| q.parse().ok()).unwrap_or(110),
+        ),
+        requested: Resources::default(),
+        unschedulable: spec.and_then(|s| s.unschedulable).unwrap_or(false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn node(name: &str, labels: serde_json::Value, cpu: &str) -> KNode {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": labels},
+            "spec": {"taints": [{"key": "mykey", "value": "myvalue", "effect": "NoSchedule"}, {"key": "x", "effect": "Weird"}]},
+            "status": {"allocatable": {"cpu": cpu, "memory": "32Gi", "pods": "110"}}
+        }))
+        .unwrap()
+    }
+
+    fn pod(ns: &str, name: &str, node: Option<&str>, cpu: &str, ready: bool) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": ns, "labels": {"app": "istio-ingressgateway"},
+                         "annotations": {POD_DELETION_COST: "-100"}, "creationTimestamp": "2026-11-24T10:00:00Z"},
+            "spec": {"nodeName": node, "containers": [
+                {"name": "istio-proxy", "resources": {"requests": {"cpu": cpu, "memory": "1Gi"}}},
+                {"name": "sidecar", "resources": {"requests": {"cpu": "100m"}}}],
+                "initContainers": [{"name": "init", "resources": {"requests": {"cpu": "4", "memory": "64Mi"}}}]},
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": if ready {"True"} else {"False"}}]}
+        }))
+        .unwrap()
+    }
+
+    fn selector() -> LabelSelector {
+        LabelSelector { match_labels: [("app".to_string(), "istio-ingressgateway".to_string())].into(), ..Default::default() }
+    }
+
+    fn pools() -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+        ([("mykey4pod".into(), "asmgateway".into())].into(), [("type".into(), "virtual-kubelet".into())].into())
+    }
+
+    #[test]
+    fn requests_follow_the_scheduler() {
+        let p = pod("a", "p", None, "2", true);
+        // containers 2 + 0.1 = 2.1 vCPU, but the init container asks 4: the pod needs 4.
+        assert_eq!(pod_requests(p.spec.as_ref().unwrap()), Resources::pod(4000, 1 << 30));
+    }
+
+    #[test]
+    fn pods_add_up_on_their_nodes_and_leave_cleanly() {
+        let mut ix = ClusterIndex::new(["istio-system".to_string()]);
+        ix.apply_node(&node("ecs-1", json!({"mykey4pod": "asmgateway"}), "8"));
+        ix.apply_node(&node("vk", json!({"type": "virtual-kubelet"}), "1000"));
+        ix.apply_pod(&pod("istio-system", "gw-1", Some("ecs-1"), "2", true));
+        ix.apply_pod(&pod("istio-system", "gw-2", Some("vk"), "2", false));
+        ix.apply_pod(&pod("shop", "cart", Some("ecs-1"), "1", true));
+        ix.apply_pod(&pod("istio-system", "gw-3", None, "2", false));
+        let n = ix.nodes();
+        assert_eq!(n[0].requested, Resources::new(8000, 2 << 30, 2));
+        assert_eq!(n[0].taints.len(), 1, "unknown effects are skipped");
+        let (ecs, eci) = pools();
+        let gws = ix.gateway_pods("istio-system", &selector(), &ecs, &eci);
+        let summary: Vec<(&str, Pool, bool, Option<i32>)> =
+            gws.iter().map(|g| (g.name.as_str(), g.pool, g.ready, g.deletion_cost)).collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("gw-1", Pool::Ecs, true, Some(-100)),
+                ("gw-2", Pool::Eci, false, Some(-100)),
+                ("gw-3", Pool::Pending, false, Some(-100))
+            ]
+        );
+        // Pods outside the gateway namespaces count for capacity but are never gateway pods.
+        assert!(ix.gateway_pods("shop", &selector(), &ecs, &eci).is_empty());
+        // Moving, finishing and deleting pods keep the sums right.
+        ix.apply_pod(&pod("shop", "cart", Some("ecs-1"), "3", true));
+        assert_eq!(ix.nodes()[0].requested.cpu_millis, 8000 - 4000 + 4000);
+        let mut done = pod("shop", "cart", Some("ecs-1"), "3", true);
+        done.status.as_mut().unwrap().phase = Some("Succeeded".into());
+        ix.apply_pod(&done);
+        assert_eq!(ix.nodes()[0].requested, Resources::new(4000, 1 << 30, 1));
+        ix.delete_pod(&pod("istio-system", "gw-1", Some("ecs-1"), "2", true));
+        assert_eq!(ix.nodes()[0].requested, Resources::default());
+        // A pod on a node not (yet) known is classified Other.
+        ix.apply_pod(&pod("istio-system", "gw-4", Some("unknown"), "2", true));
+        assert!(ix.gateway_pods("istio-system", &selector(), &ecs, &eci).iter().any(|g| g.pool == Pool::Other));
+    }
+
+    #[test]
+    fn a_relist_replaces_everything() {
+        let mut ix = ClusterIndex::new(["istio-system".to_string()]);
+        ix.apply_node(&node("old", json!({}), "8"));
+        ix.apply_pod(&pod("istio-system", "gone", Some("old"), "2", true));
+        assert!(!ix.synced());
+        ix.nodes_init();
+        ix.nodes_init_apply(&node("new", json!({"mykey4pod": "asmgateway"}), "8"));
+        ix.nodes_init_done();
+        ix.pods_init();
+        ix.pods_init_apply(&pod("istio-system", "kept", Some("new"), "1", true));
+        ix.pods_init_done();
+        assert!(ix.synced());
+        assert_eq!(ix.counts(), (1, 1));
+        let n = ix.nodes();
+        assert_eq!((n[0].name.as_str(), n[0].requested.cpu_millis), ("new", 4000));
+        ix.delete_node("new");
+        assert_eq!(ix.counts(), (0, 1));
+    }
+
+    #[test]
+    fn selectors_match_labels_and_expressions() {
+        let mut s = selector();
+        let labels: BTreeMap<String, String> = [("app".into(), "istio-ingressgateway".into()), ("istio".into(), "ingressgateway".into())].into();
+        assert!(s.matches(&labels));
+        s.match_expressions.push(SelectorRequirement::is_in("istio", &["other"]));
+        assert!(!s.matches(&labels));
+        assert!(LabelSelector::default().is_empty());
+    }
+}
