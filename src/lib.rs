@@ -23,6 +23,9 @@ pub enum Error {
     /// A setting or document is wrong.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The Kubernetes API failed.
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
 }
 
 impl Error {
@@ -30,6 +33,7 @@ impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Error::Config(_) => "config",
+            Error::Kube(_) => "kube",
         }
     }
 }

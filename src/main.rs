@@ -31,6 +31,9 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the agent in a cluster: watch ElasticGateways, nodes and pods, read the load from
+    /// Prometheus, decide, and (as the leader) scale and steer the gateways.
+    Run(Box<RunArgs>),
     /// Rehearse a traffic spike: the real engine on a simulated cluster, beside baseline policies.
     Drill(DrillArgs),
     /// Validate ElasticGateway policy files; every error is reported with its field path.
@@ -41,6 +44,86 @@ enum Command {
     },
     /// Print the ElasticGateway CustomResourceDefinition as YAML.
     Crd,
+}
+
+/// Parses "5s", "500ms", "2m" or a bare number of seconds.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (num, mul) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (s, 1.0)
+    };
+    let x: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 5s, 500ms or 2m"))?;
+    if !(x.is_finite() && x > 0.0) {
+        return Err(format!("{s:?} must be positive"));
+    }
+    Ok(std::time::Duration::from_secs_f64(x * mul))
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// Kubeconfig file; without it, the in-cluster service account (or $KUBECONFIG, ~/.kube/config).
+    #[arg(long, env = "SPILLWAY_KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context to use.
+    #[arg(long, env = "SPILLWAY_KUBE_CONTEXT")]
+    context: Option<String>,
+    /// Prometheus base URL (the HTTP API is under /api/v1).
+    #[arg(
+        long,
+        env = "SPILLWAY_PROMETHEUS_URL",
+        default_value = "http://prometheus-k8s.monitoring.svc:9090"
+    )]
+    prometheus_url: String,
+    /// Timeout of one Prometheus query.
+    #[arg(long, env = "SPILLWAY_PROMETHEUS_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    prometheus_timeout: std::time::Duration,
+    /// File holding a bearer token to send to Prometheus.
+    #[arg(long, env = "SPILLWAY_PROMETHEUS_TOKEN_FILE")]
+    prometheus_token_file: Option<PathBuf>,
+    /// PEM file of CAs to trust for an HTTPS Prometheus.
+    #[arg(long, env = "SPILLWAY_PROMETHEUS_CA_FILE")]
+    prometheus_ca_file: Option<PathBuf>,
+    /// An answer evaluated further than this from our clock is stale (treated as missing).
+    #[arg(long, env = "SPILLWAY_PROMETHEUS_MAX_SKEW", default_value = "60s", value_parser = parse_duration)]
+    prometheus_max_skew: std::time::Duration,
+    /// Decide for every gateway at least this often.
+    #[arg(long, env = "SPILLWAY_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    interval: std::time::Duration,
+    /// Address of the admin server (/metrics, /healthz, /readyz).
+    #[arg(long, env = "SPILLWAY_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
+    admin_addr: std::net::SocketAddr,
+    /// Namespaces whose pods may be gateway pods (their labels are kept; elsewhere only requests).
+    #[arg(
+        long,
+        env = "SPILLWAY_GATEWAY_NAMESPACES",
+        value_delimiter = ',',
+        default_value = "istio-system"
+    )]
+    gateway_namespaces: Vec<String>,
+    /// Elect a leader on a Lease so that only one replica acts (turn off only with one replica).
+    #[arg(long, env = "SPILLWAY_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
+    /// Name of the Lease.
+    #[arg(long, env = "SPILLWAY_LEASE_NAME", default_value = "spillway")]
+    lease_name: String,
+    /// Namespace of the Lease (normally spillway's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "spillway-system")]
+    lease_namespace: String,
+    /// How long a Lease holds without renewal; a new leader takes over within about this time.
+    #[arg(long, env = "SPILLWAY_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    lease_duration: std::time::Duration,
+    /// This replica's identity in the Lease and on Events (normally the pod name).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -76,6 +159,8 @@ struct DrillArgs {
 }
 
 fn main() -> ExitCode {
+    // One TLS crypto provider for kube and reqwest alike.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     if let Err(e) = telemetry::init(&cli.log, cli.log_format) {
         eprintln!("error: {e:#}");
@@ -98,7 +183,191 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Check { files } => Ok(check(&files)),
         Command::Drill(args) => drill(args),
+        Command::Run(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(agent(*args))?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+async fn kube_client(args: &RunArgs) -> anyhow::Result<kube::Client> {
+    use kube::config::{KubeConfigOptions, Kubeconfig};
+    let options = KubeConfigOptions {
+        context: args.context.clone(),
+        ..Default::default()
+    };
+    let config = match &args.kubeconfig {
+        Some(path) => {
+            let kc = Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &options).await?
+        }
+        None if args.context.is_some() => kube::Config::from_kubeconfig(&options).await?,
+        None => kube::Config::infer()
+            .await
+            .context("no in-cluster config and no kubeconfig")?,
+    };
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// `spillway run`.
+async fn agent(args: RunArgs) -> anyhow::Result<()> {
+    use spillway::k8s::{controller, index::ClusterIndex, watch};
+    use std::sync::{Arc, RwLock};
+
+    let client = kube_client(&args).await?;
+    let identity = args
+        .identity
+        .clone()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| format!("spillway-{}", std::process::id()));
+    let token = match &args.prometheus_token_file {
+        Some(f) => Some(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("reading {}", f.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => None,
+    };
+    let ca_pem = match &args.prometheus_ca_file {
+        Some(f) => Some(std::fs::read(f).with_context(|| format!("reading {}", f.display()))?),
+        None => None,
+    };
+    let prom = spillway::prom::Prometheus::new(spillway::prom::PromConfig {
+        url: args.prometheus_url.clone(),
+        timeout: args.prometheus_timeout,
+        bearer_token: token,
+        ca_pem,
+        max_skew: args.prometheus_max_skew,
+    })?;
+
+    // Shutdown on SIGTERM or Ctrl-C.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        }
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    // Admin server first, so probes answer while the caches fill.
+    let metrics = Arc::new(spillway::metrics::Metrics::new());
+    let admin = spillway::server::Admin::new(metrics.clone());
+    let (bound, serve) = spillway::server::bind(args.admin_addr, admin.clone(), stop_rx.clone())
+        .await
+        .with_context(|| format!("binding the admin server on {}", args.admin_addr))?;
+    tracing::info!(addr = %bound, "admin server listening");
+    let server = tokio::spawn(serve);
+
+    // Watches into the index.
+    let index = Arc::new(RwLock::new(ClusterIndex::new(
+        args.gateway_namespaces.clone(),
+    )));
+    let (changed_tx, changed_rx) = tokio::sync::watch::channel(0u64);
+    let watches = [
+        tokio::spawn(watch::nodes(
+            client.clone(),
+            index.clone(),
+            changed_tx.clone(),
+        )),
+        tokio::spawn(watch::pods(client.clone(), index.clone(), changed_tx)),
+    ];
+
+    // Readiness: caches synced and Prometheus answered once.
+    {
+        let (index, admin, prom) = (index.clone(), admin.clone(), prom.clone());
+        tokio::spawn(async move {
+            loop {
+                let synced = index.read().map(|ix| ix.synced()).unwrap_or(false);
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64());
+                let reached = !matches!(
+                    prom.query("vector(1)", now).await,
+                    spillway::engine::LoadSample::Missing(_)
+                );
+                if synced && reached {
+                    admin.set_ready(true);
+                    tracing::info!("ready: caches synced, Prometheus reachable");
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        });
+    }
+
+    // Leadership.
+    let (leader_rx, lease_task) = if args.leader_election {
+        let secs = args.lease_duration.as_secs().max(2);
+        let manager =
+            kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
+                .with_namespace(&args.lease_namespace)
+                .with_identity(&identity)
+                .with_duration(secs)
+                .with_grace((secs / 3).max(1))
+                .with_field_manager(format!("spillway-{identity}"))
+                .build()
+                .await
+                .context("setting up leader election")?;
+        let (rx, task) = manager.watch().await;
+        (rx, Some(task))
+    } else {
+        let (tx, rx) = tokio::sync::watch::channel(true);
+        std::mem::forget(tx);
+        (rx, None)
+    };
+    {
+        let (metrics, mut rx) = (metrics.clone(), leader_rx.clone());
+        tokio::spawn(async move {
+            loop {
+                let leading = *rx.borrow_and_update();
+                metrics.set_leader(leading);
+                tracing::info!(leading, "leadership");
+                if rx.changed().await.is_err() {
+                    metrics.set_leader(false);
+                    return;
+                }
+            }
+        });
+    }
+
+    let ctx = Arc::new(controller::Context::new(
+        client.clone(),
+        metrics,
+        prom,
+        index,
+        leader_rx.clone(),
+        controller::Config {
+            interval: args.interval,
+            reporter: "spillway".into(),
+            instance: Some(identity.clone()),
+        },
+    ));
+    tracing::info!(%identity, prometheus = %args.prometheus_url, interval = ?args.interval, "spillway running");
+    let result = tokio::select! {
+        r = controller::run(ctx, changed_rx, stopped(stop_rx.clone())) => r.map_err(anyhow::Error::from),
+        r = async { match lease_task { Some(t) => t.await, None => std::future::pending().await } } => {
+            Err(anyhow::anyhow!("the leader-election task ended: {:?}", r.map(|inner| inner.err())))
+        }
+    };
+    // Give up the Lease so that another replica takes over at once.
+    drop(leader_rx);
+    for w in watches {
+        w.abort();
+    }
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(3), server).await;
+    result
 }
 
 fn crd_yaml() -> anyhow::Result<String> {

@@ -83,6 +83,10 @@ pub struct TargetRef {
     pub kind: TargetKind,
     /// Name of the workload, in the ElasticGateway's namespace.
     pub name: String,
+    /// Labels of the gateway's pods, when they are not the Deployment's selector (or, for an
+    /// IstioGateway, `istio=<name>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_selector: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -59,7 +59,9 @@ struct Series {
 
 impl Prometheus {
     pub fn new(cfg: PromConfig) -> Result<Self, crate::Error> {
-        let mut b = reqwest::Client::builder().timeout(cfg.timeout).user_agent(concat!("spillway/", env!("CARGO_PKG_VERSION")));
+        let mut b = reqwest::Client::builder()
+            .timeout(cfg.timeout)
+            .user_agent(concat!("spillway/", env!("CARGO_PKG_VERSION")));
         if let Some(pem) = &cfg.ca_pem {
             for cert in reqwest::Certificate::from_pem_bundle(pem)
                 .map_err(|e| crate::Error::Config(format!("--prometheus-ca-file: {e}")))?
@@ -67,7 +69,9 @@ impl Prometheus {
                 b = b.add_root_certificate(cert);
             }
         }
-        let http = b.build().map_err(|e| crate::Error::Config(format!("Prometheus client: {e}")))?;
+        let http = b
+            .build()
+            .map_err(|e| crate::Error::Config(format!("Prometheus client: {e}")))?;
         Ok(Self { http, cfg })
     }
 
@@ -80,8 +84,16 @@ impl Prometheus {
         }
         let resp = match req.send().await {
             Ok(r) => r,
-            Err(e) if e.is_timeout() => return missing(format!("Prometheus timed out after {:?}", self.cfg.timeout)),
-            Err(e) => return missing(format!("Prometheus unreachable at {}: {}", self.cfg.url, root_cause(&e))),
+            Err(e) if e.is_timeout() => {
+                return missing(format!("Prometheus timed out after {:?}", self.cfg.timeout));
+            }
+            Err(e) => {
+                return missing(format!(
+                    "Prometheus unreachable at {}: {}",
+                    self.cfg.url,
+                    root_cause(&e)
+                ));
+            }
         };
         let status = resp.status();
         let body = match resp.text().await {
@@ -92,7 +104,9 @@ impl Prometheus {
             Ok(p) => p,
             Err(_) => {
                 let snippet: String = body.chars().take(120).collect();
-                return missing(format!("Prometheus answered HTTP {status} with no API response: {snippet:?}"));
+                return missing(format!(
+                    "Prometheus answered HTTP {status} with no API response: {snippet:?}"
+                ));
             }
         };
         if parsed.status != "success" {
@@ -119,12 +133,18 @@ fn root_cause(e: &dyn std::error::Error) -> String {
 }
 
 fn value(v: &(f64, String), now: f64, max_skew: f64) -> Result<f64, String> {
-    let x: f64 = v.1.parse().map_err(|_| format!("unparsable value {:?}", v.1))?;
+    let x: f64 =
+        v.1.parse()
+            .map_err(|_| format!("unparsable value {:?}", v.1))?;
     if !x.is_finite() {
         return Err(format!("value is {x}"));
     }
     if (now - v.0).abs() > max_skew {
-        return Err(format!("stale answer: evaluated at {:.0}, {:.0}s from now", v.0, now - v.0));
+        return Err(format!(
+            "stale answer: evaluated at {:.0}, {:.0}s from now",
+            v.0,
+            now - v.0
+        ));
     }
     Ok(x)
 }
@@ -135,7 +155,10 @@ fn interpret(data: Option<Data>, now: f64, max_skew: f64) -> LoadSample {
     match data {
         Some(Data::Scalar(v)) => value(&v, now, max_skew).map_or_else(missing, LoadSample::Total),
         Some(Data::Vector(series)) => match series.as_slice() {
-            [] => missing("empty result: no series matched (is the gateway scraped? is the query right?)".into()),
+            [] => missing(
+                "empty result: no series matched (is the gateway scraped? is the query right?)"
+                    .into(),
+            ),
             [one] => value(&one.value, now, max_skew).map_or_else(missing, LoadSample::Total),
             many if many.iter().all(|s| s.metric.contains_key("pod")) => {
                 let mut per_pod = Vec::with_capacity(many.len());
@@ -180,7 +203,10 @@ mod tests {
         assert!(matches!(parse(stale), LoadSample::Missing(w) if w.contains("stale")));
         let per_pod = r#"{"status":"success","data":{"resultType":"vector","result":[
             {"metric":{"pod":"a"},"value":[1000,"1"]},{"metric":{"pod":"b"},"value":[1000,"2"]}]}}"#;
-        assert_eq!(parse(per_pod), LoadSample::PerPod(vec![("a".into(), 1.0), ("b".into(), 2.0)]));
+        assert_eq!(
+            parse(per_pod),
+            LoadSample::PerPod(vec![("a".into(), 1.0), ("b".into(), 2.0)])
+        );
         let ambiguous = r#"{"status":"success","data":{"resultType":"vector","result":[
             {"metric":{"job":"a"},"value":[1000,"1"]},{"metric":{"job":"b"},"value":[1000,"2"]}]}}"#;
         assert!(matches!(parse(ambiguous), LoadSample::Missing(w) if w.contains("sum()")));

@@ -9,7 +9,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use k8s_openapi::api::core::v1::{Node as KNode, Pod, PodSpec};
 
-use crate::model::{GatewayPod, Node, POD_DELETION_COST, Pool, Resources, SelectorRequirement, Taint, TaintEffect, classify_node, quantity};
+use crate::model::{
+    GatewayPod, Node, POD_DELETION_COST, Pool, Resources, SelectorRequirement, Taint, TaintEffect,
+    classify_node, quantity,
+};
 
 /// What is kept of a gateway-namespace pod.
 #[derive(Clone, Debug, PartialEq)]
@@ -37,7 +40,9 @@ pub struct LabelSelector {
 
 impl LabelSelector {
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+        self.match_labels
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
             && self.match_expressions.iter().all(|r| r.matches(labels))
     }
 
@@ -63,7 +68,10 @@ pub struct ClusterIndex {
 
 impl ClusterIndex {
     pub fn new(gateway_namespaces: impl IntoIterator<Item = String>) -> Self {
-        Self { gateway_namespaces: gateway_namespaces.into_iter().collect(), ..Default::default() }
+        Self {
+            gateway_namespaces: gateway_namespaces.into_iter().collect(),
+            ..Default::default()
+        }
     }
 
     pub fn watches_namespace(&self, ns: &str) -> bool {
@@ -115,7 +123,11 @@ impl ClusterIndex {
 
     pub fn nodes_init_done(&mut self) {
         if let Some(buf) = self.node_buffer.take() {
-            self.node_idx = buf.iter().enumerate().map(|(i, n)| (n.name.clone(), i)).collect();
+            self.node_idx = buf
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (n.name.clone(), i))
+                .collect();
             self.nodes = buf;
         }
         self.nodes_synced = true;
@@ -180,7 +192,9 @@ impl ClusterIndex {
 
     fn lean_pod(&self, p: &Pod, ns: &str) -> LeanPod {
         let spec = p.spec.as_ref();
-        let node = spec.and_then(|s| s.node_name.clone()).filter(|n| !n.is_empty());
+        let node = spec
+            .and_then(|s| s.node_name.clone())
+            .filter(|n| !n.is_empty());
         let requests = spec.map(pod_requests).unwrap_or_default();
         let gw = self.gateway_namespaces.contains(ns).then(|| {
             let meta = &p.metadata;
@@ -198,7 +212,10 @@ impl ClusterIndex {
                     .as_ref()
                     .and_then(|a| a.get(POD_DELETION_COST))
                     .and_then(|v| v.parse().ok()),
-                created_at: meta.creation_timestamp.as_ref().map_or(0.0, |t| t.0.as_second() as f64),
+                created_at: meta
+                    .creation_timestamp
+                    .as_ref()
+                    .map_or(0.0, |t| t.0.as_second() as f64),
             })
         });
         LeanPod { node, requests, gw }
@@ -206,17 +223,22 @@ impl ClusterIndex {
 
     fn account(&mut self, p: &LeanPod) {
         if let Some(n) = &p.node {
-            self.requested.entry(n.clone()).or_default().add(&p.requests);
+            self.requested
+                .entry(n.clone())
+                .or_default()
+                .add(&p.requests);
         }
     }
 
     fn unaccount(&mut self, p: &LeanPod) {
-        if let Some(n) = &p.node {
-            if let Some(r) = self.requested.get_mut(n) {
-                r.sub(&p.requests);
-                if r.pods <= 0 {
-                    self.requested.remove(n);
-                }
+        if let Some((n, r)) = p
+            .node
+            .as_ref()
+            .and_then(|n| self.requested.get_mut(n).map(|r| (n, r)))
+        {
+            r.sub(&p.requests);
+            if r.pods <= 0 {
+                self.requested.remove(n);
             }
         }
     }
@@ -253,7 +275,10 @@ impl ClusterIndex {
                 }
                 let pool = match &p.node {
                     None => Pool::Pending,
-                    Some(n) => self.node_idx.get(n).map_or(Pool::Other, |i| classify_node(&self.nodes[*i], ecs, eci)),
+                    Some(n) => self
+                        .node_idx
+                        .get(n)
+                        .map_or(Pool::Other, |i| classify_node(&self.nodes[*i], ecs, eci)),
                 };
                 Some(GatewayPod {
                     name: name.clone(),
@@ -277,7 +302,10 @@ fn key_of(p: &Pod) -> Option<(String, String)> {
 }
 
 fn is_terminal(p: &Pod) -> bool {
-    p.status.as_ref().and_then(|s| s.phase.as_deref()).is_some_and(|ph| ph == "Succeeded" || ph == "Failed")
+    p.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .is_some_and(|ph| ph == "Succeeded" || ph == "Failed")
 }
 
 /// A pod's effective requests: the larger of the containers' sum and any init container, plus
@@ -285,8 +313,14 @@ fn is_terminal(p: &Pod) -> bool {
 pub fn pod_requests(spec: &PodSpec) -> Resources {
     let one = |res: Option<&k8s_openapi::api::core::v1::ResourceRequirements>| {
         let req = res.and_then(|r| r.requests.as_ref());
-        let cpu = req.and_then(|r| r.get("cpu")).and_then(|q| quantity::cpu_millis(&q.0).ok()).unwrap_or(0);
-        let mem = req.and_then(|r| r.get("memory")).and_then(|q| quantity::bytes(&q.0).ok()).unwrap_or(0);
+        let cpu = req
+            .and_then(|r| r.get("cpu"))
+            .and_then(|q| quantity::cpu_millis(&q.0).ok())
+            .unwrap_or(0);
+        let mem = req
+            .and_then(|r| r.get("memory"))
+            .and_then(|q| quantity::bytes(&q.0).ok())
+            .unwrap_or(0);
         (cpu, mem)
     };
     let (mut cpu, mut mem) = (0, 0);
@@ -301,8 +335,14 @@ pub fn pod_requests(spec: &PodSpec) -> Resources {
         mem = mem.max(c_mem);
     }
     if let Some(o) = &spec.overhead {
-        cpu += o.get("cpu").and_then(|q| quantity::cpu_millis(&q.0).ok()).unwrap_or(0);
-        mem += o.get("memory").and_then(|q| quantity::bytes(&q.0).ok()).unwrap_or(0);
+        cpu += o
+            .get("cpu")
+            .and_then(|q| quantity::cpu_millis(&q.0).ok())
+            .unwrap_or(0);
+        mem += o
+            .get("memory")
+            .and_then(|q| quantity::bytes(&q.0).ok())
+            .unwrap_or(0);
     }
     Resources::pod(cpu, mem)
 }
@@ -325,12 +365,20 @@ fn lean_node(n: &KNode) -> Node {
                     "NoExecute" => TaintEffect::NoExecute,
                     _ => return None,
                 };
-                Some(Taint { key: t.key.clone(), value: t.value.clone().unwrap_or_default(), effect })
+                Some(Taint {
+                    key: t.key.clone(),
+                    value: t.value.clone().unwrap_or_default(),
+                    effect,
+                })
             })
             .collect(),
         allocatable: Resources::new(
-            get("cpu").and_then(|q| quantity::cpu_millis(&q).ok()).unwrap_or(0),
-            get("memory").and_then(|q| quantity::bytes(&q).ok()).unwrap_or(0),
+            get("cpu")
+                .and_then(|q| quantity::cpu_millis(&q).ok())
+                .unwrap_or(0),
+            get("memory")
+                .and_then(|q| quantity::bytes(&q).ok())
+                .unwrap_or(0),
             get("pods").and_then(|q| q.parse().ok()).unwrap_or(110),
         ),
         requested: Resources::default(),
@@ -366,18 +414,27 @@ mod tests {
     }
 
     fn selector() -> LabelSelector {
-        LabelSelector { match_labels: [("app".to_string(), "istio-ingressgateway".to_string())].into(), ..Default::default() }
+        LabelSelector {
+            match_labels: [("app".to_string(), "istio-ingressgateway".to_string())].into(),
+            ..Default::default()
+        }
     }
 
     fn pools() -> (BTreeMap<String, String>, BTreeMap<String, String>) {
-        ([("mykey4pod".into(), "asmgateway".into())].into(), [("type".into(), "virtual-kubelet".into())].into())
+        (
+            [("mykey4pod".into(), "asmgateway".into())].into(),
+            [("type".into(), "virtual-kubelet".into())].into(),
+        )
     }
 
     #[test]
     fn requests_follow_the_scheduler() {
         let p = pod("a", "p", None, "2", true);
         // containers 2 + 0.1 = 2.1 vCPU, but the init container asks 4: the pod needs 4.
-        assert_eq!(pod_requests(p.spec.as_ref().unwrap()), Resources::pod(4000, 1 << 30));
+        assert_eq!(
+            pod_requests(p.spec.as_ref().unwrap()),
+            Resources::pod(4000, 1 << 30)
+        );
     }
 
     #[test]
@@ -394,8 +451,10 @@ mod tests {
         assert_eq!(n[0].taints.len(), 1, "unknown effects are skipped");
         let (ecs, eci) = pools();
         let gws = ix.gateway_pods("istio-system", &selector(), &ecs, &eci);
-        let summary: Vec<(&str, Pool, bool, Option<i32>)> =
-            gws.iter().map(|g| (g.name.as_str(), g.pool, g.ready, g.deletion_cost)).collect();
+        let summary: Vec<(&str, Pool, bool, Option<i32>)> = gws
+            .iter()
+            .map(|g| (g.name.as_str(), g.pool, g.ready, g.deletion_cost))
+            .collect();
         assert_eq!(
             summary,
             vec![
@@ -417,7 +476,11 @@ mod tests {
         assert_eq!(ix.nodes()[0].requested, Resources::default());
         // A pod on a node not (yet) known is classified Other.
         ix.apply_pod(&pod("istio-system", "gw-4", Some("unknown"), "2", true));
-        assert!(ix.gateway_pods("istio-system", &selector(), &ecs, &eci).iter().any(|g| g.pool == Pool::Other));
+        assert!(
+            ix.gateway_pods("istio-system", &selector(), &ecs, &eci)
+                .iter()
+                .any(|g| g.pool == Pool::Other)
+        );
     }
 
     #[test]
@@ -435,7 +498,10 @@ mod tests {
         assert!(ix.synced());
         assert_eq!(ix.counts(), (1, 1));
         let n = ix.nodes();
-        assert_eq!((n[0].name.as_str(), n[0].requested.cpu_millis), ("new", 4000));
+        assert_eq!(
+            (n[0].name.as_str(), n[0].requested.cpu_millis),
+            ("new", 4000)
+        );
         ix.delete_node("new");
         assert_eq!(ix.counts(), (0, 1));
     }
@@ -443,9 +509,14 @@ mod tests {
     #[test]
     fn selectors_match_labels_and_expressions() {
         let mut s = selector();
-        let labels: BTreeMap<String, String> = [("app".into(), "istio-ingressgateway".into()), ("istio".into(), "ingressgateway".into())].into();
+        let labels: BTreeMap<String, String> = [
+            ("app".into(), "istio-ingressgateway".into()),
+            ("istio".into(), "ingressgateway".into()),
+        ]
+        .into();
         assert!(s.matches(&labels));
-        s.match_expressions.push(SelectorRequirement::is_in("istio", &["other"]));
+        s.match_expressions
+            .push(SelectorRequirement::is_in("istio", &["other"]));
         assert!(!s.matches(&labels));
         assert!(LabelSelector::default().is_empty());
     }

@@ -1,0 +1,388 @@
+//! The gateway workload: read what the engine needs, write what it decided.
+//!
+//! A `Deployment` is read and scaled through `apps/v1` and its `scale` subresource; an ASM
+//! `IstioGateway` (istio.alibabacloud.com/v1beta1) through its `spec.replicaCount`. Weights are
+//! written with server-side apply under spillway's field manager, owning only the preferred
+//! node-affinity terms. Every write is absolute (a count, a weight, an annotation value), so a
+//! retry after an error can neither lose nor double a change.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{Pod, PodSpec};
+use kube::Client;
+use kube::api::{Api, DynamicObject, EvictParams, ListParams, Patch, PatchParams};
+use kube::discovery::ApiResource;
+use serde_json::{Value, json};
+
+use super::index::{LabelSelector, pod_requests};
+use crate::model::{POD_DELETION_COST, Resources, SelectorOperator, SelectorRequirement, quantity};
+use crate::policy::{ElasticGatewaySpec, PoolWeights, TargetKind};
+
+/// spillway's field manager for server-side apply.
+pub const FIELD_MANAGER: &str = "spillway";
+
+/// What the engine needs from the workload.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TargetView {
+    pub replicas: i32,
+    pub pod_requests: Resources,
+    pub weights: Option<PoolWeights>,
+    pub rollout_in_progress: bool,
+    pub selector: LabelSelector,
+}
+
+fn istio_gateway_resource() -> ApiResource {
+    ApiResource {
+        group: "istio.alibabacloud.com".into(),
+        version: "v1beta1".into(),
+        api_version: "istio.alibabacloud.com/v1beta1".into(),
+        kind: "IstioGateway".into(),
+        plural: "istiogateways".into(),
+    }
+}
+
+/// Reads the target; `Ok(None)` when it does not exist.
+pub async fn read(
+    client: &Client,
+    ns: &str,
+    policy: &ElasticGatewaySpec,
+) -> Result<Option<TargetView>, kube::Error> {
+    let name = &policy.target.name;
+    let mut view = match policy.target.kind {
+        TargetKind::Deployment => {
+            let Some(d) = Api::<Deployment>::namespaced(client.clone(), ns)
+                .get_opt(name)
+                .await?
+            else {
+                return Ok(None);
+            };
+            deployment_view(&d, policy)
+        }
+        TargetKind::IstioGateway => {
+            let api = Api::<DynamicObject>::namespaced_with(
+                client.clone(),
+                ns,
+                &istio_gateway_resource(),
+            );
+            let Some(g) = api.get_opt(name).await? else {
+                return Ok(None);
+            };
+            istio_gateway_view(&g.data, name, policy)
+        }
+    };
+    if let Some(sel) = &policy.target.pod_selector {
+        view.selector = LabelSelector {
+            match_labels: sel.clone(),
+            match_expressions: vec![],
+        };
+    }
+    Ok(Some(view))
+}
+
+/// Deployment → view. A rollout is in progress while the controller has not observed the
+/// latest generation or pods of an older template remain.
+pub fn deployment_view(d: &Deployment, policy: &ElasticGatewaySpec) -> TargetView {
+    let spec = d.spec.as_ref();
+    let status = d.status.as_ref();
+    let replicas = spec.and_then(|s| s.replicas).unwrap_or(1);
+    let pod_spec = spec.and_then(|s| s.template.spec.as_ref());
+    let generation = d.metadata.generation.unwrap_or(0);
+    let observed = status.and_then(|s| s.observed_generation).unwrap_or(0);
+    let total = status.and_then(|s| s.replicas).unwrap_or(0);
+    let updated = status.and_then(|s| s.updated_replicas).unwrap_or(0);
+    let selector = spec.map(|s| &s.selector);
+    TargetView {
+        replicas,
+        pod_requests: pod_spec.map(pod_requests).unwrap_or_default(),
+        weights: pod_spec.and_then(|p| weights_from_pod_spec(p, policy)),
+        rollout_in_progress: observed < generation || total > updated,
+        selector: LabelSelector {
+            match_labels: selector
+                .and_then(|s| s.match_labels.clone())
+                .unwrap_or_default(),
+            match_expressions: selector
+                .and_then(|s| s.match_expressions.clone())
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|e| {
+                    let operator = match e.operator.as_str() {
+                        "In" => SelectorOperator::In,
+                        "NotIn" => SelectorOperator::NotIn,
+                        "Exists" => SelectorOperator::Exists,
+                        "DoesNotExist" => SelectorOperator::DoesNotExist,
+                        _ => return None,
+                    };
+                    Some(SelectorRequirement {
+                        key: e.key,
+                        operator,
+                        values: e.values.unwrap_or_default(),
+                    })
+                })
+                .collect(),
+        },
+    }
+}
+
+/// IstioGateway → view. ASM labels the gateway's pods `istio=<name>` unless the policy says
+/// otherwise; rollouts are ASM's to run and are not visible here.
+pub fn istio_gateway_view(data: &Value, name: &str, policy: &ElasticGatewaySpec) -> TargetView {
+    let spec = &data["spec"];
+    let req = &spec["resources"]["requests"];
+    let cpu = req["cpu"]
+        .as_str()
+        .and_then(|q| quantity::cpu_millis(q).ok())
+        .or_else(|| req["cpu"].as_f64().map(|c| (c * 1000.0) as i64));
+    let mem = req["memory"].as_str().and_then(|q| quantity::bytes(q).ok());
+    let preferred =
+        spec["affinity"]["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"].clone();
+    let terms: Vec<k8s_openapi::api::core::v1::PreferredSchedulingTerm> =
+        serde_json::from_value(preferred).unwrap_or_default();
+    TargetView {
+        replicas: spec["replicaCount"].as_i64().map_or(1, |r| r as i32),
+        pod_requests: Resources::pod(cpu.unwrap_or(0), mem.unwrap_or(0)),
+        weights: weights_from_terms(&terms, policy),
+        rollout_in_progress: false,
+        selector: LabelSelector {
+            match_labels: BTreeMap::from([("istio".to_string(), name.to_string())]),
+            ..Default::default()
+        },
+    }
+}
+
+fn weights_from_pod_spec(p: &PodSpec, policy: &ElasticGatewaySpec) -> Option<PoolWeights> {
+    let terms = p
+        .affinity
+        .as_ref()?
+        .node_affinity
+        .as_ref()?
+        .preferred_during_scheduling_ignored_during_execution
+        .as_ref()?;
+    weights_from_terms(terms, policy)
+}
+
+/// The weights of the two preferred terms that select the policy's pools, if both are there.
+fn weights_from_terms(
+    terms: &[k8s_openapi::api::core::v1::PreferredSchedulingTerm],
+    policy: &ElasticGatewaySpec,
+) -> Option<PoolWeights> {
+    let find = |sel: &BTreeMap<String, String>| {
+        terms.iter().find(|t| {
+            let exprs = t
+                .preference
+                .match_expressions
+                .as_deref()
+                .unwrap_or_default();
+            !sel.is_empty()
+                && sel.iter().all(|(k, v)| {
+                    exprs.iter().any(|e| {
+                        e.key == *k
+                            && e.operator == "In"
+                            && e.values.as_deref() == Some(std::slice::from_ref(v))
+                    })
+                })
+        })
+    };
+    Some(PoolWeights {
+        ecs: find(&policy.pools.ecs.node_selector)?.weight,
+        eci: find(&policy.pools.eci.node_selector)?.weight,
+    })
+}
+
+/// The preferred terms spillway applies: one per pool, as the scenario's operator writes them.
+pub fn preferred_terms(policy: &ElasticGatewaySpec, w: PoolWeights) -> Value {
+    let term = |sel: &BTreeMap<String, String>, weight: i32| {
+        json!({
+            "weight": weight,
+            "preference": {"matchExpressions": sel.iter().map(|(k, v)| json!({"key": k, "operator": "In", "values": [v]})).collect::<Vec<_>>()}
+        })
+    };
+    json!([
+        term(&policy.pools.ecs.node_selector, w.ecs),
+        term(&policy.pools.eci.node_selector, w.eci)
+    ])
+}
+
+/// Sets the replica count.
+pub async fn scale(
+    client: &Client,
+    ns: &str,
+    policy: &ElasticGatewaySpec,
+    replicas: i32,
+) -> Result<(), kube::Error> {
+    let name = &policy.target.name;
+    match policy.target.kind {
+        TargetKind::Deployment => {
+            let patch = json!({"spec": {"replicas": replicas}});
+            Api::<Deployment>::namespaced(client.clone(), ns)
+                .patch_scale(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
+        }
+        TargetKind::IstioGateway => {
+            let api = Api::<DynamicObject>::namespaced_with(
+                client.clone(),
+                ns,
+                &istio_gateway_resource(),
+            );
+            api.patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"replicaCount": replicas}})),
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Applies the preferred weights (server-side apply, spillway's field manager, forced: the list
+/// is atomic, and the policy makes spillway its owner).
+pub async fn apply_weights(
+    client: &Client,
+    ns: &str,
+    policy: &ElasticGatewaySpec,
+    w: PoolWeights,
+) -> Result<(), kube::Error> {
+    let name = &policy.target.name;
+    let terms = preferred_terms(policy, w);
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    match policy.target.kind {
+        TargetKind::Deployment => {
+            let patch = json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": name, "namespace": ns},
+                "spec": {"template": {"spec": {"affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": terms}}}}}
+            });
+            Api::<Deployment>::namespaced(client.clone(), ns)
+                .patch(name, &pp, &Patch::Apply(&patch))
+                .await?;
+        }
+        TargetKind::IstioGateway => {
+            let patch = json!({
+                "apiVersion": "istio.alibabacloud.com/v1beta1", "kind": "IstioGateway",
+                "metadata": {"name": name, "namespace": ns},
+                "spec": {"affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": terms}}}
+            });
+            let api = Api::<DynamicObject>::namespaced_with(
+                client.clone(),
+                ns,
+                &istio_gateway_resource(),
+            );
+            api.patch(name, &pp, &Patch::Apply(&patch)).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Sets a pod's deletion cost (a merge patch of one annotation; nothing else is touched).
+pub async fn set_deletion_cost(
+    client: &Client,
+    ns: &str,
+    pod: &str,
+    cost: i32,
+) -> Result<(), kube::Error> {
+    let patch = json!({"metadata": {"annotations": {POD_DELETION_COST: cost.to_string()}}});
+    Api::<Pod>::namespaced(client.clone(), ns)
+        .patch(pod, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
+}
+
+/// Evicts a pod through the Eviction API, which honours PodDisruptionBudgets (429 when one
+/// forbids it).
+pub async fn evict(client: &Client, ns: &str, pod: &str) -> Result<(), kube::Error> {
+    Api::<Pod>::namespaced(client.clone(), ns)
+        .evict(pod, &EvictParams::default())
+        .await?;
+    Ok(())
+}
+
+/// The HorizontalPodAutoscalers in `ns` that scale the target, by name.
+pub async fn competing_hpas(
+    client: &Client,
+    ns: &str,
+    policy: &ElasticGatewaySpec,
+) -> Result<Vec<String>, kube::Error> {
+    let kind = match policy.target.kind {
+        TargetKind::Deployment => "Deployment",
+        TargetKind::IstioGateway => "IstioGateway",
+    };
+    let hpas = Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await?;
+    Ok(hpas
+        .items
+        .into_iter()
+        .filter(|h| {
+            h.spec.as_ref().is_some_and(|s| {
+                s.scale_target_ref.kind == kind && s.scale_target_ref.name == policy.target.name
+            })
+        })
+        .filter_map(|h| h.metadata.name)
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::ElasticGateway;
+
+    fn deployment(generation: i64, observed: i64, total: i32, updated: i32) -> Deployment {
+        let policy = ElasticGateway::scenario_default().spec;
+        serde_json::from_value(json!({
+            "metadata": {"name": "istio-ingressgateway", "namespace": "istio-system", "generation": generation},
+            "spec": {
+                "replicas": 4,
+                "selector": {"matchLabels": {"app": "istio-ingressgateway"}},
+                "template": {
+                    "metadata": {"labels": {"app": "istio-ingressgateway"}},
+                    "spec": {
+                        "containers": [{"name": "istio-proxy", "resources": {"requests": {"cpu": "2", "memory": "2Gi"}}}],
+                        "affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": preferred_terms(&policy, PoolWeights { ecs: 80, eci: 20 })}}
+                    }
+                }
+            },
+            "status": {"observedGeneration": observed, "replicas": total, "updatedReplicas": updated}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_deployment_reads_as_the_engine_needs_it() {
+        let policy = ElasticGateway::scenario_default().spec;
+        let v = deployment_view(&deployment(3, 3, 4, 4), &policy);
+        assert_eq!(v.replicas, 4);
+        assert_eq!(v.pod_requests, Resources::pod(2000, 2 << 30));
+        assert_eq!(v.weights, Some(PoolWeights { ecs: 80, eci: 20 }));
+        assert!(!v.rollout_in_progress);
+        assert_eq!(v.selector.match_labels["app"], "istio-ingressgateway");
+        assert!(deployment_view(&deployment(4, 3, 4, 4), &policy).rollout_in_progress);
+        assert!(deployment_view(&deployment(3, 3, 6, 2), &policy).rollout_in_progress);
+    }
+
+    #[test]
+    fn weights_need_both_pool_terms() {
+        let mut policy = ElasticGateway::scenario_default().spec;
+        let d = deployment(1, 1, 4, 4);
+        policy.pools.eci.node_selector = [("type".to_string(), "other".to_string())].into();
+        assert_eq!(deployment_view(&d, &policy).weights, None);
+    }
+
+    #[test]
+    fn an_istio_gateway_reads_too() {
+        let policy = ElasticGateway::scenario_default().spec;
+        let data = json!({"spec": {"replicaCount": 6, "resources": {"requests": {"cpu": "2", "memory": "4Gi"}},
+            "affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": preferred_terms(&policy, PoolWeights { ecs: 70, eci: 30 })}}}});
+        let v = istio_gateway_view(&data, "ingressgateway", &policy);
+        assert_eq!(
+            (v.replicas, v.pod_requests, v.weights),
+            (
+                6,
+                Resources::pod(2000, 4 << 30),
+                Some(PoolWeights { ecs: 70, eci: 30 })
+            )
+        );
+        assert_eq!(v.selector.match_labels["istio"], "ingressgateway");
+    }
+}
