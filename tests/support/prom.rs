@@ -1,0 +1,131 @@
+//! A real Prometheus (Debian's package) scraping a load exporter, for the agent to query.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Kills its child on drop.
+pub struct Killed(pub Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Serves `spillway_test_gateway_requests_per_second <value>` for Prometheus to scrape.
+#[derive(Clone)]
+pub struct LoadExporter {
+    pub port: u16,
+    pub rps: Arc<Mutex<f64>>,
+}
+
+impl LoadExporter {
+    pub fn start(rps: f64) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let value = Arc::new(Mutex::new(rps));
+        let v = value.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut stream = stream;
+                let mut buf = [0u8; 2048];
+                let _ = stream.read(&mut buf);
+                let body = format!(
+                    "# HELP spillway_test_gateway_requests_per_second Load of the test gateway.\n# TYPE spillway_test_gateway_requests_per_second gauge\nspillway_test_gateway_requests_per_second{{namespace=\"istio-system\"}} {}\n",
+                    *v.lock().unwrap()
+                );
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        Self { port, rps: value }
+    }
+
+    pub fn set(&self, rps: f64) {
+        *self.rps.lock().unwrap() = rps;
+    }
+}
+
+/// A Prometheus that scrapes `targets` every second; it can be stopped and started again on
+/// the same port and storage.
+pub struct Prom {
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<Killed>,
+}
+
+impl Prom {
+    pub fn start(dir: &Path, targets: &[u16]) -> Self {
+        assert!(
+            Command::new("prometheus")
+                .arg("--version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok(),
+            "`prometheus` is not installed: `apt-get install prometheus` (as .ci/run does)"
+        );
+        let targets: Vec<String> = targets.iter().map(|p| format!("'127.0.0.1:{p}'")).collect();
+        std::fs::write(
+            dir.join("prometheus.yml"),
+            format!(
+                "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n- job_name: load\n  static_configs: [{{targets: [{}]}}]\n",
+                targets.join(", ")
+            ),
+        )
+        .unwrap();
+        let mut p = Self {
+            port: free_port(),
+            dir: dir.to_path_buf(),
+            child: None,
+        };
+        p.resume();
+        p
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn stop(&mut self) {
+        self.child = None;
+    }
+
+    pub fn resume(&mut self) {
+        let child = Command::new("prometheus")
+            .arg(format!(
+                "--config.file={}",
+                self.dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                self.dir.join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{}", self.port))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(Killed(child));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "prometheus did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
