@@ -695,11 +695,37 @@ impl ApiServer {
                 Ok(Reply::Watch(rx))
             }
             ("GET", None, None) => {
+                // Paginated as the real server does: `limit`, and `continue` as an offset.
                 let (api_version, kind) = kind_of(resource);
-                let items = st.list(resource, r.ns.as_deref());
+                let limit = query
+                    .get("limit")
+                    .and_then(|l| l.parse::<usize>().ok())
+                    .filter(|l| *l > 0)
+                    .unwrap_or(usize::MAX);
+                let start = query
+                    .get("continue")
+                    .and_then(|c| c.parse::<usize>().ok())
+                    .unwrap_or(0);
+                let mut matching = st
+                    .objects
+                    .iter()
+                    .filter(|((res, n, _), _)| {
+                        res == resource && r.ns.as_deref().is_none_or(|ns| ns == n)
+                    })
+                    .skip(start);
+                let items: Vec<Value> = matching
+                    .by_ref()
+                    .take(limit)
+                    .map(|(_, v)| v.clone())
+                    .collect();
+                let more = matching.next().is_some();
+                let mut meta = json!({"resourceVersion": st.rv.to_string()});
+                if more {
+                    meta["continue"] = json!((start + items.len()).to_string());
+                }
                 Ok(Reply::Json(
                     200,
-                    json!({"apiVersion": api_version, "kind": format!("{kind}List"), "metadata": {"resourceVersion": st.rv.to_string()}, "items": items}),
+                    json!({"apiVersion": api_version, "kind": format!("{kind}List"), "metadata": meta, "items": items}),
                 ))
             }
             ("GET", Some(name), None) => st
