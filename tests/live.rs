@@ -399,3 +399,92 @@ async fn two_agents_one_lease_one_writer_and_a_fast_takeover() {
     assert!(api.with(|st| st.writes_by(follower).len()) > 0);
     eprintln!("leader takeover after a kill: {takeover:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weights_shift_by_server_side_apply_and_roll_the_gateway() {
+    let dir = workdir("weights");
+    let load = LoadExporter::start(2000.0);
+    let prom = Prom::start(dir.path(), &[load.port]);
+    let mut egw = policy();
+    egw["spec"]["placement"] = json!({"exhaustedAfterSeconds": 3, "recoveredAfterSeconds": 3, "minWeightChangeIntervalSeconds": 1});
+    let api = ApiServer::start(&Scenario::default(), latencies(), Some(egw)).await;
+    let (_agent, _) = agent(&api, dir.path(), &prom.url(), "agent-a", false);
+    wait_until("the first status", 30, || status(&api)["phase"] == "Normal").await;
+    load.set(10_000.0);
+    let weights = |api: &ApiServer| {
+        api.with(|st| {
+            let d = st.get("deployments", "istio-system", "istio-ingressgateway").unwrap();
+            let terms = &d["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"];
+            (terms[0]["weight"].as_i64(), terms[1]["weight"].as_i64(), d["metadata"]["generation"].as_i64())
+        })
+    };
+    wait_until("ECS exhausted long enough: weights 20/80", 40, || {
+        weights(&api).0 == Some(20)
+    })
+    .await;
+    let (ecs, eci, generation) = weights(&api);
+    assert_eq!((ecs, eci), (Some(20), Some(80)));
+    assert!(
+        generation > Some(1),
+        "a template change bumps the generation"
+    );
+    // Applied with spillway's field manager, forced (it owns the preferred terms), nothing else.
+    let applies: Vec<String> = api.with(|st| {
+        st.log
+            .iter()
+            .filter(|l| {
+                l.method == "PATCH" && l.path.contains("/deployments/istio-ingressgateway?")
+            })
+            .map(|l| l.path.clone())
+            .collect()
+    });
+    assert!(
+        applies
+            .iter()
+            .any(|p| p.contains("fieldManager=spillway") && p.contains("force=true")),
+        "{applies:?}"
+    );
+    let d = api.with(|st| {
+        st.get("deployments", "istio-system", "istio-ingressgateway")
+            .unwrap()
+            .clone()
+    });
+    assert_eq!(
+        d["spec"]["template"]["spec"]["tolerations"]
+            .as_array()
+            .map(Vec::len),
+        Some(2),
+        "the user's fields survive"
+    );
+    assert!(event_reasons(&api).iter().any(|r| r == "WeightsChanged"));
+    // Back to normal weights once ECS can hold the fleet again.
+    load.set(2000.0);
+    wait_until("normal weights again", 60, || weights(&api).0 == Some(80)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_decides_and_reports_but_changes_nothing() {
+    let dir = workdir("dryrun");
+    let load = LoadExporter::start(2000.0);
+    let prom = Prom::start(dir.path(), &[load.port]);
+    let mut egw = policy();
+    egw["spec"]["dryRun"] = json!(true);
+    let api = ApiServer::start(&Scenario::default(), latencies(), Some(egw)).await;
+    let (_agent, _) = agent(&api, dir.path(), &prom.url(), "agent-a", false);
+    wait_until("the first status", 30, || status(&api)["phase"] == "Normal").await;
+    load.set(10_000.0);
+    wait_until("the decision reported", 30, || {
+        status(&api)["desiredReplicas"] == 20
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(replicas(&api), 4);
+    let writes: Vec<String> = api.with(|st| {
+        st.writes_by("agent-a")
+            .iter()
+            .filter(|l| !l.path.contains("/status") && !l.path.contains("/events"))
+            .map(|l| format!("{} {}", l.method, l.path))
+            .collect()
+    });
+    assert!(writes.is_empty(), "dry run wrote: {writes:?}");
+}

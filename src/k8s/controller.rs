@@ -7,9 +7,11 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
@@ -22,7 +24,8 @@ use crate::act::Plan;
 use crate::engine::{self, Decision, EngineState, LoadSample, Observation};
 use crate::metrics::{ErrorKind, Gw, Metrics};
 use crate::policy::{
-    Condition, CostStatus, DecisionRecord, ElasticGateway, ElasticGatewaySpec, ElasticGatewayStatus,
+    Condition, CostStatus, DecisionRecord, ElasticGateway, ElasticGatewaySpec,
+    ElasticGatewayStatus, TargetKind,
 };
 use crate::prom::Prometheus;
 
@@ -104,7 +107,28 @@ pub async fn run(
         rx.changed().await.ok()?;
         Some(((), rx))
     });
-    Controller::new(egws, watcher::Config::default().any_semantic())
+    let controller = Controller::new(egws, watcher::Config::default().any_semantic());
+    // A change to a target Deployment (scaled by hand, a rollout) wakes the policies on it.
+    let store = controller.store();
+    let deployments = Api::<Deployment>::all(ctx.client.clone());
+    controller
+        .watches(
+            deployments,
+            watcher::Config::default().any_semantic(),
+            move |d: Deployment| {
+                let (ns, name) = (d.namespace(), d.name_any());
+                store
+                    .state()
+                    .into_iter()
+                    .filter(|e| {
+                        e.namespace() == ns
+                            && e.spec.target.kind == TargetKind::Deployment
+                            && e.spec.target.name == name
+                    })
+                    .map(|e| ObjectRef::from_obj(&*e))
+                    .collect::<Vec<_>>()
+            },
+        )
         .with_config(
             ControllerConfig::default()
                 .debounce(Duration::from_millis(500))
