@@ -77,6 +77,8 @@ pub struct State {
     pub log: Vec<Logged>,
     lease_owner: HashMap<(String, String), String>,
     pub gateway: Option<Gateway>,
+    /// When set, requests are authorised against these rules (403 otherwise).
+    pub rbac: Option<super::rbac::Rbac>,
     started: Instant,
 }
 
@@ -492,6 +494,7 @@ impl ApiServer {
             log: vec![],
             lease_owner: HashMap::new(),
             gateway: None,
+            rbac: None,
             started: Instant::now(),
         };
         seed_cluster(&mut st, &nodes);
@@ -609,17 +612,31 @@ impl ApiServer {
         );
         let (status, resp) = {
             let mut st = self.state.lock().unwrap();
+            let watch = query.get("watch").is_some_and(|w| w == "true" || w == "1");
+            let denied = st.rbac.as_ref().and_then(|rbac| {
+                let (group, resource, verb, ns, name) = super::rbac::Rbac::attributes(&method, &path, watch)?;
+                (!rbac.allows(&group, &resource, &verb, ns.as_deref(), name.as_deref())).then(|| {
+                    let in_ns = ns.map(|n| format!(" in the namespace \"{n}\"")).unwrap_or_default();
+                    let msg = format!(
+                        "{resource} is forbidden: User \"system:serviceaccount:spillway-system:spillway\" cannot {verb} resource \"{resource}\" in API group \"{group}\"{in_ns}"
+                    );
+                    status_body(403, "Forbidden", &msg)
+                })
+            });
             let fault = st.take_fault(&method, &path);
-            let r = match fault {
-                Some(code) => {
-                    let reason = match code {
-                        409 => "Conflict",
-                        429 => "TooManyRequests",
-                        _ => "InternalError",
-                    };
-                    Err((code, status_body(code, reason, "injected fault")))
-                }
-                None => self.dispatch(&mut st, &method, &path, &query, &ctype, &body),
+            let r = match (denied, fault) {
+                (Some(body), _) => Err((403, body)),
+                (None, fault) => match fault {
+                    Some(code) => {
+                        let reason = match code {
+                            409 => "Conflict",
+                            429 => "TooManyRequests",
+                            _ => "InternalError",
+                        };
+                        Err((code, status_body(code, reason, "injected fault")))
+                    }
+                    None => self.dispatch(&mut st, &method, &path, &query, &ctype, &body),
+                },
             };
             let (status, resp) = match r {
                 Ok(Reply::Json(code, v)) => (code, Ok(v)),
