@@ -614,7 +614,7 @@ impl ApiServer {
             let mut st = self.state.lock().unwrap();
             let watch = query.get("watch").is_some_and(|w| w == "true" || w == "1");
             let denied = st.rbac.as_ref().and_then(|rbac| {
-                let (group, resource, verb, ns, name) = super::rbac::Rbac::attributes(&method, &path, watch)?;
+                let super::rbac::Attributes { group, resource, verb, ns, name } = super::rbac::Rbac::attributes(&method, &path, watch)?;
                 (!rbac.allows(&group, &resource, &verb, ns.as_deref(), name.as_deref())).then(|| {
                     let in_ns = ns.map(|n| format!(" in the namespace \"{n}\"")).unwrap_or_default();
                     let msg = format!(

@@ -12,6 +12,15 @@ struct Grant {
     resource_names: Vec<String>,
 }
 
+/// A request as RBAC sees it; `resource` includes the subresource (`pods/eviction`).
+pub struct Attributes {
+    pub group: String,
+    pub resource: String,
+    pub verb: String,
+    pub ns: Option<String>,
+    pub name: Option<String>,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct Rbac {
     grants: Vec<Grant>,
@@ -135,6 +144,12 @@ impl Rbac {
             ("DELETE", false) => "deletecollection",
             _ => return None,
         };
-        Some((group.to_string(), resource, verb.to_string(), ns, name))
+        Some(Attributes {
+            group: group.to_string(),
+            resource,
+            verb: verb.to_string(),
+            ns,
+            name,
+        })
     }
 }
