@@ -112,11 +112,7 @@ impl Rbac {
     }
 
     /// How the API server names a request: (group, resource[/sub], verb, namespace, name).
-    pub fn attributes(
-        method: &str,
-        path: &str,
-        watch: bool,
-    ) -> Option<(String, String, String, Option<String>, Option<String>)> {
+    pub fn attributes(method: &str, path: &str, watch: bool) -> Option<Attributes> {
         let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
         let (group, rest) = match parts.as_slice() {
             ["api", "v1", rest @ ..] => ("", rest),
