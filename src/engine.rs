@@ -260,6 +260,9 @@ pub fn decide(policy: &ElasticGatewaySpec, obs: &Observation<'_>, prev: &EngineS
                 }
             }
         };
+        if value.is_none() {
+            state.series[i].gap(now, lead.window_seconds as f64);
+        }
         let forecast = value.and_then(|v| {
             state.series[i].push(now, v, lead.window_seconds as f64);
             (lead.seconds > 0)
@@ -293,7 +296,13 @@ pub fn decide(policy: &ElasticGatewaySpec, obs: &Observation<'_>, prev: &EngineS
         .metrics
         .iter()
         .zip(&readings)
-        .filter_map(|(m, r)| r.forecast.map(|f| (f / m.target_per_replica).ceil() as i32))
+        .filter_map(|(m, r)| {
+            // The HPA's tolerance applies to the forecast too: noise on a steady load at exactly
+            // the target must not add a pod.
+            r.forecast.map(|f| {
+                hpa::replicas_for_total(status_replicas, f, m.target_per_replica, tolerance)
+            })
+        })
         .max()
         .filter(|l| hpa_answer.is_some_and(|h| *l > h) && *l > current);
     let eci_cap = eci_cap(policy, obs.pod_requests);
@@ -382,6 +391,10 @@ pub fn decide(policy: &ElasticGatewaySpec, obs: &Observation<'_>, prev: &EngineS
         )
     };
 
+    if why == Why::MissingData {
+        state.hpa.hold(now, current, &up_rules, &down_rules);
+    }
+
     // The ECI cap lowers the count rather than run more pods on ECI than allowed.
     let ecs_capacity = if weights_now == policy.placement.normal_weights {
         survey.ecs_capacity
@@ -431,6 +444,7 @@ pub fn decide(policy: &ElasticGatewaySpec, obs: &Observation<'_>, prev: &EngineS
                 survey_room: survey.ecs_room,
                 ecs_capacity: survey.ecs_capacity,
                 rollout_in_progress: obs.rollout_in_progress,
+                eci_cap,
             },
         )
     };

@@ -239,13 +239,13 @@ async fn scales_through_a_spike_onto_eci_and_back_and_holds_without_prometheus()
     let deletions = api.with(|st| st.gateway.as_ref().unwrap().deletions.clone());
     let ecs_deleted_early: Vec<_> = deletions
         .iter()
-        .filter(|(_, pool, eci_left)| *pool == Pool::Ecs && *eci_left > 0)
+        .filter(|d| d.pool == Pool::Ecs && d.eci_left > 0 && !d.rolled)
         .collect();
     assert!(
         ecs_deleted_early.is_empty(),
         "ECS pods went while ECI pods remained: {ecs_deleted_early:?}"
     );
-    assert!(deletions.iter().filter(|d| d.1 == Pool::Eci).count() >= 8);
+    assert!(deletions.iter().filter(|d| d.pool == Pool::Eci).count() >= 8);
     assert!(event_reasons(&api).iter().any(|r| r == "ScaledDown"));
     assert_eq!(
         condition(&api, "MetricsAvailable").unwrap()["status"],

@@ -4,32 +4,19 @@
 //! run against it.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use promql_parser::parser::{self, Expr};
 use serde_json::Value;
+use support::prom::{Killed, encode, free_port, http_get};
+
+mod support;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn require(bin: &str) {
     let found = Command::new(bin)
@@ -45,36 +32,6 @@ fn require(bin: &str) {
 }
 
 /// A minimal HTTP/1.0 GET (the test needs no HTTP client beyond this).
-fn http_get(port: u16, path_and_query: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    write!(
-        s,
-        "GET {path_and_query} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, body.to_string())
-}
-
-fn encode(q: &str) -> String {
-    q.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 struct Prom {
     port: u16,
     start: f64,
@@ -189,20 +146,21 @@ fn rules() -> Vec<Value> {
         .collect()
 }
 
-/// A drill built to exercise every signal: a cap on ECI that the peak hits, ECS full long
-/// enough for the weights to shift, and a drain after the peak.
+/// A drill built to exercise every signal: a peak that hits the ECI cap, then a plateau that
+/// keeps ECS full (but fits the cap, so the weights may shift the fleet onto ECI), and a drain.
 const SCENARIO: &str = r#"
 name: monitoring test
-durationSeconds: 240
+durationSeconds: 280
 load:
   components:
   - {kind: Constant, rps: 2000}
-  - {kind: Spike, atSeconds: 20, riseSeconds: 10, holdSeconds: 120, fallSeconds: 20, rps: 14000}
+  - {kind: Spike, atSeconds: 20, riseSeconds: 10, holdSeconds: 40, fallSeconds: 10, rps: 18000}
+  - {kind: Spike, atSeconds: 20, riseSeconds: 10, holdSeconds: 150, fallSeconds: 20, rps: 6000}
 latencies: {ecsStartSeconds: 2, eciStartSeconds: 10, jitter: 0.1, terminationSeconds: 5}
 policy:
   target: {kind: IstioGateway, name: ingressgateway}
   maxReplicas: 40
-  eci: {maxReplicas: 10}
+  eci: {maxReplicas: 20}
   placement:
     exhaustedAfterSeconds: 30
     recoveredAfterSeconds: 20

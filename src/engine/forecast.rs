@@ -3,7 +3,9 @@
 //! A least-squares line through the recent window of one metric's totals, extrapolated
 //! `lead` seconds ahead. Only rises are forecast (a fall never shrinks the fleet early), and the
 //! forecast is bounded by `max_growth` times the current value, so one noisy sample cannot
-//! order a fleet.
+//! order a fleet. After a gap in the data the trend starts again one window later: the
+//! readings right after a gap are often partial (a restarted Prometheus has no `rate()` for a
+//! series until two fresh samples), and their climb back to the real value is not a surge.
 
 use serde::{Deserialize, Serialize};
 
@@ -11,11 +13,23 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Series {
     pub points: Vec<(f64, f64)>,
+    /// Points before this time are not trusted (set by a gap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settle_until: Option<f64>,
 }
 
 impl Series {
+    /// A run without data: forget the trend and distrust the next `window` seconds.
+    pub fn gap(&mut self, at: f64, window: f64) {
+        self.points.clear();
+        self.settle_until = Some(at + window);
+    }
+
     /// Adds a point and forgets those older than `window` seconds.
     pub fn push(&mut self, at: f64, value: f64, window: f64) {
+        if self.settle_until.is_some_and(|s| at < s) {
+            return;
+        }
         if self.points.last().is_some_and(|(t, _)| *t >= at) {
             self.points.retain(|(t, _)| *t < at);
         }
@@ -81,6 +95,31 @@ mod tests {
         thin.push(0.0, 1.0, 60.0);
         thin.push(5.0, 2.0, 60.0);
         assert_eq!(thin.forecast(45.0, 60.0, 3.0), None);
+    }
+
+    #[test]
+    fn after_a_gap_the_trend_waits_a_window() {
+        let mut s = Series::default();
+        for t in 0..30 {
+            s.push(f64::from(t), 2000.0, 12.0);
+        }
+        s.gap(30.0, 12.0);
+        // The climb of partial sums right after the gap is not taken.
+        for (t, v) in [
+            (31.0, 400.0),
+            (32.0, 1200.0),
+            (33.0, 1900.0),
+            (40.0, 2000.0),
+        ] {
+            s.push(t, v, 12.0);
+        }
+        assert!(s.points.is_empty());
+        assert_eq!(s.forecast(30.0, 12.0, 3.0), None);
+        // A real rise after the settling window is.
+        for t in 42..=50 {
+            s.push(f64::from(t), 2000.0 + f64::from(t - 42) * 100.0, 12.0);
+        }
+        assert!(s.forecast(30.0, 12.0, 3.0).is_some_and(|f| f > 2800.0));
     }
 
     #[test]

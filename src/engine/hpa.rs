@@ -116,6 +116,12 @@ fn ceil_i32(x: f64) -> i32 {
 pub struct Recommendation {
     pub at: f64,
     pub replicas: i32,
+    /// Recorded while load data was missing: the count held then. It counts for the scale-down
+    /// window only, so that the first readings after a gap (often partial: a restarted
+    /// Prometheus has no `rate()` for a series until it has two fresh samples) cannot shrink the
+    /// fleet before the window has seen them settle; scale-ups are not delayed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub held: bool,
 }
 
 /// A past change of the replica count, for the rate policies.
@@ -178,6 +184,7 @@ impl HpaMemory {
             self.recommendations.push(Recommendation {
                 at: now,
                 replicas: current,
+                held: false,
             });
         }
     }
@@ -199,7 +206,7 @@ impl HpaMemory {
         let (mut up_rec, mut down_rec) = (n.desired, n.desired);
         let mut old = None;
         for (i, r) in self.recommendations.iter().enumerate() {
-            if r.at > up_cutoff {
+            if r.at > up_cutoff && !r.held {
                 up_rec = up_rec.min(r.replicas);
             }
             if r.at > down_cutoff {
@@ -224,15 +231,34 @@ impl HpaMemory {
                 Limit::ScaleDownStabilized
             };
         }
-        let entry = Recommendation {
-            at: n.now,
-            replicas: n.desired,
-        };
+        self.remember(
+            old,
+            Recommendation {
+                at: n.now,
+                replicas: n.desired,
+                held: false,
+            },
+        );
+        (rec, limit)
+    }
+
+    /// Upstream replaces the oldest entry outside both windows, else appends.
+    fn remember(&mut self, old: Option<usize>, entry: Recommendation) {
         match old {
             Some(i) => self.recommendations[i] = entry,
             None => self.recommendations.push(entry),
         }
-        (rec, limit)
+    }
+
+    /// A run without load data: the count held is remembered for the scale-down window, so that
+    /// scale-down after the gap waits a full window of fresh readings.
+    pub fn hold(&mut self, now: f64, current: i32, up: &EffectiveRules, down: &EffectiveRules) {
+        self.recommendations.push(Recommendation {
+            at: now,
+            replicas: current,
+            held: true,
+        });
+        self.prune(now, up, down);
     }
 
     /// `convertDesiredReplicasWithBehaviorRate`.

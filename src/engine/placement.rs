@@ -97,6 +97,8 @@ pub struct WeightInput {
     pub survey_room: i32,
     pub ecs_capacity: i32,
     pub rollout_in_progress: bool,
+    /// Most gateway pods allowed on ECI, if capped.
+    pub eci_cap: Option<i32>,
 }
 
 /// Shifts weights only when the balance must shift and has for a while: to the exhausted
@@ -125,6 +127,21 @@ pub fn weights(policy: &ElasticGatewaySpec, mem: &mut WeightMemory, i: &WeightIn
         if p.exhausted_weights != p.normal_weights
             && held(mem.exhausted_since, p.exhausted_after_seconds)
         {
+            // The rollout re-creates every pod under the new weights: when they prefer ECI, the
+            // whole fleet lands there, and the ECI cap would then force the count down.
+            if let Some(cap) = i
+                .eci_cap
+                .filter(|cap| p.exhausted_weights.eci > p.exhausted_weights.ecs && i.desired > *cap)
+            {
+                return WeightPlan {
+                    current,
+                    target: current,
+                    reason: format!(
+                        "ECS exhausted, but {current} -> {} would put all {} replicas on ECI, above its cap of {cap}; keeping {current}",
+                        p.exhausted_weights, i.desired
+                    ),
+                };
+            }
             (
                 p.exhausted_weights,
                 format!(

@@ -195,6 +195,85 @@ fn scale_down_after_stabilization_window() {
     assert_eq!(first_drop, Some((300, 2)));
 }
 
+/// After a gap in the data (a Prometheus restart), the first readings are partial: `rate()`
+/// needs two fresh samples per series, so a sum over the pods comes back low for a few seconds.
+/// They must not shrink the fleet before a full scale-down window of fresh readings.
+#[test]
+fn readings_right_after_a_data_gap_wait_a_full_window_before_scale_down() {
+    let mut p = policy();
+    p.behavior.scale_down.stabilization_window_seconds = Some(20);
+    let c = cluster(3, 0, 40, 0);
+    let mut state = EngineState::default();
+    let mut desired = vec![];
+    for t in 0..=150 {
+        let load = match t {
+            0..60 => LoadSample::Total(20_000.0),
+            60..90 => LoadSample::Missing("Prometheus unreachable".into()),
+            // The partial sums right after it comes back, then the real load has gone.
+            90..93 => LoadSample::Total(500.0),
+            _ => LoadSample::Total(1_000.0),
+        };
+        let out = decide(&p, &obs(f64::from(t), &c, &[load], 40), &state);
+        state = out.state;
+        desired.push(out.decision.replicas.desired);
+    }
+    // Held through the gap and for the 20 s window after its last held run (t=89).
+    assert!(desired[..109].iter().all(|d| *d == 40), "{desired:?}");
+    // Then the real scale-down happens: the hold is not forever.
+    assert!(desired[109..].iter().any(|d| *d < 40), "{desired:?}");
+    // Without the gap, the same partial reading would have been obeyed at once (stabilization
+    // window long passed): this is what the held runs prevent.
+    let mut fresh = EngineState::default();
+    for t in 0..60 {
+        fresh = decide(
+            &p,
+            &obs(f64::from(t), &c, &[LoadSample::Total(20_000.0)], 40),
+            &fresh,
+        )
+        .state;
+    }
+    let d = decide(&p, &obs(90.0, &c, &[LoadSample::Total(500.0)], 40), &fresh).decision;
+    assert!(d.replicas.desired < 40, "control: {}", d.replicas.desired);
+}
+
+/// A gap also breaks the lead-time trend: the ramp of partial sums after it is not a surge.
+#[test]
+fn a_data_gap_resets_the_lead_time_trend() {
+    let mut p = policy();
+    p.behavior.lead_time.seconds = 30;
+    p.behavior.lead_time.window_seconds = 12;
+    let c = cluster(3, 0, 4, 0);
+    let mut state = EngineState::default();
+    for t in 0..30 {
+        state = decide(
+            &p,
+            &obs(f64::from(t), &c, &[LoadSample::Total(2000.0)], 4),
+            &state,
+        )
+        .state;
+    }
+    for t in 30..40 {
+        let gap = [LoadSample::Missing("Prometheus unreachable".into())];
+        state = decide(&p, &obs(f64::from(t), &c, &gap, 4), &state).state;
+    }
+    // Back: the sum climbs from partial to full over a few seconds.
+    let mut most = 0;
+    let ramp = [(40, 400.0), (41, 1200.0), (42, 1900.0)];
+    for (t, v) in ramp.into_iter().chain((43..80).map(|t| (t, 2000.0))) {
+        let out = decide(
+            &p,
+            &obs(f64::from(t), &c, &[LoadSample::Total(v)], 4),
+            &state,
+        );
+        state = out.state;
+        most = most.max(out.decision.replicas.desired);
+    }
+    assert_eq!(
+        most, 4,
+        "a post-gap ramp of partial sums was taken for a surge"
+    );
+}
+
 #[test]
 fn ecs_room_respects_taints_affinity_and_resources() {
     let p = policy();
@@ -328,6 +407,30 @@ fn weights_change_with_hysteresis_and_not_during_rollout() {
     assert_eq!(state.weights.changes, 2);
 }
 
+/// Exhausted weights that prefer ECI roll the whole fleet onto ECI; above the ECI cap that
+/// would cost capacity, so the shift waits.
+#[test]
+fn weights_do_not_shift_the_fleet_onto_eci_above_its_cap() {
+    let mut p = policy();
+    let c = cluster(2, 0, 8, 4); // ECS full, 12 needed
+    let loads = [LoadSample::Total(6000.0)];
+    for (cap, shifts) in [(Some(10), false), (Some(12), true), (None, true)] {
+        p.eci.max_replicas = cap;
+        let mut state = EngineState::default();
+        let (mut changed, mut reason) = (false, String::new());
+        for t in (0..=700).step_by(10) {
+            let out = decide(&p, &obs(f64::from(t), &c, &loads, 12), &state);
+            state = out.state;
+            changed |= out.decision.weights.changed();
+            reason = out.decision.weights.reason;
+        }
+        assert_eq!(changed, shifts, "cap {cap:?}: {reason}");
+        if !shifts {
+            assert!(reason.contains("above its cap of 10"), "{reason}");
+        }
+    }
+}
+
 #[test]
 fn weights_do_not_flap_when_capacity_oscillates() {
     let p = policy();
@@ -418,6 +521,17 @@ fn lead_time_sizes_for_the_forecast_on_a_rise() {
     }
     let d = decide(&p, &obs(65.0, &c, &flat, 10), &state).decision;
     assert_eq!((d.replicas.lead, d.replicas.desired), (None, 10));
+    // A steady load at exactly the target, with a little upward noise, is within the HPA's
+    // tolerance: the forecast adds no pod.
+    let mut state = EngineState::default();
+    let mut most = 0;
+    for t in 0..=60 {
+        let noisy = [LoadSample::Total(1995.0 + 0.2 * f64::from(t))];
+        let out = decide(&p, &obs(f64::from(t), &c, &noisy, 4), &state);
+        state = out.state;
+        most = most.max(out.decision.replicas.desired);
+    }
+    assert_eq!(most, 4);
 }
 
 #[test]

@@ -52,6 +52,17 @@ struct Watcher {
     tx: Option<mpsc::UnboundedSender<Result<Frame<Bytes>, Infallible>>>,
 }
 
+/// A gateway pod the ReplicaSets deleted.
+#[derive(Clone, Debug)]
+pub struct Deletion {
+    pub name: String,
+    pub pool: Pool,
+    /// Live ECI pods left when it went.
+    pub eci_left: usize,
+    /// From an older pod template: replaced by a rollout rather than removed by a scale-in.
+    pub rolled: bool,
+}
+
 /// The gateway workload the server animates.
 pub struct Gateway {
     pub ns: String,
@@ -62,8 +73,8 @@ pub struct Gateway {
     known: HashMap<String, (String, String)>,
     /// Every replica count written, in order.
     pub replica_writes: Vec<i32>,
-    /// Names of gateway pods deleted, with the pool they were on and ECI pods left at that time.
-    pub deletions: Vec<(String, Pool, usize)>,
+    /// Gateway pods deleted, in order.
+    pub deletions: Vec<Deletion>,
     pub pdb_min_available: Option<usize>,
 }
 
@@ -303,19 +314,27 @@ impl State {
             self.delete("pods", &g.ns.clone(), &name);
         }
         for (name, pool) in &before {
-            let terminating = g
+            let Some(gone) = g
                 .cluster
                 .pods
                 .iter()
-                .any(|p| &p.name == name && p.gone_at.is_some());
-            let already = g.deletions.iter().any(|(n, ..)| n == name);
-            if terminating && !already {
+                .find(|p| &p.name == name && p.gone_at.is_some())
+            else {
+                continue;
+            };
+            if !g.deletions.iter().any(|d| &d.name == name) {
                 let eci_left = g
                     .cluster
                     .live()
                     .filter(|p| g.cluster.pool_of(p.node) == Pool::Eci)
                     .count();
-                g.deletions.push((name.clone(), *pool, eci_left));
+                let rolled = gone.revision != g.cluster.revision;
+                g.deletions.push(Deletion {
+                    name: name.clone(),
+                    pool: *pool,
+                    eci_left,
+                    rolled,
+                });
             }
         }
         let sim_pods = g.cluster.pods.clone();

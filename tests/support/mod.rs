@@ -3,5 +3,6 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::collapsible_if)]
 
 pub mod apiserver;
+pub mod envoy;
 pub mod prom;
 pub mod rbac;

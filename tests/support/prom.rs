@@ -98,6 +98,17 @@ impl Prom {
         p
     }
 
+    /// A Prometheus with the caller's configuration file (already written at `dir/prometheus.yml`).
+    pub fn start_configured(dir: &Path) -> Self {
+        let mut p = Self {
+            port: free_port(),
+            dir: dir.to_path_buf(),
+            child: None,
+        };
+        p.resume();
+        p
+    }
+
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
@@ -128,4 +139,42 @@ impl Prom {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+}
+
+/// A plain HTTP/1.0 GET on loopback: `(status, body)`.
+pub fn http_get(port: u16, path_and_query: &str) -> (u16, String) {
+    try_http_get(port, path_and_query)
+        .unwrap_or_else(|| panic!("GET :{port}{path_and_query} failed"))
+}
+
+/// `http_get`, or `None` when nothing answers (a stopped Prometheus).
+pub fn try_http_get(port: u16, path_and_query: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
+    write!(
+        s,
+        "GET {path_and_query} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Some((status, body.to_string()))
+}
+
+/// Percent-encodes a query parameter.
+pub fn encode(q: &str) -> String {
+    q.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

@@ -1,0 +1,719 @@
+//! The whole chain, as users run it: the stand-in API server (the scenario's cluster, `deploy/`'s
+//! RBAC enforced), Envoy stand-ins exporting per-pod request counters, a real Prometheus
+//! scraping them and spillway, and two real `spillway run` replicas sharing a Lease. A 10x flash
+//! crowd and its decline, compressed to a few minutes; everything is checked from the outside:
+//! the stand-in's objects and request log, Prometheus queries of spillway's metrics, the Events.
+//! `scripts/e2e.sh` runs it with its story printed and its files kept.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use spillway::model::Pool;
+use spillway::sim::cluster::Latencies;
+use spillway::sim::load::{Component, LoadProfile};
+use spillway::sim::{PolicyKind, Scenario};
+use support::apiserver::ApiServer;
+use support::envoy::Envoys;
+use support::prom::{Killed, Prom, encode, free_port, try_http_get};
+use support::rbac::Rbac;
+
+// The profile, in wall-clock seconds from the start of the run.
+const BASE: f64 = 2000.0;
+const PEAK: f64 = 20_000.0;
+const SPIKE_AT: f64 = 20.0;
+const RISE: f64 = 10.0;
+const HOLD: f64 = 90.0;
+const FALL: f64 = 30.0;
+/// Prometheus is killed mid-peak for this long.
+const OUTAGE: (f64, f64) = (55.0, 85.0);
+const LEASE_SECONDS: u64 = 6;
+const MIN_WEIGHT_INTERVAL: f64 = 60.0;
+
+fn load_at(t: f64) -> f64 {
+    let x = t - SPIKE_AT;
+    let extra = PEAK - BASE;
+    BASE + if x < 0.0 {
+        0.0
+    } else if x < RISE {
+        extra * x / RISE
+    } else if x < RISE + HOLD {
+        extra
+    } else if x < RISE + HOLD + FALL {
+        extra * (1.0 - (x - RISE - HOLD) / FALL)
+    } else {
+        0.0
+    }
+}
+
+/// What an operator would write for Envoy's request counters; `[10s]` because Prometheus
+/// scrapes every second here.
+const QUERY: &str = r#"sum(rate(envoy_http_downstream_rq_total{namespace="istio-system"}[10s]))"#;
+
+/// The scenario's policy with its timings compressed like the profile: ECS exhausted for 20 s
+/// shifts the weights, 15 s of recovery shifts them back, never twice within 60 s.
+fn policy_spec() -> Value {
+    json!({
+        "target": {"kind": "Deployment", "name": "istio-ingressgateway"},
+        "minReplicas": 2, "maxReplicas": 40,
+        "eci": {"maxReplicas": 40},
+        "metrics": [{"name": "request_rate", "query": QUERY, "targetPerReplica": 500}],
+        "placement": {"exhaustedAfterSeconds": 20, "recoveredAfterSeconds": 15, "minWeightChangeIntervalSeconds": MIN_WEIGHT_INTERVAL as i64},
+        "behavior": {
+            "leadTime": {"seconds": 8, "windowSeconds": 12},
+            "scaleUp": {"policies": [{"type": "Percent", "value": 100, "periodSeconds": 5}, {"type": "Pods", "value": 4, "periodSeconds": 5}]},
+            "scaleDown": {"stabilizationWindowSeconds": 20, "policies": [{"type": "Percent", "value": 100, "periodSeconds": 5}]}
+        }
+    })
+}
+
+/// Pod start and stop, compressed too (ECI five times slower than ECS, as in the scenario).
+fn latencies() -> Latencies {
+    Latencies {
+        ecs_start_seconds: 1.0,
+        eci_start_seconds: 5.0,
+        jitter: 0.0,
+        termination_seconds: 2.0,
+    }
+}
+
+/// The log a person reads: printed, and kept in `e2e-story.log`.
+struct Story {
+    t0: Instant,
+    text: String,
+    file: PathBuf,
+}
+
+impl Story {
+    fn say(&mut self, line: impl AsRef<str>) {
+        let l = format!(
+            "[{:6.1}s] {}",
+            self.t0.elapsed().as_secs_f64(),
+            line.as_ref()
+        );
+        eprintln!("{l}");
+        let _ = writeln!(self.text, "{l}");
+        let _ = std::fs::write(&self.file, &self.text);
+    }
+}
+
+/// An instant query; `None` when Prometheus is down or the result is empty.
+fn instant(prom: &Prom, q: &str) -> Option<f64> {
+    let (_, body) = try_http_get(prom.port, &format!("/api/v1/query?query={}", encode(q)))?;
+    let v: Value = serde_json::from_str(&body).ok()?;
+    v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+}
+
+/// The largest value of any series of a range query.
+fn range_max(prom: &Prom, q: &str, start: f64, end: f64) -> Option<f64> {
+    let path = format!(
+        "/api/v1/query_range?query={}&start={start}&end={end}&step=1",
+        encode(q)
+    );
+    let (_, body) = try_http_get(prom.port, &path)?;
+    let v: Value = serde_json::from_str(&body).ok()?;
+    v["data"]["result"]
+        .as_array()?
+        .iter()
+        .flat_map(|s| s["values"].as_array().cloned().unwrap_or_default())
+        .filter_map(|p| p[1].as_str().and_then(|x| x.parse::<f64>().ok()))
+        .reduce(f64::max)
+}
+
+fn epoch() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// The Deployment's replicas, and its live pods as `(name, pool, ready)` from the pod objects.
+fn gateway(api: &ApiServer) -> (i64, Vec<(String, Pool, bool)>) {
+    api.with(|st| {
+        let replicas = st
+            .get("deployments", "istio-system", "istio-ingressgateway")
+            .unwrap()["spec"]["replicas"]
+            .as_i64()
+            .unwrap();
+        let g = st.gateway.as_ref().unwrap();
+        let pods = g
+            .cluster
+            .live()
+            .map(|p| {
+                let ready = st
+                    .get("pods", "istio-system", &p.name)
+                    .is_some_and(|o| o["status"]["conditions"][0]["status"] == "True");
+                (p.name.clone(), g.cluster.pool_of(p.node), ready)
+            })
+            .collect();
+        (replicas, pods)
+    })
+}
+
+fn lease_holder(api: &ApiServer) -> Option<String> {
+    api.with(|st| {
+        st.get("leases", "spillway-system", "spillway")
+            .and_then(|l| l["spec"]["holderIdentity"].as_str().map(String::from))
+    })
+}
+
+fn status(api: &ApiServer) -> Value {
+    api.with(|st| {
+        st.get("elasticgateways", "istio-system", "ingressgateway")
+            .unwrap()["status"]
+            .clone()
+    })
+}
+
+/// The ECS and ECI weights of the gateway's preferred node affinity.
+fn weights(api: &ApiServer) -> (i64, i64) {
+    api.with(|st| {
+        let d = st.get("deployments", "istio-system", "istio-ingressgateway").unwrap();
+        let terms = d["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"].as_array().cloned().unwrap_or_default();
+        let weight = |key: &str| terms.iter().find(|t| t["preference"]["matchExpressions"][0]["key"] == key).and_then(|t| t["weight"].as_i64()).unwrap_or(0);
+        (weight("mykey4pod"), weight("type"))
+    })
+}
+
+fn write_prometheus_config(dir: &Path, envoy_sd: &Path, spillway_ports: [u16; 2]) {
+    std::fs::write(
+        dir.join("prometheus.yml"),
+        format!(
+            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nrule_files: ['{rules}']\nscrape_configs:\n- job_name: envoy\n  file_sd_configs: [{{files: ['{sd}'], refresh_interval: 1s}}]\n- job_name: spillway\n  static_configs: [{{targets: ['127.0.0.1:{a}', '127.0.0.1:{b}']}}]\n",
+            rules = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/prometheus/spillway-rules.yaml"),
+            sd = envoy_sd.display(),
+            a = spillway_ports[0],
+            b = spillway_ports[1]
+        ),
+    )
+    .unwrap();
+}
+
+async fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !ok() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs}s waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// What the drill simulator predicts for the same cluster, policy, latencies and profile: the
+/// same engine on a virtual clock (without the Prometheus outage, which it does not model).
+fn drill_prediction(scenario: &Scenario) -> spillway::sim::drill::Summary {
+    let mut s = scenario.clone();
+    s.duration_seconds = (SPIKE_AT + RISE + HOLD + FALL + 90.0) as u64;
+    s.latencies = latencies();
+    s.prometheus.scrape_interval_seconds = 1;
+    s.prometheus.rate_window_seconds = 10;
+    s.controllers.spillway_interval_seconds = 1;
+    s.policies = vec![PolicyKind::Spillway];
+    s.policy = serde_json::from_value(policy_spec()).unwrap();
+    s.load = LoadProfile {
+        components: vec![
+            Component::Constant { rps: BASE },
+            Component::Spike {
+                at_seconds: SPIKE_AT,
+                rise_seconds: RISE,
+                hold_seconds: HOLD,
+                fall_seconds: FALL,
+                rps: PEAK - BASE,
+            },
+        ],
+    };
+    spillway::sim::run(&s, &mut spillway::sim::drill::Quiet)
+        .runs
+        .remove(0)
+        .summary
+}
+
+/// One look at the cluster during the run.
+struct Sample {
+    t: f64,
+    replicas: i64,
+    pods: usize,
+    ecs: usize,
+    eci: usize,
+    holder: Option<String>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flash_crowd_through_the_whole_chain() {
+    for bin in ["prometheus", "kubectl"] {
+        assert!(
+            Command::new(bin)
+                .arg("--version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok(),
+            "`{bin}` is needed (.ci/run installs prometheus; kubectl builds deploy/)"
+        );
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir =
+        std::env::var("SPILLWAY_E2E_DIR").map_or_else(|_| tmp.path().to_path_buf(), PathBuf::from);
+    let _ = std::fs::remove_dir_all(dir.join("tsdb"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut story = Story {
+        t0: Instant::now(),
+        text: String::new(),
+        file: dir.join("e2e-story.log"),
+    };
+
+    // The scenario's cluster: 4 labelled, tainted ECS nodes with other workloads on them, a
+    // virtual node, the gateway at 4 replicas with the 80/20 affinity; deploy/'s RBAC enforced.
+    let scenario = Scenario::default();
+    let egw = json!({"apiVersion": "spillway.io/v1alpha1", "kind": "ElasticGateway",
+        "metadata": {"name": "ingressgateway", "namespace": "istio-system", "generation": 1}, "spec": policy_spec()});
+    let api = ApiServer::start(&scenario, latencies(), Some(egw)).await;
+    let manifests = Command::new("kubectl")
+        .args(["kustomize", concat!(env!("CARGO_MANIFEST_DIR"), "/deploy")])
+        .output()
+        .unwrap();
+    assert!(
+        manifests.status.success(),
+        "kubectl kustomize deploy/ failed"
+    );
+    api.with(|st| {
+        st.rbac = Some(Rbac::from_manifests(
+            &String::from_utf8(manifests.stdout).unwrap(),
+            "spillway-system",
+            "spillway",
+        ))
+    });
+    let (replicas0, pods0) = gateway(&api);
+    story.say(format!(
+        "stand-in API server on {}: {} nodes (ECS + a virtual node), gateway at {replicas0} replicas with weights {:?}, RBAC of deploy/ enforced",
+        api.addr,
+        scenario.nodes().len(),
+        weights(&api)
+    ));
+    assert!(
+        pods0.iter().all(|p| p.1 == Pool::Ecs),
+        "the gateway starts on ECS"
+    );
+
+    // The Envoys follow the gateway's pods; the load is shared by the ready ones.
+    let envoy_sd = dir.join("envoy-sd.json");
+    let envoys = Envoys::start(envoy_sd.clone());
+    envoys.set_load(BASE);
+    let feeder = {
+        let (api, envoys) = (api.clone(), envoys.clone());
+        tokio::spawn(async move {
+            loop {
+                let pods: Vec<(String, bool)> = gateway(&api)
+                    .1
+                    .into_iter()
+                    .map(|(n, _, r)| (n, r))
+                    .collect();
+                envoys.update(&pods);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    let admin_ports = [free_port(), free_port()];
+    write_prometheus_config(&dir, &envoy_sd, admin_ports);
+    let mut prom = Prom::start_configured(&dir);
+    story.say(format!("Prometheus {} scrapes an Envoy endpoint per gateway pod (file SD) and both spillway replicas, every second", prom.url()));
+    // As in a running cluster, Prometheus already has the base load when spillway starts.
+    wait_for("Prometheus to see the base load", 60, || {
+        instant(&prom, QUERY).is_some_and(|v| (v - BASE).abs() < BASE * 0.05)
+    })
+    .await;
+    story.say(format!(
+        "Prometheus sees the base load: {QUERY} = {:.0}",
+        instant(&prom, QUERY).unwrap_or(f64::NAN)
+    ));
+
+    // Two spillway replicas, one Lease.
+    let spawn = |who: &str, admin: u16| {
+        Killed(
+            Command::new(env!("CARGO_BIN_EXE_spillway"))
+                .arg("run")
+                .args([
+                    "--kubeconfig",
+                    api.kubeconfig(&dir, who).to_str().unwrap(),
+                    "--identity",
+                    who,
+                ])
+                .args([
+                    "--prometheus-url",
+                    &prom.url(),
+                    "--interval",
+                    "1s",
+                    "--prometheus-timeout",
+                    "1s",
+                ])
+                .args([
+                    "--lease-duration",
+                    &format!("{LEASE_SECONDS}s"),
+                    "--admin-addr",
+                    &format!("127.0.0.1:{admin}"),
+                ])
+                .env("SPILLWAY_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(dir.join(format!("{who}.log"))).unwrap())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let mut agents = [
+        Some(spawn("spillway-a", admin_ports[0])),
+        Some(spawn("spillway-b", admin_ports[1])),
+    ];
+    wait_for("a leader and a Normal status", 60, || {
+        lease_holder(&api).is_some() && status(&api)["phase"] == "Normal"
+    })
+    .await;
+    let s = status(&api);
+    story.say(format!(
+        "spillway-a and spillway-b run (real binary, kubeconfig for the stand-in); {} holds the Lease; phase {}, {} replicas: {}",
+        lease_holder(&api).unwrap_or_default(),
+        s["phase"].as_str().unwrap_or("-"),
+        gateway(&api).0,
+        s["lastDecision"]["reason"].as_str().unwrap_or("")
+    ));
+    let ecs_capacity = s["ecsCapacity"].as_i64().unwrap_or(0) as usize;
+    let log_before_run = api.with(|st| st.log.len());
+
+    // The run.
+    story.say(format!(
+        "flash crowd: {BASE:.0} rps, rising from {SPIKE_AT:.0}s to {PEAK:.0} rps over {RISE:.0}s, held {HOLD:.0}s, back down over {FALL:.0}s; Prometheus killed from {:.0}s to {:.0}s",
+        OUTAGE.0, OUTAGE.1
+    ));
+    let run_start = Instant::now();
+    let epoch_start = epoch();
+    story.t0 = run_start;
+    story.say("--- the run begins: times from here on count from its start");
+    let end_of_fall = SPIKE_AT + RISE + HOLD + FALL;
+    let mut samples: Vec<Sample> = vec![];
+    let mut seen_events = BTreeSet::new();
+    let mut visible_at: Option<f64> = None;
+    let mut last_short: Option<f64> = None;
+    let mut outage_on = false;
+    let mut last_line = f64::MIN;
+    let mut back_to_normal = None;
+    loop {
+        let t = run_start.elapsed().as_secs_f64();
+        let load = load_at(t);
+        envoys.set_load(load);
+        let (replicas, pods) = gateway(&api);
+        let ready = pods.iter().filter(|p| p.2).count();
+        let ecs = pods.iter().filter(|p| p.1 == Pool::Ecs).count();
+        let eci = pods.iter().filter(|p| p.1 == Pool::Eci).count();
+        if (SPIKE_AT..=SPIKE_AT + RISE + HOLD).contains(&t)
+            && ready as f64 * scenario.gateway.capacity_per_pod_rps < load
+        {
+            last_short = Some(t);
+        }
+        samples.push(Sample {
+            t,
+            replicas,
+            pods: pods.len(),
+            ecs,
+            eci,
+            holder: lease_holder(&api),
+        });
+
+        if (OUTAGE.0..OUTAGE.1).contains(&t) && !outage_on {
+            prom.stop();
+            outage_on = true;
+            story.say(format!("Prometheus KILLED mid-peak, at {replicas} replicas: spillway must hold, not scale down"));
+        } else if outage_on && t >= OUTAGE.1 {
+            prom.resume();
+            outage_on = false;
+            story.say("Prometheus started again (same storage); the first rates after a restart are partial");
+        } else if !outage_on
+            && visible_at.is_none()
+            && t >= SPIKE_AT
+            && instant(&prom, QUERY).is_some_and(|v| v > BASE * 1.1)
+        {
+            visible_at = Some(t);
+            story.say(format!("the surge is visible in Prometheus: {QUERY} > {:.0} (the HPA tolerance above the base)", BASE * 1.1));
+        }
+
+        // What spillway said, as Events.
+        let events: Vec<Value> = api.with(|st| st.list("events", Some("istio-system")));
+        for e in events {
+            let name = e["metadata"]["name"].as_str().unwrap_or("").to_string();
+            if seen_events.insert(name) && e["reason"] != "DeletionCostsSet" {
+                let note: String = e["note"].as_str().unwrap_or("").chars().take(150).collect();
+                story.say(format!(
+                    "  Event {}: {note}",
+                    e["reason"].as_str().unwrap_or("")
+                ));
+            }
+        }
+        if t - last_line >= 5.0 {
+            last_line = t;
+            let s = status(&api);
+            story.say(format!(
+                "load {load:>6.0} rps | replicas {replicas:>2}, ready {ready:>2} | on ECS {ecs:>2}, on ECI {eci:>2} | weights {:?} | {} | leader {}",
+                weights(&api),
+                s["phase"].as_str().unwrap_or("-"),
+                lease_holder(&api).unwrap_or_default()
+            ));
+        }
+        if t > end_of_fall && eci == 0 && pods.len() as i64 == replicas && replicas <= 6 {
+            back_to_normal = Some(t);
+            story.say(format!(
+                "back to normal: {replicas} replicas, all on ECS, weights {:?}",
+                weights(&api)
+            ));
+            break;
+        }
+        if t > end_of_fall + 150.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let run_end = epoch();
+
+    // Checks, from the outside.
+    let log: Vec<_> = api.with(|st| st.log[log_before_run..].to_vec());
+    let at = |i: Instant| i.saturating_duration_since(run_start).as_secs_f64();
+    let deletions = api.with(|st| st.gateway.as_ref().unwrap().deletions.clone());
+    let writes = api.with(|st| st.gateway.as_ref().unwrap().replica_writes.clone());
+    story.say(format!("replica counts written, in order: {writes:?}"));
+    assert!(
+        back_to_normal.is_some(),
+        "the gateway did not come back to a few replicas, all on ECS"
+    );
+
+    // Scaled up for the peak, and the overflow went to the virtual node once ECS was full.
+    let peak = samples.iter().map(|s| s.replicas).max().unwrap();
+    assert!(
+        peak >= 29,
+        "never scaled up for the peak (20000 rps at 700 rps a pod needs 29): peak {peak}"
+    );
+    let first_eci = samples
+        .iter()
+        .find(|s| s.eci > 0)
+        .expect("nothing overflowed onto the virtual node");
+    story.say(format!("the first pod landed on ECI at {:.1}s, when ECS held {} gateway pods (its capacity: {ecs_capacity})", first_eci.t, first_eci.ecs));
+    assert!(
+        first_eci.ecs >= ecs_capacity && ecs_capacity > replicas0 as usize,
+        "pods went to ECI while ECS had room: ECS {} of {ecs_capacity}",
+        first_eci.ecs
+    );
+
+    // No scale-down while Prometheus was away, nor on the partial rates right after it came back.
+    let at_outage = samples.iter().find(|s| s.t >= OUTAGE.0).unwrap().replicas;
+    let low = samples
+        .iter()
+        .filter(|s| s.t >= OUTAGE.0 && s.t <= SPIKE_AT + RISE + HOLD)
+        .map(|s| s.replicas)
+        .min()
+        .unwrap();
+    story.say(format!("replicas from the outage to the end of the peak: never below {low} (at the outage: {at_outage})"));
+    assert!(
+        low >= at_outage,
+        "scaled down from {at_outage} to {low} during or right after the Prometheus outage"
+    );
+
+    // Scale-in took ECI pods first and ended with none there.
+    let scale_in: Vec<_> = deletions.iter().filter(|d| !d.rolled).collect();
+    let ecs_early: Vec<_> = scale_in
+        .iter()
+        .filter(|d| d.pool == Pool::Ecs && d.eci_left > 0)
+        .collect();
+    story.say(format!(
+        "scale-in deleted {} ECI pods and {} ECS pods; rollouts replaced {} pods",
+        scale_in.iter().filter(|d| d.pool == Pool::Eci).count(),
+        scale_in.iter().filter(|d| d.pool == Pool::Ecs).count(),
+        deletions.len() - scale_in.len()
+    ));
+    assert!(
+        ecs_early.is_empty(),
+        "ECS pods were scaled in while ECI pods remained: {ecs_early:?}"
+    );
+    assert!(
+        scale_in.iter().any(|d| d.pool == Pool::Eci),
+        "no ECI pod was scaled in"
+    );
+    assert_eq!(samples.last().unwrap().eci, 0);
+
+    // Weights: changed (the compressed policy makes a shift due) and never closer than allowed.
+    let mut weight_changes: Vec<f64> = log
+        .iter()
+        .filter(|l| {
+            l.method == "PATCH"
+                && l.path.contains("/deployments/istio-ingressgateway?")
+                && l.path.contains("fieldManager=spillway")
+                && l.status < 300
+        })
+        .map(|l| at(l.at))
+        .collect();
+    weight_changes.dedup_by(|a, b| (*a - *b).abs() < 2.0);
+    story.say(format!(
+        "weights changed at {weight_changes:.1?}s (policy: at least {MIN_WEIGHT_INTERVAL}s apart)"
+    ));
+    assert!(
+        !weight_changes.is_empty(),
+        "ECS was exhausted past exhaustedAfterSeconds, yet the weights never shifted"
+    );
+    for pair in weight_changes.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= MIN_WEIGHT_INTERVAL - 1.0,
+            "weights changed too often: {weight_changes:?}"
+        );
+    }
+    assert_eq!(
+        weights(&api),
+        (80, 20),
+        "the weights did not come back to normal"
+    );
+
+    // RBAC: the agents never needed more than deploy/ grants.
+    let denied: Vec<String> = log
+        .iter()
+        .filter(|l| l.status == 403)
+        .map(|l| format!("{} {} {}", l.who, l.method, l.path))
+        .collect();
+    assert!(denied.is_empty(), "RBAC denied: {denied:?}");
+
+    // One writer: every write came from whoever held the Lease then.
+    let holder_near = |t: f64| {
+        let before = samples
+            .iter()
+            .rev()
+            .find(|s| s.t <= t - 1.0)
+            .and_then(|s| s.holder.clone());
+        let after = samples
+            .iter()
+            .find(|s| s.t >= t + 1.0)
+            .and_then(|s| s.holder.clone());
+        (before, after)
+    };
+    let writers: BTreeSet<&str> = log
+        .iter()
+        .filter(|l| l.method != "GET" && !l.path.contains("/leases"))
+        .map(|l| l.who.as_str())
+        .collect();
+    for l in log
+        .iter()
+        .filter(|l| l.method != "GET" && !l.path.contains("/leases"))
+    {
+        let (before, after) = holder_near(at(l.at));
+        assert!(
+            before.as_deref() == Some(l.who.as_str()) || after.as_deref() == Some(l.who.as_str()),
+            "{} wrote {} {} at {:.1}s while {before:?} held the Lease",
+            l.who,
+            l.method,
+            l.path,
+            at(l.at)
+        );
+    }
+    story.say(format!(
+        "writers during the run: {writers:?}; every write came from the Lease holder"
+    ));
+
+    // Prometheus saw spillway's metrics: ECI cost accrued, exactly one leader at every scrape.
+    let eci_cost = range_max(
+        &prom,
+        r#"max(spillway_cost_total{pool="eci"})"#,
+        epoch_start,
+        run_end,
+    )
+    .unwrap_or(0.0);
+    let eci_rate = range_max(
+        &prom,
+        r#"max(spillway_cost_rate_per_second{pool="eci"})"#,
+        epoch_start,
+        run_end,
+    )
+    .unwrap_or(0.0);
+    let eci_pods = range_max(
+        &prom,
+        r#"max(spillway_gateway_pods{pool="eci"})"#,
+        epoch_start,
+        run_end,
+    )
+    .unwrap_or(0.0);
+    story.say(format!(
+        "Prometheus: spillway_gateway_pods{{pool=\"eci\"}} peaked at {eci_pods}, the ECI cost rate at {:.2}/h, spillway_cost_total{{pool=\"eci\"}} reached {eci_cost:.4}",
+        eci_rate * 3600.0
+    ));
+    assert!(
+        eci_pods > 0.0 && eci_rate > 0.0 && eci_cost > 0.0,
+        "no ECI pods or cost in spillway's metrics"
+    );
+    let leaders_max = range_max(&prom, "sum(spillway_leader)", epoch_start, run_end);
+    let leaders_min = range_max(&prom, "-sum(spillway_leader)", epoch_start, run_end).map(|v| -v);
+    assert_eq!(
+        (leaders_min, leaders_max),
+        (Some(1.0), Some(1.0)),
+        "not exactly one leader at every scrape"
+    );
+
+    // Reaction and time to capacity, beside the drill simulator's prediction.
+    let first_patch = log
+        .iter()
+        .filter(|l| {
+            l.method == "PATCH"
+                && l.path.contains("/deployments/istio-ingressgateway/scale")
+                && l.status < 300
+        })
+        .map(|l| at(l.at))
+        .find(|t| *t >= SPIKE_AT);
+    let reaction = first_patch.zip(visible_at).map(|(p, v)| p - v);
+    let ttc = last_short.map_or(0.0, |l| l - SPIKE_AT);
+    let predicted = drill_prediction(&scenario);
+    let predicted_ttc = predicted.time_to_capacity_s[0].seconds;
+    story.say(format!(
+        "reaction (surge visible in Prometheus → first scale patch): {}; time to capacity: {ttc:.1}s measured, {predicted_ttc:.1}s predicted by the drill (peak pods {} vs {}, peak on ECI {} vs {})",
+        reaction.map_or("n/a".into(), |r| format!("{r:.1}s")),
+        samples.iter().map(|s| s.pods).max().unwrap_or(0),
+        predicted.peak_replicas,
+        samples.iter().map(|s| s.eci).max().unwrap_or(0),
+        predicted.peak_eci_pods
+    ));
+    assert!(reaction.is_some_and(|r| r < 5.0), "reaction {reaction:?}");
+    assert!(
+        ttc <= predicted_ttc + 20.0,
+        "time to capacity {ttc:.1}s, the drill predicted {predicted_ttc:.1}s"
+    );
+
+    // Kill the leader: the other replica takes over within the Lease duration (plus the grace
+    // with which it checks) and acts.
+    let leader = lease_holder(&api).unwrap();
+    let idx = usize::from(leader == "spillway-b");
+    let follower = if idx == 0 { "spillway-b" } else { "spillway-a" };
+    let killed = Instant::now();
+    agents[idx].take();
+    story.say(format!(
+        "killed the leader {leader} (SIGKILL: the Lease is not released)"
+    ));
+    wait_for("the follower to take the Lease", LEASE_SECONDS * 3, || {
+        lease_holder(&api).as_deref() == Some(follower)
+    })
+    .await;
+    let takeover = killed.elapsed();
+    story.say(format!(
+        "{follower} took the Lease after {:.1}s (Lease duration {LEASE_SECONDS}s)",
+        takeover.as_secs_f64()
+    ));
+    assert!(
+        takeover <= Duration::from_secs(LEASE_SECONDS + 2),
+        "takeover took {takeover:?}"
+    );
+    let writes_before = api.with(|st| st.writes_by(follower).len());
+    wait_for("the new leader to act", 10, || {
+        api.with(|st| st.writes_by(follower).len()) > writes_before
+    })
+    .await;
+    story.say(format!(
+        "{follower} is acting (status written). Story: {}",
+        story.file.display()
+    ));
+    feeder.abort();
+}

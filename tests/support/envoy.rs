@@ -1,0 +1,135 @@
+//! Stand-ins for the gateway's Envoys: one metrics endpoint per gateway pod, exporting
+//! `envoy_http_downstream_rq_total` and `envoy_http_downstream_cx_active` as Envoy's Prometheus
+//! stats do. The load is divided over the ready pods; starting pods serve nothing. Prometheus
+//! finds the pods through a file-SD file rewritten as they come and go.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+#[derive(Default)]
+struct PodStats {
+    requests: f64,
+    active: f64,
+}
+
+struct Fleet {
+    rps: f64,
+    pods: BTreeMap<String, PodStats>,
+    last: Option<Instant>,
+}
+
+#[derive(Clone)]
+pub struct Envoys {
+    pub port: u16,
+    fleet: Arc<Mutex<Fleet>>,
+    sd_file: PathBuf,
+}
+
+impl Envoys {
+    pub fn start(sd_file: PathBuf) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let fleet = Arc::new(Mutex::new(Fleet {
+            rps: 0.0,
+            pods: BTreeMap::new(),
+            last: None,
+        }));
+        let f = fleet.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut stream = stream;
+                let mut buf = [0u8; 2048];
+                let n = stream.read(&mut buf).unwrap_or(0);
+                let req = String::from_utf8_lossy(&buf[..n]);
+                let path = req.split_whitespace().nth(1).unwrap_or("");
+                let pod = path
+                    .strip_prefix("/pods/")
+                    .and_then(|p| p.strip_suffix("/metrics"))
+                    .unwrap_or("");
+                let body = {
+                    let fleet = f.lock().unwrap();
+                    fleet.pods.get(pod).map(|s| {
+                        format!(
+                            "# TYPE envoy_http_downstream_rq_total counter\nenvoy_http_downstream_rq_total{{envoy_http_conn_manager_prefix=\"http.8080\"}} {}\n# TYPE envoy_http_downstream_cx_active gauge\nenvoy_http_downstream_cx_active{{envoy_http_conn_manager_prefix=\"http.8080\"}} {}\n",
+                            s.requests.floor(),
+                            s.active.round()
+                        )
+                    })
+                };
+                let (status, body) = match body {
+                    Some(b) => ("200 OK", b),
+                    None => ("404 Not Found", "no such pod\n".to_string()),
+                };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        let e = Self {
+            port,
+            fleet,
+            sd_file,
+        };
+        e.write_sd(&[]);
+        e
+    }
+
+    pub fn set_load(&self, rps: f64) {
+        self.fleet.lock().unwrap().rps = rps;
+    }
+
+    /// Advances the counters to now and follows the pod set: `(name, ready)` for each live pod.
+    pub fn update(&self, pods: &[(String, bool)]) {
+        let mut fleet = self.fleet.lock().unwrap();
+        let now = Instant::now();
+        let dt = fleet
+            .last
+            .map_or(0.0, |l| now.duration_since(l).as_secs_f64());
+        fleet.last = Some(now);
+        let ready = pods.iter().filter(|(_, r)| *r).count();
+        let share = if ready > 0 {
+            fleet.rps / ready as f64
+        } else {
+            0.0
+        };
+        let before: Vec<String> = fleet.pods.keys().cloned().collect();
+        fleet
+            .pods
+            .retain(|name, _| pods.iter().any(|(n, _)| n == name));
+        for (name, is_ready) in pods {
+            let s = fleet.pods.entry(name.clone()).or_default();
+            if *is_ready {
+                s.requests += share * dt;
+                s.active = share * 0.5;
+            } else {
+                s.active = 0.0;
+            }
+        }
+        let after: Vec<String> = fleet.pods.keys().cloned().collect();
+        drop(fleet);
+        if before != after {
+            self.write_sd(&after);
+        }
+    }
+
+    fn write_sd(&self, pods: &[String]) {
+        let groups: Vec<serde_json::Value> = pods
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "targets": [format!("127.0.0.1:{}", self.port)],
+                    "labels": {"__metrics_path__": format!("/pods/{p}/metrics"), "pod": p, "namespace": "istio-system"}
+                })
+            })
+            .collect();
+        let tmp = self.sd_file.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec(&groups).unwrap()).unwrap();
+        std::fs::rename(&tmp, &self.sd_file).unwrap();
+    }
+}
