@@ -420,9 +420,8 @@ async fn flash_crowd_through_the_whole_chain() {
     let mut seen_events = BTreeSet::new();
     let mut visible_at: Option<f64> = None;
     let mut last_short: Option<f64> = None;
-    let mut outage_on = false;
-    // When Prometheus was actually down, in seconds from the run start.
-    let mut down = (f64::INFINITY, f64::NEG_INFINITY);
+    // When Prometheus was actually killed and restarted, in seconds from the run start.
+    let mut down: (Option<f64>, Option<f64>) = (None, None);
     let mut last_line = f64::MIN;
     let mut back_to_normal = None;
     loop {
@@ -447,15 +446,14 @@ async fn flash_crowd_through_the_whole_chain() {
             holder: lease_holder(&api),
         });
 
-        if (OUTAGE.0..OUTAGE.1).contains(&t) && !outage_on {
+        let outage_on = down.0.is_some() && down.1.is_none();
+        if (OUTAGE.0..OUTAGE.1).contains(&t) && down.0.is_none() {
             prom.stop();
-            outage_on = true;
-            down.0 = t;
+            down.0 = Some(t);
             story.say(format!("Prometheus KILLED mid-peak, at {replicas} replicas: spillway must hold, not scale down"));
         } else if outage_on && t >= OUTAGE.1 {
             prom.resume();
-            outage_on = false;
-            down.1 = t;
+            down.1 = Some(t);
             story.say("Prometheus started again (same storage); the first rates after a restart are partial");
         } else if !outage_on
             && visible_at.is_none()
@@ -702,9 +700,10 @@ async fn flash_crowd_through_the_whole_chain() {
         .iter()
         .map(|(t, _)| (t - epoch_start).round() as i64)
         .collect();
+    let outage = down.0.unwrap_or(f64::INFINITY) - 1.0..=down.1.unwrap_or(f64::NEG_INFINITY) + 5.0;
     let unanswered: Vec<i64> = (1..(run_end - epoch_start).floor() as i64)
         .filter(|t| !answered.contains(t))
-        .filter(|&t| !(down.0 - 1.0..=down.1 + 5.0).contains(&(t as f64)))
+        .filter(|&t| !outage.contains(&(t as f64)))
         .collect();
     assert!(
         leaderless.is_empty() && unanswered.is_empty(),
