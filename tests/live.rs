@@ -1,45 +1,24 @@
-//! The live agent end to end: the real `spillway run` binary, a kubeconfig for the stand-in API
-//! server (which animates the gateway with the simulator's scheduler and ReplicaSet logic), and
-//! a real Prometheus scraping the gateway's load.
+//! The live agent on a real control plane: the `spillway run` binary with `deploy/`'s
+//! ServiceAccount token, a real kube-apiserver (RBAC, admission, server-side apply), the real
+//! scheduler placing the gateway's pods, the real Deployment and ReplicaSet controllers scaling
+//! and rolling them, kwok starting pods after each pool's latency, and a real Prometheus. Each
+//! agent talks through its own fault proxy, which logs its requests and injects faults.
 #![allow(clippy::unwrap_used)]
 
 mod support;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
-use spillway::model::Pool;
+use spillway::model::{POD_DELETION_COST, Pool};
 use spillway::sim::Scenario;
 use spillway::sim::cluster::Latencies;
-use support::apiserver::{ApiServer, Fault};
-use support::prom::{Killed, LoadExporter, Prom, free_port};
-
-/// A temporary folder; kept at $SPILLWAY_TEST_KEEP/<name> when that is set, to read the agents' logs.
-struct Workdir {
-    _tmp: Option<tempfile::TempDir>,
-    path: std::path::PathBuf,
-}
-
-impl Workdir {
-    fn path(&self) -> &std::path::Path {
-        &self.path
-    }
-}
-
-fn workdir(name: &str) -> Workdir {
-    if let Ok(keep) = std::env::var("SPILLWAY_TEST_KEEP") {
-        let path = std::path::Path::new(&keep).join(name);
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        return Workdir { _tmp: None, path };
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    Workdir {
-        path: tmp.path().to_path_buf(),
-        _tmp: Some(tmp),
-    }
-}
+use support::faultproxy::Fault;
+use support::live::{agent, condition, event_reasons, lease_holder, status, wait_for, workdir};
+use support::prom::{LoadExporter, Prom};
+use support::testbed::{Testbed, pool_counts};
 
 fn latencies() -> Latencies {
     Latencies {
@@ -53,7 +32,7 @@ fn latencies() -> Latencies {
 fn policy() -> Value {
     json!({
         "apiVersion": "spillway.io/v1alpha1", "kind": "ElasticGateway",
-        "metadata": {"name": "ingressgateway", "namespace": "istio-system", "generation": 1},
+        "metadata": {"name": "ingressgateway", "namespace": "istio-system"},
         "spec": {
             "target": {"kind": "Deployment", "name": "istio-ingressgateway"},
             "minReplicas": 2, "maxReplicas": 30,
@@ -67,105 +46,23 @@ fn policy() -> Value {
     })
 }
 
-struct Agent(Killed);
-
-fn agent(
-    api: &ApiServer,
-    dir: &std::path::Path,
-    prom: &str,
-    who: &str,
-    leader_election: bool,
-) -> (Agent, u16) {
-    let admin = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_spillway"))
-        .arg("run")
-        .args(["--kubeconfig", api.kubeconfig(dir, who).to_str().unwrap()])
-        .args([
-            "--prometheus-url",
-            prom,
-            "--prometheus-timeout",
-            "1s",
-            "--interval",
-            "1s",
-        ])
-        .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
-        .args([
-            "--leader-election",
-            if leader_election { "true" } else { "false" },
-        ])
-        .args([
-            "--lease-duration",
-            "4s",
-            "--lease-namespace",
-            "spillway-system",
-            "--identity",
-            who,
-        ])
-        .env("SPILLWAY_LOG", "info,spillway=debug")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join(format!("{who}.log"))).unwrap())
-        .spawn()
-        .unwrap();
-    (Agent(Killed(child)), admin)
+/// A control plane with the scenario's cluster, `deploy/` applied, the gateway and `egw`.
+async fn bed(dir: &std::path::Path, egw: Value) -> Testbed {
+    let scenario = Scenario::default();
+    let tb = Testbed::start(dir, &scenario, &latencies()).await;
+    tb.seed(&scenario, &latencies(), Some(egw)).await;
+    tb
 }
 
-async fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {secs}s waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-fn replicas(api: &ApiServer) -> i64 {
-    api.with(|st| {
-        st.get("deployments", "istio-system", "istio-ingressgateway")
-            .unwrap()["spec"]["replicas"]
-            .as_i64()
-            .unwrap()
-    })
-}
-
-fn pool_counts(api: &ApiServer) -> (usize, usize) {
-    api.with(|st| {
-        let g = st.gateway.as_ref().unwrap();
-        let ecs = g
-            .cluster
-            .live()
-            .filter(|p| g.cluster.pool_of(p.node) == Pool::Ecs)
-            .count();
-        let eci = g
-            .cluster
-            .live()
-            .filter(|p| g.cluster.pool_of(p.node) == Pool::Eci)
-            .count();
-        (ecs, eci)
-    })
-}
-
-fn status(api: &ApiServer) -> Value {
-    api.with(|st| {
-        st.get("elasticgateways", "istio-system", "ingressgateway")
-            .unwrap()["status"]
-            .clone()
-    })
-}
-
-fn condition(api: &ApiServer, kind: &str) -> Option<Value> {
-    status(api)["conditions"]
-        .as_array()
-        .and_then(|cs| cs.iter().find(|c| c["type"] == kind).cloned())
-}
-
-fn event_reasons(api: &ApiServer) -> Vec<String> {
-    api.with(|st| {
-        st.list("events", Some("istio-system"))
-            .iter()
-            .map(|e| e["reason"].as_str().unwrap_or("").to_string())
-            .collect()
+/// Every gateway pod carries the deletion cost of its pool: ECI pods go first on a scale-in.
+async fn deletion_costs_match_pools(tb: &Testbed) -> bool {
+    tb.gateway_pods().await.iter().all(|p| {
+        let want = match p.pool {
+            Some(Pool::Eci) => "-100",
+            Some(Pool::Ecs) => "100",
+            _ => return true,
+        };
+        p.annotations.get(POD_DELETION_COST).map(String::as_str) == Some(want)
     })
 }
 
@@ -174,44 +71,39 @@ async fn scales_through_a_spike_onto_eci_and_back_and_holds_without_prometheus()
     let dir = workdir("spike");
     let load = LoadExporter::start(2000.0);
     let mut prom = Prom::start(dir.path(), &[load.port]);
-    let api = ApiServer::start(&Scenario::default(), latencies(), Some(policy())).await;
-    let (_agent, admin) = agent(&api, dir.path(), &prom.url(), "agent-a", false);
+    let tb = bed(dir.path(), policy()).await;
+    let deletions = tb.track_deletions().await;
+    let a = agent(&tb, dir.path(), &prom.url(), "agent-a", false, &[]).await;
 
     // Steady: 2,000 rps at 500 per replica is the 4 replicas already running, all on ECS.
-    wait_until("the first status", 30, || status(&api)["phase"] == "Normal").await;
-    assert_eq!(replicas(&api), 4);
-    wait_until("readiness", 10, || {
-        std::net::TcpStream::connect(("127.0.0.1", admin)).is_ok()
+    wait_for("the first status", 60, || async {
+        status(&tb).await["phase"] == "Normal"
+    })
+    .await;
+    assert_eq!(tb.replicas().await, 4);
+    wait_for("the admin server", 10, || async {
+        std::net::TcpStream::connect(("127.0.0.1", a.admin)).is_ok()
     })
     .await;
 
-    // The spike: 10,000 rps needs 20 replicas; ECS holds 12, the rest overflows onto ECI.
+    // The spike: 10,000 rps needs 20 replicas; the real scheduler fills the ECS nodes' 12 slots
+    // (4 nodes, 3 gateway pods' room each beside the other work) and the rest goes to ECI.
     load.set(10_000.0);
-    wait_until("20 replicas", 30, || replicas(&api) == 20).await;
-    wait_until("pods on ECS and ECI", 30, || pool_counts(&api) == (12, 8)).await;
-    wait_until("ECI pods annotated to go first", 15, || {
-        api.with(|st| {
-            let pods = st.list("pods", Some("istio-system"));
-            let g = st.gateway.as_ref().unwrap();
-            g.cluster.live().all(|p| {
-                let want = if g.cluster.pool_of(p.node) == Pool::Eci {
-                    "-100"
-                } else {
-                    "100"
-                };
-                pods.iter().any(|o| {
-                    o["metadata"]["name"] == p.name.as_str()
-                        && o["metadata"]["annotations"][spillway::model::POD_DELETION_COST] == want
-                })
-            })
-        })
+    wait_for("20 replicas", 40, || async { tb.replicas().await == 20 }).await;
+    wait_for("12 pods on ECS and 8 on ECI", 60, || async {
+        pool_counts(&tb.gateway_pods().await) == (12, 8)
     })
     .await;
-    wait_until("status shows the overflow", 10, || {
-        status(&api)["phase"] == "Overflow" && status(&api)["eciReplicas"] == 8
+    wait_for("ECI pods annotated to go first", 30, || {
+        deletion_costs_match_pools(&tb)
     })
     .await;
-    let reasons = event_reasons(&api);
+    wait_for("status shows the overflow", 30, || async {
+        let s = status(&tb).await;
+        s["phase"] == "Overflow" && s["eciReplicas"] == 8
+    })
+    .await;
+    let reasons = event_reasons(&tb).await;
     assert!(reasons.iter().any(|r| r == "ScaledUp"), "{reasons:?}");
     assert!(
         reasons.iter().any(|r| r == "DeletionCostsSet"),
@@ -221,45 +113,62 @@ async fn scales_through_a_spike_onto_eci_and_back_and_holds_without_prometheus()
     // Prometheus goes away while the load drops: spillway cannot see it, so it holds.
     prom.stop();
     load.set(1000.0);
-    wait_until("the missing metric reported", 15, || {
-        condition(&api, "MetricsAvailable").is_some_and(|c| {
+    wait_for("the missing metric reported", 30, || async {
+        condition(&tb, "MetricsAvailable").await.is_some_and(|c| {
             c["status"] == "False" && c["message"].as_str().unwrap().contains("unreachable")
         })
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    assert_eq!(replicas(&api), 20, "scaled down on missing data");
-    assert_eq!(status(&api)["phase"], "Holding");
-    assert!(event_reasons(&api).iter().any(|r| r == "QueryFailed"));
+    // Held through more than a stabilisation window (4 s) of decisions (every 1 s).
+    let held_since = Instant::now();
+    while held_since.elapsed() < Duration::from_secs(6) {
+        assert_eq!(tb.replicas().await, 20, "scaled down on missing data");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(status(&tb).await["phase"], "Holding");
+    assert!(event_reasons(&tb).await.iter().any(|r| r == "QueryFailed"));
 
-    // Back: 1,000 rps needs 2; after the 4 s window the fleet shrinks, ECI first, to ECS only.
+    // Back: 1,000 rps needs 2; after the window the fleet shrinks, and the real ReplicaSet
+    // controller removes ECI pods first, by their deletion cost.
     prom.resume();
-    wait_until("scaled back to 2", 60, || replicas(&api) == 2).await;
-    wait_until("nothing left on ECI", 30, || pool_counts(&api).1 == 0).await;
-    let deletions = api.with(|st| st.gateway.as_ref().unwrap().deletions.clone());
-    let ecs_deleted_early: Vec<_> = deletions
+    wait_for("scaled back to 2", 90, || async {
+        tb.replicas().await == 2
+    })
+    .await;
+    wait_for("nothing left on ECI", 60, || async {
+        pool_counts(&tb.gateway_pods().await).1 == 0
+    })
+    .await;
+    let deletions = deletions.lock().unwrap().clone();
+    let ecs_early: Vec<_> = deletions
         .iter()
-        .filter(|d| d.pool == Pool::Ecs && d.eci_left > 0 && !d.rolled)
+        .filter(|d| d.pool == Some(Pool::Ecs) && d.eci_left > 0 && !d.during_rollout)
         .collect();
     assert!(
-        ecs_deleted_early.is_empty(),
-        "ECS pods went while ECI pods remained: {ecs_deleted_early:?}"
+        ecs_early.is_empty(),
+        "ECS pods went while ECI pods remained: {ecs_early:?}"
     );
-    assert!(deletions.iter().filter(|d| d.pool == Pool::Eci).count() >= 8);
-    assert!(event_reasons(&api).iter().any(|r| r == "ScaledDown"));
+    assert!(
+        deletions
+            .iter()
+            .filter(|d| d.pool == Some(Pool::Eci))
+            .count()
+            >= 8
+    );
+    assert!(event_reasons(&tb).await.iter().any(|r| r == "ScaledDown"));
     assert_eq!(
-        condition(&api, "MetricsAvailable").unwrap()["status"],
+        condition(&tb, "MetricsAvailable").await.unwrap()["status"],
         "True"
     );
-    // Nothing the agent asked was refused.
-    let refused: Vec<_> = api.with(|st| {
+    // Nothing the agent asked was refused by the real apiserver (RBAC, validation, conflicts).
+    let refused: Vec<String> = a.proxy.with(|st| {
         st.log
             .iter()
             .filter(|l| l.status >= 400 && l.status != 404)
             .map(|l| format!("{} {} {}", l.method, l.path, l.status))
-            .collect::<Vec<_>>()
+            .collect()
     });
-    assert!(refused.is_empty(), "{refused:?}");
+    assert!(refused.is_empty(), "{refused:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -267,88 +176,80 @@ async fn survives_injected_faults_without_losing_or_doubling_a_change() {
     let dir = workdir("faults");
     let load = LoadExporter::start(2000.0);
     let prom = Prom::start(dir.path(), &[load.port]);
-    let api = ApiServer::start(&Scenario::default(), latencies(), Some(policy())).await;
-    api.with(|st| {
-        st.faults.push(Fault {
-            method: "PATCH",
-            path_contains: "/scale".into(),
-            status: 409,
-            times: 1,
-        });
-        st.faults.push(Fault {
-            method: "PATCH",
-            path_contains: "/scale".into(),
-            status: 500,
-            times: 2,
-        });
-        st.faults.push(Fault {
-            method: "PATCH",
-            path_contains: "/pods/".into(),
-            status: 500,
-            times: 3,
-        });
-        st.faults.push(Fault {
-            method: "PATCH",
-            path_contains: "/status".into(),
-            status: 429,
-            times: 2,
-        });
-        st.faults.push(Fault {
-            method: "GET",
-            path_contains: "/deployments/".into(),
-            status: 503,
-            times: 2,
-        });
-    });
-    let (mut agent, _) = agent(&api, dir.path(), &prom.url(), "agent-a", false);
-    wait_until("the first status", 30, || status(&api)["phase"] == "Normal").await;
-
-    api.with(|st| st.delay = Duration::from_millis(150));
-    load.set(6000.0);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    api.with(|st| st.drop_watches());
-    wait_until("12 replicas despite the faults", 40, || {
-        replicas(&api) == 12
+    let tb = bed(dir.path(), policy()).await;
+    let a = agent(&tb, dir.path(), &prom.url(), "agent-a", false, &[]).await;
+    wait_for("the first status", 60, || async {
+        status(&tb).await["phase"] == "Normal"
     })
     .await;
-    api.with(|st| {
-        st.drop_watches();
-        st.delay = Duration::ZERO;
+    a.proxy.with(|st| {
+        for (method, path, status, times) in [
+            ("PATCH", "/scale", 409, 1),
+            ("PATCH", "/scale", 500, 2),
+            ("PATCH", "/pods/", 500, 3),
+            ("PATCH", "/status", 429, 2),
+            ("GET", "/deployments/", 503, 2),
+        ] {
+            st.faults.push(Fault {
+                method,
+                path_contains: path.into(),
+                status,
+                times,
+            });
+        }
+        st.delay = Duration::from_millis(150);
     });
-    // Every fault fired; the agent is alive; no write overshot the decision.
-    let (faults_left, writes) = api.with(|st| {
-        (
-            st.faults.iter().map(|f| f.times).sum::<usize>(),
-            st.gateway.as_ref().unwrap().replica_writes.clone(),
-        )
-    });
-    assert_eq!(faults_left, 0, "some faults never met a request");
-    assert!(
-        writes.iter().all(|w| *w <= 12),
-        "a write overshot: {writes:?}"
-    );
-    assert_eq!(writes.last(), Some(&12));
-    // After the dropped watches the agent still sees pod changes: deletion costs reach new pods.
-    wait_until("every pod annotated after the faults", 20, || {
-        api.with(|st| {
-            st.list("pods", Some("istio-system")).iter().all(|p| {
-                !p["metadata"]["annotations"][spillway::model::POD_DELETION_COST].is_null()
-            })
+    load.set(6000.0);
+    wait_for("a scale request met the faults", 30, || async {
+        a.proxy.with(|st| {
+            st.log
+                .iter()
+                .any(|l| l.path.contains("/scale") && l.status == 409)
         })
     })
     .await;
-    assert!(agent.0.0.try_wait().unwrap().is_none(), "the agent exited");
+    a.proxy.with(|st| st.drop_watches());
+    wait_for("12 replicas despite the faults", 60, || async {
+        tb.replicas().await == 12
+    })
+    .await;
+    a.proxy.with(|st| {
+        st.truncate_watches();
+        st.delay = Duration::ZERO;
+    });
+    // After dropped and truncated watches the agent still sees pod changes: deletion costs reach
+    // the new pods.
+    wait_for("every pod annotated after the faults", 40, || {
+        deletion_costs_match_pools(&tb)
+    })
+    .await;
+    let faults_left = a
+        .proxy
+        .with(|st| st.faults.iter().map(|f| f.times).sum::<usize>());
+    assert_eq!(faults_left, 0, "some faults never met a request");
+    // No write overshot the decision: the apiserver's audit log has every scale the agent sent.
+    let scales: Vec<i64> = tb
+        .audit()
+        .iter()
+        .filter(|e| {
+            e["verb"] == "patch"
+                && e["objectRef"]["subresource"] == "scale"
+                && e["user"]["username"] == "system:serviceaccount:spillway-system:spillway"
+                && e["responseStatus"]["code"] == 200
+        })
+        .filter_map(|e| e["responseObject"]["spec"]["replicas"].as_i64())
+        .collect();
+    let spec = tb.replicas().await;
+    assert_eq!(spec, 12);
     assert!(
-        event_reasons(&api).iter().any(|r| r == "WriteFailed"),
+        scales.iter().all(|r| *r <= 12),
+        "a write overshot: {scales:?}"
+    );
+    assert!(a.process.0.id() > 0);
+    assert!(
+        event_reasons(&tb).await.iter().any(|r| r == "WriteFailed"),
         "a failed write is announced"
     );
-}
-
-fn lease_holder(api: &ApiServer) -> Option<String> {
-    api.with(|st| {
-        st.get("leases", "spillway-system", "spillway")
-            .and_then(|l| l["spec"]["holderIdentity"].as_str().map(String::from))
-    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -356,37 +257,37 @@ async fn two_agents_one_lease_one_writer_and_a_fast_takeover() {
     let dir = workdir("lease");
     let load = LoadExporter::start(2000.0);
     let prom = Prom::start(dir.path(), &[load.port]);
-    let api = ApiServer::start(&Scenario::default(), latencies(), Some(policy())).await;
-    let (agent_a, _) = agent(&api, dir.path(), &prom.url(), "agent-a", true);
-    let (agent_b, _) = agent(&api, dir.path(), &prom.url(), "agent-b", true);
-    wait_until("a leader", 30, || lease_holder(&api).is_some()).await;
+    let tb = bed(dir.path(), policy()).await;
+    let a = agent(&tb, dir.path(), &prom.url(), "agent-a", true, &[]).await;
+    let b = agent(&tb, dir.path(), &prom.url(), "agent-b", true, &[]).await;
+    wait_for("a leader", 60, || async {
+        lease_holder(&tb).await.is_some()
+    })
+    .await;
     load.set(5000.0);
-    wait_until("the leader scales", 30, || replicas(&api) == 10).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let leader = lease_holder(&api).unwrap();
-    let follower = if leader == "agent-a" {
-        "agent-b"
-    } else {
-        "agent-a"
-    };
-    let (leader_writes, follower_writes) =
-        api.with(|st| (st.writes_by(&leader).len(), st.writes_by(follower).len()));
-    assert!(leader_writes > 0);
-    assert_eq!(
-        follower_writes, 0,
-        "{follower} wrote while {leader} held the Lease"
+    wait_for("the leader scales", 40, || async {
+        tb.replicas().await == 10
+    })
+    .await;
+    let leader = lease_holder(&tb).await.unwrap();
+    let (mut dead, alive) = if leader == "agent-a" { (a, b) } else { (b, a) };
+    wait_for("the leader's deletion costs", 30, || {
+        deletion_costs_match_pools(&tb)
+    })
+    .await;
+    assert!(!dead.writes().is_empty());
+    assert!(
+        alive.writes().is_empty(),
+        "{} wrote while {leader} held the Lease: {:?}",
+        alive.who,
+        alive.writes()
     );
 
     // Kill the leader without a chance to release: the follower takes over within the Lease.
     let killed_at = Instant::now();
-    let (mut dead, _alive) = if leader == "agent-a" {
-        (agent_a, agent_b)
-    } else {
-        (agent_b, agent_a)
-    };
-    dead.0.0.kill().unwrap();
-    wait_until("the follower takes the Lease", 12, || {
-        lease_holder(&api).as_deref() == Some(follower)
+    dead.process.0.kill().unwrap();
+    wait_for("the follower takes the Lease", 15, || async {
+        lease_holder(&tb).await.as_deref() == Some(alive.who.as_str())
     })
     .await;
     let takeover = killed_at.elapsed();
@@ -395,71 +296,131 @@ async fn two_agents_one_lease_one_writer_and_a_fast_takeover() {
         "takeover took {takeover:?}"
     );
     load.set(3000.0);
-    wait_until("the new leader acts", 30, || replicas(&api) == 6).await;
-    assert!(api.with(|st| st.writes_by(follower).len()) > 0);
+    wait_for("the new leader acts", 40, || async {
+        tb.replicas().await == 6
+    })
+    .await;
+    assert!(!alive.writes().is_empty());
     eprintln!("leader takeover after a kill: {takeover:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn weights_shift_by_server_side_apply_and_roll_the_gateway() {
+async fn weights_are_applied_server_side_and_keep_the_users_fields() {
     let dir = workdir("weights");
     let load = LoadExporter::start(2000.0);
     let prom = Prom::start(dir.path(), &[load.port]);
     let mut egw = policy();
     egw["spec"]["placement"] = json!({"exhaustedAfterSeconds": 3, "recoveredAfterSeconds": 3, "minWeightChangeIntervalSeconds": 1});
-    let api = ApiServer::start(&Scenario::default(), latencies(), Some(egw)).await;
-    let (_agent, _) = agent(&api, dir.path(), &prom.url(), "agent-a", false);
-    wait_until("the first status", 30, || status(&api)["phase"] == "Normal").await;
-    load.set(10_000.0);
-    let weights = |api: &ApiServer| {
-        api.with(|st| {
-            let d = st.get("deployments", "istio-system", "istio-ingressgateway").unwrap();
-            let terms = &d["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"];
-            (terms[0]["weight"].as_i64(), terms[1]["weight"].as_i64(), d["metadata"]["generation"].as_i64())
-        })
-    };
-    wait_until("ECS exhausted long enough: weights 20/80", 40, || {
-        weights(&api).0 == Some(20)
+    let tb = bed(dir.path(), egw).await;
+    // The user's own change to the template, made with kubectl before spillway starts.
+    tb.kubectl_ok(
+        &[
+            "-n",
+            "istio-system",
+            "annotate",
+            "deployment/istio-ingressgateway",
+            "owner=platform-team",
+        ],
+        None,
+    );
+    let _a = agent(&tb, dir.path(), &prom.url(), "agent-a", false, &[]).await;
+    wait_for("the first status", 60, || async {
+        status(&tb).await["phase"] == "Normal"
     })
     .await;
-    let (ecs, eci, generation) = weights(&api);
-    assert_eq!((ecs, eci), (Some(20), Some(80)));
+    let generation_before = tb.gateway().await.metadata.generation;
+    load.set(10_000.0);
+    let weights = |d: &Deployment| -> Vec<i32> {
+        d.spec
+            .template
+            .spec
+            .as_ref()
+            .and_then(|s| s.affinity.as_ref())
+            .and_then(|a| a.node_affinity.as_ref())
+            .and_then(|n| {
+                n.preferred_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })
+            .map(|t| t.iter().map(|t| t.weight).collect())
+            .unwrap_or_default()
+    };
+    wait_for("spillway changes the preferred weights", 60, || async {
+        weights(&tb.gateway().await) != vec![80, 20]
+    })
+    .await;
+    let d = tb.gateway().await;
     assert!(
-        generation > Some(1),
+        d.metadata.generation > generation_before,
         "a template change bumps the generation"
     );
-    // Applied with spillway's field manager, forced (it owns the preferred terms), nothing else.
-    let applies: Vec<String> = api.with(|st| {
-        st.log
-            .iter()
-            .filter(|l| {
-                l.method == "PATCH" && l.path.contains("/deployments/istio-ingressgateway?")
-            })
-            .map(|l| l.path.clone())
-            .collect()
-    });
-    assert!(
-        applies
-            .iter()
-            .any(|p| p.contains("fieldManager=spillway") && p.contains("force=true")),
-        "{applies:?}"
-    );
-    let d = api.with(|st| {
-        st.get("deployments", "istio-system", "istio-ingressgateway")
-            .unwrap()
-            .clone()
-    });
+    // The real server-side apply: spillway's field manager owns the preferred terms; the user's
+    // tolerations, required affinity, requests and annotation are untouched and still theirs.
+    let managers: Vec<String> = d
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter_map(|m| m.manager.clone())
+        .collect();
+    assert!(managers.iter().any(|m| m == "spillway"), "{managers:?}");
+    let spec = d.spec.template.spec.as_ref().unwrap();
+    assert_eq!(spec.tolerations.as_ref().map(Vec::len), Some(2));
+    let required = spec
+        .affinity
+        .as_ref()
+        .unwrap()
+        .node_affinity
+        .as_ref()
+        .unwrap()
+        .required_during_scheduling_ignored_during_execution
+        .as_ref()
+        .unwrap();
+    assert_eq!(required.node_selector_terms.len(), 2);
     assert_eq!(
-        d["spec"]["template"]["spec"]["tolerations"]
-            .as_array()
-            .map(Vec::len),
-        Some(2),
-        "the user's fields survive"
+        d.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("owner"))
+            .map(String::as_str),
+        Some("platform-team")
     );
-    assert!(event_reasons(&api).iter().any(|r| r == "WeightsChanged"));
-    // Back to normal weights once ECS can hold the fleet again.
+    assert!(
+        event_reasons(&tb)
+            .await
+            .iter()
+            .any(|r| r == "WeightsChanged")
+    );
+    // A user who later edits their own part of the template keeps it; spillway's apply does
+    // not take it back.
+    let deployments: Api<Deployment> = Api::namespaced(tb.client.clone(), "istio-system");
+    deployments
+        .patch(
+            "istio-ingressgateway",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"spec": {"template": {"metadata": {"annotations": {"team": "edge"}}}}}),
+            ),
+        )
+        .await
+        .unwrap();
     load.set(2000.0);
-    wait_until("normal weights again", 60, || weights(&api).0 == Some(80)).await;
+    wait_for("normal weights again", 90, || async {
+        weights(&tb.gateway().await) == vec![80, 20]
+    })
+    .await;
+    let d = tb.gateway().await;
+    assert_eq!(
+        d.spec
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("team"))
+            .map(String::as_str),
+        Some("edge")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -469,22 +430,28 @@ async fn dry_run_decides_and_reports_but_changes_nothing() {
     let prom = Prom::start(dir.path(), &[load.port]);
     let mut egw = policy();
     egw["spec"]["dryRun"] = json!(true);
-    let api = ApiServer::start(&Scenario::default(), latencies(), Some(egw)).await;
-    let (_agent, _) = agent(&api, dir.path(), &prom.url(), "agent-a", false);
-    wait_until("the first status", 30, || status(&api)["phase"] == "Normal").await;
-    load.set(10_000.0);
-    wait_until("the decision reported", 30, || {
-        status(&api)["desiredReplicas"] == 20
+    let tb = bed(dir.path(), egw).await;
+    let a = agent(&tb, dir.path(), &prom.url(), "agent-a", false, &[]).await;
+    wait_for("the first status", 60, || async {
+        status(&tb).await["phase"] == "Normal"
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(replicas(&api), 4);
-    let writes: Vec<String> = api.with(|st| {
-        st.writes_by("agent-a")
-            .iter()
-            .filter(|l| !l.path.contains("/status") && !l.path.contains("/events"))
-            .map(|l| format!("{} {}", l.method, l.path))
-            .collect()
-    });
+    load.set(10_000.0);
+    wait_for("the decision reported", 40, || async {
+        status(&tb).await["desiredReplicas"] == 20
+    })
+    .await;
+    // Several more decisions (one a second) change nothing either.
+    let since = Instant::now();
+    while since.elapsed() < Duration::from_secs(3) {
+        assert_eq!(tb.replicas().await, 4);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let writes: Vec<String> = a
+        .writes()
+        .iter()
+        .filter(|l| !l.path.contains("/status") && !l.path.contains("/events"))
+        .map(|l| format!("{} {}", l.method, l.path))
+        .collect();
     assert!(writes.is_empty(), "dry run wrote: {writes:?}");
 }

@@ -84,7 +84,8 @@ pub async fn read(
 /// Deployment → view. A rollout is in progress while the controller has not observed the
 /// latest generation or pods of an older template remain.
 pub fn deployment_view(d: &Deployment, policy: &ElasticGatewaySpec) -> TargetView {
-    let spec = d.spec.as_ref();
+    // k8s-openapi's v1_37 types hold `spec` directly (1.37 made it required in the schema).
+    let spec = Some(&d.spec);
     let status = d.status.as_ref();
     let replicas = spec.and_then(|s| s.replicas).unwrap_or(1);
     let pod_spec = spec.and_then(|s| s.template.spec.as_ref());
@@ -315,9 +316,8 @@ pub async fn competing_hpas(
         .items
         .into_iter()
         .filter(|h| {
-            h.spec.as_ref().is_some_and(|s| {
-                s.scale_target_ref.kind == kind && s.scale_target_ref.name == policy.target.name
-            })
+            let s = &h.spec;
+            s.scale_target_ref.kind == kind && s.scale_target_ref.name == policy.target.name
         })
         .filter_map(|h| h.metadata.name)
         .collect())

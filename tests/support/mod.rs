@@ -1,8 +1,11 @@
-//! Test harness parts shared by the live-agent tests: the stand-in API server, a real
-//! Prometheus, and a load exporter for it to scrape.
+//! Test harness parts shared by the live-agent tests: the real control plane (test bed), a
+//! fault proxy in front of it, a real Prometheus, and load exporters for it to scrape.
 #![allow(dead_code, clippy::unwrap_used, clippy::collapsible_if)]
 
 pub mod apiserver;
 pub mod envoy;
+pub mod faultproxy;
+pub mod live;
 pub mod prom;
 pub mod rbac;
+pub mod testbed;

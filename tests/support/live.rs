@@ -1,0 +1,179 @@
+//! What the live tests share: a working folder, the real `spillway run` binary behind its own
+//! fault proxy, and reads of what the apiserver holds (status, Events, the Lease).
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, ApiResource, DynamicObject, ListParams};
+use serde_json::Value;
+
+use super::faultproxy::FaultProxy;
+use super::prom::{Killed, free_port};
+use super::testbed::Testbed;
+
+/// A temporary folder; kept at $SPILLWAY_TEST_KEEP/<name> when that is set, to read the logs.
+pub struct Workdir {
+    _tmp: Option<tempfile::TempDir>,
+    path: PathBuf,
+}
+
+impl Workdir {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+pub fn workdir(name: &str) -> Workdir {
+    if let Ok(keep) = std::env::var("SPILLWAY_TEST_KEEP") {
+        let path = Path::new(&keep).join(name);
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        return Workdir { _tmp: None, path };
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    Workdir {
+        path: tmp.path().to_path_buf(),
+        _tmp: Some(tmp),
+    }
+}
+
+/// Polls `ok` every 200 ms until it holds; fails the test after `secs` (a bound, not a sleep).
+pub async fn wait_for<F, Fut>(what: &str, secs: u64, mut ok: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !ok().await {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs}s waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// One `spillway run` process, talking to the apiserver through its own fault proxy.
+pub struct Agent {
+    pub who: String,
+    pub admin: u16,
+    pub proxy: FaultProxy,
+    pub process: Killed,
+    pub log: PathBuf,
+}
+
+impl Agent {
+    /// Every request this agent sent that changed something (Lease renewals aside).
+    pub fn writes(&self) -> Vec<super::faultproxy::Logged> {
+        self.proxy.with(|st| {
+            st.writes()
+                .into_iter()
+                .filter(|l| !l.path.contains("/leases/"))
+                .cloned()
+                .collect()
+        })
+    }
+}
+
+/// Starts `spillway run` as `deploy/`'s ServiceAccount (a real token), through a fault proxy.
+pub async fn agent(
+    tb: &Testbed,
+    dir: &Path,
+    prom: &str,
+    who: &str,
+    leader_election: bool,
+    extra: &[&str],
+) -> Agent {
+    let upstream = format!("https://127.0.0.1:{}", tb.api_port());
+    let proxy = FaultProxy::start(upstream, &std::fs::read(tb.ca_file()).unwrap()).await;
+    let kubeconfig = tb.kubeconfig_for(
+        &dir.join(format!("kubeconfig-{who}")),
+        &proxy.url(),
+        &tb.agent_token(),
+    );
+    let admin = free_port();
+    let log = dir.join(format!("{who}.log"));
+    let child = Command::new(env!("CARGO_BIN_EXE_spillway"))
+        .arg("run")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["--prometheus-url", prom, "--prometheus-timeout", "1s"])
+        .args(["--interval", "1s"])
+        .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
+        .args([
+            "--leader-election",
+            if leader_election { "true" } else { "false" },
+        ])
+        .args([
+            "--lease-duration",
+            "4s",
+            "--lease-namespace",
+            "spillway-system",
+        ])
+        .args(["--identity", who])
+        .args(extra)
+        .env("SPILLWAY_LOG", "info,spillway=debug")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    Agent {
+        who: who.into(),
+        admin,
+        proxy,
+        process: Killed(child),
+        log,
+    }
+}
+
+fn egw_resource() -> ApiResource {
+    ApiResource {
+        group: "spillway.io".into(),
+        version: "v1alpha1".into(),
+        api_version: "spillway.io/v1alpha1".into(),
+        kind: "ElasticGateway".into(),
+        plural: "elasticgateways".into(),
+    }
+}
+
+/// The ElasticGateway `istio-system/ingressgateway` as the apiserver holds it.
+pub async fn egw(tb: &Testbed) -> Value {
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(tb.client.clone(), "istio-system", &egw_resource());
+    serde_json::to_value(api.get("ingressgateway").await.unwrap()).unwrap()
+}
+
+pub async fn status(tb: &Testbed) -> Value {
+    egw(tb).await["status"].clone()
+}
+
+pub async fn condition(tb: &Testbed, kind: &str) -> Option<Value> {
+    status(tb).await["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == kind).cloned())
+}
+
+/// Reasons of the Events in istio-system (events.k8s.io/v1, as the agent writes them).
+pub async fn event_reasons(tb: &Testbed) -> Vec<String> {
+    let api: Api<Event> = Api::namespaced(tb.client.clone(), "istio-system");
+    api.list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect()
+}
+
+pub async fn lease_holder(tb: &Testbed) -> Option<String> {
+    let api: Api<Lease> = Api::namespaced(tb.client.clone(), "spillway-system");
+    api.get_opt("spillway")
+        .await
+        .ok()
+        .flatten()
+        .and_then(|l| l.spec.and_then(|s| s.holder_identity))
+}
