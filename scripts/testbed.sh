@@ -241,7 +241,7 @@ EOF
     --requestheader-username-headers X-Remote-User --requestheader-group-headers X-Remote-Group \
     --requestheader-extra-headers-prefix X-Remote-Extra- \
     --proxy-client-cert-file "$c/front-proxy-client.crt" --proxy-client-key-file "$c/front-proxy-client.key" \
-    --enable-aggregator-routing \
+    --enable-aggregator-routing --endpoint-reconciler-type none \
     --audit-log-path "$dir/audit.log" --audit-policy-file "$dir/audit-policy.yaml" \
     --audit-log-format json --audit-log-mode blocking \
     > "$dir/logs/kube-apiserver.log" 2>&1 &
@@ -266,9 +266,9 @@ EOF
     --bind-address 127.0.0.1 --secure-port 0 > "$dir/logs/kube-scheduler.log" 2>&1 &
   echo $! > "$dir/kube-scheduler.pid"
   "$bin/kube-controller-manager" --kubeconfig "$dir/controller-manager.kubeconfig" --leader-elect=false \
-    --bind-address 127.0.0.1 --secure-port 0 --use-service-account-credentials=false \
+    --bind-address 127.0.0.1 --secure-port 0 --use-service-account-credentials=true \
     --root-ca-file "$c/ca.crt" --service-account-private-key-file "$c/sa.key" \
-    --controllers '*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-route' \
+    --controllers '*' \
     --concurrent-deployment-syncs 5 --concurrent-replicaset-syncs 5 \
     > "$dir/logs/kube-controller-manager.log" 2>&1 &
   echo $! > "$dir/kube-controller-manager.pid"

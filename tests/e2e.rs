@@ -1,8 +1,11 @@
-//! The whole chain, as users run it: the stand-in API server (the scenario's cluster, `deploy/`'s
-//! RBAC enforced), Envoy stand-ins exporting per-pod request counters, a real Prometheus
-//! scraping them and spillway, and two real `spillway run` replicas sharing a Lease. A 10x flash
-//! crowd and its decline, compressed to a few minutes; everything is checked from the outside:
-//! the stand-in's objects and request log, Prometheus queries of spillway's metrics, the Events.
+//! The whole chain, as users run it: a real control plane (the scenario's cluster, `deploy/`
+//! applied, its RBAC enforced by the apiserver on the agents' ServiceAccount token, the real
+//! scheduler and ReplicaSet controller placing and removing the gateway's pods), Envoy stand-ins
+//! exporting per-pod request counters, a real Prometheus scraping them and spillway, and two real
+//! `spillway run` replicas sharing a Lease. A 10x flash crowd and its decline, compressed to a
+//! few minutes; everything is checked from the outside: the apiserver's objects and audit log,
+//! the agents' request logs (their fault proxies), Prometheus queries of spillway's metrics, the
+//! Events.
 //! `scripts/e2e.sh` runs it with its story printed and its files kept.
 #![allow(clippy::unwrap_used)]
 
@@ -14,15 +17,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, ListParams};
 use serde_json::{Value, json};
 use spillway::model::Pool;
 use spillway::sim::cluster::Latencies;
 use spillway::sim::load::{Component, LoadProfile};
 use spillway::sim::{PolicyKind, Scenario};
-use support::apiserver::ApiServer;
 use support::envoy::Envoys;
-use support::prom::{Killed, Prom, encode, free_port, try_http_get};
-use support::rbac::Rbac;
+use support::live::{Agent, agent, lease_holder, status};
+use support::prom::{Prom, encode, free_port, try_http_get};
+use support::testbed::Testbed;
 
 // The profile, in wall-clock seconds from the start of the run.
 const BASE: f64 = 2000.0;
@@ -147,52 +152,50 @@ fn epoch() -> f64 {
         .as_secs_f64()
 }
 
-/// The Deployment's replicas, and its live pods as `(name, pool, ready)` from the pod objects.
-fn gateway(api: &ApiServer) -> (i64, Vec<(String, Pool, bool)>) {
-    api.with(|st| {
-        let replicas = st
-            .get("deployments", "istio-system", "istio-ingressgateway")
-            .unwrap()["spec"]["replicas"]
-            .as_i64()
-            .unwrap();
-        let g = st.gateway.as_ref().unwrap();
-        let pods = g
-            .cluster
-            .live()
-            .map(|p| {
-                let ready = st
-                    .get("pods", "istio-system", &p.name)
-                    .is_some_and(|o| o["status"]["conditions"][0]["status"] == "True");
-                (p.name.clone(), g.cluster.pool_of(p.node), ready)
-            })
-            .collect();
-        (replicas, pods)
-    })
-}
-
-fn lease_holder(api: &ApiServer) -> Option<String> {
-    api.with(|st| {
-        st.get("leases", "spillway-system", "spillway")
-            .and_then(|l| l["spec"]["holderIdentity"].as_str().map(String::from))
-    })
-}
-
-fn status(api: &ApiServer) -> Value {
-    api.with(|st| {
-        st.get("elasticgateways", "istio-system", "ingressgateway")
-            .unwrap()["status"]
-            .clone()
-    })
+/// The Deployment's replicas, and its live pods as `(name, pool, ready)`.
+async fn gateway(tb: &support::testbed::Cluster) -> (i64, Vec<(String, Pool, bool)>) {
+    let replicas = i64::from(tb.replicas().await);
+    let pods = tb
+        .gateway_pods()
+        .await
+        .into_iter()
+        .filter_map(|p| Some((p.name, p.pool?, p.ready)))
+        .collect();
+    (replicas, pods)
 }
 
 /// The ECS and ECI weights of the gateway's preferred node affinity.
-fn weights(api: &ApiServer) -> (i64, i64) {
-    api.with(|st| {
-        let d = st.get("deployments", "istio-system", "istio-ingressgateway").unwrap();
-        let terms = d["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"].as_array().cloned().unwrap_or_default();
-        let weight = |key: &str| terms.iter().find(|t| t["preference"]["matchExpressions"][0]["key"] == key).and_then(|t| t["weight"].as_i64()).unwrap_or(0);
-        (weight("mykey4pod"), weight("type"))
-    })
+async fn weights(tb: &Testbed) -> (i64, i64) {
+    let d = serde_json::to_value(tb.gateway().await).unwrap();
+    let terms = d["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]
+        ["preferredDuringSchedulingIgnoredDuringExecution"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let weight = |key: &str| {
+        terms
+            .iter()
+            .find(|t| t["preference"]["matchExpressions"][0]["key"] == key)
+            .and_then(|t| t["weight"].as_i64())
+            .unwrap_or(0)
+    };
+    (weight("mykey4pod"), weight("type"))
+}
+
+/// Every request both agents sent, as `(who, request)`, in the order sent.
+fn requests(agents: &[Option<Agent>; 2]) -> Vec<(String, support::faultproxy::Logged)> {
+    let mut all: Vec<_> = agents
+        .iter()
+        .flatten()
+        .flat_map(|a| {
+            a.proxy
+                .with(|st| st.log.clone())
+                .into_iter()
+                .map(|l| (a.who.clone(), l))
+        })
+        .collect();
+    all.sort_by_key(|(_, l)| l.at);
+    all
 }
 
 fn write_prometheus_config(dir: &Path, envoy_sd: &Path, spillway_ports: [u16; 2]) {
@@ -209,16 +212,7 @@ fn write_prometheus_config(dir: &Path, envoy_sd: &Path, spillway_ports: [u16; 2]
     .unwrap();
 }
 
-async fn wait_for(what: &str, secs: u64, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !ok() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {secs}s waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
+use support::live::wait_for;
 
 /// What the drill simulator predicts for the same cluster, policy, latencies and profile: the
 /// same engine on a virtual clock (without the Prometheus outage, which it does not model).
@@ -261,7 +255,7 @@ struct Sample {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flash_crowd_through_the_whole_chain() {
-    for bin in ["prometheus", "kubectl"] {
+    for bin in ["prometheus"] {
         assert!(
             Command::new(bin)
                 .arg("--version")
@@ -269,7 +263,7 @@ async fn flash_crowd_through_the_whole_chain() {
                 .stderr(Stdio::null())
                 .status()
                 .is_ok(),
-            "`{bin}` is needed (.ci/run installs prometheus; kubectl builds deploy/)"
+            "`{bin}` is needed (.ci/run installs it)"
         );
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -284,32 +278,19 @@ async fn flash_crowd_through_the_whole_chain() {
     };
 
     // The scenario's cluster: 4 labelled, tainted ECS nodes with other workloads on them, a
-    // virtual node, the gateway at 4 replicas with the 80/20 affinity; deploy/'s RBAC enforced.
+    // virtual node, the gateway at 4 replicas with the 80/20 affinity; deploy/ applied.
     let scenario = Scenario::default();
     let egw = json!({"apiVersion": "spillway.io/v1alpha1", "kind": "ElasticGateway",
-        "metadata": {"name": "ingressgateway", "namespace": "istio-system", "generation": 1}, "spec": policy_spec()});
-    let api = ApiServer::start(&scenario, latencies(), Some(egw)).await;
-    let manifests = Command::new("kubectl")
-        .args(["kustomize", concat!(env!("CARGO_MANIFEST_DIR"), "/deploy")])
-        .output()
-        .unwrap();
-    assert!(
-        manifests.status.success(),
-        "kubectl kustomize deploy/ failed"
-    );
-    api.with(|st| {
-        st.rbac = Some(Rbac::from_manifests(
-            &String::from_utf8(manifests.stdout).unwrap(),
-            "spillway-system",
-            "spillway",
-        ))
-    });
-    let (replicas0, pods0) = gateway(&api);
+        "metadata": {"name": "ingressgateway", "namespace": "istio-system"}, "spec": policy_spec()});
+    let tb = Testbed::start(&dir, &scenario, &latencies()).await;
+    tb.seed(&scenario, &latencies(), Some(egw)).await;
+    let deletions = tb.track_deletions().await;
+    let (replicas0, pods0) = gateway(&tb).await;
     story.say(format!(
-        "stand-in API server on {}: {} nodes (ECS + a virtual node), gateway at {replicas0} replicas with weights {:?}, RBAC of deploy/ enforced",
-        api.addr,
+        "control plane (kube-apiserver, kube-scheduler, kube-controller-manager, kwok) on 127.0.0.1:{}: {} nodes (ECS + a virtual node), gateway at {replicas0} replicas with weights {:?}, deploy/ applied",
+        tb.api_port(),
         scenario.nodes().len(),
-        weights(&api)
+        weights(&tb).await
     ));
     assert!(
         pods0.iter().all(|p| p.1 == Pool::Ecs),
@@ -321,10 +302,11 @@ async fn flash_crowd_through_the_whole_chain() {
     let envoys = Envoys::start(envoy_sd.clone());
     envoys.set_load(BASE);
     let feeder = {
-        let (api, envoys) = (api.clone(), envoys.clone());
+        let (tb, envoys) = (tb.handle(), envoys.clone());
         tokio::spawn(async move {
             loop {
-                let pods: Vec<(String, bool)> = gateway(&api)
+                let pods: Vec<(String, bool)> = gateway(&tb)
+                    .await
                     .1
                     .into_iter()
                     .map(|(n, _, r)| (n, r))
@@ -339,7 +321,7 @@ async fn flash_crowd_through_the_whole_chain() {
     let mut prom = Prom::start_configured(&dir);
     story.say(format!("Prometheus {} scrapes an Envoy endpoint per gateway pod (file SD) and both spillway replicas, every second", prom.url()));
     // As in a running cluster, Prometheus already has the base load when spillway starts.
-    wait_for("Prometheus to see the base load", 60, || {
+    wait_for("Prometheus to see the base load", 60, || async {
         instant(&prom, QUERY).is_some_and(|v| (v - BASE).abs() < BASE * 0.05)
     })
     .await;
@@ -348,63 +330,44 @@ async fn flash_crowd_through_the_whole_chain() {
         instant(&prom, QUERY).unwrap_or(f64::NAN)
     ));
 
-    // Two spillway replicas, one Lease.
-    let spawn = |who: &str, admin: u16| {
-        Killed(
-            Command::new(env!("CARGO_BIN_EXE_spillway"))
-                .arg("run")
-                .args([
-                    "--kubeconfig",
-                    api.kubeconfig(&dir, who).to_str().unwrap(),
-                    "--identity",
-                    who,
-                ])
-                .args([
-                    "--prometheus-url",
-                    &prom.url(),
-                    "--interval",
-                    "1s",
-                    "--prometheus-timeout",
-                    "1s",
-                ])
-                .args([
-                    "--lease-duration",
-                    &format!("{LEASE_SECONDS}s"),
-                    "--admin-addr",
-                    &format!("127.0.0.1:{admin}"),
-                ])
-                .env("SPILLWAY_LOG", "info")
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(dir.join(format!("{who}.log"))).unwrap())
-                .spawn()
-                .unwrap(),
-        )
-    };
-    let mut agents = [
-        Some(spawn("spillway-a", admin_ports[0])),
-        Some(spawn("spillway-b", admin_ports[1])),
-    ];
-    wait_for("a leader and a Normal status", 60, || {
-        lease_holder(&api).is_some() && status(&api)["phase"] == "Normal"
+    // Two spillway replicas, one Lease, each with deploy/'s ServiceAccount token.
+    let mut agents = [None, None];
+    for (i, who) in ["spillway-a", "spillway-b"].into_iter().enumerate() {
+        let admin = format!("127.0.0.1:{}", admin_ports[i]);
+        let lease = format!("{LEASE_SECONDS}s");
+        agents[i] = Some(
+            agent(
+                &tb,
+                &dir,
+                &prom.url(),
+                who,
+                true,
+                &["--admin-addr", &admin, "--lease-duration", &lease],
+            )
+            .await,
+        );
+    }
+    wait_for("a leader and a Normal status", 60, || async {
+        lease_holder(&tb).await.is_some() && status(&tb).await["phase"] == "Normal"
     })
     .await;
     // The run checks "one leader at every scrape", so it starts once Prometheus has scraped
     // both replicas since the Lease was taken.
-    wait_for("Prometheus to see both replicas and one leader", 30, || {
+    wait_for("Prometheus to see both replicas and one leader", 30, || async {
         instant(&prom, "count(spillway_leader)") == Some(2.0)
             && instant(&prom, "sum(spillway_leader)") == Some(1.0)
     })
     .await;
-    let s = status(&api);
+    let s = status(&tb).await;
     story.say(format!(
-        "spillway-a and spillway-b run (real binary, kubeconfig for the stand-in); {} holds the Lease; phase {}, {} replicas: {}",
-        lease_holder(&api).unwrap_or_default(),
+        "spillway-a and spillway-b run (real binary, ServiceAccount token, each through a logging proxy); {} holds the Lease; phase {}, {} replicas: {}",
+        lease_holder(&tb).await.unwrap_or_default(),
         s["phase"].as_str().unwrap_or("-"),
-        gateway(&api).0,
+        gateway(&tb).await.0,
         s["lastDecision"]["reason"].as_str().unwrap_or("")
     ));
     let ecs_capacity = s["ecsCapacity"].as_i64().unwrap_or(0) as usize;
-    let log_before_run = api.with(|st| st.log.len());
+    let log_before_run = requests(&agents).len();
 
     // The run.
     story.say(format!(
@@ -428,7 +391,7 @@ async fn flash_crowd_through_the_whole_chain() {
         let t = run_start.elapsed().as_secs_f64();
         let load = load_at(t);
         envoys.set_load(load);
-        let (replicas, pods) = gateway(&api);
+        let (replicas, pods) = gateway(&tb).await;
         let ready = pods.iter().filter(|p| p.2).count();
         let ecs = pods.iter().filter(|p| p.1 == Pool::Ecs).count();
         let eci = pods.iter().filter(|p| p.1 == Pool::Eci).count();
@@ -443,7 +406,7 @@ async fn flash_crowd_through_the_whole_chain() {
             pods: pods.len(),
             ecs,
             eci,
-            holder: lease_holder(&api),
+            holder: lease_holder(&tb).await,
         });
 
         let outage_on = down.0.is_some() && down.1.is_none();
@@ -465,32 +428,34 @@ async fn flash_crowd_through_the_whole_chain() {
         }
 
         // What spillway said, as Events.
-        let events: Vec<Value> = api.with(|st| st.list("events", Some("istio-system")));
+        let events = Api::<Event>::namespaced(tb.client.clone(), "istio-system")
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default();
         for e in events {
-            let name = e["metadata"]["name"].as_str().unwrap_or("").to_string();
-            if seen_events.insert(name) && e["reason"] != "DeletionCostsSet" {
-                let note: String = e["note"].as_str().unwrap_or("").chars().take(150).collect();
-                story.say(format!(
-                    "  Event {}: {note}",
-                    e["reason"].as_str().unwrap_or("")
-                ));
+            let name = e.metadata.name.clone().unwrap_or_default();
+            let reason = e.reason.clone().unwrap_or_default();
+            if seen_events.insert(name) && reason != "DeletionCostsSet" {
+                let note: String = e.note.unwrap_or_default().chars().take(150).collect();
+                story.say(format!("  Event {reason}: {note}"));
             }
         }
         if t - last_line >= 5.0 {
             last_line = t;
-            let s = status(&api);
+            let s = status(&tb).await;
             story.say(format!(
                 "load {load:>6.0} rps | replicas {replicas:>2}, ready {ready:>2} | on ECS {ecs:>2}, on ECI {eci:>2} | weights {:?} | {} | leader {}",
-                weights(&api),
+                weights(&tb).await,
                 s["phase"].as_str().unwrap_or("-"),
-                lease_holder(&api).unwrap_or_default()
+                lease_holder(&tb).await.unwrap_or_default()
             ));
         }
         if t > end_of_fall && eci == 0 && pods.len() as i64 == replicas && replicas <= 6 {
             back_to_normal = Some(t);
             story.say(format!(
                 "back to normal: {replicas} replicas, all on ECS, weights {:?}",
-                weights(&api)
+                weights(&tb).await
             ));
             break;
         }
@@ -502,10 +467,17 @@ async fn flash_crowd_through_the_whole_chain() {
     let run_end = epoch();
 
     // Checks, from the outside.
-    let log: Vec<_> = api.with(|st| st.log[log_before_run..].to_vec());
+    let log: Vec<_> = requests(&agents)[log_before_run..].to_vec();
     let at = |i: Instant| i.saturating_duration_since(run_start).as_secs_f64();
-    let deletions = api.with(|st| st.gateway.as_ref().unwrap().deletions.clone());
-    let writes = api.with(|st| st.gateway.as_ref().unwrap().replica_writes.clone());
+    let deletions = deletions.lock().unwrap().clone();
+    // The replica counts the agents wrote, as the apiserver recorded them.
+    let writes: Vec<i64> = tb
+        .audit()
+        .iter()
+        .filter(|e| e["verb"] == "patch" && e["objectRef"]["subresource"] == "scale")
+        .filter(|e| e["responseStatus"]["code"] == 200)
+        .filter_map(|e| e["responseObject"]["spec"]["replicas"].as_i64())
+        .collect();
     story.say(format!("replica counts written, in order: {writes:?}"));
     assert!(
         back_to_normal.is_some(),
@@ -544,15 +516,15 @@ async fn flash_crowd_through_the_whole_chain() {
     );
 
     // Scale-in took ECI pods first and ended with none there.
-    let scale_in: Vec<_> = deletions.iter().filter(|d| !d.rolled).collect();
+    let scale_in: Vec<_> = deletions.iter().filter(|d| !d.during_rollout).collect();
     let ecs_early: Vec<_> = scale_in
         .iter()
-        .filter(|d| d.pool == Pool::Ecs && d.eci_left > 0)
+        .filter(|d| d.pool == Some(Pool::Ecs) && d.eci_left > 0)
         .collect();
     story.say(format!(
         "scale-in deleted {} ECI pods and {} ECS pods; rollouts replaced {} pods",
-        scale_in.iter().filter(|d| d.pool == Pool::Eci).count(),
-        scale_in.iter().filter(|d| d.pool == Pool::Ecs).count(),
+        scale_in.iter().filter(|d| d.pool == Some(Pool::Eci)).count(),
+        scale_in.iter().filter(|d| d.pool == Some(Pool::Ecs)).count(),
         deletions.len() - scale_in.len()
     ));
     assert!(
@@ -560,7 +532,7 @@ async fn flash_crowd_through_the_whole_chain() {
         "ECS pods were scaled in while ECI pods remained: {ecs_early:?}"
     );
     assert!(
-        scale_in.iter().any(|d| d.pool == Pool::Eci),
+        scale_in.iter().any(|d| d.pool == Some(Pool::Eci)),
         "no ECI pod was scaled in"
     );
     assert_eq!(samples.last().unwrap().eci, 0);
@@ -568,6 +540,7 @@ async fn flash_crowd_through_the_whole_chain() {
     // Weights: changed (the compressed policy makes a shift due) and never closer than allowed.
     let mut weight_changes: Vec<f64> = log
         .iter()
+        .map(|(_, l)| l)
         .filter(|l| {
             l.method == "PATCH"
                 && l.path.contains("/deployments/istio-ingressgateway?")
@@ -591,7 +564,7 @@ async fn flash_crowd_through_the_whole_chain() {
         );
     }
     assert_eq!(
-        weights(&api),
+        weights(&tb).await,
         (80, 20),
         "the weights did not come back to normal"
     );
@@ -599,8 +572,8 @@ async fn flash_crowd_through_the_whole_chain() {
     // RBAC: the agents never needed more than deploy/ grants.
     let denied: Vec<String> = log
         .iter()
-        .filter(|l| l.status == 403)
-        .map(|l| format!("{} {} {}", l.who, l.method, l.path))
+        .filter(|(_, l)| l.status == 403)
+        .map(|(who, l)| format!("{who} {} {}", l.method, l.path))
         .collect();
     assert!(denied.is_empty(), "RBAC denied: {denied:?}");
 
@@ -619,18 +592,17 @@ async fn flash_crowd_through_the_whole_chain() {
     };
     let writers: BTreeSet<&str> = log
         .iter()
-        .filter(|l| l.method != "GET" && !l.path.contains("/leases"))
-        .map(|l| l.who.as_str())
+        .filter(|(_, l)| l.is_write() && !l.path.contains("/leases"))
+        .map(|(who, _)| who.as_str())
         .collect();
-    for l in log
+    for (who, l) in log
         .iter()
-        .filter(|l| l.method != "GET" && !l.path.contains("/leases"))
+        .filter(|(_, l)| l.is_write() && !l.path.contains("/leases"))
     {
         let (before, after) = holder_near(at(l.at));
         assert!(
-            before.as_deref() == Some(l.who.as_str()) || after.as_deref() == Some(l.who.as_str()),
-            "{} wrote {} {} at {:.1}s while {before:?} held the Lease",
-            l.who,
+            before.as_deref() == Some(who.as_str()) || after.as_deref() == Some(who.as_str()),
+            "{who} wrote {} {} at {:.1}s while {before:?} held the Lease",
             l.method,
             l.path,
             at(l.at)
@@ -717,6 +689,7 @@ async fn flash_crowd_through_the_whole_chain() {
     // Reaction and time to capacity, beside the drill simulator's prediction.
     let first_patch = log
         .iter()
+        .map(|(_, l)| l)
         .filter(|l| {
             l.method == "PATCH"
                 && l.path.contains("/deployments/istio-ingressgateway/scale")
@@ -744,7 +717,7 @@ async fn flash_crowd_through_the_whole_chain() {
 
     // Kill the leader: the other replica takes over within the Lease duration (plus the grace
     // with which it checks) and acts.
-    let leader = lease_holder(&api).unwrap();
+    let leader = lease_holder(&tb).await.unwrap();
     let idx = usize::from(leader == "spillway-b");
     let follower = if idx == 0 { "spillway-b" } else { "spillway-a" };
     let killed = Instant::now();
@@ -752,8 +725,8 @@ async fn flash_crowd_through_the_whole_chain() {
     story.say(format!(
         "killed the leader {leader} (SIGKILL: the Lease is not released)"
     ));
-    wait_for("the follower to take the Lease", LEASE_SECONDS * 3, || {
-        lease_holder(&api).as_deref() == Some(follower)
+    wait_for("the follower to take the Lease", LEASE_SECONDS * 3, || async {
+        lease_holder(&tb).await.as_deref() == Some(follower)
     })
     .await;
     let takeover = killed.elapsed();
@@ -765,9 +738,10 @@ async fn flash_crowd_through_the_whole_chain() {
         takeover <= Duration::from_secs(LEASE_SECONDS + 2),
         "takeover took {takeover:?}"
     );
-    let writes_before = api.with(|st| st.writes_by(follower).len());
-    wait_for("the new leader to act", 10, || {
-        api.with(|st| st.writes_by(follower).len()) > writes_before
+    let new_leader = agents[1 - idx].as_ref().unwrap();
+    let writes_before = new_leader.writes().len();
+    wait_for("the new leader to act", 10, || async {
+        new_leader.writes().len() > writes_before
     })
     .await;
     story.say(format!(

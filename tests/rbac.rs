@@ -1,11 +1,8 @@
-//! `deploy/`'s RBAC, enforced by the stand-in API server: the agent needs nothing more than it
-//! grants, and gets nothing more.
+//! `deploy/`'s RBAC, enforced by the real kube-apiserver against `deploy/`'s ServiceAccount
+//! token: the agent needs nothing more than it grants, and gets nothing more.
 #![allow(clippy::unwrap_used)]
 
 mod support;
-
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Secret};
@@ -13,31 +10,14 @@ use kube::api::{Api, DeleteParams, EvictParams, ListParams, Patch, PatchParams};
 use serde_json::json;
 use spillway::sim::Scenario;
 use spillway::sim::cluster::Latencies;
-use support::apiserver::ApiServer;
-use support::prom::{Killed, LoadExporter, Prom, free_port};
-use support::rbac::Rbac;
-
-fn deploy_rbac() -> Rbac {
-    let out = Command::new("kubectl")
-        .args(["kustomize", concat!(env!("CARGO_MANIFEST_DIR"), "/deploy")])
-        .output();
-    let out = out.expect("kubectl is needed to build deploy/ (kubectl kustomize)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Rbac::from_manifests(
-        &String::from_utf8(out.stdout).unwrap(),
-        "spillway-system",
-        "spillway",
-    )
-}
+use support::live::{agent, wait_for, workdir};
+use support::prom::{LoadExporter, Prom};
+use support::testbed::{Testbed, client};
 
 fn policy() -> serde_json::Value {
     json!({
         "apiVersion": "spillway.io/v1alpha1", "kind": "ElasticGateway",
-        "metadata": {"name": "ingressgateway", "namespace": "istio-system", "generation": 1},
+        "metadata": {"name": "ingressgateway", "namespace": "istio-system"},
         "spec": {
             "target": {"kind": "Deployment", "name": "istio-ingressgateway"},
             "minReplicas": 2, "maxReplicas": 30,
@@ -58,103 +38,58 @@ fn latencies() -> Latencies {
     }
 }
 
-async fn client(api: &ApiServer, dir: &std::path::Path, token: &str) -> kube::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let kc = kube::config::Kubeconfig::read_from(api.kubeconfig(dir, token)).unwrap();
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .unwrap();
-    kube::Client::try_from(cfg).unwrap()
-}
-
-async fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {secs}s waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+/// A client authenticated with `deploy/`'s ServiceAccount token, straight to the apiserver.
+async fn agent_client(tb: &Testbed, dir: &std::path::Path) -> kube::Client {
+    let server = format!("https://127.0.0.1:{}", tb.api_port());
+    let kc = tb.kubeconfig_for(&dir.join("kubeconfig-sa"), &server, &tb.agent_token());
+    client(&kc).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_needs_nothing_beyond_deploys_rbac() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = workdir("rbac-needs");
     let load = LoadExporter::start(2000.0);
     let prom = Prom::start(dir.path(), &[load.port]);
-    let api = ApiServer::start(&Scenario::default(), latencies(), Some(policy())).await;
-    api.with(|st| st.rbac = Some(deploy_rbac()));
+    let scenario = Scenario::default();
+    let tb = Testbed::start(dir.path(), &scenario, &latencies()).await;
+    tb.seed(&scenario, &latencies(), Some(policy())).await;
     let mut agents = vec![];
     for who in ["spillway-a", "spillway-b"] {
-        let child = Command::new(env!("CARGO_BIN_EXE_spillway"))
-            .arg("run")
-            .args([
-                "--kubeconfig",
-                api.kubeconfig(dir.path(), who).to_str().unwrap(),
-            ])
-            .args([
-                "--prometheus-url",
-                &prom.url(),
-                "--interval",
-                "1s",
-                "--lease-duration",
-                "4s",
-                "--identity",
-                who,
-            ])
-            .args(["--admin-addr", &format!("127.0.0.1:{}", free_port())])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        agents.push(Killed(child));
+        agents.push(agent(&tb, dir.path(), &prom.url(), who, true, &[]).await);
     }
-    let replicas = |api: &ApiServer| {
-        api.with(|st| {
-            st.get("deployments", "istio-system", "istio-ingressgateway")
-                .unwrap()["spec"]["replicas"]
-                .as_i64()
-                .unwrap()
-        })
-    };
-    // A spike onto ECI long enough for the weights to shift, and back.
+    // A spike onto ECI, long enough for the weights to change, and back.
     load.set(10_000.0);
-    wait_until("scaled up", 30, || replicas(&api) == 20).await;
-    let weights_applied = |api: &ApiServer| {
-        api.with(|st| {
-            st.log.iter().any(|l| {
-                l.path.contains("/deployments/istio-ingressgateway?")
-                    && l.path.contains("force=true")
-                    && l.status == 200
+    wait_for("scaled up", 60, || async { tb.replicas().await == 20 }).await;
+    let weights_applied = || {
+        agents.iter().any(|a| {
+            a.proxy.with(|st| {
+                st.log.iter().any(|l| {
+                    l.method == "PATCH"
+                        && l.path.contains("/deployments/istio-ingressgateway?")
+                        && l.path.contains("force=true")
+                        && l.status == 200
+                })
             })
         })
     };
-    wait_until("weights shifted by server-side apply", 30, || {
-        weights_applied(&api)
+    wait_for("weights applied server-side", 60, || async {
+        weights_applied()
     })
     .await;
     load.set(1000.0);
-    wait_until("scaled down", 40, || replicas(&api) == 2).await;
+    wait_for("scaled down", 90, || async { tb.replicas().await == 2 }).await;
     // An eviction, as a move back to ECS would send it, with the agent's identity.
-    let c = client(&api, dir.path(), "spillway-a").await;
-    let pod = api.with(|st| {
-        st.gateway
-            .as_ref()
-            .unwrap()
-            .cluster
-            .live()
-            .next()
-            .unwrap()
-            .name
-            .clone()
-    });
+    let c = agent_client(&tb, dir.path()).await;
+    let pod = tb.gateway_pods().await[0].name.clone();
     Api::<Pod>::namespaced(c, "istio-system")
         .evict(&pod, &EvictParams::default())
         .await
         .unwrap();
 
-    let log = api.with(|st| st.log.clone());
+    let log: Vec<_> = agents
+        .iter()
+        .flat_map(|a| a.proxy.with(|st| st.log.clone()))
+        .collect();
     let denied: Vec<String> = log
         .iter()
         .filter(|l| l.status == 403)
@@ -162,13 +97,13 @@ async fn the_agent_needs_nothing_beyond_deploys_rbac() {
         .collect();
     assert!(
         denied.is_empty(),
-        "deploy/'s RBAC denied the agent: {denied:#?}"
+        "the apiserver denied the agent under deploy/'s RBAC: {denied:#?}"
     );
     // The run used every kind of request the agent makes, so the check covered them all.
     for (method, fragment) in [
         ("GET", "/api/v1/nodes"),
-        ("GET", "/api/v1/pods"),
-        ("GET", "/apis/apps/v1/deployments"),
+        ("GET", "/api/v1/namespaces/istio-system/pods"),
+        ("GET", "/deployments"),
         ("GET", "/apis/spillway.io/v1alpha1/elasticgateways"),
         ("GET", "/horizontalpodautoscalers"),
         ("PATCH", "/deployments/istio-ingressgateway/scale"),
@@ -179,9 +114,7 @@ async fn the_agent_needs_nothing_beyond_deploys_rbac() {
             "POST",
             "/apis/events.k8s.io/v1/namespaces/istio-system/events",
         ),
-        ("POST", "/eviction"),
         ("GET", "/leases/spillway"),
-        ("PATCH", "/leases/spillway"),
     ] {
         assert!(
             log.iter()
@@ -193,12 +126,14 @@ async fn the_agent_needs_nothing_beyond_deploys_rbac() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_outside_the_role_are_denied() {
-    let dir = tempfile::tempdir().unwrap();
-    let api = ApiServer::start(&Scenario::default(), latencies(), Some(policy())).await;
-    api.with(|st| st.rbac = Some(deploy_rbac()));
-    let c = client(&api, dir.path(), "spillway").await;
-    let forbidden =
-        |r: Result<(), kube::Error>| matches!(r, Err(kube::Error::Api(s)) if s.code == 403);
+    let dir = workdir("rbac-denied");
+    let scenario = Scenario::default();
+    let tb = Testbed::start(dir.path(), &scenario, &latencies()).await;
+    tb.seed(&scenario, &latencies(), Some(policy())).await;
+    let c = agent_client(&tb, dir.path()).await;
+    let forbidden = |r: Result<(), kube::Error>| {
+        matches!(&r, Err(kube::Error::Api(s)) if s.code == 403) || panic!("not denied: {r:?}")
+    };
     let deployments = Api::<Deployment>::namespaced(c.clone(), "istio-system");
     assert!(forbidden(
         deployments
@@ -216,7 +151,11 @@ async fn requests_outside_the_role_are_denied() {
     let patch = json!({"metadata": {"annotations": {"x": "y"}}});
     assert!(forbidden(
         pods_elsewhere
-            .patch("other-x", &PatchParams::default(), &Patch::Merge(&patch))
+            .patch(
+                "other-cn-hangzhou-ecs-gw-0-0",
+                &PatchParams::default(),
+                &Patch::Merge(&patch)
+            )
             .await
             .map(|_| ())
     ));
@@ -233,7 +172,7 @@ async fn requests_outside_the_role_are_denied() {
     ));
     // And what it does need is allowed.
     assert!(
-        Api::<Pod>::all(c.clone())
+        Api::<Pod>::namespaced(c.clone(), "istio-system")
             .list(&ListParams::default().limit(5))
             .await
             .is_ok()

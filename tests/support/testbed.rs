@@ -41,13 +41,26 @@ pub fn binaries() -> PathBuf {
     )
 }
 
-/// One running control plane; stopped (all its processes) on drop.
+/// One running control plane; stopped (all its processes) on drop. It derefs to [`Cluster`],
+/// the reads a test makes of it.
 pub struct Testbed {
     pub dir: PathBuf,
     pub bin: PathBuf,
-    pub client: kube::Client,
+    cluster: Cluster,
     child: Child,
-    _tmp: Option<tempfile::TempDir>,
+}
+
+/// What a test reads from the control plane, as the cluster admin; cheap to clone into a task.
+#[derive(Clone)]
+pub struct Cluster {
+    pub client: kube::Client,
+}
+
+impl std::ops::Deref for Testbed {
+    type Target = Cluster;
+    fn deref(&self) -> &Cluster {
+        &self.cluster
+    }
 }
 
 impl Drop for Testbed {
@@ -113,9 +126,10 @@ impl Testbed {
         let mut tb = Self {
             dir: tb_dir,
             bin,
-            client: placeholder_client(),
+            cluster: Cluster {
+                client: placeholder_client(),
+            },
             child,
-            _tmp: None,
         };
         let deadline = Instant::now() + Duration::from_secs(180);
         while !tb.dir.join("ready").exists() {
@@ -132,8 +146,13 @@ impl Testbed {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        tb.client = client_from(&tb.dir.join("kubeconfig")).await;
+        tb.cluster.client = client_from(&tb.dir.join("kubeconfig")).await;
         tb
+    }
+
+    /// The reads, for a task that outlives a borrow of the test bed.
+    pub fn handle(&self) -> Cluster {
+        self.cluster.clone()
     }
 
     pub fn kubeconfig(&self) -> PathBuf {
@@ -315,6 +334,15 @@ impl Testbed {
         }
     }
 
+    /// The apiserver's audit log: one JSON object per request that changed something.
+    pub fn audit(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.dir.join("audit.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
     async fn wait_for_default_sa(&self, ns: &str) {
         self.kubectl_ok(
             &[
@@ -329,6 +357,9 @@ impl Testbed {
         );
     }
 
+}
+
+impl Cluster {
     /// The gateway's live pods (not terminating): name, pool, node, ready.
     pub async fn gateway_pods(&self) -> Vec<GatewayPod> {
         let nodes = self.node_pools().await;
@@ -387,15 +418,6 @@ impl Testbed {
 
     pub async fn replicas(&self) -> i32 {
         self.gateway().await.spec.replicas.unwrap_or(0)
-    }
-
-    /// The apiserver's audit log: one JSON object per request that changed something.
-    pub fn audit(&self) -> Vec<Value> {
-        std::fs::read_to_string(self.dir.join("audit.log"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
     }
 }
 
@@ -530,7 +552,7 @@ pub struct Deletion {
     pub during_rollout: bool,
 }
 
-impl Testbed {
+impl Cluster {
     /// Watches the gateway's pods and records each deletion the moment it starts.
     pub async fn track_deletions(&self) -> std::sync::Arc<std::sync::Mutex<Vec<Deletion>>> {
         use futures::StreamExt;
