@@ -469,7 +469,7 @@ async fn flash_crowd_through_the_whole_chain() {
     // Checks, from the outside.
     let log: Vec<_> = requests(&agents)[log_before_run..].to_vec();
     let at = |i: Instant| i.saturating_duration_since(run_start).as_secs_f64();
-    let deletions = deletions.lock().unwrap().clone();
+    let deletions = deletions.lock().unwrap().list();
     // The replica counts the agents wrote, as the apiserver recorded them.
     let writes: Vec<i64> = tb
         .audit()

@@ -139,7 +139,7 @@ async fn scales_through_a_spike_onto_eci_and_back_and_holds_without_prometheus()
         pool_counts(&tb.gateway_pods().await).1 == 0
     })
     .await;
-    let deletions = deletions.lock().unwrap().clone();
+    let deletions = deletions.lock().unwrap().list();
     let ecs_early: Vec<_> = deletions
         .iter()
         .filter(|d| d.pool == Some(Pool::Ecs) && d.eci_left > 0 && !d.during_rollout)

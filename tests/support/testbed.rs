@@ -546,19 +546,54 @@ pub fn gateway_json(scenario: &Scenario, latencies: &Latencies) -> Value {
 pub struct Deletion {
     pub pod: String,
     pub pool: Option<Pool>,
-    /// Gateway pods still on ECI (not terminating) when this one was chosen.
+    /// ECI pods that were live when this pod was chosen and outlived that choice by more than
+    /// [`SAME_BATCH`]: the ones a scale-in should have taken first. (The ReplicaSet controller
+    /// deletes a whole batch at once, and the watch reports it in any order.)
     pub eci_left: usize,
     /// Pods of more than one ReplicaSet were live: a rollout, not a scale-in.
     pub during_rollout: bool,
+    pub at: Instant,
+}
+
+/// Deletions this close together are one decision of the ReplicaSet controller.
+pub const SAME_BATCH: Duration = Duration::from_secs(2);
+
+/// Deletions, with each one's `eci_left` computed from what happened after it.
+pub struct Deletions {
+    log: Vec<Deletion>,
+    /// ECI pods: when each became live and when it was deleted.
+    eci: BTreeMap<String, (Instant, Option<Instant>)>,
+}
+
+impl Deletions {
+    pub fn list(&self) -> Vec<Deletion> {
+        self.log
+            .iter()
+            .map(|d| {
+                let mut d = d.clone();
+                d.eci_left = self
+                    .eci
+                    .values()
+                    .filter(|(born, gone)| {
+                        *born < d.at && gone.is_none_or(|g| g > d.at + SAME_BATCH)
+                    })
+                    .count();
+                d
+            })
+            .collect()
+    }
 }
 
 impl Cluster {
     /// Watches the gateway's pods and records each deletion the moment it starts.
-    pub async fn track_deletions(&self) -> std::sync::Arc<std::sync::Mutex<Vec<Deletion>>> {
+    pub async fn track_deletions(&self) -> std::sync::Arc<std::sync::Mutex<Deletions>> {
         use futures::StreamExt;
         use kube::runtime::watcher;
         let pools = self.node_pools().await;
-        let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let out = std::sync::Arc::new(std::sync::Mutex::new(Deletions {
+            log: vec![],
+            eci: BTreeMap::new(),
+        }));
         let log = out.clone();
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), "istio-system");
         tokio::spawn(async move {
@@ -583,20 +618,28 @@ impl Cluster {
                     .as_ref()
                     .and_then(|s| s.node_name.as_ref())
                     .and_then(|n| pools.get(n).copied());
+                let now = Instant::now();
+                let mut log = log.lock().unwrap();
                 if p.metadata.deletion_timestamp.is_some() {
                     if let Some((pool, _)) = live.remove(&name) {
-                        let eci_left = live.values().filter(|(p, _)| *p == Some(Pool::Eci)).count();
                         let owners: std::collections::BTreeSet<&String> =
                             live.values().map(|(_, o)| o).collect();
                         let during_rollout = owners.len() > 1;
-                        log.lock().unwrap().push(Deletion {
+                        if let Some(e) = log.eci.get_mut(&name) {
+                            e.1 = Some(now);
+                        }
+                        log.log.push(Deletion {
                             pod: name,
                             pool,
-                            eci_left,
+                            eci_left: 0,
                             during_rollout,
+                            at: now,
                         });
                     }
                 } else {
+                    if pool == Some(Pool::Eci) {
+                        log.eci.entry(name.clone()).or_insert((now, None));
+                    }
                     live.insert(name, (pool, owner));
                 }
             }
