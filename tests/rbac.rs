@@ -102,7 +102,7 @@ async fn the_agent_needs_nothing_beyond_deploys_rbac() {
     // The run used every kind of request the agent makes, so the check covered them all.
     for (method, fragment) in [
         ("GET", "/api/v1/nodes"),
-        ("GET", "/api/v1/namespaces/istio-system/pods"),
+        ("GET", "/api/v1/pods"),
         ("GET", "/deployments"),
         ("GET", "/apis/spillway.io/v1alpha1/elasticgateways"),
         ("GET", "/horizontalpodautoscalers"),
