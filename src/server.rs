@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -11,9 +12,9 @@ use hyper::body::Incoming;
 use hyper::header::{ACCEPT, CONTENT_TYPE};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 use crate::metrics::Metrics;
 
@@ -92,39 +93,105 @@ impl Admin {
     }
 }
 
+/// Limits of the admin server: it must stay up (for the kubelet's probes and Prometheus)
+/// whatever its clients do.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers.
+    pub header_read_timeout: Duration,
+    /// Longest life of one connection, busy or idle.
+    pub connection_lifetime: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 64,
+            header_read_timeout: Duration::from_secs(5),
+            connection_lifetime: Duration::from_secs(30),
+        }
+    }
+}
+
 /// Binds `addr` now (so a bad address fails at start-up) and returns the bound address and the
 /// serving future, which ends when `shutdown` turns true.
 pub async fn bind(
     addr: SocketAddr,
     admin: Admin,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<(SocketAddr, impl std::future::Future<Output = ()>)> {
+    bind_with(addr, admin, shutdown, Limits::default()).await
+}
+
+/// [`bind`] with explicit limits.
+pub async fn bind_with(
+    addr: SocketAddr,
+    admin: Admin,
     mut shutdown: watch::Receiver<bool>,
+    limits: Limits,
 ) -> std::io::Result<(SocketAddr, impl std::future::Future<Output = ()>)> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let serve = async move {
+        // Accept errors (out of file descriptors, above all) back off instead of spinning, and
+        // are logged once per run of failures rather than once per attempt.
+        let mut backoff = Duration::ZERO;
+        let mut failures = 0u64;
         loop {
+            let permit = tokio::select! {
+                p = slots.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+                _ = shutdown.wait_for(|stop| *stop) => break,
+            };
             let accepted = tokio::select! {
                 a = listener.accept() => a,
                 _ = shutdown.wait_for(|stop| *stop) => break,
             };
-            let (stream, _) = match accepted {
-                Ok(s) => s,
+            let stream = match accepted {
+                Ok((s, _)) => {
+                    if failures > 0 {
+                        tracing::info!(failures, "admin server: accepting again");
+                    }
+                    failures = 0;
+                    backoff = Duration::ZERO;
+                    s
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "admin server: accept failed");
+                    failures += 1;
+                    if failures == 1 {
+                        tracing::warn!(error = %e, "admin server: accept failed; backing off");
+                    }
+                    backoff =
+                        (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.wait_for(|stop| *stop) => break,
+                    }
                     continue;
                 }
             };
             let admin = admin.clone();
             tokio::spawn(async move {
+                let _permit = permit;
                 let svc = service_fn(move |req| {
                     let resp = admin.respond(&req);
                     async move { Ok::<_, std::convert::Infallible>(resp) }
                 });
-                if let Err(e) = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await
-                {
-                    tracing::debug!(error = %e, "admin server: connection ended with an error");
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(limits.header_read_timeout)
+                    .serve_connection(TokioIo::new(stream), svc);
+                match tokio::time::timeout(limits.connection_lifetime, conn).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "admin server: connection ended with an error");
+                    }
+                    Err(_) => tracing::debug!("admin server: connection closed at its lifetime"),
                 }
             });
         }
