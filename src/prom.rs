@@ -292,6 +292,7 @@ mod tests {
 
     #[test]
     fn credentials_stay_out_of_reasons_and_garbage_cas_are_refused() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let prom = Prometheus::new(PromConfig {
             url: "http://spill:hunter22@127.0.0.1:1/?token=tok999".into(),
             timeout: Duration::from_secs(2),

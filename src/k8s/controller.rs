@@ -987,6 +987,10 @@ fn rfc3339(t: f64) -> String {
 }
 
 #[cfg(test)]
+#[path = "controller_tests.rs"]
+mod fault_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
