@@ -73,6 +73,23 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     std::time::Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
 }
 
+/// Parses `IP:port`; an IPv6 address may come without brackets (as `$(POD_IP):8080` gives it).
+fn parse_addr(s: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(a) = s.parse() {
+        return Ok(a);
+    }
+    let (ip, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{s:?} is not an address like 127.0.0.1:8080"))?;
+    let ip: std::net::IpAddr = ip
+        .parse()
+        .map_err(|e| format!("{s:?}: {ip:?} is not an IP address: {e}"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|e| format!("{s:?}: {port:?} is not a port: {e}"))?;
+    Ok(std::net::SocketAddr::new(ip, port))
+}
+
 #[derive(clap::Args, Debug)]
 struct RunArgs {
     /// Kubeconfig file; without it, the in-cluster service account (or $KUBECONFIG, ~/.kube/config).
@@ -106,7 +123,7 @@ struct RunArgs {
     /// Address of the admin server (/metrics, /healthz, /readyz). Loopback by default; in a pod,
     /// deploy/ binds the pod's own IP (from the downward API) so that Prometheus and the kubelet
     /// reach it and nothing else on the node does.
-    #[arg(long, env = "SPILLWAY_ADMIN_ADDR", default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "SPILLWAY_ADMIN_ADDR", default_value = "127.0.0.1:8080", value_parser = parse_addr)]
     admin_addr: std::net::SocketAddr,
     /// Longest one Kubernetes API call may take before it counts as failed.
     #[arg(long, env = "SPILLWAY_API_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
@@ -236,7 +253,6 @@ async fn agent(args: RunArgs) -> anyhow::Result<()> {
     use spillway::k8s::{controller, index::ClusterIndex, watch};
     use std::sync::{Arc, RwLock};
 
-    let (client, watch_client) = kube_clients(&args).await?;
     let identity = args
         .identity
         .clone()
@@ -262,6 +278,8 @@ async fn agent(args: RunArgs) -> anyhow::Result<()> {
         ca_pem,
         max_skew: args.prometheus_max_skew,
     })?;
+
+    let (client, watch_client) = kube_clients(&args).await?;
 
     // Shutdown on SIGTERM or Ctrl-C.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

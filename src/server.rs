@@ -198,3 +198,61 @@ pub async fn bind_with(
     };
     Ok((local, serve))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn get(addr: SocketAddr, path: &str) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    /// Idle and slow clients fill the connection slots; the header timeout frees them, so the
+    /// probes get through. (Without a header timeout the idle connections hold forever, and
+    /// the probe below never finishes.)
+    #[tokio::test(start_paused = true)]
+    async fn slow_and_idle_clients_cannot_starve_the_probes() {
+        let (_stop, stopped) = watch::channel(false);
+        let admin = Admin::new(Arc::new(Metrics::new()));
+        let limits = Limits {
+            max_connections: 4,
+            header_read_timeout: Duration::from_secs(5),
+            connection_lifetime: Duration::from_secs(30),
+        };
+        let (addr, serve) = bind_with("127.0.0.1:0".parse().unwrap(), admin, stopped, limits)
+            .await
+            .unwrap();
+        tokio::spawn(serve);
+        let mut idle = vec![];
+        for _ in 0..4 {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            // Slowloris: half a request line, never finished.
+            s.write_all(b"GET /metr").await.unwrap();
+            idle.push(s);
+        }
+        let started = tokio::time::Instant::now();
+        let answer = get(addr, "/healthz").await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        // Served once the header timeout (5 s) freed a slot, not at the connection lifetime.
+        assert!(
+            started.elapsed() <= Duration::from_secs(6),
+            "{:?}",
+            started.elapsed()
+        );
+        // The slow clients were cut off (EOF or a 408, then EOF).
+        for mut s in idle {
+            let mut buf = Vec::new();
+            let _ = s.read_to_end(&mut buf).await;
+        }
+        assert!(started.elapsed() <= Duration::from_secs(6));
+    }
+}

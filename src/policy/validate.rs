@@ -227,7 +227,7 @@ pub fn validate(spec: &ElasticGatewaySpec, namespace: &str) -> Vec<FieldError> {
             v.err(
                 format!("{at}.targetPerReplica"),
                 format!(
-                    "must be within 0 and 1e15 (excluded, included), got {}",
+                    "must be greater than 0 (and at most 1e15), got {}",
                     m.target_per_replica
                 ),
             );
@@ -337,7 +337,10 @@ impl Validator {
 
     fn price(&mut self, path: &str, x: f64, max: f64) {
         if !(x.is_finite() && (0.0..=max).contains(&x)) {
-            self.err(path, format!("must be a price within 0 and {max}, got {x}"));
+            self.err(
+                path,
+                format!("must be a price of 0 or more (and at most {max:e}), got {x}"),
+            );
         }
     }
 
@@ -533,7 +536,7 @@ spec:
         assert_eq!(paths(&huge_max), vec!["spec.maxReplicas"]);
         let price = GOOD.replace(
             "maxReplicas: 30",
-            "maxReplicas: 30\n  cost: {eciVcpuPricePerSecond: 1e308, ecsDefaultNodePricePerHour: .inf}",
+            "maxReplicas: 30\n  cost: {eciVcpuPricePerSecond: 1e308, ecsDefaultNodePricePerHour: 2e6}",
         );
         assert_eq!(
             paths(&price),
