@@ -177,8 +177,8 @@ impl Limit {
 }
 
 impl HpaMemory {
-    /// `maybeInitScaleDownStabilizationWindow`: a fresh memory starts with the current count,
-    /// so a restarted agent does not scale down at once.
+    /// `recordInitialRecommendation`: a fresh memory starts with the current count, so a
+    /// restarted agent (or a new leader) does not scale down for a full scale-down window.
     pub fn seed(&mut self, now: f64, current: i32) {
         if self.recommendations.is_empty() {
             self.recommendations.push(Recommendation {
