@@ -10,6 +10,9 @@ use serde::Deserialize;
 
 use crate::engine::LoadSample;
 
+/// Largest answer read from Prometheus.
+pub const MAX_ANSWER_BYTES: usize = 16 << 20;
+
 /// How to reach Prometheus.
 #[derive(Clone, Debug)]
 pub struct PromConfig {
@@ -140,15 +143,30 @@ impl Prometheus {
             }
         };
         let status = resp.status();
-        let body = match resp.text().await {
-            Ok(b) => b,
-            Err(e) => {
-                return missing(format!(
-                    "reading Prometheus's answer: {}",
-                    root_cause(&e.without_url())
-                ));
+        // An answer is a few KiB; a huge one (a query gone wrong, a hostile proxy) is refused
+        // before it is held in memory whole.
+        let mut resp = resp;
+        let mut body = Vec::new();
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+                        return missing(format!(
+                            "Prometheus's answer is larger than {MAX_ANSWER_BYTES} bytes; is the query a sum()?"
+                        ));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    return missing(format!(
+                        "reading Prometheus's answer: {}",
+                        root_cause(&e.without_url())
+                    ));
+                }
             }
-        };
+        }
+        let body = String::from_utf8_lossy(&body);
         decode(status.as_u16(), &body, now, self.cfg.max_skew.as_secs_f64())
     }
 }
