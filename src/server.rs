@@ -186,12 +186,28 @@ pub async fn bind_with(
                     .timer(TokioTimer::new())
                     .header_read_timeout(limits.header_read_timeout)
                     .serve_connection(TokioIo::new(stream), svc);
-                match tokio::time::timeout(limits.connection_lifetime, conn).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => {
+                let mut conn = std::pin::pin!(conn);
+                // At the end of its lifetime a connection finishes the request in flight (a
+                // scrape is never cut) and closes; a client that will not finish is cut.
+                let ended = tokio::select! {
+                    r = conn.as_mut() => Some(r),
+                    () = tokio::time::sleep(limits.connection_lifetime) => None,
+                };
+                let ended = match ended {
+                    Some(r) => Some(r),
+                    None => {
+                        conn.as_mut().graceful_shutdown();
+                        tokio::time::timeout(limits.header_read_timeout, conn)
+                            .await
+                            .ok()
+                    }
+                };
+                match ended {
+                    Some(Ok(())) => {}
+                    Some(Err(e)) => {
                         tracing::debug!(error = %e, "admin server: connection ended with an error");
                     }
-                    Err(_) => tracing::debug!("admin server: connection closed at its lifetime"),
+                    None => tracing::debug!("admin server: connection cut at its lifetime"),
                 }
             });
         }
