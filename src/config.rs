@@ -28,8 +28,31 @@ impl fmt::Display for FieldError {
 
 /// Parses YAML (or JSON) into a raw value, or one error saying where the syntax breaks.
 pub fn parse_value(text: &str) -> Result<serde_json::Value, FieldError> {
-    serde_saphyr::from_str(text)
-        .map_err(|e| FieldError::new("(document)", format!("not valid YAML: {e}")))
+    let mut docs = parse_values(text)?;
+    match docs.len() {
+        1 => Ok(docs.remove(0)),
+        0 => Err(FieldError::new("(document)", "is empty")),
+        n => Err(FieldError::new(
+            "(document)",
+            format!("holds {n} YAML documents (separated by ---); one is expected here"),
+        )),
+    }
+}
+
+/// Parses a stream of YAML documents (separated by `---`); empty documents are skipped.
+pub fn parse_values(text: &str) -> Result<Vec<serde_json::Value>, FieldError> {
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(text).map_err(|e| {
+        FieldError::new(
+            "(document)",
+            format!("not valid YAML: {}", first_line(&e.to_string())),
+        )
+    })?;
+    Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
+}
+
+/// The parser's message without the advice it appends for library users.
+fn first_line(msg: &str) -> &str {
+    msg.lines().next().unwrap_or(msg)
 }
 
 /// Deserialises `value` into `T`. A type error names its field; so does every field `T` does not

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod model;
 pub mod policy;
 pub mod prom;
+pub mod redact;
 pub mod scheduler;
 pub mod server;
 pub mod sim;
@@ -26,6 +27,9 @@ pub enum Error {
     /// The Kubernetes API failed.
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+    /// Work took longer than its bound.
+    #[error("timed out: {0}")]
+    Timeout(String),
 }
 
 impl Error {
@@ -34,6 +38,7 @@ impl Error {
         match self {
             Error::Config(_) => "config",
             Error::Kube(_) => "kube",
+            Error::Timeout(_) => "timeout",
         }
     }
 }

@@ -46,7 +46,7 @@ enum Command {
     Crd,
 }
 
-/// Parses "5s", "500ms", "2m" or a bare number of seconds.
+/// Parses "5s", "500ms", "2m" or a bare number of seconds, up to a day.
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let s = s.trim();
     let (num, mul) = if let Some(n) = s.strip_suffix("ms") {
@@ -65,7 +65,29 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     if !(x.is_finite() && x > 0.0) {
         return Err(format!("{s:?} must be positive"));
     }
-    Ok(std::time::Duration::from_secs_f64(x * mul))
+    const DAY: f64 = 86_400.0;
+    let secs = x * mul;
+    if secs > DAY {
+        return Err(format!("{s:?} is longer than a day"));
+    }
+    std::time::Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
+}
+
+/// Parses `IP:port`; an IPv6 address may come without brackets (as `$(POD_IP):8080` gives it).
+fn parse_addr(s: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(a) = s.parse() {
+        return Ok(a);
+    }
+    let (ip, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{s:?} is not an address like 127.0.0.1:8080"))?;
+    let ip: std::net::IpAddr = ip
+        .parse()
+        .map_err(|e| format!("{s:?}: {ip:?} is not an IP address: {e}"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|e| format!("{s:?}: {port:?} is not a port: {e}"))?;
+    Ok(std::net::SocketAddr::new(ip, port))
 }
 
 #[derive(clap::Args, Debug)]
@@ -98,9 +120,18 @@ struct RunArgs {
     /// Decide for every gateway at least this often.
     #[arg(long, env = "SPILLWAY_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     interval: std::time::Duration,
-    /// Address of the admin server (/metrics, /healthz, /readyz).
-    #[arg(long, env = "SPILLWAY_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
+    /// Address of the admin server (/metrics, /healthz, /readyz). Loopback by default; in a pod,
+    /// deploy/ binds the pod's own IP (from the downward API) so that Prometheus and the kubelet
+    /// reach it and nothing else on the node does.
+    #[arg(long, env = "SPILLWAY_ADMIN_ADDR", default_value = "127.0.0.1:8080", value_parser = parse_addr)]
     admin_addr: std::net::SocketAddr,
+    /// Longest one Kubernetes API call may take before it counts as failed.
+    #[arg(long, env = "SPILLWAY_API_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    api_timeout: std::time::Duration,
+    /// On SIGTERM, how long in-flight work may still run before the process exits anyway (keep
+    /// it below the pod's terminationGracePeriodSeconds).
+    #[arg(long, env = "SPILLWAY_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
+    shutdown_grace: std::time::Duration,
     /// Namespaces whose pods may be gateway pods (their labels are kept; elsewhere only requests).
     #[arg(
         long,
@@ -193,7 +224,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn kube_client(args: &RunArgs) -> anyhow::Result<kube::Client> {
+/// Two clients: one whose every read is bounded (requests), one without a read timeout (watches,
+/// which may stay quiet for minutes). Neither retries on its own.
+async fn kube_clients(args: &RunArgs) -> anyhow::Result<(kube::Client, kube::Client)> {
     use kube::config::{KubeConfigOptions, Kubeconfig};
     let options = KubeConfigOptions {
         context: args.context.clone(),
@@ -210,7 +243,9 @@ async fn kube_client(args: &RunArgs) -> anyhow::Result<kube::Client> {
             .await
             .context("no in-cluster config and no kubeconfig")?,
     };
-    Ok(kube::Client::try_from(config)?)
+    let requests = spillway::k8s::client(config.clone(), Some(args.api_timeout))?;
+    let watches = spillway::k8s::client(config, None)?;
+    Ok((requests, watches))
 }
 
 /// `spillway run`.
@@ -218,7 +253,6 @@ async fn agent(args: RunArgs) -> anyhow::Result<()> {
     use spillway::k8s::{controller, index::ClusterIndex, watch};
     use std::sync::{Arc, RwLock};
 
-    let client = kube_client(&args).await?;
     let identity = args
         .identity
         .clone()
@@ -244,6 +278,8 @@ async fn agent(args: RunArgs) -> anyhow::Result<()> {
         ca_pem,
         max_skew: args.prometheus_max_skew,
     })?;
+
+    let (client, watch_client) = kube_clients(&args).await?;
 
     // Shutdown on SIGTERM or Ctrl-C.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -277,11 +313,11 @@ async fn agent(args: RunArgs) -> anyhow::Result<()> {
     let (changed_tx, changed_rx) = tokio::sync::watch::channel(0u64);
     let watches = [
         tokio::spawn(watch::nodes(
-            client.clone(),
+            watch_client.clone(),
             index.clone(),
             changed_tx.clone(),
         )),
-        tokio::spawn(watch::pods(client.clone(), index.clone(), changed_tx)),
+        tokio::spawn(watch::pods(watch_client.clone(), index.clone(), changed_tx)),
     ];
 
     // Readiness: caches synced and Prometheus answered once.
@@ -310,16 +346,32 @@ async fn agent(args: RunArgs) -> anyhow::Result<()> {
     // Leadership.
     let (leader_rx, lease_task) = if args.leader_election {
         let secs = args.lease_duration.as_secs().max(2);
-        let manager =
-            kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
-                .with_namespace(&args.lease_namespace)
-                .with_identity(&identity)
-                .with_duration(secs)
-                .with_grace((secs / 3).max(1))
-                .with_field_manager(format!("spillway-{identity}"))
-                .build()
-                .await
-                .context("setting up leader election")?;
+        // The API server may not answer yet (a control plane restarting): retry, saying so.
+        let mut backoff = std::time::Duration::from_secs(1);
+        let manager = loop {
+            let built =
+                kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
+                    .with_namespace(&args.lease_namespace)
+                    .with_identity(&identity)
+                    .with_duration(secs)
+                    .with_grace((secs / 3).max(1))
+                    .with_field_manager(format!("spillway-{identity}"))
+                    .build();
+            match tokio::time::timeout(args.api_timeout, built).await {
+                Ok(Ok(m)) => break m,
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, retry_in = ?backoff, lease = %args.lease_name, namespace = %args.lease_namespace, "cannot set up leader election (is the API server reachable, and may spillway write Leases there?); retrying")
+                }
+                Err(_) => {
+                    tracing::error!(retry_in = ?backoff, "the API server did not answer within --api-timeout while setting up leader election; retrying")
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = stopped(stop_rx.clone()) => return Ok(()),
+            }
+            backoff = (backoff * 2).min(std::time::Duration::from_secs(30));
+        };
         let (rx, task) = manager.watch().await;
         (rx, Some(task))
     } else {
@@ -344,17 +396,20 @@ async fn agent(args: RunArgs) -> anyhow::Result<()> {
 
     let ctx = Arc::new(controller::Context::new(
         client.clone(),
+        watch_client,
         metrics,
         prom,
         index,
         leader_rx.clone(),
         controller::Config {
-            interval: args.interval,
-            reporter: "spillway".into(),
             instance: Some(identity.clone()),
+            api_timeout: args.api_timeout,
+            shutdown_grace: args.shutdown_grace,
+            ..controller::Config::new(args.interval)
         },
     ));
-    tracing::info!(%identity, prometheus = %args.prometheus_url, interval = ?args.interval, "spillway running");
+    let prometheus = spillway::redact::url(&args.prometheus_url);
+    tracing::info!(%identity, %prometheus, interval = ?args.interval, "spillway running");
     let result = tokio::select! {
         r = controller::run(ctx, changed_rx, stopped(stop_rx.clone())) => r.map_err(anyhow::Error::from),
         r = async { match lease_task { Some(t) => t.await, None => std::future::pending().await } } => {
@@ -377,21 +432,39 @@ fn crd_yaml() -> anyhow::Result<String> {
 fn check(files: &[PathBuf]) -> ExitCode {
     let mut failed = false;
     for f in files {
-        match spillway::policy::load_policy_file(f) {
-            Ok(egw) => println!(
-                "{}: ok (ElasticGateway {}/{})",
-                f.display(),
-                egw.metadata.namespace.as_deref().unwrap_or("default"),
-                egw.metadata.name.as_deref().unwrap_or("")
-            ),
-            Err(errors) => {
+        let docs = match spillway::policy::load_policy_files(f) {
+            Ok(docs) => docs,
+            Err(e) => {
                 failed = true;
                 println!(
-                    "{}: {} error(s)\n{}",
+                    "{}: 1 error(s)\n{}",
                     f.display(),
-                    errors.len(),
-                    spillway::config::render(&errors)
+                    spillway::config::render(&[e])
                 );
+                continue;
+            }
+        };
+        let several = docs.len() > 1;
+        for (i, doc) in docs.into_iter().enumerate() {
+            let at = if several {
+                format!("{} (document {})", f.display(), i + 1)
+            } else {
+                f.display().to_string()
+            };
+            match doc {
+                Ok(egw) => println!(
+                    "{at}: ok (ElasticGateway {}/{})",
+                    egw.metadata.namespace.as_deref().unwrap_or("default"),
+                    egw.metadata.name.as_deref().unwrap_or("")
+                ),
+                Err(errors) => {
+                    failed = true;
+                    println!(
+                        "{at}: {} error(s)\n{}",
+                        errors.len(),
+                        spillway::config::render(&errors)
+                    );
+                }
             }
         }
     }
@@ -449,8 +522,8 @@ fn serve_drill(
     bar: indicatif::ProgressBar,
 ) -> anyhow::Result<spillway::sim::DrillReport> {
     anyhow::ensure!(
-        speed > 0.0 && speed.is_finite(),
-        "--speed must be greater than 0, got {speed}"
+        (0.001..=1e6).contains(&speed),
+        "--speed must be within 0.001 and 1000000 (simulated seconds per wall second), got {speed}"
     );
     anyhow::ensure!(
         scenario.policies.contains(&PolicyKind::Spillway),

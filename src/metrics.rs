@@ -128,9 +128,23 @@ pub enum ErrorKind {
     ApiWrite,
     Conflict,
     InvalidPolicy,
+    /// An ElasticGateway the agent cannot decode (skipped; the others go on).
+    Undecodable,
+    /// A decision held because a watch has not synced or is failing.
+    WatchUnsynced,
 }
 
 impl ErrorKind {
+    pub const ALL: [ErrorKind; 7] = [
+        ErrorKind::PrometheusQuery,
+        ErrorKind::ApiRead,
+        ErrorKind::ApiWrite,
+        ErrorKind::Conflict,
+        ErrorKind::InvalidPolicy,
+        ErrorKind::Undecodable,
+        ErrorKind::WatchUnsynced,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorKind::PrometheusQuery => "prometheus_query",
@@ -138,6 +152,8 @@ impl ErrorKind {
             ErrorKind::ApiWrite => "api_write",
             ErrorKind::Conflict => "conflict",
             ErrorKind::InvalidPolicy => "invalid_policy",
+            ErrorKind::Undecodable => "undecodable",
+            ErrorKind::WatchUnsynced => "watch_unsynced",
         }
     }
 }
@@ -148,6 +164,10 @@ struct Memory {
     last_at: Option<f64>,
     /// When the load first asked for a different count than the current one.
     change_seen_at: Option<f64>,
+    /// Label values seen, so that [`Metrics::forget`] removes every series of the gateway.
+    metric_names: Vec<String>,
+    currencies: Vec<String>,
+    held: Option<String>,
 }
 
 /// The registry and every family in it.
@@ -176,9 +196,24 @@ pub struct Metrics {
     decision_seconds: HistFamily<Gw>,
     reaction_seconds: HistFamily<Gw>,
     last_decision: Family<Gw, FGauge>,
+    held: Family<KindLabels, Gauge>,
     leader: Gauge,
     memory: Mutex<HashMap<Gw, Memory>>,
 }
+
+/// Every `reason` label of `spillway_decisions_total` (the engine's `Why`).
+const WHY: [&str; 10] = [
+    "load",
+    "lead_time",
+    "steady",
+    "stabilized",
+    "rate_limited",
+    "bounds",
+    "eci_cap",
+    "missing_data",
+    "paused",
+    "scaled_to_zero",
+];
 
 fn decision_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_01, 4.0, 10))
@@ -221,6 +256,7 @@ impl Metrics {
             decision_seconds: Family::new_with_constructor(decision_histogram),
             reaction_seconds: Family::new_with_constructor(reaction_histogram),
             last_decision: Family::default(),
+            held: Family::default(),
             leader: Gauge::default(),
             memory: Mutex::new(HashMap::new()),
             registry: Registry::default(),
@@ -339,6 +375,11 @@ impl Metrics {
             m.last_decision.clone(),
         );
         r.register(
+            "held",
+            "1 while spillway makes no decision for the gateway, by reason (kind: CachesNotSynced, WatchFailing, InvalidPolicy, Undecodable, NamespaceNotWatched, TargetNotFound); absent while it decides",
+            m.held.clone(),
+        );
+        r.register(
             "leader",
             "1 while this spillway replica holds the leader Lease and may write",
             m.leader.clone(),
@@ -417,6 +458,21 @@ impl Metrics {
         self.max
             .get_or_create(gw)
             .set(i64::from(policy.max_replicas));
+        {
+            let mut mem = self
+                .memory
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let m = mem.entry(gw.clone()).or_default();
+            for r in &d.readings {
+                if !m.metric_names.contains(&r.metric) {
+                    m.metric_names.push(r.metric.clone());
+                }
+            }
+            if !m.currencies.contains(&d.cost.currency) {
+                m.currencies.push(d.cost.currency.clone());
+            }
+        }
         for r in &d.readings {
             let l = MetricLabels {
                 namespace: ns.clone(),
@@ -522,13 +578,7 @@ impl Metrics {
             // Create every kind at 0 so that rate() and increase() see the series from the start.
             self.actions.get_or_create(&l).inc_by(n);
         }
-        for kind in [
-            ErrorKind::PrometheusQuery,
-            ErrorKind::ApiRead,
-            ErrorKind::ApiWrite,
-            ErrorKind::Conflict,
-            ErrorKind::InvalidPolicy,
-        ] {
+        for kind in ErrorKind::ALL {
             let l = KindLabels {
                 namespace: ns.clone(),
                 name: name.clone(),
@@ -549,6 +599,139 @@ impl Metrics {
             kind: kind.as_str().into(),
         };
         self.errors.get_or_create(&l).inc();
+    }
+
+    /// Marks the gateway as held (no decision) for `reason`, or deciding again with `None`.
+    pub fn set_held(&self, gw: &Gw, reason: Option<&str>) {
+        let mut mem = self
+            .memory
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let m = mem.entry(gw.clone()).or_default();
+        let label = |kind: &str| KindLabels {
+            namespace: gw.namespace.clone(),
+            name: gw.name.clone(),
+            kind: kind.into(),
+        };
+        if let Some(old) = m.held.take().filter(|o| Some(o.as_str()) != reason) {
+            self.held.remove(&label(&old));
+        }
+        if let Some(r) = reason {
+            self.held.get_or_create(&label(r)).set(1);
+            m.held = Some(r.into());
+        }
+    }
+
+    /// Removes every series of a gateway that no longer exists, so that its last values (and the
+    /// alerts on them) do not outlive it.
+    pub fn forget(&self, gw: &Gw) {
+        let m = self
+            .memory
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(gw)
+            .unwrap_or_default();
+        let (namespace, name) = (gw.namespace.clone(), gw.name.clone());
+        for pool in [Pool::Ecs, Pool::Eci, Pool::Pending, Pool::Other] {
+            for state in ["ready", "starting", "terminating"] {
+                self.pods.remove(&PodLabels {
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                    pool: pool.as_str().into(),
+                    state: state.into(),
+                });
+            }
+            for currency in &m.currencies {
+                let l = CostLabels {
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                    pool: pool.as_str().into(),
+                    currency: currency.clone(),
+                };
+                self.cost_rate.remove(&l);
+                self.cost.remove(&l);
+            }
+            self.weight.remove(&PoolLabels {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                pool: pool.as_str().into(),
+            });
+        }
+        for phase in [
+            Phase::Normal,
+            Phase::Overflow,
+            Phase::Draining,
+            Phase::Holding,
+            Phase::Paused,
+        ] {
+            self.phase.remove(&PhaseLabels {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                phase: phase.as_str().into(),
+            });
+        }
+        for f in [
+            &self.desired,
+            &self.current,
+            &self.min,
+            &self.max,
+            &self.ecs_free,
+            &self.ecs_capacity,
+            &self.eci_cap,
+        ] {
+            f.remove(gw);
+        }
+        self.decision_seconds.remove(gw);
+        self.reaction_seconds.remove(gw);
+        self.last_decision.remove(gw);
+        for metric in &m.metric_names {
+            let l = MetricLabels {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                metric: metric.clone(),
+            };
+            self.load.remove(&l);
+            self.load_target.remove(&l);
+            self.load_missing.remove(&l);
+        }
+        for currency in &m.currencies {
+            let l = CurrencyLabels {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                currency: currency.clone(),
+            };
+            self.saving_rate.remove(&l);
+            self.all_ecs_rate.remove(&l);
+        }
+        for action in ["scale_up", "scale_down", "hold"] {
+            for reason in WHY {
+                self.decisions.remove(&DecisionLabels {
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                    action: action.into(),
+                    reason: reason.into(),
+                });
+            }
+        }
+        let kind = |k: &str| KindLabels {
+            namespace: namespace.clone(),
+            name: name.clone(),
+            kind: k.into(),
+        };
+        for k in [
+            ActionKind::Replicas,
+            ActionKind::Weights,
+            ActionKind::DeletionCost,
+            ActionKind::Eviction,
+        ] {
+            self.actions.remove(&kind(k.as_str()));
+        }
+        for k in ErrorKind::ALL {
+            self.errors.remove(&kind(k.as_str()));
+        }
+        if let Some(h) = m.held {
+            self.held.remove(&kind(&h));
+        }
     }
 
     pub fn set_leader(&self, leader: bool) {

@@ -18,7 +18,10 @@ mod presets;
 mod validate;
 
 pub use presets::Preset;
-pub use validate::{FieldError, load_policy_file, parse_policy, validate};
+pub use validate::{
+    FieldError, check_query, load_policy_file, load_policy_files, parse_policies, parse_policy,
+    validate,
+};
 
 /// Desired elastic behaviour of one ingress gateway.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -122,6 +125,7 @@ pub struct MetricSpec {
     /// PromQL returning the gateway's total load as one sample (or one per pod, by a `pod` label,
     /// for per-pod HPA semantics).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 4096))]
     pub query: Option<String>,
     /// The load one replica should carry, in the query's unit.
     pub target_per_replica: f64,

@@ -10,6 +10,9 @@ use serde::Deserialize;
 
 use crate::engine::LoadSample;
 
+/// Largest answer read from Prometheus.
+pub const MAX_ANSWER_BYTES: usize = 16 << 20;
+
 /// How to reach Prometheus.
 #[derive(Clone, Debug)]
 pub struct PromConfig {
@@ -28,6 +31,10 @@ pub struct PromConfig {
 pub struct Prometheus {
     http: reqwest::Client,
     cfg: PromConfig,
+    /// The URL as it may be printed (no credentials).
+    shown_url: String,
+    /// Strings that must never appear in a message.
+    secrets: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -63,20 +70,60 @@ impl Prometheus {
             .timeout(cfg.timeout)
             .user_agent(concat!("spillway/", env!("CARGO_PKG_VERSION")));
         if let Some(pem) = &cfg.ca_pem {
-            for cert in reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| crate::Error::Config(format!("--prometheus-ca-file: {e}")))?
-            {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| crate::Error::Config(format!("--prometheus-ca-file: {e}")))?;
+            if certs.is_empty() {
+                return Err(crate::Error::Config(
+                    "--prometheus-ca-file holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+                        .into(),
+                ));
+            }
+            for cert in certs {
                 b = b.add_root_certificate(cert);
             }
         }
+        let parsed = reqwest::Url::parse(&cfg.url).map_err(|e| {
+            crate::Error::Config(format!(
+                "--prometheus-url {}: {e}",
+                crate::redact::url(&cfg.url)
+            ))
+        })?;
+        let mut secrets: Vec<String> = [parsed.password().unwrap_or(""), parsed.username()]
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
+        secrets.extend(cfg.bearer_token.clone());
         let http = b
             .build()
             .map_err(|e| crate::Error::Config(format!("Prometheus client: {e}")))?;
-        Ok(Self { http, cfg })
+        Ok(Self {
+            http,
+            shown_url: crate::redact::url(&cfg.url),
+            secrets,
+            cfg,
+        })
     }
 
-    /// Runs one instant query; `now` is Unix seconds.
+    /// The URL as it may be printed.
+    pub fn shown_url(&self) -> &str {
+        &self.shown_url
+    }
+
+    fn scrub(&self, text: String) -> String {
+        let secrets: Vec<&str> = self.secrets.iter().map(String::as_str).collect();
+        crate::redact::scrub(&text, &secrets)
+    }
+
+    /// Runs one instant query; `now` is Unix seconds. No reason it gives contains a credential.
     pub async fn query(&self, query: &str, now: f64) -> LoadSample {
+        match self.query_raw(query, now).await {
+            LoadSample::Missing(why) => LoadSample::Missing(self.scrub(why)),
+            other => other,
+        }
+    }
+
+    async fn query_raw(&self, query: &str, now: f64) -> LoadSample {
         let url = format!("{}/api/v1/query", self.cfg.url.trim_end_matches('/'));
         let mut req = self.http.get(&url).query(&[("query", query)]);
         if let Some(t) = &self.cfg.bearer_token {
@@ -90,34 +137,61 @@ impl Prometheus {
             Err(e) => {
                 return missing(format!(
                     "Prometheus unreachable at {}: {}",
-                    self.cfg.url,
-                    root_cause(&e)
+                    self.shown_url,
+                    root_cause(&e.without_url())
                 ));
             }
         };
         let status = resp.status();
-        let body = match resp.text().await {
-            Ok(b) => b,
-            Err(e) => return missing(format!("reading Prometheus's answer: {}", root_cause(&e))),
-        };
-        let parsed: Response = match serde_json::from_str(&body) {
-            Ok(p) => p,
-            Err(_) => {
-                let snippet: String = body.chars().take(120).collect();
-                return missing(format!(
-                    "Prometheus answered HTTP {status} with no API response: {snippet:?}"
-                ));
+        // An answer is a few KiB; a huge one (a query gone wrong, a hostile proxy) is refused
+        // before it is held in memory whole.
+        let mut resp = resp;
+        let mut body = Vec::new();
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+                        return missing(format!(
+                            "Prometheus's answer is larger than {MAX_ANSWER_BYTES} bytes; is the query a sum()?"
+                        ));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    return missing(format!(
+                        "reading Prometheus's answer: {}",
+                        root_cause(&e.without_url())
+                    ));
+                }
             }
-        };
-        if parsed.status != "success" {
+        }
+        let body = String::from_utf8_lossy(&body);
+        decode(status.as_u16(), &body, now, self.cfg.max_skew.as_secs_f64())
+    }
+}
+
+/// Turns an answer of `/api/v1/query` (HTTP status and body) into a sample. Every value from
+/// outside is checked here, at the edge: finite, not negative, fresh, one per pod.
+pub fn decode(status: u16, body: &str, now: f64, max_skew: f64) -> LoadSample {
+    let parsed: Response = match serde_json::from_str(body) {
+        Ok(p) => p,
+        Err(_) => {
+            let snippet: String = body.chars().take(120).collect();
             return missing(format!(
-                "query failed: {}: {}",
-                parsed.error_type.unwrap_or_default(),
-                parsed.error.unwrap_or_default()
+                "Prometheus answered HTTP {status} with no API response: {snippet:?}"
             ));
         }
-        interpret(parsed.data, now, self.cfg.max_skew.as_secs_f64())
+    };
+    if parsed.status != "success" {
+        let cut = |s: Option<String>| s.unwrap_or_default().chars().take(500).collect::<String>();
+        return missing(format!(
+            "query failed: {}: {}",
+            cut(parsed.error_type),
+            cut(parsed.error)
+        ));
     }
+    interpret(parsed.data, now, max_skew)
 }
 
 fn missing(why: String) -> LoadSample {
@@ -138,6 +212,9 @@ fn value(v: &(f64, String), now: f64, max_skew: f64) -> Result<f64, String> {
             .map_err(|_| format!("unparsable value {:?}", v.1))?;
     if !x.is_finite() {
         return Err(format!("value is {x}"));
+    }
+    if x < 0.0 {
+        return Err(format!("value is negative ({x}); a load cannot be"));
     }
     if (now - v.0).abs() > max_skew {
         return Err(format!(
@@ -161,14 +238,7 @@ fn interpret(data: Option<Data>, now: f64, max_skew: f64) -> LoadSample {
             ),
             [one] => value(&one.value, now, max_skew).map_or_else(missing, LoadSample::Total),
             many if many.iter().all(|s| s.metric.contains_key("pod")) => {
-                let mut per_pod = Vec::with_capacity(many.len());
-                for s in many {
-                    match value(&s.value, now, max_skew) {
-                        Ok(x) => per_pod.push((s.metric["pod"].clone(), x)),
-                        Err(e) => return missing(format!("pod {}: {e}", s.metric["pod"])),
-                    }
-                }
-                LoadSample::PerPod(per_pod)
+                per_pod(many, now, max_skew)
             }
             many => missing(format!(
                 "query returned {} series without a `pod` label; expected one total (wrap it in sum())",
@@ -182,13 +252,93 @@ fn interpret(data: Option<Data>, now: f64, max_skew: f64) -> LoadSample {
     }
 }
 
+/// Per-pod values. A pod whose value is unusable (NaN, negative, stale, unparsable) or that has
+/// several series (which one is right?) is left out: the engine then treats it as a pod without
+/// a value, which upstream's HPA takes at the target on a scale-down, so bad data for a pod can
+/// never shrink the fleet.
+fn per_pod(series: &[Series], now: f64, max_skew: f64) -> LoadSample {
+    let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for s in series {
+        *seen.entry(s.metric["pod"].as_str()).or_default() += 1;
+    }
+    let mut out = Vec::with_capacity(series.len());
+    for s in series {
+        let pod = s.metric["pod"].as_str();
+        if pod.is_empty() || seen[pod] > 1 {
+            continue;
+        }
+        if let Ok(x) = value(&s.value, now, max_skew) {
+            out.push((pod.to_string(), x));
+        }
+    }
+    if out.is_empty() {
+        return missing(format!(
+            "none of the {} per-pod series has a usable value (NaN, negative, stale or duplicated)",
+            series.len()
+        ));
+    }
+    LoadSample::PerPod(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn parse(json: &str) -> LoadSample {
-        let r: Response = serde_json::from_str(json).unwrap();
-        interpret(r.data, 1000.0, 60.0)
+        decode(200, json, 1000.0, 60.0)
+    }
+
+    #[test]
+    fn bad_per_pod_values_are_missing_for_that_pod_only() {
+        let body = r#"{"status":"success","data":{"resultType":"vector","result":[
+            {"metric":{"pod":"a"},"value":[1000,"-500"]},
+            {"metric":{"pod":"b"},"value":[1000,"7"]},
+            {"metric":{"pod":"c"},"value":[1000,"1"]},
+            {"metric":{"pod":"c"},"value":[1000,"900"]},
+            {"metric":{"pod":"d"},"value":[1000,"NaN"]},
+            {"metric":{"pod":"e"},"value":[1000,"3"]}]}}"#;
+        assert_eq!(
+            parse(body),
+            LoadSample::PerPod(vec![("b".into(), 7.0), ("e".into(), 3.0)])
+        );
+        let negative_total = r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1000,"-1"]}]}}"#;
+        assert!(matches!(parse(negative_total), LoadSample::Missing(w) if w.contains("negative")));
+        let all_bad = r#"{"status":"success","data":{"resultType":"vector","result":[
+            {"metric":{"pod":"a"},"value":[1000,"-1"]},{"metric":{"pod":"a"},"value":[1000,"1"]}]}}"#;
+        assert!(matches!(parse(all_bad), LoadSample::Missing(_)));
+    }
+
+    #[test]
+    fn credentials_stay_out_of_reasons_and_garbage_cas_are_refused() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let prom = Prometheus::new(PromConfig {
+            url: "http://spill:hunter22@127.0.0.1:1/?token=tok999".into(),
+            timeout: Duration::from_secs(2),
+            bearer_token: Some("bearer777".into()),
+            ca_pem: None,
+            max_skew: Duration::from_secs(60),
+        })
+        .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let got = rt.block_on(prom.query("up", 1000.0));
+        let LoadSample::Missing(why) = got else {
+            panic!("expected a missing sample, got {got:?}")
+        };
+        for secret in ["hunter22", "tok999", "bearer777"] {
+            assert!(!why.contains(secret), "{why}");
+            assert!(!prom.shown_url().contains(secret));
+        }
+        let garbage = Prometheus::new(PromConfig {
+            url: "http://prom:9090".into(),
+            timeout: Duration::from_secs(1),
+            bearer_token: None,
+            ca_pem: Some(b"this is not a certificate".to_vec()),
+            max_skew: Duration::from_secs(60),
+        });
+        assert!(garbage.is_err());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -11,9 +12,9 @@ use hyper::body::Incoming;
 use hyper::header::{ACCEPT, CONTENT_TYPE};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 use crate::metrics::Metrics;
 
@@ -92,42 +93,182 @@ impl Admin {
     }
 }
 
+/// Limits of the admin server: it must stay up (for the kubelet's probes and Prometheus)
+/// whatever its clients do.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers.
+    pub header_read_timeout: Duration,
+    /// Longest life of one connection, busy or idle.
+    pub connection_lifetime: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 64,
+            header_read_timeout: Duration::from_secs(5),
+            connection_lifetime: Duration::from_secs(30),
+        }
+    }
+}
+
 /// Binds `addr` now (so a bad address fails at start-up) and returns the bound address and the
 /// serving future, which ends when `shutdown` turns true.
 pub async fn bind(
     addr: SocketAddr,
     admin: Admin,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<(SocketAddr, impl std::future::Future<Output = ()>)> {
+    bind_with(addr, admin, shutdown, Limits::default()).await
+}
+
+/// [`bind`] with explicit limits.
+pub async fn bind_with(
+    addr: SocketAddr,
+    admin: Admin,
     mut shutdown: watch::Receiver<bool>,
+    limits: Limits,
 ) -> std::io::Result<(SocketAddr, impl std::future::Future<Output = ()>)> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let serve = async move {
+        // Accept errors (out of file descriptors, above all) back off instead of spinning, and
+        // are logged once per run of failures rather than once per attempt.
+        let mut backoff = Duration::ZERO;
+        let mut failures = 0u64;
         loop {
+            let permit = tokio::select! {
+                p = slots.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+                _ = shutdown.wait_for(|stop| *stop) => break,
+            };
             let accepted = tokio::select! {
                 a = listener.accept() => a,
                 _ = shutdown.wait_for(|stop| *stop) => break,
             };
-            let (stream, _) = match accepted {
-                Ok(s) => s,
+            let stream = match accepted {
+                Ok((s, _)) => {
+                    if failures > 0 {
+                        tracing::info!(failures, "admin server: accepting again");
+                    }
+                    failures = 0;
+                    backoff = Duration::ZERO;
+                    s
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "admin server: accept failed");
+                    failures += 1;
+                    if failures == 1 {
+                        tracing::warn!(error = %e, "admin server: accept failed; backing off");
+                    }
+                    backoff =
+                        (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.wait_for(|stop| *stop) => break,
+                    }
                     continue;
                 }
             };
             let admin = admin.clone();
             tokio::spawn(async move {
+                let _permit = permit;
                 let svc = service_fn(move |req| {
                     let resp = admin.respond(&req);
                     async move { Ok::<_, std::convert::Infallible>(resp) }
                 });
-                if let Err(e) = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await
-                {
-                    tracing::debug!(error = %e, "admin server: connection ended with an error");
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(limits.header_read_timeout)
+                    .serve_connection(TokioIo::new(stream), svc);
+                let mut conn = std::pin::pin!(conn);
+                // At the end of its lifetime a connection finishes the request in flight (a
+                // scrape is never cut) and closes; a client that will not finish is cut.
+                let ended = tokio::select! {
+                    r = conn.as_mut() => Some(r),
+                    () = tokio::time::sleep(limits.connection_lifetime) => None,
+                };
+                let ended = match ended {
+                    Some(r) => Some(r),
+                    None => {
+                        conn.as_mut().graceful_shutdown();
+                        tokio::time::timeout(limits.header_read_timeout, conn)
+                            .await
+                            .ok()
+                    }
+                };
+                match ended {
+                    Some(Ok(())) => {}
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "admin server: connection ended with an error");
+                    }
+                    None => tracing::debug!("admin server: connection cut at its lifetime"),
                 }
             });
         }
     };
     Ok((local, serve))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn get(addr: SocketAddr, path: &str) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    /// Idle and slow clients fill the connection slots; the header timeout frees them, so the
+    /// probes get through. (Without a header timeout the idle connections hold forever, and
+    /// the probe below never finishes.)
+    #[tokio::test(start_paused = true)]
+    async fn slow_and_idle_clients_cannot_starve_the_probes() {
+        let (_stop, stopped) = watch::channel(false);
+        let admin = Admin::new(Arc::new(Metrics::new()));
+        let limits = Limits {
+            max_connections: 4,
+            header_read_timeout: Duration::from_secs(5),
+            connection_lifetime: Duration::from_secs(30),
+        };
+        let (addr, serve) = bind_with("127.0.0.1:0".parse().unwrap(), admin, stopped, limits)
+            .await
+            .unwrap();
+        tokio::spawn(serve);
+        let mut idle = vec![];
+        for _ in 0..4 {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            // Slowloris: half a request line, never finished.
+            s.write_all(b"GET /metr").await.unwrap();
+            idle.push(s);
+        }
+        let started = tokio::time::Instant::now();
+        let answer = get(addr, "/healthz").await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        // Served once the header timeout (5 s) freed a slot, not at the connection lifetime.
+        assert!(
+            started.elapsed() <= Duration::from_secs(6),
+            "{:?}",
+            started.elapsed()
+        );
+        // The slow clients were cut off (EOF or a 408, then EOF).
+        for mut s in idle {
+            let mut buf = Vec::new();
+            let _ = s.read_to_end(&mut buf).await;
+        }
+        assert!(started.elapsed() <= Duration::from_secs(6));
+    }
 }

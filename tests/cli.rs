@@ -194,3 +194,64 @@ fn crd_schema_is_structural() {
     );
     assert!(errors.is_empty(), "not structural:\n{}", errors.join("\n"));
 }
+
+#[test]
+fn out_of_range_durations_are_errors_not_panics() {
+    for flag in [
+        "--interval",
+        "--api-timeout",
+        "--lease-duration",
+        "--prometheus-timeout",
+    ] {
+        for value in ["1e20", "1e300s", "-1", "NaN", "2m5"] {
+            let (code, _, err) = spillway(&["run", flag, value]);
+            assert_eq!(code, 2, "{flag} {value}: {err}");
+            assert!(!err.contains("panicked"), "{err}");
+        }
+    }
+    let (code, _, err) = spillway(&[
+        "drill",
+        "--serve-metrics",
+        "127.0.0.1:0",
+        "--speed",
+        "1e-300",
+    ]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("--speed") && !err.contains("panicked"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_garbage_ca_file_is_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "this is not a certificate").unwrap();
+    let (code, _, err) = spillway(&["run", "--prometheus-ca-file", ca.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--prometheus-ca-file"), "{err}");
+}
+
+#[test]
+fn check_takes_several_documents_and_names_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let good =
+        std::fs::read_to_string(format!("{ROOT}/deploy/examples/elasticgateway.yaml")).unwrap();
+    let f = dir.path().join("two.yaml");
+    std::fs::write(
+        &f,
+        format!(
+            "{good}\n---\n{}",
+            good.replace("maxReplicas:", "maxReplicas: 0 #")
+        ),
+    )
+    .unwrap();
+    let (code, out, _) = spillway(&["check", f.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("(document 1): ok"), "{out}");
+    assert!(
+        out.contains("(document 2): 1 error(s)") && out.contains("spec.maxReplicas"),
+        "{out}"
+    );
+}

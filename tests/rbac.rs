@@ -99,11 +99,20 @@ async fn the_agent_needs_nothing_beyond_deploys_rbac() {
         denied.is_empty(),
         "the apiserver denied the agent under deploy/'s RBAC: {denied:#?}"
     );
+    // No Deployment is read cluster-wide any more.
+    assert!(
+        !log.iter()
+            .any(|l| l.path.starts_with("/apis/apps/v1/deployments")),
+        "the agent listed every Deployment"
+    );
     // The run used every kind of request the agent makes, so the check covered them all.
     for (method, fragment) in [
         ("GET", "/api/v1/nodes"),
         ("GET", "/api/v1/pods"),
-        ("GET", "/deployments"),
+        (
+            "GET",
+            "/apis/apps/v1/namespaces/istio-system/deployments/istio-ingressgateway",
+        ),
         ("GET", "/apis/spillway.io/v1alpha1/elasticgateways"),
         ("GET", "/horizontalpodautoscalers"),
         ("PATCH", "/deployments/istio-ingressgateway/scale"),
@@ -135,6 +144,23 @@ async fn requests_outside_the_role_are_denied() {
         matches!(&r, Err(kube::Error::Api(s)) if s.code == 403) || panic!("not denied: {r:?}")
     };
     let deployments = Api::<Deployment>::namespaced(c.clone(), "istio-system");
+    // Only the gateway's Deployment may be changed in istio-system, not istiod.
+    assert!(forbidden(
+        deployments
+            .patch(
+                "istiod",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"replicas": 0}}))
+            )
+            .await
+            .map(|_| ())
+    ));
+    assert!(forbidden(
+        Api::<Deployment>::all(c.clone())
+            .list(&ListParams::default())
+            .await
+            .map(|_| ())
+    ));
     assert!(forbidden(
         deployments
             .delete("istio-ingressgateway", &DeleteParams::default())

@@ -177,8 +177,8 @@ impl Limit {
 }
 
 impl HpaMemory {
-    /// `maybeInitScaleDownStabilizationWindow`: a fresh memory starts with the current count,
-    /// so a restarted agent does not scale down at once.
+    /// `recordInitialRecommendation`: a fresh memory starts with the current count, so a
+    /// restarted agent (or a new leader) does not scale down for a full scale-down window.
     pub fn seed(&mut self, now: f64, current: i32) {
         if self.recommendations.is_empty() {
             self.recommendations.push(Recommendation {
@@ -297,9 +297,9 @@ impl HpaMemory {
             .filter(|e| e.at > cutoff)
             .fold((0, 0), |(up, down), e| {
                 if e.change > 0 {
-                    (up + e.change, down)
+                    (up.saturating_add(e.change), down)
                 } else {
-                    (up, down - e.change)
+                    (up, down.saturating_sub(e.change))
                 }
             })
     }
@@ -318,9 +318,10 @@ impl HpaMemory {
         };
         for p in &rules.policies {
             let (added, deleted) = self.changes_in(now, p.period_seconds);
-            let start = current - added + deleted;
+            // Saturating: a user's rate limit may be as large as i32 allows.
+            let start = current.saturating_sub(added).saturating_add(deleted);
             let proposed = match p.kind {
-                ScalingPolicyType::Pods => start + p.value,
+                ScalingPolicyType::Pods => start.saturating_add(p.value),
                 ScalingPolicyType::Percent => {
                     ceil_i32(f64::from(start) * (1.0 + f64::from(p.value) / 100.0))
                 }
@@ -344,9 +345,9 @@ impl HpaMemory {
         };
         for p in &rules.policies {
             let (added, deleted) = self.changes_in(now, p.period_seconds);
-            let start = current - added + deleted;
+            let start = current.saturating_sub(added).saturating_add(deleted);
             let proposed = match p.kind {
-                ScalingPolicyType::Pods => start - p.value,
+                ScalingPolicyType::Pods => start.saturating_sub(p.value),
                 // Truncation, as upstream's int32() conversion.
                 ScalingPolicyType::Percent => {
                     (f64::from(start) * (1.0 - f64::from(p.value) / 100.0)) as i32
@@ -394,6 +395,30 @@ pub fn longest_period(up: &EffectiveRules, down: &EffectiveRules) -> i32 {
         .map(|p| p.period_seconds)
         .max()
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod overflow_tests {
+    use super::*;
+    use crate::policy::{ScalingPolicy, ScalingPolicyType, SelectPolicy};
+
+    /// A rate limit as large as i32 allows must not wrap around and freeze scale-up.
+    #[test]
+    fn a_huge_rate_limit_saturates() {
+        let rules = EffectiveRules {
+            stabilization_window_seconds: 0,
+            select_policy: SelectPolicy::Max,
+            policies: vec![ScalingPolicy {
+                kind: ScalingPolicyType::Pods,
+                value: i32::MAX,
+                period_seconds: 15,
+            }],
+        };
+        let mut m = HpaMemory::default();
+        m.record_scale(0.0, 4, 10, 15);
+        assert_eq!(m.scale_up_limit(1.0, 10, &rules), i32::MAX);
+        assert_eq!(m.scale_down_limit(1.0, 10, &rules), i32::MIN + 5);
+    }
 }
 
 #[cfg(test)]

@@ -6,26 +6,25 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Api, Patch, PatchParams};
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tokio::sync::watch;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::index::ClusterIndex;
-use super::target;
+use super::{bounded, target};
 use crate::act::Plan;
 use crate::engine::{self, Decision, EngineState, LoadSample, Observation};
 use crate::metrics::{ErrorKind, Gw, Metrics};
 use crate::policy::{
-    Condition, CostStatus, DecisionRecord, ElasticGateway, ElasticGatewaySpec,
-    ElasticGatewayStatus, TargetKind,
+    Condition, CostStatus, DecisionRecord, ElasticGateway, ElasticGatewaySpec, ElasticGatewayStatus,
 };
 use crate::prom::Prometheus;
 
@@ -37,11 +36,38 @@ pub struct Config {
     /// Reporter name on Events (the controller) and instance (the pod).
     pub reporter: String,
     pub instance: Option<String>,
+    /// Longest one API call may take.
+    pub api_timeout: Duration,
+    /// Longest one reconcile may take, all its calls together.
+    pub reconcile_timeout: Duration,
+    /// After shutdown is asked for, how long in-flight reconciles may still run.
+    pub shutdown_grace: Duration,
 }
+
+impl Config {
+    /// Defaults for a loop deciding every `interval`.
+    pub fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            reporter: "spillway".into(),
+            instance: None,
+            api_timeout: super::DEFAULT_API_TIMEOUT,
+            reconcile_timeout: Duration::from_secs(60),
+            shutdown_grace: Duration::from_secs(20),
+        }
+    }
+}
+
+/// An ElasticGateway as watched: one that cannot be decoded is still seen (by name), reported,
+/// and skipped, instead of failing the list of every other one.
+pub type WatchedGateway = DeserializeGuard<ElasticGateway>;
 
 /// What every reconcile shares.
 pub struct Context {
+    /// For requests: every read bounded.
     pub client: Client,
+    /// For the ElasticGateway watch: no read timeout.
+    pub watch_client: Client,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub prom: Prometheus,
@@ -58,11 +84,16 @@ struct GatewayMemory {
     failures: u32,
     conditions: Vec<Condition>,
     last_decision: Option<DecisionRecord>,
+    /// This replica led at the last decision: its engine memory describes what it applied.
+    led: bool,
+    /// The validation result of the spec at this generation (validation parses PromQL).
+    validated: Option<(i64, Vec<String>)>,
 }
 
 impl Context {
     pub fn new(
         client: Client,
+        watch_client: Client,
         metrics: Arc<Metrics>,
         prom: Prometheus,
         index: Arc<RwLock<ClusterIndex>>,
@@ -76,6 +107,7 @@ impl Context {
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
+            watch_client,
             metrics,
             prom,
             index,
@@ -88,71 +120,139 @@ impl Context {
     fn is_leader(&self) -> bool {
         *self.leader.borrow()
     }
+
+    fn states(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), GatewayMemory>> {
+        self.states
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn conditions_of(&self, key: &(String, String)) -> Vec<Condition> {
+        self.states()
+            .get(key)
+            .map(|m| m.conditions.clone())
+            .unwrap_or_default()
+    }
+
+    fn has_memory(&self) -> bool {
+        !self.states().is_empty()
+    }
+
+    /// Drops the memory and the metric series of gateways that no longer exist.
+    fn forget_missing(&self, live: &std::collections::HashSet<(String, String)>) {
+        let gone: Vec<(String, String)> = {
+            let mut states = self.states();
+            let gone = states
+                .keys()
+                .filter(|k| !live.contains(*k))
+                .cloned()
+                .collect::<Vec<_>>();
+            for k in &gone {
+                states.remove(k);
+            }
+            gone
+        };
+        for (ns, name) in gone {
+            info!(namespace = %ns, name = %name, "ElasticGateway deleted; removing its series");
+            self.metrics.forget(&Gw::new(&ns, &name));
+        }
+    }
 }
 
-/// Runs the controller until `shutdown` resolves.
+/// Runs the controller until `shutdown` resolves, then gives in-flight reconciles
+/// `config.shutdown_grace` to finish: shutdown is bounded whatever the API server does.
 pub async fn run(
     ctx: Arc<Context>,
     index_changes: watch::Receiver<u64>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), crate::Error> {
-    let egws = Api::<ElasticGateway>::all(ctx.client.clone());
-    // Fail early, and clearly, if the CRD is missing or RBAC forbids reading it.
-    egws.list(&kube::api::ListParams::default().limit(1)).await.map_err(|e| {
-        crate::Error::Config(format!(
-            "cannot list ElasticGateways ({e}); is the CRD installed (kubectl apply -f deploy/crd.yaml) and the RBAC of deploy/ applied?"
-        ))
-    })?;
+    let shutdown = shutdown.boxed().shared();
+    let egws = Api::<WatchedGateway>::all(ctx.watch_client.clone());
+    // Wait for the API server and the CRD, saying clearly what is missing.
+    tokio::select! {
+        r = preflight(&egws, ctx.config.api_timeout) => r,
+        () = shutdown.clone() => return Ok(()),
+    }
     let changes = futures::stream::unfold(index_changes, |mut rx| async move {
         rx.changed().await.ok()?;
         Some(((), rx))
     });
+    // Changes to the target (scaled by hand, a rollout) show as changes of its pods, which the
+    // pod watch reports; nothing else needs watching cluster-wide to wake a reconcile.
     let controller = Controller::new(egws, watcher::Config::default().any_semantic());
-    // A change to a target Deployment (scaled by hand, a rollout) wakes the policies on it.
     let store = controller.store();
-    let deployments = Api::<Deployment>::all(ctx.client.clone());
-    controller
-        .watches(
-            deployments,
-            watcher::Config::default().any_semantic(),
-            move |d: Deployment| {
-                let (ns, name) = (d.namespace(), d.name_any());
-                store
+    let sweeper = {
+        let (ctx, store) = (ctx.clone(), store.clone());
+        async move {
+            let mut tick = tokio::time::interval(ctx.config.interval);
+            loop {
+                tick.tick().await;
+                if store.is_empty() && !ctx.has_memory() {
+                    continue;
+                }
+                let live: std::collections::HashSet<(String, String)> = store
                     .state()
-                    .into_iter()
-                    .filter(|e| {
-                        e.namespace() == ns
-                            && e.spec.target.kind == TargetKind::Deployment
-                            && e.spec.target.name == name
-                    })
-                    .map(|e| ObjectRef::from_obj(&*e))
-                    .collect::<Vec<_>>()
-            },
-        )
+                    .iter()
+                    .map(|e| (e.namespace().unwrap_or_default(), e.name_any()))
+                    .collect();
+                ctx.forget_missing(&live);
+            }
+        }
+    };
+    let controller = controller
         .with_config(
             ControllerConfig::default()
                 .debounce(Duration::from_millis(500))
                 .concurrency(4),
         )
         .reconcile_all_on(changes)
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
+        .graceful_shutdown_on(shutdown.clone())
+        .run(reconcile, error_policy, ctx.clone())
         .for_each(|r| async move {
             if let Err(e) = r {
                 debug!(error = %e, "reconcile failed");
             }
-        })
-        .await;
+        });
+    let grace = ctx.config.shutdown_grace;
+    tokio::select! {
+        () = controller => {}
+        () = async { shutdown.clone().await; tokio::time::sleep(grace).await } => {
+            warn!(?grace, "shutdown grace period over with work in flight; stopping anyway");
+        }
+        () = sweeper => {}
+    }
     Ok(())
 }
 
-fn error_policy(egw: Arc<ElasticGateway>, err: &crate::Error, ctx: Arc<Context>) -> Action {
+/// Lists ElasticGateways once (retrying with backoff) so that a missing CRD, missing RBAC or an
+/// unreachable API server is reported as such, not as a watch error later.
+async fn preflight(egws: &Api<WatchedGateway>, timeout: Duration) {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let lp = kube::api::ListParams::default().limit(1);
+        let Err(e) = bounded(timeout, egws.list(&lp)).await else {
+            return;
+        };
+        let why = match &e {
+            kube::Error::Api(s) if s.code == 404 => {
+                "the ElasticGateway CRD is not installed (kubectl apply -f deploy/crd.yaml)".into()
+            }
+            kube::Error::Api(s) if s.code == 401 || s.code == 403 => format!(
+                "the API server refuses to list ElasticGateways ({}); apply the RBAC of deploy/",
+                s.message
+            ),
+            other => format!("cannot reach the API server: {other}"),
+        };
+        error!(retry_in = ?backoff, "{why}; retrying");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+fn error_policy(egw: Arc<WatchedGateway>, err: &crate::Error, ctx: Arc<Context>) -> Action {
     let key = (egw.namespace().unwrap_or_default(), egw.name_any());
     let failures = {
-        let mut states = ctx
-            .states
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut states = ctx.states();
         let m = states.entry(key.clone()).or_default();
         m.failures += 1;
         m.failures
@@ -163,11 +263,88 @@ fn error_policy(egw: Arc<ElasticGateway>, err: &crate::Error, ctx: Arc<Context>)
     Action::requeue(backoff)
 }
 
-async fn reconcile(egw: Arc<ElasticGateway>, ctx: Arc<Context>) -> Result<Action, crate::Error> {
-    let ns = egw.namespace().unwrap_or_default();
-    let name = egw.name_any();
+async fn reconcile(obj: Arc<WatchedGateway>, ctx: Arc<Context>) -> Result<Action, crate::Error> {
+    let ns = obj.namespace().unwrap_or_default();
+    let name = obj.name_any();
     let span = info_span!("reconcile", namespace = %ns, name = %name);
-    reconcile_one(&egw, &ns, &name, &ctx).instrument(span).await
+    let egw = match &obj.0 {
+        Ok(egw) => egw,
+        Err(invalid) => {
+            return Ok(undecodable(&obj, &invalid.error, &ns, &name, &ctx)
+                .instrument(span)
+                .await);
+        }
+    };
+    let limit = ctx.config.reconcile_timeout;
+    match tokio::time::timeout(limit, reconcile_one(egw, &ns, &name, &ctx).instrument(span)).await {
+        Ok(r) => r,
+        Err(_) => Err(crate::Error::Timeout(format!(
+            "the reconcile of {ns}/{name} took longer than {limit:?}"
+        ))),
+    }
+}
+
+/// An ElasticGateway that does not decode: said at WARN, counted, and shown on its status; the
+/// other gateways go on.
+async fn undecodable(
+    obj: &WatchedGateway,
+    error: &str,
+    ns: &str,
+    name: &str,
+    ctx: &Context,
+) -> Action {
+    let gw = Gw::new(ns, name);
+    ctx.metrics.error(&gw, ErrorKind::Undecodable);
+    ctx.metrics.set_held(&gw, Some("Undecodable"));
+    let msg = format!("the ElasticGateway does not decode: {error}");
+    warn!(namespace = %ns, name = %name, %msg, "skipping an ElasticGateway");
+    let target = Target {
+        oref: obj.object_ref(&()),
+        generation: obj.meta().generation,
+        status: None,
+    };
+    let key = (ns.to_string(), name.to_string());
+    let cond = condition("Ready", false, "Undecodable", &msg);
+    report_problem(&target, ctx, &key, cond, ctx.is_leader()).await;
+    Action::requeue(ctx.config.interval * 6)
+}
+
+/// What Events and status patches need of the ElasticGateway.
+struct Target {
+    oref: ObjectReference,
+    generation: Option<i64>,
+    status: Option<ElasticGatewayStatus>,
+}
+
+impl Target {
+    fn of(egw: &ElasticGateway) -> Self {
+        Self {
+            oref: egw.object_ref(&()),
+            generation: egw.metadata.generation,
+            status: egw.status.clone(),
+        }
+    }
+}
+
+/// The validation errors of the spec, computed once per generation: validation parses every
+/// PromQL query, which must not be paid on every reconcile.
+fn validation_errors(egw: &ElasticGateway, ns: &str, ctx: &Context) -> Vec<String> {
+    let key = (ns.to_string(), egw.name_any());
+    let generation = egw.metadata.generation;
+    if let Some(g) = generation
+        && let Some((at, errors)) = ctx.states().get(&key).and_then(|m| m.validated.clone())
+        && at == g
+    {
+        return errors;
+    }
+    let errors: Vec<String> = crate::policy::validate(&egw.spec, ns)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    if let Some(g) = generation {
+        ctx.states().entry(key).or_default().validated = Some((g, errors.clone()));
+    }
+    errors
 }
 
 async fn reconcile_one(
@@ -181,40 +358,48 @@ async fn reconcile_one(
     let spec = &egw.spec;
     let requeue = Action::requeue(ctx.config.interval);
     let leader = ctx.is_leader();
+    let me = Target::of(egw);
+    let timeout = ctx.config.api_timeout;
 
-    let errors = crate::policy::validate(spec, ns);
+    let errors = validation_errors(egw, ns, ctx);
     if !errors.is_empty() {
         ctx.metrics.error(&gw, ErrorKind::InvalidPolicy);
-        let msg = errors
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ");
+        ctx.metrics.set_held(&gw, Some("InvalidPolicy"));
+        let msg = errors.join("; ");
         warn!(%msg, "invalid policy; not acting on it");
         let cond = condition("Ready", false, "InvalidPolicy", &msg);
-        report_problem(egw, ctx, &key, cond, leader).await;
+        report_problem(&me, ctx, &key, cond, leader).await;
         return Ok(Action::requeue(ctx.config.interval * 6));
     }
-    let watched = ctx
-        .index
-        .read()
-        .map(|ix| ix.watches_namespace(ns))
-        .unwrap_or(false);
+    let (watched, health) = {
+        let ix = ctx
+            .index
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (ix.watches_namespace(ns), ix.health())
+    };
     if !watched {
         let msg = format!(
             "namespace {ns} is not among --gateway-namespaces; spillway does not see its pods"
         );
-        report_problem(
-            egw,
-            ctx,
-            &key,
-            condition("Ready", false, "NamespaceNotWatched", &msg),
-            leader,
-        )
-        .await;
+        ctx.metrics.set_held(&gw, Some("NamespaceNotWatched"));
+        let cond = condition("Ready", false, "NamespaceNotWatched", &msg);
+        report_problem(&me, ctx, &key, cond, leader).await;
         return Ok(Action::requeue(ctx.config.interval * 6));
     }
-    let Some(target) = target::read(&ctx.client, ns, spec)
+    // No decision from a cache that has not listed, or whose watch is failing: ECS capacity
+    // would read as 0 and pods as absent. Hold, and say why.
+    if let Err(why) = health {
+        ctx.metrics.error(&gw, ErrorKind::WatchUnsynced);
+        ctx.metrics.set_held(&gw, Some(why.reason()));
+        let cond = condition("Ready", false, why.reason(), &why.to_string());
+        if changed(&ctx.conditions_of(&key), &cond) {
+            warn!(reason = %why, "holding: the cluster cache cannot be trusted");
+        }
+        report_problem(&me, ctx, &key, cond, leader).await;
+        return Ok(requeue);
+    }
+    let Some(target) = bounded(timeout, target::read(&ctx.client, ns, spec))
         .await
         .inspect_err(|_| ctx.metrics.error(&gw, ErrorKind::ApiRead))?
     else {
@@ -222,22 +407,21 @@ async fn reconcile_one(
             "{:?} {} not found in {ns}",
             spec.target.kind, spec.target.name
         );
-        report_problem(
-            egw,
-            ctx,
-            &key,
-            condition("Ready", false, "TargetNotFound", &msg),
-            leader,
-        )
-        .await;
+        ctx.metrics.set_held(&gw, Some("TargetNotFound"));
+        let cond = condition("Ready", false, "TargetNotFound", &msg);
+        report_problem(&me, ctx, &key, cond, leader).await;
         return Ok(requeue);
     };
-    let hpas = target::competing_hpas(&ctx.client, ns, spec)
+    // An HPA on the same workload would fight over the count. When the HPAs cannot be listed,
+    // assume one is there (fail closed): hold the count, decide the rest.
+    let hpas = bounded(timeout, target::competing_hpas(&ctx.client, ns, spec))
         .await
-        .unwrap_or_else(|e| {
-            debug!(error = %e, "cannot list HorizontalPodAutoscalers; assuming none");
-            vec![]
+        .map_err(|e| {
+            ctx.metrics.error(&gw, ErrorKind::ApiRead);
+            warn!(error = %e, "cannot list HorizontalPodAutoscalers; holding the replica count");
+            e.to_string()
         });
+    ctx.metrics.set_held(&gw, None);
 
     // Load.
     let now = unix_now();
@@ -255,6 +439,20 @@ async fn reconcile_one(
         }
     }
 
+    // The engine's memory. A replica that starts leading starts it afresh, as a restarted one
+    // does: the HPA seed then holds the count for a full scale-down window of fresh data.
+    let prev = {
+        let mut states = ctx.states();
+        let m = states.entry(key.clone()).or_default();
+        if leader && !m.led {
+            info!(
+                "leading: engine memory starts afresh (no scale-down for one stabilization window)"
+            );
+            m.engine = EngineState::default();
+        }
+        m.led = leader;
+        m.engine.clone()
+    };
     // Decide, under the index's lock (no await inside).
     let (decision, obs_pods, next_state, elapsed) = {
         let mut ix = ctx
@@ -268,16 +466,6 @@ async fn reconcile_one(
             &spec.pools.eci.node_selector,
         );
         let nodes = ix.nodes();
-        let prev = {
-            let states = ctx
-                .states
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            states
-                .get(&key)
-                .map(|m| m.engine.clone())
-                .unwrap_or_default()
-        };
         let obs = Observation {
             now,
             loads: &loads,
@@ -298,17 +486,18 @@ async fn reconcile_one(
         )
     };
     let mut plan = Plan::from_decision(spec, &decision);
-    if !hpas.is_empty() {
+    if !matches!(&hpas, Ok(h) if h.is_empty()) {
         plan.replicas = None;
     }
     info!(decision = %decision.summary(), leader, dry_run = spec.dry_run, "decided");
 
     // Act, only as the leader.
-    let applied = if leader {
-        apply(egw, ctx, &gw, ns, spec, &plan, &decision).await
+    let (applied, write_errors) = if leader {
+        apply(&me, ctx, &gw, ns, spec, &plan, &decision).await
     } else {
-        Plan::default()
+        (Plan::default(), vec![])
     };
+    let next_state = commit(&prev, next_state, spec, &decision, &applied);
     {
         let mut ix_nodes = ctx
             .index
@@ -359,16 +548,51 @@ async fn reconcile_one(
             &missing.join("; "),
         )
     });
-    conditions.push(if hpas.is_empty() {
-        condition("HpaConflict", false, "NoHpa", "no HorizontalPodAutoscaler targets the gateway")
-    } else {
-        condition(
+    conditions.push(match &hpas {
+        Ok(h) if h.is_empty() => condition(
+            "HpaConflict",
+            false,
+            "NoHpa",
+            "no HorizontalPodAutoscaler targets the gateway",
+        ),
+        Ok(h) => condition(
             "HpaConflict",
             true,
             "HpaTargetsGateway",
-            &format!("HorizontalPodAutoscaler {} also scales the gateway; spillway holds the replica count", hpas.join(", ")),
-        )
+            &format!(
+                "HorizontalPodAutoscaler {} also scales the gateway; spillway holds the replica count",
+                h.join(", ")
+            ),
+        ),
+        Err(e) => Condition {
+            status: "Unknown".into(),
+            ..condition(
+                "HpaConflict",
+                false,
+                "HpaListFailed",
+                &format!(
+                    "cannot list HorizontalPodAutoscalers ({e}); spillway holds the replica count until it can check"
+                ),
+            )
+        },
     });
+    if leader && !spec.dry_run {
+        conditions.push(if write_errors.is_empty() {
+            condition(
+                "Applied",
+                true,
+                "WritesSucceeded",
+                "every change was applied",
+            )
+        } else {
+            condition(
+                "Applied",
+                false,
+                "WriteFailed",
+                &format!("{}; the next decision tries again", write_errors.join("; ")),
+            )
+        });
+    }
     conditions.push(condition("Ready", true, "Deciding", &decision.summary()));
     let record = (!applied.is_empty() || decision.replicas.desired != decision.replicas.current)
         .then(|| DecisionRecord {
@@ -377,10 +601,7 @@ async fn reconcile_one(
             reason: decision.replicas.reason.clone(),
         });
     let (prev_conditions, last_decision) = {
-        let mut states = ctx
-            .states
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut states = ctx.states();
         let m = states.entry(key.clone()).or_default();
         m.engine = next_state;
         m.failures = 0;
@@ -394,11 +615,11 @@ async fn reconcile_one(
     if leader {
         for c in conditions.iter().filter(|c| changed(&prev_conditions, c)) {
             let bad = (c.kind == "MetricsAvailable" && c.status == "False")
-                || (c.kind == "HpaConflict" && c.status == "True");
+                || (c.kind == "HpaConflict" && c.status != "False");
             if bad {
                 publish(
                     ctx,
-                    egw,
+                    &me.oref,
                     EventType::Warning,
                     &c.reason,
                     "Observe",
@@ -429,10 +650,37 @@ async fn reconcile_one(
             .await
             .inspect_err(|_| ctx.metrics.error(&gw, ErrorKind::ApiWrite))?;
     }
-    if let Ok(mut states) = ctx.states.lock() {
-        states.entry(key).or_default().conditions = conditions;
-    }
+    ctx.states().entry(key).or_default().conditions = conditions;
     Ok(requeue)
+}
+
+/// The engine's next memory, minus what was decided but not applied. The engine records a
+/// scale, a weight change or a move when it decides one (so that rate limits and intervals
+/// count from it); a change that was not written (a failed call, an HPA holding the count, or
+/// this replica not leading) must not count, or a refused write would block the retry for the
+/// length of a rate-limit period. Dry-run keeps the record: it shows what would happen.
+fn commit(
+    prev: &EngineState,
+    mut next: EngineState,
+    spec: &ElasticGatewaySpec,
+    d: &Decision,
+    applied: &Plan,
+) -> EngineState {
+    if spec.dry_run {
+        return next;
+    }
+    if d.replicas.desired != d.replicas.current && applied.replicas != Some(d.replicas.desired) {
+        next.hpa.events = prev.hpa.events.clone();
+        next.last_scale_up = prev.last_scale_up;
+    }
+    if d.weights.changed() && applied.weights != Some(d.weights.target) {
+        next.weights.last_change = prev.weights.last_change;
+        next.weights.changes = prev.weights.changes;
+    }
+    if !d.moves.is_empty() && applied.evictions.is_empty() {
+        next.last_move = prev.last_move;
+    }
+    next
 }
 
 fn queries_for<'a>(d: &Decision, queries: &'a [String], metric: &str) -> &'a str {
@@ -443,29 +691,31 @@ fn queries_for<'a>(d: &Decision, queries: &'a [String], metric: &str) -> &'a str
         .map_or("", String::as_str)
 }
 
-/// Applies the plan; returns what was applied. Each failure is logged, counted and announced,
-/// and the next decision (from a fresh observation) tries again: the writes are absolute.
+/// Applies the plan; returns what was applied and what failed. Each failure is logged, counted
+/// and announced (one Event per kind of write, not one per pod), and the next decision (from a
+/// fresh observation) tries again: the writes are absolute.
 async fn apply(
-    egw: &ElasticGateway,
+    me: &Target,
     ctx: &Context,
     gw: &Gw,
     ns: &str,
     spec: &ElasticGatewaySpec,
     plan: &Plan,
     d: &Decision,
-) -> Plan {
+) -> (Plan, Vec<String>) {
     let mut applied = Plan::default();
+    let mut errors = vec![];
     let client = &ctx.client;
-    let mut failed = 0usize;
+    let t = ctx.config.api_timeout;
+    let mut failed: Vec<(String, kube::Error)> = vec![];
     for (pod, cost) in &plan.deletion_costs {
-        match with_conflict_retry(|| target::set_deletion_cost(client, ns, pod, *cost)).await {
+        match with_conflict_retry(|| bounded(t, target::set_deletion_cost(client, ns, pod, *cost)))
+            .await
+        {
             Ok(()) => applied.deletion_costs.push((pod.clone(), *cost)),
             // A pod that vanished needs no cost.
             Err(e) if is_status(&e, 404) => {}
-            Err(e) => {
-                failed += 1;
-                write_failed(ctx, egw, gw, &format!("annotating pod {pod}"), &e).await;
-            }
+            Err(e) => failed.push((pod.clone(), e)),
         }
     }
     if !applied.deletion_costs.is_empty() {
@@ -480,7 +730,7 @@ async fn apply(
         );
         publish(
             ctx,
-            egw,
+            &me.oref,
             EventType::Normal,
             "DeletionCostsSet",
             "Annotate",
@@ -488,11 +738,19 @@ async fn apply(
         )
         .await;
     }
-    if failed > 0 {
-        debug!(failed, "some deletion-cost patches failed");
+    if let Some((pod, e)) = failed.first() {
+        let what = if failed.len() == 1 {
+            format!("annotating pod {pod}")
+        } else {
+            format!("annotating {} pods (first: {pod})", failed.len())
+        };
+        for (_, e) in &failed[1..] {
+            ctx.metrics.error(gw, error_kind(e));
+        }
+        errors.push(write_failed(ctx, &me.oref, gw, &what, e).await);
     }
     if let Some(r) = plan.replicas {
-        match with_conflict_retry(|| target::scale(client, ns, spec, r)).await {
+        match with_conflict_retry(|| bounded(t, target::scale(client, ns, spec, r))).await {
             Ok(()) => {
                 applied.replicas = Some(r);
                 let reason = if r > d.replicas.current {
@@ -505,18 +763,18 @@ async fn apply(
                     d.replicas.current, r, d.replicas.reason
                 );
                 info!(%note, "scaled");
-                publish(ctx, egw, EventType::Normal, reason, "Scale", &note).await;
+                publish(ctx, &me.oref, EventType::Normal, reason, "Scale", &note).await;
             }
-            Err(e) => write_failed(ctx, egw, gw, "scaling the gateway", &e).await,
+            Err(e) => errors.push(write_failed(ctx, &me.oref, gw, "scaling the gateway", &e).await),
         }
     }
     if let Some(w) = plan.weights {
-        match with_conflict_retry(|| target::apply_weights(client, ns, spec, w)).await {
+        match with_conflict_retry(|| bounded(t, target::apply_weights(client, ns, spec, w))).await {
             Ok(()) => {
                 applied.weights = Some(w);
                 publish(
                     ctx,
-                    egw,
+                    &me.oref,
                     EventType::Normal,
                     "WeightsChanged",
                     "ApplyAffinity",
@@ -524,16 +782,19 @@ async fn apply(
                 )
                 .await;
             }
-            Err(e) => write_failed(ctx, egw, gw, "applying the affinity weights", &e).await,
+            Err(e) => {
+                let what = "applying the affinity weights";
+                errors.push(write_failed(ctx, &me.oref, gw, what, &e).await);
+            }
         }
     }
     for pod in &plan.evictions {
-        match target::evict(client, ns, pod).await {
+        match bounded(t, target::evict(client, ns, pod)).await {
             Ok(()) => {
                 applied.evictions.push(pod.clone());
                 publish(
                     ctx,
-                    egw,
+                    &me.oref,
                     EventType::Normal,
                     "MovedToEcs",
                     "Evict",
@@ -541,10 +802,11 @@ async fn apply(
                 )
                 .await;
             }
+            // A PodDisruptionBudget says not now: the next quiet decision may try again.
             Err(e) if is_status(&e, 429) => {
                 publish(
                     ctx,
-                    egw,
+                    &me.oref,
                     EventType::Normal,
                     "MoveBlocked",
                     "Evict",
@@ -552,10 +814,13 @@ async fn apply(
                 )
                 .await;
             }
-            Err(e) => write_failed(ctx, egw, gw, &format!("evicting {pod}"), &e).await,
+            Err(e) => {
+                let what = format!("evicting {pod}");
+                errors.push(write_failed(ctx, &me.oref, gw, &what, &e).await);
+            }
         }
     }
-    applied
+    (applied, errors)
 }
 
 async fn with_conflict_retry<F, Fut>(mut f: F) -> Result<(), kube::Error>
@@ -576,28 +841,32 @@ fn is_status(e: &kube::Error, code: u16) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == code)
 }
 
-async fn write_failed(ctx: &Context, egw: &ElasticGateway, gw: &Gw, what: &str, e: &kube::Error) {
-    let kind = if is_status(e, 409) {
+fn error_kind(e: &kube::Error) -> ErrorKind {
+    if is_status(e, 409) {
         ErrorKind::Conflict
     } else {
         ErrorKind::ApiWrite
-    };
-    ctx.metrics.error(gw, kind);
+    }
+}
+
+/// Logs, counts and announces a failed write; returns the message for the status.
+async fn write_failed(
+    ctx: &Context,
+    oref: &ObjectReference,
+    gw: &Gw,
+    what: &str,
+    e: &kube::Error,
+) -> String {
+    ctx.metrics.error(gw, error_kind(e));
     warn!(error = %e, "{what} failed; the next decision retries");
-    publish(
-        ctx,
-        egw,
-        EventType::Warning,
-        "WriteFailed",
-        "Write",
-        &format!("{what} failed: {e}"),
-    )
-    .await;
+    let msg = format!("{what} failed: {e}");
+    publish(ctx, oref, EventType::Warning, "WriteFailed", "Write", &msg).await;
+    msg
 }
 
 async fn publish(
     ctx: &Context,
-    egw: &ElasticGateway,
+    oref: &ObjectReference,
     type_: EventType,
     reason: &str,
     action: &str,
@@ -610,25 +879,23 @@ async fn publish(
         action: action.into(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&ev, &egw.object_ref(&())).await {
-        debug!(error = %e, reason, "could not publish an Event");
+    match bounded(ctx.config.api_timeout, ctx.recorder.publish(&ev, oref)).await {
+        Ok(()) => {}
+        Err(e) => debug!(error = %e, reason, "could not publish an Event"),
     }
 }
 
 /// Records a problem that stops the loop for this gateway: a condition (and an Event when it is
 /// new), as the leader.
 async fn report_problem(
-    egw: &ElasticGateway,
+    me: &Target,
     ctx: &Context,
     key: &(String, String),
     cond: Condition,
     leader: bool,
 ) {
     let prev = {
-        let mut states = ctx
-            .states
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut states = ctx.states();
         let m = states.entry(key.clone()).or_default();
         std::mem::take(&mut m.conditions)
     };
@@ -638,7 +905,7 @@ async fn report_problem(
         if changed(&prev, &cond) {
             publish(
                 ctx,
-                egw,
+                &me.oref,
                 EventType::Warning,
                 &cond.reason,
                 "Validate",
@@ -647,18 +914,16 @@ async fn report_problem(
             .await;
         }
         let status = ElasticGatewayStatus {
-            observed_generation: egw.metadata.generation,
+            observed_generation: me.generation,
             phase: Some("Holding".into()),
             conditions: conditions.clone(),
-            ..egw.status.clone().unwrap_or_default()
+            ..me.status.clone().unwrap_or_default()
         };
         if let Err(e) = patch_status(ctx, &key.0, &key.1, &status).await {
             debug!(error = %e, "status patch failed");
         }
     }
-    if let Ok(mut states) = ctx.states.lock() {
-        states.entry(key.clone()).or_default().conditions = conditions;
-    }
+    ctx.states().entry(key.clone()).or_default().conditions = conditions;
 }
 
 async fn patch_status(
@@ -668,10 +933,10 @@ async fn patch_status(
     status: &ElasticGatewayStatus,
 ) -> Result<(), kube::Error> {
     let api = Api::<ElasticGateway>::namespaced(ctx.client.clone(), ns);
-    api.patch_status(
-        name,
-        &PatchParams::default(),
-        &Patch::Merge(json!({"status": status})),
+    let patch = Patch::Merge(json!({"status": status}));
+    bounded(
+        ctx.config.api_timeout,
+        api.patch_status(name, &PatchParams::default(), &patch),
     )
     .await?;
     Ok(())
@@ -720,6 +985,10 @@ fn rfc3339(t: f64) -> String {
     k8s_openapi::jiff::Timestamp::from_second(t as i64)
         .map_or_else(|_| String::new(), |ts| ts.to_string())
 }
+
+#[cfg(test)]
+#[path = "controller_tests.rs"]
+mod fault_tests;
 
 #[cfg(test)]
 mod tests {

@@ -52,6 +52,34 @@ impl LabelSelector {
     }
 }
 
+/// The two watches behind the index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Watched {
+    Nodes,
+    Pods,
+}
+
+/// Why the index cannot be trusted for a decision now.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Unsynced {
+    /// The first list has not completed.
+    #[error("the {0} watch has not listed yet; holding until it has")]
+    NotListed(&'static str),
+    /// The watch's last attempt failed and it is retrying.
+    #[error("the {0} watch is failing ({1}); holding until it recovers")]
+    Failing(&'static str, String),
+}
+
+impl Unsynced {
+    /// The condition reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Unsynced::NotListed(_) => "CachesNotSynced",
+            Unsynced::Failing(..) => "WatchFailing",
+        }
+    }
+}
+
 /// Nodes and pods.
 #[derive(Debug, Default)]
 pub struct ClusterIndex {
@@ -64,6 +92,9 @@ pub struct ClusterIndex {
     pod_buffer: Option<HashMap<(String, String), LeanPod>>,
     nodes_synced: bool,
     pods_synced: bool,
+    /// The last error of a watch that has not delivered an event since.
+    nodes_failing: Option<String>,
+    pods_failing: Option<String>,
 }
 
 impl ClusterIndex {
@@ -81,6 +112,39 @@ impl ClusterIndex {
     /// Both watches have listed once.
     pub fn synced(&self) -> bool {
         self.nodes_synced && self.pods_synced
+    }
+
+    /// Whether a decision may be made from the index now: both watches have listed, and neither
+    /// is failing (an error not yet followed by an event). `Err` says why not, for the status.
+    pub fn health(&self) -> Result<(), Unsynced> {
+        match (self.nodes_synced, self.pods_synced) {
+            (false, _) => return Err(Unsynced::NotListed("nodes")),
+            (_, false) => return Err(Unsynced::NotListed("pods")),
+            _ => {}
+        }
+        if let Some(e) = &self.nodes_failing {
+            return Err(Unsynced::Failing("nodes", e.clone()));
+        }
+        if let Some(e) = &self.pods_failing {
+            return Err(Unsynced::Failing("pods", e.clone()));
+        }
+        Ok(())
+    }
+
+    /// A watch returned an error: until its next event, the index may be stale.
+    pub fn watch_failed(&mut self, watch: Watched, error: String) {
+        match watch {
+            Watched::Nodes => self.nodes_failing = Some(error),
+            Watched::Pods => self.pods_failing = Some(error),
+        }
+    }
+
+    /// A watch delivered an event again.
+    pub fn watch_ok(&mut self, watch: Watched) {
+        match watch {
+            Watched::Nodes => self.nodes_failing = None,
+            Watched::Pods => self.pods_failing = None,
+        }
     }
 
     pub fn counts(&self) -> (usize, usize) {

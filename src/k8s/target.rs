@@ -141,7 +141,12 @@ pub fn istio_gateway_view(data: &Value, name: &str, policy: &ElasticGatewaySpec)
     let terms: Vec<k8s_openapi::api::core::v1::PreferredSchedulingTerm> =
         serde_json::from_value(preferred).unwrap_or_default();
     TargetView {
-        replicas: spec["replicaCount"].as_i64().map_or(1, |r| r as i32),
+        // Unvalidated by any schema we know: out of i32's range or negative reads as unset.
+        replicas: spec["replicaCount"]
+            .as_i64()
+            .and_then(|r| i32::try_from(r).ok())
+            .filter(|r| *r >= 0)
+            .unwrap_or(1),
         pod_requests: Resources::pod(cpu.unwrap_or(0), mem.unwrap_or(0)),
         weights: weights_from_terms(&terms, policy),
         rollout_in_progress: false,

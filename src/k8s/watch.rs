@@ -12,7 +12,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::index::ClusterIndex;
+use super::index::{ClusterIndex, Watched};
 
 fn bump(tx: &watch::Sender<u64>) {
     tx.send_modify(|v| *v = v.wrapping_add(1));
@@ -26,6 +26,9 @@ pub async fn nodes(client: Client, index: Arc<RwLock<ClusterIndex>>, changed: wa
         let mut ix = index
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if ev.is_ok() {
+            ix.watch_ok(Watched::Nodes);
+        }
         match ev {
             Ok(watcher::Event::Apply(n)) => ix.apply_node(&n),
             Ok(watcher::Event::Delete(n)) => ix.delete_node(&n.metadata.name.unwrap_or_default()),
@@ -39,8 +42,8 @@ pub async fn nodes(client: Client, index: Arc<RwLock<ClusterIndex>>, changed: wa
                 info!(nodes = ix.counts().0, "node watch synced");
             }
             Err(e) => {
-                warn!(error = %e, "node watch failed; retrying with backoff");
-                continue;
+                warn!(error = %e, "node watch failed; decisions hold until it recovers");
+                ix.watch_failed(Watched::Nodes, e.to_string());
             }
         }
         drop(ix);
@@ -59,6 +62,9 @@ pub async fn pods(client: Client, index: Arc<RwLock<ClusterIndex>>, changed: wat
         let mut ix = index
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if ev.is_ok() {
+            ix.watch_ok(Watched::Pods);
+        }
         let wake = match ev {
             Ok(watcher::Event::Apply(p)) => {
                 ix.apply_pod(&p);
@@ -88,8 +94,9 @@ pub async fn pods(client: Client, index: Arc<RwLock<ClusterIndex>>, changed: wat
                 true
             }
             Err(e) => {
-                warn!(error = %e, "pod watch failed; retrying with backoff");
-                false
+                warn!(error = %e, "pod watch failed; decisions hold until it recovers");
+                ix.watch_failed(Watched::Pods, e.to_string());
+                true
             }
         };
         drop(ix);

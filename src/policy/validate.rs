@@ -22,6 +22,30 @@ pub fn load_policy_file(path: &Path) -> Result<ElasticGateway, Vec<FieldError>> 
 /// such as `maxReplica` would otherwise go unnoticed.
 pub fn parse_policy(text: &str) -> Result<ElasticGateway, Vec<FieldError>> {
     let value = crate::config::parse_value(text).map_err(|e| vec![e])?;
+    policy_from_value(value)
+}
+
+/// Parses every document of a multi-document manifest (`---` between them), each on its own.
+pub fn parse_policies(
+    text: &str,
+) -> Result<Vec<Result<ElasticGateway, Vec<FieldError>>>, FieldError> {
+    let docs = crate::config::parse_values(text)?;
+    if docs.is_empty() {
+        return Err(FieldError::new("(document)", "holds no document"));
+    }
+    Ok(docs.into_iter().map(policy_from_value).collect())
+}
+
+/// Reads every ElasticGateway of a manifest file.
+pub fn load_policy_files(
+    path: &Path,
+) -> Result<Vec<Result<ElasticGateway, Vec<FieldError>>>, FieldError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| FieldError::new(path.display().to_string(), format!("cannot read: {e}")))?;
+    parse_policies(&text)
+}
+
+fn policy_from_value(value: serde_json::Value) -> Result<ElasticGateway, Vec<FieldError>> {
     let mut errors = Vec::new();
     let expect = |field: &str, want: &str, errors: &mut Vec<FieldError>| match value
         .get(field)
@@ -61,6 +85,20 @@ pub fn parse_policy(text: &str) -> Result<ElasticGateway, Vec<FieldError>> {
                 .namespace
                 .clone()
                 .unwrap_or_else(|| "default".into());
+            if !is_dns_label(&ns) {
+                errors.push(FieldError::new(
+                    "metadata.namespace",
+                    format!("{ns:?} is not a valid namespace name (an RFC 1123 label)"),
+                ));
+            }
+            if let Some(name) = &egw.metadata.name
+                && !is_dns_subdomain(name)
+            {
+                errors.push(FieldError::new(
+                    "metadata.name",
+                    format!("{name:?} is not a valid Kubernetes object name"),
+                ));
+            }
             errors.extend(validate(&egw.spec, &ns));
             if errors.is_empty() {
                 Ok(egw)
@@ -68,6 +106,37 @@ pub fn parse_policy(text: &str) -> Result<ElasticGateway, Vec<FieldError>> {
                 Err(errors)
             }
         }
+    }
+}
+
+/// Longest PromQL query accepted (the CRD says the same): parsing is not linear in the length.
+pub const MAX_QUERY_LEN: usize = 4096;
+/// Most replicas a policy may ask for; far beyond any gateway, well within i32 arithmetic.
+pub const MAX_REPLICAS: i32 = 10_000;
+/// Largest value of one scaling policy (pods or percent per period).
+pub const MAX_RATE_VALUE: i32 = 100_000;
+/// Highest price per hour accepted for a node, and per second for an ECI vCPU or GiB: far above
+/// any real price, low enough that every cost stays finite.
+pub const MAX_NODE_PRICE_PER_HOUR: f64 = 1e6;
+pub const MAX_ECI_PRICE_PER_SECOND: f64 = 1e3;
+
+/// Checks a PromQL query: parses, and returns a value spillway can use (an instant vector or a
+/// scalar; a range vector or a string can only fail at run time).
+pub fn check_query(q: &str) -> Result<(), String> {
+    if q.len() > MAX_QUERY_LEN {
+        return Err(format!(
+            "is {} bytes long; at most {MAX_QUERY_LEN} are accepted",
+            q.len()
+        ));
+    }
+    let expr = promql_parser::parser::parse(q)
+        .map_err(|e| format!("is not valid PromQL: {}", e.trim()))?;
+    match expr.value_type() {
+        promql_parser::parser::value::ValueType::Vector
+        | promql_parser::parser::value::ValueType::Scalar => Ok(()),
+        other => Err(format!(
+            "returns a {other}, not an instant vector or scalar (drop the [range], or wrap it in rate() or sum())"
+        )),
     }
 }
 
@@ -94,7 +163,12 @@ pub fn validate(spec: &ElasticGatewaySpec, namespace: &str) -> Vec<FieldError> {
             ),
         );
     }
-    if spec.max_replicas < spec.min_replicas {
+    if spec.max_replicas > MAX_REPLICAS {
+        v.err(
+            "spec.maxReplicas",
+            format!("must be at most {MAX_REPLICAS}, got {}", spec.max_replicas),
+        );
+    } else if spec.max_replicas < spec.min_replicas {
         v.err(
             "spec.maxReplicas",
             format!(
@@ -110,7 +184,11 @@ pub fn validate(spec: &ElasticGatewaySpec, namespace: &str) -> Vec<FieldError> {
         );
     }
     if let Some(c) = spec.eci.max_cost_per_hour {
-        v.non_negative("spec.eci.maxCostPerHour", c);
+        v.price(
+            "spec.eci.maxCostPerHour",
+            c,
+            MAX_NODE_PRICE_PER_HOUR * 1000.0,
+        );
     }
     if spec.metrics.is_empty() {
         v.err("spec.metrics", "needs at least one load metric");
@@ -128,27 +206,30 @@ pub fn validate(spec: &ElasticGatewaySpec, namespace: &str) -> Vec<FieldError> {
             (None, None) => v.err(format!("{at}.query"), "give a PromQL query or a preset"),
             (Some(q), _) if q.trim().is_empty() => v.err(format!("{at}.query"), "is empty"),
             (Some(q), _) => {
-                if let Err(e) = promql_parser::parser::parse(q) {
-                    v.err(
-                        format!("{at}.query"),
-                        format!("is not valid PromQL: {}", e.trim()),
-                    );
+                if let Err(e) = check_query(q) {
+                    v.err(format!("{at}.query"), e);
                 }
             }
-            (None, Some(p)) => {
+            // A preset renders the namespace and the target's name: those are checked (and
+            // blamed) where they are set.
+            (None, Some(p)) if is_dns_label(namespace) && is_dns_subdomain(&spec.target.name) => {
                 let q = p.query(namespace, &spec.target.name);
-                if let Err(e) = promql_parser::parser::parse(&q) {
-                    v.err(
-                        format!("{at}.preset"),
-                        format!("renders invalid PromQL {q:?}: {e}"),
-                    );
+                if let Err(e) = check_query(&q) {
+                    v.err(format!("{at}.preset"), format!("renders {q:?}, which {e}"));
                 }
             }
+            (None, Some(_)) => {}
         }
-        if !(m.target_per_replica.is_finite() && m.target_per_replica > 0.0) {
+        if !(m.target_per_replica.is_finite()
+            && m.target_per_replica > 0.0
+            && m.target_per_replica <= 1e15)
+        {
             v.err(
                 format!("{at}.targetPerReplica"),
-                format!("must be greater than 0, got {}", m.target_per_replica),
+                format!(
+                    "must be greater than 0 (and at most 1e15), got {}",
+                    m.target_per_replica
+                ),
             );
         }
     }
@@ -220,17 +301,27 @@ pub fn validate(spec: &ElasticGatewaySpec, namespace: &str) -> Vec<FieldError> {
         v.err("spec.cost.currency", "is empty");
     }
     for (t, price) in &c.ecs_node_price_per_hour {
-        v.non_negative(&format!("spec.cost.ecsNodePricePerHour[{t}]"), *price);
+        v.price(
+            &format!("spec.cost.ecsNodePricePerHour[{t}]"),
+            *price,
+            MAX_NODE_PRICE_PER_HOUR,
+        );
     }
-    v.non_negative(
+    v.price(
         "spec.cost.ecsDefaultNodePricePerHour",
         c.ecs_default_node_price_per_hour,
+        MAX_NODE_PRICE_PER_HOUR,
     );
-    v.non_negative(
+    v.price(
         "spec.cost.eciVcpuPricePerSecond",
         c.eci_vcpu_price_per_second,
+        MAX_ECI_PRICE_PER_SECOND,
     );
-    v.non_negative("spec.cost.eciGibPricePerSecond", c.eci_gib_price_per_second);
+    v.price(
+        "spec.cost.eciGibPricePerSecond",
+        c.eci_gib_price_per_second,
+        MAX_ECI_PRICE_PER_SECOND,
+    );
     v.errors
 }
 
@@ -244,9 +335,12 @@ impl Validator {
         self.errors.push(FieldError::new(path, message));
     }
 
-    fn non_negative(&mut self, path: &str, x: f64) {
-        if !(x.is_finite() && x >= 0.0) {
-            self.err(path, format!("must be a price of 0 or more, got {x}"));
+    fn price(&mut self, path: &str, x: f64, max: f64) {
+        if !(x.is_finite() && (0.0..=max).contains(&x)) {
+            self.err(
+                path,
+                format!("must be a price of 0 or more (and at most {max:e}), got {x}"),
+            );
         }
     }
 
@@ -279,10 +373,10 @@ impl Validator {
                 );
             }
             for (i, p) in policies.iter().enumerate() {
-                if p.value <= 0 {
+                if !(1..=MAX_RATE_VALUE).contains(&p.value) {
                     self.err(
                         format!("{path}.policies[{i}].value"),
-                        format!("must be greater than 0, got {}", p.value),
+                        format!("must be within 1..{MAX_RATE_VALUE}, got {}", p.value),
                     );
                 }
                 if !(1..=1800).contains(&p.period_seconds) {
@@ -324,6 +418,11 @@ impl Validator {
             );
         }
     }
+}
+
+/// RFC 1123 label, as namespace names require.
+fn is_dns_label(s: &str) -> bool {
+    s.len() <= 63 && !s.contains('.') && is_dns_subdomain(s)
 }
 
 /// RFC 1123 subdomain, as object names require.
@@ -421,6 +520,63 @@ spec:
         let wrong_kind = GOOD.replace("kind: ElasticGateway", "kind: Deployment");
         assert!(paths(&wrong_kind).contains(&"kind".to_string()));
         assert_eq!(paths("a: [1, 2"), vec!["(document)"]);
+    }
+
+    #[test]
+    fn limits_keep_arithmetic_and_costs_finite() {
+        let huge_rate = GOOD.replace(
+            "maxReplicas: 30",
+            "maxReplicas: 30\n  behavior:\n    scaleUp:\n      policies: [{type: Pods, value: 2147483647, periodSeconds: 15}]",
+        );
+        assert_eq!(
+            paths(&huge_rate),
+            vec!["spec.behavior.scaleUp.policies[0].value"]
+        );
+        let huge_max = GOOD.replace("maxReplicas: 30", "maxReplicas: 2147483647");
+        assert_eq!(paths(&huge_max), vec!["spec.maxReplicas"]);
+        let price = GOOD.replace(
+            "maxReplicas: 30",
+            "maxReplicas: 30\n  cost: {eciVcpuPricePerSecond: 1e308, ecsDefaultNodePricePerHour: 2e6}",
+        );
+        assert_eq!(
+            paths(&price),
+            vec![
+                "spec.cost.ecsDefaultNodePricePerHour",
+                "spec.cost.eciVcpuPricePerSecond"
+            ]
+        );
+    }
+
+    #[test]
+    fn queries_must_return_an_instant_value_and_stay_short() {
+        assert!(check_query("sum(rate(x[1m]))").is_ok());
+        assert!(check_query("vector(1)").is_ok());
+        assert!(check_query("1").is_ok());
+        assert!(check_query("x[5m]").unwrap_err().contains("range"));
+        assert!(check_query("\"text\"").unwrap_err().contains("string"));
+        let long = format!("sum({})", "x + ".repeat(2000) + "x");
+        assert!(check_query(&long).unwrap_err().contains("at most"));
+        let range = GOOD.replace("preset: RequestRate", "query: 'rate(x[1m])[5m:]'");
+        assert_eq!(paths(&range), vec!["spec.metrics[0].query"]);
+    }
+
+    #[test]
+    fn a_bad_namespace_is_blamed_on_the_namespace() {
+        let bad = GOOD.replace("namespace: istio-system", "namespace: 'Istio\"System'");
+        assert_eq!(paths(&bad), vec!["metadata.namespace"]);
+    }
+
+    #[test]
+    fn several_documents_are_checked_one_by_one() {
+        let two = format!(
+            "{GOOD}---\n{}",
+            GOOD.replace("maxReplicas: 30", "maxReplicas: 0")
+        );
+        let docs = parse_policies(&two).unwrap();
+        assert_eq!(docs.len(), 2);
+        assert!(docs[0].is_ok() && docs[1].is_err());
+        let err = parse_policy(&two).unwrap_err();
+        assert!(err[0].message.contains("2 YAML documents"), "{err:?}");
     }
 
     #[test]

@@ -205,7 +205,7 @@ fn run_policy(
             cluster.replicas = scenario
                 .static_replicas
                 .unwrap_or((peak / target).ceil() as i32)
-                .max(1);
+                .clamp(1, scenario.policy.max_replicas.max(1));
             Controller::Static
         }
         PolicyKind::Oracle => Controller::Oracle {

@@ -443,8 +443,17 @@ impl Scenario {
         if self.controllers.hpa_sync_seconds == 0 {
             bad("controllers.hpaSyncSeconds", "must be at least 1".into());
         }
-        if let Some(r) = self.static_replicas.filter(|r| *r < 1) {
-            bad("staticReplicas", format!("must be at least 1, got {r}"));
+        if let Some(r) = self
+            .static_replicas
+            .filter(|r| !(1..=self.policy.max_replicas).contains(r))
+        {
+            bad(
+                "staticReplicas",
+                format!(
+                    "must be within 1..policy.maxReplicas ({}), got {r}",
+                    self.policy.max_replicas
+                ),
+            );
         }
         if self.load.components.is_empty() {
             bad("load.components", "must have at least one component".into());

@@ -95,7 +95,18 @@ pub async fn agent(
         &proxy.url(),
         &tb.agent_token(),
     );
-    let admin = free_port();
+    // `extra` may set the admin address or the lease duration; otherwise these defaults hold.
+    let given = |flag: &str| extra.iter().position(|a| *a == flag).map(|i| extra[i + 1]);
+    let admin = given("--admin-addr")
+        .and_then(|a| a.rsplit(':').next()?.parse().ok())
+        .unwrap_or_else(free_port);
+    let mut args: Vec<String> = vec![];
+    if given("--admin-addr").is_none() {
+        args.extend(["--admin-addr".into(), format!("127.0.0.1:{admin}")]);
+    }
+    if given("--lease-duration").is_none() {
+        args.extend(["--lease-duration".into(), "4s".into()]);
+    }
     let log = dir.join(format!("{who}.log"));
     let child = Command::new(env!("CARGO_BIN_EXE_spillway"))
         .arg("run")
@@ -103,18 +114,13 @@ pub async fn agent(
         .arg(&kubeconfig)
         .args(["--prometheus-url", prom, "--prometheus-timeout", "1s"])
         .args(["--interval", "1s"])
-        .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
         .args([
             "--leader-election",
             if leader_election { "true" } else { "false" },
         ])
-        .args([
-            "--lease-duration",
-            "4s",
-            "--lease-namespace",
-            "spillway-system",
-        ])
+        .args(["--lease-namespace", "spillway-system"])
         .args(["--identity", who])
+        .args(&args)
         .args(extra)
         .env("SPILLWAY_LOG", "info,spillway=debug")
         .stdout(Stdio::null())

@@ -102,6 +102,8 @@ impl Testbed {
         install_crypto();
         let bin = binaries();
         let tb_dir = dir.join("testbed");
+        // A kept folder may hold an earlier run's `ready`.
+        let _ = std::fs::remove_dir_all(&tb_dir);
         let child = Command::new("bash")
             .arg(format!("{ROOT}/scripts/testbed.sh"))
             .args(["run", "--bare", "--exit-with-parent", "--dir"])
