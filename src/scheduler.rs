@@ -5,9 +5,17 @@
 //!
 //! Upstream references (kubernetes/kubernetes, `pkg/scheduler`):
 //! - default plugins and weights: `apis/config/v1/default_plugins.go` — TaintToleration 3,
-//!   NodeAffinity 2, NodeResourcesFit 1, NodeResourcesBalancedAllocation 1 (PodTopologySpread,
-//!   InterPodAffinity and ImageLocality score 0 or equally here: the gateway has no spread
-//!   constraints or pod affinity, and every node is taken to have the image);
+//!   NodeAffinity 2, PodTopologySpread 2, NodeResourcesFit 1, NodeResourcesBalancedAllocation 1
+//!   (InterPodAffinity and ImageLocality score equally here: the gateway has no pod affinity,
+//!   and every node is taken to have the image);
+//! - PodTopologySpread with the system-default constraints (`maxSkew: 3` on
+//!   `kubernetes.io/hostname`, `maxSkew: 5` on the zone, both `ScheduleAnyway`), selecting the
+//!   pods of the gateway's ReplicaSet (`podtopologyspread/scoring.go`): a node's raw score is
+//!   `round(cnt * ln(feasible + 2) + maxSkew - 1)` for the pods of the set already on it (not
+//!   terminating), normalised reversed as `100 * (max + min - s) / max`. The zone term counts only
+//!   on nodes that carry the zone label; the fidelity test (`tests/fidelity.rs`) found that
+//!   leaving this plugin out places no gateway pod on a virtual node while ECS has room, where
+//!   the real scheduler does;
 //! - filters: `framework/plugins/{nodeunschedulable,tainttoleration,nodeaffinity,noderesources}`;
 //!   TaintToleration filters on `NoSchedule` and `NoExecute` taints only;
 //! - NodeAffinity score: sum of the weights of the matching preferred terms, then
@@ -30,6 +38,7 @@ pub const MAX_NODE_SCORE: i64 = 100;
 pub struct Weights {
     pub taint_toleration: i64,
     pub node_affinity: i64,
+    pub topology_spread: i64,
     pub resources_fit: i64,
     pub balanced_allocation: i64,
 }
@@ -39,6 +48,7 @@ impl Default for Weights {
         Self {
             taint_toleration: 3,
             node_affinity: 2,
+            topology_spread: 2,
             resources_fit: 1,
             balanced_allocation: 1,
         }
@@ -178,14 +188,69 @@ fn raw_score(pod: &PodTemplate, node: &Node) -> RawScore {
     }
 }
 
+/// The system-default spreading constraints: (topology key, maxSkew).
+const DEFAULT_SPREAD: [(&str, i64); 2] = [
+    ("kubernetes.io/hostname", 3),
+    ("topology.kubernetes.io/zone", 5),
+];
+
+/// PodTopologySpread's normalised scores under the system-default constraints; `same_set[i]` is
+/// the number of the pod's ReplicaSet's pods (not terminating) on `feasible[i]`.
+fn spread_scores(feasible: &[&Node], same_set: &[i64]) -> Vec<i64> {
+    // The hostname constraint spans the feasible nodes; a node is its own host whatever its
+    // labels say (the real scheduler reads the label, which every kubelet sets to the name).
+    let host_weight = ((feasible.len() + 2) as f64).ln();
+    let zone_of = |n: &Node| n.labels.get(DEFAULT_SPREAD[1].0).cloned();
+    let mut zones: std::collections::BTreeMap<String, i64> = std::collections::BTreeMap::new();
+    for (n, c) in feasible.iter().zip(same_set) {
+        if let Some(z) = zone_of(n) {
+            *zones.entry(z).or_default() += c;
+        }
+    }
+    let zone_weight = ((zones.len() + 2) as f64).ln();
+    let raw: Vec<i64> = feasible
+        .iter()
+        .zip(same_set)
+        .map(|(n, c)| {
+            let mut s = *c as f64 * host_weight + (DEFAULT_SPREAD[0].1 - 1) as f64;
+            if let Some(z) = zone_of(n) {
+                s += zones[&z] as f64 * zone_weight + (DEFAULT_SPREAD[1].1 - 1) as f64;
+            }
+            s.round() as i64
+        })
+        .collect();
+    let max = raw.iter().copied().max().unwrap_or(0);
+    let min = raw.iter().copied().min().unwrap_or(0);
+    raw.iter()
+        .map(|s| {
+            if max == 0 {
+                MAX_NODE_SCORE
+            } else {
+                MAX_NODE_SCORE * (max + min - s) / max
+            }
+        })
+        .collect()
+}
+
 /// Scores the feasible nodes as the default profile does and returns each node's total, in
-/// the order given.
-pub fn score(pod: &PodTemplate, feasible: &[&Node], weights: &Weights) -> Vec<i64> {
+/// the order given. `same_set[i]` counts the pod's ReplicaSet's pods on `feasible[i]` (empty:
+/// none anywhere).
+pub fn score(
+    pod: &PodTemplate,
+    feasible: &[&Node],
+    same_set: &[i64],
+    weights: &Weights,
+) -> Vec<i64> {
     let raw: Vec<RawScore> = feasible.iter().map(|n| raw_score(pod, n)).collect();
+    let counts: Vec<i64> = (0..feasible.len())
+        .map(|i| same_set.get(i).copied().unwrap_or(0))
+        .collect();
+    let spread = spread_scores(feasible, &counts);
     let max_affinity = raw.iter().map(|r| r.affinity).max().unwrap_or(0);
     let max_intolerable = raw.iter().map(|r| r.intolerable).max().unwrap_or(0);
     raw.iter()
-        .map(|r| {
+        .zip(&spread)
+        .map(|(r, spread)| {
             // DefaultNormalizeScore(MaxNodeScore, reverse=false): all zero stays zero.
             let affinity = if max_affinity > 0 {
                 r.affinity * MAX_NODE_SCORE / max_affinity
@@ -199,6 +264,7 @@ pub fn score(pod: &PodTemplate, feasible: &[&Node], weights: &Weights) -> Vec<i6
                 MAX_NODE_SCORE
             };
             affinity * weights.node_affinity
+                + spread * weights.topology_spread
                 + taint * weights.taint_toleration
                 + r.least_allocated * weights.resources_fit
                 + r.balanced * weights.balanced_allocation
@@ -206,19 +272,22 @@ pub fn score(pod: &PodTemplate, feasible: &[&Node], weights: &Weights) -> Vec<i6
         .collect()
 }
 
-/// Picks the node for one pod: filter, score, then the best; `tie_break(n)` chooses among `n`
+/// Picks the node for one pod: filter, score, then the best; `same_set(node)` counts the pod's
+/// ReplicaSet's pods already there (for PodTopologySpread); `tie_break(n)` chooses among `n`
 /// equally good nodes (a seeded RNG in the simulator). `None`: the pod stays Pending.
 pub fn select_node<'a>(
     pod: &PodTemplate,
     nodes: impl IntoIterator<Item = &'a Node>,
     weights: &Weights,
+    same_set: impl Fn(&Node) -> i64,
     tie_break: impl FnOnce(usize) -> usize,
 ) -> Option<&'a Node> {
     let feasible: Vec<&Node> = nodes
         .into_iter()
         .filter(|n| filter(pod, n).is_ok())
         .collect();
-    let scores = score(pod, &feasible, weights);
+    let counts: Vec<i64> = feasible.iter().map(|n| same_set(n)).collect();
+    let scores = score(pod, &feasible, &counts, weights);
     let best = *scores.iter().max()?;
     let top: Vec<&Node> = feasible
         .iter()
@@ -330,7 +399,7 @@ mod tests {
     }
 
     fn pick(pod: &PodTemplate, nodes: &[Node]) -> Option<String> {
-        select_node(pod, nodes, &Weights::default(), |_| 0).map(|n| n.name.clone())
+        select_node(pod, nodes, &Weights::default(), |_| 0, |_| 0).map(|n| n.name.clone())
     }
 
     #[test]
@@ -425,12 +494,18 @@ mod tests {
         let pod = gateway(80, 20);
         let e = ecs("ecs-1", 2000); // after the pod: cpu 4000/8000, mem 6/32 GiB
         let v = virtual_node();
-        let s = score(&pod, &[&e, &v], &Weights::default());
-        // ecs: affinity 80/80*100=100 (x2), taint 100 (x3), least ((50)+(81))/2=65, balanced
-        // 1 - |0.5-0.1875|/2 = 0.84375 -> 84.
-        assert_eq!(s[0], 200 + 300 + 65 + 84);
-        // virtual: affinity 20*100/80=25 (x2), taint 100 (x3), least (99+99)/2=99, balanced 99
-        assert_eq!(s[1], 50 + 300 + 99 + 99);
+        let s = score(&pod, &[&e, &v], &[], &Weights::default());
+        // ecs: affinity 80/80*100=100 (x2), spread 100 (x2: no pod of the set anywhere), taint
+        // 100 (x3), least ((50)+(81))/2=65, balanced 1 - |0.5-0.1875|/2 = 0.84375 -> 84.
+        assert_eq!(s[0], 200 + 200 + 300 + 65 + 84);
+        // virtual: affinity 20*100/80=25 (x2), spread 100 (x2), taint 100 (x3), least
+        // (99+99)/2=99, balanced 99
+        assert_eq!(s[1], 50 + 200 + 300 + 99 + 99);
+        // Three pods of the set on the ECS node: raw 3*ln(4)+2 = 6.16 -> 6 there, 2 on the
+        // virtual node; normalised 100*(6+2-6)/6 = 33 and 100*(6+2-2)/6 = 100.
+        let s = score(&pod, &[&e, &v], &[3, 0], &Weights::default());
+        assert_eq!(s[0], 200 + 33 * 2 + 300 + 65 + 84);
+        assert_eq!(s[1], 50 + 200 + 300 + 99 + 99);
     }
 
     #[test]
@@ -460,10 +535,16 @@ mod tests {
         // Tolerated: the two nodes tie, and the tie-break decides.
         let b = ecs("ecs-b", 0);
         let both = [a, b];
-        let chosen = select_node(&tolerant, &both, &Weights::default(), |n| {
-            assert_eq!(n, 2);
-            1
-        });
+        let chosen = select_node(
+            &tolerant,
+            &both,
+            &Weights::default(),
+            |_| 0,
+            |n| {
+                assert_eq!(n, 2);
+                1
+            },
+        );
         assert_eq!(chosen.map(|n| n.name.as_str()), Some("ecs-b"));
     }
 

@@ -365,12 +365,30 @@ impl SimCluster {
             .filter(|i| self.pods[*i].node.is_none() && self.pods[*i].gone_at.is_none())
             .collect();
         for i in pending {
+            // PodTopologySpread counts the pods of the pending pod's own ReplicaSet (the
+            // template revision), not terminating, on each node.
+            let revision = self.pods[i].revision;
+            let mut same_set = vec![0i64; self.nodes.len()];
+            for p in &self.pods {
+                if let (Some(n), None, true) = (p.node, p.gone_at, p.revision == revision) {
+                    same_set[n] += 1;
+                }
+            }
+            let index: std::collections::HashMap<&str, usize> = self
+                .nodes
+                .iter()
+                .enumerate()
+                .map(|(k, n)| (n.name.as_str(), k))
+                .collect();
             let rng = &mut self.rng;
-            let chosen =
-                scheduler::select_node(&self.template, &self.nodes, &self.weights_plugin, |n| {
-                    (rng.next_u64() % n as u64) as usize
-                })
-                .map(|n| n.name.clone());
+            let chosen = scheduler::select_node(
+                &self.template,
+                &self.nodes,
+                &self.weights_plugin,
+                |n| index.get(n.name.as_str()).map_or(0, |k| same_set[*k]),
+                |n| (rng.next_u64() % n as u64) as usize,
+            )
+            .map(|n| n.name.clone());
             let Some(name) = chosen else { continue };
             let Some(idx) = self.nodes.iter().position(|n| n.name == name) else {
                 continue;
