@@ -16,6 +16,7 @@
 #
 # Pod start latency (kwok): SPILLWAY_TESTBED_ECS_START_MS (default 1000) on ECS nodes,
 # SPILLWAY_TESTBED_ECI_START_MS (default 3000) on virtual nodes; deletion after the grace period.
+# SPILLWAY_TESTBED_APISERVER_ONLY=1 starts etcd and kube-apiserver alone (for bulk benchmarks).
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -261,6 +262,9 @@ EOF
     sleep 0.2
   done
 
+  KUBECTL="$bin/kubectl"
+  # Benchmarks that bulk-create objects need only the apiserver: no controllers, no kubelets.
+  if [ "${SPILLWAY_TESTBED_APISERVER_ONLY:-0}" = 1 ]; then return 0; fi
   "$bin/kube-scheduler" --kubeconfig "$dir/scheduler.kubeconfig" --leader-elect=false \
     --authentication-kubeconfig "$dir/scheduler.kubeconfig" --authorization-kubeconfig "$dir/scheduler.kubeconfig" \
     --bind-address 127.0.0.1 --secure-port 0 > "$dir/logs/kube-scheduler.log" 2>&1 &

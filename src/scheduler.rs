@@ -1,7 +1,6 @@
 //! A model of kube-scheduler's default profile, for the plugins that decide where a gateway pod
 //! lands: the one place in spillway that knows scheduling semantics. The engine uses the
-//! filters to count ECS room; the simulator (and the test API server) use filters and scores
-//! to place pods.
+//! filters to count ECS room; the simulator uses filters and scores to place pods.
 //!
 //! Upstream references (kubernetes/kubernetes, `pkg/scheduler`):
 //! - default plugins and weights: `apis/config/v1/default_plugins.go` — TaintToleration 3,

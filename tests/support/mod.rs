@@ -2,10 +2,8 @@
 //! fault proxy in front of it, a real Prometheus, and load exporters for it to scrape.
 #![allow(dead_code, clippy::unwrap_used, clippy::collapsible_if)]
 
-pub mod apiserver;
 pub mod envoy;
 pub mod faultproxy;
 pub mod live;
 pub mod prom;
-pub mod rbac;
 pub mod testbed;

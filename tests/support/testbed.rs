@@ -99,6 +99,21 @@ impl Testbed {
     /// Starts a bare control plane (no nodes, no objects) under `dir`, with kwok starting pods
     /// after the scenario's latencies.
     pub async fn start(dir: &Path, scenario: &Scenario, latencies: &Latencies) -> Self {
+        Self::start_with(dir, scenario, latencies, false).await
+    }
+
+    /// etcd and kube-apiserver alone: for benchmarks that bulk-create objects, with no
+    /// controllers or kubelets to react to them.
+    pub async fn start_apiserver_only(dir: &Path) -> Self {
+        Self::start_with(dir, &Scenario::default(), &Latencies::default(), true).await
+    }
+
+    async fn start_with(
+        dir: &Path,
+        scenario: &Scenario,
+        latencies: &Latencies,
+        apiserver_only: bool,
+    ) -> Self {
         install_crypto();
         let bin = binaries();
         let tb_dir = dir.join("testbed");
@@ -119,6 +134,10 @@ impl Testbed {
             .env(
                 "SPILLWAY_TESTBED_VIRTUAL_NODES",
                 virtual_nodes(scenario).join(","),
+            )
+            .env(
+                "SPILLWAY_TESTBED_APISERVER_ONLY",
+                if apiserver_only { "1" } else { "0" },
             )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -458,7 +477,7 @@ pub async fn client(kubeconfig: &Path) -> kube::Client {
     client_from(kubeconfig).await
 }
 
-fn node_json(n: &Node) -> Value {
+pub fn node_json(n: &Node) -> Value {
     let taints: Vec<Value> = n
         .taints
         .iter()
@@ -480,7 +499,7 @@ fn node_json(n: &Node) -> Value {
 }
 
 /// Pods of other workloads, bound to the node, requesting what the scenario says they use.
-fn other_pods(n: &Node) -> Vec<Value> {
+pub fn other_pods(n: &Node) -> Vec<Value> {
     let used = n.requested;
     if used.pods <= 0 {
         return vec![];
