@@ -57,9 +57,9 @@ fn load_at(t: f64) -> f64 {
     }
 }
 
-/// What an operator would write for Envoy's request counters; `[10s]` because Prometheus
-/// scrapes every second here.
-const QUERY: &str = r#"sum(rate(envoy_http_downstream_rq_total{namespace="istio-system"}[10s]))"#;
+/// The `RequestRate` preset's query (Istio's standard metric, as a default install exports it)
+/// with a `[10s]` window, because Prometheus scrapes every second here.
+const QUERY: &str = r#"sum(rate(istio_requests_total{reporter="source",source_workload="istio-ingressgateway",source_workload_namespace="istio-system"}[10s]))"#;
 
 /// The scenario's policy with its timings compressed like the profile: ECS exhausted for 20 s
 /// shifts the weights, 15 s of recovery shifts them back, never twice within 60 s.

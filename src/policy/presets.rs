@@ -3,15 +3,23 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// A query template for the common gateway load signals. `$ns` is the policy's namespace and
-/// the pods are matched by the target's name as a prefix, as a Deployment names its pods.
+/// A query template for the common gateway load signals, written for what a default Istio or
+/// ASM install exports: Istio's standard metrics (`istio_requests_total`, labelled by Istio
+/// itself with the reporting workload) and the `envoy_server_*` statistics that Istio's default
+/// `proxyStatsMatcher` keeps, plus cAdvisor for CPU. Most `envoy_http_*` and `envoy_listener_*`
+/// statistics exist only after a `proxyStatsMatcher` asks for them, so no preset uses them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum Preset {
-    /// Requests per second through the gateway, from Envoy's downstream request counter.
+    /// Requests per second through the gateway: `istio_requests_total` as the gateway reports
+    /// it (`reporter="source"`: a gateway is the client side of the requests it forwards),
+    /// selected by Istio's own `source_workload` labels, so no scrape relabelling is assumed.
     RequestRate,
-    /// Open downstream connections (HTTP and TCP) held by the gateway's Envoys.
+    /// Connections held by the gateway's Envoys (`envoy_server_total_connections`, one of the
+    /// `server.*` statistics a default install exports), by the scrape's `namespace` and `pod`
+    /// labels.
     ActiveConnections,
-    /// CPU cores used by the gateway's `istio-proxy` containers (cAdvisor).
+    /// CPU cores used by the gateway's `istio-proxy` containers (cAdvisor's
+    /// `container_cpu_usage_seconds_total`).
     Cpu,
 }
 
@@ -24,16 +32,18 @@ impl Preset {
         }
     }
 
+    /// The query for the gateway `workload` (its Deployment's name; ASM names the rendered
+    /// Deployment after the IstioGateway) in `namespace`.
     pub fn query(self, namespace: &str, workload: &str) -> String {
-        let sel = format!(r#"namespace="{namespace}",pod=~"{workload}-.*""#);
+        let pods = format!(r#"namespace="{namespace}",pod=~"{workload}-.*""#);
         match self {
-            Preset::RequestRate => {
-                format!("sum(rate(envoy_http_downstream_rq_total{{{sel}}}[1m]))")
-            }
-            Preset::ActiveConnections => format!("sum(envoy_http_downstream_cx_active{{{sel}}})"),
+            Preset::RequestRate => format!(
+                r#"sum(rate(istio_requests_total{{reporter="source",source_workload="{workload}",source_workload_namespace="{namespace}"}}[1m]))"#
+            ),
+            Preset::ActiveConnections => format!("sum(envoy_server_total_connections{{{pods}}})"),
             Preset::Cpu => {
                 format!(
-                    r#"sum(rate(container_cpu_usage_seconds_total{{{sel},container="istio-proxy"}}[1m]))"#
+                    r#"sum(rate(container_cpu_usage_seconds_total{{{pods},container="istio-proxy"}}[1m]))"#
                 )
             }
         }
@@ -49,7 +59,9 @@ mod tests {
         for p in [Preset::RequestRate, Preset::ActiveConnections, Preset::Cpu] {
             let q = p.query("istio-system", "istio-ingressgateway");
             promql_parser::parser::parse(&q).unwrap_or_else(|e| panic!("{q}: {e}"));
-            assert!(q.contains(r#"pod=~"istio-ingressgateway-.*""#));
+            assert!(q.contains("istio-ingressgateway"), "{q}");
+            // Only metrics a default Istio install exports.
+            assert!(!q.contains("envoy_http_") && !q.contains("envoy_listener_"), "{q}");
         }
     }
 }

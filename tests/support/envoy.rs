@@ -1,6 +1,9 @@
-//! Stand-ins for the gateway's Envoys: one metrics endpoint per gateway pod, exporting
-//! `envoy_http_downstream_rq_total` and `envoy_http_downstream_cx_active` as Envoy's Prometheus
-//! stats do. The load is divided over the ready pods; starting pods serve nothing. Prometheus
+//! Stand-ins for the gateway's Envoys: one metrics endpoint per gateway pod (`:15090/stats/
+//! prometheus` in a real pod), exporting what a default Istio install exports, under the same
+//! names and labels: `istio_requests_total` reported by the gateway (`reporter="source"`,
+//! `source_workload`, `source_workload_namespace`, response code), and the
+//! `envoy_server_total_connections` gauge. `envoy_http_*` statistics are absent, as they are
+//! until a `proxyStatsMatcher` asks for them. The load is divided over the ready pods; starting pods serve nothing. Prometheus
 //! finds the pods through a file-SD file rewritten as they come and go.
 
 use std::collections::BTreeMap;
@@ -53,9 +56,17 @@ impl Envoys {
                 let body = {
                     let fleet = f.lock().unwrap();
                     fleet.pods.get(pod).map(|s| {
+                        let ok = (s.requests * 0.99).floor();
+                        let labels = |code: u16| {
+                            format!(
+                                "reporter=\"source\",source_workload=\"istio-ingressgateway\",source_workload_namespace=\"istio-system\",source_app=\"istio-ingressgateway\",destination_service_name=\"productpage\",destination_workload=\"productpage-v1\",destination_workload_namespace=\"default\",request_protocol=\"http\",response_code=\"{code}\",response_flags=\"-\",connection_security_policy=\"unknown\""
+                            )
+                        };
                         format!(
-                            "# TYPE envoy_http_downstream_rq_total counter\nenvoy_http_downstream_rq_total{{envoy_http_conn_manager_prefix=\"http.8080\"}} {}\n# TYPE envoy_http_downstream_cx_active gauge\nenvoy_http_downstream_cx_active{{envoy_http_conn_manager_prefix=\"http.8080\"}} {}\n",
-                            s.requests.floor(),
+                            "# TYPE istio_requests_total counter\nistio_requests_total{{{}}} {ok}\nistio_requests_total{{{}}} {}\n# TYPE envoy_server_total_connections gauge\nenvoy_server_total_connections{{}} {}\n",
+                            labels(200),
+                            labels(503),
+                            s.requests.floor() - ok,
                             s.active.round()
                         )
                     })
