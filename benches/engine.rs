@@ -105,6 +105,7 @@ fn bench_decision(c: &mut Criterion) {
         let obs = Observation {
             now: f64::from(t) * 5.0,
             loads: &loads,
+            fast: None,
             spec_replicas: 300,
             pod_requests: GW,
             weights: Some(PoolWeights { ecs: 80, eci: 20 }),
@@ -119,6 +120,7 @@ fn bench_decision(c: &mut Criterion) {
             let obs = Observation {
                 now: 301.0,
                 loads: &loads,
+                fast: None,
                 spec_replicas: 300,
                 pod_requests: GW,
                 weights: Some(PoolWeights { ecs: 80, eci: 20 }),

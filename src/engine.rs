@@ -26,6 +26,9 @@ pub struct Observation<'a> {
     pub now: f64,
     /// One sample per policy metric, in the policy's order; a short slice counts as missing.
     pub loads: &'a [LoadSample],
+    /// The fast path's reading of the gateway pods' own request counters, if it has one. It
+    /// may only raise the count of the first request-rate metric.
+    pub fast: Option<FastSample>,
     /// The workload's `spec.replicas` (or the IstioGateway's `replicaCount`).
     pub spec_replicas: i32,
     /// Requests of one gateway pod (from the pod template).
@@ -38,6 +41,16 @@ pub struct Observation<'a> {
     pub pods: &'a [GatewayPod],
     /// The nodes that matter: at least every node of either pool.
     pub nodes: &'a [Node],
+}
+
+/// The gateway's request rate read from the pods' own counters (Istio's
+/// `:15090/stats/prometheus`) over the last second or two, scaled from the pods read to the
+/// ready fleet.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FastSample {
+    pub rps: f64,
+    /// Pods whose counters made the reading.
+    pub pods_read: i32,
 }
 
 /// What the engine remembers between decisions. Plain data: the caller keeps it.

@@ -95,6 +95,7 @@ fn obs<'a>(now: f64, c: &'a Cluster, loads: &'a [LoadSample], spec: i32) -> Obse
     Observation {
         now,
         loads,
+        fast: None,
         spec_replicas: spec,
         pod_requests: GW,
         weights: Some(PoolWeights { ecs: 80, eci: 20 }),

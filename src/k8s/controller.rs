@@ -281,6 +281,7 @@ async fn reconcile_one(
         let obs = Observation {
             now,
             loads: &loads,
+            fast: None,
             spec_replicas: target.replicas,
             pod_requests: target.pod_requests,
             weights: target.weights,
@@ -318,6 +319,7 @@ async fn reconcile_one(
         let obs = Observation {
             now,
             loads: &loads,
+            fast: None,
             spec_replicas: target.replicas,
             pod_requests: target.pod_requests,
             weights: target.weights,
