@@ -56,15 +56,80 @@ impl Series {
         (sxx > 0.0).then(|| sxy / sxx)
     }
 
-    /// The value expected `lead` seconds after the last point, if the trend is rising.
-    pub fn forecast(&self, lead: f64, window: f64, max_growth: f64) -> Option<f64> {
+    /// How many standard errors the fitted slope is above zero (infinite for a perfect line).
+    pub fn significance(&self, window: f64) -> Option<f64> {
+        let slope = self.slope(window)?;
+        let n = self.points.len() as f64;
+        let mt = self.points.iter().map(|p| p.0).sum::<f64>() / n;
+        let mv = self.points.iter().map(|p| p.1).sum::<f64>() / n;
+        let sxx: f64 = self.points.iter().map(|(t, _)| (t - mt) * (t - mt)).sum();
+        let residual: f64 = self
+            .points
+            .iter()
+            .map(|(t, v)| {
+                let e = v - (mv + slope * (t - mt));
+                e * e
+            })
+            .sum();
+        let se = (residual / (n - 2.0) / sxx).sqrt();
+        Some(if se > 0.0 {
+            slope / se
+        } else {
+            f64::INFINITY * slope.signum()
+        })
+    }
+
+    /// The value expected `lead` seconds after the last point, if the trend rises significantly
+    /// (`significance` standard errors above flat, so that noise is not a trend). The rise
+    /// forecast is at most the rise observed over the window, and the forecast at most
+    /// `max_growth` times the current value.
+    pub fn forecast(
+        &self,
+        lead: f64,
+        window: f64,
+        max_growth: f64,
+        significance: f64,
+    ) -> Option<f64> {
         let slope = self.slope(window)?;
         let (_, current) = *self.points.last()?;
-        if slope <= 0.0 || current <= 0.0 {
+        let df = self.points.len().saturating_sub(2);
+        if slope <= 0.0
+            || current <= 0.0
+            || self.significance(window)? < significance.max(t_critical(df))
+        {
             return None;
         }
-        Some((current + slope * lead).min(current * max_growth))
+        let lo = self
+            .points
+            .iter()
+            .map(|p| p.1)
+            .fold(f64::INFINITY, f64::min);
+        let hi = self
+            .points
+            .iter()
+            .map(|p| p.1)
+            .fold(f64::NEG_INFINITY, f64::max);
+        Some((current + (slope * lead).min(hi - lo)).min(current * max_growth))
     }
+}
+
+/// Student's t at 99.5 % (one-sided) for `df` degrees of freedom: with the few points of one
+/// window (a 60 s window holds four 15 s scrapes), a slope must stand out more before it counts.
+pub fn t_critical(df: usize) -> f64 {
+    const TABLE: [f64; 11] = [
+        f64::INFINITY,
+        63.66,
+        9.92,
+        5.84,
+        4.60,
+        4.03,
+        3.71,
+        3.50,
+        3.36,
+        3.25,
+        3.17,
+    ];
+    TABLE.get(df).copied().unwrap_or(3.0)
 }
 
 #[cfg(test)]
@@ -78,10 +143,10 @@ mod tests {
             s.push(f64::from(t) * 10.0, 1000.0 + f64::from(t) * 100.0, 60.0);
         }
         // 10/s slope; 45 s ahead of 1600 -> 2050.
-        let f = s.forecast(45.0, 60.0, 3.0).unwrap();
+        let f = s.forecast(45.0, 60.0, 3.0, 3.0).unwrap();
         assert!((f - 2050.0).abs() < 1e-6, "{f}");
         // Bounded by growth.
-        assert!((s.forecast(45.0, 60.0, 1.1).unwrap() - 1760.0).abs() < 1e-6);
+        assert!((s.forecast(45.0, 60.0, 1.1, 3.0).unwrap() - 1760.0).abs() < 1e-6);
     }
 
     #[test]
@@ -90,11 +155,11 @@ mod tests {
         for t in 0..=6 {
             falling.push(f64::from(t) * 10.0, 1000.0 - f64::from(t) * 100.0, 60.0);
         }
-        assert_eq!(falling.forecast(45.0, 60.0, 3.0), None);
+        assert_eq!(falling.forecast(45.0, 60.0, 3.0, 3.0), None);
         let mut thin = Series::default();
         thin.push(0.0, 1.0, 60.0);
         thin.push(5.0, 2.0, 60.0);
-        assert_eq!(thin.forecast(45.0, 60.0, 3.0), None);
+        assert_eq!(thin.forecast(45.0, 60.0, 3.0, 3.0), None);
     }
 
     #[test]
@@ -114,12 +179,49 @@ mod tests {
             s.push(t, v, 12.0);
         }
         assert!(s.points.is_empty());
-        assert_eq!(s.forecast(30.0, 12.0, 3.0), None);
+        assert_eq!(s.forecast(30.0, 12.0, 3.0, 3.0), None);
         // A real rise after the settling window is.
         for t in 42..=50 {
             s.push(f64::from(t), 2000.0 + f64::from(t - 42) * 100.0, 12.0);
         }
-        assert!(s.forecast(30.0, 12.0, 3.0).is_some_and(|f| f > 2800.0));
+        assert!(s.forecast(30.0, 12.0, 3.0, 3.0).is_some_and(|f| f > 2800.0));
+    }
+
+    #[test]
+    fn noise_is_not_a_trend_but_a_real_rise_is() {
+        // ±20 % around 6000, alternating with a small drift upwards: not significant.
+        let mut noisy = Series::default();
+        for (i, v) in [
+            6000.0, 7100.0, 5000.0, 6900.0, 5200.0, 7000.0, 5400.0, 7200.0,
+        ]
+        .iter()
+        .enumerate()
+        {
+            noisy.push(i as f64 * 15.0, *v, 120.0);
+        }
+        assert!(noisy.slope(120.0).is_some_and(|s| s > 0.0));
+        assert_eq!(noisy.forecast(45.0, 120.0, 3.0, 3.0), None);
+        // The same noise on a steep rise: significant.
+        let mut rising = Series::default();
+        for (i, v) in [
+            6000.0, 7100.0, 5000.0, 6900.0, 5200.0, 7000.0, 5400.0, 7200.0,
+        ]
+        .iter()
+        .enumerate()
+        {
+            rising.push(i as f64 * 15.0, v + i as f64 * 3000.0, 120.0);
+        }
+        assert!(rising.forecast(45.0, 120.0, 3.0, 3.0).is_some());
+    }
+
+    #[test]
+    fn the_forecast_rise_is_capped_by_the_observed_rise() {
+        let mut s = Series::default();
+        for t in 0..=6 {
+            s.push(f64::from(t) * 10.0, 1000.0 + f64::from(t) * 10.0, 60.0);
+        }
+        // Slope 1/s over 600 s ahead would add 600; the window rose by 60.
+        assert_eq!(s.forecast(600.0, 60.0, 3.0, 3.0), Some(1120.0));
     }
 
     #[test]

@@ -179,6 +179,15 @@ impl Limit {
 impl HpaMemory {
     /// `maybeInitScaleDownStabilizationWindow`: a fresh memory starts with the current count,
     /// so a restarted agent does not scale down at once.
+    /// The largest recommendation recorded at or after `since`.
+    pub fn max_since(&self, since: f64) -> Option<i32> {
+        self.recommendations
+            .iter()
+            .filter(|r| r.at >= since)
+            .map(|r| r.replicas)
+            .max()
+    }
+
     pub fn seed(&mut self, now: f64, current: i32) {
         if self.recommendations.is_empty() {
             self.recommendations.push(Recommendation {

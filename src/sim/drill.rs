@@ -125,6 +125,13 @@ pub fn hpa_baseline(policy: &ElasticGatewaySpec) -> ElasticGatewaySpec {
     };
     p.behavior.lead_time.seconds = 0;
     p.eci = EciLimits::default();
+    // The HPA has one scale-down window for every pod.
+    p.eci.scale_down_window_seconds = Some(i64::from(
+        p.behavior
+            .scale_down
+            .effective(false)
+            .stabilization_window_seconds,
+    ));
     p.placement.exhausted_weights = p.placement.normal_weights;
     p.placement.rebalance = false;
     p.dry_run = false;
@@ -135,7 +142,7 @@ pub fn hpa_baseline(policy: &ElasticGatewaySpec) -> ElasticGatewaySpec {
 enum Controller {
     Engine {
         policy: Box<ElasticGatewaySpec>,
-        state: EngineState,
+        state: Box<EngineState>,
         every: u64,
         steer: bool,
     },
@@ -215,13 +222,13 @@ fn run_policy(
     let mut controller = match kind {
         PolicyKind::Spillway => Controller::Engine {
             policy: Box::new(policy.clone()),
-            state: EngineState::default(),
+            state: Box::default(),
             every: scenario.controllers.spillway_interval_seconds,
             steer: true,
         },
         PolicyKind::Hpa => Controller::Engine {
             policy: Box::new(hpa_baseline(policy)),
-            state: EngineState::default(),
+            state: Box::default(),
             every: scenario.controllers.hpa_sync_seconds,
             steer: false,
         },
@@ -302,7 +309,7 @@ fn run_policy(
                 let started = std::time::Instant::now();
                 let out = engine::decide(policy, &obs, state);
                 let took = started.elapsed().as_secs_f64();
-                *state = out.state;
+                **state = out.state;
                 let mut plan = Plan::from_decision(policy, &out.decision);
                 if !*steer {
                     // The HPA only sets replicas.
