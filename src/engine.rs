@@ -297,8 +297,8 @@ pub fn decide(policy: &ElasticGatewaySpec, obs: &Observation<'_>, prev: &EngineS
     let mut state = prev.clone();
     let ctx = Context::new(policy, obs);
     let readings = size(policy, obs, &ctx, &mut state.series);
-    let lead = forecast(policy, &readings, &ctx);
     let fast = fast_path(policy, obs.fast, &ctx, &mut state);
+    let lead = forecast(policy, &readings, fast, &ctx);
     let mut plan = stabilise(policy, &ctx, &readings, lead, fast, &mut state);
     cap(policy, obs.pod_requests, &ctx.survey, &mut plan);
     if plan.desired != ctx.current && !policy.dry_run {
@@ -390,7 +390,9 @@ fn size(
                         .is_some_and(|(t, _)| ctx.now - t < lead.window_seconds as f64 / 6.0) => {}
                 Some(v) => s.push(ctx.now, v, lead.window_seconds as f64),
             }
-            let forecast = value.and(
+            // A forecast within twice the tolerance of the reading is not worth a pod ahead of
+            // time: the HPA answer follows a rise that small within one tick.
+            let forecast = value.and_then(|v| {
                 (lead.seconds > 0)
                     .then(|| {
                         s.forecast(
@@ -400,8 +402,9 @@ fn size(
                             TREND_SIGNIFICANCE,
                         )
                     })
-                    .flatten(),
-            );
+                    .flatten()
+                    .filter(|f| *f > v * (1.0 + 2.0 * tolerance))
+            });
             Reading {
                 metric: m.display_name(),
                 value,
@@ -415,9 +418,19 @@ fn size(
 }
 
 /// Stage 2: replicas for the load expected after the lead time, when it is above both the HPA
-/// answer and the current count (the forecast only exists for a significant rise).
-fn forecast(policy: &ElasticGatewaySpec, readings: &[Reading], ctx: &Context) -> Option<i32> {
+/// answer and the current count (the forecast only exists for a significant rise). With a fast
+/// path reading, the forecast is capped by the level it observes (plus the tolerance):
+/// Prometheus's smoothed rate lags the pods' counters by about the lead time, so projecting it
+/// further than they already show would overshoot.
+fn forecast(
+    policy: &ElasticGatewaySpec,
+    readings: &[Reading],
+    fast: Option<FastAnswer>,
+    ctx: &Context,
+) -> Option<i32> {
     let hpa_answer = readings.iter().filter_map(|r| r.proposal).max();
+    let observed =
+        fast.map(|f| (f64::from(f.proposal) * (1.0 + policy.behavior.tolerance)).ceil() as i32);
     policy
         .metrics
         .iter()
@@ -435,6 +448,7 @@ fn forecast(policy: &ElasticGatewaySpec, readings: &[Reading], ctx: &Context) ->
             })
         })
         .max()
+        .map(|l| observed.map_or(l, |o| l.min(o)))
         .filter(|l| hpa_answer.is_some_and(|h| *l > h) && *l > ctx.current)
 }
 

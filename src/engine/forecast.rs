@@ -18,6 +18,14 @@ pub struct Series {
     pub settle_until: Option<f64>,
 }
 
+/// How far back the noise of a series is measured: ten minutes of readings before the trend
+/// window.
+pub const NOISE_WINDOW_SECONDS: f64 = 600.0;
+/// A rise counts when it exceeds this many times the recent noise (its standard deviation): the
+/// rise between two independent averages of noise has √2 times its spread, so 4σ is about 3σ
+/// of that.
+pub const NOISE_MULTIPLE: f64 = 4.0;
+
 impl Series {
     /// A run without data: forget the trend and distrust the next `window` seconds.
     pub fn gap(&mut self, at: f64, window: f64) {
@@ -25,7 +33,7 @@ impl Series {
         self.settle_until = Some(at + window);
     }
 
-    /// Adds a point and forgets those older than `window` seconds.
+    /// Adds a point and forgets those older than the trend `window` and the noise window.
     pub fn push(&mut self, at: f64, value: f64, window: f64) {
         if self.settle_until.is_some_and(|s| at < s) {
             return;
@@ -34,22 +42,44 @@ impl Series {
             self.points.retain(|(t, _)| *t < at);
         }
         self.points.push((at, value));
-        self.points.retain(|(t, _)| *t >= at - window);
+        let keep = window + NOISE_WINDOW_SECONDS;
+        self.points.retain(|(t, _)| *t >= at - keep);
     }
 
-    /// Slope in units per second, if the window holds enough points over enough time (at least
-    /// three points spanning a third of the window).
+    /// The points of the last `window` seconds.
+    fn recent(&self, window: f64) -> &[(f64, f64)] {
+        let Some((last, _)) = self.points.last() else {
+            return &[];
+        };
+        let from = self.points.partition_point(|(t, _)| *t < last - window);
+        &self.points[from..]
+    }
+
+    /// Standard deviation of the readings before the trend window (at least three of them).
+    pub fn noise(&self, window: f64) -> Option<f64> {
+        let older = &self.points[..self.points.len() - self.recent(window).len()];
+        if older.len() < 3 {
+            return None;
+        }
+        let n = older.len() as f64;
+        let mean = older.iter().map(|p| p.1).sum::<f64>() / n;
+        Some((older.iter().map(|p| (p.1 - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt())
+    }
+
+    /// Slope in units per second over the last `window` seconds, if it holds enough points over
+    /// enough time (at least three points spanning a third of the window).
     pub fn slope(&self, window: f64) -> Option<f64> {
-        let n = self.points.len();
-        let (first, last) = (self.points.first()?.0, self.points.last()?.0);
+        let pts = self.recent(window);
+        let n = pts.len();
+        let (first, last) = (pts.first()?.0, pts.last()?.0);
         if n < 3 || last - first < window / 3.0 {
             return None;
         }
         let nf = n as f64;
-        let mt = self.points.iter().map(|p| p.0).sum::<f64>() / nf;
-        let mv = self.points.iter().map(|p| p.1).sum::<f64>() / nf;
+        let mt = pts.iter().map(|p| p.0).sum::<f64>() / nf;
+        let mv = pts.iter().map(|p| p.1).sum::<f64>() / nf;
         let (mut sxy, mut sxx) = (0.0, 0.0);
-        for (t, v) in &self.points {
+        for (t, v) in pts {
             sxy += (t - mt) * (v - mv);
             sxx += (t - mt) * (t - mt);
         }
@@ -59,12 +89,12 @@ impl Series {
     /// How many standard errors the fitted slope is above zero (infinite for a perfect line).
     pub fn significance(&self, window: f64) -> Option<f64> {
         let slope = self.slope(window)?;
-        let n = self.points.len() as f64;
-        let mt = self.points.iter().map(|p| p.0).sum::<f64>() / n;
-        let mv = self.points.iter().map(|p| p.1).sum::<f64>() / n;
-        let sxx: f64 = self.points.iter().map(|(t, _)| (t - mt) * (t - mt)).sum();
-        let residual: f64 = self
-            .points
+        let pts = self.recent(window);
+        let n = pts.len() as f64;
+        let mt = pts.iter().map(|p| p.0).sum::<f64>() / n;
+        let mv = pts.iter().map(|p| p.1).sum::<f64>() / n;
+        let sxx: f64 = pts.iter().map(|(t, _)| (t - mt) * (t - mt)).sum();
+        let residual: f64 = pts
             .iter()
             .map(|(t, v)| {
                 let e = v - (mv + slope * (t - mt));
@@ -79,10 +109,13 @@ impl Series {
         })
     }
 
-    /// The value expected `lead` seconds after the last point, if the trend rises significantly
-    /// (`significance` standard errors above flat, so that noise is not a trend). The rise
-    /// forecast is at most the rise observed over the window, and the forecast at most
-    /// `max_growth` times the current value.
+    /// The value expected `lead` seconds after the last point, if the trend rises significantly:
+    /// its slope `significance` standard errors above flat (and Student's t for the points at
+    /// hand), and its rise over the window above [`NOISE_MULTIPLE`] times the noise of the
+    /// readings before it (the readings of a `rate()` overlap, so a wandering average of noise
+    /// can pass a t-test; it cannot climb far above its own spread). The rise forecast is at
+    /// most the rise observed over the window, and the forecast at most `max_growth` times the
+    /// current value.
     pub fn forecast(
         &self,
         lead: f64,
@@ -91,24 +124,24 @@ impl Series {
         significance: f64,
     ) -> Option<f64> {
         let slope = self.slope(window)?;
-        let (_, current) = *self.points.last()?;
-        let df = self.points.len().saturating_sub(2);
+        let pts = self.recent(window);
+        let (_, current) = *pts.last()?;
+        let df = pts.len().saturating_sub(2);
         if slope <= 0.0
             || current <= 0.0
             || self.significance(window)? < significance.max(t_critical(df))
         {
             return None;
         }
-        let lo = self
-            .points
-            .iter()
-            .map(|p| p.1)
-            .fold(f64::INFINITY, f64::min);
-        let hi = self
-            .points
-            .iter()
-            .map(|p| p.1)
-            .fold(f64::NEG_INFINITY, f64::max);
+        let lo = pts.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
+        let hi = pts.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
+        let span = pts.last()?.0 - pts.first()?.0;
+        if self
+            .noise(window)
+            .is_some_and(|sd| slope * span <= NOISE_MULTIPLE * sd)
+        {
+            return None;
+        }
         Some((current + (slope * lead).min(hi - lo)).min(current * max_growth))
     }
 }
@@ -215,6 +248,35 @@ mod tests {
     }
 
     #[test]
+    fn a_rise_within_the_recent_noise_is_not_forecast() {
+        // Ten minutes of ±300 around 6000, then a clean climb of 500 over the last minute:
+        // significant as a line, but within 3σ of the noise before it.
+        let mut s = Series::default();
+        for i in 0..60 {
+            let v = if i % 2 == 0 { 5700.0 } else { 6300.0 };
+            s.push(f64::from(i) * 10.0, v, 60.0);
+        }
+        for i in 0..=6 {
+            s.push(
+                600.0 + f64::from(i) * 10.0,
+                6000.0 + f64::from(i) * 83.0,
+                60.0,
+            );
+        }
+        assert!(s.significance(60.0).is_some_and(|t| t > 10.0));
+        assert_eq!(s.forecast(45.0, 60.0, 3.0, 3.0), None);
+        // A climb of 5000 over the same minute is forecast.
+        for i in 7..=12 {
+            s.push(
+                600.0 + f64::from(i) * 10.0,
+                6000.0 + f64::from(i - 6) * 1000.0,
+                60.0,
+            );
+        }
+        assert!(s.forecast(45.0, 60.0, 3.0, 3.0).is_some());
+    }
+
+    #[test]
     fn the_forecast_rise_is_capped_by_the_observed_rise() {
         let mut s = Series::default();
         for t in 0..=6 {
@@ -230,7 +292,12 @@ mod tests {
         for t in 0..100 {
             s.push(f64::from(t), 1.0, 30.0);
         }
-        assert_eq!(s.points.len(), 31);
-        assert_eq!(s.points[0].0, 69.0);
+        assert_eq!(s.points.len(), 100);
+        assert_eq!(s.recent(30.0).len(), 31);
+        assert_eq!(s.recent(30.0)[0].0, 69.0);
+        for t in 100..1000 {
+            s.push(f64::from(t), 1.0, 30.0);
+        }
+        assert_eq!(s.points[0].0, 999.0 - 630.0);
     }
 }
