@@ -419,9 +419,9 @@ fn size(
 
 /// Stage 2: replicas for the load expected after the lead time, when it is above both the HPA
 /// answer and the current count (the forecast only exists for a significant rise). With a fast
-/// path reading, the forecast is capped by the level it observes (plus the tolerance):
-/// Prometheus's smoothed rate lags the pods' counters by about the lead time, so projecting it
-/// further than they already show would overshoot.
+/// path reading, the forecast is capped by the level it observes: Prometheus's smoothed rate
+/// lags the pods' counters by about the lead time, so projecting it further than they already
+/// show would overshoot (the fast path itself follows a rise every second or two).
 fn forecast(
     policy: &ElasticGatewaySpec,
     readings: &[Reading],
@@ -429,8 +429,7 @@ fn forecast(
     ctx: &Context,
 ) -> Option<i32> {
     let hpa_answer = readings.iter().filter_map(|r| r.proposal).max();
-    let observed =
-        fast.map(|f| (f64::from(f.proposal) * (1.0 + policy.behavior.tolerance)).ceil() as i32);
+    let observed = fast.map(|f| f.proposal);
     policy
         .metrics
         .iter()
@@ -459,13 +458,22 @@ pub struct FastAnswer {
     pub proposal: i32,
     /// The rate exceeds [`BURST_THRESHOLD`] times the ready capacity: size at once.
     pub burst: bool,
+    /// The rate exceeds what the current count serves by [`FAST_RAISE_TOLERANCES`] times the
+    /// tolerance: the proposal joins the recommendation (within the usual rate limits).
+    pub raise: bool,
 }
+
+/// The fast path raises the recommendation outside burst mode only when its rate exceeds the
+/// current count's capacity by this many tolerances (30 % by default): well outside the noise
+/// of a steady load, well inside a surge.
+pub const FAST_RAISE_TOLERANCES: f64 = 3.0;
 
 /// Stage 2b: the fast path. A reading counts only when it is a usable number, and only to
 /// raise: in burst mode (the rate far above what the ready pods serve, as Knative's panic mode)
-/// it sizes the fleet at once; otherwise it only stops a scale-down below what the pods serve
-/// right now, and Prometheus's smoothed rate stays in charge, so per-second noise cannot add
-/// pods. Bad readings are ignored, never a reason to scale down.
+/// it sizes the fleet at once; well above the current count's capacity it joins the
+/// recommendation; otherwise it only stops a scale-down below what the pods serve right now,
+/// and Prometheus's smoothed rate stays in charge, so per-second noise cannot add pods. Bad
+/// readings are ignored, never a reason to scale down.
 fn fast_path(
     policy: &ElasticGatewaySpec,
     fast: Option<FastSample>,
@@ -484,7 +492,16 @@ fn fast_path(
         state.burst_until = Some(ctx.now + BURST_HOLD_SECONDS);
     }
     let proposal = (f.rps / target).ceil().min(f64::from(i32::MAX)) as i32;
-    Some(FastAnswer { proposal, burst })
+    let raise = burst
+        || f.rps
+            > f64::from(ctx.current)
+                * target
+                * (1.0 + FAST_RAISE_TOLERANCES * policy.behavior.tolerance);
+    Some(FastAnswer {
+        proposal,
+        burst,
+        raise,
+    })
 }
 
 /// Stage 3: the HPA's stabilization and rate limits around the recommendation, with two
@@ -537,7 +554,7 @@ fn stabilise(
             ),
         );
     }
-    let fast_proposal = fast.filter(|f| f.burst).map(|f| f.proposal);
+    let fast_proposal = fast.filter(|f| f.raise).map(|f| f.proposal);
     let Some(answer) = hpa_answer.or(fast_proposal) else {
         state.hpa.hold(now, current, &ctx.up, &ctx.down);
         return plan(
