@@ -22,9 +22,9 @@ pub struct Series {
 /// window.
 pub const NOISE_WINDOW_SECONDS: f64 = 600.0;
 /// A rise counts when it exceeds this many times the recent noise (its standard deviation): the
-/// rise between two independent averages of noise has √2 times its spread, so 4σ is about 3σ
-/// of that.
-pub const NOISE_MULTIPLE: f64 = 4.0;
+/// rise between two independent averages of noise has √2 times its spread, so 5σ is about 3.5σ
+/// of that: rare enough for a whole day of readings.
+pub const NOISE_MULTIPLE: f64 = 5.0;
 
 impl Series {
     /// A run without data: forget the trend and distrust the next `window` seconds.

@@ -811,16 +811,16 @@ fn the_fast_path_only_raises_and_ignores_bad_readings() {
         let d = decide(&p, &o, &EngineState::default()).decision;
         assert_eq!(d.replicas.desired, base, "{bad:?}: {}", d.replicas.reason);
     }
-    // Below twice the ready capacity the fast path does not add pods: Prometheus decides.
+    // Within 30 % above the current count's capacity the fast path does not add pods:
+    // Prometheus decides.
     let mut o = obs(1000.0, &c, &loads, 8);
+    o.fast = fast(5000.0);
+    let d = decide(&p, &o, &EngineState::default()).decision;
+    assert_eq!(d.replicas.desired, base);
+    // Well above it, its reading joins the recommendation (within the rate limits).
     o.fast = fast(7000.0);
-    assert_eq!(
-        decide(&p, &o, &EngineState::default())
-            .decision
-            .replicas
-            .desired,
-        base
-    );
+    let d = decide(&p, &o, &EngineState::default()).decision;
+    assert_eq!(d.replicas.desired, 14);
 }
 
 #[test]
