@@ -113,8 +113,10 @@ pub struct EciLimits {
     pub start_seconds: Option<i64>,
     /// How long the load must stay low before replicas above what ECS holds (the ECI pods) go.
     /// ECI is billed per second, so it waits less than the HPA's 5 minutes, which still apply
-    /// to the pods ECS holds. Unset: twice `startSeconds` (an idle ECI pod is kept as long as
-    /// re-creating it would leave the gateway short), at least 30 and at most 300.
+    /// to the pods ECS holds. Unset: `startSeconds` (ski rental: an idle ECI pod is kept about
+    /// as long as re-creating it would take, the time a released pod needed again would leave
+    /// the gateway short), at least 30 and at most 300. The release also needs the load to have
+    /// fallen by more than twice the tolerance, so noise keeps the standard window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale_down_window_seconds: Option<i64>,
 }
@@ -128,7 +130,7 @@ impl EciLimits {
     /// `scaleDownWindowSeconds` or the window derived from the start latency.
     pub fn scale_down_window(&self) -> i64 {
         self.scale_down_window_seconds
-            .unwrap_or_else(|| (2 * self.start()).clamp(30, 300))
+            .unwrap_or_else(|| self.start().clamp(30, 300))
             .max(0)
     }
 }

@@ -826,7 +826,7 @@ fn the_fast_path_only_raises_and_ignores_bad_readings() {
 #[test]
 fn eci_pods_go_after_the_short_window_and_ecs_pods_after_the_standard_one() {
     let p = policy();
-    assert_eq!(p.eci.scale_down_window(), 80);
+    assert_eq!(p.eci.scale_down_window(), 40);
     // 24 pods: 12 on ECS (full), 12 on ECI; the load falls to 2,000 rps (4 pods) at t=0.
     let c = cluster(4, 2000, 12, 12);
     let high = [LoadSample::Total(12_000.0)];
@@ -844,20 +844,20 @@ fn eci_pods_go_after_the_short_window_and_ecs_pods_after_the_standard_one() {
     assert!(
         desired
             .iter()
-            .filter(|(t, ..)| *t < 80)
+            .filter(|(t, ..)| *t < 40)
             .all(|(_, d, _)| *d == 24),
         "{desired:?}"
     );
     assert!(
         desired
             .iter()
-            .any(|(t, d, w)| (80..=100).contains(t) && *d == 12 && *w == Why::EciScaleDown),
+            .any(|(t, d, w)| (40..=60).contains(t) && *d == 12 && *w == Why::EciScaleDown),
         "{desired:?}"
     );
     assert!(
         desired
             .iter()
-            .filter(|(t, ..)| (100..300).contains(t))
+            .filter(|(t, ..)| (60..300).contains(t))
             .all(|(_, d, _)| *d == 12),
         "{desired:?}"
     );
