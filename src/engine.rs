@@ -483,7 +483,7 @@ fn fast_path(
     let target = policy
         .metrics
         .iter()
-        .find(|m| m.preset == Some(crate::policy::Preset::RequestRate) || m.query.is_none())
+        .find(|m| m.preset == Some(crate::policy::Preset::RequestRate))
         .map(|m| m.target_per_replica)?;
     let f = fast.filter(|f| f.rps.is_finite() && f.rps >= 0.0 && f.pods_read > 0)?;
     let ready_capacity = f64::from(ctx.survey.ready_pods.max(1)) * target;

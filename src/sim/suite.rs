@@ -69,6 +69,10 @@ pub fn load(dir: &Path) -> Result<Vec<(String, Scenario)>, SuiteError> {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LoadResult {
     pub load: String,
+    /// The load runs the opt-in yield mode (exhausted weights differ from the normal ones): it
+    /// is shown for its consequences and left out of the targets.
+    #[serde(default)]
+    pub opt_in: bool,
     pub report: DrillReport,
 }
 
@@ -78,6 +82,7 @@ pub fn run(loads: &[(String, Scenario)], observer: &mut dyn Observer) -> Vec<Loa
         .iter()
         .map(|(name, s)| LoadResult {
             load: name.clone(),
+            opt_in: s.policy.placement.exhausted_weights != s.policy.placement.normal_weights,
             report: super::drill::run(s, observer),
         })
         .collect()
@@ -130,7 +135,7 @@ pub fn verdict(results: &[LoadResult]) -> Verdict {
     let (mut spend, mut short) = (Vec::new(), Vec::new());
     let (mut eci_free, mut eci_all) = (0.0, 0.0);
     v.ttc_over_reactive_s = f64::NEG_INFINITY;
-    for r in results {
+    for r in results.iter().filter(|r| !r.opt_in) {
         let (Some(sw), Some(hpa)) = (summary(r, "spillway"), summary(r, "hpa")) else {
             continue;
         };
@@ -213,11 +218,24 @@ pub fn scorecard(results: &[LoadResult]) -> String {
     );
     let mut totals: Vec<(String, Summary)> = Vec::new();
     for r in results {
-        let _ = writeln!(out, "\n## {} ({} s)", r.load, r.report.duration_s);
+        let _ = writeln!(
+            out,
+            "\n## {} ({} s){}",
+            r.load,
+            r.report.duration_s,
+            if r.opt_in {
+                " — opt-in yield mode, not in the totals or targets"
+            } else {
+                ""
+            }
+        );
         let _ = writeln!(out, "{header}");
         for run in &r.report.runs {
             let s = &run.summary;
             row(&mut out, &s.policy, s);
+            if r.opt_in {
+                continue;
+            }
             match totals.iter_mut().find(|(p, _)| *p == s.policy) {
                 Some((_, t)) => {
                     t.underprovisioned_pod_seconds += s.underprovisioned_pod_seconds;
@@ -234,7 +252,8 @@ pub fn scorecard(results: &[LoadResult]) -> String {
             }
         }
     }
-    let _ = writeln!(out, "\n## total over {} loads", results.len());
+    let counted = results.iter().filter(|r| !r.opt_in).count();
+    let _ = writeln!(out, "\n## total over {counted} loads");
     let _ = writeln!(out, "{header}");
     for (p, t) in &totals {
         row(&mut out, p, t);
