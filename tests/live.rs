@@ -406,7 +406,7 @@ async fn weights_shift_by_server_side_apply_and_roll_the_gateway() {
     let load = LoadExporter::start(2000.0);
     let prom = Prom::start(dir.path(), &[load.port]);
     let mut egw = policy();
-    egw["spec"]["placement"] = json!({"exhaustedAfterSeconds": 3, "recoveredAfterSeconds": 3, "minWeightChangeIntervalSeconds": 1});
+    egw["spec"]["placement"] = json!({"exhaustedWeights": {"ecs": 20, "eci": 80}, "exhaustedAfterSeconds": 3, "recoveredAfterSeconds": 3, "minWeightChangeIntervalSeconds": 1});
     let api = ApiServer::start(&Scenario::default(), latencies(), Some(egw)).await;
     let (_agent, _) = agent(&api, dir.path(), &prom.url(), "agent-a", false);
     wait_until("the first status", 30, || status(&api)["phase"] == "Normal").await;
