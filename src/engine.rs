@@ -1,9 +1,11 @@
 //! The decision engine: observation in, decision out. No I/O, no clock of its own; the live
 //! agent and the drill call the very same [`decide`].
 //!
-//! Order of work: size the fleet with the HPA algorithm, raise it to the load expected after the
-//! lead time, apply the HPA's stabilization and rate limits, cap the ECI overflow, then decide
-//! the weights, the deletion costs and any move back to ECS, and price the result.
+//! Stages, in order (each a small pure function below, with its own tests): size the fleet with
+//! the HPA algorithm; forecast a significant rise and read the fast path (burst mode); stabilise
+//! with the HPA's windows (ECI pods on a shorter one); cap the ECI pods; place (deletion costs,
+//! moves); steer the weights (only to strengthen the ECS preference, at quiet times); price
+//! (fixed ECS nodes, marginal ECI).
 
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +28,9 @@ pub struct Observation<'a> {
     pub now: f64,
     /// One sample per policy metric, in the policy's order; a short slice counts as missing.
     pub loads: &'a [LoadSample],
+    /// The fast path's reading of the gateway pods' own request counters, if it has one. It
+    /// may only raise the count of the first request-rate metric.
+    pub fast: Option<FastSample>,
     /// The workload's `spec.replicas` (or the IstioGateway's `replicaCount`).
     pub spec_replicas: i32,
     /// Requests of one gateway pod (from the pod template).
@@ -40,6 +45,16 @@ pub struct Observation<'a> {
     pub nodes: &'a [Node],
 }
 
+/// The gateway's request rate read from the pods' own counters (Istio's
+/// `:15090/stats/prometheus`) over the last second or two, scaled from the pods read to the
+/// ready fleet.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FastSample {
+    pub rps: f64,
+    /// Pods whose counters made the reading.
+    pub pods_read: i32,
+}
+
 /// What the engine remembers between decisions. Plain data: the caller keeps it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct EngineState {
@@ -48,6 +63,17 @@ pub struct EngineState {
     pub weights: placement::WeightMemory,
     pub last_scale_up: Option<f64>,
     pub last_move: Option<f64>,
+    /// The previous decision's time.
+    #[serde(default)]
+    pub last_decision: Option<f64>,
+    /// Burst mode holds the count until then.
+    #[serde(default)]
+    pub burst_until: Option<f64>,
+    /// ECI spend of the peak in progress (ECI pods running), and of the last one.
+    #[serde(default)]
+    pub peak_eci_spend: Option<f64>,
+    #[serde(default)]
+    pub last_peak_eci_spend: Option<f64>,
     /// `(minute, most live pods in it)` over the last day, for the all-ECS comparison.
     pub peak: Vec<(i64, i32)>,
 }
@@ -87,6 +113,10 @@ pub enum Why {
     Bounds,
     /// The ECI cap (pods or cost) lowers the count.
     EciCap,
+    /// Burst mode: the pods' own counters show far more load than the ready pods serve.
+    Burst,
+    /// The load fell: the pods above what ECS holds (on ECI) go after the shorter ECI window.
+    EciScaleDown,
     /// Some or all load data is missing: no scale-down.
     MissingData,
     /// `spec.paused`.
@@ -105,6 +135,8 @@ impl Why {
             Why::RateLimited => "rate_limited",
             Why::Bounds => "bounds",
             Why::EciCap => "eci_cap",
+            Why::Burst => "burst",
+            Why::EciScaleDown => "eci_scale_down",
             Why::MissingData => "missing_data",
             Why::Paused => "paused",
             Why::ScaledToZero => "scaled_to_zero",
@@ -214,308 +246,83 @@ pub struct Outcome {
 }
 
 const PEAK_WINDOW_MINUTES: i64 = 24 * 60;
+/// Burst mode starts when the fast path's rate exceeds this many times the ready capacity
+/// (Knative's panic threshold is 200 %).
+pub const BURST_THRESHOLD: f64 = 2.0;
+/// Burst mode holds the count (no scale-down) this long after it last triggered (Knative's
+/// panic window is 60 s of stable window after the last panic reading).
+pub const BURST_HOLD_SECONDS: f64 = 60.0;
+/// A rise is real when its fitted slope is this many standard errors above zero.
+pub const TREND_SIGNIFICANCE: f64 = 3.0;
+/// Weights change only when the load is below this fraction of the ready capacity…
+pub const QUIET_LOAD_FRACTION: f64 = 0.5;
+/// …and nothing scaled up for this long.
+pub const QUIET_AFTER_SCALE_UP_SECONDS: f64 = 600.0;
+
+/// What every stage reads: the fleet as it stands and the policy's rules.
+struct Context {
+    now: f64,
+    current: i32,
+    status_replicas: i32,
+    weights_now: PoolWeights,
+    survey: Survey,
+    up: crate::policy::EffectiveRules,
+    down: crate::policy::EffectiveRules,
+}
+
+impl Context {
+    fn new(policy: &ElasticGatewaySpec, obs: &Observation<'_>) -> Self {
+        let weights_now = obs.weights.unwrap_or(policy.placement.normal_weights);
+        let template = policy.gateway_template(obs.pod_requests, weights_now);
+        Self {
+            now: obs.now,
+            current: obs.spec_replicas,
+            status_replicas: obs.pods.iter().filter(|p| !p.terminating).count() as i32,
+            weights_now,
+            survey: placement::survey(policy, &template, obs.pods, obs.nodes),
+            up: policy.behavior.scale_up.effective(true),
+            down: policy.behavior.scale_down.effective(false),
+        }
+    }
+}
 
 /// The engine. `policy` must have passed [`crate::policy::validate`].
+///
+/// Stages, each a small pure function: [`size`] (the HPA formula per metric) → [`forecast`]
+/// (lead time for a significant rise) and [`fast_path`] (burst mode) → [`stabilise`] (the HPA's
+/// windows and rate limits, a shorter window for the ECI pods) → [`cap`] (ECI pods only) →
+/// [`place`] (deletion costs, moves) → [`steer_weights`] (misplacement, quiet times) →
+/// [`price`] (fixed ECS, marginal ECI).
 pub fn decide(policy: &ElasticGatewaySpec, obs: &Observation<'_>, prev: &EngineState) -> Outcome {
     let mut state = prev.clone();
-    let now = obs.now;
-    let up_rules = policy.behavior.scale_up.effective(true);
-    let down_rules = policy.behavior.scale_down.effective(false);
-    let lead = &policy.behavior.lead_time;
-    let tolerance = policy.behavior.tolerance;
-    let current = obs.spec_replicas;
-    let status_replicas = obs.pods.iter().filter(|p| !p.terminating).count() as i32;
-    let weights_now = obs.weights.unwrap_or(policy.placement.normal_weights);
-    let template = policy.gateway_template(obs.pod_requests, weights_now);
-    let survey = placement::survey(policy, &template, obs.pods, obs.nodes);
-
-    // Readings, HPA proposals and forecasts per metric.
-    state
-        .series
-        .resize_with(policy.metrics.len(), Default::default);
-    let mut readings = Vec::with_capacity(policy.metrics.len());
-    for (i, m) in policy.metrics.iter().enumerate() {
-        let missing_sample = LoadSample::Missing("no sample for this metric".into());
-        let sample = obs.loads.get(i).unwrap_or(&missing_sample);
-        let target = m.target_per_replica;
-        let (value, proposal, missing) = match sample {
-            LoadSample::Missing(why) => (None, None, Some(why.clone())),
-            LoadSample::Total(v) if !v.is_finite() || *v < 0.0 => {
-                (None, None, Some(format!("invalid value {v}")))
-            }
-            LoadSample::Total(v) => (
-                Some(*v),
-                Some(hpa::replicas_for_total(
-                    status_replicas,
-                    *v,
-                    target,
-                    tolerance,
-                )),
-                None,
-            ),
-            LoadSample::PerPod(samples) => {
-                match hpa::replicas_for_per_pod(current, samples, obs.pods, target, tolerance) {
-                    Ok(r) => (sample.total(), Some(r), None),
-                    Err(e) => (None, None, Some(e)),
-                }
-            }
-        };
-        if value.is_none() {
-            state.series[i].gap(now, lead.window_seconds as f64);
-        }
-        let forecast = value.and_then(|v| {
-            state.series[i].push(now, v, lead.window_seconds as f64);
-            (lead.seconds > 0)
-                .then(|| {
-                    state.series[i].forecast(
-                        lead.seconds as f64,
-                        lead.window_seconds as f64,
-                        lead.max_growth,
-                    )
-                })
-                .flatten()
-        });
-        readings.push(Reading {
-            metric: m.display_name(),
-            value,
-            target_per_replica: target,
-            proposal,
-            forecast,
-            missing,
-        });
-    }
-    let missing: Vec<String> = readings
-        .iter()
-        .filter_map(|r| r.missing.as_ref().map(|why| format!("{}: {why}", r.metric)))
-        .collect();
-
-    // Replicas.
-    let hold = |why: Why, reason: String| (current, Action::Hold, why, reason);
-    let hpa_answer = readings.iter().filter_map(|r| r.proposal).max();
-    let lead_answer = policy
-        .metrics
-        .iter()
-        .zip(&readings)
-        .filter_map(|(m, r)| {
-            // The HPA's tolerance applies to the forecast too: noise on a steady load at exactly
-            // the target must not add a pod.
-            r.forecast.map(|f| {
-                hpa::replicas_for_total(status_replicas, f, m.target_per_replica, tolerance)
-            })
-        })
-        .max()
-        .filter(|l| hpa_answer.is_some_and(|h| *l > h) && *l > current);
-    let eci_cap = eci_cap(policy, obs.pod_requests);
-    let (desired, action, why, reason) = if policy.paused {
-        hold(Why::Paused, "spec.paused is set".into())
-    } else if current == 0 {
-        hold(
-            Why::ScaledToZero,
-            "the workload has 0 replicas; spillway does not scale from zero".into(),
-        )
-    } else if current > policy.max_replicas || current < policy.min_replicas {
-        let d = current.clamp(policy.min_replicas, policy.max_replicas);
-        let act = if d > current {
-            Action::ScaleUp
-        } else {
-            Action::ScaleDown
-        };
-        (
-            d,
-            act,
-            Why::Bounds,
-            format!(
-                "{current} replicas is outside {}..{}",
-                policy.min_replicas, policy.max_replicas
-            ),
-        )
-    } else if let Some(hpa_answer) = hpa_answer {
-        let recommended = lead_answer.unwrap_or(hpa_answer);
-        if !missing.is_empty() && recommended < current {
-            hold(
-                Why::MissingData,
-                format!("not scaling down on partial data ({})", missing.join("; ")),
-            )
-        } else {
-            state.hpa.seed(now, current);
-            let n = hpa::Normalize {
-                now,
-                current,
-                desired: recommended,
-                min: policy.min_replicas,
-                max: policy.max_replicas,
-                up: &up_rules,
-                down: &down_rules,
-            };
-            let (normalized, limit) = state.hpa.normalize(&n);
-            let why = match limit {
-                hpa::Limit::DesiredWithinRange if normalized == current => Why::Steady,
-                hpa::Limit::DesiredWithinRange if lead_answer.is_some() => Why::LeadTime,
-                hpa::Limit::DesiredWithinRange => Why::Load,
-                hpa::Limit::ScaleUpStabilized | hpa::Limit::ScaleDownStabilized => Why::Stabilized,
-                hpa::Limit::ScaleUpLimit | hpa::Limit::ScaleDownLimit => Why::RateLimited,
-                hpa::Limit::TooManyReplicas | hpa::Limit::TooFewReplicas => Why::Bounds,
-            };
-            let load = readings
-                .iter()
-                .filter_map(|r| {
-                    r.value.map(|v| {
-                        format!("{} {v:.1} / {} per replica", r.metric, r.target_per_replica)
-                    })
-                })
-                .collect::<Vec<_>>()
-                .join(", ");
-            let mut reason = format!("{load} → {hpa_answer}");
-            if let Some(l) = lead_answer {
-                reason.push_str(&format!(
-                    ", {l} for the load forecast {}s ahead",
-                    lead.seconds
-                ));
-            }
-            if limit != hpa::Limit::DesiredWithinRange {
-                reason.push_str(&format!(", {} to {normalized}", limit.as_str()));
-            }
-            if !missing.is_empty() {
-                reason.push_str(&format!(" (missing: {})", missing.join("; ")));
-            }
-            let action = direction(current, normalized);
-            (normalized, action, why, reason)
-        }
-    } else {
-        hold(
-            Why::MissingData,
-            format!(
-                "no load data, holding {current} replicas ({})",
-                missing.join("; ")
-            ),
-        )
-    };
-
-    if why == Why::MissingData {
-        state.hpa.hold(now, current, &up_rules, &down_rules);
-    }
-
-    // The ECI cap lowers the count rather than run more pods on ECI than allowed.
-    let ecs_capacity = if weights_now == policy.placement.normal_weights {
-        survey.ecs_capacity
-    } else {
-        survey.ecs_pods
-    };
-    let (mut desired, mut action, mut why, mut reason) = (desired, action, why, reason);
-    if let Some(cap) = eci_cap {
-        let ceiling = ecs_capacity.saturating_add(cap).max(policy.min_replicas);
-        if desired > ceiling && !matches!(why, Why::Paused | Why::ScaledToZero) {
-            reason.push_str(&format!(
-                "; capped at {ceiling} to keep ECI within {cap} pods (ECS holds {ecs_capacity})"
-            ));
-            desired = ceiling.max(if why == Why::MissingData { current } else { 0 });
-            action = direction(current, desired);
-            why = Why::EciCap;
-        }
-    }
-    if desired != current && !policy.dry_run {
+    let ctx = Context::new(policy, obs);
+    let readings = size(policy, obs, &ctx, &mut state.series);
+    let fast = fast_path(policy, obs.fast, &ctx, &mut state);
+    let lead = forecast(policy, &readings, fast, &ctx);
+    let mut plan = stabilise(policy, &ctx, &readings, lead, fast, &mut state);
+    cap(policy, obs.pod_requests, &ctx.survey, &mut plan);
+    if plan.desired != ctx.current && !policy.dry_run {
         state.hpa.record_scale(
-            now,
-            current,
-            desired,
-            hpa::longest_period(&up_rules, &down_rules),
+            ctx.now,
+            ctx.current,
+            plan.desired,
+            hpa::longest_period(&ctx.up, &ctx.down),
         );
-        if desired > current {
-            state.last_scale_up = Some(now);
+        if plan.desired > ctx.current {
+            state.last_scale_up = Some(ctx.now);
         }
     }
-    let expected_eci = (desired - ecs_capacity).max(0);
-
-    // Weights, deletion costs, moves.
-    let weights = if policy.paused {
-        WeightPlan {
-            current: weights_now,
-            target: weights_now,
-            reason: "paused".into(),
-        }
-    } else {
-        placement::weights(
-            policy,
-            &mut state.weights,
-            &placement::WeightInput {
-                now,
-                observed: obs.weights,
-                desired,
-                survey_room: survey.ecs_room,
-                ecs_capacity: survey.ecs_capacity,
-                rollout_in_progress: obs.rollout_in_progress,
-                eci_cap,
-            },
-        )
-    };
-    let deletion_costs = if policy.paused {
-        vec![]
-    } else {
-        placement::deletion_costs(obs.pods)
-    };
-    let (moves, move_reason) = if !policy.placement.rebalance || policy.paused {
-        (vec![], "rebalance is off".to_string())
-    } else {
-        let quiet = |t: Option<f64>| {
-            t.is_none_or(|t| now - t >= policy.placement.rebalance_interval_seconds as f64)
-        };
-        let steady =
-            action == Action::Hold && desired == status_replicas && quiet(state.last_scale_up);
-        let choice = placement::choose_move(&placement::MoveInput {
-            pods: obs.pods,
-            survey: &survey,
-            steady,
-            weights_prefer_ecs: weights.target.ecs > weights.target.eci,
-            rollout_in_progress: obs.rollout_in_progress || weights.changed(),
-        });
-        match choice {
-            Ok(pod) if quiet(state.last_move) => {
-                state.last_move = Some(now);
-                (
-                    vec![pod],
-                    format!(
-                        "ECS has room for {} more; moving one ECI pod back",
-                        survey.ecs_room
-                    ),
-                )
-            }
-            Ok(_) => (vec![], "waiting for the rebalance interval".to_string()),
-            Err(why) => (vec![], why.to_string()),
-        }
-    };
-
-    let cost = estimate_cost(policy, obs, &mut state);
-    // The phase follows what the load needs now, not the stabilized count: after the peak the
-    // count is held for the window while ECI pods wait to drain.
-    let needed = lead_answer.or(hpa_answer).unwrap_or(desired).min(desired);
-    let phase = if policy.paused {
-        Phase::Paused
-    } else if why == Why::MissingData {
-        Phase::Holding
-    } else if survey.eci_pods > 0 && needed > survey.ecs_capacity {
-        Phase::Overflow
-    } else if survey.eci_pods > 0 {
-        Phase::Draining
-    } else if expected_eci > 0 {
-        Phase::Overflow
-    } else {
-        Phase::Normal
-    };
+    let weights = steer_weights(policy, obs, &ctx, &plan, &mut state);
+    let (deletion_costs, moves, move_reason) =
+        place(policy, obs, &ctx, &plan, &weights, &mut state);
+    let cost = price(policy, obs, &mut state);
+    state.last_decision = Some(ctx.now);
+    let phase = phase(policy, &ctx.survey, &plan);
     let decision = Decision {
-        at: now,
+        at: ctx.now,
         phase,
-        replicas: ReplicaPlan {
-            current,
-            desired,
-            action,
-            why,
-            hpa: hpa_answer,
-            lead: lead_answer,
-            eci_cap,
-            expected_eci,
-            reason,
-        },
-        survey,
+        replicas: plan,
+        survey: ctx.survey,
         weights,
         deletion_costs,
         moves,
@@ -524,6 +331,482 @@ pub fn decide(policy: &ElasticGatewaySpec, obs: &Observation<'_>, prev: &EngineS
         readings,
     };
     Outcome { decision, state }
+}
+
+/// Stage 1: one reading per metric with the HPA's proposal; each metric's trend series is fed.
+fn size(
+    policy: &ElasticGatewaySpec,
+    obs: &Observation<'_>,
+    ctx: &Context,
+    series: &mut Vec<forecast::Series>,
+) -> Vec<Reading> {
+    let lead = &policy.behavior.lead_time;
+    let tolerance = policy.behavior.tolerance;
+    series.resize_with(policy.metrics.len(), Default::default);
+    policy
+        .metrics
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let missing_sample = LoadSample::Missing("no sample for this metric".into());
+            let sample = obs.loads.get(i).unwrap_or(&missing_sample);
+            let target = m.target_per_replica;
+            let (value, proposal, missing) = match sample {
+                LoadSample::Missing(why) => (None, None, Some(why.clone())),
+                LoadSample::Total(v) if !v.is_finite() || *v < 0.0 => {
+                    (None, None, Some(format!("invalid value {v}")))
+                }
+                LoadSample::Total(v) => (
+                    Some(*v),
+                    Some(hpa::replicas_for_total(
+                        ctx.status_replicas,
+                        *v,
+                        target,
+                        tolerance,
+                    )),
+                    None,
+                ),
+                LoadSample::PerPod(samples) => {
+                    match hpa::replicas_for_per_pod(
+                        ctx.current,
+                        samples,
+                        obs.pods,
+                        target,
+                        tolerance,
+                    ) {
+                        Ok(r) => (sample.total(), Some(r), None),
+                        Err(e) => (None, None, Some(e)),
+                    }
+                }
+            };
+            let s = &mut series[i];
+            match value {
+                None => s.gap(ctx.now, lead.window_seconds as f64),
+                // Readings closer than a sixth of the window mostly re-read the same scrapes: they
+                // would make noise look like a significant trend.
+                Some(_)
+                    if s.points
+                        .last()
+                        .is_some_and(|(t, _)| ctx.now - t < lead.window_seconds as f64 / 6.0) => {}
+                Some(v) => s.push(ctx.now, v, lead.window_seconds as f64),
+            }
+            // A forecast within twice the tolerance of the reading is not worth a pod ahead of
+            // time: the HPA answer follows a rise that small within one tick.
+            let forecast = value.and_then(|v| {
+                (lead.seconds > 0)
+                    .then(|| {
+                        s.forecast(
+                            lead.seconds as f64,
+                            lead.window_seconds as f64,
+                            lead.max_growth,
+                            TREND_SIGNIFICANCE,
+                        )
+                    })
+                    .flatten()
+                    .filter(|f| *f > v * (1.0 + 2.0 * tolerance))
+            });
+            Reading {
+                metric: m.display_name(),
+                value,
+                target_per_replica: target,
+                proposal,
+                forecast,
+                missing,
+            }
+        })
+        .collect()
+}
+
+/// Stage 2: replicas for the load expected after the lead time, when it is above both the HPA
+/// answer and the current count (the forecast only exists for a significant rise). With a fast
+/// path reading, the forecast is capped by the level it observes: Prometheus's smoothed rate
+/// lags the pods' counters by about the lead time, so projecting it further than they already
+/// show would overshoot (the fast path itself follows a rise every second or two).
+fn forecast(
+    policy: &ElasticGatewaySpec,
+    readings: &[Reading],
+    fast: Option<FastAnswer>,
+    ctx: &Context,
+) -> Option<i32> {
+    let hpa_answer = readings.iter().filter_map(|r| r.proposal).max();
+    let observed = fast.map(|f| f.proposal);
+    policy
+        .metrics
+        .iter()
+        .zip(readings)
+        .filter_map(|(m, r)| {
+            // The HPA's tolerance applies to the forecast too: noise on a steady load at exactly
+            // the target must not add a pod.
+            r.forecast.map(|f| {
+                hpa::replicas_for_total(
+                    ctx.status_replicas,
+                    f,
+                    m.target_per_replica,
+                    policy.behavior.tolerance,
+                )
+            })
+        })
+        .max()
+        .map(|l| observed.map_or(l, |o| l.min(o)))
+        .filter(|l| hpa_answer.is_some_and(|h| *l > h) && *l > ctx.current)
+}
+
+/// What the fast path read.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FastAnswer {
+    /// Replicas for the fast rate at the target.
+    pub proposal: i32,
+    /// The rate exceeds [`BURST_THRESHOLD`] times the ready capacity: size at once.
+    pub burst: bool,
+    /// The rate exceeds what the current count serves by [`FAST_RAISE_TOLERANCES`] times the
+    /// tolerance: the proposal joins the recommendation (within the usual rate limits).
+    pub raise: bool,
+}
+
+/// The fast path raises the recommendation outside burst mode only when its rate exceeds the
+/// current count's capacity by this many tolerances (30 % by default): well outside the noise
+/// of a steady load, well inside a surge.
+pub const FAST_RAISE_TOLERANCES: f64 = 3.0;
+
+/// Stage 2b: the fast path. A reading counts only when it is a usable number, and only to
+/// raise: in burst mode (the rate far above what the ready pods serve, as Knative's panic mode)
+/// it sizes the fleet at once; well above the current count's capacity it joins the
+/// recommendation; otherwise it only stops a scale-down below what the pods serve right now,
+/// and Prometheus's smoothed rate stays in charge, so per-second noise cannot add pods. Bad
+/// readings are ignored, never a reason to scale down.
+fn fast_path(
+    policy: &ElasticGatewaySpec,
+    fast: Option<FastSample>,
+    ctx: &Context,
+    state: &mut EngineState,
+) -> Option<FastAnswer> {
+    let target = policy
+        .metrics
+        .iter()
+        .find(|m| m.preset == Some(crate::policy::Preset::RequestRate))
+        .map(|m| m.target_per_replica)?;
+    let f = fast.filter(|f| f.rps.is_finite() && f.rps >= 0.0 && f.pods_read > 0)?;
+    let ready_capacity = f64::from(ctx.survey.ready_pods.max(1)) * target;
+    let burst = f.rps > BURST_THRESHOLD * ready_capacity;
+    if burst {
+        state.burst_until = Some(ctx.now + BURST_HOLD_SECONDS);
+    }
+    let proposal = (f.rps / target).ceil().min(f64::from(i32::MAX)) as i32;
+    let raise = burst
+        || f.rps
+            > f64::from(ctx.current)
+                * target
+                * (1.0 + FAST_RAISE_TOLERANCES * policy.behavior.tolerance);
+    Some(FastAnswer {
+        proposal,
+        burst,
+        raise,
+    })
+}
+
+/// Stage 3: the HPA's stabilization and rate limits around the recommendation, with two
+/// exceptions: burst mode sizes at once (no rate limit) and holds the count for
+/// [`BURST_HOLD_SECONDS`]; replicas above what ECS holds go after `eci.scaleDownWindow`
+/// rather than the standard window.
+fn stabilise(
+    policy: &ElasticGatewaySpec,
+    ctx: &Context,
+    readings: &[Reading],
+    lead: Option<i32>,
+    fast: Option<FastAnswer>,
+    state: &mut EngineState,
+) -> ReplicaPlan {
+    let now = ctx.now;
+    let current = ctx.current;
+    let hpa_answer = readings.iter().filter_map(|r| r.proposal).max();
+    let missing: Vec<String> = readings
+        .iter()
+        .filter_map(|r| r.missing.as_ref().map(|why| format!("{}: {why}", r.metric)))
+        .collect();
+    let plan = |desired: i32, why: Why, reason: String| ReplicaPlan {
+        current,
+        desired,
+        action: direction(current, desired),
+        why,
+        hpa: hpa_answer,
+        lead,
+        eci_cap: None,
+        expected_eci: 0,
+        reason,
+    };
+    if policy.paused {
+        return plan(current, Why::Paused, "spec.paused is set".into());
+    }
+    if current == 0 {
+        return plan(
+            current,
+            Why::ScaledToZero,
+            "the workload has 0 replicas; spillway does not scale from zero".into(),
+        );
+    }
+    if current > policy.max_replicas || current < policy.min_replicas {
+        return plan(
+            current.clamp(policy.min_replicas, policy.max_replicas),
+            Why::Bounds,
+            format!(
+                "{current} replicas is outside {}..{}",
+                policy.min_replicas, policy.max_replicas
+            ),
+        );
+    }
+    let fast_proposal = fast.filter(|f| f.raise).map(|f| f.proposal);
+    let Some(answer) = hpa_answer.or(fast_proposal) else {
+        state.hpa.hold(now, current, &ctx.up, &ctx.down);
+        return plan(
+            current,
+            Why::MissingData,
+            format!(
+                "no load data, holding {current} replicas ({})",
+                missing.join("; ")
+            ),
+        );
+    };
+    let recommended = lead.unwrap_or(answer).max(fast_proposal.unwrap_or(0));
+    if !missing.is_empty() && recommended < current {
+        state.hpa.hold(now, current, &ctx.up, &ctx.down);
+        return plan(
+            current,
+            Why::MissingData,
+            format!("not scaling down on partial data ({})", missing.join("; ")),
+        );
+    }
+    state.hpa.seed(now, current);
+    let n = hpa::Normalize {
+        now,
+        current,
+        desired: recommended,
+        min: policy.min_replicas,
+        max: policy.max_replicas,
+        up: &ctx.up,
+        down: &ctx.down,
+    };
+    let (mut desired, mut limit) = state.hpa.normalize(&n);
+    let mut why = match limit {
+        hpa::Limit::DesiredWithinRange if desired == current => Why::Steady,
+        hpa::Limit::DesiredWithinRange if lead.is_some() => Why::LeadTime,
+        hpa::Limit::DesiredWithinRange => Why::Load,
+        hpa::Limit::ScaleUpStabilized | hpa::Limit::ScaleDownStabilized => Why::Stabilized,
+        hpa::Limit::ScaleUpLimit | hpa::Limit::ScaleDownLimit => Why::RateLimited,
+        hpa::Limit::TooManyReplicas | hpa::Limit::TooFewReplicas => Why::Bounds,
+    };
+    let mut notes = Vec::new();
+    let burst_on = state.burst_until.is_some_and(|u| now < u);
+    if let Some(f) = fast.filter(|f| f.burst && f.proposal > desired) {
+        desired = f.proposal.min(policy.max_replicas);
+        limit = hpa::Limit::DesiredWithinRange;
+        why = Why::Burst;
+        notes.push(format!(
+            "burst: pod counters read {} → {desired}",
+            f.proposal
+        ));
+    } else if burst_on && desired < current {
+        desired = current;
+        why = Why::Burst;
+        notes.push("burst mode holds the count".to_string());
+    } else if desired > recommended && desired > ctx.survey.ecs_capacity {
+        // Scale-down held by the standard window: the pods above what ECS holds run on ECI,
+        // billed per second; they go after the shorter ECI window, when the load has really
+        // fallen (below the count by more than twice the tolerance through the window: noise
+        // around a steady load keeps the standard window, so the count does not flap).
+        let eci_window = policy.eci.scale_down_window() as f64;
+        let recent = state.hpa.max_since(now - eci_window).unwrap_or(recommended);
+        let fell =
+            f64::from(recent) <= f64::from(desired) * (1.0 - 2.0 * policy.behavior.tolerance);
+        let eci_floor = recent
+            .max(recommended)
+            .max(ctx.survey.ecs_capacity.min(desired))
+            .max(fast.map_or(0, |f| f.proposal.min(desired)));
+        if fell && eci_floor < desired {
+            notes.push(format!(
+                "ECI pods above ECS capacity {} go after {eci_window:.0}s low",
+                ctx.survey.ecs_capacity
+            ));
+            desired = eci_floor.max(policy.min_replicas);
+            why = Why::EciScaleDown;
+        }
+    }
+    let load = readings
+        .iter()
+        .filter_map(|r| {
+            r.value
+                .map(|v| format!("{} {v:.1} / {} per replica", r.metric, r.target_per_replica))
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut reason = format!("{load} → {answer}");
+    if let Some(l) = lead {
+        reason.push_str(&format!(
+            ", {l} for the load forecast {}s ahead",
+            policy.behavior.lead_time.seconds
+        ));
+    }
+    if limit != hpa::Limit::DesiredWithinRange {
+        reason.push_str(&format!(", {} to {desired}", limit.as_str()));
+    }
+    for n in notes {
+        reason.push_str(&format!("; {n}"));
+    }
+    if !missing.is_empty() {
+        reason.push_str(&format!(" (missing: {})", missing.join("; ")));
+    }
+    plan(desired, why, reason)
+}
+
+/// Stage 4: the ECI cap limits the pods on ECI, never the fleet ECS can hold: the ceiling is
+/// ECS's capacity (its pods plus free slots) plus the cap.
+fn cap(policy: &ElasticGatewaySpec, requests: Resources, survey: &Survey, plan: &mut ReplicaPlan) {
+    plan.eci_cap = eci_cap(policy, requests);
+    if let Some(cap) = plan.eci_cap {
+        let ceiling = survey
+            .ecs_capacity
+            .saturating_add(cap)
+            .max(policy.min_replicas);
+        if plan.desired > ceiling && !matches!(plan.why, Why::Paused | Why::ScaledToZero) {
+            plan.reason.push_str(&format!(
+                "; capped at {ceiling}: ECS holds {}, ECI at most {cap}",
+                survey.ecs_capacity
+            ));
+            plan.desired = ceiling.max(if plan.why == Why::MissingData {
+                plan.current
+            } else {
+                0
+            });
+            plan.action = direction(plan.current, plan.desired);
+            plan.why = Why::EciCap;
+        }
+    }
+    plan.expected_eci = (plan.desired - survey.ecs_capacity).max(0);
+}
+
+/// Stage 5: deletion costs (ECI pods go first on scale-in) and, if enabled, one move back to
+/// ECS when the fleet is steady and ECS has room.
+fn place(
+    policy: &ElasticGatewaySpec,
+    obs: &Observation<'_>,
+    ctx: &Context,
+    plan: &ReplicaPlan,
+    weights: &WeightPlan,
+    state: &mut EngineState,
+) -> (Vec<(String, i32)>, Vec<String>, String) {
+    if policy.paused {
+        return (vec![], vec![], "paused".into());
+    }
+    let deletion_costs = placement::deletion_costs(obs.pods);
+    if !policy.placement.rebalance {
+        return (deletion_costs, vec![], "rebalance is off".into());
+    }
+    let now = ctx.now;
+    let quiet = |t: Option<f64>| {
+        t.is_none_or(|t| now - t >= policy.placement.rebalance_interval_seconds as f64)
+    };
+    let steady = plan.action == Action::Hold
+        && plan.desired == ctx.status_replicas
+        && quiet(state.last_scale_up);
+    let choice = placement::choose_move(&placement::MoveInput {
+        pods: obs.pods,
+        survey: &ctx.survey,
+        steady,
+        weights_prefer_ecs: weights.target.ecs > weights.target.eci,
+        rollout_in_progress: obs.rollout_in_progress || weights.changed(),
+    });
+    let (moves, reason) = match choice {
+        Ok(pod) if quiet(state.last_move) => {
+            state.last_move = Some(now);
+            (
+                vec![pod],
+                format!(
+                    "ECS has room for {} more; moving one ECI pod back",
+                    ctx.survey.ecs_room
+                ),
+            )
+        }
+        Ok(_) => (vec![], "waiting for the rebalance interval".to_string()),
+        Err(why) => (vec![], why.to_string()),
+    };
+    (deletion_costs, moves, reason)
+}
+
+/// Stage 6: the weights. Misplaced pods (bound to ECI since the last decision while ECS still
+/// has room) are counted; once any were seen, the template moves to the stronger ECS
+/// preference, but only at a quiet time: the load well below the ready capacity, no scale-up
+/// for 10 minutes, no rollout. The opt-in yield mode (`exhaustedWeights`) runs as before.
+fn steer_weights(
+    policy: &ElasticGatewaySpec,
+    obs: &Observation<'_>,
+    ctx: &Context,
+    plan: &ReplicaPlan,
+    state: &mut EngineState,
+) -> WeightPlan {
+    if policy.paused {
+        return WeightPlan {
+            current: ctx.weights_now,
+            target: ctx.weights_now,
+            reason: "paused".into(),
+        };
+    }
+    let since = state.last_decision.unwrap_or(f64::NEG_INFINITY);
+    state.weights.misplaced += placement::misplaced(obs.pods, &ctx.survey, since);
+    let load_fraction = load_fraction(policy, obs, &ctx.survey);
+    let quiet = !obs.rollout_in_progress
+        && plan.action != Action::ScaleUp
+        && load_fraction.is_some_and(|f| f < QUIET_LOAD_FRACTION)
+        && state
+            .last_scale_up
+            .is_none_or(|t| ctx.now - t >= QUIET_AFTER_SCALE_UP_SECONDS);
+    placement::weights(
+        policy,
+        &mut state.weights,
+        &placement::WeightInput {
+            now: ctx.now,
+            observed: obs.weights,
+            desired: plan.desired,
+            survey_room: ctx.survey.ecs_room,
+            ecs_capacity: ctx.survey.ecs_capacity,
+            rollout_in_progress: obs.rollout_in_progress,
+            eci_cap: plan.eci_cap,
+            quiet,
+        },
+    )
+}
+
+/// The first request-rate reading over the ready pods' capacity at its target.
+fn load_fraction(
+    policy: &ElasticGatewaySpec,
+    obs: &Observation<'_>,
+    survey: &Survey,
+) -> Option<f64> {
+    let (i, m) = policy.metrics.iter().enumerate().next()?;
+    let v = obs.loads.get(i)?.total()?;
+    let capacity = f64::from(survey.ready_pods) * m.target_per_replica;
+    (capacity > 0.0).then(|| v / capacity)
+}
+
+fn phase(policy: &ElasticGatewaySpec, survey: &Survey, plan: &ReplicaPlan) -> Phase {
+    // The phase follows what the load needs now, not the stabilized count: after the peak the
+    // count is held for the window while ECI pods wait to drain.
+    let needed = plan
+        .lead
+        .or(plan.hpa)
+        .unwrap_or(plan.desired)
+        .min(plan.desired);
+    if policy.paused {
+        Phase::Paused
+    } else if plan.why == Why::MissingData {
+        Phase::Holding
+    } else if survey.eci_pods > 0 && needed > survey.ecs_capacity {
+        Phase::Overflow
+    } else if survey.eci_pods > 0 {
+        Phase::Draining
+    } else if plan.expected_eci > 0 {
+        Phase::Overflow
+    } else {
+        Phase::Normal
+    }
 }
 
 fn direction(current: i32, desired: i32) -> Action {
@@ -550,31 +833,43 @@ pub fn eci_cap(policy: &ElasticGatewaySpec, requests: Resources) -> Option<i32> 
     }
 }
 
-fn estimate_cost(
+/// Stage 7: the price. Dedicated ECS nodes cost their hourly price whether the gateway uses
+/// them or not (a fixed cost); ECI pods cost their per-second price (the marginal cost). The
+/// comparison is an all-ECS fleet with enough nodes for the day's peak.
+fn price(
     policy: &ElasticGatewaySpec,
     obs: &Observation<'_>,
     state: &mut EngineState,
 ) -> CostEstimate {
     let model = &policy.cost;
-    let live: Vec<&GatewayPod> = obs.pods.iter().filter(|p| !p.terminating).collect();
-    let ecs_nodes: std::collections::HashMap<&str, &Node> = obs
+    let ecs_nodes: Vec<&Node> = obs
         .nodes
         .iter()
         .filter(|n| n.has_labels(&policy.pools.ecs.node_selector))
-        .map(|n| (n.name.as_str(), n))
         .collect();
-    let mut ecs = 0.0;
-    let mut eci = 0.0;
-    for p in &live {
-        match p.pool {
-            Pool::Ecs => {
-                if let Some(node) = p.node.as_deref().and_then(|n| ecs_nodes.get(n)) {
-                    ecs += cost::ecs_pod_per_hour(&p.requests, node, model);
-                }
-            }
-            Pool::Eci => eci += cost::eci_pod_per_second(&p.requests, model) * 3600.0,
-            Pool::Pending | Pool::Other => {}
+    let ecs_fixed: f64 = ecs_nodes
+        .iter()
+        .map(|n| cost::node_price_per_hour(n, model))
+        .sum();
+    let live: Vec<&GatewayPod> = obs.pods.iter().filter(|p| !p.terminating).collect();
+    let eci: f64 = live
+        .iter()
+        .filter(|p| p.pool == Pool::Eci)
+        .map(|p| cost::eci_pod_per_second(&p.requests, model) * 3600.0)
+        .sum();
+    // The marginal spend of the current peak: ECI spend since ECI pods last appeared.
+    let dt = state
+        .last_decision
+        .map_or(0.0, |t| (obs.now - t).clamp(0.0, 300.0));
+    if eci > 0.0 {
+        if state.peak_eci_spend.is_none() {
+            state.peak_eci_spend = Some(0.0);
         }
+        if let Some(s) = state.peak_eci_spend.as_mut() {
+            *s += eci / 3600.0 * dt;
+        }
+    } else if let Some(s) = state.peak_eci_spend.take() {
+        state.last_peak_eci_spend = Some(s);
     }
     // Peak live pods over the last day, per minute.
     let minute = (obs.now / 60.0).floor() as i64;
@@ -586,23 +881,29 @@ fn estimate_cost(
         .peak
         .retain(|(m, _)| *m > minute - PEAK_WINDOW_MINUTES);
     let peak = state.peak.iter().map(|(_, n)| *n).max().unwrap_or(0);
-    // The all-ECS fleet prices each pod as a share of the pool's first node (or a default node).
+    // The all-ECS fleet: as many nodes like the pool's first (or a default node) as the peak's
+    // pods need, each paid in full.
     let reference = ecs_nodes
-        .values()
+        .iter()
         .min_by(|a, b| a.name.cmp(&b.name))
         .map(|n| (*n).clone())
         .unwrap_or_else(|| Node {
             allocatable: Resources::new(8000, 32 << 30, 110),
             ..Default::default()
         });
-    let per_pod = cost::ecs_pod_per_hour(&obs.pod_requests, &reference, model);
-    let all_ecs = f64::from(peak) * per_pod;
+    let per_node = reference.allocatable.fits_count(&obs.pod_requests).max(1);
+    let nodes_needed = (i64::from(peak) + per_node - 1) / per_node;
+    let all_ecs = nodes_needed as f64 * cost::node_price_per_hour(&reference, model);
     CostEstimate {
         currency: model.currency.clone(),
-        ecs_per_hour: ecs,
+        ecs_per_hour: ecs_fixed,
         eci_per_hour: eci,
         all_ecs_peak_per_hour: all_ecs,
-        saving_per_hour: all_ecs - ecs - eci,
+        saving_per_hour: all_ecs - ecs_fixed - eci,
+        peak_eci_spend: state
+            .peak_eci_spend
+            .or(state.last_peak_eci_spend)
+            .unwrap_or(0.0),
     }
 }
 

@@ -161,7 +161,12 @@ struct RunArgs {
 struct DrillArgs {
     /// Scenario file (YAML). Without one, the built-in scenario: the guide's cluster (4 dedicated
     /// ECS nodes, one virtual node, a gateway at 80/20) and a 10x flash crowd.
+    #[arg(conflicts_with = "suite")]
     scenario: Option<PathBuf>,
+    /// Run every scenario (*.yaml) of this folder under spillway, hpa, the reactive bound and the
+    /// oracle, and print the scorecard (also written to OUT/scorecard.txt and OUT/suite.json).
+    #[arg(long)]
+    suite: Option<PathBuf>,
     /// Folder for report.json, timeline.csv and chart.svg.
     #[arg(long, env = "SPILLWAY_DRILL_OUT", default_value = "drill-out")]
     out: PathBuf,
@@ -567,7 +572,44 @@ fn serve_drill(
     Ok(report)
 }
 
+fn drill_suite(dir: &std::path::Path, out: &std::path::Path) -> anyhow::Result<ExitCode> {
+    use spillway::sim::suite;
+    let loads = match suite::load(dir) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let started = std::time::Instant::now();
+    let results = suite::run(&loads, &mut spillway::sim::drill::Quiet);
+    let card = suite::scorecard(&results);
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    std::fs::write(out.join("scorecard.txt"), &card)?;
+    std::fs::write(
+        out.join("suite.json"),
+        serde_json::to_vec(&serde_json::json!({
+            "verdict": suite::verdict(&results),
+            "loads": results.iter().map(|r| serde_json::json!({
+                "load": r.load,
+                "summaries": r.report.runs.iter().map(|run| &run.summary).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        }))?,
+    )?;
+    print!("{card}");
+    println!(
+        "ran {} loads in {:.1} s; wrote {}",
+        results.len(),
+        started.elapsed().as_secs_f64(),
+        out.join("scorecard.txt").display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn drill(args: DrillArgs) -> anyhow::Result<ExitCode> {
+    if let Some(dir) = &args.suite {
+        return drill_suite(dir, &args.out);
+    }
     let mut scenario = match &args.scenario {
         None => Scenario::default(),
         Some(path) => match Scenario::load(path) {

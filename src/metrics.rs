@@ -190,6 +190,7 @@ pub struct Metrics {
     cost: Family<CostLabels, FCounter>,
     saving_rate: Family<CurrencyLabels, FGauge>,
     all_ecs_rate: Family<CurrencyLabels, FGauge>,
+    peak_eci_spend: Family<CurrencyLabels, FGauge>,
     decisions: Family<DecisionLabels, Counter>,
     actions: Family<KindLabels, Counter>,
     errors: Family<KindLabels, Counter>,
@@ -250,6 +251,7 @@ impl Metrics {
             cost: Family::default(),
             saving_rate: Family::default(),
             all_ecs_rate: Family::default(),
+            peak_eci_spend: Family::default(),
             decisions: Family::default(),
             actions: Family::default(),
             errors: Family::default(),
@@ -320,7 +322,7 @@ impl Metrics {
         );
         r.register_with_unit(
             "cost_rate",
-            "Estimated cost of the gateway per second and pool (ECS: the pods' share of their nodes' price; ECI: requests rounded to an ECI size), in the label's currency",
+            "Estimated cost of the gateway per second and pool (ecs: the dedicated nodes' price, fixed whether or not the gateway uses them; eci: the marginal spend, requests rounded to an ECI size), in the label's currency",
             Unit::Other("per_second".into()),
             m.cost_rate.clone(),
         );
@@ -342,8 +344,13 @@ impl Metrics {
             m.all_ecs_rate.clone(),
         );
         r.register(
+            "peak_eci_spend",
+            "ECI spend of the peak in progress (ECI pods running), or of the last one, in the label's currency",
+            m.peak_eci_spend.clone(),
+        );
+        r.register(
             "decisions",
-            "Engine decisions by action (scale_up, scale_down, hold) and reason (load, lead_time, steady, stabilized, rate_limited, bounds, eci_cap, missing_data, paused, scaled_to_zero)",
+            "Engine decisions by action (scale_up, scale_down, hold) and reason (load, lead_time, burst, eci_scale_down, steady, stabilized, rate_limited, bounds, eci_cap, missing_data, paused, scaled_to_zero)",
             m.decisions.clone(),
         );
         r.register(
@@ -539,6 +546,9 @@ impl Metrics {
         self.all_ecs_rate
             .get_or_create(&cl)
             .set(d.cost.all_ecs_peak_per_hour / 3600.0);
+        self.peak_eci_spend
+            .get_or_create(&cl)
+            .set(d.cost.peak_eci_spend);
         let dl = DecisionLabels {
             namespace: ns.clone(),
             name: name.clone(),

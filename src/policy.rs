@@ -110,6 +110,32 @@ pub struct EciLimits {
     /// At most this estimated ECI spend per hour, in the cost model's currency.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_cost_per_hour: Option<f64>,
+    /// Expected seconds from binding an ECI pod to its being ready (instance creation and image
+    /// pull); reports put it near 10 s for small images, longer with pulls. Unset: 40.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_seconds: Option<i64>,
+    /// How long the load must stay low before replicas above what ECS holds (the ECI pods) go.
+    /// ECI is billed per second, so it waits less than the HPA's 5 minutes, which still apply
+    /// to the pods ECS holds. Unset: `startSeconds` (ski rental: an idle ECI pod is kept about
+    /// as long as re-creating it would take, the time a released pod needed again would leave
+    /// the gateway short), at least 30 and at most 300. The release also needs the load to have
+    /// fallen by more than twice the tolerance, so noise keeps the standard window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_down_window_seconds: Option<i64>,
+}
+
+impl EciLimits {
+    /// `startSeconds` or its default.
+    pub fn start(&self) -> i64 {
+        self.start_seconds.unwrap_or(40).max(0)
+    }
+
+    /// `scaleDownWindowSeconds` or the window derived from the start latency.
+    pub fn scale_down_window(&self) -> i64 {
+        self.scale_down_window_seconds
+            .unwrap_or_else(|| self.start().clamp(30, 300))
+            .max(0)
+    }
 }
 
 /// One load signal.
@@ -199,9 +225,11 @@ pub struct PlacementSpec {
     /// Weights in normal times: ECS strongly preferred, so pods land on ECS while it has room.
     #[serde(default = "defaults::normal_weights")]
     pub normal_weights: PoolWeights,
-    /// Weights while ECS has stayed exhausted through `exhaustedAfterSeconds`: the gateway
-    /// yields freed ECS room to workloads that cannot run on ECI and bursts on ECI instead.
-    /// Set equal to `normalWeights` to never change weights.
+    /// Opt-in "yield ECS" mode: weights while ECS has stayed exhausted through
+    /// `exhaustedAfterSeconds`. A weight change rolls every gateway pod, and ECI-preferring
+    /// weights send every new pod to ECI: the dedicated ECS nodes (paid for anyway) empty out and
+    /// ECI spend rises. Use it only when other workloads need the ECS room more than the gateway
+    /// does. Default: equal to `normalWeights`, which turns the mode off.
     #[serde(default = "defaults::exhausted_weights")]
     pub exhausted_weights: PoolWeights,
     /// ECS pod slots to leave free for others; the gateway counts them as taken.
@@ -213,6 +241,11 @@ pub struct PlacementSpec {
     /// How long ECS must have room for every desired replica before the weights shift back.
     #[serde(default = "defaults::recovered_after")]
     pub recovered_after_seconds: i64,
+    /// Weights that prefer ECS more strongly, applied (at a quiet time) once a gateway pod was
+    /// seen bound to ECI while ECS had room for it: preferred affinity is soft, and on some
+    /// clusters resource scores outvote it. Set equal to `normalWeights` to never change them.
+    #[serde(default = "defaults::strong_weights")]
+    pub strong_weights: PoolWeights,
     /// Minimum time between two weight changes: each one rolls every gateway pod.
     #[serde(default = "defaults::min_weight_interval")]
     pub min_weight_change_interval_seconds: i64,
@@ -229,6 +262,7 @@ impl Default for PlacementSpec {
         Self {
             normal_weights: defaults::normal_weights(),
             exhausted_weights: defaults::exhausted_weights(),
+            strong_weights: defaults::strong_weights(),
             ecs_headroom_pods: 0,
             exhausted_after_seconds: defaults::exhausted_after(),
             recovered_after_seconds: defaults::recovered_after(),
@@ -546,8 +580,12 @@ pub mod defaults {
     pub fn normal_weights() -> PoolWeights {
         PoolWeights { ecs: 80, eci: 20 }
     }
+    /// The yield-ECS mode is opt-in: by default the exhausted weights are the normal ones.
     pub fn exhausted_weights() -> PoolWeights {
-        PoolWeights { ecs: 20, eci: 80 }
+        normal_weights()
+    }
+    pub fn strong_weights() -> PoolWeights {
+        PoolWeights { ecs: 100, eci: 1 }
     }
     /// Long enough that a flash crowd never rolls the gateway mid-peak; a sustained one does.
     pub fn exhausted_after() -> i64 {

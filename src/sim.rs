@@ -7,6 +7,7 @@ pub mod drill;
 pub mod load;
 pub mod report;
 pub mod scenario;
+pub mod suite;
 
 pub use drill::{DrillReport, run};
 pub use scenario::{PolicyKind, Scenario};

@@ -255,3 +255,53 @@ fn check_takes_several_documents_and_names_each() {
         "{out}"
     );
 }
+
+#[test]
+fn drill_suite_prints_a_scorecard_for_every_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let suite = dir.path().join("suite");
+    std::fs::create_dir(&suite).unwrap();
+    std::fs::write(
+        suite.join("a-spike.yaml"),
+        "durationSeconds: 900\nload:\n  components:\n    - {kind: Constant, rps: 2000}\n    - {kind: Spike, atSeconds: 120, riseSeconds: 30, holdSeconds: 300, fallSeconds: 60, rps: 12000}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        suite.join("b-noise.yaml"),
+        "durationSeconds: 600\ngateway: {replicas: 8}\nload:\n  components:\n    - {kind: Constant, rps: 4000}\n    - {kind: Noise, rps: 800}\n",
+    )
+    .unwrap();
+    let out_dir = dir.path().join("out");
+    let (code, out, err) = spillway(&[
+        "drill",
+        "--suite",
+        suite.to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    for section in [
+        "## a-spike",
+        "## b-noise",
+        "## total over 2 loads",
+        "summary: ECI spend",
+    ] {
+        assert!(out.contains(section), "no {section:?} in\n{out}");
+    }
+    for policy in ["spillway", "hpa", "reactive", "oracle"] {
+        assert!(
+            out.lines().filter(|l| l.starts_with(policy)).count() == 3,
+            "{policy} rows in\n{out}"
+        );
+    }
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("suite.json")).unwrap()).unwrap();
+    assert_eq!(json["loads"].as_array().map(Vec::len), Some(2));
+    assert!(out_dir.join("scorecard.txt").exists());
+    // An empty folder is an error that says so.
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let (code, _, err) = spillway(&["drill", "--suite", empty.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("no *.yaml scenario"), "{err}");
+}

@@ -69,7 +69,7 @@ fn policy_spec() -> Value {
         "minReplicas": 2, "maxReplicas": 40,
         "eci": {"maxReplicas": 40},
         "metrics": [{"name": "request_rate", "query": QUERY, "targetPerReplica": 500}],
-        "placement": {"exhaustedAfterSeconds": 20, "recoveredAfterSeconds": 15, "minWeightChangeIntervalSeconds": MIN_WEIGHT_INTERVAL as i64},
+        "placement": {"exhaustedWeights": {"ecs": 20, "eci": 80}, "exhaustedAfterSeconds": 20, "recoveredAfterSeconds": 15, "minWeightChangeIntervalSeconds": MIN_WEIGHT_INTERVAL as i64},
         "behavior": {
             "leadTime": {"seconds": 8, "windowSeconds": 12},
             "scaleUp": {"policies": [{"type": "Percent", "value": 100, "periodSeconds": 5}, {"type": "Pods", "value": 4, "periodSeconds": 5}]},

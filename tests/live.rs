@@ -310,7 +310,7 @@ async fn weights_are_applied_server_side_and_keep_the_users_fields() {
     let load = LoadExporter::start(2000.0);
     let prom = Prom::start(dir.path(), &[load.port]);
     let mut egw = policy();
-    egw["spec"]["placement"] = json!({"exhaustedAfterSeconds": 3, "recoveredAfterSeconds": 3, "minWeightChangeIntervalSeconds": 1});
+    egw["spec"]["placement"] = json!({"exhaustedWeights": {"ecs": 20, "eci": 80}, "exhaustedAfterSeconds": 3, "recoveredAfterSeconds": 3, "minWeightChangeIntervalSeconds": 1});
     let tb = bed(dir.path(), egw).await;
     // The user's own change to the template, made with kubectl before spillway starts.
     tb.kubectl_ok(

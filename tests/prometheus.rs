@@ -147,7 +147,8 @@ fn rules() -> Vec<Value> {
 }
 
 /// A drill built to exercise every signal: a peak that hits the ECI cap, then a plateau that
-/// keeps ECS full (but fits the cap, so the weights may shift the fleet onto ECI), and a drain.
+/// keeps ECS full (but fits the cap, so the opt-in yield mode may shift the fleet onto ECI and
+/// the weight signals have data), and a drain.
 const SCENARIO: &str = r#"
 name: monitoring test
 durationSeconds: 280
@@ -162,6 +163,7 @@ policy:
   maxReplicas: 40
   eci: {maxReplicas: 20}
   placement:
+    exhaustedWeights: {ecs: 20, eci: 80}
     exhaustedAfterSeconds: 30
     recoveredAfterSeconds: 20
     minWeightChangeIntervalSeconds: 60

@@ -97,12 +97,17 @@ pub fn ecs_pod_per_hour(requests: &Resources, node: &Node, model: &CostModel) ->
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct CostEstimate {
     pub currency: String,
+    /// The dedicated ECS nodes' price: a fixed cost, whether or not gateway pods run there.
     pub ecs_per_hour: f64,
+    /// The ECI pods' price: the marginal cost of the overflow.
     pub eci_per_hour: f64,
-    /// An all-ECS fleet sized for the recent peak, held all the time.
+    /// An all-ECS fleet with enough whole nodes for the day's peak, held all the time.
     pub all_ecs_peak_per_hour: f64,
     /// `all_ecs_peak_per_hour - ecs_per_hour - eci_per_hour`.
     pub saving_per_hour: f64,
+    /// ECI spend of the peak in progress, or of the last one (total, not per hour).
+    #[serde(default)]
+    pub peak_eci_spend: f64,
 }
 
 #[cfg(test)]

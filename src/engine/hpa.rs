@@ -177,6 +177,15 @@ impl Limit {
 }
 
 impl HpaMemory {
+    /// The largest recommendation recorded at or after `since`.
+    pub fn max_since(&self, since: f64) -> Option<i32> {
+        self.recommendations
+            .iter()
+            .filter(|r| r.at >= since)
+            .map(|r| r.replicas)
+            .max()
+    }
+
     /// `recordInitialRecommendation`: a fresh memory starts with the current count, so a
     /// restarted agent (or a new leader) does not scale down for a full scale-down window.
     pub fn seed(&mut self, now: f64, current: i32) {

@@ -69,6 +69,9 @@ pub fn survey(
 /// Hysteresis memory for the weights.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct WeightMemory {
+    /// Gateway pods seen bound to ECI while ECS had room for them.
+    #[serde(default)]
+    pub misplaced: u32,
     pub exhausted_since: Option<f64>,
     pub recovered_since: Option<f64>,
     pub last_change: Option<f64>,
@@ -99,6 +102,20 @@ pub struct WeightInput {
     pub rollout_in_progress: bool,
     /// Most gateway pods allowed on ECI, if capped.
     pub eci_cap: Option<i32>,
+    /// A quiet time: load well below the ready capacity, no recent scale-up, no rollout.
+    pub quiet: bool,
+}
+
+/// Gateway pods created after `since` that are bound to ECI although ECS still has room: the
+/// scheduler's soft preference lost to other scores. ECS room only shrinks as pods bind, so
+/// room now means there was room when they were scheduled (a pod freed meanwhile can make this
+/// an over-count by the pods freed, which the caller bounds by counting only new pods).
+pub fn misplaced(pods: &[GatewayPod], survey: &Survey, since: f64) -> u32 {
+    let new_on_eci = pods
+        .iter()
+        .filter(|p| !p.terminating && p.pool == Pool::Eci && p.created_at > since)
+        .count();
+    new_on_eci.min(survey.ecs_room.max(0) as usize) as u32
 }
 
 /// Shifts weights only when the balance must shift and has for a while: to the exhausted
@@ -123,7 +140,33 @@ pub fn weights(policy: &ElasticGatewaySpec, mem: &mut WeightMemory, i: &WeightIn
     };
     let held = |since: Option<f64>, need: i64| since.is_some_and(|s| i.now - s >= need as f64);
 
-    let (target, why) = if current == p.normal_weights {
+    let strengthen = mem.misplaced > 0 && p.strong_weights != p.normal_weights;
+    let (target, why) = if current == p.normal_weights && strengthen {
+        if !i.quiet {
+            return WeightPlan {
+                current,
+                target: current,
+                reason: format!(
+                    "{} gateway pods landed on ECI while ECS had room; strengthening the ECS \
+                     preference at the next quiet time",
+                    mem.misplaced
+                ),
+            };
+        }
+        (
+            p.strong_weights,
+            format!(
+                "{} gateway pods landed on ECI while ECS had room: stronger ECS preference",
+                mem.misplaced
+            ),
+        )
+    } else if current == p.strong_weights && p.strong_weights != p.normal_weights {
+        return WeightPlan {
+            current,
+            target: current,
+            reason: "strong ECS preference".into(),
+        };
+    } else if current == p.normal_weights {
         if p.exhausted_weights != p.normal_weights
             && held(mem.exhausted_since, p.exhausted_after_seconds)
         {

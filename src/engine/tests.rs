@@ -20,6 +20,13 @@ fn policy() -> ElasticGatewaySpec {
     p
 }
 
+/// The opt-in mode that yields ECS after it stayed exhausted.
+fn yield_mode() -> ElasticGatewaySpec {
+    let mut p = policy();
+    p.placement.exhausted_weights = PoolWeights { ecs: 20, eci: 80 };
+    p
+}
+
 /// A cluster of `ecs` dedicated nodes (8 vCPU, 32 GiB, `other_cpu` used by other workloads)
 /// and one virtual node, with `on_ecs` gateway pods spread over ECS and `on_eci` on the
 /// virtual node.
@@ -95,6 +102,7 @@ fn obs<'a>(now: f64, c: &'a Cluster, loads: &'a [LoadSample], spec: i32) -> Obse
     Observation {
         now,
         loads,
+        fast: None,
         spec_replicas: spec,
         pod_requests: GW,
         weights: Some(PoolWeights { ecs: 80, eci: 20 }),
@@ -363,7 +371,7 @@ fn eci_cap_lowers_desired_count() {
 
 #[test]
 fn weights_change_with_hysteresis_and_not_during_rollout() {
-    let p = policy();
+    let p = yield_mode();
     let c = cluster(2, 0, 8, 4); // ECS full, 12 needed
     let loads = [LoadSample::Total(6000.0)];
     let mut state = EngineState::default();
@@ -411,7 +419,7 @@ fn weights_change_with_hysteresis_and_not_during_rollout() {
 /// would cost capacity, so the shift waits.
 #[test]
 fn weights_do_not_shift_the_fleet_onto_eci_above_its_cap() {
-    let mut p = policy();
+    let mut p = yield_mode();
     let c = cluster(2, 0, 8, 4); // ECS full, 12 needed
     let loads = [LoadSample::Total(6000.0)];
     for (cap, shifts) in [(Some(10), false), (Some(12), true), (None, true)] {
@@ -433,7 +441,7 @@ fn weights_do_not_shift_the_fleet_onto_eci_above_its_cap() {
 
 #[test]
 fn weights_do_not_flap_when_capacity_oscillates() {
-    let p = policy();
+    let p = yield_mode();
     let full = cluster(2, 0, 8, 4);
     let roomy = cluster(4, 0, 8, 4);
     let loads = [LoadSample::Total(6000.0)];
@@ -542,13 +550,58 @@ fn cost_arithmetic() {
     p.cost.eci_gib_price_per_second = 0.000005;
     let c = cluster(2, 0, 4, 2);
     let d = once(&p, &c, LoadSample::Total(3000.0), 6);
-    // ECS: 4 pods × 2/8 of a 2.0/h node = 2.0; ECI: 2 × (2×0.00005 + 2×0.000005) × 3600 = 0.792.
-    assert!((d.cost.ecs_per_hour - 2.0).abs() < 1e-9, "{:?}", d.cost);
+    // ECS: two dedicated nodes at 2.0/h, paid whatever runs there; ECI: 2 × (2×0.00005 +
+    // 2×0.000005) × 3600 = 0.792.
+    assert!((d.cost.ecs_per_hour - 4.0).abs() < 1e-9, "{:?}", d.cost);
     assert!((d.cost.eci_per_hour - 0.792).abs() < 1e-9);
-    // All-ECS at the peak of 6 pods: 6 × 0.5 = 3.0; saving 3.0 - 2.792.
-    assert!((d.cost.all_ecs_peak_per_hour - 3.0).abs() < 1e-9);
-    assert!((d.cost.saving_per_hour - 0.208).abs() < 1e-9);
+    // All-ECS at the peak of 6 pods: 4 fit a node, so 2 nodes: 4.0; saving 4.0 - 4.792.
+    assert!((d.cost.all_ecs_peak_per_hour - 4.0).abs() < 1e-9);
+    assert!((d.cost.saving_per_hour + 0.792).abs() < 1e-9);
     assert_eq!(d.cost.currency, "CNY");
+}
+
+#[test]
+fn emptying_ecs_never_looks_cheaper() {
+    let p = policy();
+    for on_ecs in 0..8 {
+        let more_on_ecs = once(
+            &p,
+            &cluster(2, 0, on_ecs + 1, 7 - on_ecs),
+            LoadSample::Total(4000.0),
+            8,
+        );
+        let fewer_on_ecs = once(
+            &p,
+            &cluster(2, 0, on_ecs, 8 - on_ecs),
+            LoadSample::Total(4000.0),
+            8,
+        );
+        let total = |d: &Decision| d.cost.ecs_per_hour + d.cost.eci_per_hour;
+        assert!(total(&more_on_ecs) < total(&fewer_on_ecs));
+        assert_eq!(
+            more_on_ecs.cost.ecs_per_hour,
+            fewer_on_ecs.cost.ecs_per_hour
+        );
+    }
+}
+
+#[test]
+fn peak_eci_spend_adds_up_over_a_peak_and_is_kept_after() {
+    let p = policy();
+    let peak = cluster(2, 0, 8, 2);
+    let calm = cluster(2, 0, 8, 0);
+    let loads = [LoadSample::Total(5000.0)];
+    let mut state = EngineState::default();
+    let mut last = 0.0;
+    for t in 0..=10 {
+        let c = if t < 10 { &peak } else { &calm };
+        let out = decide(&p, &obs(f64::from(t) * 60.0, c, &loads, 10), &state);
+        state = out.state;
+        last = out.decision.cost.peak_eci_spend;
+    }
+    // Two ECI pods for 9 minutes (the first decision starts the clock).
+    let per_pod = cost::eci_pod_per_second(&GW, &p.cost);
+    assert!((last - 2.0 * per_pod * 540.0).abs() < 1e-9, "{last}");
 }
 
 #[test]
@@ -663,4 +716,221 @@ proptest! {
             prop_assert_eq!(cost < 0, name.contains("eci"));
         }
     }
+}
+
+#[test]
+fn the_eci_cap_limits_eci_pods_never_the_fleet() {
+    // ECS has 16 free slots though the fleet sits on ECI (after the yield mode, say): the cap
+    // of 30 ECI pods allows 16 + 30.
+    let mut p = policy();
+    p.eci.max_replicas = Some(30);
+    let c = cluster(4, 0, 0, 20);
+    let mut o = obs(1000.0, &c, &[LoadSample::Total(20_000.0)], 20);
+    o.weights = Some(PoolWeights { ecs: 20, eci: 80 });
+    let d = decide(&p, &o, &EngineState::default()).decision;
+    assert_eq!(d.replicas.desired, 40, "{}", d.replicas.reason);
+    assert_ne!(d.replicas.why, Why::EciCap);
+}
+
+#[test]
+fn by_default_a_sustained_overflow_never_moves_the_fleet_to_eci() {
+    let p = policy();
+    let c = cluster(2, 0, 8, 4);
+    let loads = [LoadSample::Total(6000.0)];
+    let mut state = EngineState::default();
+    for t in (0..=7200).step_by(15) {
+        let out = decide(&p, &obs(f64::from(t), &c, &loads, 12), &state);
+        state = out.state;
+        assert!(
+            !out.decision.weights.changed(),
+            "{}",
+            out.decision.weights.reason
+        );
+    }
+}
+
+fn fast(rps: f64) -> Option<FastSample> {
+    Some(FastSample { rps, pods_read: 4 })
+}
+
+#[test]
+fn burst_mode_sizes_at_once_from_the_pod_counters() {
+    let p = policy();
+    let c = cluster(2, 0, 4, 0);
+    // Prometheus still shows 2,000 rps; the pods' counters read 12,000, 6× what 4 pods serve.
+    let loads = [LoadSample::Total(2000.0)];
+    let mut o = obs(1000.0, &c, &loads, 4);
+    o.fast = fast(12_000.0);
+    let out = decide(&p, &o, &EngineState::default());
+    let d = out.decision;
+    // Past the HPA's rate limit (+4 or +100 % per 15 s, so 8): 24 at once.
+    assert_eq!(
+        (d.replicas.desired, d.replicas.why),
+        (24, Why::Burst),
+        "{}",
+        d.replicas.reason
+    );
+    // Burst mode then holds the count though Prometheus still lags.
+    let c24 = cluster(2, 0, 8, 16);
+    let out2 = decide(&p, &obs(1030.0, &c24, &loads, 24), &out.state);
+    assert_eq!(
+        out2.decision.replicas.desired, 24,
+        "{}",
+        out2.decision.replicas.reason
+    );
+}
+
+#[test]
+fn the_fast_path_only_raises_and_ignores_bad_readings() {
+    let p = policy();
+    let c = cluster(2, 0, 8, 0);
+    let loads = [LoadSample::Total(4000.0)];
+    let base = decide(&p, &obs(1000.0, &c, &loads, 8), &EngineState::default())
+        .decision
+        .replicas
+        .desired;
+    for bad in [
+        Some(FastSample {
+            rps: f64::NAN,
+            pods_read: 4,
+        }),
+        Some(FastSample {
+            rps: -5.0,
+            pods_read: 4,
+        }),
+        Some(FastSample {
+            rps: 1e9,
+            pods_read: 0,
+        }),
+        fast(0.0),
+        fast(100.0),
+        None,
+    ] {
+        let mut o = obs(1000.0, &c, &loads, 8);
+        o.fast = bad;
+        let d = decide(&p, &o, &EngineState::default()).decision;
+        assert_eq!(d.replicas.desired, base, "{bad:?}: {}", d.replicas.reason);
+    }
+    // Within 30 % above the current count's capacity the fast path does not add pods:
+    // Prometheus decides.
+    let mut o = obs(1000.0, &c, &loads, 8);
+    o.fast = fast(5000.0);
+    let d = decide(&p, &o, &EngineState::default()).decision;
+    assert_eq!(d.replicas.desired, base);
+    // Well above it, its reading joins the recommendation (within the rate limits).
+    o.fast = fast(7000.0);
+    let d = decide(&p, &o, &EngineState::default()).decision;
+    assert_eq!(d.replicas.desired, 14);
+}
+
+#[test]
+fn eci_pods_go_after_the_short_window_and_ecs_pods_after_the_standard_one() {
+    let p = policy();
+    assert_eq!(p.eci.scale_down_window(), 40);
+    // 24 pods: 12 on ECS (full), 12 on ECI; the load falls to 2,000 rps (4 pods) at t=0.
+    let c = cluster(4, 2000, 12, 12);
+    let high = [LoadSample::Total(12_000.0)];
+    let low = [LoadSample::Total(2000.0)];
+    let mut state = EngineState::default();
+    let out = decide(&p, &obs(-10.0, &c, &high, 24), &state);
+    state = out.state;
+    let mut desired = Vec::new();
+    for t in (0..=400).step_by(20) {
+        let out = decide(&p, &obs(f64::from(t), &c, &low, 24), &state);
+        state = out.state;
+        desired.push((t, out.decision.replicas.desired, out.decision.replicas.why));
+    }
+    // Held through the ECI window, then down to what ECS holds; the rest waits 300 s.
+    assert!(
+        desired
+            .iter()
+            .filter(|(t, ..)| *t < 40)
+            .all(|(_, d, _)| *d == 24),
+        "{desired:?}"
+    );
+    assert!(
+        desired
+            .iter()
+            .any(|(t, d, w)| (40..=60).contains(t) && *d == 12 && *w == Why::EciScaleDown),
+        "{desired:?}"
+    );
+    assert!(
+        desired
+            .iter()
+            .filter(|(t, ..)| (60..300).contains(t))
+            .all(|(_, d, _)| *d == 12),
+        "{desired:?}"
+    );
+    assert!(
+        desired.iter().any(|(t, d, _)| *t >= 300 && *d == 4),
+        "{desired:?}"
+    );
+}
+
+#[test]
+fn noise_around_ecs_capacity_keeps_the_standard_window() {
+    let p = policy();
+    let c = cluster(4, 2000, 12, 2);
+    let mut state = EngineState::default();
+    let mut changes = 0;
+    for t in (0..3600).step_by(15) {
+        // ±8 % around 6,500 rps (13 pods): less than twice the tolerance.
+        let v = if (t / 15) % 2 == 0 { 7000.0 } else { 6000.0 };
+        let out = decide(
+            &p,
+            &obs(f64::from(t), &c, &[LoadSample::Total(v)], 14),
+            &state,
+        );
+        state = out.state;
+        changes += usize::from(out.decision.replicas.desired != 14);
+    }
+    assert_eq!(changes, 0);
+}
+
+#[test]
+fn misplaced_pods_strengthen_the_ecs_preference_at_a_quiet_time_only() {
+    let p = policy();
+    // ECS has room (2 nodes × 4 slots, 4 used) but a new pod landed on ECI.
+    let mut c = cluster(2, 0, 4, 0);
+    let mut state = EngineState::default();
+    state = decide(&p, &obs(0.0, &c, &[LoadSample::Total(2000.0)], 4), &state).state;
+    c.pods
+        .push(pod("gw-new", Some("virtual-kubelet"), Pool::Eci, 5.0));
+    // Busy: the load is above half the ready capacity: noted, not acted on.
+    let busy = decide(&p, &obs(10.0, &c, &[LoadSample::Total(2400.0)], 5), &state);
+    assert!(!busy.decision.weights.changed());
+    assert!(
+        busy.decision.weights.reason.contains("quiet time"),
+        "{}",
+        busy.decision.weights.reason
+    );
+    assert_eq!(busy.state.weights.misplaced, 1);
+    // Quiet: low load, nothing scaled up for 10 minutes, no rollout.
+    let quiet = decide(
+        &p,
+        &obs(1000.0, &c, &[LoadSample::Total(500.0)], 5),
+        &busy.state,
+    );
+    assert!(
+        quiet.decision.weights.changed(),
+        "{}",
+        quiet.decision.weights.reason
+    );
+    assert_eq!(quiet.decision.weights.target, p.placement.strong_weights);
+    // A pod on ECI while ECS is full is not misplaced.
+    let full = cluster(1, 2000, 3, 1);
+    assert_eq!(
+        placement::misplaced(
+            &full.pods,
+            &decide(
+                &p,
+                &obs(0.0, &full, &[LoadSample::Total(2000.0)], 4),
+                &EngineState::default()
+            )
+            .decision
+            .survey,
+            -1.0
+        ),
+        0
+    );
 }

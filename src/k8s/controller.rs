@@ -469,6 +469,7 @@ async fn reconcile_one(
         let obs = Observation {
             now,
             loads: &loads,
+            fast: None,
             spec_replicas: target.replicas,
             pod_requests: target.pod_requests,
             weights: target.weights,
@@ -507,6 +508,7 @@ async fn reconcile_one(
         let obs = Observation {
             now,
             loads: &loads,
+            fast: None,
             spec_replicas: target.replicas,
             pod_requests: target.pod_requests,
             weights: target.weights,

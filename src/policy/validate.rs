@@ -264,6 +264,24 @@ pub fn validate(spec: &ElasticGatewaySpec, namespace: &str) -> Vec<FieldError> {
     let p = &spec.placement;
     v.weights("spec.placement.normalWeights", p.normal_weights);
     v.weights("spec.placement.exhaustedWeights", p.exhausted_weights);
+    v.weights("spec.placement.strongWeights", p.strong_weights);
+    if p.strong_weights.ecs <= p.strong_weights.eci {
+        v.err(
+            "spec.placement.strongWeights",
+            format!("must prefer ECS (ecs > eci), got {}", p.strong_weights),
+        );
+    }
+    for (field, value) in [
+        ("startSeconds", spec.eci.start_seconds),
+        ("scaleDownWindowSeconds", spec.eci.scale_down_window_seconds),
+    ] {
+        if let Some(x) = value.filter(|x| !(0..=3600).contains(x)) {
+            v.err(
+                format!("spec.eci.{field}"),
+                format!("must be within 0..3600 seconds, got {x}"),
+            );
+        }
+    }
     if p.normal_weights.ecs <= p.normal_weights.eci {
         v.err(
             "spec.placement.normalWeights",

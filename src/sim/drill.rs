@@ -33,6 +33,19 @@ pub struct Summary {
     pub weight_changes: u32,
     pub rollouts: u32,
     pub scale_changes: u32,
+    /// Scale changes in the opposite direction of the previous one, within 10 minutes of it.
+    pub reversals: u32,
+    /// Template changes (each rolls every pod) made while the load was above half the ready
+    /// capacity.
+    pub rollouts_under_load: u32,
+    /// Σ over time of min(ECI pods, free ECS slots for a gateway pod): ECI paid for while ECS
+    /// had room.
+    pub eci_pod_seconds_ecs_free: f64,
+    /// Σ over time of gateway pods not bound to any node.
+    pub pending_pod_seconds: f64,
+    pub peak_pending_pods: i32,
+    /// The dedicated ECS nodes' price over the run: paid whatever the policy does.
+    pub cost_ecs_fixed: f64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -112,6 +125,13 @@ pub fn hpa_baseline(policy: &ElasticGatewaySpec) -> ElasticGatewaySpec {
     };
     p.behavior.lead_time.seconds = 0;
     p.eci = EciLimits::default();
+    // The HPA has one scale-down window for every pod.
+    p.eci.scale_down_window_seconds = Some(i64::from(
+        p.behavior
+            .scale_down
+            .effective(false)
+            .stabilization_window_seconds,
+    ));
     p.placement.exhausted_weights = p.placement.normal_weights;
     p.placement.rebalance = false;
     p.dry_run = false;
@@ -122,7 +142,7 @@ pub fn hpa_baseline(policy: &ElasticGatewaySpec) -> ElasticGatewaySpec {
 enum Controller {
     Engine {
         policy: Box<ElasticGatewaySpec>,
-        state: EngineState,
+        state: Box<EngineState>,
         every: u64,
         steer: bool,
     },
@@ -133,7 +153,19 @@ enum Controller {
         min: i32,
         max: i32,
     },
+    Reactive {
+        target: f64,
+        min: i32,
+        max: i32,
+        /// `(time, replicas wanted)` over the scale-down window.
+        history: std::collections::VecDeque<(u64, i32)>,
+    },
 }
+
+/// The reactive bound's scale-down window: the HPA default.
+const REACTIVE_DOWN_WINDOW: u64 = 300;
+/// Pods whose counters the fast path reads per tick, at most (as Knative samples its proxies).
+pub const FAST_PATH_SAMPLE_PODS: usize = 16;
 
 /// Runs every policy of the scenario.
 pub fn run(scenario: &Scenario, observer: &mut dyn Observer) -> DrillReport {
@@ -190,13 +222,13 @@ fn run_policy(
     let mut controller = match kind {
         PolicyKind::Spillway => Controller::Engine {
             policy: Box::new(policy.clone()),
-            state: EngineState::default(),
+            state: Box::default(),
             every: scenario.controllers.spillway_interval_seconds,
             steer: true,
         },
         PolicyKind::Hpa => Controller::Engine {
             policy: Box::new(hpa_baseline(policy)),
-            state: EngineState::default(),
+            state: Box::default(),
             every: scenario.controllers.hpa_sync_seconds,
             steer: false,
         },
@@ -216,7 +248,14 @@ fn run_policy(
             min: policy.min_replicas,
             max: policy.max_replicas,
         },
+        PolicyKind::Reactive => Controller::Reactive {
+            target,
+            min: policy.min_replicas,
+            max: policy.max_replicas,
+            history: std::collections::VecDeque::new(),
+        },
     };
+    let fast_every = scenario.controllers.fast_path_seconds;
 
     let mut rec = Recorder::new(scenario, kind, &cluster);
     let step = scenario.step_seconds.max(1);
@@ -231,16 +270,35 @@ fn run_policy(
                 state,
                 every,
                 steer,
-            } if t.is_multiple_of(*every) => {
+            } if t.is_multiple_of(*every)
+                || (*steer && fast_every > 0 && t.is_multiple_of(fast_every)) =>
+            {
                 let loads: Vec<LoadSample> = policy
                     .metrics
                     .iter()
                     .map(|m| load.sample(m, t as usize))
                     .collect();
                 let pods = cluster.gateway_pods(now);
+                // The fast path (spillway only): the pods' own request counters, read every
+                // `fastPathSeconds`, a bounded sample of them scaled to the fleet. In the drill
+                // every ready pod serves an equal share, so the sample's mean times the ready
+                // pods is the rate over the last interval.
+                let fast = (*steer && fast_every > 0)
+                    .then(|| load.rate_between(t.saturating_sub(fast_every) as usize, t as usize))
+                    .flatten()
+                    .map(|rate| engine::FastSample {
+                        rps: rate,
+                        pods_read: pods
+                            .iter()
+                            .filter(|p| p.ready)
+                            .count()
+                            .min(FAST_PATH_SAMPLE_PODS) as i32,
+                    })
+                    .filter(|f| f.pods_read > 0);
                 let obs = Observation {
                     now,
                     loads: &loads,
+                    fast,
                     spec_replicas: cluster.replicas,
                     pod_requests: requests,
                     weights: cluster.weights(),
@@ -251,7 +309,7 @@ fn run_policy(
                 let started = std::time::Instant::now();
                 let out = engine::decide(policy, &obs, state);
                 let took = started.elapsed().as_secs_f64();
-                *state = out.state;
+                **state = out.state;
                 let mut plan = Plan::from_decision(policy, &out.decision);
                 if !*steer {
                     // The HPA only sets replicas.
@@ -267,7 +325,7 @@ fn run_policy(
                     });
                 }
                 observer.decision(kind, &obs, &out.decision, &plan, took);
-                apply(&mut cluster, &plan, now, &mut rec);
+                apply(&mut cluster, &plan, now, load.at(t as usize), &mut rec);
             }
             Controller::Oracle {
                 lookahead,
@@ -284,7 +342,33 @@ fn run_policy(
                     }
                 }
                 if want != cluster.replicas {
-                    rec.scale_changes += 1;
+                    rec.scale(t, cluster.replicas, want);
+                    cluster.replicas = want;
+                }
+            }
+            Controller::Reactive {
+                target,
+                min,
+                max,
+                history,
+            } => {
+                let now_want = ((load.at(t as usize) / *target).ceil() as i32).clamp(*min, *max);
+                history.push_back((t, now_want));
+                while history
+                    .front()
+                    .is_some_and(|(at, _)| *at + REACTIVE_DOWN_WINDOW < t)
+                {
+                    history.pop_front();
+                }
+                let want = history.iter().map(|(_, r)| *r).max().unwrap_or(now_want);
+                if t.is_multiple_of(5) {
+                    let pods = cluster.gateway_pods(now);
+                    for (pod, c) in engine::placement::deletion_costs(&pods) {
+                        cluster.set_deletion_cost(&pod, c);
+                    }
+                }
+                if want != cluster.replicas {
+                    rec.scale(t, cluster.replicas, want);
                     cluster.replicas = want;
                 }
             }
@@ -304,15 +388,19 @@ fn run_policy(
     }
 }
 
-fn apply(cluster: &mut SimCluster, plan: &Plan, now: f64, rec: &mut Recorder) {
+fn apply(cluster: &mut SimCluster, plan: &Plan, now: f64, load: f64, rec: &mut Recorder) {
     for (pod, cost) in &plan.deletion_costs {
         cluster.set_deletion_cost(pod, *cost);
     }
     if let Some(r) = plan.replicas {
+        rec.scale(now as u64, cluster.replicas, r);
         cluster.replicas = r;
-        rec.scale_changes += 1;
     }
     if let Some(w) = plan.weights {
+        let ready = cluster.live().filter(|p| p.ready(now)).count() as f64;
+        if cluster.weights() != Some(w) && load > 0.5 * ready * rec.capacity_per_pod {
+            rec.rollouts_under_load += 1;
+        }
         cluster.set_weights(w);
         rec.weight_changes += 1;
     }
@@ -341,9 +429,39 @@ struct Recorder {
     cost_eci: f64,
     weight_changes: u32,
     scale_changes: u32,
+    reversals: u32,
+    /// `(time, +1 or -1)` of the last scale change.
+    last_scale: Option<(u64, i32)>,
+    rollouts_under_load: u32,
+    eci_while_ecs_free: f64,
+    pending_pod_seconds: f64,
+    peak_pending: i32,
+    /// Indices of the ECS-pool nodes.
+    ecs_nodes: Vec<usize>,
+    /// All ECS-pool nodes' price per second.
+    ecs_fixed_per_second: f64,
+    requests: crate::model::Resources,
 }
 
+/// A scale change opposite to the previous one within this long counts as a reversal.
+pub const REVERSAL_WINDOW_SECONDS: u64 = 600;
+
 impl Recorder {
+    fn scale(&mut self, t: u64, from: i32, to: i32) {
+        if from == to {
+            return;
+        }
+        self.scale_changes += 1;
+        let dir = if to > from { 1 } else { -1 };
+        if let Some((at, last)) = self.last_scale
+            && last != dir
+            && t.saturating_sub(at) <= REVERSAL_WINDOW_SECONDS
+        {
+            self.reversals += 1;
+        }
+        self.last_scale = Some((t, dir));
+    }
+
     fn new(s: &Scenario, kind: PolicyKind, cluster: &SimCluster) -> Self {
         let req = cluster.template.requests;
         let node_cost = cluster
@@ -360,6 +478,13 @@ impl Recorder {
             })
             .collect();
         let surges = s.load.surges();
+        let ecs_nodes: Vec<usize> = (0..cluster.nodes.len())
+            .filter(|i| cluster.pool_of(Some(*i)) == Pool::Ecs)
+            .collect();
+        let ecs_fixed_per_second = ecs_nodes
+            .iter()
+            .map(|i| cost::node_price_per_hour(&cluster.nodes[*i], &s.policy.cost) / 3600.0)
+            .sum();
         Self {
             kind,
             capacity_per_pod: s.gateway.capacity_per_pod_rps,
@@ -378,6 +503,15 @@ impl Recorder {
             cost_eci: 0.0,
             weight_changes: 0,
             scale_changes: 0,
+            reversals: 0,
+            last_scale: None,
+            rollouts_under_load: 0,
+            eci_while_ecs_free: 0.0,
+            pending_pod_seconds: 0.0,
+            peak_pending: 0,
+            ecs_nodes,
+            ecs_fixed_per_second,
+            requests: req,
         }
     }
 
@@ -385,7 +519,7 @@ impl Recorder {
         let now = t as f64;
         let dt = dt as f64;
         let (mut ready, mut ecs, mut eci, mut pending, mut live) = (0, 0, 0, 0, 0);
-        let (mut rate_ecs, mut rate_eci) = (0.0, 0.0);
+        let mut rate_eci = 0.0;
         for p in &c.pods {
             if p.gone_at.is_none() {
                 live += 1;
@@ -393,8 +527,7 @@ impl Recorder {
             }
             match p.node.map(|n| self.node_cost[n]) {
                 // A pod holds (and on ECI bills for) its node until it is gone, draining included.
-                Some((Pool::Ecs, c)) => {
-                    rate_ecs += c;
+                Some((Pool::Ecs, _)) => {
                     ecs += i32::from(p.gone_at.is_none());
                 }
                 Some((Pool::Eci, c)) => {
@@ -406,6 +539,16 @@ impl Recorder {
                 None => pending += i32::from(p.gone_at.is_none()),
             }
         }
+        if eci > 0 {
+            let free: i64 = self
+                .ecs_nodes
+                .iter()
+                .map(|i| c.nodes[*i].free().fits_count(&self.requests))
+                .sum();
+            self.eci_while_ecs_free += free.min(i64::from(eci)) as f64 * dt;
+        }
+        self.pending_pod_seconds += f64::from(pending) * dt;
+        self.peak_pending = self.peak_pending.max(pending);
         let capacity = f64::from(ready) * self.capacity_per_pod;
         let needed = (load / self.capacity_per_pod).ceil() as i32;
         if needed > ready {
@@ -419,7 +562,8 @@ impl Recorder {
         }
         self.peak_replicas = self.peak_replicas.max(live);
         self.peak_eci = self.peak_eci.max(eci);
-        self.cost_ecs += rate_ecs * dt;
+        // Dedicated ECS nodes are paid for whether the gateway uses them or not.
+        self.cost_ecs += self.ecs_fixed_per_second * dt;
         self.cost_eci += rate_eci * dt;
         if !t.is_multiple_of(self.sample_every) {
             return None;
@@ -433,7 +577,7 @@ impl Recorder {
             ecs_pods: ecs,
             eci_pods: eci,
             pending_pods: pending,
-            cost_rate_ecs_per_hour: rate_ecs * 3600.0,
+            cost_rate_ecs_per_hour: self.ecs_fixed_per_second * 3600.0,
             cost_rate_eci_per_hour: rate_eci * 3600.0,
             cost_cumulative: self.cost_ecs + self.cost_eci,
         };
@@ -474,6 +618,12 @@ impl Recorder {
             weight_changes: self.weight_changes,
             rollouts: c.rollouts,
             scale_changes: self.scale_changes,
+            reversals: self.reversals,
+            rollouts_under_load: self.rollouts_under_load,
+            eci_pod_seconds_ecs_free: self.eci_while_ecs_free,
+            pending_pod_seconds: self.pending_pod_seconds,
+            peak_pending_pods: self.peak_pending,
+            cost_ecs_fixed: self.cost_ecs,
         }
     }
 }

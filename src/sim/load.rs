@@ -43,6 +43,15 @@ pub enum Component {
         #[serde(default)]
         peak_at_seconds: f64,
     },
+    /// Adds noise uniform in `±rps`, drawn afresh every `everySeconds` (a deterministic hash of
+    /// the interval and `seed`, so a run is reproducible).
+    Noise {
+        rps: f64,
+        #[serde(default = "noise_every")]
+        every_seconds: f64,
+        #[serde(default)]
+        seed: u64,
+    },
     /// Replays a CSV time series `seconds,rps` (header optional), linearly interpolated.
     Csv {
         path: String,
@@ -53,6 +62,21 @@ pub enum Component {
 
 fn day() -> f64 {
     86_400.0
+}
+
+fn noise_every() -> f64 {
+    15.0
+}
+
+/// A number in `[-1, 1)` from a bucket index and a seed (splitmix64).
+fn noise_unit(bucket: i64, seed: u64) -> f64 {
+    let mut z = (bucket as u64)
+        .wrapping_add(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        .wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 52) as f64 - 1.0
 }
 
 /// A window in which the load surges: the report measures how fast each is absorbed.
@@ -111,6 +135,11 @@ impl Component {
                     2.0 * std::f64::consts::PI * (t - peak_at_seconds) / period_seconds.max(1.0);
                 mean_rps + amplitude_rps * phase.cos()
             }
+            Component::Noise {
+                rps,
+                every_seconds,
+                seed,
+            } => rps * noise_unit((t / every_seconds.max(1.0)).floor() as i64, *seed),
             Component::Csv { points, .. } => interpolate(points, t),
         }
     }
@@ -365,6 +394,12 @@ impl LoadSeries {
         }
     }
 
+    /// The mean rate between two whole seconds, as two reads of a request counter give it.
+    pub fn rate_between(&self, from: usize, to: usize) -> Option<f64> {
+        (to > from && to < self.counter.len())
+            .then(|| (self.counter[to] - self.counter[from]) / (to - from) as f64)
+    }
+
     /// The largest load in `[t, t + ahead]`: what perfect foresight sizes for.
     pub fn max_ahead(&self, t: usize, ahead: usize) -> f64 {
         let end = (t + ahead).min(self.rps.len() - 1);
@@ -435,6 +470,27 @@ mod tests {
         assert_eq!(c.at(5.0), 150.0);
         assert_eq!(c.at(100.0), 200.0);
         assert!(parse_csv("0,1\nx,y\n").unwrap_err().contains("line 2"));
+    }
+
+    #[test]
+    fn noise_is_bounded_piecewise_and_reproducible() {
+        let n = Component::Noise {
+            rps: 100.0,
+            every_seconds: 15.0,
+            seed: 3,
+        };
+        let values: Vec<f64> = (0..3000).map(|t| n.at(f64::from(t))).collect();
+        assert!(values.iter().all(|v| v.abs() <= 100.0));
+        assert_eq!(n.at(0.0), n.at(14.0));
+        let mean = values.iter().sum::<f64>() / values.len() as f64;
+        assert!(mean.abs() < 15.0, "{mean}");
+        assert!(values.iter().any(|v| *v > 50.0) && values.iter().any(|v| *v < -50.0));
+        let other = Component::Noise {
+            rps: 100.0,
+            every_seconds: 15.0,
+            seed: 4,
+        };
+        assert_ne!(n.at(0.0), other.at(0.0));
     }
 
     #[test]

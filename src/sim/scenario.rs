@@ -64,6 +64,10 @@ pub enum PolicyKind {
     Static,
     /// Perfect foresight of the load: a lower bound on shortage for these start latencies.
     Oracle,
+    /// Knows the true load at every instant and sizes for it at once on the way up (no metric
+    /// delay, no decision delay, no stabilization), with the HPA's 5-minute window on the way
+    /// down: the limit any reactive scaler can reach with these start latencies.
+    Reactive,
 }
 
 impl PolicyKind {
@@ -73,6 +77,7 @@ impl PolicyKind {
             PolicyKind::Hpa => "hpa",
             PolicyKind::Static => "static",
             PolicyKind::Oracle => "oracle",
+            PolicyKind::Reactive => "reactive",
         }
     }
 }
@@ -86,6 +91,10 @@ pub struct ControllerTiming {
     /// kube-controller-manager `--horizontal-pod-autoscaler-sync-period`.
     #[serde(default = "d_hpa_sync")]
     pub hpa_sync_seconds: u64,
+    /// spillway's fast path: how often it reads the gateway pods' own request counters
+    /// (`:15090/stats/prometheus`) between its Prometheus ticks; 0 turns the fast path off.
+    #[serde(default = "d_fast_path")]
+    pub fast_path_seconds: u64,
 }
 
 impl Default for ControllerTiming {
@@ -93,6 +102,7 @@ impl Default for ControllerTiming {
         Self {
             spillway_interval_seconds: d_spillway_interval(),
             hpa_sync_seconds: d_hpa_sync(),
+            fast_path_seconds: d_fast_path(),
         }
     }
 }
@@ -255,6 +265,9 @@ fn d_spillway_interval() -> u64 {
 }
 fn d_hpa_sync() -> u64 {
     15
+}
+fn d_fast_path() -> u64 {
+    2
 }
 fn d_policies() -> Vec<PolicyKind> {
     vec![
