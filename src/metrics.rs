@@ -712,6 +712,7 @@ impl Metrics {
             };
             self.saving_rate.remove(&l);
             self.all_ecs_rate.remove(&l);
+            self.peak_eci_spend.remove(&l);
         }
         for action in ["scale_up", "scale_down", "hold"] {
             for reason in WHY {

@@ -140,6 +140,7 @@ fn decide_once(egw: &ElasticGateway, current: i32, load: f64, now: f64) {
         let obs = Observation {
             now: now + f64::from(step) * 15.0,
             loads: &loads,
+            fast: None,
             spec_replicas: current,
             pod_requests: Resources::pod(1000, 1 << 30),
             weights: None,
