@@ -202,6 +202,16 @@ pub struct Metrics {
     memory: Mutex<HashMap<Gw, Memory>>,
 }
 
+/// Every `kind` of `spillway_held` (the reasons of the controller's holds).
+const HELD: [&str; 6] = [
+    "CachesNotSynced",
+    "WatchFailing",
+    "InvalidPolicy",
+    "Undecodable",
+    "NamespaceNotWatched",
+    "TargetNotFound",
+];
+
 /// Every `reason` label of `spillway_decisions_total` (the engine's `Why`).
 const WHY: [&str; 10] = [
     "load",
@@ -383,7 +393,7 @@ impl Metrics {
         );
         r.register(
             "held",
-            "1 while spillway makes no decision for the gateway, by reason (kind: CachesNotSynced, WatchFailing, InvalidPolicy, Undecodable, NamespaceNotWatched, TargetNotFound); absent while it decides",
+            "1 while spillway makes no decision for the gateway, for the reason in `kind` (CachesNotSynced, WatchFailing, InvalidPolicy, Undecodable, NamespaceNotWatched, TargetNotFound); 0 for the others",
             m.held.clone(),
         );
         r.register(
@@ -600,6 +610,15 @@ impl Metrics {
             .get_or_create(gw)
             .observe(decision_seconds);
         self.last_decision.get_or_create(gw).set(d.at);
+        // A decision: held for no reason (every kind present, so alerts can see the series).
+        for kind in HELD {
+            let l = KindLabels {
+                namespace: ns.clone(),
+                name: name.clone(),
+                kind: kind.into(),
+            };
+            let _ = self.held.get_or_create(&l);
+        }
     }
 
     pub fn error(&self, gw: &Gw, kind: ErrorKind) {
@@ -623,8 +642,16 @@ impl Metrics {
             name: gw.name.clone(),
             kind: kind.into(),
         };
+        for kind in HELD {
+            self.held
+                .get_or_create(&label(kind))
+                .set(i64::from(reason == Some(kind)));
+        }
         if let Some(old) = m.held.take().filter(|o| Some(o.as_str()) != reason) {
-            self.held.remove(&label(&old));
+            // A reason outside the known list: its series goes.
+            if !HELD.contains(&old.as_str()) {
+                self.held.remove(&label(&old));
+            }
         }
         if let Some(r) = reason {
             self.held.get_or_create(&label(r)).set(1);
@@ -740,8 +767,8 @@ impl Metrics {
         for k in ErrorKind::ALL {
             self.errors.remove(&kind(k.as_str()));
         }
-        if let Some(h) = m.held {
-            self.held.remove(&kind(&h));
+        for h in HELD.iter().copied().chain(m.held.as_deref()) {
+            self.held.remove(&kind(h));
         }
     }
 

@@ -296,7 +296,11 @@ async fn no_decision_while_a_watch_is_failing() {
     ix.write().unwrap().watch_ok(Watched::Nodes);
     reconcile(gateway(egw_json()), ctx.clone()).await.unwrap();
     assert_eq!(count(&seen, "PATCH", "/scale"), 1);
-    assert!(!ctx.metrics.prometheus_text().contains("spillway_held{"));
+    let text = ctx.metrics.prometheus_text();
+    assert!(
+        text.contains(r#"spillway_held{namespace="istio-system",name="gw",kind="WatchFailing"} 0"#),
+        "{text}"
+    );
 }
 
 #[tokio::test]
