@@ -752,8 +752,15 @@ fn steer_weights(
     let since = state.last_decision.unwrap_or(f64::NEG_INFINITY);
     state.weights.misplaced += placement::misplaced(obs.pods, &ctx.survey, since);
     let load_fraction = load_fraction(policy, obs, &ctx.survey);
+    // A template change rolls every pod: the new pods land on ECS only if ECS has room for them
+    // beside the old ones (the surge, `maxSurge: 25%` by default). Rolled
+    // while ECS is full, the whole fleet lands on ECI, as the fidelity test saw on the real
+    // scheduler.
+    let surge = (f64::from(obs.spec_replicas.max(0)) * 0.25).ceil() as i32;
+    let room_to_roll = obs.spec_replicas.saturating_add(surge) <= ctx.survey.ecs_capacity;
     let quiet = !obs.rollout_in_progress
         && plan.action != Action::ScaleUp
+        && room_to_roll
         && load_fraction.is_some_and(|f| f < QUIET_LOAD_FRACTION)
         && state
             .last_scale_up
