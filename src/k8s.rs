@@ -3,5 +3,6 @@
 
 pub mod controller;
 pub mod index;
+pub mod leader;
 pub mod target;
 pub mod watch;

@@ -1,6 +1,14 @@
 //! The live loop: a kube-runtime Controller over ElasticGateways. Each reconcile observes (the
 //! index, the target, Prometheus), runs the engine, and — only while this replica leads and the
-//! policy is not in dry-run — applies the plan, then records Events, status and metrics.
+//! policy is neither in dry-run nor paused — applies the plan, then records Events, status and
+//! metrics.
+//!
+//! Status is written by server-side apply under its own field manager, and its conditions are
+//! read back from the object, so `lastTransitionTime` survives restarts and leader changes and no
+//! Event is sent twice for one transition. The controller wakes on spec changes (generation),
+//! deletion and finalizers, never on its own status writes. A finalizer hands the gateway back
+//! on deletion: the preferred affinity terms spillway found (kept in `status.original`) are
+//! restored and the deletion-cost annotations removed.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -8,11 +16,13 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::finalizer::{self, finalizer};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tokio::sync::watch;
@@ -24,9 +34,14 @@ use crate::act::Plan;
 use crate::engine::{self, Decision, EngineState, LoadSample, Observation};
 use crate::metrics::{ErrorKind, Gw, Metrics};
 use crate::policy::{
-    Condition, CostStatus, DecisionRecord, ElasticGateway, ElasticGatewaySpec,
-    ElasticGatewayStatus, TargetKind,
+    CostStatus, DecisionRecord, ElasticGateway, ElasticGatewaySpec, ElasticGatewayStatus,
+    OriginalPlacement, TargetKind,
 };
+
+/// The finalizer that hands the gateway back when its ElasticGateway is deleted.
+pub const FINALIZER: &str = "spillway.io/restore-gateway";
+/// The field manager of status writes (server-side apply), apart from the gateway's writes.
+pub const STATUS_MANAGER: &str = "spillway-status";
 use crate::prom::Prometheus;
 
 /// Settings of the loop.
@@ -51,13 +66,16 @@ pub struct Context {
     states: Mutex<HashMap<(String, String), GatewayMemory>>,
 }
 
-/// Per gateway: the engine's state and what was last reported.
+/// Per gateway: the engine's state and what this replica last wrote while leading.
 #[derive(Default)]
 struct GatewayMemory {
     engine: EngineState,
     failures: u32,
-    conditions: Vec<Condition>,
-    last_decision: Option<DecisionRecord>,
+    /// The conditions of the last status write, fresher than the cache right after it; `None`
+    /// until this replica writes as the leader (then the object's status is the truth).
+    written: Option<Vec<Condition>>,
+    /// `status.original` as this replica recorded it, until the cache shows it.
+    original: Option<OriginalPlacement>,
 }
 
 impl Context {
@@ -107,7 +125,17 @@ pub async fn run(
         rx.changed().await.ok()?;
         Some(((), rx))
     });
-    let controller = Controller::new(egws, watcher::Config::default().any_semantic());
+    // Wake on what the user changed (generation), on deletion and on finalizers, never on
+    // spillway's own status writes.
+    let (reader, writer) = reflector::store();
+    let trigger = reflector::reflector(
+        writer,
+        watcher(egws, watcher::Config::default().any_semantic()),
+    )
+    .default_backoff()
+    .applied_objects()
+    .predicate_filter(wake_on, Default::default());
+    let controller = Controller::for_stream(trigger, reader);
     // A change to a target Deployment (scaled by hand, a rollout) wakes the policies on it.
     let store = controller.store();
     let deployments = Api::<Deployment>::all(ctx.client.clone());
@@ -146,6 +174,16 @@ pub async fn run(
     Ok(())
 }
 
+/// What a reconcile depends on: the spec's generation, deletion, and the finalizers.
+fn wake_on(egw: &ElasticGateway) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    egw.metadata.generation.hash(&mut h);
+    egw.metadata.deletion_timestamp.is_some().hash(&mut h);
+    egw.metadata.finalizers.hash(&mut h);
+    Some(h.finish())
+}
+
 fn error_policy(egw: Arc<ElasticGateway>, err: &crate::Error, ctx: Arc<Context>) -> Action {
     let key = (egw.namespace().unwrap_or_default(), egw.name_any());
     let failures = {
@@ -167,7 +205,103 @@ async fn reconcile(egw: Arc<ElasticGateway>, ctx: Arc<Context>) -> Result<Action
     let ns = egw.namespace().unwrap_or_default();
     let name = egw.name_any();
     let span = info_span!("reconcile", namespace = %ns, name = %name);
-    reconcile_one(&egw, &ns, &name, &ctx).instrument(span).await
+    if !ctx.is_leader() {
+        // A follower observes and decides (for its logs and a fast takeover) but writes
+        // nothing, not even the finalizer.
+        if let Ok(mut states) = ctx.states.lock() {
+            states
+                .entry((ns.clone(), name.clone()))
+                .or_default()
+                .written = None;
+        }
+        if egw.metadata.deletion_timestamp.is_some() {
+            return Ok(Action::await_change());
+        }
+        return reconcile_one(&egw, &ns, &name, &ctx).instrument(span).await;
+    }
+    let api = Api::<ElasticGateway>::namespaced(ctx.client.clone(), &ns);
+    finalizer(&api, FINALIZER, egw, |event| async {
+        match event {
+            finalizer::Event::Apply(egw) => reconcile_one(&egw, &ns, &name, &ctx).await,
+            finalizer::Event::Cleanup(egw) => hand_back(&egw, &ns, &ctx).await,
+        }
+    })
+    .instrument(span)
+    .await
+    .map_err(|e| match e {
+        finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
+        finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => {
+            crate::Error::Kube(e)
+        }
+        other => crate::Error::Config(other.to_string()),
+    })
+}
+
+/// On deletion: the preferred terms spillway found are restored (when it changed them) and the
+/// deletion-cost annotations removed, unless the policy is paused (then nothing is touched).
+async fn hand_back(egw: &ElasticGateway, ns: &str, ctx: &Context) -> Result<Action, crate::Error> {
+    let spec = &egw.spec;
+    if spec.paused {
+        let note = "deleted while paused: the gateway is left as it is now (weights and deletion costs untouched)";
+        info!(note, "handing back");
+        publish(ctx, egw, EventType::Normal, "HandedBack", "Uninstall", note).await;
+        return Ok(Action::await_change());
+    }
+    let mut done = vec![];
+    if let Some(original) = egw.status.as_ref().and_then(|s| s.original.as_ref()) {
+        match target::restore_preferred_terms(&ctx.client, ns, spec, &original.preferred_terms)
+            .await
+        {
+            Ok(()) => done.push(format!(
+                "restored the {} preferred affinity term(s) spillway found",
+                original.preferred_terms.len()
+            )),
+            // The gateway is gone: nothing to hand back.
+            Err(e) if is_status(&e, 404) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let pods = match target::read(&ctx.client, ns, spec).await? {
+        Some(t) => ctx
+            .index
+            .read()
+            .map(|ix| {
+                ix.gateway_pods(
+                    ns,
+                    &t.selector,
+                    &spec.pools.ecs.node_selector,
+                    &spec.pools.eci.node_selector,
+                )
+            })
+            .unwrap_or_default(),
+        None => vec![],
+    };
+    let mut cleared = 0;
+    for p in &pods {
+        match target::clear_deletion_cost(&ctx.client, ns, &p.name).await {
+            Ok(()) => cleared += 1,
+            Err(e) if is_status(&e, 404) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    done.push(format!(
+        "removed pod-deletion-cost from {cleared} gateway pod(s)"
+    ));
+    let note = format!("{}; the replica count stays where it is", done.join("; "));
+    info!(%note, "handed the gateway back");
+    publish(
+        ctx,
+        egw,
+        EventType::Normal,
+        "HandedBack",
+        "Uninstall",
+        &note,
+    )
+    .await;
+    if let Ok(mut states) = ctx.states.lock() {
+        states.remove(&(ns.to_string(), egw.name_any()));
+    }
+    Ok(Action::await_change())
 }
 
 async fn reconcile_one(
@@ -191,7 +325,13 @@ async fn reconcile_one(
             .collect::<Vec<_>>()
             .join("; ");
         warn!(%msg, "invalid policy; not acting on it");
-        let cond = condition("Ready", false, "InvalidPolicy", &msg);
+        let cond = condition(
+            "Ready",
+            false,
+            "InvalidPolicy",
+            &msg,
+            egw.metadata.generation,
+        );
         report_problem(egw, ctx, &key, cond, leader).await;
         return Ok(Action::requeue(ctx.config.interval * 6));
     }
@@ -208,7 +348,13 @@ async fn reconcile_one(
             egw,
             ctx,
             &key,
-            condition("Ready", false, "NamespaceNotWatched", &msg),
+            condition(
+                "Ready",
+                false,
+                "NamespaceNotWatched",
+                &msg,
+                egw.metadata.generation,
+            ),
             leader,
         )
         .await;
@@ -226,7 +372,13 @@ async fn reconcile_one(
             egw,
             ctx,
             &key,
-            condition("Ready", false, "TargetNotFound", &msg),
+            condition(
+                "Ready",
+                false,
+                "TargetNotFound",
+                &msg,
+                egw.metadata.generation,
+            ),
             leader,
         )
         .await;
@@ -303,8 +455,24 @@ async fn reconcile_one(
     }
     info!(decision = %decision.summary(), leader, dry_run = spec.dry_run, "decided");
 
-    // Act, only as the leader.
+    // Act, only as the leader; first record how the gateway was, so that deleting the policy
+    // can hand it back.
     let applied = if leader {
+        if !plan.is_empty() && egw.status.as_ref().is_none_or(|s| s.original.is_none()) {
+            let original = OriginalPlacement {
+                preferred_terms: target.preferred_terms.clone(),
+            };
+            let status = ElasticGatewayStatus {
+                original: Some(original.clone()),
+                ..egw.status.clone().unwrap_or_default()
+            };
+            apply_status(ctx, ns, name, &status)
+                .await
+                .inspect_err(|_| ctx.metrics.error(&gw, ErrorKind::ApiWrite))?;
+            if let Ok(mut states) = ctx.states.lock() {
+                states.entry(key.clone()).or_default().original = Some(original);
+            }
+        }
         apply(egw, ctx, &gw, ns, spec, &plan, &decision).await
     } else {
         Plan::default()
@@ -328,16 +496,30 @@ async fn reconcile_one(
         ctx.metrics
             .record_decision(&gw, spec, &obs, &decision, &applied, elapsed);
     }
+    {
+        let mut states = ctx
+            .states
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let m = states.entry(key.clone()).or_default();
+        m.engine = next_state;
+        m.failures = 0;
+    }
+    if !leader {
+        return Ok(requeue);
+    }
 
-    // Report.
+    // Report. Condition messages carry no live values: the status changes only when something
+    // does, and the decision's numbers are in status fields, the Events and the metrics.
+    let generation = egw.metadata.generation;
     let mut conditions = vec![];
     let missing: Vec<String> = decision
         .readings
         .iter()
         .filter_map(|r| {
-            r.missing.as_ref().map(|w| {
+            r.missing.as_ref().map(|_| {
                 format!(
-                    "{} ({}): {w}",
+                    "{} ({})",
                     r.metric,
                     queries_for(&decision, &queries, &r.metric)
                 )
@@ -350,89 +532,160 @@ async fn reconcile_one(
             true,
             "QueriesSucceeded",
             "every load query returned a value",
+            generation,
         )
     } else {
         condition(
             "MetricsAvailable",
             false,
             "QueryFailed",
-            &missing.join("; "),
+            &format!(
+                "no usable value from {}; spillway holds the replica count",
+                missing.join("; ")
+            ),
+            generation,
         )
     });
     conditions.push(if hpas.is_empty() {
-        condition("HpaConflict", false, "NoHpa", "no HorizontalPodAutoscaler targets the gateway")
+        condition(
+            "HpaConflict",
+            false,
+            "NoHpa",
+            "no HorizontalPodAutoscaler targets the gateway",
+            generation,
+        )
     } else {
         condition(
             "HpaConflict",
             true,
             "HpaTargetsGateway",
             &format!("HorizontalPodAutoscaler {} also scales the gateway; spillway holds the replica count", hpas.join(", ")),
+            generation,
         )
     });
-    conditions.push(condition("Ready", true, "Deciding", &decision.summary()));
+    conditions.push(ready_condition(spec, generation));
+    let prev = previous_conditions(egw, ctx, &key);
+    let conditions = carry_transitions(&prev, conditions, now);
+    for c in conditions.iter().filter(|c| changed(&prev, c)) {
+        let bad = (c.type_ == "MetricsAvailable" && c.status == "False")
+            || (c.type_ == "HpaConflict" && c.status == "True");
+        if bad {
+            publish(
+                ctx,
+                egw,
+                EventType::Warning,
+                &c.reason,
+                "Observe",
+                &c.message,
+            )
+            .await;
+        }
+    }
+    let old = egw.status.clone().unwrap_or_default();
     let record = (!applied.is_empty() || decision.replicas.desired != decision.replicas.current)
         .then(|| DecisionRecord {
             time: rfc3339(now),
             kind: decision.replicas.action.as_str().into(),
             reason: decision.replicas.reason.clone(),
         });
-    let (prev_conditions, last_decision) = {
-        let mut states = ctx
-            .states
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let m = states.entry(key.clone()).or_default();
-        m.engine = next_state;
-        m.failures = 0;
-        if record.is_some() {
-            m.last_decision = record.clone();
-        }
-        let prev = std::mem::take(&mut m.conditions);
-        (prev, m.last_decision.clone())
+    let status = ElasticGatewayStatus {
+        observed_generation: generation,
+        phase: Some(decision.phase.as_str().into()),
+        desired_replicas: decision.replicas.desired,
+        current_replicas: decision.replicas.current,
+        ecs_replicas: decision.survey.ecs_pods,
+        eci_replicas: decision.survey.eci_pods,
+        ecs_capacity: decision.survey.ecs_capacity,
+        weights: Some(decision.weights.target),
+        last_decision: record.or(old.last_decision.clone()),
+        cost_per_hour: Some(CostStatus {
+            currency: decision.cost.currency.clone(),
+            ecs: round(decision.cost.ecs_per_hour),
+            eci: round(decision.cost.eci_per_hour),
+            saving: round(decision.cost.saving_per_hour),
+        }),
+        // Recorded before the first change above; the cache may not show it yet.
+        original: old.original.clone().or_else(|| {
+            ctx.states
+                .lock()
+                .ok()
+                .and_then(|s| s.get(&key).and_then(|m| m.original.clone()))
+        }),
+        conditions,
     };
-    let conditions = carry_transitions(&prev_conditions, conditions, now);
-    if leader {
-        for c in conditions.iter().filter(|c| changed(&prev_conditions, c)) {
-            let bad = (c.kind == "MetricsAvailable" && c.status == "False")
-                || (c.kind == "HpaConflict" && c.status == "True");
-            if bad {
-                publish(
-                    ctx,
-                    egw,
-                    EventType::Warning,
-                    &c.reason,
-                    "Observe",
-                    &c.message,
-                )
-                .await;
-            }
-        }
-        let status = ElasticGatewayStatus {
-            observed_generation: egw.metadata.generation,
-            phase: Some(decision.phase.as_str().into()),
-            desired_replicas: decision.replicas.desired,
-            current_replicas: decision.replicas.current,
-            ecs_replicas: decision.survey.ecs_pods,
-            eci_replicas: decision.survey.eci_pods,
-            ecs_capacity: decision.survey.ecs_capacity,
-            weights: Some(decision.weights.target),
-            last_decision,
-            cost_per_hour: Some(CostStatus {
-                currency: decision.cost.currency.clone(),
-                ecs: round(decision.cost.ecs_per_hour),
-                eci: round(decision.cost.eci_per_hour),
-                saving: round(decision.cost.saving_per_hour),
-            }),
-            conditions: conditions.clone(),
-        };
-        patch_status(ctx, ns, name, &status)
-            .await
-            .inspect_err(|_| ctx.metrics.error(&gw, ErrorKind::ApiWrite))?;
+    write_status(ctx, egw, &key, status)
+        .await
+        .inspect_err(|_| ctx.metrics.error(&gw, ErrorKind::ApiWrite))?;
+    Ok(requeue)
+}
+
+/// The Ready condition of a policy spillway acts on: its message says what spillway may do,
+/// never the load of the moment.
+fn ready_condition(spec: &ElasticGatewaySpec, generation: Option<i64>) -> Condition {
+    if spec.paused {
+        condition(
+            "Ready",
+            true,
+            "Paused",
+            "spec.paused is set: spillway observes and reports, and changes nothing",
+            generation,
+        )
+    } else if spec.dry_run {
+        condition(
+            "Ready",
+            true,
+            "DryRun",
+            "spec.dryRun is set: spillway decides and reports, and changes nothing",
+            generation,
+        )
+    } else {
+        condition(
+            "Ready",
+            true,
+            "Deciding",
+            "spillway decides for the gateway and applies its decisions",
+            generation,
+        )
+    }
+}
+
+/// The conditions as last written: this replica's own write while it has led without a break,
+/// otherwise the object's status (after a restart or a leader change).
+fn previous_conditions(
+    egw: &ElasticGateway,
+    ctx: &Context,
+    key: &(String, String),
+) -> Vec<Condition> {
+    let written = ctx
+        .states
+        .lock()
+        .ok()
+        .and_then(|s| s.get(key).and_then(|m| m.written.clone()));
+    written.unwrap_or_else(|| {
+        egw.status
+            .as_ref()
+            .map(|s| s.conditions.clone())
+            .unwrap_or_default()
+    })
+}
+
+/// Applies the status when it differs from the object's, and remembers its conditions.
+async fn write_status(
+    ctx: &Context,
+    egw: &ElasticGateway,
+    key: &(String, String),
+    status: ElasticGatewayStatus,
+) -> Result<(), kube::Error> {
+    let conditions = status.conditions.clone();
+    let unchanged =
+        egw.status.as_ref() == Some(&status) && previous_conditions(egw, ctx, key) == conditions;
+    if !unchanged {
+        apply_status(ctx, &key.0, &key.1, &status).await?;
     }
     if let Ok(mut states) = ctx.states.lock() {
-        states.entry(key).or_default().conditions = conditions;
+        states.entry(key.clone()).or_default().written = Some(conditions);
     }
-    Ok(requeue)
+    Ok(())
 }
 
 fn queries_for<'a>(d: &Decision, queries: &'a [String], metric: &str) -> &'a str {
@@ -624,83 +877,90 @@ async fn report_problem(
     cond: Condition,
     leader: bool,
 ) {
-    let prev = {
-        let mut states = ctx
-            .states
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let m = states.entry(key.clone()).or_default();
-        std::mem::take(&mut m.conditions)
-    };
-    let now = unix_now();
-    let conditions = carry_transitions(&prev, vec![cond.clone()], now);
-    if leader {
-        if changed(&prev, &cond) {
-            publish(
-                ctx,
-                egw,
-                EventType::Warning,
-                &cond.reason,
-                "Validate",
-                &cond.message,
-            )
-            .await;
-        }
-        let status = ElasticGatewayStatus {
-            observed_generation: egw.metadata.generation,
-            phase: Some("Holding".into()),
-            conditions: conditions.clone(),
-            ..egw.status.clone().unwrap_or_default()
-        };
-        if let Err(e) = patch_status(ctx, &key.0, &key.1, &status).await {
-            debug!(error = %e, "status patch failed");
-        }
+    if !leader {
+        return;
     }
-    if let Ok(mut states) = ctx.states.lock() {
-        states.entry(key.clone()).or_default().conditions = conditions;
+    let prev = previous_conditions(egw, ctx, key);
+    let conditions = carry_transitions(&prev, vec![cond.clone()], unix_now());
+    if changed(&prev, &cond) {
+        publish(
+            ctx,
+            egw,
+            EventType::Warning,
+            &cond.reason,
+            "Validate",
+            &cond.message,
+        )
+        .await;
+    }
+    let status = ElasticGatewayStatus {
+        observed_generation: egw.metadata.generation,
+        phase: Some("Holding".into()),
+        conditions,
+        ..egw.status.clone().unwrap_or_default()
+    };
+    if let Err(e) = write_status(ctx, egw, key, status).await {
+        debug!(error = %e, "status write failed");
     }
 }
 
-async fn patch_status(
+/// Server-side apply of the whole status under [`STATUS_MANAGER`], forced: spillway owns it.
+async fn apply_status(
     ctx: &Context,
     ns: &str,
     name: &str,
     status: &ElasticGatewayStatus,
 ) -> Result<(), kube::Error> {
     let api = Api::<ElasticGateway>::namespaced(ctx.client.clone(), ns);
+    let body = json!({
+        "apiVersion": ElasticGateway::api_version(&()),
+        "kind": ElasticGateway::kind(&()),
+        "status": status,
+    });
     api.patch_status(
         name,
-        &PatchParams::default(),
-        &Patch::Merge(json!({"status": status})),
+        &PatchParams::apply(STATUS_MANAGER).force(),
+        &Patch::Apply(&body),
     )
     .await?;
     Ok(())
 }
 
-fn condition(kind: &str, ok: bool, reason: &str, message: &str) -> Condition {
+fn condition(
+    kind: &str,
+    ok: bool,
+    reason: &str,
+    message: &str,
+    observed_generation: Option<i64>,
+) -> Condition {
     Condition {
-        kind: kind.into(),
+        type_: kind.into(),
         status: if ok { "True" } else { "False" }.into(),
         reason: reason.into(),
         message: message.chars().take(2000).collect(),
-        last_transition_time: String::new(),
+        observed_generation,
+        last_transition_time: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
     }
 }
 
+/// A transition worth an Event: a new condition, or a new status or reason.
 fn changed(prev: &[Condition], c: &Condition) -> bool {
     prev.iter()
-        .find(|p| p.kind == c.kind)
+        .find(|p| p.type_ == c.type_)
         .is_none_or(|p| p.status != c.status || p.reason != c.reason)
 }
 
-/// Keeps `lastTransitionTime` of conditions whose status did not change.
+/// Keeps `lastTransitionTime` of conditions whose status did not change; stamps `now` on the
+/// others.
 fn carry_transitions(prev: &[Condition], mut next: Vec<Condition>, now: f64) -> Vec<Condition> {
+    let now = Time(
+        k8s_openapi::jiff::Timestamp::from_second(now as i64)
+            .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+    );
     for c in &mut next {
-        c.last_transition_time = match prev.iter().find(|p| p.kind == c.kind) {
-            Some(p) if p.status == c.status && !p.last_transition_time.is_empty() => {
-                p.last_transition_time.clone()
-            }
-            _ => rfc3339(now),
+        c.last_transition_time = match prev.iter().find(|p| p.type_ == c.type_) {
+            Some(p) if p.status == c.status => p.last_transition_time.clone(),
+            _ => now.clone(),
         };
     }
     next
@@ -727,17 +987,83 @@ mod tests {
 
     #[test]
     fn transition_times_stay_while_status_holds() {
-        let a = carry_transitions(&[], vec![condition("Ready", true, "Deciding", "x")], 1000.0);
-        let b = carry_transitions(&a, vec![condition("Ready", true, "Deciding", "y")], 2000.0);
+        let c = |ok, reason, msg| condition("Ready", ok, reason, msg, Some(3));
+        let a = carry_transitions(&[], vec![c(true, "Deciding", "x")], 1000.0);
+        let b = carry_transitions(&a, vec![c(true, "Deciding", "y")], 2000.0);
         assert_eq!(a[0].last_transition_time, b[0].last_transition_time);
-        let c = carry_transitions(
-            &b,
-            vec![condition("Ready", false, "TargetNotFound", "z")],
-            3000.0,
-        );
-        assert_ne!(b[0].last_transition_time, c[0].last_transition_time);
-        assert!(changed(&b, &c[0]));
+        assert_eq!(b[0].observed_generation, Some(3));
+        let c2 = carry_transitions(&b, vec![c(false, "TargetNotFound", "z")], 3000.0);
+        assert_ne!(b[0].last_transition_time, c2[0].last_transition_time);
+        assert_eq!(c2[0].last_transition_time.0.as_second(), 3000);
+        assert!(changed(&b, &c2[0]));
         assert!(!changed(&a, &b[0]));
         assert_eq!(rfc3339(0.0), "1970-01-01T00:00:00Z");
+    }
+
+    /// After a restart, the previous conditions come from the object: same transition time, and
+    /// nothing counts as changed (so no Event is sent again).
+    #[test]
+    fn conditions_read_back_from_status_survive_a_restart() {
+        let first = carry_transitions(
+            &[],
+            vec![condition(
+                "MetricsAvailable",
+                false,
+                "QueryFailed",
+                "m",
+                Some(1),
+            )],
+            1000.0,
+        );
+        // Round trip through the API's JSON, as the restarted replica reads it.
+        let mut egw = ElasticGateway::scenario_default();
+        egw.status = Some(ElasticGatewayStatus {
+            conditions: first.clone(),
+            ..Default::default()
+        });
+        let read: ElasticGateway =
+            serde_json::from_value(serde_json::to_value(&egw).unwrap()).unwrap();
+        let prev = read.status.unwrap().conditions;
+        let again = carry_transitions(
+            &prev,
+            vec![condition(
+                "MetricsAvailable",
+                false,
+                "QueryFailed",
+                "m",
+                Some(2),
+            )],
+            5000.0,
+        );
+        assert_eq!(again[0].last_transition_time, first[0].last_transition_time);
+        assert!(!changed(&prev, &again[0]));
+    }
+
+    #[test]
+    fn ready_says_what_spillway_may_do_without_live_values() {
+        let mut spec = ElasticGateway::scenario_default().spec;
+        assert_eq!(ready_condition(&spec, None).reason, "Deciding");
+        spec.dry_run = true;
+        assert_eq!(ready_condition(&spec, None).reason, "DryRun");
+        spec.paused = true;
+        assert_eq!(ready_condition(&spec, None).reason, "Paused");
+    }
+
+    #[test]
+    fn wakes_on_spec_deletion_and_finalizers_not_on_status() {
+        let mut egw = ElasticGateway::scenario_default();
+        egw.metadata.generation = Some(1);
+        let base = wake_on(&egw);
+        egw.status = Some(ElasticGatewayStatus {
+            desired_replicas: 7,
+            ..Default::default()
+        });
+        egw.metadata.resource_version = Some("42".into());
+        assert_eq!(wake_on(&egw), base);
+        egw.metadata.finalizers = Some(vec![FINALIZER.into()]);
+        let with_finalizer = wake_on(&egw);
+        assert_ne!(with_finalizer, base);
+        egw.metadata.generation = Some(2);
+        assert_ne!(wake_on(&egw), with_finalizer);
     }
 }

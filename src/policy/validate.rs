@@ -72,6 +72,9 @@ pub fn parse_policy(text: &str) -> Result<ElasticGateway, Vec<FieldError>> {
 }
 
 /// Checks the meaning of a deserialised spec. An empty result means the engine can run it.
+/// The most replicas a policy may ask for (the CRD's bound too).
+const MAX_REPLICAS: i32 = 10_000;
+
 pub fn validate(spec: &ElasticGatewaySpec, namespace: &str) -> Vec<FieldError> {
     let mut v = Validator::default();
     if spec.target.name.trim().is_empty() {
@@ -103,11 +106,25 @@ pub fn validate(spec: &ElasticGatewaySpec, namespace: &str) -> Vec<FieldError> {
             ),
         );
     }
-    if let Some(m) = spec.eci.max_replicas.filter(|m| *m < 0) {
+    if spec.max_replicas > MAX_REPLICAS {
         v.err(
+            "spec.maxReplicas",
+            format!("must be at most {MAX_REPLICAS}, got {}", spec.max_replicas),
+        );
+    }
+    match spec.eci.max_replicas {
+        Some(m) if m < 0 => v.err(
             "spec.eci.maxReplicas",
             format!("must be 0 or more, got {m}"),
-        );
+        ),
+        Some(m) if m > spec.max_replicas => v.err(
+            "spec.eci.maxReplicas",
+            format!(
+                "must not be greater than maxReplicas ({}), got {m}: the ECI pods are part of the gateway's replicas",
+                spec.max_replicas
+            ),
+        ),
+        _ => {}
     }
     if let Some(c) = spec.eci.max_cost_per_hour {
         v.non_negative("spec.eci.maxCostPerHour", c);
