@@ -214,6 +214,12 @@ async fn reconcile(egw: Arc<ElasticGateway>, ctx: Arc<Context>) -> Result<Action
                 .or_default()
                 .written = None;
         }
+    }
+    // The finalizer goes on once spillway may change the gateway (neither dry-run nor paused),
+    // and stays until the hand-back is done.
+    let finalized = egw.finalizers().iter().any(|f| f == FINALIZER);
+    let may_write = !egw.spec.dry_run && !egw.spec.paused;
+    if !ctx.is_leader() || !(finalized || may_write) {
         if egw.metadata.deletion_timestamp.is_some() {
             return Ok(Action::await_change());
         }
@@ -517,9 +523,9 @@ async fn reconcile_one(
         .readings
         .iter()
         .filter_map(|r| {
-            r.missing.as_ref().map(|_| {
+            r.missing.as_ref().map(|why| {
                 format!(
-                    "{} ({})",
+                    "{} ({}): {why}",
                     r.metric,
                     queries_for(&decision, &queries, &r.metric)
                 )
