@@ -351,10 +351,14 @@ async fn flash_crowd_through_the_whole_chain() {
     .await;
     // The run checks "one leader at every scrape", so it starts once Prometheus has scraped
     // both replicas since the Lease was taken.
-    wait_for("Prometheus to see both replicas and one leader", 30, || async {
-        instant(&prom, "count(spillway_leader)") == Some(2.0)
-            && instant(&prom, "sum(spillway_leader)") == Some(1.0)
-    })
+    wait_for(
+        "Prometheus to see both replicas and one leader",
+        30,
+        || async {
+            instant(&prom, "count(spillway_leader)") == Some(2.0)
+                && instant(&prom, "sum(spillway_leader)") == Some(1.0)
+        },
+    )
     .await;
     let s = status(&tb).await;
     story.say(format!(
@@ -521,8 +525,14 @@ async fn flash_crowd_through_the_whole_chain() {
         .collect();
     story.say(format!(
         "scale-in deleted {} ECI pods and {} ECS pods; rollouts replaced {} pods",
-        scale_in.iter().filter(|d| d.pool == Some(Pool::Eci)).count(),
-        scale_in.iter().filter(|d| d.pool == Some(Pool::Ecs)).count(),
+        scale_in
+            .iter()
+            .filter(|d| d.pool == Some(Pool::Eci))
+            .count(),
+        scale_in
+            .iter()
+            .filter(|d| d.pool == Some(Pool::Ecs))
+            .count(),
         deletions.len() - scale_in.len()
     ));
     assert!(
@@ -723,9 +733,11 @@ async fn flash_crowd_through_the_whole_chain() {
     story.say(format!(
         "killed the leader {leader} (SIGKILL: the Lease is not released)"
     ));
-    wait_for("the follower to take the Lease", LEASE_SECONDS * 3, || async {
-        lease_holder(&tb).await.as_deref() == Some(follower)
-    })
+    wait_for(
+        "the follower to take the Lease",
+        LEASE_SECONDS * 3,
+        || async { lease_holder(&tb).await.as_deref() == Some(follower) },
+    )
     .await;
     let takeover = killed.elapsed();
     story.say(format!(

@@ -361,7 +361,7 @@ fn prometheusrule_manifest_carries_the_same_rules() {
     let plain: Value =
         serde_saphyr::from_str(&std::fs::read_to_string(rules_file()).unwrap()).unwrap();
     let crd: Value = serde_saphyr::from_str(
-        &std::fs::read_to_string(format!("{ROOT}/deploy/prometheusrule.yaml")).unwrap(),
+        &std::fs::read_to_string(format!("{ROOT}/deploy/monitoring/prometheusrule.yaml")).unwrap(),
     )
     .unwrap();
     assert_eq!(crd["kind"], "PrometheusRule");

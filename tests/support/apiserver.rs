@@ -136,6 +136,54 @@ pub fn merge(target: &mut Value, patch: &Value) {
     }
 }
 
+/// RFC 6902 JSON patch, the operations kube's finalizer helper sends (test, add, remove).
+fn json_patch(target: &mut Value, ops: &Value) -> Result<(), String> {
+    for op in ops.as_array().ok_or("a JSON patch is an array")? {
+        let path = op["path"].as_str().ok_or("op without a path")?;
+        let (parent, last) = path.rsplit_once('/').ok_or("bad path")?;
+        match op["op"].as_str() {
+            Some("test") => {
+                let found = target.pointer(path).cloned().unwrap_or(Value::Null);
+                if found != op["value"] {
+                    return Err(format!("test failed at {path}: {found} != {}", op["value"]));
+                }
+            }
+            Some("add") => {
+                let p = target.pointer_mut(parent).ok_or("no parent")?;
+                match p {
+                    Value::Array(a) if last == "-" => a.push(op["value"].clone()),
+                    Value::Array(a) => {
+                        let i: usize = last.parse().map_err(|_| "bad index")?;
+                        a.insert(i.min(a.len()), op["value"].clone());
+                    }
+                    Value::Object(o) => {
+                        o.insert(last.to_string(), op["value"].clone());
+                    }
+                    _ => return Err("cannot add there".into()),
+                }
+            }
+            Some("remove") => {
+                let p = target.pointer_mut(parent).ok_or("no parent")?;
+                match p {
+                    Value::Array(a) => {
+                        let i: usize = last.parse().map_err(|_| "bad index")?;
+                        if i >= a.len() {
+                            return Err("index out of range".into());
+                        }
+                        a.remove(i);
+                    }
+                    Value::Object(o) => {
+                        o.remove(last).ok_or("nothing to remove")?;
+                    }
+                    _ => return Err("cannot remove there".into()),
+                }
+            }
+            other => return Err(format!("unsupported op {other:?}")),
+        }
+    }
+    Ok(())
+}
+
 fn kind_of(resource: &str) -> (&'static str, &'static str) {
     match resource {
         "nodes" => ("v1", "Node"),
@@ -893,6 +941,18 @@ impl ApiServer {
                         Ok(Reply::Json(200, st.put(resource, &ns, name, obj)))
                     }
                     Some(other) => Err(not_found(other)),
+                    None if ctype.starts_with("application/json-patch+json") => {
+                        json_patch(&mut obj, &patch)
+                            .map_err(|e| (422, status_body(422, "Invalid", &e)))?;
+                        let finalized = obj["metadata"]["finalizers"]
+                            .as_array()
+                            .is_none_or(Vec::is_empty);
+                        if !obj["metadata"]["deletionTimestamp"].is_null() && finalized {
+                            let gone = st.delete(resource, &ns, name);
+                            return Ok(Reply::Json(200, gone.unwrap_or(obj)));
+                        }
+                        Ok(Reply::Json(200, st.put(resource, &ns, name, obj)))
+                    }
                     None => {
                         let before_template = obj["spec"]["template"].clone();
                         merge(&mut obj, &patch);
@@ -948,10 +1008,28 @@ impl ApiServer {
                 }
                 Ok(Reply::Json(200, st.put(resource, &ns, name, obj)))
             }
-            ("DELETE", Some(name), None) => st
-                .delete(resource, &ns, name)
-                .map(|v| Reply::Json(200, v))
-                .ok_or_else(|| not_found(name)),
+            ("DELETE", Some(name), None) => {
+                let mut obj = st
+                    .get(resource, &ns, name)
+                    .cloned()
+                    .ok_or_else(|| not_found(name))?;
+                let finalizers = obj["metadata"]["finalizers"]
+                    .as_array()
+                    .is_some_and(|f| !f.is_empty());
+                if !finalizers {
+                    return Ok(Reply::Json(
+                        200,
+                        st.delete(resource, &ns, name).unwrap_or(obj),
+                    ));
+                }
+                // As the API server does: mark it, bump the generation, wait for the finalizers.
+                if obj["metadata"]["deletionTimestamp"].is_null() {
+                    obj["metadata"]["deletionTimestamp"] = json!(ts(now_epoch()));
+                    let generation = obj["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
+                    obj["metadata"]["generation"] = json!(generation);
+                }
+                Ok(Reply::Json(200, st.put(resource, &ns, name, obj)))
+            }
             _ => Err((
                 405,
                 status_body(405, "MethodNotAllowed", &format!("{method} {path}")),

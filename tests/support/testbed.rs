@@ -358,7 +358,6 @@ impl Testbed {
             None,
         );
     }
-
 }
 
 impl Cluster {
