@@ -82,7 +82,8 @@ const TARGET: &str = "istio-ingressgateway";
 fn egw_json() -> Value {
     json!({
         "apiVersion": "spillway.io/v1alpha1", "kind": "ElasticGateway",
-        "metadata": {"name": NAME, "namespace": NS, "generation": 1, "uid": "u1"},
+        "metadata": {"name": NAME, "namespace": NS, "generation": 1, "uid": "u1",
+                     "finalizers": [FINALIZER]},
         "spec": {
             "target": {"kind": "Deployment", "name": TARGET},
             "minReplicas": 2, "maxReplicas": 40,
@@ -222,10 +223,13 @@ fn context(
 ) -> Arc<Context> {
     let (tx, rx) = watch::channel(leader);
     std::mem::forget(tx);
+    // As main.rs does: the leader exports the per-gateway metrics.
+    let metrics = Arc::new(Metrics::new());
+    metrics.set_leader(leader);
     Arc::new(Context::new(
         client.clone(),
         client,
-        Arc::new(Metrics::new()),
+        metrics,
         prom,
         ix,
         rx,

@@ -178,12 +178,6 @@ pub fn validate(spec: &ElasticGatewaySpec, namespace: &str) -> Vec<FieldError> {
             ),
         );
     }
-    if spec.max_replicas > MAX_REPLICAS {
-        v.err(
-            "spec.maxReplicas",
-            format!("must be at most {MAX_REPLICAS}, got {}", spec.max_replicas),
-        );
-    }
     match spec.eci.max_replicas {
         Some(m) if m < 0 => v.err(
             "spec.eci.maxReplicas",
