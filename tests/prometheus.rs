@@ -314,6 +314,20 @@ fn dashboard_and_rules_work_against_a_real_prometheus() {
         selectors(&ast, &mut sels);
         assert!(!sels.is_empty());
         for s in sels {
+            // spillway_held has series only while a gateway is held, which the drill's never
+            // is: check that spillway exports the family (a misspelling would fail here).
+            if s.starts_with("spillway_held") {
+                let m = spillway::metrics::Metrics::new();
+                m.set_leader(true);
+                let gw = spillway::metrics::Gw::new("istio-system", "gw");
+                m.set_held(&gw, Some("CachesNotSynced"));
+                assert!(
+                    m.prometheus_text().contains("spillway_held{"),
+                    "alert {} reads {s}, which spillway does not export",
+                    r["alert"]
+                );
+                continue;
+            }
             assert!(
                 prom.has_data(&format!("group({s})")),
                 "alert {} reads {s}, which matches no series",
