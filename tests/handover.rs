@@ -1,20 +1,25 @@
-//! Hand-over and hand-back with the real `spillway run` binary against the stand-in API server:
-//! SIGTERM releases the Lease and the standby takes over within its retry period; a restart
-//! reads the conditions back from status (same `lastTransitionTime`, no second Event) and a
-//! steady gateway's status is not rewritten; deleting the ElasticGateway restores the preferred
-//! terms spillway found and removes its deletion costs before the object goes.
+//! Hand-over and hand-back with the real `spillway run` binary on the test bed's real control
+//! plane (`deploy/`'s RBAC and ServiceAccount token, server-side apply, the real Deployment and
+//! ReplicaSet controllers): SIGTERM releases the Lease and the standby takes over within its
+//! retry period; a restart reads the conditions back from status (same `lastTransitionTime`, no
+//! second Event) and a steady gateway's status is not rewritten; deleting the ElasticGateway
+//! restores the preferred terms spillway found and removes its deletion costs before the object
+//! goes.
 #![allow(clippy::unwrap_used)]
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use serde_json::{Value, json};
+use spillway::model::POD_DELETION_COST;
 use spillway::sim::Scenario;
 use spillway::sim::cluster::Latencies;
-use support::apiserver::ApiServer;
-use support::prom::{LoadExporter, Prom, free_port, http_get};
+use support::live::{Agent, agent, condition, egw, lease_holder, wait_for, workdir};
+use support::prom::{LoadExporter, Prom, http_get, try_http_get};
+use support::testbed::Testbed;
 
 fn latencies() -> Latencies {
     Latencies {
@@ -28,7 +33,7 @@ fn latencies() -> Latencies {
 fn policy() -> Value {
     json!({
         "apiVersion": "spillway.io/v1alpha1", "kind": "ElasticGateway",
-        "metadata": {"name": "ingressgateway", "namespace": "istio-system", "generation": 1},
+        "metadata": {"name": "ingressgateway", "namespace": "istio-system"},
         "spec": {
             "target": {"kind": "Deployment", "name": "istio-ingressgateway"},
             "minReplicas": 2, "maxReplicas": 30,
@@ -42,158 +47,112 @@ fn policy() -> Value {
     })
 }
 
-/// An agent process; killed on drop if still running.
-struct Agent {
-    child: Child,
-    admin: u16,
+
+/// A control plane with the scenario's cluster, `deploy/` applied, the gateway and `egw`.
+async fn bed(dir: &std::path::Path, egw: Value) -> Testbed {
+    let scenario = Scenario::default();
+    let tb = Testbed::start(dir, &scenario, &latencies()).await;
+    tb.seed(&scenario, &latencies(), Some(egw)).await;
+    tb
 }
 
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The agent's flags here: a Lease that would take 15 s to expire, looked at every 0.5 s.
+const LEASE: [&str; 4] = ["--lease-duration", "15s", "--lease-retry-period", "500ms"];
+
+/// SIGTERM, as the kubelet stops a pod; returns the exit status.
+fn terminate(a: &mut Agent) -> std::process::ExitStatus {
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &a.process.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    a.process.0.wait().unwrap()
 }
 
-impl Agent {
-    fn start(
-        api: &ApiServer,
-        dir: &std::path::Path,
-        prom: &str,
-        who: &str,
-        leader_election: bool,
-    ) -> Self {
-        let admin = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_spillway"))
-            .arg("run")
-            .args(["--kubeconfig", api.kubeconfig(dir, who).to_str().unwrap()])
-            .args(["--prometheus-url", prom, "--prometheus-timeout", "1s"])
-            .args(["--interval", "1s"])
-            .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
-            .args([
-                "--leader-election",
-                if leader_election { "true" } else { "false" },
-            ])
-            .args(["--lease-duration", "15s", "--lease-retry-period", "500ms"])
-            .args(["--lease-namespace", "spillway-system", "--identity", who])
-            .env("SPILLWAY_LOG", "info,spillway=debug")
-            .stdout(Stdio::null())
-            .stderr(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(dir.join(format!("{who}.log")))
-                    .unwrap(),
-            )
-            .spawn()
-            .unwrap();
-        Self { child, admin }
-    }
-
-    /// SIGTERM, as the kubelet stops a pod; returns the exit status.
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let sent = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(sent.success());
-        self.child.wait().unwrap()
-    }
-
-    /// `spillway_decisions_total` summed over its series, as this agent exports it.
-    fn decisions(&self) -> f64 {
-        let Some((_, text)) = support::prom::try_http_get(self.admin, "/metrics") else {
-            return 0.0;
-        };
-        text.lines()
-            .filter(|l| l.starts_with("spillway_decisions_total{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    }
+/// `spillway_decisions_total` summed over its series, as this agent exports it.
+fn decisions(a: &Agent) -> f64 {
+    let Some((_, text)) = try_http_get(a.admin, "/metrics") else {
+        return 0.0;
+    };
+    text.lines()
+        .filter(|l| l.starts_with("spillway_decisions_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
-async fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {secs}s waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn egw(api: &ApiServer) -> Option<Value> {
-    api.with(|st| {
-        st.get("elasticgateways", "istio-system", "ingressgateway")
-            .cloned()
+/// The status writes this agent sent.
+fn status_writes(a: &Agent) -> usize {
+    a.proxy.with(|st| {
+        st.log
+            .iter()
+            .filter(|l| {
+                l.method == "PATCH" && l.path.contains("/elasticgateways/ingressgateway/status")
+            })
+            .count()
     })
 }
 
-fn condition(api: &ApiServer, kind: &str) -> Option<Value> {
-    egw(api)?["status"]["conditions"]
-        .as_array()
-        .and_then(|cs| cs.iter().find(|c| c["type"] == kind).cloned())
+fn egw_resource() -> ApiResource {
+    ApiResource {
+        group: "spillway.io".into(),
+        version: "v1alpha1".into(),
+        api_version: "spillway.io/v1alpha1".into(),
+        kind: "ElasticGateway".into(),
+        plural: "elasticgateways".into(),
+    }
 }
 
-fn events(api: &ApiServer, reason: &str) -> Vec<Value> {
-    api.with(|st| {
-        st.list("events", Some("istio-system"))
-            .into_iter()
-            .filter(|e| e["reason"] == reason)
-            .collect()
-    })
+/// The ElasticGateway, or `None` once it is gone.
+async fn egw_opt(tb: &Testbed) -> Option<Value> {
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(tb.client.clone(), "istio-system", &egw_resource());
+    api.get_opt("ingressgateway")
+        .await
+        .unwrap()
+        .map(|o| serde_json::to_value(o).unwrap())
 }
 
-fn lease_holder(api: &ApiServer) -> Option<String> {
-    api.with(|st| {
-        st.get("leases", "spillway-system", "spillway")
-            .and_then(|l| l["spec"]["holderIdentity"].as_str().map(String::from))
-    })
+/// The Events in istio-system with `reason` (events.k8s.io/v1, as the agent writes them).
+async fn events(tb: &Testbed, reason: &str) -> Vec<Event> {
+    let api: Api<Event> = Api::namespaced(tb.client.clone(), "istio-system");
+    api.list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .collect()
 }
 
-fn replicas(api: &ApiServer) -> i64 {
-    api.with(|st| {
-        st.get("deployments", "istio-system", "istio-ingressgateway")
-            .unwrap()["spec"]["replicas"]
-            .as_i64()
-            .unwrap()
-    })
-}
-
-fn preferred_terms(api: &ApiServer) -> Value {
-    api.with(|st| {
-        st.get("deployments", "istio-system", "istio-ingressgateway")
-            .unwrap()["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]
-            ["preferredDuringSchedulingIgnoredDuringExecution"]
-            .clone()
-    })
+async fn preferred_terms(tb: &Testbed) -> Value {
+    serde_json::to_value(tb.gateway().await).unwrap()["spec"]["template"]["spec"]["affinity"]
+        ["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+        .clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_hands_the_lease_over_within_the_retry_period() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = workdir("handover-sigterm");
     let load = LoadExporter::start(2000.0);
     let prom = Prom::start(dir.path(), &[load.port]);
-    let api = ApiServer::start(&Scenario::default(), latencies(), Some(policy())).await;
-    let mut a = Agent::start(&api, dir.path(), &prom.url(), "agent-a", true);
-    wait_until("agent-a leads", 30, || {
-        lease_holder(&api).as_deref() == Some("agent-a")
+    let tb = bed(dir.path(), policy()).await;
+    let mut a = agent(&tb, dir.path(), &prom.url(), "agent-a", true, &LEASE).await;
+    wait_for("agent-a leads", 60, || async {
+        lease_holder(&tb).await.as_deref() == Some("agent-a")
     })
     .await;
-    let b = Agent::start(&api, dir.path(), &prom.url(), "agent-b", true);
-    wait_until("agent-b decides as a standby", 30, || {
-        support::prom::try_http_get(b.admin, "/metrics")
-            .is_some_and(|(_, m)| m.contains("spillway_leader 0"))
+    let b = agent(&tb, dir.path(), &prom.url(), "agent-b", true, &LEASE).await;
+    wait_for("agent-b decides as a standby", 30, || async {
+        try_http_get(b.admin, "/metrics").is_some_and(|(_, m)| m.contains("spillway_leader 0"))
     })
     .await;
 
     let stopped_at = Instant::now();
-    let exit = a.terminate();
+    let exit = terminate(&mut a);
     let stopped = stopped_at.elapsed();
     assert!(exit.success(), "agent-a exited with {exit:?}");
-    wait_until("agent-b takes the released Lease", 10, || {
-        lease_holder(&api).as_deref() == Some("agent-b")
+    wait_for("agent-b takes the released Lease", 10, || async {
+        lease_holder(&tb).await.as_deref() == Some("agent-b")
     })
     .await;
     let takeover = stopped_at.elapsed();
@@ -205,7 +164,10 @@ async fn sigterm_hands_the_lease_over_within_the_retry_period() {
         "takeover took {takeover:?}: the Lease was not released"
     );
     load.set(5000.0);
-    wait_until("the new leader acts", 30, || replicas(&api) == 10).await;
+    wait_for("the new leader acts", 40, || async {
+        tb.replicas().await == 10
+    })
+    .await;
     assert!(
         http_get(b.admin, "/metrics")
             .1
@@ -215,17 +177,21 @@ async fn sigterm_hands_the_lease_over_within_the_retry_period() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_keeps_conditions_and_sends_no_event_twice() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = workdir("handover-restart");
     let load = LoadExporter::start(2000.0);
     let mut prom = Prom::start(dir.path(), &[load.port]);
-    let api = ApiServer::start(&Scenario::default(), latencies(), Some(policy())).await;
-    let mut first = Agent::start(&api, dir.path(), &prom.url(), "agent-a", false);
-    wait_until("the first status with the load", 30, || {
-        condition(&api, "Ready").is_some_and(|c| c["status"] == "True")
-            && condition(&api, "MetricsAvailable").is_some_and(|c| c["status"] == "True")
+    let tb = bed(dir.path(), policy()).await;
+    let mut first = agent(&tb, dir.path(), &prom.url(), "agent-a", false, &[]).await;
+    wait_for("the first status with the load", 60, || async {
+        condition(&tb, "Ready")
+            .await
+            .is_some_and(|c| c["status"] == "True")
+            && condition(&tb, "MetricsAvailable")
+                .await
+                .is_some_and(|c| c["status"] == "True")
     })
     .await;
-    let ready = condition(&api, "Ready").unwrap();
+    let ready = condition(&tb, "Ready").await.unwrap();
     assert_eq!(ready["observedGeneration"], 1);
     assert!(
         !ready["message"].as_str().unwrap().contains("rps"),
@@ -233,28 +199,18 @@ async fn a_restart_keeps_conditions_and_sends_no_event_twice() {
     );
 
     // A steady gateway: no status writes at all.
-    let decided = first.decisions();
-    wait_until("three more decisions", 30, || {
-        first.decisions() >= decided + 3.0
+    let decided = decisions(&first);
+    wait_for("three more decisions", 30, || async {
+        decisions(&first) >= decided + 3.0
     })
     .await;
-    let status_writes = || {
-        api.with(|st| {
-            st.log
-                .iter()
-                .filter(|l| {
-                    l.method == "PATCH" && l.path.contains("/elasticgateways/ingressgateway/status")
-                })
-                .count()
-        })
-    };
-    let before = (status_writes(), egw(&api).unwrap()["status"].clone());
-    let decided = first.decisions();
-    wait_until("three more decisions", 30, || {
-        first.decisions() >= decided + 3.0
+    let before = (status_writes(&first), egw(&tb).await["status"].clone());
+    let decided = decisions(&first);
+    wait_for("three more decisions", 30, || async {
+        decisions(&first) >= decided + 3.0
     })
     .await;
-    let after = (status_writes(), egw(&api).unwrap()["status"].clone());
+    let after = (status_writes(&first), egw(&tb).await["status"].clone());
     assert_eq!(
         after.0, before.0,
         "a steady gateway's status was rewritten:\n{}\n{}",
@@ -263,65 +219,82 @@ async fn a_restart_keeps_conditions_and_sends_no_event_twice() {
 
     // Prometheus goes: one Warning, one transition.
     prom.stop();
-    wait_until("MetricsAvailable False", 30, || {
-        condition(&api, "MetricsAvailable").is_some_and(|c| c["status"] == "False")
+    wait_for("MetricsAvailable False", 30, || async {
+        condition(&tb, "MetricsAvailable")
+            .await
+            .is_some_and(|c| c["status"] == "False")
     })
     .await;
-    let failed = condition(&api, "MetricsAvailable").unwrap();
-    assert_eq!(events(&api, "QueryFailed").len(), 1);
+    let failed = condition(&tb, "MetricsAvailable").await.unwrap();
+    wait_for("the QueryFailed Event", 10, || async {
+        !events(&tb, "QueryFailed").await.is_empty()
+    })
+    .await;
+    assert_eq!(events(&tb, "QueryFailed").await.len(), 1);
 
     // Restart: the new process reads the conditions back.
-    assert!(first.terminate().success());
-    let second = Agent::start(&api, dir.path(), &prom.url(), "agent-a", false);
-    wait_until("the restarted agent decides three times", 30, || {
-        second.decisions() >= 3.0
+    assert!(terminate(&mut first).success());
+    let second = agent(&tb, dir.path(), &prom.url(), "agent-a", false, &[]).await;
+    wait_for("the restarted agent decides three times", 30, || async {
+        decisions(&second) >= 3.0
     })
     .await;
-    let again = condition(&api, "MetricsAvailable").unwrap();
+    let again = condition(&tb, "MetricsAvailable").await.unwrap();
     assert_eq!(again["status"], "False");
     assert_eq!(
         again["lastTransitionTime"], failed["lastTransitionTime"],
         "the restart reset lastTransitionTime"
     );
     assert_eq!(
-        events(&api, "QueryFailed").len(),
+        events(&tb, "QueryFailed").await.len(),
         1,
         "the restart sent the Warning again"
     );
     // And a real transition is still one.
     prom.resume();
-    wait_until("MetricsAvailable True", 30, || {
-        condition(&api, "MetricsAvailable").is_some_and(|c| c["status"] == "True")
+    wait_for("MetricsAvailable True", 30, || async {
+        condition(&tb, "MetricsAvailable")
+            .await
+            .is_some_and(|c| c["status"] == "True")
     })
     .await;
     assert_ne!(
-        condition(&api, "MetricsAvailable").unwrap()["lastTransitionTime"],
+        condition(&tb, "MetricsAvailable").await.unwrap()["lastTransitionTime"],
         Value::Null
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_the_policy_hands_the_gateway_back() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = workdir("handover-delete");
     let load = LoadExporter::start(2000.0);
     let prom = Prom::start(dir.path(), &[load.port]);
     let mut policy = policy();
     // Weights other than the gateway's 80/20, so that spillway changes them at once.
     policy["spec"]["placement"] = json!({"normalWeights": {"ecs": 90, "eci": 10}, "exhaustedWeights": {"ecs": 90, "eci": 10}});
-    let api = ApiServer::start(&Scenario::default(), latencies(), Some(policy)).await;
-    let found = preferred_terms(&api);
+    let tb = bed(dir.path(), policy).await;
+    let found = preferred_terms(&tb).await;
     assert_eq!(found[0]["weight"], 80);
-    let _agent = Agent::start(&api, dir.path(), &prom.url(), "agent-a", false);
-    wait_until("spillway's weights applied", 30, || {
-        preferred_terms(&api)[0]["weight"] == 90
+    let agent = agent(&tb, dir.path(), &prom.url(), "agent-a", false, &[]).await;
+    wait_for("spillway's weights applied", 60, || async {
+        preferred_terms(&tb).await[0]["weight"] == 90
     })
     .await;
     load.set(5000.0);
-    wait_until("scaled, with deletion costs", 30, || {
-        replicas(&api) == 10 && !events(&api, "DeletionCostsSet").is_empty()
+    wait_for("scaled, with deletion costs", 60, || async {
+        tb.replicas().await == 10 && !events(&tb, "DeletionCostsSet").await.is_empty()
     })
     .await;
-    let e = egw(&api).unwrap();
+    // Settled: every pod of the 10 is there and annotated.
+    wait_for("10 annotated gateway pods", 60, || async {
+        let pods = tb.gateway_pods().await;
+        pods.len() == 10
+            && pods
+                .iter()
+                .all(|p| p.annotations.contains_key(POD_DELETION_COST))
+    })
+    .await;
+    let e = egw(&tb).await;
     assert_eq!(
         e["metadata"]["finalizers"],
         json!(["spillway.io/restore-gateway"])
@@ -331,45 +304,53 @@ async fn deleting_the_policy_hands_the_gateway_back() {
         "status.original records the terms spillway found"
     );
 
-    // `kubectl delete egw`: the API server marks it and waits for the finalizer.
-    let marked = api.with(|st| st.log.len());
-    api.with(|st| {
-        let mut o = st
-            .get("elasticgateways", "istio-system", "ingressgateway")
-            .unwrap()
-            .clone();
-        o["metadata"]["deletionTimestamp"] = json!("2026-11-25T19:00:00Z");
-        o["metadata"]["generation"] = json!(2);
-        st.put("elasticgateways", "istio-system", "ingressgateway", o);
-    });
-    wait_until("the ElasticGateway is gone", 30, || egw(&api).is_none()).await;
-    assert_eq!(preferred_terms(&api), found, "the original terms are back");
-    let handed = events(&api, "HandedBack");
+    // `kubectl delete egw`: the apiserver marks it and waits for the finalizer.
+    let marked = agent.proxy.with(|st| st.log.len());
+    tb.kubectl_ok(
+        &[
+            "-n",
+            "istio-system",
+            "delete",
+            "elasticgateway",
+            "ingressgateway",
+            "--wait=false",
+        ],
+        None,
+    );
+    wait_for("the ElasticGateway is gone", 60, || async {
+        egw_opt(&tb).await.is_none()
+    })
+    .await;
+    assert_eq!(preferred_terms(&tb).await, found, "the original terms are back");
+    let handed = events(&tb, "HandedBack").await;
     assert_eq!(handed.len(), 1, "{handed:?}");
-    let note = handed[0]["note"].as_str().unwrap();
+    let note = handed[0].note.clone().unwrap_or_default();
     assert!(
         note.contains("restored the 2 preferred affinity term(s)"),
         "{note}"
     );
-    let pods = api.with(|st| {
-        st.list("pods", Some("istio-system"))
-            .iter()
-            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
-            .count()
-    });
+    let pods = tb.gateway_pods().await;
     assert!(
         note.contains(&format!(
-            "removed pod-deletion-cost from {pods} gateway pod(s)"
+            "removed pod-deletion-cost from {} gateway pod(s)",
+            pods.len()
         )),
-        "{note} ({pods} pods)"
+        "{note} ({} pods)",
+        pods.len()
     );
-    let pod_patches = api.with(|st| {
+    // The annotations are gone from the pods the apiserver holds, by one patch each.
+    assert!(
+        pods.iter()
+            .all(|p| !p.annotations.contains_key(POD_DELETION_COST)),
+        "{pods:?}"
+    );
+    let pod_patches = agent.proxy.with(|st| {
         st.log[marked..]
             .iter()
             .filter(|l| l.method == "PATCH" && l.path.contains("/pods/"))
             .count()
     });
-    assert_eq!(pod_patches, pods);
+    assert_eq!(pod_patches, pods.len());
     // The replica count stays where spillway left it.
-    assert_eq!(replicas(&api), 10);
+    assert_eq!(tb.replicas().await, 10);
 }
