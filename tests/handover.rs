@@ -47,7 +47,6 @@ fn policy() -> Value {
     })
 }
 
-
 /// A control plane with the scenario's cluster, `deploy/` applied, the gateway and `egw`.
 async fn bed(dir: &std::path::Path, egw: Value) -> Testbed {
     let scenario = Scenario::default();
@@ -321,7 +320,11 @@ async fn deleting_the_policy_hands_the_gateway_back() {
         egw_opt(&tb).await.is_none()
     })
     .await;
-    assert_eq!(preferred_terms(&tb).await, found, "the original terms are back");
+    assert_eq!(
+        preferred_terms(&tb).await,
+        found,
+        "the original terms are back"
+    );
     let handed = events(&tb, "HandedBack").await;
     assert_eq!(handed.len(), 1, "{handed:?}");
     let note = handed[0].note.clone().unwrap_or_default();
