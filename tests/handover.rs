@@ -11,6 +11,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use serde_json::{Value, json};
@@ -284,13 +285,13 @@ async fn deleting_the_policy_hands_the_gateway_back() {
         tb.replicas().await == 10 && !events(&tb, "DeletionCostsSet").await.is_empty()
     })
     .await;
-    // Settled: every pod of the 10 is there and annotated.
-    wait_for("10 annotated gateway pods", 60, || async {
-        let pods = tb.gateway_pods().await;
-        pods.len() == 10
-            && pods
-                .iter()
-                .all(|p| p.annotations.contains_key(POD_DELETION_COST))
+    // Pods carry spillway's deletion costs (new pods of the weights' rollout get theirs on a
+    // later decision; all that matters here is that there are costs to remove).
+    wait_for("annotated gateway pods", 60, || async {
+        tb.gateway_pods()
+            .await
+            .iter()
+            .any(|p| p.annotations.contains_key(POD_DELETION_COST))
     })
     .await;
     let e = egw(&tb).await;
@@ -332,28 +333,44 @@ async fn deleting_the_policy_hands_the_gateway_back() {
         note.contains("restored the 2 preferred affinity term(s)"),
         "{note}"
     );
-    let pods = tb.gateway_pods().await;
-    assert!(
-        note.contains(&format!(
-            "removed pod-deletion-cost from {} gateway pod(s)",
-            pods.len()
-        )),
-        "{note} ({} pods)",
-        pods.len()
-    );
-    // The annotations are gone from the pods the apiserver holds, by one patch each.
-    assert!(
-        pods.iter()
-            .all(|p| !p.annotations.contains_key(POD_DELETION_COST)),
-        "{pods:?}"
-    );
+    // Restoring the terms starts a rollout, so some old pods may already be going when the
+    // costs are cleared: every pod that is not being deleted has lost its cost, by one patch
+    // each, as many as the note says.
+    let cleared: usize = note
+        .split("removed pod-deletion-cost from ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{note}"));
+    assert!(cleared > 0, "{note}");
     let pod_patches = agent.proxy.with(|st| {
         st.log[marked..]
             .iter()
-            .filter(|l| l.method == "PATCH" && l.path.contains("/pods/"))
+            .filter(|l| l.method == "PATCH" && l.path.contains("/pods/") && l.status < 300)
             .count()
     });
-    assert_eq!(pod_patches, pods.len());
+    // (A pod the rollout removed meanwhile answers 404 and needs no clearing.)
+    assert_eq!(pod_patches, cleared, "{note}");
+    let pods: Api<Pod> = Api::namespaced(tb.client.clone(), "istio-system");
+    let kept: Vec<String> = pods
+        .list(&ListParams::default().labels("app=istio-ingressgateway"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|p| {
+            p.metadata.deletion_timestamp.is_none()
+                && p.metadata
+                    .annotations
+                    .as_ref()
+                    .is_some_and(|a| a.contains_key(POD_DELETION_COST))
+        })
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    assert!(
+        kept.is_empty(),
+        "pods still carrying a deletion cost: {kept:?}"
+    );
     // The replica count stays where spillway left it.
     assert_eq!(tb.replicas().await, 10);
 }
