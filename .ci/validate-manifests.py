@@ -1,9 +1,15 @@
 #!/usr/bin/env python3
-"""Offline validation of deploy/: every kustomization builds, every built-in kind validates
-against the Kubernetes OpenAPI schemas (kubernetes-validate, pinned in .ci/run), and every
-ElasticGateway (in the builds and in deploy/examples) validates against the CRD's own schema,
-with unknown fields rejected as kubectl's strict field validation would."""
+"""Offline validation of deploy/ and charts/spillway: every kustomization builds, every built-in
+kind validates against the Kubernetes OpenAPI schemas (kubernetes-validate, pinned in .ci/run),
+and every ElasticGateway (in the builds and in deploy/examples) validates against the CRD's own
+schema, with unknown fields rejected as kubectl's strict field validation would.
+
+With HELM set (the path of a helm binary; .ci/run builds one): `helm lint --strict`, renders
+with several value sets through the same validation, and the one-source-of-truth check: the
+chart with the monitoring toggles on renders the very objects of `kubectl kustomize` of the base
+plus the monitoring component (Helm's own labels aside)."""
 import glob
+import os
 import subprocess
 import sys
 
@@ -58,25 +64,131 @@ def check_egw(doc, where):
         print(f"ok   {where}: ElasticGateway {doc['metadata'].get('namespace')}/{doc['metadata']['name']} matches the CRD schema")
 
 
-kustomizations = ["deploy"] + sorted(p.rsplit("/", 1)[0] for p in glob.glob("deploy/overlays/*/kustomization.yaml"))
-for k in kustomizations:
-    built = subprocess.run(["kubectl", "kustomize", k], capture_output=True, text=True)
-    if built.returncode != 0:
-        failures.append(f"{k}: kubectl kustomize failed: {built.stderr.strip()}")
-        continue
-    out = f"target/kustomize-{k.replace('/', '-')}.yaml"
-    open(out, "w").write(built.stdout)
+def validate_built(label, text):
+    """kubernetes-validate --strict on a rendered set of objects, and the CRD schema on its
+    ElasticGateways."""
+    out = "target/rendered-" + label.replace("/", "-").replace(":", "-") + ".yaml"
+    open(out, "w").write(text)
     v = subprocess.run(["kubernetes-validate", "--strict", "-k", K8S_VERSION, out], capture_output=True, text=True)
     for line in (v.stdout + v.stderr).splitlines():
         if line.startswith("ERROR") or (line.startswith("WARN") and "Couldn't find schema" not in line):
-            failures.append(f"{k}: {line}")
+            failures.append(f"{label}: {line}")
         elif line.startswith("INFO") or "Couldn't find schema" in line:
-            print(f"ok   {k}: {line.split(' ', 2)[2] if line.startswith('INFO') else line}")
-    if v.returncode != 0 and not any(f.startswith(k + ":") for f in failures):
-        failures.append(f"{k}: kubernetes-validate exited {v.returncode}: {v.stdout}{v.stderr}")
-    for d in docs(built.stdout, is_text=True):
+            print(f"ok   {label}: {line.split(' ', 2)[2] if line.startswith('INFO') else line}")
+    if v.returncode != 0 and not any(f.startswith(label + ":") for f in failures):
+        failures.append(f"{label}: kubernetes-validate exited {v.returncode}: {v.stdout}{v.stderr}")
+    for d in docs(text, is_text=True):
         if d.get("kind") == "ElasticGateway":
-            check_egw(d, k)
+            check_egw(d, label)
+
+
+def kustomize(path):
+    built = subprocess.run(["kubectl", "kustomize", path], capture_output=True, text=True)
+    if built.returncode != 0:
+        failures.append(f"{path}: kubectl kustomize failed: {built.stderr.strip()}")
+        return None
+    return built.stdout
+
+
+# The base with the Prometheus Operator component, as a user's kustomization outside deploy/
+# would combine them (an overlay inside deploy/ cannot include its own parent).
+os.makedirs("target/kustomize-with-monitoring", exist_ok=True)
+open("target/kustomize-with-monitoring/kustomization.yaml", "w").write(
+    "resources: [../../deploy]\ncomponents: [../../deploy/monitoring]\n"
+)
+kustomizations = ["deploy", "target/kustomize-with-monitoring"] + sorted(
+    p.rsplit("/", 1)[0] for p in glob.glob("deploy/overlays/*/kustomization.yaml")
+)
+built_text = {}
+for k in kustomizations:
+    text = kustomize(k)
+    if text is None:
+        continue
+    built_text[k] = text
+    validate_built(k, text)
+if any(d.get("apiVersion", "").startswith("monitoring.coreos.com/") for d in docs(built_text.get("deploy", ""), is_text=True)):
+    failures.append("deploy: the base must apply without the Prometheus Operator (move its objects to deploy/monitoring)")
+
+HELM_ONLY_LABELS = {"helm.sh/chart", "app.kubernetes.io/managed-by", "app.kubernetes.io/instance", "app.kubernetes.io/version"}
+
+
+def comparable(text):
+    out = {}
+    for d in docs(text, is_text=True):
+        labels = d.get("metadata", {}).get("labels") or {}
+        for k in HELM_ONLY_LABELS:
+            labels.pop(k, None)
+        if d["kind"] == "CustomResourceDefinition":
+            # Helm installs crds/ as they are, without labels.
+            d["metadata"].pop("labels", None)
+        out[(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"])] = d
+    return out
+
+
+def helm(*args):
+    r = subprocess.run([HELM, *args], capture_output=True, text=True)
+    if r.returncode != 0:
+        failures.append(f"helm {' '.join(args)}: exit {r.returncode}: {r.stdout}{r.stderr}")
+        return None
+    return r.stdout
+
+
+HELM = os.environ.get("HELM")
+if HELM:
+    lint = helm("lint", "--strict", "charts/spillway")
+    if lint is not None:
+        print("ok   charts/spillway: helm lint --strict")
+    same = [("charts/spillway/crds/elasticgateways.spillway.io.yaml", "deploy/crd.yaml"),
+            ("charts/spillway/files/spillway-rules.yaml", "deploy/prometheus/spillway-rules.yaml")]
+    for copy, source in same:
+        if open(copy).read() != open(source).read():
+            failures.append(f"{copy} differs from {source}: cp {source} {copy}")
+    value_sets = {
+        "defaults": [],
+        "monitoring": ["--set", "createNamespace=true,serviceMonitor.enabled=true,prometheusRule.enabled=true"],
+        "options": ["--set", "leaderElection.enabled=false,replicaCount=1,prometheus.bearerToken.secretName=prom-token,"
+                    "prometheus.ca.secretName=prom-ca,meshKubeconfig.secretName=asm-kubeconfig,log.level=debug,"
+                    "interval=10s,podDisruptionBudget.enabled=false,gatewayNamespaces={istio-system,gateways}"],
+    }
+    rendered = {}
+    for name, args in value_sets.items():
+        text = helm("template", "spillway", "charts/spillway", "--namespace", "spillway-system", "--include-crds", *args)
+        if text is None:
+            continue
+        rendered[name] = text
+        validate_built(f"helm-{name}", text)
+    if "monitoring" in rendered and "target/kustomize-with-monitoring" in built_text:
+        chart = comparable(rendered["monitoring"])
+        base = comparable(built_text["target/kustomize-with-monitoring"])
+        for key in sorted(set(chart) | set(base), key=str):
+            if key not in chart:
+                failures.append(f"helm vs deploy/: {key} is in deploy/ but not rendered by the chart")
+            elif key not in base:
+                failures.append(f"helm vs deploy/: the chart renders {key}, which deploy/ lacks")
+            elif chart[key] != base[key]:
+                failures.append(f"helm vs deploy/: {key} differs:\n  chart:   {chart[key]}\n  deploy/: {base[key]}")
+        if not any(f.startswith("helm vs deploy/") for f in failures):
+            print(f"ok   charts/spillway renders the same {len(chart)} objects as deploy/ + deploy/monitoring")
+    if "options" in rendered:
+        objs = comparable(rendered["options"])
+        dep = objs[("Deployment", "spillway-system", "spillway")]
+        pod = dep["spec"]["template"]["spec"]
+        env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+        checks = [
+            (env.get("SPILLWAY_LEADER_ELECTION") == "false", "leaderElection.enabled=false sets SPILLWAY_LEADER_ELECTION"),
+            (("Role", "spillway-system", "spillway-leader") not in objs, "no Lease Role without leader election"),
+            (("Role", "gateways", "spillway-gateway") in objs, "a write Role in every gateway namespace"),
+            (env.get("SPILLWAY_GATEWAY_NAMESPACES") == "istio-system,gateways", "gatewayNamespaces reach the agent"),
+            (env.get("SPILLWAY_PROMETHEUS_TOKEN_FILE") == "/etc/spillway/prometheus-token/token", "the token file is mounted"),
+            (env.get("SPILLWAY_MESH_KUBECONFIG") == "/etc/spillway/mesh/kubeconfig", "the mesh kubeconfig is mounted"),
+            ({v["secret"]["secretName"] for v in pod.get("volumes", [])} == {"prom-token", "prom-ca", "asm-kubeconfig"},
+             "the three Secrets are volumes"),
+            (("PodDisruptionBudget", "spillway-system", "spillway") not in objs, "the PDB can be turned off"),
+        ]
+        for ok, what in checks:
+            (print(f"ok   helm-options: {what}") if ok else failures.append(f"helm-options: {what}: not so"))
+else:
+    print("skip charts/spillway: HELM is not set (.ci/run builds helm and sets it)")
 
 for f in sorted(glob.glob("deploy/examples/*.yaml")):
     for d in docs(f):
@@ -92,4 +204,4 @@ if len(list(validator.iter_errors(probe))) != 2:
 if failures:
     print("\n".join(["FAIL " + f for f in failures]))
     sys.exit(1)
-print(f"all manifests valid ({len(kustomizations)} kustomizations, Kubernetes {K8S_VERSION})")
+print(f"all manifests valid ({len(kustomizations)} kustomizations{', the Helm chart' if HELM else ''}, Kubernetes {K8S_VERSION})")

@@ -3,6 +3,7 @@
 
 pub mod controller;
 pub mod index;
+pub mod leader;
 pub mod target;
 pub mod watch;
 

@@ -46,31 +46,25 @@ enum Command {
     Crd,
 }
 
-/// Parses "5s", "500ms", "2m" or a bare number of seconds, up to a day.
+/// Parses a positive duration: "5s", "500ms", "2m", "1h30m", "1.5s" (jiff's friendly format,
+/// as Go's `time.ParseDuration` writes them; jiff comes with k8s-openapi), ISO 8601 ("PT5S"), or
+/// a bare number of seconds; up to a day.
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    use k8s_openapi::jiff::SignedDuration;
     let s = s.trim();
-    let (num, mul) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 0.001)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = s.strip_suffix('m') {
-        (n, 60.0)
-    } else {
-        (s, 1.0)
+    let d = match s.parse::<f64>() {
+        Ok(secs) => SignedDuration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))?,
+        Err(_) => s
+            .parse::<SignedDuration>()
+            .map_err(|e| format!("{s:?} is not a duration like 5s, 500ms or 2m: {e}"))?,
     };
-    let x: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 5s, 500ms or 2m"))?;
-    if !(x.is_finite() && x > 0.0) {
+    if !d.is_positive() {
         return Err(format!("{s:?} must be positive"));
     }
-    const DAY: f64 = 86_400.0;
-    let secs = x * mul;
-    if secs > DAY {
+    if d > SignedDuration::from_secs(86_400) {
         return Err(format!("{s:?} is longer than a day"));
     }
-    std::time::Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
+    std::time::Duration::try_from(d).map_err(|e| format!("{s:?}: {e}"))
 }
 
 /// Parses `IP:port`; an IPv6 address may come without brackets (as `$(POD_IP):8080` gives it).
@@ -152,6 +146,9 @@ struct RunArgs {
     /// How long a Lease holds without renewal; a new leader takes over within about this time.
     #[arg(long, env = "SPILLWAY_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
     lease_duration: std::time::Duration,
+    /// How often a standby replica looks for a Lease released early (by a leader shutting down).
+    #[arg(long, env = "SPILLWAY_LEASE_RETRY_PERIOD", default_value = "2s", value_parser = parse_duration)]
+    lease_retry_period: std::time::Duration,
     /// This replica's identity in the Lease and on Events (normally the pod name).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
@@ -348,22 +345,26 @@ async fn agent(args: RunArgs) -> anyhow::Result<()> {
         });
     }
 
-    // Leadership.
-    let (leader_rx, lease_task) = if args.leader_election {
-        let secs = args.lease_duration.as_secs().max(2);
+    // Leadership. The Lease is released once the controller has stopped (below).
+    let (release_tx, release_rx) = tokio::sync::watch::channel(false);
+    let (leader_rx, mut lease_task) = if args.leader_election {
+        let settings = spillway::k8s::leader::LeaseSettings {
+            name: args.lease_name.clone(),
+            namespace: args.lease_namespace.clone(),
+            identity: identity.clone(),
+            duration: args.lease_duration,
+            retry: args.lease_retry_period,
+        };
         // The API server may not answer yet (a control plane restarting): retry, saying so.
         let mut backoff = std::time::Duration::from_secs(1);
-        let manager = loop {
-            let built =
-                kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
-                    .with_namespace(&args.lease_namespace)
-                    .with_identity(&identity)
-                    .with_duration(secs)
-                    .with_grace((secs / 3).max(1))
-                    .with_field_manager(format!("spillway-{identity}"))
-                    .build();
-            match tokio::time::timeout(args.api_timeout, built).await {
-                Ok(Ok(m)) => break m,
+        let (rx, task) = loop {
+            let elected = spillway::k8s::leader::elect(
+                client.clone(),
+                settings.clone(),
+                stopped(release_rx.clone()),
+            );
+            match tokio::time::timeout(args.api_timeout, elected).await {
+                Ok(Ok(started)) => break started,
                 Ok(Err(e)) => {
                     tracing::error!(error = %e, retry_in = ?backoff, lease = %args.lease_name, namespace = %args.lease_namespace, "cannot set up leader election (is the API server reachable, and may spillway write Leases there?); retrying")
                 }
@@ -377,11 +378,14 @@ async fn agent(args: RunArgs) -> anyhow::Result<()> {
             }
             backoff = (backoff * 2).min(std::time::Duration::from_secs(30));
         };
-        let (rx, task) = manager.watch().await;
         (rx, Some(task))
     } else {
         let (tx, rx) = tokio::sync::watch::channel(true);
-        std::mem::forget(tx);
+        // The sender lives until the agent stops: this replica always leads.
+        tokio::spawn(async move {
+            stopped(release_rx).await;
+            drop(tx);
+        });
         (rx, None)
     };
     {
@@ -417,12 +421,25 @@ async fn agent(args: RunArgs) -> anyhow::Result<()> {
     tracing::info!(%identity, %prometheus, interval = ?args.interval, "spillway running");
     let result = tokio::select! {
         r = controller::run(ctx, changed_rx, stopped(stop_rx.clone())) => r.map_err(anyhow::Error::from),
-        r = async { match lease_task { Some(t) => t.await, None => std::future::pending().await } } => {
+        r = async { match lease_task.as_mut() { Some(t) => t.await, None => std::future::pending().await } } => {
+            lease_task = None;
             Err(anyhow::anyhow!("the leader-election task ended: {:?}", r.map(|inner| inner.err())))
         }
     };
-    // Give up the Lease so that another replica takes over at once.
+    // The controller has stopped acting: give up the Lease so that another replica takes over
+    // within its retry period rather than a whole Lease duration.
+    let _ = release_tx.send(true);
     drop(leader_rx);
+    if let Some(task) = lease_task {
+        match tokio::time::timeout(std::time::Duration::from_secs(5), task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "releasing the Lease failed"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "the leader-election task failed"),
+            Err(_) => {
+                tracing::warn!("releasing the Lease took more than 5 s; it expires on its own")
+            }
+        }
+    }
     for w in watches {
         w.abort();
     }
@@ -683,4 +700,29 @@ fn drill(args: DrillArgs) -> anyhow::Result<ExitCode> {
             .join(", ")
     );
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_parse_as_operators_write_them() {
+        for (s, d) in [
+            ("5s", Duration::from_secs(5)),
+            ("500ms", Duration::from_millis(500)),
+            ("2m", Duration::from_secs(120)),
+            ("1h30m", Duration::from_secs(5400)),
+            ("1.5s", Duration::from_millis(1500)),
+            ("PT5S", Duration::from_secs(5)),
+            ("7", Duration::from_secs(7)),
+            ("0.25", Duration::from_millis(250)),
+        ] {
+            assert_eq!(parse_duration(s), Ok(d), "{s}");
+        }
+        for bad in ["", "0s", "-5s", "5 parsecs", "NaN", "0"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
 }

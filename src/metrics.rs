@@ -3,6 +3,10 @@
 //! One prometheus-client registry under the `spillway_` prefix; every per-gateway series carries
 //! `namespace` and `name` (of the ElasticGateway). The live agent and the drill record through
 //! [`Metrics::record_decision`], so a drill's `/metrics` looks like a cluster's.
+//!
+//! Only the leader exports the per-gateway families: every replica decides (a standby keeps its
+//! engine warm for a takeover), but dashboards and rules `sum()` over the replicas' scrapes, so a
+//! standby exports only its process metrics (`spillway_leader 0`, `spillway_build_info`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -172,7 +176,10 @@ struct Memory {
 
 /// The registry and every family in it.
 pub struct Metrics {
+    /// Per-gateway families: exported by the leader only.
     registry: Registry,
+    /// This process: exported by every replica.
+    process: Registry,
     pods: Family<PodLabels, Gauge>,
     phase: Family<PhaseLabels, Gauge>,
     desired: Family<Gw, Gauge>,
@@ -272,7 +279,9 @@ impl Metrics {
             leader: Gauge::default(),
             memory: Mutex::new(HashMap::new()),
             registry: Registry::default(),
+            process: Registry::default(),
         };
+        let mut process = Registry::with_prefix("spillway");
         r.register(
             "gateway_pods",
             "Gateway pods by pool (ecs: dedicated ECS nodes, eci: virtual-kubelet nodes, pending: not yet scheduled, other: neither pool) and state (ready, starting, terminating)",
@@ -396,12 +405,12 @@ impl Metrics {
             "1 while spillway makes no decision for the gateway, for the reason in `kind` (CachesNotSynced, WatchFailing, InvalidPolicy, Undecodable, NamespaceNotWatched, TargetNotFound); 0 for the others",
             m.held.clone(),
         );
-        r.register(
+        process.register(
             "leader",
-            "1 while this spillway replica holds the leader Lease and may write",
+            "1 while this spillway replica holds the leader Lease and may write; only the leader exports the per-gateway metrics",
             m.leader.clone(),
         );
-        r.register(
+        process.register(
             "build",
             "spillway's version",
             Info::new(vec![(
@@ -409,7 +418,11 @@ impl Metrics {
                 env!("CARGO_PKG_VERSION").to_string(),
             )]),
         );
-        Self { registry: r, ..m }
+        Self {
+            registry: r,
+            process,
+            ..m
+        }
     }
 
     /// Records one decision; `applied` is what was actually changed (empty in dry-run).
@@ -776,18 +789,59 @@ impl Metrics {
         self.leader.set(i64::from(leader));
     }
 
+    /// Whether the per-gateway families are exported: only while this replica leads.
+    pub fn exports_gateways(&self) -> bool {
+        self.leader.get() == 1
+    }
+
     /// OpenMetrics text, as Prometheus asks for it.
     pub fn openmetrics(&self) -> String {
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let mut out = String::new();
         // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        let _ = encode_registry(&mut out, &self.process);
+        if self.exports_gateways() {
+            let _ = encode_registry(&mut out, &self.registry);
+        }
+        let _ = encode_eof(&mut out);
         out
     }
 
     /// The classic 0.0.4 text format, for clients that do not ask for OpenMetrics.
     pub fn prometheus_text(&self) -> String {
+        use prometheus_client::encoding::prometheus_text::encode;
         let mut out = String::new();
-        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
+        let _ = encode(&mut out, &self.process);
+        if self.exports_gateways() {
+            let _ = encode(&mut out, &self.registry);
+        }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_leader_exports_per_gateway_families() {
+        let m = Metrics::new();
+        m.error(&Gw::new("istio-system", "gw"), ErrorKind::ApiRead);
+        let standby = m.openmetrics();
+        assert!(standby.contains("spillway_leader 0"), "{standby}");
+        assert!(standby.contains("spillway_build_info"), "{standby}");
+        assert!(!standby.contains("istio-system"), "{standby}");
+        assert!(standby.ends_with("# EOF\n"), "{standby}");
+        m.set_leader(true);
+        for text in [m.openmetrics(), m.prometheus_text()] {
+            assert!(text.contains("spillway_leader 1"), "{text}");
+            assert!(
+                text.contains(
+                    r#"spillway_errors_total{namespace="istio-system",name="gw",kind="api_read"} 1"#
+                ),
+                "{text}"
+            );
+        }
+        assert_eq!(m.openmetrics().matches("# EOF").count(), 1);
     }
 }

@@ -78,9 +78,12 @@ pub enum TaintEffect {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Taint {
+    /// The taint's key.
     pub key: String,
+    /// The taint's value (may be empty).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub value: String,
+    /// What the taint does to pods that do not tolerate it.
     pub effect: TaintEffect,
 }
 
@@ -96,10 +99,13 @@ pub enum TolerationOperator {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Toleration {
+    /// The taint key tolerated; empty with operator `Exists` tolerates every taint.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub key: String,
+    /// `Equal` (the value must match) or `Exists` (any value).
     #[serde(default)]
     pub operator: TolerationOperator,
+    /// The taint value tolerated with operator `Equal`; empty with `Exists`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub value: String,
     /// Empty means every effect.

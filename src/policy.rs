@@ -6,7 +6,8 @@
 
 use std::collections::BTreeMap;
 
-use kube::CustomResource;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -24,7 +25,7 @@ pub use validate::{
 };
 
 /// Desired elastic behaviour of one ingress gateway.
-#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[kube(
     group = "spillway.io",
     version = "v1alpha1",
@@ -41,21 +42,29 @@ pub use validate::{
     printcolumn = r#"{"name":"ECI","type":"integer","jsonPath":".status.eciReplicas"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
+#[x_kube(
+    validation = Rule::new("self.minReplicas <= self.maxReplicas").message("minReplicas must not be greater than maxReplicas").field_path(".minReplicas"),
+    validation = Rule::new("!has(self.eci.maxReplicas) || self.eci.maxReplicas <= self.maxReplicas").message("eci.maxReplicas must not be greater than maxReplicas: the ECI pods are part of the gateway's replicas").field_path(".eci.maxReplicas"),
+    validation = Rule::new("self.placement.normalWeights.ecs > self.placement.normalWeights.eci").message("placement.normalWeights must prefer ECS (ecs greater than eci): normal times live on ECS").field_path(".placement.normalWeights")
+)]
 #[serde(rename_all = "camelCase")]
 pub struct ElasticGatewaySpec {
     /// The workload whose replicas and placement spillway steers.
     pub target: TargetRef,
-    /// Never fewer replicas than this.
+    /// Never fewer replicas than this (1 to 10000; the gateway is the front door).
     #[serde(default = "defaults::min_replicas")]
+    #[schemars(range(min = 1, max = 10000))]
     pub min_replicas: i32,
-    /// Never more replicas than this, on both pools together.
+    /// Never more replicas than this, on both pools together (1 to 10000).
     #[serde(default = "defaults::max_replicas")]
+    #[schemars(range(min = 1, max = 10000))]
     pub max_replicas: i32,
     /// Limits on the overflow onto ECI.
     #[serde(default)]
     pub eci: EciLimits,
     /// Load signals; the desired replica count is the largest any of them asks for (as in HPA).
     #[serde(default = "defaults::metrics")]
+    #[schemars(length(min = 1, max = 16))]
     pub metrics: Vec<MetricSpec>,
     /// How to recognise the two node pools, and what the gateway must tolerate on each.
     #[serde(default)]
@@ -72,7 +81,8 @@ pub struct ElasticGatewaySpec {
     /// Decide and report, but change nothing in the cluster.
     #[serde(default)]
     pub dry_run: bool,
-    /// Stop deciding and acting; keep reporting what is observed.
+    /// Stop every write to the gateway and its pods (replicas, weights, deletion costs,
+    /// evictions); spillway keeps observing and reporting. Set it before a manual change.
     #[serde(default)]
     pub paused: bool,
 }
@@ -85,6 +95,7 @@ pub struct TargetRef {
     #[serde(default)]
     pub kind: TargetKind,
     /// Name of the workload, in the ElasticGateway's namespace.
+    #[schemars(length(min = 1, max = 253))]
     pub name: String,
     /// Labels of the gateway's pods, when they are not the Deployment's selector (or, for an
     /// IstioGateway, `istio=<name>`).
@@ -92,6 +103,7 @@ pub struct TargetRef {
     pub pod_selector: Option<BTreeMap<String, String>>,
 }
 
+/// The kind of the gateway workload.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum TargetKind {
     #[default]
@@ -104,11 +116,14 @@ pub enum TargetKind {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EciLimits {
-    /// At most this many gateway pods on virtual nodes. Unset: no cap beyond `maxReplicas`.
+    /// At most this many gateway pods on virtual nodes (0 to `maxReplicas`). Unset: no cap
+    /// beyond `maxReplicas`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 10000))]
     pub max_replicas: Option<i32>,
-    /// At most this estimated ECI spend per hour, in the cost model's currency.
+    /// At most this estimated ECI spend per hour, in the cost model's currency (0 or more).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
     pub max_cost_per_hour: Option<f64>,
     /// Expected seconds from binding an ECI pod to its being ready (instance creation and image
     /// pull); reports put it near 10 s for small images, longer with pulls. Unset: 40.
@@ -139,11 +154,16 @@ impl EciLimits {
 }
 
 /// One load signal.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[x_kube(
+    validation = Rule::new("has(self.preset) || has(self.query)").message("each metric needs a preset or a PromQL query"),
+    validation = Rule::new("self.targetPerReplica > 0.0").message("targetPerReplica must be greater than 0").field_path(".targetPerReplica")
+)]
 #[serde(rename_all = "camelCase")]
 pub struct MetricSpec {
     /// A short name for logs, metrics labels and status (defaults to the preset's name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
     pub name: Option<String>,
     /// A ready-made query for Envoy/Istio gateways; `query` overrides it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -151,7 +171,7 @@ pub struct MetricSpec {
     /// PromQL returning the gateway's total load as one sample (or one per pod, by a `pod` label,
     /// for per-pod HPA semantics).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 4096))]
+    #[schemars(length(min = 1, max = 4096))]
     pub query: Option<String>,
     /// The load one replica should carry, in the query's unit.
     pub target_per_replica: f64,
@@ -178,8 +198,12 @@ impl MetricSpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Pools {
+    /// The dedicated ECS nodes (default: label `mykey4pod=asmgateway`, taint
+    /// `mykey=myvalue:NoSchedule`).
     #[serde(default = "defaults::ecs_pool")]
     pub ecs: PoolSpec,
+    /// The virtual-kubelet (ECI) nodes (default: label `type=virtual-kubelet`, taint
+    /// `virtual-kubelet.io/provider=alibabacloud:NoSchedule`).
     #[serde(default = "defaults::eci_pool")]
     pub eci: PoolSpec,
 }
@@ -197,7 +221,8 @@ impl Default for Pools {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PoolSpec {
-    /// Labels every node of the pool carries.
+    /// Labels every node of the pool carries (at least one).
+    #[schemars(length(min = 1))]
     pub node_selector: BTreeMap<String, String>,
     /// Tolerations for the pool's taints.
     #[serde(default)]
@@ -208,7 +233,11 @@ pub struct PoolSpec {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PoolWeights {
+    /// Weight of the preferred term that selects the ECS pool (1 to 100).
+    #[schemars(range(min = 1, max = 100))]
     pub ecs: i32,
+    /// Weight of the preferred term that selects the ECI pool (1 to 100).
+    #[schemars(range(min = 1, max = 100))]
     pub eci: i32,
 }
 
@@ -234,12 +263,15 @@ pub struct PlacementSpec {
     pub exhausted_weights: PoolWeights,
     /// ECS pod slots to leave free for others; the gateway counts them as taken.
     #[serde(default)]
+    #[schemars(range(min = 0))]
     pub ecs_headroom_pods: i32,
     /// How long ECS must stay exhausted before the weights shift.
     #[serde(default = "defaults::exhausted_after")]
+    #[schemars(range(min = 0))]
     pub exhausted_after_seconds: i64,
     /// How long ECS must have room for every desired replica before the weights shift back.
     #[serde(default = "defaults::recovered_after")]
+    #[schemars(range(min = 0))]
     pub recovered_after_seconds: i64,
     /// Weights that prefer ECS more strongly, applied (at a quiet time) once a gateway pod was
     /// seen bound to ECI while ECS had room for it: preferred affinity is soft, and on some
@@ -248,12 +280,14 @@ pub struct PlacementSpec {
     pub strong_weights: PoolWeights,
     /// Minimum time between two weight changes: each one rolls every gateway pod.
     #[serde(default = "defaults::min_weight_interval")]
+    #[schemars(range(min = 0))]
     pub min_weight_change_interval_seconds: i64,
     /// After a peak, move ECI pods back to ECS (by eviction, one at a time) when ECS has room.
     #[serde(default)]
     pub rebalance: bool,
     /// Minimum time between two moves, and after the last scale-up, before one.
     #[serde(default = "defaults::rebalance_interval")]
+    #[schemars(range(min = 0))]
     pub rebalance_interval_seconds: i64,
 }
 
@@ -283,8 +317,10 @@ pub struct Behavior {
     /// HPA defaults: 300 s stabilization, -100% per 15 s.
     #[serde(default)]
     pub scale_down: ScalingRules,
-    /// Ratio around 1.0 within which no scaling happens (kube-controller-manager default 0.1).
+    /// Ratio around 1.0 within which no scaling happens (kube-controller-manager default 0.1;
+    /// 0 up to, not including, 1).
     #[serde(default = "defaults::tolerance")]
+    #[schemars(range(min = 0.0, max = 1.0))]
     pub tolerance: f64,
     /// Size for the load expected this far ahead, when new pods would be ready.
     #[serde(default)]
@@ -306,14 +342,22 @@ impl Default for Behavior {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ScalingRules {
+    /// How far back (0 to 3600 s) the recommendations are looked at: scaling in this direction
+    /// follows the least change any of them asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 3600))]
     pub stabilization_window_seconds: Option<i32>,
+    /// Which policy wins when several apply: `Max` (the largest change), `Min`, or `Disabled`
+    /// (no scaling in this direction).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub select_policy: Option<SelectPolicy>,
+    /// Limits on the change per period; at least one when given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
     pub policies: Option<Vec<ScalingPolicy>>,
 }
 
+/// `autoscaling/v2` `ScalingPolicySelect`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum SelectPolicy {
     Max,
@@ -321,6 +365,7 @@ pub enum SelectPolicy {
     Disabled,
 }
 
+/// What a scaling policy's value counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum ScalingPolicyType {
     Pods,
@@ -331,9 +376,14 @@ pub enum ScalingPolicyType {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ScalingPolicy {
+    /// `Pods` (a number of pods) or `Percent` (of the current replicas).
     #[serde(rename = "type")]
     pub kind: ScalingPolicyType,
+    /// The most pods, or percent, the count may change by within `periodSeconds` (1 or more).
+    #[schemars(range(min = 1))]
     pub value: i32,
+    /// The window the change is counted over (1 to 1800 s).
+    #[schemars(range(min = 1, max = 1800))]
     pub period_seconds: i32,
 }
 
@@ -384,14 +434,18 @@ impl ScalingRules {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LeadTime {
-    /// How far ahead to look: about the ECI start latency plus the metric's delay. 0 turns it off.
+    /// How far ahead to look: about the ECI start latency plus the metric's delay. 0 turns it off
+    /// (0 to 900).
     #[serde(default = "defaults::lead_seconds")]
+    #[schemars(range(min = 0, max = 900))]
     pub seconds: i64,
-    /// The recent window the trend is fitted over.
+    /// The recent window the trend is fitted over (10 to 3600 s).
     #[serde(default = "defaults::lead_window")]
+    #[schemars(range(min = 10, max = 3600))]
     pub window_seconds: i64,
-    /// The forecast never exceeds the current load times this.
+    /// The forecast never exceeds the current load times this (1 or more).
     #[serde(default = "defaults::lead_max_growth")]
+    #[schemars(range(min = 1.0))]
     pub max_growth: f64,
 }
 
@@ -409,19 +463,24 @@ impl Default for LeadTime {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CostModel {
+    /// Currency of every price here, as it appears in status and metrics labels.
     #[serde(default = "defaults::currency")]
+    #[schemars(length(min = 1, max = 16))]
     pub currency: String,
     /// Hourly price of an ECS node by its `node.kubernetes.io/instance-type`.
     #[serde(default)]
     pub ecs_node_price_per_hour: BTreeMap<String, f64>,
     /// Hourly price of an ECS node whose type is not listed.
     #[serde(default = "defaults::ecs_default_price")]
+    #[schemars(range(min = 0.0))]
     pub ecs_default_node_price_per_hour: f64,
     /// ECI price per vCPU per second (requests rounded up to a valid ECI size).
     #[serde(default = "defaults::eci_vcpu_second")]
+    #[schemars(range(min = 0.0))]
     pub eci_vcpu_price_per_second: f64,
     /// ECI price per GiB of memory per second.
     #[serde(default = "defaults::eci_gib_second")]
+    #[schemars(range(min = 0.0))]
     pub eci_gib_price_per_second: f64,
 }
 
@@ -437,68 +496,85 @@ impl Default for CostModel {
     }
 }
 
-/// What spillway last saw and did, as `kubectl get egw` shows it.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+/// What spillway last saw and did, as `kubectl get egw` shows it. Written by the leader with
+/// server-side apply (field manager `spillway-status`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ElasticGatewayStatus {
+    /// The `metadata.generation` of the spec this status was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// Normal, Overflow, Draining, Holding or Paused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,
+    /// The replica count spillway decided on.
     #[serde(default)]
     pub desired_replicas: i32,
+    /// The gateway workload's replica count (`spec.replicas`) when spillway decided.
     #[serde(default)]
     pub current_replicas: i32,
+    /// Gateway pods on the dedicated ECS nodes.
     #[serde(default)]
     pub ecs_replicas: i32,
+    /// Gateway pods on virtual-kubelet (ECI) nodes.
     #[serde(default)]
     pub eci_replicas: i32,
     /// Gateway pods the ECS pool can hold now (running there plus free slots).
     #[serde(default)]
     pub ecs_capacity: i32,
+    /// The preferred-affinity weights spillway wants on the gateway's pod template.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights: Option<PoolWeights>,
+    /// The last decision that changed something.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_decision: Option<DecisionRecord>,
+    /// Estimated cost per hour of the gateway on each pool, and the saving.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost_per_hour: Option<CostStatus>,
+    /// The gateway as spillway found it before its first change, restored when the
+    /// ElasticGateway is deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<OriginalPlacement>,
+    /// Ready, MetricsAvailable and HpaConflict, as standard `metav1.Condition`s.
     #[serde(default)]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
+}
+
+/// The gateway's placement before spillway changed it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OriginalPlacement {
+    /// The pod template's `nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution` as
+    /// spillway found it (empty: there was none).
+    #[serde(default)]
+    pub preferred_terms: Vec<k8s_openapi::api::core::v1::PreferredSchedulingTerm>,
 }
 
 /// The last decision that changed something, with its reason.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DecisionRecord {
-    /// RFC 3339.
+    /// When, in RFC 3339.
     pub time: String,
     /// ScaleUp, ScaleDown, Hold, WeightChange, Rebalance.
     pub kind: String,
+    /// Why, in words.
     pub reason: String,
 }
 
+/// Estimated cost per hour.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CostStatus {
+    /// The cost model's currency.
     pub currency: String,
+    /// The gateway pods' share of their ECS nodes' price, per hour.
     pub ecs: f64,
+    /// The ECI pods' price per hour.
     pub eci: f64,
     /// What an all-ECS fleet sized for the recent peak would cost per hour, minus the above.
     pub saving: f64,
-}
-
-/// A standard condition (`metav1.Condition` shape).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Condition {
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// "True", "False" or "Unknown".
-    pub status: String,
-    pub reason: String,
-    pub message: String,
-    pub last_transition_time: String,
 }
 
 impl ElasticGatewaySpec {

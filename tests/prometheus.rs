@@ -316,6 +316,20 @@ fn dashboard_and_rules_work_against_a_real_prometheus() {
         selectors(&ast, &mut sels);
         assert!(!sels.is_empty());
         for s in sels {
+            // spillway_held has series only while a gateway is held, which the drill's never
+            // is: check that spillway exports the family (a misspelling would fail here).
+            if s.starts_with("spillway_held") {
+                let m = spillway::metrics::Metrics::new();
+                m.set_leader(true);
+                let gw = spillway::metrics::Gw::new("istio-system", "gw");
+                m.set_held(&gw, Some("CachesNotSynced"));
+                assert!(
+                    m.prometheus_text().contains("spillway_held{"),
+                    "alert {} reads {s}, which spillway does not export",
+                    r["alert"]
+                );
+                continue;
+            }
             assert!(
                 prom.has_data(&format!("group({s})")),
                 "alert {} reads {s}, which matches no series",
@@ -363,7 +377,7 @@ fn prometheusrule_manifest_carries_the_same_rules() {
     let plain: Value =
         serde_saphyr::from_str(&std::fs::read_to_string(rules_file()).unwrap()).unwrap();
     let crd: Value = serde_saphyr::from_str(
-        &std::fs::read_to_string(format!("{ROOT}/deploy/prometheusrule.yaml")).unwrap(),
+        &std::fs::read_to_string(format!("{ROOT}/deploy/monitoring/prometheusrule.yaml")).unwrap(),
     )
     .unwrap();
     assert_eq!(crd["kind"], "PrometheusRule");

@@ -1,6 +1,14 @@
 //! The live loop: a kube-runtime Controller over ElasticGateways. Each reconcile observes (the
 //! index, the target, Prometheus), runs the engine, and — only while this replica leads and the
-//! policy is not in dry-run — applies the plan, then records Events, status and metrics.
+//! policy is neither in dry-run nor paused — applies the plan, then records Events, status and
+//! metrics.
+//!
+//! Status is written by server-side apply under its own field manager, and its conditions are
+//! read back from the object, so `lastTransitionTime` survives restarts and leader changes and no
+//! Event is sent twice for one transition. The controller wakes on spec changes (generation),
+//! deletion and finalizers, never on its own status writes. A finalizer hands the gateway back
+//! on deletion: the preferred affinity terms spillway found (kept in `status.original`) are
+//! restored and the deletion-cost annotations removed.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -8,11 +16,14 @@ use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::watcher;
+use kube::runtime::finalizer::{self, finalizer};
+use kube::runtime::reflector;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tokio::sync::watch;
@@ -24,8 +35,14 @@ use crate::act::Plan;
 use crate::engine::{self, Decision, EngineState, LoadSample, Observation};
 use crate::metrics::{ErrorKind, Gw, Metrics};
 use crate::policy::{
-    Condition, CostStatus, DecisionRecord, ElasticGateway, ElasticGatewaySpec, ElasticGatewayStatus,
+    CostStatus, DecisionRecord, ElasticGateway, ElasticGatewaySpec, ElasticGatewayStatus,
+    OriginalPlacement,
 };
+
+/// The finalizer that hands the gateway back when its ElasticGateway is deleted.
+pub const FINALIZER: &str = "spillway.io/restore-gateway";
+/// The field manager of status writes (server-side apply), apart from the gateway's writes.
+pub const STATUS_MANAGER: &str = "spillway-status";
 use crate::prom::Prometheus;
 
 /// Settings of the loop.
@@ -77,17 +94,20 @@ pub struct Context {
     states: Mutex<HashMap<(String, String), GatewayMemory>>,
 }
 
-/// Per gateway: the engine's state and what was last reported.
+/// Per gateway: the engine's state and what this replica last wrote while leading.
 #[derive(Default)]
 struct GatewayMemory {
     engine: EngineState,
     failures: u32,
-    conditions: Vec<Condition>,
-    last_decision: Option<DecisionRecord>,
     /// This replica led at the last decision: its engine memory describes what it applied.
     led: bool,
     /// The validation result of the spec at this generation (validation parses PromQL).
     validated: Option<(i64, Vec<String>)>,
+    /// The conditions of the last status write, fresher than the cache right after it; `None`
+    /// until this replica writes as the leader (then the object's status is the truth).
+    written: Option<Vec<Condition>>,
+    /// `status.original` as this replica recorded it, until the cache shows it.
+    original: Option<OriginalPlacement>,
 }
 
 impl Context {
@@ -125,13 +145,6 @@ impl Context {
         self.states
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn conditions_of(&self, key: &(String, String)) -> Vec<Condition> {
-        self.states()
-            .get(key)
-            .map(|m| m.conditions.clone())
-            .unwrap_or_default()
     }
 
     fn has_memory(&self) -> bool {
@@ -177,9 +190,19 @@ pub async fn run(
         rx.changed().await.ok()?;
         Some(((), rx))
     });
-    // Changes to the target (scaled by hand, a rollout) show as changes of its pods, which the
-    // pod watch reports; nothing else needs watching cluster-wide to wake a reconcile.
-    let controller = Controller::new(egws, watcher::Config::default().any_semantic());
+    // Wake on what the user changed (generation), on deletion and on finalizers, never on
+    // spillway's own status writes. Changes to the target (scaled by hand, a rollout) show as
+    // changes of its pods, which the pod watch reports; nothing else needs watching
+    // cluster-wide to wake a reconcile.
+    let (reader, writer) = reflector::store();
+    let trigger = reflector::reflector(
+        writer,
+        watcher(egws, watcher::Config::default().any_semantic()),
+    )
+    .default_backoff()
+    .applied_objects()
+    .predicate_filter(wake_on, Default::default());
+    let controller = Controller::for_stream(trigger, reader);
     let store = controller.store();
     let sweeper = {
         let (ctx, store) = (ctx.clone(), store.clone());
@@ -249,6 +272,16 @@ async fn preflight(egws: &Api<WatchedGateway>, timeout: Duration) {
     }
 }
 
+/// What a reconcile depends on: the spec's generation, deletion, and the finalizers.
+fn wake_on<K: Resource>(egw: &K) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    egw.meta().generation.hash(&mut h);
+    egw.meta().deletion_timestamp.is_some().hash(&mut h);
+    egw.meta().finalizers.hash(&mut h);
+    Some(h.finish())
+}
+
 fn error_policy(egw: Arc<WatchedGateway>, err: &crate::Error, ctx: Arc<Context>) -> Action {
     let key = (egw.namespace().unwrap_or_default(), egw.name_any());
     let failures = {
@@ -276,7 +309,9 @@ async fn reconcile(obj: Arc<WatchedGateway>, ctx: Arc<Context>) -> Result<Action
         }
     };
     let limit = ctx.config.reconcile_timeout;
-    match tokio::time::timeout(limit, reconcile_one(egw, &ns, &name, &ctx).instrument(span)).await {
+    // The finalizer helper needs the decoded object, as an `Arc` of its own.
+    let egw = Arc::new(egw.clone());
+    match tokio::time::timeout(limit, decoded(egw, &ns, &name, &ctx).instrument(span)).await {
         Ok(r) => r,
         Err(_) => Err(crate::Error::Timeout(format!(
             "the reconcile of {ns}/{name} took longer than {limit:?}"
@@ -304,7 +339,7 @@ async fn undecodable(
         status: None,
     };
     let key = (ns.to_string(), name.to_string());
-    let cond = condition("Ready", false, "Undecodable", &msg);
+    let cond = condition("Ready", false, "Undecodable", &msg, target.generation);
     report_problem(&target, ctx, &key, cond, ctx.is_leader()).await;
     Action::requeue(ctx.config.interval * 6)
 }
@@ -347,6 +382,124 @@ fn validation_errors(egw: &ElasticGateway, ns: &str, ctx: &Context) -> Vec<Strin
     errors
 }
 
+/// A decoded ElasticGateway: the follower decides without writing; the leader runs the
+/// reconcile under the finalizer once spillway may change the gateway.
+async fn decoded(
+    egw: Arc<ElasticGateway>,
+    ns: &str,
+    name: &str,
+    ctx: &Context,
+) -> Result<Action, crate::Error> {
+    if !ctx.is_leader() {
+        // A follower observes and decides (for its logs and a fast takeover) but writes
+        // nothing, not even the finalizer.
+        ctx.states()
+            .entry((ns.to_string(), name.to_string()))
+            .or_default()
+            .written = None;
+    }
+    // The finalizer goes on once spillway may change the gateway (neither dry-run nor paused),
+    // and stays until the hand-back is done.
+    let finalized = egw.finalizers().iter().any(|f| f == FINALIZER);
+    let may_write = !egw.spec.dry_run && !egw.spec.paused;
+    if !ctx.is_leader() || !(finalized || may_write) {
+        if egw.metadata.deletion_timestamp.is_some() {
+            return Ok(Action::await_change());
+        }
+        return reconcile_one(&egw, ns, name, ctx).await;
+    }
+    let api = Api::<ElasticGateway>::namespaced(ctx.client.clone(), ns);
+    finalizer(&api, FINALIZER, egw, |event| async {
+        match event {
+            finalizer::Event::Apply(egw) => reconcile_one(&egw, ns, name, ctx).await,
+            finalizer::Event::Cleanup(egw) => hand_back(&egw, ns, ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
+        finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => {
+            crate::Error::Kube(e)
+        }
+        other => crate::Error::Config(other.to_string()),
+    })
+}
+
+/// On deletion: the preferred terms spillway found are restored (when it changed them) and the
+/// deletion-cost annotations removed, unless the policy is paused (then nothing is touched).
+async fn hand_back(egw: &ElasticGateway, ns: &str, ctx: &Context) -> Result<Action, crate::Error> {
+    let spec = &egw.spec;
+    let oref = egw.object_ref(&());
+    let t = ctx.config.api_timeout;
+    if spec.paused {
+        let note = "deleted while paused: the gateway is left as it is now (weights and deletion costs untouched)";
+        info!(note, "handing back");
+        publish(
+            ctx,
+            &oref,
+            EventType::Normal,
+            "HandedBack",
+            "Uninstall",
+            note,
+        )
+        .await;
+        return Ok(Action::await_change());
+    }
+    let mut done = vec![];
+    if let Some(original) = egw.status.as_ref().and_then(|s| s.original.as_ref()) {
+        let restore =
+            target::restore_preferred_terms(&ctx.client, ns, spec, &original.preferred_terms);
+        match bounded(t, restore).await {
+            Ok(()) => done.push(format!(
+                "restored the {} preferred affinity term(s) spillway found",
+                original.preferred_terms.len()
+            )),
+            // The gateway is gone: nothing to hand back.
+            Err(e) if is_status(&e, 404) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let pods = match bounded(t, target::read(&ctx.client, ns, spec)).await? {
+        Some(t) => ctx
+            .index
+            .read()
+            .map(|ix| {
+                ix.gateway_pods(
+                    ns,
+                    &t.selector,
+                    &spec.pools.ecs.node_selector,
+                    &spec.pools.eci.node_selector,
+                )
+            })
+            .unwrap_or_default(),
+        None => vec![],
+    };
+    let mut cleared = 0;
+    for p in &pods {
+        match bounded(t, target::clear_deletion_cost(&ctx.client, ns, &p.name)).await {
+            Ok(()) => cleared += 1,
+            Err(e) if is_status(&e, 404) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    done.push(format!(
+        "removed pod-deletion-cost from {cleared} gateway pod(s)"
+    ));
+    let note = format!("{}; the replica count stays where it is", done.join("; "));
+    info!(%note, "handed the gateway back");
+    publish(
+        ctx,
+        &oref,
+        EventType::Normal,
+        "HandedBack",
+        "Uninstall",
+        &note,
+    )
+    .await;
+    ctx.states().remove(&(ns.to_string(), egw.name_any()));
+    Ok(Action::await_change())
+}
+
 async fn reconcile_one(
     egw: &ElasticGateway,
     ns: &str,
@@ -367,7 +520,7 @@ async fn reconcile_one(
         ctx.metrics.set_held(&gw, Some("InvalidPolicy"));
         let msg = errors.join("; ");
         warn!(%msg, "invalid policy; not acting on it");
-        let cond = condition("Ready", false, "InvalidPolicy", &msg);
+        let cond = condition("Ready", false, "InvalidPolicy", &msg, me.generation);
         report_problem(&me, ctx, &key, cond, leader).await;
         return Ok(Action::requeue(ctx.config.interval * 6));
     }
@@ -383,7 +536,7 @@ async fn reconcile_one(
             "namespace {ns} is not among --gateway-namespaces; spillway does not see its pods"
         );
         ctx.metrics.set_held(&gw, Some("NamespaceNotWatched"));
-        let cond = condition("Ready", false, "NamespaceNotWatched", &msg);
+        let cond = condition("Ready", false, "NamespaceNotWatched", &msg, me.generation);
         report_problem(&me, ctx, &key, cond, leader).await;
         return Ok(Action::requeue(ctx.config.interval * 6));
     }
@@ -392,8 +545,14 @@ async fn reconcile_one(
     if let Err(why) = health {
         ctx.metrics.error(&gw, ErrorKind::WatchUnsynced);
         ctx.metrics.set_held(&gw, Some(why.reason()));
-        let cond = condition("Ready", false, why.reason(), &why.to_string());
-        if changed(&ctx.conditions_of(&key), &cond) {
+        let cond = condition(
+            "Ready",
+            false,
+            why.reason(),
+            &why.to_string(),
+            me.generation,
+        );
+        if changed(&previous_conditions(&me, ctx, &key), &cond) {
             warn!(reason = %why, "holding: the cluster cache cannot be trusted");
         }
         report_problem(&me, ctx, &key, cond, leader).await;
@@ -408,7 +567,7 @@ async fn reconcile_one(
             spec.target.kind, spec.target.name
         );
         ctx.metrics.set_held(&gw, Some("TargetNotFound"));
-        let cond = condition("Ready", false, "TargetNotFound", &msg);
+        let cond = condition("Ready", false, "TargetNotFound", &msg, me.generation);
         report_problem(&me, ctx, &key, cond, leader).await;
         return Ok(requeue);
     };
@@ -492,8 +651,22 @@ async fn reconcile_one(
     }
     info!(decision = %decision.summary(), leader, dry_run = spec.dry_run, "decided");
 
-    // Act, only as the leader.
+    // Act, only as the leader; first record how the gateway was, so that deleting the policy
+    // can hand it back.
     let (applied, write_errors) = if leader {
+        if !plan.is_empty() && egw.status.as_ref().is_none_or(|s| s.original.is_none()) {
+            let original = OriginalPlacement {
+                preferred_terms: target.preferred_terms.clone(),
+            };
+            let status = ElasticGatewayStatus {
+                original: Some(original.clone()),
+                ..egw.status.clone().unwrap_or_default()
+            };
+            apply_status(ctx, ns, name, &status)
+                .await
+                .inspect_err(|_| ctx.metrics.error(&gw, ErrorKind::ApiWrite))?;
+            ctx.states().entry(key.clone()).or_default().original = Some(original);
+        }
         apply(&me, ctx, &gw, ns, spec, &plan, &decision).await
     } else {
         (Plan::default(), vec![])
@@ -519,16 +692,30 @@ async fn reconcile_one(
         ctx.metrics
             .record_decision(&gw, spec, &obs, &decision, &applied, elapsed);
     }
+    {
+        let mut states = ctx
+            .states
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let m = states.entry(key.clone()).or_default();
+        m.engine = next_state;
+        m.failures = 0;
+    }
+    if !leader {
+        return Ok(requeue);
+    }
 
-    // Report.
+    // Report. Condition messages carry no live values: the status changes only when something
+    // does, and the decision's numbers are in status fields, the Events and the metrics.
+    let generation = egw.metadata.generation;
     let mut conditions = vec![];
     let missing: Vec<String> = decision
         .readings
         .iter()
         .filter_map(|r| {
-            r.missing.as_ref().map(|w| {
+            r.missing.as_ref().map(|why| {
                 format!(
-                    "{} ({}): {w}",
+                    "{} ({}): {why}",
                     r.metric,
                     queries_for(&decision, &queries, &r.metric)
                 )
@@ -541,13 +728,18 @@ async fn reconcile_one(
             true,
             "QueriesSucceeded",
             "every load query returned a value",
+            generation,
         )
     } else {
         condition(
             "MetricsAvailable",
             false,
             "QueryFailed",
-            &missing.join("; "),
+            &format!(
+                "no usable value from {}; spillway holds the replica count",
+                missing.join("; ")
+            ),
+            generation,
         )
     });
     conditions.push(match &hpas {
@@ -556,6 +748,7 @@ async fn reconcile_one(
             false,
             "NoHpa",
             "no HorizontalPodAutoscaler targets the gateway",
+            generation,
         ),
         Ok(h) => condition(
             "HpaConflict",
@@ -565,6 +758,7 @@ async fn reconcile_one(
                 "HorizontalPodAutoscaler {} also scales the gateway; spillway holds the replica count",
                 h.join(", ")
             ),
+            generation,
         ),
         Err(e) => Condition {
             status: "Unknown".into(),
@@ -575,16 +769,18 @@ async fn reconcile_one(
                 &format!(
                     "cannot list HorizontalPodAutoscalers ({e}); spillway holds the replica count until it can check"
                 ),
+                generation,
             )
         },
     });
-    if leader && !spec.dry_run {
+    if !spec.dry_run && !spec.paused {
         conditions.push(if write_errors.is_empty() {
             condition(
                 "Applied",
                 true,
                 "WritesSucceeded",
                 "every change was applied",
+                generation,
             )
         } else {
             condition(
@@ -592,68 +788,121 @@ async fn reconcile_one(
                 false,
                 "WriteFailed",
                 &format!("{}; the next decision tries again", write_errors.join("; ")),
+                generation,
             )
         });
     }
-    conditions.push(condition("Ready", true, "Deciding", &decision.summary()));
+    conditions.push(ready_condition(spec, generation));
+    let prev = previous_conditions(&me, ctx, &key);
+    let conditions = carry_transitions(&prev, conditions, now);
+    for c in conditions.iter().filter(|c| changed(&prev, c)) {
+        let bad = (c.type_ == "MetricsAvailable" && c.status == "False")
+            || (c.type_ == "HpaConflict" && c.status != "False");
+        if bad {
+            publish(
+                ctx,
+                &me.oref,
+                EventType::Warning,
+                &c.reason,
+                "Observe",
+                &c.message,
+            )
+            .await;
+        }
+    }
+    let old = egw.status.clone().unwrap_or_default();
     let record = (!applied.is_empty() || decision.replicas.desired != decision.replicas.current)
         .then(|| DecisionRecord {
             time: rfc3339(now),
             kind: decision.replicas.action.as_str().into(),
             reason: decision.replicas.reason.clone(),
         });
-    let (prev_conditions, last_decision) = {
-        let mut states = ctx.states();
-        let m = states.entry(key.clone()).or_default();
-        m.engine = next_state;
-        m.failures = 0;
-        if record.is_some() {
-            m.last_decision = record.clone();
-        }
-        let prev = std::mem::take(&mut m.conditions);
-        (prev, m.last_decision.clone())
+    let status = ElasticGatewayStatus {
+        observed_generation: generation,
+        phase: Some(decision.phase.as_str().into()),
+        desired_replicas: decision.replicas.desired,
+        current_replicas: decision.replicas.current,
+        ecs_replicas: decision.survey.ecs_pods,
+        eci_replicas: decision.survey.eci_pods,
+        ecs_capacity: decision.survey.ecs_capacity,
+        weights: Some(decision.weights.target),
+        last_decision: record.or(old.last_decision.clone()),
+        cost_per_hour: Some(CostStatus {
+            currency: decision.cost.currency.clone(),
+            ecs: round(decision.cost.ecs_per_hour),
+            eci: round(decision.cost.eci_per_hour),
+            saving: round(decision.cost.saving_per_hour),
+        }),
+        // Recorded before the first change above; the cache may not show it yet.
+        original: old
+            .original
+            .clone()
+            .or_else(|| ctx.states().get(&key).and_then(|m| m.original.clone())),
+        conditions,
     };
-    let conditions = carry_transitions(&prev_conditions, conditions, now);
-    if leader {
-        for c in conditions.iter().filter(|c| changed(&prev_conditions, c)) {
-            let bad = (c.kind == "MetricsAvailable" && c.status == "False")
-                || (c.kind == "HpaConflict" && c.status != "False");
-            if bad {
-                publish(
-                    ctx,
-                    &me.oref,
-                    EventType::Warning,
-                    &c.reason,
-                    "Observe",
-                    &c.message,
-                )
-                .await;
-            }
-        }
-        let status = ElasticGatewayStatus {
-            observed_generation: egw.metadata.generation,
-            phase: Some(decision.phase.as_str().into()),
-            desired_replicas: decision.replicas.desired,
-            current_replicas: decision.replicas.current,
-            ecs_replicas: decision.survey.ecs_pods,
-            eci_replicas: decision.survey.eci_pods,
-            ecs_capacity: decision.survey.ecs_capacity,
-            weights: Some(decision.weights.target),
-            last_decision,
-            cost_per_hour: Some(CostStatus {
-                currency: decision.cost.currency.clone(),
-                ecs: round(decision.cost.ecs_per_hour),
-                eci: round(decision.cost.eci_per_hour),
-                saving: round(decision.cost.saving_per_hour),
-            }),
-            conditions: conditions.clone(),
-        };
-        patch_status(ctx, ns, name, &status)
-            .await
-            .inspect_err(|_| ctx.metrics.error(&gw, ErrorKind::ApiWrite))?;
-    }
-    ctx.states().entry(key).or_default().conditions = conditions;
+    write_status(ctx, &me, &key, status)
+        .await
+        .inspect_err(|_| ctx.metrics.error(&gw, ErrorKind::ApiWrite))?;
     Ok(requeue)
+}
+
+/// The Ready condition of a policy spillway acts on: its message says what spillway may do,
+/// never the load of the moment.
+fn ready_condition(spec: &ElasticGatewaySpec, generation: Option<i64>) -> Condition {
+    if spec.paused {
+        condition(
+            "Ready",
+            true,
+            "Paused",
+            "spec.paused is set: spillway observes and reports, and changes nothing",
+            generation,
+        )
+    } else if spec.dry_run {
+        condition(
+            "Ready",
+            true,
+            "DryRun",
+            "spec.dryRun is set: spillway decides and reports, and changes nothing",
+            generation,
+        )
+    } else {
+        condition(
+            "Ready",
+            true,
+            "Deciding",
+            "spillway decides for the gateway and applies its decisions",
+            generation,
+        )
+    }
+}
+
+/// The conditions as last written: this replica's own write while it has led without a break,
+/// otherwise the object's status (after a restart or a leader change).
+fn previous_conditions(me: &Target, ctx: &Context, key: &(String, String)) -> Vec<Condition> {
+    let written = ctx.states().get(key).and_then(|m| m.written.clone());
+    written.unwrap_or_else(|| {
+        me.status
+            .as_ref()
+            .map(|s| s.conditions.clone())
+            .unwrap_or_default()
+    })
+}
+
+/// Applies the status when it differs from the object's, and remembers its conditions.
+async fn write_status(
+    ctx: &Context,
+    me: &Target,
+    key: &(String, String),
+    status: ElasticGatewayStatus,
+) -> Result<(), kube::Error> {
+    let conditions = status.conditions.clone();
+    let unchanged =
+        me.status.as_ref() == Some(&status) && previous_conditions(me, ctx, key) == conditions;
+    if !unchanged {
+        apply_status(ctx, &key.0, &key.1, &status).await?;
+    }
+    ctx.states().entry(key.clone()).or_default().written = Some(conditions);
+    Ok(())
 }
 
 /// The engine's next memory, minus what was decided but not applied. The engine records a
@@ -896,78 +1145,93 @@ async fn report_problem(
     cond: Condition,
     leader: bool,
 ) {
-    let prev = {
-        let mut states = ctx.states();
-        let m = states.entry(key.clone()).or_default();
-        std::mem::take(&mut m.conditions)
-    };
-    let now = unix_now();
-    let conditions = carry_transitions(&prev, vec![cond.clone()], now);
-    if leader {
-        if changed(&prev, &cond) {
-            publish(
-                ctx,
-                &me.oref,
-                EventType::Warning,
-                &cond.reason,
-                "Validate",
-                &cond.message,
-            )
-            .await;
-        }
-        let status = ElasticGatewayStatus {
-            observed_generation: me.generation,
-            phase: Some("Holding".into()),
-            conditions: conditions.clone(),
-            ..me.status.clone().unwrap_or_default()
-        };
-        if let Err(e) = patch_status(ctx, &key.0, &key.1, &status).await {
-            debug!(error = %e, "status patch failed");
-        }
+    if !leader {
+        return;
     }
-    ctx.states().entry(key.clone()).or_default().conditions = conditions;
+    let prev = previous_conditions(me, ctx, key);
+    let conditions = carry_transitions(&prev, vec![cond.clone()], unix_now());
+    if changed(&prev, &cond) {
+        publish(
+            ctx,
+            &me.oref,
+            EventType::Warning,
+            &cond.reason,
+            "Validate",
+            &cond.message,
+        )
+        .await;
+    }
+    let status = ElasticGatewayStatus {
+        observed_generation: me.generation,
+        phase: Some("Holding".into()),
+        conditions,
+        ..me.status.clone().unwrap_or_default()
+    };
+    if let Err(e) = write_status(ctx, me, key, status).await {
+        debug!(error = %e, "status write failed");
+    }
 }
 
-async fn patch_status(
+/// Server-side apply of the whole status under [`STATUS_MANAGER`], forced: spillway owns it.
+async fn apply_status(
     ctx: &Context,
     ns: &str,
     name: &str,
     status: &ElasticGatewayStatus,
 ) -> Result<(), kube::Error> {
     let api = Api::<ElasticGateway>::namespaced(ctx.client.clone(), ns);
-    let patch = Patch::Merge(json!({"status": status}));
+    let body = json!({
+        "apiVersion": ElasticGateway::api_version(&()),
+        "kind": ElasticGateway::kind(&()),
+        "status": status,
+    });
     bounded(
         ctx.config.api_timeout,
-        api.patch_status(name, &PatchParams::default(), &patch),
+        api.patch_status(
+            name,
+            &PatchParams::apply(STATUS_MANAGER).force(),
+            &Patch::Apply(&body),
+        ),
     )
     .await?;
     Ok(())
 }
 
-fn condition(kind: &str, ok: bool, reason: &str, message: &str) -> Condition {
+fn condition(
+    kind: &str,
+    ok: bool,
+    reason: &str,
+    message: &str,
+    observed_generation: Option<i64>,
+) -> Condition {
     Condition {
-        kind: kind.into(),
+        type_: kind.into(),
         status: if ok { "True" } else { "False" }.into(),
         reason: reason.into(),
         message: message.chars().take(2000).collect(),
-        last_transition_time: String::new(),
+        observed_generation,
+        last_transition_time: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
     }
 }
 
+/// A transition worth an Event: a new condition, or a new status or reason.
 fn changed(prev: &[Condition], c: &Condition) -> bool {
     prev.iter()
-        .find(|p| p.kind == c.kind)
+        .find(|p| p.type_ == c.type_)
         .is_none_or(|p| p.status != c.status || p.reason != c.reason)
 }
 
-/// Keeps `lastTransitionTime` of conditions whose status did not change.
+/// Keeps `lastTransitionTime` of conditions whose status did not change; stamps `now` on the
+/// others.
 fn carry_transitions(prev: &[Condition], mut next: Vec<Condition>, now: f64) -> Vec<Condition> {
+    let now = Time(
+        k8s_openapi::jiff::Timestamp::from_second(now as i64)
+            .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+    );
     for c in &mut next {
-        c.last_transition_time = match prev.iter().find(|p| p.kind == c.kind) {
-            Some(p) if p.status == c.status && !p.last_transition_time.is_empty() => {
-                p.last_transition_time.clone()
-            }
-            _ => rfc3339(now),
+        c.last_transition_time = match prev.iter().find(|p| p.type_ == c.type_) {
+            Some(p) if p.status == c.status => p.last_transition_time.clone(),
+            _ => now.clone(),
         };
     }
     next
@@ -998,17 +1262,83 @@ mod tests {
 
     #[test]
     fn transition_times_stay_while_status_holds() {
-        let a = carry_transitions(&[], vec![condition("Ready", true, "Deciding", "x")], 1000.0);
-        let b = carry_transitions(&a, vec![condition("Ready", true, "Deciding", "y")], 2000.0);
+        let c = |ok, reason, msg| condition("Ready", ok, reason, msg, Some(3));
+        let a = carry_transitions(&[], vec![c(true, "Deciding", "x")], 1000.0);
+        let b = carry_transitions(&a, vec![c(true, "Deciding", "y")], 2000.0);
         assert_eq!(a[0].last_transition_time, b[0].last_transition_time);
-        let c = carry_transitions(
-            &b,
-            vec![condition("Ready", false, "TargetNotFound", "z")],
-            3000.0,
-        );
-        assert_ne!(b[0].last_transition_time, c[0].last_transition_time);
-        assert!(changed(&b, &c[0]));
+        assert_eq!(b[0].observed_generation, Some(3));
+        let c2 = carry_transitions(&b, vec![c(false, "TargetNotFound", "z")], 3000.0);
+        assert_ne!(b[0].last_transition_time, c2[0].last_transition_time);
+        assert_eq!(c2[0].last_transition_time.0.as_second(), 3000);
+        assert!(changed(&b, &c2[0]));
         assert!(!changed(&a, &b[0]));
         assert_eq!(rfc3339(0.0), "1970-01-01T00:00:00Z");
+    }
+
+    /// After a restart, the previous conditions come from the object: same transition time, and
+    /// nothing counts as changed (so no Event is sent again).
+    #[test]
+    fn conditions_read_back_from_status_survive_a_restart() {
+        let first = carry_transitions(
+            &[],
+            vec![condition(
+                "MetricsAvailable",
+                false,
+                "QueryFailed",
+                "m",
+                Some(1),
+            )],
+            1000.0,
+        );
+        // Round trip through the API's JSON, as the restarted replica reads it.
+        let mut egw = ElasticGateway::scenario_default();
+        egw.status = Some(ElasticGatewayStatus {
+            conditions: first.clone(),
+            ..Default::default()
+        });
+        let read: ElasticGateway =
+            serde_json::from_value(serde_json::to_value(&egw).unwrap()).unwrap();
+        let prev = read.status.unwrap().conditions;
+        let again = carry_transitions(
+            &prev,
+            vec![condition(
+                "MetricsAvailable",
+                false,
+                "QueryFailed",
+                "m",
+                Some(2),
+            )],
+            5000.0,
+        );
+        assert_eq!(again[0].last_transition_time, first[0].last_transition_time);
+        assert!(!changed(&prev, &again[0]));
+    }
+
+    #[test]
+    fn ready_says_what_spillway_may_do_without_live_values() {
+        let mut spec = ElasticGateway::scenario_default().spec;
+        assert_eq!(ready_condition(&spec, None).reason, "Deciding");
+        spec.dry_run = true;
+        assert_eq!(ready_condition(&spec, None).reason, "DryRun");
+        spec.paused = true;
+        assert_eq!(ready_condition(&spec, None).reason, "Paused");
+    }
+
+    #[test]
+    fn wakes_on_spec_deletion_and_finalizers_not_on_status() {
+        let mut egw = ElasticGateway::scenario_default();
+        egw.metadata.generation = Some(1);
+        let base = wake_on(&egw);
+        egw.status = Some(ElasticGatewayStatus {
+            desired_replicas: 7,
+            ..Default::default()
+        });
+        egw.metadata.resource_version = Some("42".into());
+        assert_eq!(wake_on(&egw), base);
+        egw.metadata.finalizers = Some(vec![FINALIZER.into()]);
+        let with_finalizer = wake_on(&egw);
+        assert_ne!(with_finalizer, base);
+        egw.metadata.generation = Some(2);
+        assert_ne!(wake_on(&egw), with_finalizer);
     }
 }

@@ -82,7 +82,8 @@ const TARGET: &str = "istio-ingressgateway";
 fn egw_json() -> Value {
     json!({
         "apiVersion": "spillway.io/v1alpha1", "kind": "ElasticGateway",
-        "metadata": {"name": NAME, "namespace": NS, "generation": 1, "uid": "u1"},
+        "metadata": {"name": NAME, "namespace": NS, "generation": 1, "uid": "u1",
+                     "finalizers": [FINALIZER]},
         "spec": {
             "target": {"kind": "Deployment", "name": TARGET},
             "minReplicas": 2, "maxReplicas": 40,
@@ -222,10 +223,13 @@ fn context(
 ) -> Arc<Context> {
     let (tx, rx) = watch::channel(leader);
     std::mem::forget(tx);
+    // As main.rs does: the leader exports the per-gateway metrics.
+    let metrics = Arc::new(Metrics::new());
+    metrics.set_leader(leader);
     Arc::new(Context::new(
         client.clone(),
         client,
-        Arc::new(Metrics::new()),
+        metrics,
         prom,
         ix,
         rx,
@@ -540,4 +544,35 @@ async fn a_refused_weight_change_is_retried_on_the_next_decision() {
         weight_patches, 2,
         "the refused weight change was not retried"
     );
+}
+
+#[tokio::test]
+async fn the_leader_puts_the_finalizer_on_a_decoded_gateway_first_and_a_follower_never() {
+    let mut bare = egw_json();
+    bare["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("finalizers");
+    let finalizer_patches = |seen: &Mutex<Vec<Seen>>| {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.is("PATCH", "/elasticgateways/gw") && !s.path.contains("/status"))
+            .map(|s| s.body.clone())
+            .collect::<Vec<_>>()
+    };
+    // A follower decides but writes nothing, not even the finalizer.
+    let (client, seen) = fake_api(cluster(|_| None));
+    let ctx = context(client, index(true), prometheus(10_000.0).await, false);
+    reconcile(gateway(bare.clone()), ctx).await.unwrap();
+    assert!(finalizer_patches(&seen).is_empty());
+    assert_eq!(count(&seen, "PATCH", "/scale"), 0);
+    // The leader adds the finalizer before any change to the gateway.
+    let (client, seen) = fake_api(cluster(|_| None));
+    let ctx = context(client, index(true), prometheus(10_000.0).await, true);
+    reconcile(gateway(bare), ctx).await.unwrap();
+    let patches = finalizer_patches(&seen);
+    assert_eq!(patches.len(), 1, "{patches:?}");
+    assert!(patches[0].contains(FINALIZER), "{patches:?}");
+    assert_eq!(count(&seen, "PATCH", "/scale"), 0);
 }

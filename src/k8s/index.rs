@@ -8,10 +8,11 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use k8s_openapi::api::core::v1::{Node as KNode, Pod, PodSpec};
+use kube::core::{Selector, SelectorExt};
 
 use crate::model::{
-    GatewayPod, Node, POD_DELETION_COST, Pool, Resources, SelectorRequirement, Taint, TaintEffect,
-    classify_node, quantity,
+    GatewayPod, Node, POD_DELETION_COST, Pool, Resources, Taint, TaintEffect, classify_node,
+    quantity,
 };
 
 /// What is kept of a gateway-namespace pod.
@@ -29,27 +30,6 @@ struct LeanPod {
     node: Option<String>,
     requests: Resources,
     gw: Option<Box<GwInfo>>,
-}
-
-/// A label selector (matchLabels plus matchExpressions), as a workload selects its pods.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct LabelSelector {
-    pub match_labels: BTreeMap<String, String>,
-    pub match_expressions: Vec<SelectorRequirement>,
-}
-
-impl LabelSelector {
-    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.match_labels
-            .iter()
-            .all(|(k, v)| labels.get(k) == Some(v))
-            && self.match_expressions.iter().all(|r| r.matches(labels))
-    }
-
-    /// An empty selector selects nothing here: a gateway is never "every pod".
-    pub fn is_empty(&self) -> bool {
-        self.match_labels.is_empty() && self.match_expressions.is_empty()
-    }
 }
 
 /// The two watches behind the index.
@@ -317,15 +297,16 @@ impl ClusterIndex {
         &self.nodes
     }
 
-    /// The gateway's pods (in `ns`, matching `selector`), with their pool.
+    /// The gateway's pods (in `ns`, matching `selector`), with their pool. An empty selector
+    /// selects nothing here: a gateway is never "every pod".
     pub fn gateway_pods(
         &self,
         ns: &str,
-        selector: &LabelSelector,
+        selector: &Selector,
         ecs: &BTreeMap<String, String>,
         eci: &BTreeMap<String, String>,
     ) -> Vec<GatewayPod> {
-        if selector.is_empty() {
+        if selector.selects_all() {
             return Vec::new();
         }
         let mut out: Vec<GatewayPod> = self
@@ -477,11 +458,8 @@ mod tests {
         .unwrap()
     }
 
-    fn selector() -> LabelSelector {
-        LabelSelector {
-            match_labels: [("app".to_string(), "istio-ingressgateway".to_string())].into(),
-            ..Default::default()
-        }
+    fn selector() -> Selector {
+        Selector::from_iter([("app", "istio-ingressgateway")])
     }
 
     fn pools() -> (BTreeMap<String, String>, BTreeMap<String, String>) {
@@ -579,9 +557,11 @@ mod tests {
         ]
         .into();
         assert!(s.matches(&labels));
-        s.match_expressions
-            .push(SelectorRequirement::is_in("istio", &["other"]));
+        s.extend([kube::core::Expression::In(
+            "istio".into(),
+            ["other".to_string()].into(),
+        )]);
         assert!(!s.matches(&labels));
-        assert!(LabelSelector::default().is_empty());
+        assert!(Selector::default().selects_all());
     }
 }

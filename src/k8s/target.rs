@@ -10,14 +10,16 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{Pod, PodSpec};
+use k8s_openapi::api::core::v1::{Pod, PodSpec, PreferredSchedulingTerm};
 use kube::Client;
 use kube::api::{Api, DynamicObject, EvictParams, ListParams, Patch, PatchParams};
 use kube::discovery::ApiResource;
 use serde_json::{Value, json};
 
-use super::index::{LabelSelector, pod_requests};
-use crate::model::{POD_DELETION_COST, Resources, SelectorOperator, SelectorRequirement, quantity};
+use kube::core::Selector;
+
+use super::index::pod_requests;
+use crate::model::{POD_DELETION_COST, Resources, quantity};
 use crate::policy::{ElasticGatewaySpec, PoolWeights, TargetKind};
 
 /// spillway's field manager for server-side apply.
@@ -30,7 +32,9 @@ pub struct TargetView {
     pub pod_requests: Resources,
     pub weights: Option<PoolWeights>,
     pub rollout_in_progress: bool,
-    pub selector: LabelSelector,
+    pub selector: Selector,
+    /// The pod template's preferred node-affinity terms as they are now (all of them).
+    pub preferred_terms: Vec<PreferredSchedulingTerm>,
 }
 
 fn istio_gateway_resource() -> ApiResource {
@@ -73,10 +77,7 @@ pub async fn read(
         }
     };
     if let Some(sel) = &policy.target.pod_selector {
-        view.selector = LabelSelector {
-            match_labels: sel.clone(),
-            match_expressions: vec![],
-        };
+        view.selector = Selector::from_iter(sel.clone());
     }
     Ok(Some(view))
 }
@@ -96,33 +97,21 @@ pub fn deployment_view(d: &Deployment, policy: &ElasticGatewaySpec) -> TargetVie
     let selector = spec.map(|s| &s.selector);
     TargetView {
         replicas,
+        preferred_terms: pod_spec
+            .and_then(|p| p.affinity.as_ref()?.node_affinity.as_ref())
+            .and_then(|a| {
+                a.preferred_during_scheduling_ignored_during_execution
+                    .clone()
+            })
+            .unwrap_or_default(),
         pod_requests: pod_spec.map(pod_requests).unwrap_or_default(),
         weights: pod_spec.and_then(|p| weights_from_pod_spec(p, policy)),
         rollout_in_progress: observed < generation || total > updated,
-        selector: LabelSelector {
-            match_labels: selector
-                .and_then(|s| s.match_labels.clone())
-                .unwrap_or_default(),
-            match_expressions: selector
-                .and_then(|s| s.match_expressions.clone())
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(|e| {
-                    let operator = match e.operator.as_str() {
-                        "In" => SelectorOperator::In,
-                        "NotIn" => SelectorOperator::NotIn,
-                        "Exists" => SelectorOperator::Exists,
-                        "DoesNotExist" => SelectorOperator::DoesNotExist,
-                        _ => return None,
-                    };
-                    Some(SelectorRequirement {
-                        key: e.key,
-                        operator,
-                        values: e.values.unwrap_or_default(),
-                    })
-                })
-                .collect(),
-        },
+        // A selector kube cannot parse (an unknown operator) selects nothing, rather than more.
+        selector: selector
+            .cloned()
+            .and_then(|s| Selector::try_from(s).ok())
+            .unwrap_or_default(),
     }
 }
 
@@ -149,11 +138,9 @@ pub fn istio_gateway_view(data: &Value, name: &str, policy: &ElasticGatewaySpec)
             .unwrap_or(1),
         pod_requests: Resources::pod(cpu.unwrap_or(0), mem.unwrap_or(0)),
         weights: weights_from_terms(&terms, policy),
+        preferred_terms: terms,
         rollout_in_progress: false,
-        selector: LabelSelector {
-            match_labels: BTreeMap::from([("istio".to_string(), name.to_string())]),
-            ..Default::default()
-        },
+        selector: Selector::from_iter([("istio".to_string(), name.to_string())]),
     }
 }
 
@@ -281,6 +268,60 @@ pub async fn apply_weights(
     Ok(())
 }
 
+/// Hands the preferred node-affinity terms back as they were before spillway's first change:
+/// applies `original` under spillway's field manager, or, when there were none, an apply without
+/// them, which removes the list spillway owns.
+pub async fn restore_preferred_terms(
+    client: &Client,
+    ns: &str,
+    policy: &ElasticGatewaySpec,
+    original: &[PreferredSchedulingTerm],
+) -> Result<(), kube::Error> {
+    let name = &policy.target.name;
+    let affinity = if original.is_empty() {
+        json!({})
+    } else {
+        json!({"affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": original}}})
+    };
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    match policy.target.kind {
+        TargetKind::Deployment => {
+            let patch = json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": name, "namespace": ns},
+                "spec": {"template": {"spec": affinity}}
+            });
+            Api::<Deployment>::namespaced(client.clone(), ns)
+                .patch(name, &pp, &Patch::Apply(&patch))
+                .await?;
+        }
+        TargetKind::IstioGateway => {
+            let patch = json!({
+                "apiVersion": "istio.alibabacloud.com/v1beta1", "kind": "IstioGateway",
+                "metadata": {"name": name, "namespace": ns},
+                "spec": affinity
+            });
+            let api = Api::<DynamicObject>::namespaced_with(
+                client.clone(),
+                ns,
+                &istio_gateway_resource(),
+            );
+            api.patch(name, &pp, &Patch::Apply(&patch)).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes a pod's deletion-cost annotation (a merge patch setting it to null; a no-op when it
+/// is absent).
+pub async fn clear_deletion_cost(client: &Client, ns: &str, pod: &str) -> Result<(), kube::Error> {
+    let patch = json!({"metadata": {"annotations": {POD_DELETION_COST: null}}});
+    Api::<Pod>::namespaced(client.clone(), ns)
+        .patch(pod, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
+}
+
 /// Sets a pod's deletion cost (a merge patch of one annotation; nothing else is touched).
 pub async fn set_deletion_cost(
     client: &Client,
@@ -361,7 +402,7 @@ mod tests {
         assert_eq!(v.pod_requests, Resources::pod(2000, 2 << 30));
         assert_eq!(v.weights, Some(PoolWeights { ecs: 80, eci: 20 }));
         assert!(!v.rollout_in_progress);
-        assert_eq!(v.selector.match_labels["app"], "istio-ingressgateway");
+        assert_eq!(v.selector.to_string(), "app=istio-ingressgateway");
         assert!(deployment_view(&deployment(4, 3, 4, 4), &policy).rollout_in_progress);
         assert!(deployment_view(&deployment(3, 3, 6, 2), &policy).rollout_in_progress);
     }
@@ -388,6 +429,6 @@ mod tests {
                 Some(PoolWeights { ecs: 70, eci: 30 })
             )
         );
-        assert_eq!(v.selector.match_labels["istio"], "ingressgateway");
+        assert_eq!(v.selector.to_string(), "istio=ingressgateway");
     }
 }

@@ -111,7 +111,8 @@ fn policy_from_value(value: serde_json::Value) -> Result<ElasticGateway, Vec<Fie
 
 /// Longest PromQL query accepted (the CRD says the same): parsing is not linear in the length.
 pub const MAX_QUERY_LEN: usize = 4096;
-/// Most replicas a policy may ask for; far beyond any gateway, well within i32 arithmetic.
+/// Most replicas a policy may ask for (the CRD's bound too); far beyond any gateway, well within
+/// i32 arithmetic.
 pub const MAX_REPLICAS: i32 = 10_000;
 /// Largest value of one scaling policy (pods or percent per period).
 pub const MAX_RATE_VALUE: i32 = 100_000;
@@ -177,11 +178,19 @@ pub fn validate(spec: &ElasticGatewaySpec, namespace: &str) -> Vec<FieldError> {
             ),
         );
     }
-    if let Some(m) = spec.eci.max_replicas.filter(|m| *m < 0) {
-        v.err(
+    match spec.eci.max_replicas {
+        Some(m) if m < 0 => v.err(
             "spec.eci.maxReplicas",
             format!("must be 0 or more, got {m}"),
-        );
+        ),
+        Some(m) if m > spec.max_replicas => v.err(
+            "spec.eci.maxReplicas",
+            format!(
+                "must not be greater than maxReplicas ({}), got {m}: the ECI pods are part of the gateway's replicas",
+                spec.max_replicas
+            ),
+        ),
+        _ => {}
     }
     if let Some(c) = spec.eci.max_cost_per_hour {
         v.price(

@@ -608,7 +608,7 @@ impl Cluster {
     /// Watches the gateway's pods and records each deletion the moment it starts.
     pub async fn track_deletions(&self) -> std::sync::Arc<std::sync::Mutex<Deletions>> {
         use futures::StreamExt;
-        use kube::runtime::watcher;
+        use kube::runtime::{WatchStreamExt, watcher};
         let pools = self.node_pools().await;
         let out = std::sync::Arc::new(std::sync::Mutex::new(Deletions {
             log: vec![],
@@ -619,7 +619,9 @@ impl Cluster {
         tokio::spawn(async move {
             let mut live: BTreeMap<String, (Option<Pool>, String)> = BTreeMap::new();
             let cfg = watcher::Config::default().labels("app=istio-ingressgateway");
-            let mut events = watcher(pods, cfg).boxed();
+            // With a backoff: once the control plane is gone, a failing watch must wait between
+            // attempts, or this task never yields and the test's runtime never shuts down.
+            let mut events = watcher(pods, cfg).default_backoff().boxed();
             while let Some(ev) = events.next().await {
                 let Ok(ev) = ev else { continue };
                 let (watcher::Event::Apply(p) | watcher::Event::InitApply(p)) = ev else {
