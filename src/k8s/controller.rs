@@ -404,7 +404,13 @@ async fn decoded(
     let may_write = !egw.spec.dry_run && !egw.spec.paused;
     if !ctx.is_leader() || !(finalized || may_write) {
         if egw.metadata.deletion_timestamp.is_some() {
-            return Ok(Action::await_change());
+            // Without our finalizer there is nothing to hand back; with it, a standby looks
+            // again, as it may lead by then.
+            return Ok(if finalized {
+                Action::requeue(ctx.config.interval)
+            } else {
+                Action::await_change()
+            });
         }
         return reconcile_one(&egw, ns, name, ctx).await;
     }
