@@ -80,10 +80,7 @@ async fn bench() {
     let admin = free_port();
     let mut agent = Command::new(env!("CARGO_BIN_EXE_spillway"))
         .arg("run")
-        .args([
-            "--kubeconfig",
-            kubeconfig.to_str().unwrap(),
-        ])
+        .args(["--kubeconfig", kubeconfig.to_str().unwrap()])
         .args([
             "--prometheus-url",
             &prom.url(),
@@ -201,7 +198,8 @@ async fn bulk_create(tb: &Testbed, s: &Scenario, policy: Value) -> (usize, usize
         if ns != "default" {
             tb.kubectl_ok(&["create", "namespace", ns], None);
         }
-        let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "default"}})).unwrap();
+        let sa: ServiceAccount =
+            serde_json::from_value(json!({"metadata": {"name": "default"}})).unwrap();
         let _ = Api::<ServiceAccount>::namespaced(tb.client.clone(), ns)
             .create(&PostParams::default(), &sa)
             .await;
@@ -266,9 +264,15 @@ async fn bulk_create(tb: &Testbed, s: &Scenario, policy: Value) -> (usize, usize
         },
     );
     let mut policy = policy;
-    policy["metadata"].as_object_mut().unwrap().remove("generation");
-    egw.create(&PostParams::default(), &serde_json::from_value(policy).unwrap())
-        .await
-        .unwrap();
+    policy["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("generation");
+    egw.create(
+        &PostParams::default(),
+        &serde_json::from_value(policy).unwrap(),
+    )
+    .await
+    .unwrap();
     (nodes.len(), count)
 }

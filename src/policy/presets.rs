@@ -61,7 +61,10 @@ mod tests {
             promql_parser::parser::parse(&q).unwrap_or_else(|e| panic!("{q}: {e}"));
             assert!(q.contains("istio-ingressgateway"), "{q}");
             // Only metrics a default Istio install exports.
-            assert!(!q.contains("envoy_http_") && !q.contains("envoy_listener_"), "{q}");
+            assert!(
+                !q.contains("envoy_http_") && !q.contains("envoy_listener_"),
+                "{q}"
+            );
         }
     }
 }
