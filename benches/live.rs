@@ -193,7 +193,6 @@ fn scale_writes(tb: &Testbed) -> Vec<i64> {
 /// its pods (bound, as the controllers would have made them) and the policy, 64 requests at a
 /// time. Returns the counts of nodes and pods.
 async fn bulk_create(tb: &Testbed, s: &Scenario, policy: Value) -> (usize, usize) {
-    tb.apply_deploy();
     for ns in ["default", "istio-system"] {
         if ns != "default" {
             tb.kubectl_ok(&["create", "namespace", ns], None);
@@ -204,6 +203,7 @@ async fn bulk_create(tb: &Testbed, s: &Scenario, policy: Value) -> (usize, usize
             .create(&PostParams::default(), &sa)
             .await;
     }
+    tb.apply_deploy();
     let nodes = s.nodes();
     let node_api: Api<Node> = Api::all(tb.client.clone());
     futures::stream::iter(nodes.iter().map(|n| {
