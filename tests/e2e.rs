@@ -498,12 +498,35 @@ async fn flash_crowd_through_the_whole_chain() {
         .find(|s| s.eci > 0)
         .expect("nothing overflowed onto the virtual node");
     story.say(format!("the first pod landed on ECI at {:.1}s, when ECS held {} gateway pods (its capacity: {ecs_capacity})", first_eci.t, first_eci.ecs));
-    // The real scheduler's PodTopologySpread may put one pod on the virtual node a little early
-    // (tests/fidelity.rs measures it); more than one is a fault.
+    // What the real scheduler does with a burst of new pods at the guide's 80/20: its
+    // PodTopologySpread default scores the empty virtual node above ECS nodes that already hold
+    // gateway pods, so part of a burst lands on ECI while ECS still has room (tests/fidelity.rs
+    // measures the same). Reported here, not asserted: spillway cannot choose the node of a pod.
+    // What it promises is asserted: ECS full through the peak, and ECI emptied first afterwards.
+    let misplaced_pod_seconds: f64 = samples
+        .windows(2)
+        .map(|w| {
+            let free = ecs_capacity.saturating_sub(w[0].ecs);
+            (free.min(w[0].eci) as f64) * (w[1].t - w[0].t)
+        })
+        .sum();
+    let eci_pod_seconds: f64 = samples
+        .windows(2)
+        .map(|w| w[0].eci as f64 * (w[1].t - w[0].t))
+        .sum();
+    story.say(format!(
+        "ECI pod·s while ECS had free slots: {misplaced_pod_seconds:.0} of {eci_pod_seconds:.0} ECI pod·s ({:.1} %)",
+        100.0 * misplaced_pod_seconds / eci_pod_seconds.max(1.0)
+    ));
+    assert!(ecs_capacity > replicas0 as usize);
+    let at_peak: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.t > SPIKE_AT + RISE + 30.0 && s.t < SPIKE_AT + RISE + HOLD)
+        .collect();
     assert!(
-        first_eci.ecs + 1 >= ecs_capacity && ecs_capacity > replicas0 as usize,
-        "pods went to ECI while ECS had room: ECS {} of {ecs_capacity}",
-        first_eci.ecs
+        at_peak.iter().all(|s| s.ecs >= ecs_capacity),
+        "ECS was not full through the peak: {:?}",
+        at_peak.iter().map(|s| s.ecs).collect::<Vec<_>>()
     );
 
     // No scale-down while Prometheus was away, nor on the partial rates right after it came back.
