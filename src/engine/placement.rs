@@ -140,7 +140,9 @@ pub fn weights(policy: &ElasticGatewaySpec, mem: &mut WeightMemory, i: &WeightIn
     };
     let held = |since: Option<f64>, need: i64| since.is_some_and(|s| i.now - s >= need as f64);
 
-    let strengthen = mem.misplaced > 0 && p.strong_weights != p.normal_weights;
+    // In the opt-in yield mode the user asked for ECI under pressure: misplacement is moot there.
+    let yield_mode = p.exhausted_weights != p.normal_weights;
+    let strengthen = mem.misplaced > 0 && p.strong_weights != p.normal_weights && !yield_mode;
     let (target, why) = if current == p.normal_weights && strengthen {
         if !i.quiet {
             return WeightPlan {
