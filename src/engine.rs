@@ -234,7 +234,16 @@ impl Decision {
             self.survey.ecs_capacity,
             self.survey.eci_pods,
             self.weights.reason
-        )
+        ) + &self.rebalance_note()
+    }
+
+    /// Why an ECI pod was or was not moved back, when rebalancing is on.
+    fn rebalance_note(&self) -> String {
+        if self.move_reason == REBALANCE_OFF {
+            String::new()
+        } else {
+            format!(" | rebalance: {}", self.move_reason)
+        }
     }
 }
 
@@ -245,6 +254,8 @@ pub struct Outcome {
     pub state: EngineState,
 }
 
+/// The move reason when `placement.rebalance` is off.
+const REBALANCE_OFF: &str = "rebalance is off";
 const PEAK_WINDOW_MINUTES: i64 = 24 * 60;
 /// Burst mode starts when the fast path's rate exceeds this many times the ready capacity
 /// (Knative's panic threshold is 200 %).
@@ -698,7 +709,7 @@ fn place(
     }
     let deletion_costs = placement::deletion_costs(obs.pods);
     if !policy.placement.rebalance {
-        return (deletion_costs, vec![], "rebalance is off".into());
+        return (deletion_costs, vec![], REBALANCE_OFF.into());
     }
     let now = ctx.now;
     let quiet = |t: Option<f64>| {

@@ -16,69 +16,12 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use serde_json::{Value, json};
 use spillway::model::POD_DELETION_COST;
-use spillway::sim::Scenario;
-use spillway::sim::cluster::Latencies;
-use support::live::{Agent, agent, condition, egw, lease_holder, wait_for, workdir};
+use support::live::{Agent, agent, bed, condition, egw, lease_holder, policy, wait_for, workdir};
 use support::prom::{LoadExporter, Prom, http_get, try_http_get};
 use support::testbed::Testbed;
 
-fn latencies() -> Latencies {
-    Latencies {
-        ecs_start_seconds: 1.0,
-        eci_start_seconds: 3.0,
-        jitter: 0.0,
-        termination_seconds: 1.0,
-    }
-}
-
-fn policy() -> Value {
-    json!({
-        "apiVersion": "spillway.io/v1alpha1", "kind": "ElasticGateway",
-        "metadata": {"name": "ingressgateway", "namespace": "istio-system"},
-        "spec": {
-            "target": {"kind": "Deployment", "name": "istio-ingressgateway"},
-            "minReplicas": 2, "maxReplicas": 30,
-            "metrics": [{"name": "rps", "query": "sum(spillway_test_gateway_requests_per_second)", "targetPerReplica": 500}],
-            "behavior": {
-                "leadTime": {"seconds": 0},
-                "scaleUp": {"policies": [{"type": "Pods", "value": 30, "periodSeconds": 1}]},
-                "scaleDown": {"stabilizationWindowSeconds": 4, "policies": [{"type": "Pods", "value": 30, "periodSeconds": 1}]}
-            }
-        }
-    })
-}
-
-/// A control plane with the scenario's cluster, `deploy/` applied, the gateway and `egw`.
-async fn bed(dir: &std::path::Path, egw: Value) -> Testbed {
-    let scenario = Scenario::default();
-    let tb = Testbed::start(dir, &scenario, &latencies()).await;
-    tb.seed(&scenario, &latencies(), Some(egw)).await;
-    tb
-}
-
 /// The agent's flags here: a Lease that would take 15 s to expire, looked at every 0.5 s.
 const LEASE: [&str; 4] = ["--lease-duration", "15s", "--lease-retry-period", "500ms"];
-
-/// SIGTERM, as the kubelet stops a pod; returns the exit status.
-fn terminate(a: &mut Agent) -> std::process::ExitStatus {
-    let sent = std::process::Command::new("kill")
-        .args(["-TERM", &a.process.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    a.process.0.wait().unwrap()
-}
-
-/// `spillway_decisions_total` summed over its series, as this agent exports it.
-fn decisions(a: &Agent) -> f64 {
-    let Some((_, text)) = try_http_get(a.admin, "/metrics") else {
-        return 0.0;
-    };
-    text.lines()
-        .filter(|l| l.starts_with("spillway_decisions_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
 
 /// The status writes this agent sent.
 fn status_writes(a: &Agent) -> usize {
@@ -148,7 +91,7 @@ async fn sigterm_hands_the_lease_over_within_the_retry_period() {
     .await;
 
     let stopped_at = Instant::now();
-    let exit = terminate(&mut a);
+    let exit = a.sigterm_and_wait();
     let stopped = stopped_at.elapsed();
     assert!(exit.success(), "agent-a exited with {exit:?}");
     wait_for("agent-b takes the released Lease", 10, || async {
@@ -199,15 +142,15 @@ async fn a_restart_keeps_conditions_and_sends_no_event_twice() {
     );
 
     // A steady gateway: no status writes at all.
-    let decided = decisions(&first);
+    let decided = first.decisions();
     wait_for("three more decisions", 30, || async {
-        decisions(&first) >= decided + 3.0
+        first.decisions() >= decided + 3.0
     })
     .await;
     let before = (status_writes(&first), egw(&tb).await["status"].clone());
-    let decided = decisions(&first);
+    let decided = first.decisions();
     wait_for("three more decisions", 30, || async {
-        decisions(&first) >= decided + 3.0
+        first.decisions() >= decided + 3.0
     })
     .await;
     let after = (status_writes(&first), egw(&tb).await["status"].clone());
@@ -233,10 +176,10 @@ async fn a_restart_keeps_conditions_and_sends_no_event_twice() {
     assert_eq!(events(&tb, "QueryFailed").await.len(), 1);
 
     // Restart: the new process reads the conditions back.
-    assert!(terminate(&mut first).success());
+    assert!(first.sigterm_and_wait().success());
     let second = agent(&tb, dir.path(), &prom.url(), "agent-a", false, &[]).await;
     wait_for("the restarted agent decides three times", 30, || async {
-        decisions(&second) >= 3.0
+        second.decisions() >= 3.0
     })
     .await;
     let again = condition(&tb, "MetricsAvailable").await.unwrap();

@@ -331,12 +331,17 @@ async fn undecodable(
     let gw = Gw::new(ns, name);
     ctx.metrics.error(&gw, ErrorKind::Undecodable);
     ctx.metrics.set_held(&gw, Some("Undecodable"));
+    let error = match where_it_fails(ctx, ns, name).await {
+        Some(fields) => fields,
+        None => error.to_string(),
+    };
     let msg = format!("the ElasticGateway does not decode: {error}");
     warn!(namespace = %ns, name = %name, %msg, "skipping an ElasticGateway");
     let target = Target {
         oref: obj.object_ref(&()),
         generation: obj.meta().generation,
         status: None,
+        typed: false,
     };
     let key = (ns.to_string(), name.to_string());
     let cond = condition("Ready", false, "Undecodable", &msg, target.generation);
@@ -344,11 +349,32 @@ async fn undecodable(
     Action::requeue(ctx.config.interval * 6)
 }
 
+/// The fields that keep an ElasticGateway from decoding, with their paths
+/// (`spec.minReplicas: invalid type: …`), read afresh as untyped JSON; `None` if it cannot be
+/// read. The watch's decoder says what is wrong but not where.
+async fn where_it_fails(ctx: &Context, ns: &str, name: &str) -> Option<String> {
+    let resource = kube::api::ApiResource::erase::<ElasticGateway>(&());
+    let api = Api::<kube::api::DynamicObject>::namespaced_with(ctx.client.clone(), ns, &resource);
+    let raw = bounded(ctx.config.api_timeout, api.get(name)).await.ok()?;
+    let spec = raw.data.get("spec").cloned().unwrap_or_default();
+    let errors = crate::config::from_value::<ElasticGatewaySpec>(spec, |_| true).err()?;
+    Some(
+        errors
+            .iter()
+            .map(|e| format!("spec.{e}"))
+            .collect::<Vec<_>>()
+            .join("; "),
+    )
+}
+
 /// What Events and status patches need of the ElasticGateway.
 struct Target {
     oref: ObjectReference,
     generation: Option<i64>,
     status: Option<ElasticGatewayStatus>,
+    /// Whether the stored object matches the CRD's schema. One that does not (stored under an
+    /// older schema) cannot take a server-side apply: the apiserver cannot type it.
+    typed: bool,
 }
 
 impl Target {
@@ -357,6 +383,7 @@ impl Target {
             oref: egw.object_ref(&()),
             generation: egw.metadata.generation,
             status: egw.status.clone(),
+            typed: true,
         }
     }
 }
@@ -902,10 +929,14 @@ async fn write_status(
     status: ElasticGatewayStatus,
 ) -> Result<(), kube::Error> {
     let conditions = status.conditions.clone();
-    let unchanged =
-        me.status.as_ref() == Some(&status) && previous_conditions(me, ctx, key) == conditions;
-    if !unchanged {
+    // An untyped object's status is not read back (it does not decode): what this replica
+    // wrote last stands for it, or every reconcile would rewrite it.
+    let same_status = me.status.as_ref() == Some(&status) || !me.typed;
+    let unchanged = same_status && previous_conditions(me, ctx, key) == conditions;
+    if !unchanged && me.typed {
         apply_status(ctx, &key.0, &key.1, &status).await?;
+    } else if !unchanged {
+        merge_status(ctx, &key.0, &key.1, &status).await?;
     }
     ctx.states().entry(key.clone()).or_default().written = Some(conditions);
     Ok(())
@@ -1004,7 +1035,7 @@ async fn apply(
         for (_, e) in &failed[1..] {
             ctx.metrics.error(gw, error_kind(e));
         }
-        errors.push(write_failed(ctx, &me.oref, gw, &what, e).await);
+        errors.push(write_failed(ctx, &me.oref, gw, "Annotate", &what, e).await);
     }
     if let Some(r) = plan.replicas {
         match with_conflict_retry(|| bounded(t, target::scale(client, ns, spec, r))).await {
@@ -1022,7 +1053,10 @@ async fn apply(
                 info!(%note, "scaled");
                 publish(ctx, &me.oref, EventType::Normal, reason, "Scale", &note).await;
             }
-            Err(e) => errors.push(write_failed(ctx, &me.oref, gw, "scaling the gateway", &e).await),
+            Err(e) => {
+                let what = "scaling the gateway";
+                errors.push(write_failed(ctx, &me.oref, gw, "Scale", what, &e).await);
+            }
         }
     }
     if let Some(w) = plan.weights {
@@ -1041,7 +1075,7 @@ async fn apply(
             }
             Err(e) => {
                 let what = "applying the affinity weights";
-                errors.push(write_failed(ctx, &me.oref, gw, what, &e).await);
+                errors.push(write_failed(ctx, &me.oref, gw, "ApplyAffinity", what, &e).await);
             }
         }
     }
@@ -1073,7 +1107,7 @@ async fn apply(
             }
             Err(e) => {
                 let what = format!("evicting {pod}");
-                errors.push(write_failed(ctx, &me.oref, gw, &what, &e).await);
+                errors.push(write_failed(ctx, &me.oref, gw, "Evict", &what, &e).await);
             }
         }
     }
@@ -1106,18 +1140,22 @@ fn error_kind(e: &kube::Error) -> ErrorKind {
     }
 }
 
-/// Logs, counts and announces a failed write; returns the message for the status.
+/// Logs, counts and announces a failed write; returns the message for the status. The Event's
+/// `action` names the kind of write: the recorder folds repeats of one (reason, action) into
+/// one Event's series and keeps the first note, so a refused scale and refused annotations
+/// must not share one.
 async fn write_failed(
     ctx: &Context,
     oref: &ObjectReference,
     gw: &Gw,
+    action: &str,
     what: &str,
     e: &kube::Error,
 ) -> String {
     ctx.metrics.error(gw, error_kind(e));
     warn!(error = %e, "{what} failed; the next decision retries");
     let msg = format!("{what} failed: {e}");
-    publish(ctx, oref, EventType::Warning, "WriteFailed", "Write", &msg).await;
+    publish(ctx, oref, EventType::Warning, "WriteFailed", action, &msg).await;
     msg
 }
 
@@ -1198,6 +1236,26 @@ async fn apply_status(
             &PatchParams::apply(STATUS_MANAGER).force(),
             &Patch::Apply(&body),
         ),
+    )
+    .await?;
+    Ok(())
+}
+
+/// A merge patch of the status, for an object the apiserver cannot type (see [`Target::typed`]):
+/// unlike an apply, an update does not need its managed fields.
+async fn merge_status(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    status: &ElasticGatewayStatus,
+) -> Result<(), kube::Error> {
+    // Untyped: the answer is the stored object, which does not decode either.
+    let resource = kube::api::ApiResource::erase::<ElasticGateway>(&());
+    let api = Api::<kube::api::DynamicObject>::namespaced_with(ctx.client.clone(), ns, &resource);
+    let body = json!({ "status": status });
+    bounded(
+        ctx.config.api_timeout,
+        api.patch_status(name, &PatchParams::default(), &Patch::Merge(&body)),
     )
     .await?;
     Ok(())

@@ -10,8 +10,10 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use serde_json::Value;
+use spillway::sim::Scenario;
+use spillway::sim::cluster::Latencies;
 
-use super::faultproxy::FaultProxy;
+use super::faultproxy::{FaultProxy, State};
 use super::prom::{Killed, free_port};
 use super::testbed::Testbed;
 
@@ -77,6 +79,49 @@ impl Agent {
                 .collect()
         })
     }
+
+    /// `spillway_decisions_total` summed over its series, as this agent exports it (0 while its
+    /// admin server does not answer).
+    pub fn decisions(&self) -> f64 {
+        let Some((_, text)) = super::prom::try_http_get(self.admin, "/metrics") else {
+            return 0.0;
+        };
+        text.lines()
+            .filter(|l| l.starts_with("spillway_decisions_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// Sends SIGTERM, as the kubelet stops a pod.
+    pub fn sigterm(&self) {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.process.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    }
+
+    /// SIGTERM, then the exit status.
+    pub fn sigterm_and_wait(&mut self) -> std::process::ExitStatus {
+        self.sigterm();
+        self.process.0.wait().unwrap()
+    }
+
+    /// Waits up to `bound` for the process to exit; its status and how long it took, or `None`
+    /// if it is still running.
+    pub async fn exit_within(
+        &mut self,
+        bound: Duration,
+    ) -> Option<(std::process::ExitStatus, Duration)> {
+        let started = Instant::now();
+        while started.elapsed() < bound {
+            if let Some(status) = self.process.0.try_wait().unwrap() {
+                return Some((status, started.elapsed()));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
 }
 
 /// Starts `spillway run` as `deploy/`'s ServiceAccount (a real token), through a fault proxy.
@@ -88,8 +133,23 @@ pub async fn agent(
     leader_election: bool,
     extra: &[&str],
 ) -> Agent {
+    agent_with(tb, dir, prom, who, leader_election, extra, |_| {}).await
+}
+
+/// As [`agent`], with the proxy's faults set by `faults` before the process starts, so that
+/// its very first request meets them.
+pub async fn agent_with(
+    tb: &Testbed,
+    dir: &Path,
+    prom: &str,
+    who: &str,
+    leader_election: bool,
+    extra: &[&str],
+    faults: impl FnOnce(&mut State),
+) -> Agent {
     let upstream = format!("https://127.0.0.1:{}", tb.api_port());
     let proxy = FaultProxy::start(upstream, &std::fs::read(tb.ca_file()).unwrap()).await;
+    proxy.with(faults);
     let kubeconfig = tb.kubeconfig_for(
         &dir.join(format!("kubeconfig-{who}")),
         &proxy.url(),
@@ -182,4 +242,41 @@ pub async fn lease_holder(tb: &Testbed) -> Option<String> {
         .ok()
         .flatten()
         .and_then(|l| l.spec.and_then(|s| s.holder_identity))
+}
+
+/// Pool start latencies short enough for a test, with no jitter.
+pub fn latencies() -> Latencies {
+    Latencies {
+        ecs_start_seconds: 1.0,
+        eci_start_seconds: 3.0,
+        jitter: 0.0,
+        termination_seconds: 1.0,
+    }
+}
+
+/// The live tests' ElasticGateway: 500 rps per pod from the load exporter's series, scale-ups
+/// at once, scale-downs after 4 s.
+pub fn policy() -> Value {
+    serde_json::json!({
+        "apiVersion": "spillway.io/v1alpha1", "kind": "ElasticGateway",
+        "metadata": {"name": "ingressgateway", "namespace": "istio-system"},
+        "spec": {
+            "target": {"kind": "Deployment", "name": "istio-ingressgateway"},
+            "minReplicas": 2, "maxReplicas": 30,
+            "metrics": [{"name": "rps", "query": "sum(spillway_test_gateway_requests_per_second)", "targetPerReplica": 500}],
+            "behavior": {
+                "leadTime": {"seconds": 0},
+                "scaleUp": {"policies": [{"type": "Pods", "value": 30, "periodSeconds": 1}]},
+                "scaleDown": {"stabilizationWindowSeconds": 4, "policies": [{"type": "Pods", "value": 30, "periodSeconds": 1}]}
+            }
+        }
+    })
+}
+
+/// A control plane with the scenario's cluster, `deploy/` applied, the gateway and `egw`.
+pub async fn bed(dir: &Path, egw: Value) -> Testbed {
+    let scenario = Scenario::default();
+    let tb = Testbed::start(dir, &scenario, &latencies()).await;
+    tb.seed(&scenario, &latencies(), Some(egw)).await;
+    tb
 }
