@@ -187,6 +187,7 @@ async fn refused_writes_are_retried_next_decision_and_announced_once() {
         gap < Duration::from_secs(8),
         "the refused scale was retried after {gap:?}"
     );
+    eprintln!("a refused scale retried {gap:?} later");
     // Let the agent fail on every pod for a while.
     let decided = a.decisions();
     wait_for(
