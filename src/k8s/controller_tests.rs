@@ -576,3 +576,28 @@ async fn the_leader_puts_the_finalizer_on_a_decoded_gateway_first_and_a_follower
     assert!(patches[0].contains(FINALIZER), "{patches:?}");
     assert_eq!(count(&seen, "PATCH", "/scale"), 0);
 }
+
+/// Validation (PromQL parsing included, linear but not free for a 4 KiB query) runs once per
+/// generation of the ElasticGateway, not on every reconcile: a spec that changed without a new
+/// generation (which the apiserver never serves) keeps the verdict of its generation.
+#[tokio::test]
+async fn a_policy_is_validated_once_per_generation() {
+    let (client, _) = fake_api(cluster(|_| None));
+    let ctx = context(client, index(true), prometheus(10.0).await, true);
+    let egw = |generation: i64, min: i32| {
+        let mut v = egw_json();
+        v["metadata"]["generation"] = json!(generation);
+        v["spec"]["minReplicas"] = json!(min);
+        serde_json::from_value::<ElasticGateway>(v).unwrap()
+    };
+    assert!(validation_errors(&egw(1, 2), NS, &ctx).is_empty());
+    assert!(
+        validation_errors(&egw(1, 99), NS, &ctx).is_empty(),
+        "validated again within generation 1"
+    );
+    let errors = validation_errors(&egw(2, 99), NS, &ctx);
+    assert!(
+        errors.iter().any(|e| e.contains("minReplicas")),
+        "generation 2 is validated: {errors:?}"
+    );
+}
