@@ -16,68 +16,19 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use serde_json::{Value, json};
 use spillway::model::POD_DELETION_COST;
-use spillway::sim::Scenario;
-use spillway::sim::cluster::Latencies;
-use support::live::{Agent, agent, condition, egw, lease_holder, wait_for, workdir};
+use support::live::{
+    Agent, agent, bed, condition, egw, lease_holder, metric_sum, policy, terminate, wait_for,
+    workdir,
+};
 use support::prom::{LoadExporter, Prom, http_get, try_http_get};
 use support::testbed::Testbed;
-
-fn latencies() -> Latencies {
-    Latencies {
-        ecs_start_seconds: 1.0,
-        eci_start_seconds: 3.0,
-        jitter: 0.0,
-        termination_seconds: 1.0,
-    }
-}
-
-fn policy() -> Value {
-    json!({
-        "apiVersion": "spillway.io/v1alpha1", "kind": "ElasticGateway",
-        "metadata": {"name": "ingressgateway", "namespace": "istio-system"},
-        "spec": {
-            "target": {"kind": "Deployment", "name": "istio-ingressgateway"},
-            "minReplicas": 2, "maxReplicas": 30,
-            "metrics": [{"name": "rps", "query": "sum(spillway_test_gateway_requests_per_second)", "targetPerReplica": 500}],
-            "behavior": {
-                "leadTime": {"seconds": 0},
-                "scaleUp": {"policies": [{"type": "Pods", "value": 30, "periodSeconds": 1}]},
-                "scaleDown": {"stabilizationWindowSeconds": 4, "policies": [{"type": "Pods", "value": 30, "periodSeconds": 1}]}
-            }
-        }
-    })
-}
-
-/// A control plane with the scenario's cluster, `deploy/` applied, the gateway and `egw`.
-async fn bed(dir: &std::path::Path, egw: Value) -> Testbed {
-    let scenario = Scenario::default();
-    let tb = Testbed::start(dir, &scenario, &latencies()).await;
-    tb.seed(&scenario, &latencies(), Some(egw)).await;
-    tb
-}
 
 /// The agent's flags here: a Lease that would take 15 s to expire, looked at every 0.5 s.
 const LEASE: [&str; 4] = ["--lease-duration", "15s", "--lease-retry-period", "500ms"];
 
-/// SIGTERM, as the kubelet stops a pod; returns the exit status.
-fn terminate(a: &mut Agent) -> std::process::ExitStatus {
-    let sent = std::process::Command::new("kill")
-        .args(["-TERM", &a.process.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    a.process.0.wait().unwrap()
-}
-
 /// `spillway_decisions_total` summed over its series, as this agent exports it.
 fn decisions(a: &Agent) -> f64 {
-    let Some((_, text)) = try_http_get(a.admin, "/metrics") else {
-        return 0.0;
-    };
-    text.lines()
-        .filter(|l| l.starts_with("spillway_decisions_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    metric_sum(a, "spillway_decisions_total")
 }
 
 /// The status writes this agent sent.

@@ -11,48 +11,14 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, Patch, PatchParams};
-use serde_json::{Value, json};
+use serde_json::json;
 use spillway::model::{POD_DELETION_COST, Pool};
-use spillway::sim::Scenario;
-use spillway::sim::cluster::Latencies;
 use support::faultproxy::Fault;
-use support::live::{agent, condition, event_reasons, lease_holder, status, wait_for, workdir};
+use support::live::{
+    agent, bed, condition, event_reasons, lease_holder, policy, status, wait_for, workdir,
+};
 use support::prom::{LoadExporter, Prom};
 use support::testbed::{Testbed, pool_counts};
-
-fn latencies() -> Latencies {
-    Latencies {
-        ecs_start_seconds: 1.0,
-        eci_start_seconds: 3.0,
-        jitter: 0.0,
-        termination_seconds: 1.0,
-    }
-}
-
-fn policy() -> Value {
-    json!({
-        "apiVersion": "spillway.io/v1alpha1", "kind": "ElasticGateway",
-        "metadata": {"name": "ingressgateway", "namespace": "istio-system"},
-        "spec": {
-            "target": {"kind": "Deployment", "name": "istio-ingressgateway"},
-            "minReplicas": 2, "maxReplicas": 30,
-            "metrics": [{"name": "rps", "query": "sum(spillway_test_gateway_requests_per_second)", "targetPerReplica": 500}],
-            "behavior": {
-                "leadTime": {"seconds": 0},
-                "scaleUp": {"policies": [{"type": "Pods", "value": 30, "periodSeconds": 1}]},
-                "scaleDown": {"stabilizationWindowSeconds": 4, "policies": [{"type": "Pods", "value": 30, "periodSeconds": 1}]}
-            }
-        }
-    })
-}
-
-/// A control plane with the scenario's cluster, `deploy/` applied, the gateway and `egw`.
-async fn bed(dir: &std::path::Path, egw: Value) -> Testbed {
-    let scenario = Scenario::default();
-    let tb = Testbed::start(dir, &scenario, &latencies()).await;
-    tb.seed(&scenario, &latencies(), Some(egw)).await;
-    tb
-}
 
 /// Every gateway pod carries the deletion cost of its pool: ECI pods go first on a scale-in.
 async fn deletion_costs_match_pools(tb: &Testbed) -> bool {

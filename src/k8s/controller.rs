@@ -1113,7 +1113,8 @@ async fn apply(
         }
     }
     for pod in &plan.evictions {
-        let Ok(written) = fenced_write(ctx, "eviction", false, || target::evict(client, ns, pod)).await
+        let Ok(written) =
+            fenced_write(ctx, "eviction", false, || target::evict(client, ns, pod)).await
         else {
             return fenced(applied, errors);
         };

@@ -2,9 +2,10 @@
 //!
 //! The elector is client-go's (`tools/leaderelection`, `tryAcquireOrRenew`): read the Lease;
 //! take it when it is free or when its record has not changed for `leaseDurationSeconds` as
-//! timed on this replica's own clock; write it back with the `resourceVersion` just read, so
-//! that of two replicas acting on the same read only one succeeds (409 for the other). The leader
-//! renews every `retry` period.
+//! timed on this replica's own clock; write it back with the `resourceVersion` just read (a
+//! merge patch that carries `metadata.resourceVersion` is a precondition: RBAC needs only
+//! `patch`), so that of two replicas acting on the same read only one succeeds (409 for the
+//! other). The leader renews every `retry` period.
 //!
 //! **The fence.** Checking leadership once per reconcile is not enough: between that check and a
 //! write come Prometheus queries and API calls, and the process may stall (a long pause, a hung
@@ -32,8 +33,8 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
-use kube::api::{Api, PostParams};
 use kube::Client;
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
@@ -166,6 +167,23 @@ impl Elector {
         }
     }
 
+    /// A merge patch of the Lease's spec, refused (409) unless the Lease is still at `version`.
+    async fn write(&self, version: &str, spec: serde_json::Value) -> Result<Lease, kube::Error> {
+        let patch = serde_json::json!({
+            "metadata": {"resourceVersion": version},
+            "spec": spec,
+        });
+        let pp = PatchParams {
+            field_manager: Some("spillway".into()),
+            ..Default::default()
+        };
+        bounded(
+            self.s.call_timeout,
+            self.leases.patch(&self.s.name, &pp, &Patch::Merge(&patch)),
+        )
+        .await
+    }
+
     fn seconds(&self) -> i32 {
         i32::try_from(self.s.duration.as_secs().max(1)).unwrap_or(i32::MAX)
     }
@@ -197,19 +215,21 @@ impl Elector {
             return Ok(Round::Holds(sent + self.s.duration));
         };
         let now = Instant::now();
-        let version = lease.metadata.resource_version.clone().unwrap_or_default();
-        if self.observed.as_ref().is_none_or(|(v, _)| *v != version) {
-            self.observed = Some((version, now));
+        let version_read = lease.metadata.resource_version.clone().unwrap_or_default();
+        if self
+            .observed
+            .as_ref()
+            .is_none_or(|(v, _)| *v != version_read)
+        {
+            self.observed = Some((version_read.clone(), now));
         }
         let spec = lease.spec.clone().unwrap_or_default();
         let holder = spec.holder_identity.clone().filter(|h| !h.is_empty());
         let ours = holder.as_deref() == Some(self.s.identity.as_str());
         if let Some(theirs) = holder.as_ref().filter(|_| !ours) {
-            let lasts = spec
-                .lease_duration_seconds
-                .map_or(self.s.duration, |d| {
-                    Duration::from_secs(u64::try_from(d.max(1)).unwrap_or(1))
-                });
+            let lasts = spec.lease_duration_seconds.map_or(self.s.duration, |d| {
+                Duration::from_secs(u64::try_from(d.max(1)).unwrap_or(1))
+            });
             let seen = self.observed.as_ref().map_or(now, |o| o.1);
             if now < seen + lasts {
                 return Ok(Round::HeldBy(theirs.clone()));
@@ -217,23 +237,19 @@ impl Elector {
             info!(holder = %theirs, ?lasts, "the Lease was not renewed within its duration; taking it over");
         }
         let now_ts = MicroTime(k8s_openapi::jiff::Timestamp::now());
-        let mut next = lease;
-        // `next` keeps the resourceVersion just read: if anyone wrote the Lease since, the
-        // apiserver refuses this write (409) and the next round reads again.
-        next.spec = Some(LeaseSpec {
-            holder_identity: Some(self.s.identity.clone()),
-            lease_duration_seconds: Some(self.seconds()),
-            renew_time: Some(now_ts.clone()),
-            acquire_time: if ours {
-                spec.acquire_time.clone()
-            } else {
-                Some(now_ts)
-            },
-            lease_transitions: Some(spec.lease_transitions.unwrap_or(0) + i32::from(!ours)),
-            ..spec
+        let mut next = serde_json::json!({
+            "holderIdentity": self.s.identity,
+            "leaseDurationSeconds": self.seconds(),
+            "renewTime": now_ts,
         });
+        if !ours {
+            next["acquireTime"] = serde_json::json!(now_ts);
+            next["leaseTransitions"] = serde_json::json!(spec.lease_transitions.unwrap_or(0) + 1);
+        }
         let sent = Instant::now();
-        let written = bounded(t, self.leases.replace(&self.s.name, &self.params(), &next)).await?;
+        // With the resourceVersion just read: if anyone wrote the Lease since, the apiserver
+        // refuses this write (409) and the next round reads again.
+        let written = self.write(&version_read, next).await?;
         self.observed = written.metadata.resource_version.map(|v| (v, sent));
         Ok(Round::Holds(sent + self.s.duration))
     }
@@ -241,20 +257,17 @@ impl Elector {
     /// Clears the holder when it is this replica, so that a standby takes the Lease at once.
     async fn release(&self) -> Result<(), kube::Error> {
         let t = self.s.call_timeout;
-        let Some(mut lease) = bounded(t, self.leases.get_opt(&self.s.name)).await? else {
+        let Some(lease) = bounded(t, self.leases.get_opt(&self.s.name)).await? else {
             return Ok(());
         };
-        let spec = lease.spec.clone().unwrap_or_default();
-        if spec.holder_identity.as_deref() != Some(self.s.identity.as_str()) {
+        let holder = lease.spec.and_then(|s| s.holder_identity);
+        if holder.as_deref() != Some(self.s.identity.as_str()) {
             return Ok(());
         }
-        lease.spec = Some(LeaseSpec {
-            holder_identity: None,
-            acquire_time: None,
-            renew_time: None,
-            ..spec
-        });
-        bounded(t, self.leases.replace(&self.s.name, &self.params(), &lease)).await?;
+        let version = lease.metadata.resource_version.unwrap_or_default();
+        let cleared =
+            serde_json::json!({"holderIdentity": null, "acquireTime": null, "renewTime": null});
+        self.write(&version, cleared).await?;
         Ok(())
     }
 }
@@ -309,7 +322,8 @@ pub async fn elect(
                     was
                 }
             };
-            if next != was {
+            let leads = |t: Tenure| matches!(t, Tenure::Leading { .. });
+            if leads(next) != leads(was) {
                 tx.send_replace(next);
                 if matches!(was, Tenure::Following) {
                     info!(leading = true, identity = %id, "leadership changed");
