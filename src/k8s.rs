@@ -24,7 +24,10 @@ pub fn client(
     config.default_retry = false;
     config.read_timeout = read_timeout;
     if read_timeout.is_some() {
+        // Every phase of a request within the bound (kube's default connect timeout is 30 s),
+        // also for the calls kube-runtime makes itself (the finalizer's patches).
         config.write_timeout = read_timeout;
+        config.connect_timeout = read_timeout;
     }
     kube::Client::try_from(config)
 }

@@ -30,6 +30,9 @@ pub enum Error {
     /// Work took longer than its bound.
     #[error("timed out: {0}")]
     Timeout(String),
+    /// A write was not sent: this replica does not hold the leader Lease long enough to finish it.
+    #[error("write not sent: {0}")]
+    Fenced(#[from] crate::k8s::leader::Fenced),
 }
 
 impl Error {
@@ -39,6 +42,7 @@ impl Error {
             Error::Config(_) => "config",
             Error::Kube(_) => "kube",
             Error::Timeout(_) => "timeout",
+            Error::Fenced(_) => "fenced",
         }
     }
 }

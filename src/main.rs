@@ -143,10 +143,13 @@ struct RunArgs {
     /// Namespace of the Lease (normally spillway's own).
     #[arg(long, env = "POD_NAMESPACE", default_value = "spillway-system")]
     lease_namespace: String,
-    /// How long a Lease holds without renewal; a new leader takes over within about this time.
+    /// How long a Lease holds without renewal: when the leader stalls or is cut off, another
+    /// replica takes over after about this long. The leader writes only while more than
+    /// --api-timeout of it is left, so it must exceed --api-timeout + --lease-retry-period.
     #[arg(long, env = "SPILLWAY_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
     lease_duration: std::time::Duration,
-    /// How often a standby replica looks for a Lease released early (by a leader shutting down).
+    /// How often the leader renews the Lease and a standby reads it (a Lease released by a
+    /// leader shutting down is taken within this period).
     #[arg(long, env = "SPILLWAY_LEASE_RETRY_PERIOD", default_value = "2s", value_parser = parse_duration)]
     lease_retry_period: std::time::Duration,
     /// This replica's identity in the Lease and on Events (normally the pod name).
@@ -227,8 +230,12 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
 }
 
 /// Two clients: one whose every read is bounded (requests), one without a read timeout (watches,
-/// which may stay quiet for minutes). Neither retries on its own.
-async fn kube_clients(args: &RunArgs) -> anyhow::Result<(kube::Client, kube::Client)> {
+/// which may stay quiet for minutes). Neither retries on its own. Both name this replica in
+/// their User-Agent, so that the API server's audit log tells the replicas' writes apart.
+async fn kube_clients(
+    args: &RunArgs,
+    identity: &str,
+) -> anyhow::Result<(kube::Client, kube::Client)> {
     use kube::config::{KubeConfigOptions, Kubeconfig};
     let options = KubeConfigOptions {
         context: args.context.clone(),
@@ -245,6 +252,13 @@ async fn kube_clients(args: &RunArgs) -> anyhow::Result<(kube::Client, kube::Cli
             .await
             .context("no in-cluster config and no kubeconfig")?,
     };
+    let agent = format!("spillway/{} ({identity})", env!("CARGO_PKG_VERSION"));
+    let mut config = config;
+    config.headers.push((
+        hyper::header::USER_AGENT,
+        hyper::header::HeaderValue::from_str(&agent)
+            .with_context(|| format!("--identity {identity:?} is not a valid header value"))?,
+    ));
     let requests = spillway::k8s::client(config.clone(), Some(args.api_timeout))?;
     let watches = spillway::k8s::client(config, None)?;
     Ok((requests, watches))
@@ -255,6 +269,7 @@ async fn agent(args: RunArgs) -> anyhow::Result<()> {
     use spillway::k8s::{controller, index::ClusterIndex, watch};
     use std::sync::{Arc, RwLock};
 
+    check_timeouts(&args)?;
     let identity = args
         .identity
         .clone()
@@ -281,7 +296,7 @@ async fn agent(args: RunArgs) -> anyhow::Result<()> {
         max_skew: args.prometheus_max_skew,
     })?;
 
-    let (client, watch_client) = kube_clients(&args).await?;
+    let (client, watch_client) = kube_clients(&args, &identity).await?;
 
     // Shutdown on SIGTERM or Ctrl-C.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -354,6 +369,7 @@ async fn agent(args: RunArgs) -> anyhow::Result<()> {
             identity: identity.clone(),
             duration: args.lease_duration,
             retry: args.lease_retry_period,
+            call_timeout: args.api_timeout,
         };
         // The API server may not answer yet (a control plane restarting): retry, saying so.
         let mut backoff = std::time::Duration::from_secs(1);
@@ -380,19 +396,23 @@ async fn agent(args: RunArgs) -> anyhow::Result<()> {
         };
         (rx, Some(task))
     } else {
-        let (tx, rx) = tokio::sync::watch::channel(true);
-        // The sender lives until the agent stops: this replica always leads.
+        use spillway::k8s::leader::{Leadership, Tenure};
+        let (tx, rx) = tokio::sync::watch::channel(Tenure::Leading { until: None });
+        // Until the agent stops, this replica always leads; then it stops acting.
         tokio::spawn(async move {
             stopped(release_rx).await;
-            drop(tx);
+            tx.send_replace(Tenure::Following);
         });
-        (rx, None)
+        (Leadership::new(rx), None)
     };
     {
-        let (metrics, mut rx) = (metrics.clone(), leader_rx.clone());
+        let (metrics, mut rx) = (metrics.clone(), leader_rx.receiver());
         tokio::spawn(async move {
             loop {
-                let leading = *rx.borrow_and_update();
+                let leading = matches!(
+                    *rx.borrow_and_update(),
+                    spillway::k8s::leader::Tenure::Leading { .. }
+                );
                 metrics.set_leader(leading);
                 tracing::info!(leading, "leadership");
                 if rx.changed().await.is_err() {
@@ -445,6 +465,29 @@ async fn agent(args: RunArgs) -> anyhow::Result<()> {
     }
     let _ = tokio::time::timeout(std::time::Duration::from_secs(3), server).await;
     result
+}
+
+/// Every call must fit in the Lease: a write goes out only while more than --api-timeout of it
+/// is left, and the leader renews every --lease-retry-period.
+fn check_timeouts(args: &RunArgs) -> anyhow::Result<()> {
+    if !args.leader_election {
+        return Ok(());
+    }
+    let lease = args.lease_duration;
+    if args.api_timeout + args.lease_retry_period >= lease {
+        anyhow::bail!(
+            "--api-timeout ({:?}) plus --lease-retry-period ({:?}) must be shorter than --lease-duration ({lease:?}): the leader writes only while more than --api-timeout of its Lease is left",
+            args.api_timeout,
+            args.lease_retry_period
+        );
+    }
+    if args.prometheus_timeout >= lease {
+        anyhow::bail!(
+            "--prometheus-timeout ({:?}) must be shorter than --lease-duration ({lease:?})",
+            args.prometheus_timeout
+        );
+    }
+    Ok(())
 }
 
 fn crd_yaml() -> anyhow::Result<String> {

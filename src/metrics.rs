@@ -104,6 +104,12 @@ struct KindLabels {
     kind: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FencedLabels {
+    reason: String,
+    write: String,
+}
+
 /// What kind of change was applied.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ActionKind {
@@ -205,6 +211,8 @@ pub struct Metrics {
     reaction_seconds: HistFamily<Gw>,
     last_decision: Family<Gw, FGauge>,
     held: Family<KindLabels, Gauge>,
+    /// Process-wide (exported by every replica: a fenced one has just stopped leading).
+    fenced: Family<FencedLabels, Counter>,
     leader: Gauge,
     memory: Mutex<HashMap<Gw, Memory>>,
 }
@@ -276,6 +284,7 @@ impl Metrics {
             reaction_seconds: Family::new_with_constructor(reaction_histogram),
             last_decision: Family::default(),
             held: Family::default(),
+            fenced: Family::default(),
             leader: Gauge::default(),
             memory: Mutex::new(HashMap::new()),
             registry: Registry::default(),
@@ -409,6 +418,11 @@ impl Metrics {
             "leader",
             "1 while this spillway replica holds the leader Lease and may write; only the leader exports the per-gateway metrics",
             m.leader.clone(),
+        );
+        process.register(
+            "fenced_writes",
+            "Writes not sent because this replica did not hold the leader Lease long enough to finish them, by reason (not_leader, expired: the hold ran out without a renewal, expiring: less than --api-timeout left) and write (scale, weights, deletion_cost, eviction, status, hand_back); the rest of that decision's plan is dropped",
+            m.fenced.clone(),
         );
         process.register(
             "build",
@@ -783,6 +797,15 @@ impl Metrics {
         for h in HELD.iter().copied().chain(m.held.as_deref()) {
             self.held.remove(&kind(h));
         }
+    }
+
+    /// Counts a write the fence stopped.
+    pub fn fenced(&self, reason: &str, write: &str) {
+        let l = FencedLabels {
+            reason: reason.into(),
+            write: write.into(),
+        };
+        self.fenced.get_or_create(&l).inc();
     }
 
     pub fn set_leader(&self, leader: bool) {

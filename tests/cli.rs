@@ -305,3 +305,26 @@ fn drill_suite_prints_a_scorecard_for_every_load() {
     assert_eq!(code, 2);
     assert!(err.contains("no *.yaml scenario"), "{err}");
 }
+
+/// A write goes out only with `--api-timeout` left on the Lease: a Lease too short for that
+/// would let the leader write nothing, so it is refused at start, naming the flags.
+#[test]
+fn a_lease_too_short_for_one_write_is_refused_at_start() {
+    let (code, _, err) = spillway(&["run", "--lease-duration", "5s"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("--api-timeout") && err.contains("--lease-duration"),
+        "{err}"
+    );
+    let (code, _, err) = spillway(&[
+        "run",
+        "--lease-duration",
+        "4s",
+        "--api-timeout",
+        "1s",
+        "--prometheus-timeout",
+        "5s",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("--prometheus-timeout"), "{err}");
+}

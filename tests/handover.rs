@@ -16,12 +16,16 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use serde_json::{Value, json};
 use spillway::model::POD_DELETION_COST;
-use support::live::{Agent, agent, bed, condition, egw, lease_holder, policy, wait_for, workdir};
+use support::live::{
+    Agent, agent, bed, condition, egw, lease_holder, metric_sum, policy, terminate, wait_for,
+    workdir,
+};
 use support::prom::{LoadExporter, Prom, http_get, try_http_get};
 use support::testbed::Testbed;
 
 /// The agent's flags here: a Lease that would take 15 s to expire, looked at every 0.5 s.
 const LEASE: [&str; 4] = ["--lease-duration", "15s", "--lease-retry-period", "500ms"];
+
 
 /// The status writes this agent sent.
 fn status_writes(a: &Agent) -> usize {
@@ -91,7 +95,7 @@ async fn sigterm_hands_the_lease_over_within_the_retry_period() {
     .await;
 
     let stopped_at = Instant::now();
-    let exit = a.sigterm_and_wait();
+    let exit = terminate(&mut a);
     let stopped = stopped_at.elapsed();
     assert!(exit.success(), "agent-a exited with {exit:?}");
     wait_for("agent-b takes the released Lease", 10, || async {
@@ -176,7 +180,7 @@ async fn a_restart_keeps_conditions_and_sends_no_event_twice() {
     assert_eq!(events(&tb, "QueryFailed").await.len(), 1);
 
     // Restart: the new process reads the conditions back.
-    assert!(first.sigterm_and_wait().success());
+    assert!(terminate(&mut first).success());
     let second = agent(&tb, dir.path(), &prom.url(), "agent-a", false, &[]).await;
     wait_for("the restarted agent decides three times", 30, || async {
         second.decisions() >= 3.0

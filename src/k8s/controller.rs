@@ -30,6 +30,7 @@ use tokio::sync::watch;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::index::ClusterIndex;
+use super::leader::{Fenced, Leadership};
 use super::{bounded, target};
 use crate::act::Plan;
 use crate::engine::{self, Decision, EngineState, LoadSample, Observation};
@@ -89,7 +90,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub prom: Prometheus,
     pub index: Arc<RwLock<ClusterIndex>>,
-    pub leader: watch::Receiver<bool>,
+    /// Whether, and until when, this replica may write (see [`super::leader`]).
+    pub leader: Leadership,
     pub config: Config,
     states: Mutex<HashMap<(String, String), GatewayMemory>>,
 }
@@ -117,7 +119,7 @@ impl Context {
         metrics: Arc<Metrics>,
         prom: Prometheus,
         index: Arc<RwLock<ClusterIndex>>,
-        leader: watch::Receiver<bool>,
+        leader: Leadership,
         config: Config,
     ) -> Self {
         let reporter = Reporter {
@@ -138,7 +140,21 @@ impl Context {
     }
 
     fn is_leader(&self) -> bool {
-        *self.leader.borrow()
+        self.leader.is_leader()
+    }
+
+    /// The fence before a write: it goes out only while this replica holds the Lease with at
+    /// least one `api_timeout` left, the longest the write may take (it is bounded by that), so
+    /// that it is answered or abandoned before another replica may lead. Otherwise it is not
+    /// sent, and this says so (WARN, `spillway_fenced_writes_total`); the caller drops the rest
+    /// of its plan.
+    fn fence(&self, write: &str) -> Result<(), Fenced> {
+        self.leader
+            .permit(self.config.api_timeout)
+            .inspect_err(|f| {
+                self.metrics.fenced(f.reason(), write);
+                warn!(write, reason = %f, "fenced: write not sent; dropping the rest of this decision's plan");
+            })
     }
 
     fn states(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), GatewayMemory>> {
@@ -482,6 +498,7 @@ async fn hand_back(egw: &ElasticGateway, ns: &str, ctx: &Context) -> Result<Acti
     if let Some(original) = egw.status.as_ref().and_then(|s| s.original.as_ref()) {
         let restore =
             target::restore_preferred_terms(&ctx.client, ns, spec, &original.preferred_terms);
+        ctx.fence("hand_back")?;
         match bounded(t, restore).await {
             Ok(()) => done.push(format!(
                 "restored the {} preferred affinity term(s) spillway found",
@@ -509,6 +526,7 @@ async fn hand_back(egw: &ElasticGateway, ns: &str, ctx: &Context) -> Result<Acti
     };
     let mut cleared = 0;
     for p in &pods {
+        ctx.fence("hand_back")?;
         match bounded(t, target::clear_deletion_cost(&ctx.client, ns, &p.name)).await {
             Ok(()) => cleared += 1,
             Err(e) if is_status(&e, 404) => {}
@@ -686,7 +704,7 @@ async fn reconcile_one(
 
     // Act, only as the leader; first record how the gateway was, so that deleting the policy
     // can hand it back.
-    let (applied, write_errors) = if leader {
+    let applied = if leader {
         if !plan.is_empty() && egw.status.as_ref().is_none_or(|s| s.original.is_none()) {
             let original = OriginalPlacement {
                 preferred_terms: target.preferred_terms.clone(),
@@ -695,15 +713,30 @@ async fn reconcile_one(
                 original: Some(original.clone()),
                 ..egw.status.clone().unwrap_or_default()
             };
-            apply_status(ctx, ns, name, &status)
-                .await
-                .inspect_err(|_| ctx.metrics.error(&gw, ErrorKind::ApiWrite))?;
+            match apply_status(ctx, ns, name, &status).await {
+                Ok(()) => {}
+                // Not leading long enough: no plan, no report; the next decision starts afresh.
+                Err(crate::Error::Fenced(_)) => return Ok(requeue),
+                Err(e) => {
+                    ctx.metrics.error(&gw, ErrorKind::ApiWrite);
+                    return Err(e);
+                }
+            }
             ctx.states().entry(key.clone()).or_default().original = Some(original);
         }
         apply(&me, ctx, &gw, ns, spec, &plan, &decision).await
     } else {
-        (Plan::default(), vec![])
+        Applied {
+            plan: Plan::default(),
+            errors: vec![],
+            fenced: false,
+        }
     };
+    let Applied {
+        plan: applied,
+        errors: write_errors,
+        fenced,
+    } = applied;
     let next_state = commit(&prev, next_state, spec, &decision, &applied);
     {
         let mut ix_nodes = ctx
@@ -734,7 +767,8 @@ async fn reconcile_one(
         m.engine = next_state;
         m.failures = 0;
     }
-    if !leader {
+    // A replica that lost the Lease mid-plan reports nothing: the new leader does.
+    if !leader || fenced {
         return Ok(requeue);
     }
 
@@ -873,10 +907,13 @@ async fn reconcile_one(
             .or_else(|| ctx.states().get(&key).and_then(|m| m.original.clone())),
         conditions,
     };
-    write_status(ctx, &me, &key, status)
-        .await
-        .inspect_err(|_| ctx.metrics.error(&gw, ErrorKind::ApiWrite))?;
-    Ok(requeue)
+    match write_status(ctx, &me, &key, status).await {
+        Ok(()) | Err(crate::Error::Fenced(_)) => Ok(requeue),
+        Err(e) => {
+            ctx.metrics.error(&gw, ErrorKind::ApiWrite);
+            Err(e)
+        }
+    }
 }
 
 /// The Ready condition of a policy spillway acts on: its message says what spillway may do,
@@ -927,7 +964,7 @@ async fn write_status(
     me: &Target,
     key: &(String, String),
     status: ElasticGatewayStatus,
-) -> Result<(), kube::Error> {
+) -> Result<(), crate::Error> {
     let conditions = status.conditions.clone();
     // An untyped object's status is not read back (it does not decode): what this replica
     // wrote last stands for it, or every reconcile would rewrite it.
@@ -979,9 +1016,18 @@ fn queries_for<'a>(d: &Decision, queries: &'a [String], metric: &str) -> &'a str
         .map_or("", String::as_str)
 }
 
-/// Applies the plan; returns what was applied and what failed. Each failure is logged, counted
-/// and announced (one Event per kind of write, not one per pod), and the next decision (from a
-/// fresh observation) tries again: the writes are absolute.
+/// What [`apply`] did: what was applied, what failed, and whether the fence stopped it (then
+/// the rest of the plan was dropped).
+struct Applied {
+    plan: Plan,
+    errors: Vec<String>,
+    fenced: bool,
+}
+
+/// Applies the plan, every write behind the fence; returns what was applied and what failed.
+/// Each failure is logged, counted and announced (one Event per kind of write, not one per pod),
+/// and the next decision (from a fresh observation) tries again: the writes are absolute. When
+/// the fence stops a write, nothing more of the plan is sent.
 async fn apply(
     me: &Target,
     ctx: &Context,
@@ -990,16 +1036,25 @@ async fn apply(
     spec: &ElasticGatewaySpec,
     plan: &Plan,
     d: &Decision,
-) -> (Plan, Vec<String>) {
+) -> Applied {
     let mut applied = Plan::default();
     let mut errors = vec![];
     let client = &ctx.client;
-    let t = ctx.config.api_timeout;
     let mut failed: Vec<(String, kube::Error)> = vec![];
+    let fenced = |applied, errors| Applied {
+        plan: applied,
+        errors,
+        fenced: true,
+    };
     for (pod, cost) in &plan.deletion_costs {
-        match with_conflict_retry(|| bounded(t, target::set_deletion_cost(client, ns, pod, *cost)))
-            .await
-        {
+        let Ok(written) = fenced_write(ctx, "deletion_cost", true, || {
+            target::set_deletion_cost(client, ns, pod, *cost)
+        })
+        .await
+        else {
+            return fenced(applied, errors);
+        };
+        match written {
             Ok(()) => applied.deletion_costs.push((pod.clone(), *cost)),
             // A pod that vanished needs no cost.
             Err(e) if is_status(&e, 404) => {}
@@ -1038,7 +1093,12 @@ async fn apply(
         errors.push(write_failed(ctx, &me.oref, gw, "Annotate", &what, e).await);
     }
     if let Some(r) = plan.replicas {
-        match with_conflict_retry(|| bounded(t, target::scale(client, ns, spec, r))).await {
+        let Ok(written) =
+            fenced_write(ctx, "scale", true, || target::scale(client, ns, spec, r)).await
+        else {
+            return fenced(applied, errors);
+        };
+        match written {
             Ok(()) => {
                 applied.replicas = Some(r);
                 let reason = if r > d.replicas.current {
@@ -1060,7 +1120,14 @@ async fn apply(
         }
     }
     if let Some(w) = plan.weights {
-        match with_conflict_retry(|| bounded(t, target::apply_weights(client, ns, spec, w))).await {
+        let Ok(written) = fenced_write(ctx, "weights", true, || {
+            target::apply_weights(client, ns, spec, w)
+        })
+        .await
+        else {
+            return fenced(applied, errors);
+        };
+        match written {
             Ok(()) => {
                 applied.weights = Some(w);
                 publish(
@@ -1080,7 +1147,12 @@ async fn apply(
         }
     }
     for pod in &plan.evictions {
-        match bounded(t, target::evict(client, ns, pod)).await {
+        let Ok(written) =
+            fenced_write(ctx, "eviction", false, || target::evict(client, ns, pod)).await
+        else {
+            return fenced(applied, errors);
+        };
+        match written {
             Ok(()) => {
                 applied.evictions.push(pod.clone());
                 publish(
@@ -1111,20 +1183,34 @@ async fn apply(
             }
         }
     }
-    (applied, errors)
+    Applied {
+        plan: applied,
+        errors,
+        fenced: false,
+    }
 }
 
-async fn with_conflict_retry<F, Fut>(mut f: F) -> Result<(), kube::Error>
+/// One write behind the fence ([`Context::fence`]), bounded by `api_timeout`. With
+/// `retry_conflict`, a 409 is retried once, behind the fence again.
+async fn fenced_write<F, Fut>(
+    ctx: &Context,
+    write: &str,
+    retry_conflict: bool,
+    mut call: F,
+) -> Result<Result<(), kube::Error>, Fenced>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<(), kube::Error>>,
 {
-    match f().await {
-        Err(e) if is_status(&e, 409) => {
+    let t = ctx.config.api_timeout;
+    ctx.fence(write)?;
+    match bounded(t, call()).await {
+        Err(e) if retry_conflict && is_status(&e, 409) => {
             debug!(error = %e, "conflict; retrying once");
-            f().await
+            ctx.fence(write)?;
+            Ok(bounded(t, call()).await)
         }
-        other => other,
+        other => Ok(other),
     }
 }
 
@@ -1217,12 +1303,16 @@ async fn report_problem(
 }
 
 /// Server-side apply of the whole status under [`STATUS_MANAGER`], forced: spillway owns it.
+/// Behind the fence too: a forced apply from a replica that lost the Lease would put its older
+/// view (replicas, last decision, conditions, `status.original`, which the hand-back restores)
+/// over the new leader's.
 async fn apply_status(
     ctx: &Context,
     ns: &str,
     name: &str,
     status: &ElasticGatewayStatus,
-) -> Result<(), kube::Error> {
+) -> Result<(), crate::Error> {
+    ctx.fence("status")?;
     let api = Api::<ElasticGateway>::namespaced(ctx.client.clone(), ns);
     let body = json!({
         "apiVersion": ElasticGateway::api_version(&()),
@@ -1248,7 +1338,8 @@ async fn merge_status(
     ns: &str,
     name: &str,
     status: &ElasticGatewayStatus,
-) -> Result<(), kube::Error> {
+) -> Result<(), crate::Error> {
+    ctx.fence("status")?;
     // Untyped: the answer is the stored object, which does not decode either.
     let resource = kube::api::ApiResource::erase::<ElasticGateway>(&());
     let api = Api::<kube::api::DynamicObject>::namespaced_with(ctx.client.clone(), ns, &resource);

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 
 use super::*;
 use crate::k8s::index::{ClusterIndex, Watched};
+use crate::k8s::leader::Tenure;
 use crate::metrics::Metrics;
 use crate::prom::{PromConfig, Prometheus};
 
@@ -221,8 +222,7 @@ fn context(
     prom: Prometheus,
     leader: bool,
 ) -> Arc<Context> {
-    let (tx, rx) = watch::channel(leader);
-    std::mem::forget(tx);
+    let rx = Leadership::fixed(leader);
     // As main.rs does: the leader exports the per-gateway metrics.
     let metrics = Arc::new(Metrics::new());
     metrics.set_leader(leader);
@@ -430,8 +430,7 @@ async fn shutdown_is_bounded_by_the_grace_period() {
             None
         }
     }));
-    let (tx, rx) = watch::channel(true);
-    std::mem::forget(tx);
+    let rx = Leadership::fixed(true);
     let ctx = Arc::new(Context::new(
         client.clone(),
         client,
@@ -467,14 +466,14 @@ async fn a_new_leader_waits_a_full_window_before_scaling_down() {
     // As a follower it sees a low load (and would scale down); on becoming leader its memory
     // starts afresh: the seed holds the count for the scale-down window.
     let (client, seen) = fake_api(cluster(|_| None));
-    let (tx, rx) = watch::channel(false);
+    let (tx, rx) = watch::channel(Tenure::Following);
     let ctx = Arc::new(Context::new(
         client.clone(),
         client,
         Arc::new(Metrics::new()),
         prometheus(10.0).await,
         index(true),
-        rx,
+        Leadership::new(rx),
         Config::new(Duration::from_secs(5)),
     ));
     reconcile(gateway(egw_json()), ctx.clone()).await.unwrap();
@@ -484,7 +483,7 @@ async fn a_new_leader_waits_a_full_window_before_scaling_down() {
             r.at -= 3600.0;
         }
     }
-    tx.send(true).unwrap();
+    tx.send(Tenure::Leading { until: None }).unwrap();
     reconcile(gateway(egw_json()), ctx.clone()).await.unwrap();
     assert_eq!(count(&seen, "PATCH", "/scale"), 0);
     let patches = status_patches(&seen);
@@ -600,4 +599,46 @@ async fn a_policy_is_validated_once_per_generation() {
         errors.iter().any(|e| e.contains("minReplicas")),
         "generation 2 is validated: {errors:?}"
     );
+/// The fence: a leader whose hold on the Lease is shorter than one API call decides, but sends
+/// nothing (not the scale, not the status), counts it, and its memory does not record the scale
+/// as done; with the Lease renewed, the next decision scales.
+#[tokio::test]
+async fn a_leader_without_time_left_on_the_lease_sends_no_write() {
+    let (client, seen) = fake_api(cluster(|_| None));
+    let api_timeout = Duration::from_secs(2);
+    let until = std::time::Instant::now() + Duration::from_secs(1);
+    let (tx, rx) = watch::channel(Tenure::Leading { until: Some(until) });
+    let metrics = Arc::new(Metrics::new());
+    metrics.set_leader(true);
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        client,
+        metrics,
+        prometheus(10_000.0).await,
+        index(true),
+        Leadership::new(rx),
+        Config {
+            api_timeout,
+            ..Config::new(Duration::from_secs(5))
+        },
+    ));
+    reconcile(gateway(egw_json()), ctx.clone()).await.unwrap();
+    let writes: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.method != "GET")
+        .map(|s| format!("{} {}", s.method, s.path))
+        .collect();
+    assert!(writes.is_empty(), "sent while fenced: {writes:?}");
+    let text = ctx.metrics.prometheus_text();
+    assert!(
+        text.contains(r#"spillway_fenced_writes_total{reason="expiring",write="status"} 1"#),
+        "{text}"
+    );
+    // Renewed: the scale goes out now (the fenced one did not start a rate-limit period).
+    let until = std::time::Instant::now() + Duration::from_secs(3600);
+    tx.send(Tenure::Leading { until: Some(until) }).unwrap();
+    reconcile(gateway(egw_json()), ctx.clone()).await.unwrap();
+    assert_eq!(count(&seen, "PATCH", "/scale"), 1);
 }

@@ -1,7 +1,12 @@
 //! A fault-injecting proxy between one agent and the real apiserver: it forwards every request
 //! (the agent's ServiceAccount token included) and, on request, answers with an error status,
-//! delays, drops or truncates watch streams, or stops forwarding altogether (a partition). It
-//! logs every request with its status, so a test can say who wrote what, and when.
+//! delays, drops or truncates watch streams, holds matching requests until released, or stops
+//! forwarding altogether (a partition). It logs every request with its status, so a test can
+//! say who wrote what, and when.
+//!
+//! A held or partitioned request waits with its body read: if its client gives up meanwhile
+//! (closes the connection), hyper drops the handler and the request is never forwarded, as a
+//! request lost in a partition is never delivered.
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -34,6 +39,13 @@ impl Logged {
     }
 }
 
+/// Requests whose method and path match wait (neither forwarded nor answered) while this is set.
+#[derive(Clone, Debug)]
+pub struct Hold {
+    pub method: &'static str,
+    pub path_contains: String,
+}
+
 /// Answer `status` to the next `times` requests whose method and path match.
 #[derive(Clone, Debug)]
 pub struct Fault {
@@ -50,6 +62,10 @@ pub struct State {
     pub delay: Duration,
     /// No request is forwarded or answered while set: the agent is cut off.
     pub partitioned: bool,
+    /// Matching requests wait until this is cleared (then go on, unless partitioned).
+    pub hold: Option<Hold>,
+    /// How many requests the hold has caught.
+    pub held: usize,
     pub log: Vec<Logged>,
     /// Bumped to end every open watch stream.
     watch_generation: u64,
@@ -161,8 +177,29 @@ impl FaultProxy {
             .path_and_query()
             .map(|p| p.to_string())
             .unwrap_or_default();
-        // A partition: the request hangs (until the client gives up) and is never forwarded.
-        while self.with(|st| st.partitioned) {
+        let (parts, body) = req.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        // A partition or a hold: the request waits; one whose client gives up is never forwarded.
+        let mut caught = false;
+        loop {
+            let (cut, held) = self.with(|st| {
+                let held = st
+                    .hold
+                    .as_ref()
+                    .is_some_and(|h| h.method == method && path.contains(&h.path_contains));
+                if held && !caught {
+                    st.held += 1;
+                }
+                (st.partitioned, held)
+            });
+            caught |= held;
+            if !cut && !held {
+                break;
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let (fault, delay, generation) =
@@ -181,12 +218,6 @@ impl FaultProxy {
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
-        let (parts, body) = req.into_parts();
-        let body = body
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
         let mut out = http.request(parts.method.clone(), format!("{upstream}{path}"));
         for (k, v) in &parts.headers {
             if k != hyper::header::HOST && k != hyper::header::CONNECTION {

@@ -9,13 +9,79 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams};
-use serde_json::Value;
+use serde_json::{Value, json};
 use spillway::sim::Scenario;
 use spillway::sim::cluster::Latencies;
 
 use super::faultproxy::{FaultProxy, State};
-use super::prom::{Killed, free_port};
+use super::prom::{Killed, free_port, try_http_get};
 use super::testbed::Testbed;
+
+/// Pod start and stop latencies of the live tests: quick, without jitter.
+pub fn latencies() -> Latencies {
+    Latencies {
+        ecs_start_seconds: 1.0,
+        eci_start_seconds: 3.0,
+        jitter: 0.0,
+        termination_seconds: 1.0,
+    }
+}
+
+/// The live tests' ElasticGateway: 500 rps per replica, 2 to 30 replicas, no lead time, fast
+/// rate limits and a 4 s scale-down window.
+pub fn policy() -> Value {
+    json!({
+        "apiVersion": "spillway.io/v1alpha1", "kind": "ElasticGateway",
+        "metadata": {"name": "ingressgateway", "namespace": "istio-system"},
+        "spec": {
+            "target": {"kind": "Deployment", "name": "istio-ingressgateway"},
+            "minReplicas": 2, "maxReplicas": 30,
+            "metrics": [{"name": "rps", "query": "sum(spillway_test_gateway_requests_per_second)", "targetPerReplica": 500}],
+            "behavior": {
+                "leadTime": {"seconds": 0},
+                "scaleUp": {"policies": [{"type": "Pods", "value": 30, "periodSeconds": 1}]},
+                "scaleDown": {"stabilizationWindowSeconds": 4, "policies": [{"type": "Pods", "value": 30, "periodSeconds": 1}]}
+            }
+        }
+    })
+}
+
+/// A control plane with the scenario's cluster, `deploy/` applied, the gateway and `egw`.
+pub async fn bed(dir: &Path, egw: Value) -> Testbed {
+    let scenario = Scenario::default();
+    let tb = Testbed::start(dir, &scenario, &latencies()).await;
+    tb.seed(&scenario, &latencies(), Some(egw)).await;
+    tb
+}
+
+/// Sends `signal` (`TERM`, `STOP`, `CONT`) to the agent's process.
+pub fn signal(a: &Agent, signal: &str) {
+    let sent = Command::new("kill")
+        .args([format!("-{signal}"), a.process.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill -{signal} {}", a.who);
+}
+
+/// SIGTERM, as the kubelet stops a pod; returns the exit status.
+pub fn terminate(a: &mut Agent) -> std::process::ExitStatus {
+    signal(a, "TERM");
+    a.process.0.wait().unwrap()
+}
+
+/// The sum of a metric's series as this agent exports it now (0 when absent or unreachable).
+pub fn metric_sum(a: &Agent, name: &str) -> f64 {
+    let Some((_, text)) = try_http_get(a.admin, "/metrics") else {
+        return 0.0;
+    };
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
 
 /// A temporary folder; kept at $SPILLWAY_TEST_KEEP/<name> when that is set, to read the logs.
 pub struct Workdir {
@@ -83,28 +149,12 @@ impl Agent {
     /// `spillway_decisions_total` summed over its series, as this agent exports it (0 while its
     /// admin server does not answer).
     pub fn decisions(&self) -> f64 {
-        let Some((_, text)) = super::prom::try_http_get(self.admin, "/metrics") else {
-            return 0.0;
-        };
-        text.lines()
-            .filter(|l| l.starts_with("spillway_decisions_total{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        metric_sum(self, "spillway_decisions_total")
     }
 
-    /// Sends SIGTERM, as the kubelet stops a pod.
+    /// Sends SIGTERM, as the kubelet stops a pod, without waiting.
     pub fn sigterm(&self) {
-        let sent = Command::new("kill")
-            .args(["-TERM", &self.process.0.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(sent.success());
-    }
-
-    /// SIGTERM, then the exit status.
-    pub fn sigterm_and_wait(&mut self) -> std::process::ExitStatus {
-        self.sigterm();
-        self.process.0.wait().unwrap()
+        signal(self, "TERM");
     }
 
     /// Waits up to `bound` for the process to exit; its status and how long it took, or `None`
@@ -164,8 +214,15 @@ pub async fn agent_with(
     if given("--admin-addr").is_none() {
         args.extend(["--admin-addr".into(), format!("127.0.0.1:{admin}")]);
     }
-    if given("--lease-duration").is_none() {
-        args.extend(["--lease-duration".into(), "4s".into()]);
+    // A write goes out only with --api-timeout left on the Lease, renewed every retry period.
+    for (flag, value) in [
+        ("--lease-duration", "4s"),
+        ("--lease-retry-period", "1s"),
+        ("--api-timeout", "2s"),
+    ] {
+        if given(flag).is_none() {
+            args.extend([flag.into(), value.into()]);
+        }
     }
     let log = dir.join(format!("{who}.log"));
     let child = Command::new(env!("CARGO_BIN_EXE_spillway"))
@@ -244,39 +301,3 @@ pub async fn lease_holder(tb: &Testbed) -> Option<String> {
         .and_then(|l| l.spec.and_then(|s| s.holder_identity))
 }
 
-/// Pool start latencies short enough for a test, with no jitter.
-pub fn latencies() -> Latencies {
-    Latencies {
-        ecs_start_seconds: 1.0,
-        eci_start_seconds: 3.0,
-        jitter: 0.0,
-        termination_seconds: 1.0,
-    }
-}
-
-/// The live tests' ElasticGateway: 500 rps per pod from the load exporter's series, scale-ups
-/// at once, scale-downs after 4 s.
-pub fn policy() -> Value {
-    serde_json::json!({
-        "apiVersion": "spillway.io/v1alpha1", "kind": "ElasticGateway",
-        "metadata": {"name": "ingressgateway", "namespace": "istio-system"},
-        "spec": {
-            "target": {"kind": "Deployment", "name": "istio-ingressgateway"},
-            "minReplicas": 2, "maxReplicas": 30,
-            "metrics": [{"name": "rps", "query": "sum(spillway_test_gateway_requests_per_second)", "targetPerReplica": 500}],
-            "behavior": {
-                "leadTime": {"seconds": 0},
-                "scaleUp": {"policies": [{"type": "Pods", "value": 30, "periodSeconds": 1}]},
-                "scaleDown": {"stabilizationWindowSeconds": 4, "policies": [{"type": "Pods", "value": 30, "periodSeconds": 1}]}
-            }
-        }
-    })
-}
-
-/// A control plane with the scenario's cluster, `deploy/` applied, the gateway and `egw`.
-pub async fn bed(dir: &Path, egw: Value) -> Testbed {
-    let scenario = Scenario::default();
-    let tb = Testbed::start(dir, &scenario, &latencies()).await;
-    tb.seed(&scenario, &latencies(), Some(egw)).await;
-    tb
-}
