@@ -17,15 +17,13 @@ use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use serde_json::{Value, json};
 use spillway::model::POD_DELETION_COST;
 use support::live::{
-    Agent, agent, bed, condition, egw, lease_holder, metric_sum, policy, terminate, wait_for,
-    workdir,
+    Agent, agent, bed, condition, egw, lease_holder, policy, terminate, wait_for, workdir,
 };
 use support::prom::{LoadExporter, Prom, http_get, try_http_get};
 use support::testbed::Testbed;
 
 /// The agent's flags here: a Lease that would take 15 s to expire, looked at every 0.5 s.
 const LEASE: [&str; 4] = ["--lease-duration", "15s", "--lease-retry-period", "500ms"];
-
 
 /// The status writes this agent sent.
 fn status_writes(a: &Agent) -> usize {

@@ -599,6 +599,8 @@ async fn a_policy_is_validated_once_per_generation() {
         errors.iter().any(|e| e.contains("minReplicas")),
         "generation 2 is validated: {errors:?}"
     );
+}
+
 /// The fence: a leader whose hold on the Lease is shorter than one API call decides, but sends
 /// nothing (not the scale, not the status), counts it, and its memory does not record the scale
 /// as done; with the Lease renewed, the next decision scales.

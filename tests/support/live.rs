@@ -300,4 +300,3 @@ pub async fn lease_holder(tb: &Testbed) -> Option<String> {
         .flatten()
         .and_then(|l| l.spec.and_then(|s| s.holder_identity))
 }
-
