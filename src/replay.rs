@@ -8,6 +8,7 @@
 //! problems that can be bridged (short gaps, counter resets) are bridged and listed in the report.
 
 pub mod html;
+pub mod marks;
 pub mod recorded;
 pub mod score;
 pub mod snapshot;

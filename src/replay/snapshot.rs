@@ -169,13 +169,14 @@ pub async fn find_gateway(client: &Client, gateway: &str) -> Result<ElasticGatew
     }
 }
 
-/// Reads the cluster (nodes, pods, the ElasticGateway and its target) and makes the scenario.
+/// Reads the cluster (nodes, pods, the ElasticGateway and its target) and makes the scenario;
+/// also returns the ElasticGateway's namespace.
 pub async fn read(
     client: &Client,
     gateway: &str,
     capacity_per_pod_rps: Option<f64>,
     at: f64,
-) -> Result<Scenario, Error> {
+) -> Result<(Scenario, String), Error> {
     let egw = find_gateway(client, gateway).await?;
     let ns = egw.metadata.namespace.clone().unwrap_or_default();
     let kube_err = |what: &'static str| {
@@ -203,7 +204,7 @@ pub async fn read(
         .await
         .map_err(kube_err("pods"))?
         .items;
-    scenario(&Objects {
+    let s = scenario(&Objects {
         egw: &egw,
         nodes: &nodes,
         pods: &pods,
@@ -212,7 +213,8 @@ pub async fn read(
         selector: view.selector,
         capacity_per_pod_rps,
         at,
-    })
+    })?;
+    Ok((s, ns))
 }
 
 #[cfg(test)]
