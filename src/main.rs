@@ -35,7 +35,7 @@ enum Command {
     /// Prometheus, decide, and (as the leader) scale and steer the gateways.
     Run(Box<RunArgs>),
     /// Rehearse a traffic spike: the real engine on a simulated cluster, beside baseline policies.
-    Drill(DrillArgs),
+    Drill(Box<DrillArgs>),
     /// Validate ElasticGateway policy files; every error is reported with its field path.
     Check {
         /// Policy manifests (YAML or JSON).
@@ -385,7 +385,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Drill(args) => match args.action {
             Some(DrillCommand::Score(score)) => drill_score(*score),
             Some(DrillCommand::Mark(mark)) => drill_mark(mark),
-            None => drill(args),
+            None => drill(*args),
         },
         Command::Run(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -680,6 +680,8 @@ struct Served {
     policy: spillway::policy::ElasticGatewaySpec,
     speed: f64,
     started: std::time::Instant,
+    /// Unix time the served drill started.
+    started_unix: f64,
 }
 
 impl Observer for DrillObserver {
@@ -702,6 +704,16 @@ impl Observer for DrillObserver {
         if let (Some(s), PolicyKind::Spillway) = (&self.serve, policy) {
             s.metrics
                 .record_decision(&s.gw, &s.policy, obs, d, plan, seconds);
+            // A served drill is a drill: marked as one while it runs, as `drill mark` would.
+            s.metrics.record_drills(
+                &s.gw,
+                &[spillway::replay::marks::Mark {
+                    name: "served-drill".into(),
+                    start: s.started_unix,
+                    end: None,
+                }],
+                unix_now(),
+            );
         }
     }
 }
@@ -750,6 +762,7 @@ fn serve_drill(
             policy: policy.clone(),
             speed,
             started: std::time::Instant::now(),
+            started_unix: unix_now(),
         }),
     };
     let report = spillway::sim::run(&scenario, &mut observer);

@@ -903,6 +903,58 @@ mod tests {
     use super::*;
 
     #[test]
+    fn marked_drills_are_exported_and_forgotten() {
+        use crate::replay::marks::Mark;
+        let m = Metrics::new();
+        m.set_leader(true);
+        let gw = Gw::new("istio-system", "gw");
+        let open = Mark {
+            name: "sale".into(),
+            start: 1000.0,
+            end: None,
+        };
+        let done = Mark {
+            name: "old".into(),
+            start: 100.0,
+            end: Some(200.0),
+        };
+        m.record_drills(&gw, &[open.clone(), done], 1500.0);
+        let text = m.prometheus_text();
+        let sel = r#"{namespace="istio-system",name="gw",drill="#;
+        assert!(
+            text.contains(&format!("spillway_drill_active{sel}\"sale\"}} 1")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("spillway_drill_active{sel}\"old\"}} 0")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "spillway_drill_start_timestamp_seconds{sel}\"sale\"}} 1000"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "spillway_drill_end_timestamp_seconds{sel}\"old\"}} 200"
+            )),
+            "{text}"
+        );
+        assert!(
+            !text.contains(&format!(
+                "spillway_drill_end_timestamp_seconds{sel}\"sale\"}}"
+            )),
+            "{text}"
+        );
+        // The old mark removed from the gateway: its series go.
+        m.record_drills(&gw, &[open], 1500.0);
+        assert!(!m.prometheus_text().contains("\"old\""));
+        m.forget(&gw);
+        assert!(!m.prometheus_text().contains("spillway_drill_active{"));
+    }
+
+    #[test]
     fn only_the_leader_exports_per_gateway_families() {
         let m = Metrics::new();
         m.error(&Gw::new("istio-system", "gw"), ErrorKind::ApiRead);

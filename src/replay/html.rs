@@ -133,10 +133,12 @@ mod tests {
 
     #[test]
     fn the_page_is_self_contained_and_escaped() {
-        let mut s = crate::sim::Scenario::default();
-        s.duration_seconds = 300;
-        s.policies = vec![crate::sim::PolicyKind::Spillway];
-        s.name = "a <b> & c".into();
+        let s = crate::sim::Scenario {
+            duration_seconds: 300,
+            policies: vec![crate::sim::PolicyKind::Spillway],
+            name: "a <b> & c".into(),
+            ..Default::default()
+        };
         let mut r = crate::sim::run(&s, &mut crate::sim::drill::Quiet);
         r.data_notes = vec!["1 gap(s) bridged <here>".into()];
         let p = page(&r).unwrap();
