@@ -397,6 +397,51 @@ fn a_recorded_day_is_replayed_and_bad_data_is_named() {
     assert!(!o.status.success() && err.contains("empty window"), "{err}");
     assert!(!empty.join("report.json").exists());
 
+    // A score where spillway never ran: named, no report; a drill never marked: named.
+    let score = dir.join("score");
+    let o = spillway(&[
+        "drill",
+        "score",
+        "--prometheus",
+        &url,
+        "--gateway",
+        "istio-system/ingressgateway",
+        "--query",
+        "replay_load",
+        "--start",
+        &s,
+        "--end",
+        &e,
+        "--out",
+        score.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success()
+            && err.contains("no spillway metrics for ElasticGateway istio-system/ingressgateway"),
+        "{}",
+        text(&o)
+    );
+    assert!(!score.join("report.json").exists());
+    let o = spillway(&[
+        "drill",
+        "score",
+        "--prometheus",
+        &url,
+        "--gateway",
+        "istio-system/ingressgateway",
+        "--name",
+        "never-marked",
+        "--out",
+        score.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("no drill named \"never-marked\""),
+        "{}",
+        text(&o)
+    );
+
     // Nobody there.
     let gone = format!("http://127.0.0.1:{}", free_port());
     let o = spillway(&[

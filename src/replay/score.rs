@@ -60,13 +60,12 @@ pub fn queries(t: &Target) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// The decisions counter's increase per step, by action and reason.
-pub fn decisions_query(t: &Target, step: f64) -> String {
+/// The decisions counter by action and reason (its increase per step is taken here: an
+/// `increase()` over one step finds nothing when the step is the scrape interval).
+pub fn decisions_query(t: &Target) -> String {
     format!(
-        "sum by (action, reason) (increase(spillway_decisions_total{{namespace=\"{}\",name=\"{}\",action!=\"hold\"}}[{}s]))",
-        t.namespace,
-        t.name,
-        (step as u64).max(1)
+        "max by (action, reason) (spillway_decisions_total{{namespace=\"{}\",name=\"{}\",action!=\"hold\"}})",
+        t.namespace, t.name
     )
 }
 
@@ -118,20 +117,30 @@ pub async fn fetch(
         }
         h.series.insert(name.into(), grid.values);
     }
-    let q = decisions_query(t, w.step);
+    let q = decisions_query(t);
     h.decisions = recorded::fetch(prom, &q, w, &mut |d, n| progress("decisions", d, n)).await?;
     let q = weights_query(t);
     h.weights = recorded::fetch(prom, &q, w, &mut |d, n| progress("weights", d, n)).await?;
     Ok(h)
 }
 
-/// Values above 0.5 in a series (a counter's increase), at their slot.
+/// The slots at which a counter went up (a drop is a reset: the new value is the increase).
 fn slots_with_increase(s: &RangeSeries, w: &Window) -> Vec<usize> {
-    s.values
-        .iter()
-        .filter(|(_, v)| v.parse::<f64>().is_ok_and(|x| x > 0.5))
-        .map(|(t, _)| ((t - w.start) / w.step).round().max(0.0) as usize)
-        .collect()
+    let mut out = Vec::new();
+    let mut last: Option<f64> = None;
+    for (t, v) in &s.values {
+        let Ok(x) = v.parse::<f64>() else { continue };
+        let increase = match last {
+            Some(l) if x >= l => x - l,
+            Some(_) => x,
+            None => 0.0,
+        };
+        last = Some(x);
+        if increase > 0.5 {
+            out.push(((t - w.start) / w.step).round().max(0.0) as usize);
+        }
+    }
+    out
 }
 
 /// The observed run: the same [`Summary`] and [`Point`]s as a simulated one, named `observed`.
@@ -305,6 +314,36 @@ pub fn observed_run(h: &History, t: &Target, w: &Window, surges: &[Surge]) -> Po
     }
 }
 
+/// The notes on the data: the load's, then spillway's metrics' (the same gap in every one of
+/// them said once, with the series it was in).
+fn notes(h: &History) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut seen: Vec<(String, Vec<&str>)> = Vec::new();
+    for (i, q) in h.quality.iter().enumerate() {
+        for n in q.notes() {
+            if i == 0 {
+                out.push(format!("load: {n}"));
+                continue;
+            }
+            let name = q
+                .query
+                .split(['(', '{'])
+                .find(|w| w.starts_with("spillway_"))
+                .unwrap_or(q.query.as_str());
+            match seen.iter_mut().find(|(note, _)| *note == n) {
+                Some((_, names)) if !names.contains(&name) => names.push(name),
+                Some(_) => {}
+                None => seen.push((n, vec![name])),
+            }
+        }
+    }
+    out.extend(
+        seen.into_iter()
+            .map(|(n, names)| format!("spillway's metrics ({}): {n}", names.join(", "))),
+    );
+    out
+}
+
 /// The whole score: the observed run first, then the simulator's runs on the recorded load
 /// (renamed `predicted <policy>`), and every note on the data.
 pub fn report(
@@ -345,7 +384,7 @@ pub fn report(
     Ok(DrillReport {
         scenario: format!("real drill of {}/{}, {}", t.namespace, t.name, w.describe()),
         runs,
-        data_notes: h.quality.iter().flat_map(DataQuality::notes).collect(),
+        data_notes: notes(h),
         ..predicted
     })
 }
@@ -385,7 +424,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
-            values: vec![(30.0, "1".into())],
+            values: vec![(15.0, "3".into()), (30.0, "4".into())],
         }];
         let t = Target {
             namespace: "istio-system".into(),
