@@ -269,8 +269,10 @@ pub fn to_grid(
 }
 
 /// Surges in a recorded load: where it rises, within 10 minutes, by half its level and by at
-/// least one pod's capacity above the lowest point of those 10 minutes. A surge starts at that
-/// lowest point and lasts until the load falls back below halfway between it and the peak.
+/// least one pod's capacity above the lowest point of those 10 minutes. A surge starts where the
+/// rise began (the last value within a tenth of the rise of that lowest point: on a noisy flat
+/// load the lowest point itself may be minutes earlier) and lasts until the load falls back
+/// below halfway between the lowest point and the peak.
 pub fn detect_surges(
     values: &[f64],
     step: f64,
@@ -291,6 +293,10 @@ pub fn detect_surges(
                 });
         let rise = values[i] - base;
         if rise > 0.0 && rise >= (0.5 * base).max(capacity_per_pod) {
+            let began = (base_i..=i)
+                .rev()
+                .find(|k| values[*k] <= base + 0.1 * rise)
+                .unwrap_or(base_i);
             let mut peak = values[i];
             let mut j = i;
             while j + 1 < values.len() {
@@ -300,7 +306,7 @@ pub fn detect_surges(
                     break;
                 }
             }
-            let (start, end) = (base_i as f64 * step, j as f64 * step);
+            let (start, end) = (began as f64 * step, j as f64 * step);
             out.push(Surge {
                 name: format!("surge {} at {}", out.len() + 1, rfc3339(start_unix + start)),
                 start,
@@ -466,5 +472,11 @@ mod tests {
         assert_eq!((s[0].start, s[0].end), (585.0, 1200.0));
         assert_eq!((s[1].start, s[1].end), (2385.0, 2700.0));
         assert!(detect_surges(&[2000.0; 100], 15.0, 700.0, 0.0).is_empty());
+        // A noisy flat load: the surge starts where the rise began, not at the lowest point.
+        let mut noisy: Vec<f64> = (0..40).map(|i| 2000.0 + 10.0 * f64::from(i % 3)).collect();
+        noisy[2] = 1980.0;
+        noisy.extend([2010.0, 6000.0, 12_000.0, 12_000.0, 12_000.0, 2000.0]);
+        let s = detect_surges(&noisy, 1.0, 700.0, 0.0);
+        assert_eq!((s[0].start, s[0].end), (40.0, 45.0), "{s:?}");
     }
 }
