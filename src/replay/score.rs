@@ -449,4 +449,32 @@ mod tests {
         assert_eq!(run.decisions[0].summary, "replicas 2→5: scale_up (load)");
         assert_eq!(run.timeline.len(), 10);
     }
+
+    #[test]
+    fn the_same_gap_in_every_metric_is_said_once() {
+        let gap = |query: &str| DataQuality {
+            query: query.into(),
+            series: 1,
+            gaps_bridged: vec![("a".into(), "b".into())],
+            gap_seconds: 30.0,
+            ..DataQuality::default()
+        };
+        let h = History {
+            quality: vec![
+                gap("sum(rate(x[1m]))"),
+                gap("sum(max by (pool) (spillway_gateway_pods{namespace=\"n\"}))"),
+                gap("max(spillway_replicas_desired{namespace=\"n\"})"),
+            ],
+            ..History::default()
+        };
+        let n = notes(&h);
+        assert_eq!(n.len(), 2, "{n:?}");
+        assert!(n[0].starts_with("load: 1 gap(s) bridged"), "{n:?}");
+        assert!(
+            n[1].starts_with(
+                "spillway's metrics (spillway_gateway_pods, spillway_replicas_desired): 1 gap(s)"
+            ),
+            "{n:?}"
+        );
+    }
 }
