@@ -49,6 +49,14 @@ td:first-child,th:first-child{{text-align:left}}.chart svg{{max-width:100%;heigh
         report.seed,
         report.capacity_per_pod_rps
     );
+    if let Some(start) = report.start_unix {
+        let _ = writeln!(
+            h,
+            "<p>From {} to {} (UTC); times below are minutes:seconds from the start and the clock time.</p>",
+            esc(&super::rfc3339(start)),
+            esc(&super::rfc3339(start + report.duration_s as f64))
+        );
+    }
     if report.data_notes.is_empty() {
         h.push_str("<p>The recorded data was whole: nothing bridged or corrected.</p>\n");
     } else {
@@ -99,11 +107,16 @@ td:first-child,th:first-child{{text-align:left}}.chart svg{{max-width:100%;heigh
             run.decisions.len()
         );
         for d in run.decisions.iter().take(MAX_DECISIONS) {
+            let clock = report.start_unix.map_or(String::new(), |s| {
+                let at = super::rfc3339(s + d.t as f64);
+                format!(" ({})", at.get(11..19).unwrap_or(&at))
+            });
             let _ = writeln!(
                 h,
-                "<tr><td>{}:{:02}</td><td>{}</td></tr>",
+                "<tr><td>{}:{:02}{}</td><td>{}</td></tr>",
                 d.t / 60,
                 d.t % 60,
+                esc(&clock),
                 esc(&d.summary)
             );
         }
@@ -141,11 +154,13 @@ mod tests {
         };
         let mut r = crate::sim::run(&s, &mut crate::sim::drill::Quiet);
         r.data_notes = vec!["1 gap(s) bridged <here>".into()];
+        r.start_unix = Some(1_795_165_200.0);
         let p = page(&r).unwrap();
         assert!(p.contains("<svg"));
         assert!(p.contains("a &lt;b&gt; &amp; c"));
         assert!(p.contains("bridged &lt;here&gt;"));
         assert!(p.contains("<table id=\"figures\">"));
+        assert!(p.contains("From 2026-11-20T09:00:00Z to 2026-11-20T09:05:00Z"));
         for external in ["src=\"http", "href=\"http", "<script", "<link"] {
             assert!(!p.contains(external), "{external}");
         }

@@ -96,6 +96,9 @@ pub struct DrillReport {
     /// added up); empty for a scripted load.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub data_notes: Vec<String>,
+    /// Unix time of t = 0 when the load was recorded (a replay or a score).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_unix: Option<f64>,
 }
 
 /// Pods needed to serve `load`: the same rule for a simulated and a scored run.
@@ -207,6 +210,10 @@ pub fn run(scenario: &Scenario, observer: &mut dyn Observer) -> DrillReport {
         capacity_per_pod_rps: scenario.gateway.capacity_per_pod_rps,
         runs,
         data_notes: Vec::new(),
+        start_unix: scenario.load.components.iter().find_map(|c| match c {
+            super::load::Component::Recorded { start_unix, .. } => Some(*start_unix),
+            _ => None,
+        }),
     }
 }
 
