@@ -13,6 +13,7 @@ pub mod model;
 pub mod policy;
 pub mod prom;
 pub mod redact;
+pub mod replay;
 pub mod scheduler;
 pub mod server;
 pub mod sim;

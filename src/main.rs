@@ -35,7 +35,7 @@ enum Command {
     /// Prometheus, decide, and (as the leader) scale and steer the gateways.
     Run(Box<RunArgs>),
     /// Rehearse a traffic spike: the real engine on a simulated cluster, beside baseline policies.
-    Drill(DrillArgs),
+    Drill(Box<DrillArgs>),
     /// Validate ElasticGateway policy files; every error is reported with its field path.
     Check {
         /// Policy manifests (YAML or JSON).
@@ -157,8 +157,152 @@ struct RunArgs {
     identity: Option<String>,
 }
 
+/// Where the cluster is (as `spillway run` takes it).
+#[derive(clap::Args, Debug, Clone, Default)]
+struct KubeArgs {
+    /// Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or the in-cluster account).
+    #[arg(long, env = "SPILLWAY_KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context to use.
+    #[arg(long, env = "SPILLWAY_KUBE_CONTEXT")]
+    context: Option<String>,
+}
+
+/// How to reach a Prometheus for its history.
+#[derive(clap::Args, Debug, Clone)]
+struct HistoryArgs {
+    /// Start of the window: RFC 3339 (2026-11-20T09:00:00Z), Unix seconds, or now-2h.
+    #[arg(long)]
+    start: Option<String>,
+    /// End of the window (same forms as --start).
+    #[arg(long)]
+    end: Option<String>,
+    /// Step of the range queries.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    step: std::time::Duration,
+    /// Load query (requests per second); default: the policy's own first metric.
+    #[arg(long)]
+    query: Option<String>,
+    /// Add up the series of the load query instead of refusing several.
+    #[arg(long)]
+    sum: bool,
+    /// Longest hole in the data that is bridged (by interpolation, and reported); a longer one
+    /// is an error.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    max_gap: std::time::Duration,
+    /// Timeout of one range query.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    prometheus_timeout: std::time::Duration,
+    /// File holding a bearer token to send to Prometheus.
+    #[arg(long)]
+    prometheus_token_file: Option<PathBuf>,
+    /// PEM file of CAs to trust for an HTTPS Prometheus.
+    #[arg(long)]
+    prometheus_ca_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+enum DrillCommand {
+    /// Score a real drill (a load test against the real gateway) from Prometheus history: the
+    /// load and spillway's own metrics give the same figures as a simulated drill, beside the
+    /// simulator's prediction for the recorded load. Writes report.json, timeline.csv,
+    /// chart.svg and report.html.
+    Score(Box<ScoreArgs>),
+    /// Mark a drill's window on its ElasticGateway (annotation `drill.spillway.io/NAME`): the
+    /// agent exports it as `spillway_drill_active`, which the shipped dashboard shows as an
+    /// annotation, and `drill score --name` finds the window by it.
+    Mark(MarkArgs),
+}
+
 #[derive(clap::Args, Debug)]
+struct ScoreArgs {
+    /// Prometheus base URL holding the drill's history.
+    #[arg(long, env = "SPILLWAY_PROMETHEUS_URL")]
+    prometheus: String,
+    #[command(flatten)]
+    history: HistoryArgs,
+    /// The drill's name (from `spillway drill mark`): its window, instead of --start/--end.
+    #[arg(long)]
+    name: Option<String>,
+    /// How far back to look for a named drill.
+    #[arg(long, default_value = "30d", value_parser = parse_lookback)]
+    within: f64,
+    /// The ElasticGateway manifest (YAML) that ran the drill.
+    #[arg(long, conflicts_with = "from_cluster")]
+    policy: Option<PathBuf>,
+    /// Read the policy and the cluster for the prediction from the cluster (read-only).
+    #[arg(long)]
+    from_cluster: bool,
+    #[command(flatten)]
+    kube: KubeArgs,
+    /// The ElasticGateway, as NAMESPACE/NAME or a NAME unique across namespaces.
+    #[arg(long)]
+    gateway: Option<String>,
+    /// Scenario (YAML) whose cluster the prediction runs on (default: the cluster with
+    /// --from-cluster, else the built-in one).
+    #[arg(long)]
+    scenario: Option<PathBuf>,
+    /// Requests per second one gateway pod serves (default: the scenario's).
+    #[arg(long)]
+    capacity_per_pod: Option<f64>,
+    /// Policies predicted beside the real run.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "spillway,hpa"
+    )]
+    policies: Vec<PolicyKind>,
+    /// Folder for report.json, timeline.csv, chart.svg and report.html.
+    #[arg(long, default_value = "drill-score")]
+    out: PathBuf,
+}
+
+#[derive(clap::Args, Debug)]
+struct MarkArgs {
+    /// The drill's name (letters, digits, '-', '_', '.').
+    #[arg(long)]
+    name: String,
+    /// The ElasticGateway, as NAMESPACE/NAME or a NAME unique across namespaces.
+    #[arg(long)]
+    gateway: String,
+    /// Start of the window (default: now). RFC 3339, Unix seconds, now or now-<duration>.
+    #[arg(long)]
+    start: Option<String>,
+    /// End of the window; without it the drill is open until marked again with --end.
+    #[arg(long)]
+    end: Option<String>,
+    /// Remove the mark.
+    #[arg(long, conflicts_with_all = ["start", "end"])]
+    remove: bool,
+    #[command(flatten)]
+    kube: KubeArgs,
+}
+
+fn parse_lookback(s: &str) -> Result<f64, String> {
+    let d: k8s_openapi::jiff::SignedDuration = match s.strip_suffix('d') {
+        Some(days) => days
+            .parse::<f64>()
+            .map_err(|e| format!("{s:?}: {e}"))
+            .and_then(|d| {
+                k8s_openapi::jiff::SignedDuration::try_from_secs_f64(d * 86_400.0)
+                    .map_err(|e| format!("{s:?}: {e}"))
+            })?,
+        None => s
+            .parse()
+            .map_err(|e| format!("{s:?} is not a duration like 30d or 12h: {e}"))?,
+    };
+    if !d.is_positive() {
+        return Err(format!("{s:?} must be positive"));
+    }
+    Ok(d.as_secs_f64())
+}
+
+#[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
 struct DrillArgs {
+    #[command(subcommand)]
+    action: Option<DrillCommand>,
     /// Scenario file (YAML). Without one, the built-in scenario: the guide's cluster (4 dedicated
     /// ECS nodes, one virtual node, a gateway at 80/20) and a 10x flash crowd.
     #[arg(conflicts_with = "suite")]
@@ -179,9 +323,32 @@ struct DrillArgs {
     /// Override the scenario's duration, in seconds.
     #[arg(long)]
     duration: Option<u64>,
-    /// Print the built-in scenario as YAML (a starting point for your own) and exit.
+    /// Print the scenario as YAML and exit: the built-in one, the file given, the cluster's
+    /// (--from-cluster) and/or with the recorded load (--load-from-prometheus). What it prints,
+    /// `spillway drill SCENARIO` runs as it is.
     #[arg(long)]
     print_scenario: bool,
+    /// Make the scenario from the cluster as it is now (read-only): the ECS pool's nodes and what
+    /// other workloads request on them, the virtual nodes, the gateway's replicas, pod requests
+    /// and policy.
+    #[arg(long, conflicts_with = "scenario", requires = "gateway")]
+    from_cluster: bool,
+    #[command(flatten)]
+    kube: KubeArgs,
+    /// With --from-cluster: the ElasticGateway, as NAMESPACE/NAME or a NAME unique across
+    /// namespaces.
+    #[arg(long)]
+    gateway: Option<String>,
+    /// With --from-cluster: requests per second one gateway pod serves (default: the policy's
+    /// target per replica × 1.4).
+    #[arg(long)]
+    capacity_per_pod: Option<f64>,
+    /// Replay the load Prometheus recorded in --start..--end (a range query) instead of the
+    /// scenario's own, under every policy.
+    #[arg(long, requires_all = ["start", "end"])]
+    load_from_prometheus: Option<String>,
+    #[command(flatten)]
+    history: HistoryArgs,
     /// Serve spillway's metrics (as the live agent would) at this address while the `spillway`
     /// policy runs, paced by --speed, so Prometheus can scrape a drill.
     #[arg(long, env = "SPILLWAY_DRILL_METRICS_ADDR")]
@@ -218,7 +385,11 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { files } => Ok(check(&files)),
-        Command::Drill(args) => drill(args),
+        Command::Drill(args) => match args.action {
+            Some(DrillCommand::Score(score)) => drill_score(*score),
+            Some(DrillCommand::Mark(mark)) => drill_mark(mark),
+            None => drill(*args),
+        },
         Command::Run(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -552,6 +723,8 @@ struct Served {
     policy: spillway::policy::ElasticGatewaySpec,
     speed: f64,
     started: std::time::Instant,
+    /// Unix time the served drill started.
+    started_unix: f64,
 }
 
 impl Observer for DrillObserver {
@@ -574,6 +747,16 @@ impl Observer for DrillObserver {
         if let (Some(s), PolicyKind::Spillway) = (&self.serve, policy) {
             s.metrics
                 .record_decision(&s.gw, &s.policy, obs, d, plan, seconds);
+            // A served drill is a drill: marked as one while it runs, as `drill mark` would.
+            s.metrics.record_drills(
+                &s.gw,
+                &[spillway::replay::marks::Mark {
+                    name: "served-drill".into(),
+                    start: s.started_unix,
+                    end: None,
+                }],
+                unix_now(),
+            );
         }
     }
 }
@@ -622,6 +805,7 @@ fn serve_drill(
             policy: policy.clone(),
             speed,
             started: std::time::Instant::now(),
+            started_unix: unix_now(),
         }),
     };
     let report = spillway::sim::run(&scenario, &mut observer);
@@ -666,6 +850,313 @@ fn drill_suite(dir: &std::path::Path, out: &std::path::Path) -> anyhow::Result<E
     Ok(ExitCode::SUCCESS)
 }
 
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// A client for read-only commands (snapshots, marks): bounded requests.
+async fn kube_client(k: &KubeArgs) -> anyhow::Result<kube::Client> {
+    use kube::config::{KubeConfigOptions, Kubeconfig};
+    let options = KubeConfigOptions {
+        context: k.context.clone(),
+        ..Default::default()
+    };
+    let config = match &k.kubeconfig {
+        Some(path) => {
+            let kc = Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &options).await?
+        }
+        None if k.context.is_some() => kube::Config::from_kubeconfig(&options).await?,
+        None => kube::Config::infer()
+            .await
+            .context("no kubeconfig and no in-cluster config")?,
+    };
+    Ok(spillway::k8s::client(
+        config,
+        Some(std::time::Duration::from_secs(30)),
+    )?)
+}
+
+fn history_prometheus(url: &str, h: &HistoryArgs) -> anyhow::Result<spillway::prom::Prometheus> {
+    let token = match &h.prometheus_token_file {
+        Some(f) => Some(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("reading {}", f.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => None,
+    };
+    let ca_pem = match &h.prometheus_ca_file {
+        Some(f) => Some(std::fs::read(f).with_context(|| format!("reading {}", f.display()))?),
+        None => None,
+    };
+    Ok(spillway::prom::Prometheus::new(
+        spillway::prom::PromConfig {
+            url: url.to_string(),
+            timeout: h.prometheus_timeout,
+            bearer_token: token,
+            ca_pem,
+            max_skew: std::time::Duration::from_secs(60),
+        },
+    )?)
+}
+
+fn read_options(h: &HistoryArgs) -> spillway::replay::recorded::ReadOptions {
+    spillway::replay::recorded::ReadOptions {
+        sum: h.sum,
+        max_gap: h.max_gap.as_secs_f64(),
+    }
+}
+
+/// The window and the load query (`--query`, else the policy's first metric's).
+fn history_window(
+    h: &HistoryArgs,
+    policy: &spillway::policy::ElasticGatewaySpec,
+    namespace: &str,
+    now: f64,
+) -> anyhow::Result<(spillway::replay::Window, String)> {
+    let time = |flag: &str, v: &Option<String>| -> anyhow::Result<f64> {
+        let v = v
+            .as_deref()
+            .ok_or_else(|| anyhow::anyhow!("--{flag} is required"))?;
+        spillway::replay::parse_time(v, now).map_err(|e| anyhow::anyhow!("--{flag}: {e}"))
+    };
+    let window = spillway::replay::Window::new(
+        time("start", &h.start)?,
+        time("end", &h.end)?,
+        h.step.as_secs_f64().round().max(1.0),
+    )?;
+    let query = match &h.query {
+        Some(q) => q.clone(),
+        None => policy
+            .metrics
+            .first()
+            .and_then(|m| m.effective_query(namespace, &policy.target))
+            .ok_or_else(|| anyhow::anyhow!("the policy has no load query: pass --query"))?,
+    };
+    Ok((window, query))
+}
+
+/// Progress of chunked range queries on stderr: a bar on a terminal, lines otherwise.
+fn chunk_progress(what: &'static str) -> impl FnMut(usize, usize) {
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    move |done, total| {
+        if total < 2 {
+            return;
+        }
+        let b = bar.get_or_insert_with(|| {
+            let b = indicatif::ProgressBar::new(total as u64);
+            b.set_message(what);
+            b
+        });
+        b.set_position(done as u64);
+        if b.is_hidden() {
+            eprintln!("{what}: {done}/{total} range queries");
+        }
+        if done == total {
+            b.finish_and_clear();
+        }
+    }
+}
+
+/// `NS/NAME` → (ns, name); a bare NAME is in istio-system.
+fn split_gateway(g: &str) -> (String, String) {
+    match g.split_once('/') {
+        Some((ns, name)) => (ns.into(), name.into()),
+        None => ("istio-system".into(), g.into()),
+    }
+}
+
+/// `spillway drill score`.
+fn drill_score(a: ScoreArgs) -> anyhow::Result<ExitCode> {
+    use spillway::replay::{self, recorded, score};
+    let now = unix_now();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        // The policy, the gateway's name and the cluster the prediction runs on.
+        let (mut base, ns, name) = if a.from_cluster {
+            let gateway = a.gateway.clone().ok_or_else(|| {
+                anyhow::anyhow!("--from-cluster needs --gateway NAMESPACE/NAME (or NAME)")
+            })?;
+            let client = kube_client(&a.kube).await?;
+            let (s, ns) =
+                replay::snapshot::read(&client, &gateway, a.capacity_per_pod, now).await?;
+            let name = split_gateway(&gateway).1;
+            (s, ns, name)
+        } else {
+            let mut base = match &a.scenario {
+                None => Scenario::default(),
+                Some(p) => Scenario::load(p).map_err(|errors| {
+                    anyhow::anyhow!(
+                        "{}: invalid scenario\n{}",
+                        p.display(),
+                        spillway::config::render(&errors)
+                    )
+                })?,
+            };
+            let (ns, name) = if let Some(path) = &a.policy {
+                let docs = spillway::policy::load_policy_files(path)
+                    .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.message))?;
+                let egw = match docs.into_iter().next() {
+                    Some(Ok(egw)) => egw,
+                    Some(Err(errors)) => anyhow::bail!(
+                        "{}: invalid ElasticGateway\n{}",
+                        path.display(),
+                        spillway::config::render(&errors)
+                    ),
+                    None => anyhow::bail!("{}: no ElasticGateway in it", path.display()),
+                };
+                base.policy = egw.spec.clone();
+                (
+                    egw.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+                    egw.metadata.name.clone().unwrap_or_default(),
+                )
+            } else if let Some(g) = &a.gateway {
+                split_gateway(g)
+            } else {
+                anyhow::bail!(
+                    "say which ElasticGateway ran the drill: --policy FILE, --gateway NAMESPACE/NAME, or --from-cluster --gateway NAMESPACE/NAME"
+                );
+            };
+            (base, ns, name)
+        };
+        if let Some(c) = a.capacity_per_pod {
+            base.gateway.capacity_per_pod_rps = c;
+        }
+        base.policies = a.policies.clone();
+        let prom = history_prometheus(&a.prometheus, &a.history)?;
+        let mut history = a.history.clone();
+        if let Some(drill) = &a.name {
+            replay::marks::check_name(drill)?;
+            let [qs, qe] = replay::marks::window_queries(&ns, &name, drill, a.within);
+            let value = |q: String| {
+                let prom = prom.clone();
+                async move {
+                    match prom.query(&q, now).await {
+                        spillway::engine::LoadSample::Total(v) => Ok(v),
+                        spillway::engine::LoadSample::Missing(why) => Err(why),
+                        other => Err(format!("unexpected answer {other:?}")),
+                    }
+                }
+            };
+            let start = value(qs).await.map_err(|why| {
+                anyhow::anyhow!(
+                    "no drill named {drill:?} for ElasticGateway {ns}/{name} in the last {:.0} days ({why}); mark one with `spillway drill mark`, or give --start and --end",
+                    a.within / 86_400.0
+                )
+            })?;
+            let end = value(qe).await.map_err(|_| {
+                anyhow::anyhow!(
+                    "the drill {drill:?} has no end yet: end it with `spillway drill mark --name {drill} --gateway {ns}/{name} --end now`"
+                )
+            })?;
+            history.start = Some(format!("{start}"));
+            history.end = Some(format!("{end}"));
+            eprintln!(
+                "drill {drill}: {} .. {}",
+                replay::rfc3339(start),
+                replay::rfc3339(end)
+            );
+        }
+        let (window, query) = history_window(&history, &base.policy, &ns, now)?;
+        let target = score::Target {
+            namespace: ns.clone(),
+            name: name.clone(),
+            load_query: query,
+            capacity_per_pod_rps: base.gateway.capacity_per_pod_rps,
+            currency: base.policy.cost.currency.clone(),
+        };
+        let mut progress = |what: &str, done: usize, total: usize| {
+            if total > 1 {
+                eprintln!("{what}: {done}/{total} range queries");
+            }
+        };
+        let h = score::fetch(&prom, &target, &window, read_options(&history), &mut progress)
+            .await?;
+        let report = score::report(&h, &target, &window, &base, &mut spillway::sim::drill::Quiet)?;
+        for n in &report.data_notes {
+            eprintln!("note: {n}");
+        }
+        let mut written = spillway::sim::report::write_all(&report, &a.out)
+            .with_context(|| format!("writing the report to {}", a.out.display()))?;
+        written.push(
+            replay::html::write(&report, &a.out)
+                .with_context(|| format!("writing the report to {}", a.out.display()))?,
+        );
+        print!("{}", spillway::sim::report::table(&report));
+        println!(
+            "scored {}/{} over {} ({} values of the load{}); wrote {}",
+            ns,
+            name,
+            window.describe(),
+            h.load.as_ref().map_or(0, |l| l.values.len()),
+            if let Some(load) = &h.load {
+                format!(
+                    ", {} surge(s)",
+                    recorded::detect_surges(
+                        &load.values,
+                        window.step,
+                        target.capacity_per_pod_rps,
+                        window.start
+                    )
+                    .len()
+                )
+            } else {
+                String::new()
+            },
+            written
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `spillway drill mark`.
+fn drill_mark(a: MarkArgs) -> anyhow::Result<ExitCode> {
+    let now = unix_now();
+    let time = |flag: &str, v: &Option<String>| -> anyhow::Result<Option<f64>> {
+        v.as_deref()
+            .map(|v| {
+                spillway::replay::parse_time(v, now).map_err(|e| anyhow::anyhow!("--{flag}: {e}"))
+            })
+            .transpose()
+    };
+    let (start, end) = (time("start", &a.start)?, time("end", &a.end)?);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mark = runtime.block_on(async {
+        let client = kube_client(&a.kube).await?;
+        spillway::replay::marks::set(&client, &a.gateway, &a.name, start, end, a.remove, now)
+            .await
+            .map_err(anyhow::Error::from)
+    })?;
+    match mark {
+        Some(m) => println!(
+            "drill {} marked on {}: {}{}",
+            m.name,
+            a.gateway,
+            m.value(),
+            if m.end.is_none() {
+                " (open: end it with --end now)"
+            } else {
+                ""
+            }
+        ),
+        None => println!("drill {} unmarked on {}", a.name, a.gateway),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn drill(args: DrillArgs) -> anyhow::Result<ExitCode> {
     if let Some(dir) = &args.suite {
         return drill_suite(dir, &args.out);
@@ -684,6 +1175,60 @@ fn drill(args: DrillArgs) -> anyhow::Result<ExitCode> {
             }
         },
     };
+    let now = unix_now();
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    };
+    // The gateway's namespace, for the policy's load query.
+    let mut namespace = "istio-system".to_string();
+    if args.from_cluster {
+        let gateway = args.gateway.clone().unwrap_or_default();
+        (scenario, namespace) = runtime()?.block_on(async {
+            let client = kube_client(&args.kube).await?;
+            spillway::replay::snapshot::read(&client, &gateway, args.capacity_per_pod, now)
+                .await
+                .map_err(anyhow::Error::from)
+        })?;
+        eprintln!(
+            "read {}: {} ECS/virtual nodes, {} replicas of {} CPU / {} B, {} rps per pod",
+            scenario.name,
+            scenario.cluster.extra_nodes.len(),
+            scenario.gateway.replicas,
+            scenario.gateway.cpu,
+            scenario.gateway.memory,
+            scenario.gateway.capacity_per_pod_rps
+        );
+    }
+    let mut data_notes = Vec::new();
+    if let Some(url) = &args.load_from_prometheus {
+        let (window, query) = history_window(&args.history, &scenario.policy, &namespace, now)?;
+        let prom = history_prometheus(url, &args.history)?;
+        let opts = read_options(&args.history);
+        let rec = runtime()?.block_on(async {
+            let raw = spillway::replay::recorded::fetch(
+                &prom,
+                &query,
+                &window,
+                &mut chunk_progress("load"),
+            )
+            .await?;
+            spillway::replay::recorded::to_grid(raw, &query, &window, opts)
+        })?;
+        for n in rec.quality.notes() {
+            eprintln!("note: {n}");
+        }
+        data_notes = rec.quality.notes();
+        let source = format!("{query} from {}", prom.shown_url());
+        scenario = spillway::replay::recorded::replay_scenario(&scenario, &rec, &source);
+        eprintln!(
+            "recorded load: {} values, peak {:.0} rps, {} surge(s)",
+            rec.values.len(),
+            rec.values.iter().copied().fold(0.0, f64::max),
+            scenario.load.surges().len()
+        );
+    }
     if args.print_scenario {
         print!(
             "{}",
@@ -728,8 +1273,14 @@ fn drill(args: DrillArgs) -> anyhow::Result<ExitCode> {
         }
         Some(addr) => serve_drill(&scenario, addr, args.speed, args.linger, bar)?,
     };
-    let written = spillway::sim::report::write_all(&report, &args.out)
+    let mut report = report;
+    report.data_notes = data_notes;
+    let mut written = spillway::sim::report::write_all(&report, &args.out)
         .with_context(|| format!("writing the report to {}", args.out.display()))?;
+    written.push(
+        spillway::replay::html::write(&report, &args.out)
+            .with_context(|| format!("writing the report to {}", args.out.display()))?,
+    );
     print!("{}", spillway::sim::report::table(&report));
     println!(
         "simulated {} s × {} policies in {:.2} s; wrote {}",

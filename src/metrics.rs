@@ -98,6 +98,13 @@ struct DecisionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DrillLabels {
+    namespace: String,
+    name: String,
+    drill: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
     namespace: String,
     name: String,
@@ -178,6 +185,8 @@ struct Memory {
     metric_names: Vec<String>,
     currencies: Vec<String>,
     held: Option<String>,
+    /// Drills marked on the gateway, exported last time.
+    drills: Vec<String>,
 }
 
 /// The registry and every family in it.
@@ -213,6 +222,9 @@ pub struct Metrics {
     held: Family<KindLabels, Gauge>,
     /// Process-wide (exported by every replica: a fenced one has just stopped leading).
     fenced: Family<FencedLabels, Counter>,
+    drill_active: Family<DrillLabels, Gauge>,
+    drill_start: Family<DrillLabels, FGauge>,
+    drill_end: Family<DrillLabels, FGauge>,
     leader: Gauge,
     memory: Mutex<HashMap<Gw, Memory>>,
 }
@@ -285,6 +297,9 @@ impl Metrics {
             last_decision: Family::default(),
             held: Family::default(),
             fenced: Family::default(),
+            drill_active: Family::default(),
+            drill_start: Family::default(),
+            drill_end: Family::default(),
             leader: Gauge::default(),
             memory: Mutex::new(HashMap::new()),
             registry: Registry::default(),
@@ -413,6 +428,23 @@ impl Metrics {
             "held",
             "1 while spillway makes no decision for the gateway, for the reason in `kind` (CachesNotSynced, WatchFailing, InvalidPolicy, Undecodable, NamespaceNotWatched, TargetNotFound); 0 for the others",
             m.held.clone(),
+        );
+        r.register(
+            "drill_active",
+            "1 while a drill marked on the gateway (`spillway drill mark`, annotation drill.spillway.io/NAME) is running, else 0",
+            m.drill_active.clone(),
+        );
+        r.register_with_unit(
+            "drill_start_timestamp",
+            "Unix time at which a marked drill starts",
+            Unit::Seconds,
+            m.drill_start.clone(),
+        );
+        r.register_with_unit(
+            "drill_end_timestamp",
+            "Unix time at which a marked drill ends (absent while it is open)",
+            Unit::Seconds,
+            m.drill_end.clone(),
         );
         process.register(
             "leader",
@@ -657,6 +689,43 @@ impl Metrics {
         self.errors.get_or_create(&l).inc();
     }
 
+    /// Exports the drills marked on the gateway at `now`; marks gone since the last call go.
+    pub fn record_drills(&self, gw: &Gw, marks: &[crate::replay::marks::Mark], now: f64) {
+        let mut mem = self
+            .memory
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let m = mem.entry(gw.clone()).or_default();
+        let label = |drill: &str| DrillLabels {
+            namespace: gw.namespace.clone(),
+            name: gw.name.clone(),
+            drill: drill.into(),
+        };
+        for old in m.drills.drain(..) {
+            if !marks.iter().any(|k| k.name == old) {
+                self.drill_active.remove(&label(&old));
+                self.drill_start.remove(&label(&old));
+                self.drill_end.remove(&label(&old));
+            }
+        }
+        for k in marks {
+            let l = label(&k.name);
+            self.drill_active
+                .get_or_create(&l)
+                .set(i64::from(k.active(now)));
+            self.drill_start.get_or_create(&l).set(k.start);
+            match k.end {
+                Some(e) => {
+                    self.drill_end.get_or_create(&l).set(e);
+                }
+                None => {
+                    self.drill_end.remove(&l);
+                }
+            }
+            m.drills.push(k.name.clone());
+        }
+    }
+
     /// Marks the gateway as held (no decision) for `reason`, or deciding again with `None`.
     pub fn set_held(&self, gw: &Gw, reason: Option<&str>) {
         let mut mem = self
@@ -696,6 +765,16 @@ impl Metrics {
             .remove(gw)
             .unwrap_or_default();
         let (namespace, name) = (gw.namespace.clone(), gw.name.clone());
+        for drill in &m.drills {
+            let l = DrillLabels {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                drill: drill.clone(),
+            };
+            self.drill_active.remove(&l);
+            self.drill_start.remove(&l);
+            self.drill_end.remove(&l);
+        }
         for pool in [Pool::Ecs, Pool::Eci, Pool::Pending, Pool::Other] {
             for state in ["ready", "starting", "terminating"] {
                 self.pods.remove(&PodLabels {
@@ -845,6 +924,58 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn marked_drills_are_exported_and_forgotten() {
+        use crate::replay::marks::Mark;
+        let m = Metrics::new();
+        m.set_leader(true);
+        let gw = Gw::new("istio-system", "gw");
+        let open = Mark {
+            name: "sale".into(),
+            start: 1000.0,
+            end: None,
+        };
+        let done = Mark {
+            name: "old".into(),
+            start: 100.0,
+            end: Some(200.0),
+        };
+        m.record_drills(&gw, &[open.clone(), done], 1500.0);
+        let text = m.prometheus_text();
+        let sel = r#"{namespace="istio-system",name="gw",drill="#;
+        assert!(
+            text.contains(&format!("spillway_drill_active{sel}\"sale\"}} 1")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("spillway_drill_active{sel}\"old\"}} 0")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "spillway_drill_start_timestamp_seconds{sel}\"sale\"}} 1000"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "spillway_drill_end_timestamp_seconds{sel}\"old\"}} 200"
+            )),
+            "{text}"
+        );
+        assert!(
+            !text.contains(&format!(
+                "spillway_drill_end_timestamp_seconds{sel}\"sale\"}}"
+            )),
+            "{text}"
+        );
+        // The old mark removed from the gateway: its series go.
+        m.record_drills(&gw, &[open], 1500.0);
+        assert!(!m.prometheus_text().contains("\"old\""));
+        m.forget(&gw);
+        assert!(!m.prometheus_text().contains("spillway_drill_active{"));
+    }
 
     #[test]
     fn only_the_leader_exports_per_gateway_families() {

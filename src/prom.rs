@@ -171,6 +171,127 @@ impl Prometheus {
     }
 }
 
+/// One series of a range query: its labels and `(unix seconds, value)` points, values as
+/// Prometheus wrote them (`NaN` included).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct RangeSeries {
+    #[serde(default)]
+    pub metric: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub values: Vec<(f64, String)>,
+}
+
+#[derive(Deserialize)]
+struct RangeResponse {
+    status: String,
+    #[serde(default)]
+    data: Option<RangeData>,
+    #[serde(default, rename = "errorType")]
+    error_type: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RangeData {
+    #[serde(rename = "resultType")]
+    result_type: String,
+    #[serde(default)]
+    result: Vec<RangeSeries>,
+}
+
+impl Prometheus {
+    /// Runs one range query (`/api/v1/query_range`); `start`/`end` are Unix seconds. The
+    /// error is a sentence naming the problem, without credentials.
+    pub async fn query_range(
+        &self,
+        query: &str,
+        start: f64,
+        end: f64,
+        step: f64,
+    ) -> Result<Vec<RangeSeries>, String> {
+        self.query_range_raw(query, start, end, step)
+            .await
+            .map_err(|why| self.scrub(why))
+    }
+
+    async fn query_range_raw(
+        &self,
+        query: &str,
+        start: f64,
+        end: f64,
+        step: f64,
+    ) -> Result<Vec<RangeSeries>, String> {
+        let url = format!("{}/api/v1/query_range", self.cfg.url.trim_end_matches('/'));
+        let mut req = self.http.get(&url).query(&[
+            ("query", query.to_string()),
+            ("start", format!("{start:.3}")),
+            ("end", format!("{end:.3}")),
+            ("step", format!("{step}")),
+        ]);
+        if let Some(t) = &self.cfg.bearer_token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.map_err(|e| {
+            if e.is_timeout() {
+                format!(
+                    "Prometheus at {} did not answer within {:?}",
+                    self.shown_url, self.cfg.timeout
+                )
+            } else {
+                format!(
+                    "Prometheus unreachable at {}: {}",
+                    self.shown_url,
+                    root_cause(&e.without_url())
+                )
+            }
+        })?;
+        let status = resp.status().as_u16();
+        let mut resp = resp;
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| {
+            format!(
+                "reading Prometheus's answer: {}",
+                root_cause(&e.without_url())
+            )
+        })? {
+            if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+                return Err(format!(
+                    "Prometheus's answer is larger than {MAX_ANSWER_BYTES} bytes; use a larger --step or a query that sums its series"
+                ));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        decode_range(status, &String::from_utf8_lossy(&body))
+    }
+}
+
+/// Turns an answer of `/api/v1/query_range` into its series, or the reason it has none.
+pub fn decode_range(status: u16, body: &str) -> Result<Vec<RangeSeries>, String> {
+    let parsed: RangeResponse = serde_json::from_str(body).map_err(|_| {
+        let snippet: String = body.chars().take(120).collect();
+        format!("Prometheus answered HTTP {status} with no API response: {snippet:?}")
+    })?;
+    if parsed.status != "success" {
+        let cut = |s: Option<String>| s.unwrap_or_default().chars().take(500).collect::<String>();
+        return Err(format!(
+            "query failed: {}: {}",
+            cut(parsed.error_type),
+            cut(parsed.error)
+        ));
+    }
+    let data = parsed
+        .data
+        .ok_or_else(|| "Prometheus answered success without data".to_string())?;
+    if data.result_type != "matrix" {
+        return Err(format!(
+            "a range query returned a {}, expected a matrix",
+            data.result_type
+        ));
+    }
+    Ok(data.result)
+}
+
 /// Turns an answer of `/api/v1/query` (HTTP status and body) into a sample. Every value from
 /// outside is checked here, at the edge: finite, not negative, fresh, one per pod.
 pub fn decode(status: u16, body: &str, now: f64, max_skew: f64) -> LoadSample {

@@ -244,6 +244,67 @@ fn drill_prediction(scenario: &Scenario) -> spillway::sim::drill::Summary {
         .summary
 }
 
+/// Runs the `spillway` binary as an SRE would.
+fn spillway_cli(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_spillway"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn cli_text(o: &std::process::Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// `spillway drill score --name e2e-flash-crowd` with the run's policy, on the scenario's
+/// cluster with the run's compressed timings; returns report.json.
+fn score_the_run(dir: &Path, prom: &Prom, scenario: &Scenario) -> Value {
+    let mut s = scenario.clone();
+    s.latencies = latencies();
+    s.prometheus.scrape_interval_seconds = 1;
+    s.prometheus.rate_window_seconds = 10;
+    s.controllers.spillway_interval_seconds = 1;
+    let file = dir.join("score-scenario.yaml");
+    std::fs::write(&file, serde_saphyr::to_string(&s).unwrap()).unwrap();
+    let policy = dir.join("score-policy.yaml");
+    let egw = json!({"apiVersion": "spillway.io/v1alpha1", "kind": "ElasticGateway",
+        "metadata": {"name": "ingressgateway", "namespace": "istio-system"}, "spec": policy_spec()});
+    std::fs::write(&policy, serde_json::to_string(&egw).unwrap()).unwrap();
+    let out = dir.join("score");
+    let url = prom.url();
+    let o = spillway_cli(&[
+        "drill",
+        "score",
+        "--prometheus",
+        &url,
+        "--name",
+        "e2e-flash-crowd",
+        "--policy",
+        policy.to_str().unwrap(),
+        "--scenario",
+        file.to_str().unwrap(),
+        "--step",
+        "1s",
+        "--policies",
+        "spillway",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "drill score: {}", cli_text(&o));
+    for f in ["report.json", "timeline.csv", "chart.svg", "report.html"] {
+        assert!(out.join(f).exists(), "drill score wrote no {f}");
+    }
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("<svg") && html.contains("predicted spillway"));
+    serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap()
+}
+
 /// One look at the cluster during the run.
 struct Sample {
     t: f64,
@@ -379,6 +440,25 @@ async fn flash_crowd_through_the_whole_chain() {
     ));
     let run_start = Instant::now();
     let epoch_start = epoch();
+    // The drill is marked as an SRE would (`spillway drill mark`), so that Grafana shows it and
+    // `drill score --name` finds it.
+    let kubeconfig = tb.kubeconfig().display().to_string();
+    let mark = |extra: &[&str]| {
+        let mut args = vec![
+            "drill",
+            "mark",
+            "--name",
+            "e2e-flash-crowd",
+            "--gateway",
+            "istio-system/ingressgateway",
+            "--kubeconfig",
+            kubeconfig.as_str(),
+        ];
+        args.extend_from_slice(extra);
+        let o = spillway_cli(&args);
+        assert!(o.status.success(), "drill mark: {}", cli_text(&o));
+    };
+    mark(&["--start", &format!("{epoch_start}")]);
     story.t0 = run_start;
     story.say("--- the run begins: times from here on count from its start");
     let end_of_fall = SPIKE_AT + RISE + HOLD + FALL;
@@ -749,6 +829,78 @@ async fn flash_crowd_through_the_whole_chain() {
     assert!(
         ttc <= predicted_ttc + 20.0,
         "time to capacity {ttc:.1}s, the drill predicted {predicted_ttc:.1}s"
+    );
+
+    // The run scored from Prometheus alone, as after a real load test: `drill score --name`
+    // finds the marked window; its figures match what this test saw from the apiserver.
+    mark(&["--end", &format!("{run_end}")]);
+    wait_for("Prometheus to see the drill's end", 30, || async {
+        instant(
+            &prom,
+            r#"spillway_drill_end_timestamp_seconds{drill="e2e-flash-crowd"}"#,
+        )
+        .is_some()
+    })
+    .await;
+    let scored = score_the_run(&dir, &prom, &scenario);
+    let obs = &scored["runs"][0]["summary"];
+    let measured_peak_eci = samples.iter().map(|s| s.eci).max().unwrap_or(0) as i64;
+    let measured_peak_pods = samples.iter().map(|s| s.pods).max().unwrap_or(0) as i64;
+    let scored_ttc = obs["time_to_capacity_s"][0]["seconds"]
+        .as_f64()
+        .unwrap_or(f64::NAN);
+    let pred = &scored["runs"][1]["summary"];
+    story.say(format!(
+        "drill score (Prometheus only) vs this test (apiserver): peak ECI {} vs {measured_peak_eci}, peak pods {} vs {measured_peak_pods}, ECI pod·s {:.0} vs {eci_pod_seconds:.0}, time to capacity {scored_ttc:.0}s vs {ttc:.1}s; spend {:.2} {} (ECI {:.3}); predicted for the recorded load: time to capacity {:.0}s, peak ECI {}, ECI pod·s {:.0}; notes: {}",
+        obs["peak_eci_pods"],
+        obs["peak_replicas"],
+        obs["eci_pod_seconds"].as_f64().unwrap_or(0.0),
+        obs["cost_total"].as_f64().unwrap_or(0.0),
+        obs["currency"].as_str().unwrap_or(""),
+        obs["cost_eci"].as_f64().unwrap_or(0.0),
+        pred["time_to_capacity_s"][0]["seconds"].as_f64().unwrap_or(f64::NAN),
+        pred["peak_eci_pods"],
+        pred["eci_pod_seconds"].as_f64().unwrap_or(0.0),
+        scored["data_notes"]
+    ));
+    assert_eq!(obs["policy"], "observed");
+    assert_eq!(pred["policy"], "predicted spillway");
+    assert!(
+        (obs["peak_eci_pods"].as_i64().unwrap() - measured_peak_eci).abs() <= 2,
+        "scored peak ECI {} vs {measured_peak_eci} seen",
+        obs["peak_eci_pods"]
+    );
+    assert!(
+        (obs["peak_replicas"].as_i64().unwrap() - measured_peak_pods).abs() <= 3,
+        "scored peak pods {} vs {measured_peak_pods} seen",
+        obs["peak_replicas"]
+    );
+    let scored_eci = obs["eci_pod_seconds"].as_f64().unwrap();
+    assert!(
+        (scored_eci - eci_pod_seconds).abs() <= 0.2 * eci_pod_seconds,
+        "scored ECI pod·s {scored_eci:.0} vs {eci_pod_seconds:.0} seen"
+    );
+    // The score measures against Prometheus's rate (a 10 s window, lagging the true load by
+    // about 5 s) and spillway's own pod counts, so it runs a few seconds behind the apiserver.
+    assert!(
+        (scored_ttc - ttc).abs() <= 15.0,
+        "scored time to capacity {scored_ttc:.1}s vs {ttc:.1}s seen"
+    );
+    assert!(obs["cost_eci"].as_f64().unwrap() > 0.0);
+    // The Prometheus outage is a hole in the history: bridged, and said so.
+    assert!(
+        scored["data_notes"].to_string().contains("gap(s) bridged"),
+        "{}",
+        scored["data_notes"]
+    );
+    assert!(
+        scored["runs"][0]["decisions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["summary"].as_str().unwrap().contains("scale_up (load")),
+        "{}",
+        scored["runs"][0]["decisions"]
     );
 
     // Kill the leader: the other replica takes over within the Lease duration (plus the grace

@@ -758,6 +758,11 @@ async fn reconcile_one(
         ctx.metrics
             .record_decision(&gw, spec, &obs, &decision, &applied, elapsed);
     }
+    ctx.metrics.record_drills(
+        &gw,
+        &crate::replay::marks::parse(egw.metadata.annotations.as_ref()),
+        now,
+    );
     {
         let mut states = ctx
             .states

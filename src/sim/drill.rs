@@ -92,6 +92,27 @@ pub struct DrillReport {
     pub surges: Vec<Surge>,
     pub capacity_per_pod_rps: f64,
     pub runs: Vec<PolicyRun>,
+    /// What was done to recorded data to make it whole (gaps bridged, counter resets, series
+    /// added up); empty for a scripted load.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub data_notes: Vec<String>,
+    /// Unix time of t = 0 when the load was recorded (a replay or a score).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_unix: Option<f64>,
+}
+
+/// Pods needed to serve `load`: the same rule for a simulated and a scored run.
+pub fn pods_needed(load: f64, capacity_per_pod: f64) -> i32 {
+    (load / capacity_per_pod).ceil() as i32
+}
+
+/// A surge's time to capacity from the last short instant inside it (`None`: never short),
+/// measured to the end of that instant's `dt`.
+pub fn surge_result(s: &Surge, last_short: Option<u64>, dt: f64) -> SurgeResult {
+    SurgeResult {
+        surge: s.name.clone(),
+        seconds: last_short.map_or(0.0, |l| l as f64 + dt - s.start),
+    }
 }
 
 /// Receives the drill as it runs (progress bars, the metrics endpoint).
@@ -188,6 +209,11 @@ pub fn run(scenario: &Scenario, observer: &mut dyn Observer) -> DrillReport {
         surges: scenario.load.surges(),
         capacity_per_pod_rps: scenario.gateway.capacity_per_pod_rps,
         runs,
+        data_notes: Vec::new(),
+        start_unix: scenario.load.components.iter().find_map(|c| match c {
+            super::load::Component::Recorded { start_unix, .. } => Some(*start_unix),
+            _ => None,
+        }),
     }
 }
 
@@ -550,7 +576,7 @@ impl Recorder {
         self.pending_pod_seconds += f64::from(pending) * dt;
         self.peak_pending = self.peak_pending.max(pending);
         let capacity = f64::from(ready) * self.capacity_per_pod;
-        let needed = (load / self.capacity_per_pod).ceil() as i32;
+        let needed = pods_needed(load, self.capacity_per_pod);
         if needed > ready {
             self.under += f64::from(needed - ready) * dt;
             self.short_seconds += dt;
@@ -599,10 +625,7 @@ impl Recorder {
                 .surges
                 .iter()
                 .zip(&self.last_short)
-                .map(|(s, last)| SurgeResult {
-                    surge: s.name.clone(),
-                    seconds: last.map_or(0.0, |l| l as f64 + 1.0 - s.start),
-                })
+                .map(|(s, last)| surge_result(s, *last, 1.0))
                 .collect(),
             underprovisioned_pod_seconds: self.under,
             short_seconds: self.short_seconds,

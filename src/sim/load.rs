@@ -52,6 +52,20 @@ pub enum Component {
         #[serde(default)]
         seed: u64,
     },
+    /// A load recorded by Prometheus (`spillway drill --load-from-prometheus`): one value every
+    /// `stepSeconds` from 0, linearly interpolated, with the surges found in it.
+    Recorded {
+        /// Where it came from: the query, the Prometheus and the window.
+        #[serde(default)]
+        source: String,
+        /// Unix time of the first value (for the report's clock).
+        #[serde(default)]
+        start_unix: f64,
+        step_seconds: f64,
+        rps: Vec<f64>,
+        #[serde(default)]
+        surges: Vec<Surge>,
+    },
     /// Replays a CSV time series `seconds,rps` (header optional), linearly interpolated.
     Csv {
         path: String,
@@ -141,6 +155,16 @@ impl Component {
                 seed,
             } => rps * noise_unit((t / every_seconds.max(1.0)).floor() as i64, *seed),
             Component::Csv { points, .. } => interpolate(points, t),
+            Component::Recorded {
+                step_seconds, rps, ..
+            } => interpolate_even(rps, *step_seconds, t),
+        }
+    }
+
+    fn surges(&self, i: usize) -> Vec<Surge> {
+        match self {
+            Component::Recorded { surges, .. } => surges.clone(),
+            other => other.surge(i).into_iter().collect(),
         }
     }
 
@@ -175,6 +199,17 @@ impl Component {
     }
 }
 
+/// Values every `step` seconds from 0, linearly interpolated; flat beyond the ends.
+fn interpolate_even(values: &[f64], step: f64, t: f64) -> f64 {
+    let Some(last) = values.len().checked_sub(1) else {
+        return 0.0;
+    };
+    let x = (t / step.max(1e-9)).max(0.0);
+    let i = (x.floor() as usize).min(last);
+    let (y0, y1) = (values[i], values[(i + 1).min(last)]);
+    y0 + (y1 - y0) * (x - i as f64).min(1.0)
+}
+
 fn interpolate(points: &[(f64, f64)], t: f64) -> f64 {
     let idx = points.partition_point(|(x, _)| *x <= t);
     match (
@@ -207,7 +242,7 @@ impl LoadProfile {
         self.components
             .iter()
             .enumerate()
-            .filter_map(|(i, c)| c.surge(i))
+            .flat_map(|(i, c)| c.surges(i))
             .collect()
     }
 

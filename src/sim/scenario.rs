@@ -471,6 +471,25 @@ impl Scenario {
         if self.load.components.is_empty() {
             bad("load.components", "must have at least one component".into());
         }
+        for (i, c) in self.load.components.iter().enumerate() {
+            if let super::load::Component::Recorded {
+                step_seconds, rps, ..
+            } = c
+            {
+                if !(step_seconds.is_finite() && *step_seconds > 0.0) {
+                    bad(
+                        &format!("load.components[{i}].stepSeconds"),
+                        format!("must be greater than 0, got {step_seconds}"),
+                    );
+                }
+                if rps.is_empty() || rps.iter().any(|v| !(v.is_finite() && *v >= 0.0)) {
+                    bad(
+                        &format!("load.components[{i}].rps"),
+                        "must hold at least one value, each finite and not negative".into(),
+                    );
+                }
+            }
+        }
         e
     }
 
