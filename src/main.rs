@@ -84,14 +84,9 @@ fn parse_addr(s: &str) -> Result<std::net::SocketAddr, String> {
     Ok(std::net::SocketAddr::new(ip, port))
 }
 
-#[derive(clap::Args, Debug)]
-struct RunArgs {
-    /// Kubeconfig file; without it, the in-cluster service account (or $KUBECONFIG, ~/.kube/config).
-    #[arg(long, env = "SPILLWAY_KUBECONFIG")]
-    kubeconfig: Option<PathBuf>,
-    /// Kubeconfig context to use.
-    #[arg(long, env = "SPILLWAY_KUBE_CONTEXT")]
-    context: Option<String>,
+/// Where Prometheus is and how to authenticate to it (shared by `run` and `doctor`).
+#[derive(clap::Args, Debug, Clone)]
+struct PromArgs {
     /// Prometheus base URL (the HTTP API is under /api/v1).
     #[arg(
         long,
@@ -102,15 +97,90 @@ struct RunArgs {
     /// Timeout of one Prometheus query.
     #[arg(long, env = "SPILLWAY_PROMETHEUS_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     prometheus_timeout: std::time::Duration,
-    /// File holding a bearer token to send to Prometheus.
+    /// File holding a bearer token to send to Prometheus (`Authorization: Bearer`); read again
+    /// on every query, so a rotated Secret needs no restart.
     #[arg(long, env = "SPILLWAY_PROMETHEUS_TOKEN_FILE")]
     prometheus_token_file: Option<PathBuf>,
+    /// User name for basic authentication to Prometheus (e.g. an ARMS AccessKey ID).
+    #[arg(
+        long,
+        env = "SPILLWAY_PROMETHEUS_BASIC_AUTH_USER",
+        requires = "prometheus_basic_auth_password_file"
+    )]
+    prometheus_basic_auth_user: Option<String>,
+    /// File holding the basic-authentication password; read again on every query.
+    #[arg(
+        long,
+        env = "SPILLWAY_PROMETHEUS_BASIC_AUTH_PASSWORD_FILE",
+        requires = "prometheus_basic_auth_user"
+    )]
+    prometheus_basic_auth_password_file: Option<PathBuf>,
+    /// An extra header sent to Prometheus, as NAME=FILE: the value is the file's content, read
+    /// again on every query. Repeat the flag (or separate with commas in the variable).
+    #[arg(long, env = "SPILLWAY_PROMETHEUS_HEADER_FILES", value_delimiter = ',', value_parser = parse_header_file)]
+    prometheus_header_file: Vec<(String, PathBuf)>,
     /// PEM file of CAs to trust for an HTTPS Prometheus.
     #[arg(long, env = "SPILLWAY_PROMETHEUS_CA_FILE")]
     prometheus_ca_file: Option<PathBuf>,
     /// An answer evaluated further than this from our clock is stale (treated as missing).
     #[arg(long, env = "SPILLWAY_PROMETHEUS_MAX_SKEW", default_value = "60s", value_parser = parse_duration)]
     prometheus_max_skew: std::time::Duration,
+}
+
+/// Parses `NAME=FILE`.
+fn parse_header_file(s: &str) -> Result<(String, PathBuf), String> {
+    let (name, file) = s.split_once('=').ok_or_else(|| {
+        format!("{s:?} is not NAME=FILE (e.g. X-Scope-OrgID=/etc/spillway/tenant)")
+    })?;
+    if name.trim().is_empty() || file.trim().is_empty() {
+        return Err(format!("{s:?} is not NAME=FILE"));
+    }
+    Ok((name.trim().to_string(), PathBuf::from(file.trim())))
+}
+
+impl PromArgs {
+    /// The client; credential files are read once here (a missing one stops the start) and
+    /// again on every query.
+    fn client(&self) -> anyhow::Result<spillway::prom::Prometheus> {
+        use spillway::prom::{BasicAuth, PromAuth, PromConfig, Prometheus};
+        let ca_pem = match &self.prometheus_ca_file {
+            Some(f) => Some(std::fs::read(f).with_context(|| format!("reading {}", f.display()))?),
+            None => None,
+        };
+        let basic_auth = match (
+            &self.prometheus_basic_auth_user,
+            &self.prometheus_basic_auth_password_file,
+        ) {
+            (Some(username), Some(password_file)) => Some(BasicAuth {
+                username: username.clone(),
+                password_file: password_file.clone(),
+            }),
+            _ => None,
+        };
+        Ok(Prometheus::new(PromConfig {
+            url: self.prometheus_url.clone(),
+            timeout: self.prometheus_timeout,
+            auth: PromAuth {
+                bearer_token_file: self.prometheus_token_file.clone(),
+                basic_auth,
+                header_files: self.prometheus_header_file.clone(),
+            },
+            ca_pem,
+            max_skew: self.prometheus_max_skew,
+        })?)
+    }
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// Kubeconfig file; without it, the in-cluster service account (or $KUBECONFIG, ~/.kube/config).
+    #[arg(long, env = "SPILLWAY_KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context to use.
+    #[arg(long, env = "SPILLWAY_KUBE_CONTEXT")]
+    context: Option<String>,
+    #[command(flatten)]
+    prom: PromArgs,
     /// Decide for every gateway at least this often.
     #[arg(long, env = "SPILLWAY_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     interval: std::time::Duration,
@@ -260,26 +330,7 @@ async fn agent(args: RunArgs) -> anyhow::Result<()> {
         .clone()
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| format!("spillway-{}", std::process::id()));
-    let token = match &args.prometheus_token_file {
-        Some(f) => Some(
-            std::fs::read_to_string(f)
-                .with_context(|| format!("reading {}", f.display()))?
-                .trim()
-                .to_string(),
-        ),
-        None => None,
-    };
-    let ca_pem = match &args.prometheus_ca_file {
-        Some(f) => Some(std::fs::read(f).with_context(|| format!("reading {}", f.display()))?),
-        None => None,
-    };
-    let prom = spillway::prom::Prometheus::new(spillway::prom::PromConfig {
-        url: args.prometheus_url.clone(),
-        timeout: args.prometheus_timeout,
-        bearer_token: token,
-        ca_pem,
-        max_skew: args.prometheus_max_skew,
-    })?;
+    let prom = args.prom.client()?;
 
     let (client, watch_client) = kube_clients(&args).await?;
 
@@ -417,7 +468,7 @@ async fn agent(args: RunArgs) -> anyhow::Result<()> {
             ..controller::Config::new(args.interval)
         },
     ));
-    let prometheus = spillway::redact::url(&args.prometheus_url);
+    let prometheus = spillway::redact::url(&args.prom.prometheus_url);
     tracing::info!(%identity, %prometheus, interval = ?args.interval, "spillway running");
     let result = tokio::select! {
         r = controller::run(ctx, changed_rx, stopped(stop_rx.clone())) => r.map_err(anyhow::Error::from),
