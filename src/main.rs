@@ -179,6 +179,14 @@ struct RunArgs {
     /// Kubeconfig context to use.
     #[arg(long, env = "SPILLWAY_KUBE_CONTEXT")]
     context: Option<String>,
+    /// ASM: kubeconfig of the mesh's own API server, where IstioGateways live (in a pod, a
+    /// mounted Secret such as /etc/spillway/mesh/kubeconfig). Without it or --mesh-context,
+    /// IstioGateways are read where the pods are.
+    #[arg(long, env = "SPILLWAY_MESH_KUBECONFIG")]
+    mesh_kubeconfig: Option<PathBuf>,
+    /// ASM: context of the mesh's API server (in --mesh-kubeconfig, or the default kubeconfig).
+    #[arg(long, env = "SPILLWAY_MESH_CONTEXT")]
+    mesh_context: Option<String>,
     #[command(flatten)]
     prom: PromArgs,
     /// Decide for every gateway at least this often.
@@ -296,28 +304,51 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Two clients: one whose every read is bounded (requests), one without a read timeout (watches,
-/// which may stay quiet for minutes). Neither retries on its own.
-async fn kube_clients(args: &RunArgs) -> anyhow::Result<(kube::Client, kube::Client)> {
+/// A kubeconfig file and context, or (with neither) the in-cluster service account.
+async fn kube_config(
+    kubeconfig: Option<&std::path::Path>,
+    context: Option<&str>,
+) -> anyhow::Result<kube::Config> {
     use kube::config::{KubeConfigOptions, Kubeconfig};
     let options = KubeConfigOptions {
-        context: args.context.clone(),
+        context: context.map(String::from),
         ..Default::default()
     };
-    let config = match &args.kubeconfig {
+    Ok(match kubeconfig {
         Some(path) => {
             let kc = Kubeconfig::read_from(path)
                 .with_context(|| format!("reading kubeconfig {}", path.display()))?;
             kube::Config::from_custom_kubeconfig(kc, &options).await?
         }
-        None if args.context.is_some() => kube::Config::from_kubeconfig(&options).await?,
+        None if context.is_some() => kube::Config::from_kubeconfig(&options).await?,
         None => kube::Config::infer()
             .await
             .context("no in-cluster config and no kubeconfig")?,
-    };
+    })
+}
+
+/// Two clients: one whose every read is bounded (requests), one without a read timeout (watches,
+/// which may stay quiet for minutes). Neither retries on its own.
+async fn kube_clients(args: &RunArgs) -> anyhow::Result<(kube::Client, kube::Client)> {
+    let config = kube_config(args.kubeconfig.as_deref(), args.context.as_deref()).await?;
     let requests = spillway::k8s::client(config.clone(), Some(args.api_timeout))?;
     let watches = spillway::k8s::client(config, None)?;
     Ok((requests, watches))
+}
+
+/// The client for ASM's API server, when one is configured (requests only: nothing is watched
+/// there).
+async fn mesh_client(args: &RunArgs) -> anyhow::Result<Option<kube::Client>> {
+    if args.mesh_kubeconfig.is_none() && args.mesh_context.is_none() {
+        return Ok(None);
+    }
+    let config = kube_config(
+        args.mesh_kubeconfig.as_deref(),
+        args.mesh_context.as_deref(),
+    )
+    .await
+    .context("the mesh's API server (--mesh-kubeconfig, --mesh-context)")?;
+    Ok(Some(spillway::k8s::client(config, Some(args.api_timeout))?))
 }
 
 /// `spillway run`.
@@ -333,6 +364,7 @@ async fn agent(args: RunArgs) -> anyhow::Result<()> {
     let prom = args.prom.client()?;
 
     let (client, watch_client) = kube_clients(&args).await?;
+    let mesh = mesh_client(&args).await?;
 
     // Shutdown on SIGTERM or Ctrl-C.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -454,7 +486,7 @@ async fn agent(args: RunArgs) -> anyhow::Result<()> {
         });
     }
 
-    let ctx = Arc::new(controller::Context::new(
+    let mut ctx = controller::Context::new(
         client.clone(),
         watch_client,
         metrics,
@@ -467,7 +499,12 @@ async fn agent(args: RunArgs) -> anyhow::Result<()> {
             shutdown_grace: args.shutdown_grace,
             ..controller::Config::new(args.interval)
         },
-    ));
+    );
+    if let Some(mesh) = mesh {
+        tracing::info!("IstioGateways are read and written on the mesh's API server");
+        ctx = ctx.with_mesh_client(mesh);
+    }
+    let ctx = Arc::new(ctx);
     let prometheus = spillway::redact::url(&args.prom.prometheus_url);
     tracing::info!(%identity, %prometheus, interval = ?args.interval, "spillway running");
     let result = tokio::select! {

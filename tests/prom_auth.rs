@@ -170,13 +170,14 @@ fn write(path: &Path, value: &str) -> PathBuf {
 async fn until_up(p: &Prometheus) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        match p.query("vector(1)", now()).await {
-            LoadSample::Total(v) if v == 1.0 => return,
-            other => assert!(
-                Instant::now() < deadline,
-                "Prometheus did not answer: {other:?}"
-            ),
+        let got = p.query("vector(1)", now()).await;
+        if got == LoadSample::Total(1.0) {
+            return;
         }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus did not answer: {got:?}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
