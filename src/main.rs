@@ -44,6 +44,10 @@ enum Command {
     },
     /// Print the ElasticGateway CustomResourceDefinition as YAML.
     Crd,
+    /// Check one ElasticGateway against the live cluster(s) and Prometheus: each query with its
+    /// result, the pools, the target (and a dry-run write), HPAs or ASM autoscaling, the Lease.
+    /// One line per check; exits 1 if any would stop the agent.
+    Doctor(Box<DoctorArgs>),
 }
 
 /// Parses a positive duration: "5s", "500ms", "2m", "1h30m", "1.5s" (jiff's friendly format,
@@ -171,8 +175,9 @@ impl PromArgs {
     }
 }
 
-#[derive(clap::Args, Debug)]
-struct RunArgs {
+/// How to reach the API servers (shared by `run` and `doctor`).
+#[derive(clap::Args, Debug, Clone)]
+struct KubeArgs {
     /// Kubeconfig file; without it, the in-cluster service account (or $KUBECONFIG, ~/.kube/config).
     #[arg(long, env = "SPILLWAY_KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
@@ -187,8 +192,49 @@ struct RunArgs {
     /// ASM: context of the mesh's API server (in --mesh-kubeconfig, or the default kubeconfig).
     #[arg(long, env = "SPILLWAY_MESH_CONTEXT")]
     mesh_context: Option<String>,
+    /// Longest one Kubernetes API call may take before it counts as failed.
+    #[arg(long, env = "SPILLWAY_API_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    api_timeout: std::time::Duration,
+}
+
+/// Leader election's Lease (shared by `run` and `doctor`).
+#[derive(clap::Args, Debug, Clone)]
+struct LeaseArgs {
+    /// Elect a leader on a Lease so that only one replica acts (turn off only with one replica).
+    #[arg(long, env = "SPILLWAY_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
+    /// Name of the Lease.
+    #[arg(long, env = "SPILLWAY_LEASE_NAME", default_value = "spillway")]
+    lease_name: String,
+    /// Namespace of the Lease (normally spillway's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "spillway-system")]
+    lease_namespace: String,
+}
+
+#[derive(clap::Args, Debug)]
+struct DoctorArgs {
+    /// The ElasticGateway to examine, as NAMESPACE/NAME in the cluster.
+    #[arg(required_unless_present = "file", conflicts_with = "file")]
+    gateway: Option<String>,
+    /// Examine the policy in this file instead (YAML; its first document).
+    #[arg(long, short = 'f')]
+    file: Option<PathBuf>,
+    #[command(flatten)]
+    kube: KubeArgs,
     #[command(flatten)]
     prom: PromArgs,
+    #[command(flatten)]
+    lease: LeaseArgs,
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    #[command(flatten)]
+    kube: KubeArgs,
+    #[command(flatten)]
+    prom: PromArgs,
+    #[command(flatten)]
+    lease: LeaseArgs,
     /// Decide for every gateway at least this often.
     #[arg(long, env = "SPILLWAY_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     interval: std::time::Duration,
@@ -197,9 +243,6 @@ struct RunArgs {
     /// reach it and nothing else on the node does.
     #[arg(long, env = "SPILLWAY_ADMIN_ADDR", default_value = "127.0.0.1:8080", value_parser = parse_addr)]
     admin_addr: std::net::SocketAddr,
-    /// Longest one Kubernetes API call may take before it counts as failed.
-    #[arg(long, env = "SPILLWAY_API_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
-    api_timeout: std::time::Duration,
     /// On SIGTERM, how long in-flight work may still run before the process exits anyway (keep
     /// it below the pod's terminationGracePeriodSeconds).
     #[arg(long, env = "SPILLWAY_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
@@ -212,15 +255,6 @@ struct RunArgs {
         default_value = "istio-system"
     )]
     gateway_namespaces: Vec<String>,
-    /// Elect a leader on a Lease so that only one replica acts (turn off only with one replica).
-    #[arg(long, env = "SPILLWAY_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
-    leader_election: bool,
-    /// Name of the Lease.
-    #[arg(long, env = "SPILLWAY_LEASE_NAME", default_value = "spillway")]
-    lease_name: String,
-    /// Namespace of the Lease (normally spillway's own).
-    #[arg(long, env = "POD_NAMESPACE", default_value = "spillway-system")]
-    lease_namespace: String,
     /// How long a Lease holds without renewal; a new leader takes over within about this time.
     #[arg(long, env = "SPILLWAY_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
     lease_duration: std::time::Duration,
@@ -294,6 +328,13 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Check { files } => Ok(check(&files)),
         Command::Drill(args) => drill(args),
+        Command::Doctor(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            runtime.block_on(doctor(*args))
+        }
         Command::Run(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -329,7 +370,7 @@ async fn kube_config(
 
 /// Two clients: one whose every read is bounded (requests), one without a read timeout (watches,
 /// which may stay quiet for minutes). Neither retries on its own.
-async fn kube_clients(args: &RunArgs) -> anyhow::Result<(kube::Client, kube::Client)> {
+async fn kube_clients(args: &KubeArgs) -> anyhow::Result<(kube::Client, kube::Client)> {
     let config = kube_config(args.kubeconfig.as_deref(), args.context.as_deref()).await?;
     let requests = spillway::k8s::client(config.clone(), Some(args.api_timeout))?;
     let watches = spillway::k8s::client(config, None)?;
@@ -338,7 +379,7 @@ async fn kube_clients(args: &RunArgs) -> anyhow::Result<(kube::Client, kube::Cli
 
 /// The client for ASM's API server, when one is configured (requests only: nothing is watched
 /// there).
-async fn mesh_client(args: &RunArgs) -> anyhow::Result<Option<kube::Client>> {
+async fn mesh_client(args: &KubeArgs) -> anyhow::Result<Option<kube::Client>> {
     if args.mesh_kubeconfig.is_none() && args.mesh_context.is_none() {
         return Ok(None);
     }
@@ -363,8 +404,8 @@ async fn agent(args: RunArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| format!("spillway-{}", std::process::id()));
     let prom = args.prom.client()?;
 
-    let (client, watch_client) = kube_clients(&args).await?;
-    let mesh = mesh_client(&args).await?;
+    let (client, watch_client) = kube_clients(&args.kube).await?;
+    let mesh = mesh_client(&args.kube).await?;
 
     // Shutdown on SIGTERM or Ctrl-C.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -430,10 +471,10 @@ async fn agent(args: RunArgs) -> anyhow::Result<()> {
 
     // Leadership. The Lease is released once the controller has stopped (below).
     let (release_tx, release_rx) = tokio::sync::watch::channel(false);
-    let (leader_rx, mut lease_task) = if args.leader_election {
+    let (leader_rx, mut lease_task) = if args.lease.leader_election {
         let settings = spillway::k8s::leader::LeaseSettings {
-            name: args.lease_name.clone(),
-            namespace: args.lease_namespace.clone(),
+            name: args.lease.lease_name.clone(),
+            namespace: args.lease.lease_namespace.clone(),
             identity: identity.clone(),
             duration: args.lease_duration,
             retry: args.lease_retry_period,
@@ -446,10 +487,10 @@ async fn agent(args: RunArgs) -> anyhow::Result<()> {
                 settings.clone(),
                 stopped(release_rx.clone()),
             );
-            match tokio::time::timeout(args.api_timeout, elected).await {
+            match tokio::time::timeout(args.kube.api_timeout, elected).await {
                 Ok(Ok(started)) => break started,
                 Ok(Err(e)) => {
-                    tracing::error!(error = %e, retry_in = ?backoff, lease = %args.lease_name, namespace = %args.lease_namespace, "cannot set up leader election (is the API server reachable, and may spillway write Leases there?); retrying")
+                    tracing::error!(error = %e, retry_in = ?backoff, lease = %args.lease.lease_name, namespace = %args.lease.lease_namespace, "cannot set up leader election (is the API server reachable, and may spillway write Leases there?); retrying")
                 }
                 Err(_) => {
                     tracing::error!(retry_in = ?backoff, "the API server did not answer within --api-timeout while setting up leader election; retrying")
@@ -495,7 +536,7 @@ async fn agent(args: RunArgs) -> anyhow::Result<()> {
         leader_rx.clone(),
         controller::Config {
             instance: Some(identity.clone()),
-            api_timeout: args.api_timeout,
+            api_timeout: args.kube.api_timeout,
             shutdown_grace: args.shutdown_grace,
             ..controller::Config::new(args.interval)
         },
@@ -533,6 +574,64 @@ async fn agent(args: RunArgs) -> anyhow::Result<()> {
     }
     let _ = tokio::time::timeout(std::time::Duration::from_secs(3), server).await;
     result
+}
+
+/// `spillway doctor`.
+async fn doctor(args: DoctorArgs) -> anyhow::Result<ExitCode> {
+    let egw: ElasticGateway = match (&args.file, &args.gateway) {
+        (Some(f), _) => {
+            let mut docs = spillway::policy::load_policy_files(f)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
+            anyhow::ensure!(!docs.is_empty(), "{}: no ElasticGateway in it", f.display());
+            docs.remove(0).map_err(|errors| {
+                anyhow::anyhow!(
+                    "{}: invalid policy\n{}",
+                    f.display(),
+                    spillway::config::render(&errors)
+                )
+            })?
+        }
+        (None, Some(g)) => {
+            let (ns, name) = g
+                .split_once('/')
+                .ok_or_else(|| anyhow::anyhow!("{g:?} is not NAMESPACE/NAME"))?;
+            let (client, _) = kube_clients(&args.kube).await?;
+            kube::Api::<ElasticGateway>::namespaced(client, ns)
+                .get(name)
+                .await
+                .with_context(|| format!("reading ElasticGateway {g}"))?
+        }
+        (None, None) => anyhow::bail!("give NAMESPACE/NAME or -f FILE"),
+    };
+    let (data, _) = kube_clients(&args.kube).await?;
+    let doc = spillway::doctor::Doctor {
+        data,
+        mesh: mesh_client(&args.kube).await?,
+        prom: args.prom.client()?,
+        lease: args.lease.leader_election.then(|| {
+            (
+                args.lease.lease_name.clone(),
+                args.lease.lease_namespace.clone(),
+            )
+        }),
+        api_timeout: args.kube.api_timeout,
+        now: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64()),
+    };
+    println!(
+        "spillway doctor: ElasticGateway {}/{}, Prometheus {}",
+        egw.metadata.namespace.as_deref().unwrap_or("default"),
+        egw.metadata.name.as_deref().unwrap_or(""),
+        doc.prom.shown_url()
+    );
+    let report = doc.examine(&egw).await;
+    print!("{report}");
+    Ok(if report.failed() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn crd_yaml() -> anyhow::Result<String> {
