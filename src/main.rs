@@ -578,6 +578,7 @@ async fn agent(args: RunArgs) -> anyhow::Result<()> {
 
 /// `spillway doctor`.
 async fn doctor(args: DoctorArgs) -> anyhow::Result<ExitCode> {
+    let (data, _) = kube_clients(&args.kube).await?;
     let egw: ElasticGateway = match (&args.file, &args.gateway) {
         (Some(f), _) => {
             let mut docs = spillway::policy::load_policy_files(f)
@@ -595,15 +596,13 @@ async fn doctor(args: DoctorArgs) -> anyhow::Result<ExitCode> {
             let (ns, name) = g
                 .split_once('/')
                 .ok_or_else(|| anyhow::anyhow!("{g:?} is not NAMESPACE/NAME"))?;
-            let (client, _) = kube_clients(&args.kube).await?;
-            kube::Api::<ElasticGateway>::namespaced(client, ns)
+            kube::Api::<ElasticGateway>::namespaced(data.clone(), ns)
                 .get(name)
                 .await
                 .with_context(|| format!("reading ElasticGateway {g}"))?
         }
         (None, None) => anyhow::bail!("give NAMESPACE/NAME or -f FILE"),
     };
-    let (data, _) = kube_clients(&args.kube).await?;
     let doc = spillway::doctor::Doctor {
         data,
         mesh: mesh_client(&args.kube).await?,
