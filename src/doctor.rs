@@ -8,11 +8,9 @@
 use std::fmt;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node as KNode, Pod};
-use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
-use kube::discovery::ApiResource;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
@@ -244,51 +242,13 @@ impl Doctor {
                 view.selector
             ),
         );
-        let pp = PatchParams {
-            dry_run: true,
-            ..PatchParams::default()
-        };
-        let name = &spec.target.name;
-        let written = match spec.target.kind {
-            TargetKind::Deployment => {
-                let patch = json!({"spec": {"replicas": view.replicas}});
-                bounded(
-                    t,
-                    Api::<Deployment>::namespaced(client.clone(), ns).patch_scale(
-                        name,
-                        &pp,
-                        &Patch::Merge(&patch),
-                    ),
-                )
-                .await
-                .map(|_| ())
-            }
-            TargetKind::IstioGateway => {
-                let res = ApiResource {
-                    group: "istio.alibabacloud.com".into(),
-                    version: "v1beta1".into(),
-                    api_version: "istio.alibabacloud.com/v1beta1".into(),
-                    kind: "IstioGateway".into(),
-                    plural: "istiogateways".into(),
-                };
-                let patch = json!({"spec": {"replicaCount": view.replicas}});
-                bounded(
-                    t,
-                    Api::<DynamicObject>::namespaced_with(client.clone(), ns, &res).patch(
-                        name,
-                        &pp,
-                        &Patch::Merge(&patch),
-                    ),
-                )
-                .await
-                .map(|_| ())
-            }
-        };
+        let write = target::scale(client, &self.data, ns, spec, view.replicas, true);
+        let written = bounded(t, write).await;
         match written {
             Ok(()) => r.push(
                 Outcome::Ok,
                 format!("{what} writable"),
-                "a dry-run write of the replica count was accepted",
+                "a dry-run write of the replica count was accepted (where spillway writes it)",
             ),
             Err(e) => r.push(
                 Outcome::Fail,

@@ -92,11 +92,21 @@ fn renderer(mesh: kube::Client, data: kube::Client) -> tokio::task::JoinHandle<(
                 let version = g.metadata.resource_version.clone().unwrap_or_default();
                 if version != rendered {
                     let spec = &g.data["spec"];
+                    // With replicas-managed-by-asm "false", ASM leaves the count as it is.
+                    let managed = spillway::k8s::target::replicas_managed_by_asm(&g);
+                    let replicas = if managed {
+                        spec["replicaCount"].clone()
+                    } else {
+                        match deployments.get("istio-ingressgateway").await {
+                            Ok(d) => json!(d.spec.replicas),
+                            Err(_) => continue,
+                        }
+                    };
                     let patch = json!({
                         "apiVersion": "apps/v1", "kind": "Deployment",
                         "metadata": {"name": "istio-ingressgateway", "namespace": "istio-system"},
                         "spec": {
-                            "replicas": spec["replicaCount"],
+                            "replicas": replicas,
                             "template": {"spec": {
                                 "containers": [{"name": "istio-proxy", "image": "istio/proxyv2:1.27.0"}],
                                 "affinity": spec["affinity"],
@@ -291,6 +301,37 @@ async fn spillway_scales_the_istio_gateway_on_the_mesh_and_asm_renders_it_into_t
     .await;
     wait_for("2 pods left in the data plane", 60, || async {
         tb.gateway_pods().await.len() == 2
+    })
+    .await;
+
+    // ASM's replica synchronisation off (the annotation ASM documents for HPAs and manual
+    // scaling): spillway scales the rendered Deployment in the data plane, and leaves
+    // replicaCount alone (3,000 rps is 6 replicas).
+    Api::<DynamicObject>::namespaced_with(mesh.client.clone(), "istio-system", &istio_gateways())
+        .patch(
+            "ingressgateway",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {
+                "asm.alibabacloud.com/replicas-managed-by-asm": "false"}}})),
+        )
+        .await
+        .unwrap();
+    load.set(3000.0);
+    wait_for(
+        "the rendered Deployment scaled to 6 by spillway",
+        40,
+        || async { tb.replicas().await == 6 },
+    )
+    .await;
+    assert_eq!(replica_count(&mesh).await, 2);
+    assert!(
+        a.writes()
+            .iter()
+            .any(|w| w.path.contains("/deployments/istio-ingressgateway/scale")),
+        "spillway did not scale the rendered Deployment"
+    );
+    wait_for("6 pods in the data plane", 60, || async {
+        tb.gateway_pods().await.len() == 6
     })
     .await;
 }

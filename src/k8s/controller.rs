@@ -1090,8 +1090,9 @@ async fn apply(
         errors.push(write_failed(ctx, &me.oref, gw, "Annotate", &what, e).await);
     }
     if let Some(r) = plan.replicas {
-        let client = ctx.target_client(spec);
-        match with_conflict_retry(|| bounded(t, target::scale(client, ns, spec, r))).await {
+        let mesh = ctx.target_client(spec);
+        let scale = || bounded(t, target::scale(mesh, client, ns, spec, r, false));
+        match with_conflict_retry(scale).await {
             Ok(()) => {
                 applied.replicas = Some(r);
                 let reason = if r > d.replicas.current {

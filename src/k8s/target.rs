@@ -43,6 +43,22 @@ pub struct TargetView {
     pub asm_autoscaling: Vec<String>,
 }
 
+/// ASM's annotation on an IstioGateway: `"false"` stops ASM from copying `replicaCount` into the
+/// rendered Deployment (ASM 1.19 and later, for HPAs or manual scaling); spillway then reads and
+/// scales that Deployment in the data plane instead.
+pub const ASM_REPLICAS_MANAGED: &str = "asm.alibabacloud.com/replicas-managed-by-asm";
+
+/// Whether ASM copies the IstioGateway's `replicaCount` into the rendered Deployment (the
+/// default).
+pub fn replicas_managed_by_asm(g: &DynamicObject) -> bool {
+    g.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ASM_REPLICAS_MANAGED))
+        .map(|v| v.trim())
+        != Some("false")
+}
+
 /// The Deployment ASM renders from the IstioGateway `name` in each data-plane cluster.
 pub fn rendered_deployment(name: &str) -> String {
     format!("istio-{name}")
@@ -91,7 +107,8 @@ pub async fn read(
                 return Ok(None);
             };
             let mut view = istio_gateway_view(&g.data, name, policy);
-            // What ASM rendered: its rollout and its selector, when it is there yet.
+            // What ASM rendered: its rollout and its selector, when it is there yet; and its
+            // replicas, when ASM leaves them to others.
             if let Some(d) = Api::<Deployment>::namespaced(data.clone(), ns)
                 .get_opt(&rendered_deployment(name))
                 .await?
@@ -100,6 +117,9 @@ pub async fn read(
                 view.rollout_in_progress = rendered.rollout_in_progress;
                 if !rendered.selector.to_string().is_empty() {
                     view.selector = rendered.selector;
+                }
+                if !replicas_managed_by_asm(&g) {
+                    view.replicas = rendered.replicas;
                 }
             }
             view
@@ -236,33 +256,47 @@ pub fn preferred_terms(policy: &ElasticGatewaySpec, w: PoolWeights) -> Value {
     ])
 }
 
-/// Sets the replica count.
+/// Sets the replica count (`dry_run`: the API server checks the write and keeps nothing). An
+/// IstioGateway's `replicaCount` is set on the mesh, unless ASM leaves the replicas to others
+/// ([`ASM_REPLICAS_MANAGED`]): then the rendered Deployment is scaled in the data plane.
 pub async fn scale(
-    client: &Client,
+    mesh: &Client,
+    data: &Client,
     ns: &str,
     policy: &ElasticGatewaySpec,
     replicas: i32,
+    dry_run: bool,
 ) -> Result<(), kube::Error> {
     let name = &policy.target.name;
-    match policy.target.kind {
-        TargetKind::Deployment => {
-            let patch = json!({"spec": {"replicas": replicas}});
-            Api::<Deployment>::namespaced(client.clone(), ns)
-                .patch_scale(name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await?;
+    let pp = PatchParams {
+        dry_run,
+        ..PatchParams::default()
+    };
+    let scale_deployment = |d: &str| {
+        let patch = json!({"spec": {"replicas": replicas}});
+        let api = Api::<Deployment>::namespaced(data.clone(), ns);
+        let (d, pp) = (d.to_string(), pp.clone());
+        async move {
+            api.patch_scale(&d, &pp, &Patch::Merge(&patch)).await?;
+            Ok::<(), kube::Error>(())
         }
+    };
+    match policy.target.kind {
+        TargetKind::Deployment => scale_deployment(name).await?,
         TargetKind::IstioGateway => {
-            let api = Api::<DynamicObject>::namespaced_with(
-                client.clone(),
-                ns,
-                &istio_gateway_resource(),
-            );
-            api.patch(
-                name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"spec": {"replicaCount": replicas}})),
-            )
-            .await?;
+            let api =
+                Api::<DynamicObject>::namespaced_with(mesh.clone(), ns, &istio_gateway_resource());
+            let g = api.get(name).await?;
+            if replicas_managed_by_asm(&g) {
+                api.patch(
+                    name,
+                    &pp,
+                    &Patch::Merge(json!({"spec": {"replicaCount": replicas}})),
+                )
+                .await?;
+            } else {
+                scale_deployment(&rendered_deployment(name)).await?;
+            }
         }
     }
     Ok(())
