@@ -6,6 +6,7 @@
 
 pub mod act;
 pub mod config;
+pub mod doctor;
 pub mod engine;
 pub mod k8s;
 pub mod metrics;

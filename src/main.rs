@@ -44,6 +44,10 @@ enum Command {
     },
     /// Print the ElasticGateway CustomResourceDefinition as YAML.
     Crd,
+    /// Check one ElasticGateway against the live cluster(s) and Prometheus: each query with its
+    /// result, the pools, the target (and a dry-run write), HPAs or ASM autoscaling, the Lease.
+    /// One line per check; exits 1 if any would stop the agent.
+    Doctor(Box<DoctorArgs>),
 }
 
 /// Parses a positive duration: "5s", "500ms", "2m", "1h30m", "1.5s" (jiff's friendly format,
@@ -84,14 +88,9 @@ fn parse_addr(s: &str) -> Result<std::net::SocketAddr, String> {
     Ok(std::net::SocketAddr::new(ip, port))
 }
 
-#[derive(clap::Args, Debug)]
-struct RunArgs {
-    /// Kubeconfig file; without it, the in-cluster service account (or $KUBECONFIG, ~/.kube/config).
-    #[arg(long, env = "SPILLWAY_KUBECONFIG")]
-    kubeconfig: Option<PathBuf>,
-    /// Kubeconfig context to use.
-    #[arg(long, env = "SPILLWAY_KUBE_CONTEXT")]
-    context: Option<String>,
+/// Where Prometheus is and how to authenticate to it (shared by `run` and `doctor`).
+#[derive(clap::Args, Debug, Clone)]
+struct PromArgs {
     /// Prometheus base URL (the HTTP API is under /api/v1).
     #[arg(
         long,
@@ -102,15 +101,140 @@ struct RunArgs {
     /// Timeout of one Prometheus query.
     #[arg(long, env = "SPILLWAY_PROMETHEUS_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     prometheus_timeout: std::time::Duration,
-    /// File holding a bearer token to send to Prometheus.
+    /// File holding a bearer token to send to Prometheus (`Authorization: Bearer`); read again
+    /// on every query, so a rotated Secret needs no restart.
     #[arg(long, env = "SPILLWAY_PROMETHEUS_TOKEN_FILE")]
     prometheus_token_file: Option<PathBuf>,
+    /// User name for basic authentication to Prometheus (e.g. an ARMS AccessKey ID).
+    #[arg(
+        long,
+        env = "SPILLWAY_PROMETHEUS_BASIC_AUTH_USER",
+        requires = "prometheus_basic_auth_password_file"
+    )]
+    prometheus_basic_auth_user: Option<String>,
+    /// File holding the basic-authentication password; read again on every query.
+    #[arg(
+        long,
+        env = "SPILLWAY_PROMETHEUS_BASIC_AUTH_PASSWORD_FILE",
+        requires = "prometheus_basic_auth_user"
+    )]
+    prometheus_basic_auth_password_file: Option<PathBuf>,
+    /// An extra header sent to Prometheus, as NAME=FILE: the value is the file's content, read
+    /// again on every query. Repeat the flag (or separate with commas in the variable).
+    #[arg(long, env = "SPILLWAY_PROMETHEUS_HEADER_FILES", value_delimiter = ',', value_parser = parse_header_file)]
+    prometheus_header_file: Vec<(String, PathBuf)>,
     /// PEM file of CAs to trust for an HTTPS Prometheus.
     #[arg(long, env = "SPILLWAY_PROMETHEUS_CA_FILE")]
     prometheus_ca_file: Option<PathBuf>,
     /// An answer evaluated further than this from our clock is stale (treated as missing).
     #[arg(long, env = "SPILLWAY_PROMETHEUS_MAX_SKEW", default_value = "60s", value_parser = parse_duration)]
     prometheus_max_skew: std::time::Duration,
+}
+
+/// Parses `NAME=FILE`.
+fn parse_header_file(s: &str) -> Result<(String, PathBuf), String> {
+    let (name, file) = s.split_once('=').ok_or_else(|| {
+        format!("{s:?} is not NAME=FILE (e.g. X-Scope-OrgID=/etc/spillway/tenant)")
+    })?;
+    if name.trim().is_empty() || file.trim().is_empty() {
+        return Err(format!("{s:?} is not NAME=FILE"));
+    }
+    Ok((name.trim().to_string(), PathBuf::from(file.trim())))
+}
+
+impl PromArgs {
+    /// The client; credential files are read once here (a missing one stops the start) and
+    /// again on every query.
+    fn client(&self) -> anyhow::Result<spillway::prom::Prometheus> {
+        use spillway::prom::{BasicAuth, PromAuth, PromConfig, Prometheus};
+        let ca_pem = match &self.prometheus_ca_file {
+            Some(f) => Some(std::fs::read(f).with_context(|| format!("reading {}", f.display()))?),
+            None => None,
+        };
+        let basic_auth = match (
+            &self.prometheus_basic_auth_user,
+            &self.prometheus_basic_auth_password_file,
+        ) {
+            (Some(username), Some(password_file)) => Some(BasicAuth {
+                username: username.clone(),
+                password_file: password_file.clone(),
+            }),
+            _ => None,
+        };
+        Ok(Prometheus::new(PromConfig {
+            url: self.prometheus_url.clone(),
+            timeout: self.prometheus_timeout,
+            auth: PromAuth {
+                bearer_token_file: self.prometheus_token_file.clone(),
+                basic_auth,
+                header_files: self.prometheus_header_file.clone(),
+            },
+            ca_pem,
+            max_skew: self.prometheus_max_skew,
+        })?)
+    }
+}
+
+/// How to reach the API servers (shared by `run` and `doctor`).
+#[derive(clap::Args, Debug, Clone)]
+struct KubeArgs {
+    /// Kubeconfig file; without it, the in-cluster service account (or $KUBECONFIG, ~/.kube/config).
+    #[arg(long, env = "SPILLWAY_KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context to use.
+    #[arg(long, env = "SPILLWAY_KUBE_CONTEXT")]
+    context: Option<String>,
+    /// ASM: kubeconfig of the mesh's own API server, where IstioGateways live (in a pod, a
+    /// mounted Secret such as /etc/spillway/mesh/kubeconfig). Without it or --mesh-context,
+    /// IstioGateways are read where the pods are.
+    #[arg(long, env = "SPILLWAY_MESH_KUBECONFIG")]
+    mesh_kubeconfig: Option<PathBuf>,
+    /// ASM: context of the mesh's API server (in --mesh-kubeconfig, or the default kubeconfig).
+    #[arg(long, env = "SPILLWAY_MESH_CONTEXT")]
+    mesh_context: Option<String>,
+    /// Longest one Kubernetes API call may take before it counts as failed.
+    #[arg(long, env = "SPILLWAY_API_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    api_timeout: std::time::Duration,
+}
+
+/// Leader election's Lease (shared by `run` and `doctor`).
+#[derive(clap::Args, Debug, Clone)]
+struct LeaseArgs {
+    /// Elect a leader on a Lease so that only one replica acts (turn off only with one replica).
+    #[arg(long, env = "SPILLWAY_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
+    /// Name of the Lease.
+    #[arg(long, env = "SPILLWAY_LEASE_NAME", default_value = "spillway")]
+    lease_name: String,
+    /// Namespace of the Lease (normally spillway's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "spillway-system")]
+    lease_namespace: String,
+}
+
+#[derive(clap::Args, Debug)]
+struct DoctorArgs {
+    /// The ElasticGateway to examine, as NAMESPACE/NAME in the cluster.
+    #[arg(required_unless_present = "file", conflicts_with = "file")]
+    gateway: Option<String>,
+    /// Examine the policy in this file instead (YAML; its first document).
+    #[arg(long, short = 'f')]
+    file: Option<PathBuf>,
+    #[command(flatten)]
+    kube: KubeArgs,
+    #[command(flatten)]
+    prom: PromArgs,
+    #[command(flatten)]
+    lease: LeaseArgs,
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    #[command(flatten)]
+    kube: KubeArgs,
+    #[command(flatten)]
+    prom: PromArgs,
+    #[command(flatten)]
+    lease: LeaseArgs,
     /// Decide for every gateway at least this often.
     #[arg(long, env = "SPILLWAY_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     interval: std::time::Duration,
@@ -119,9 +243,6 @@ struct RunArgs {
     /// reach it and nothing else on the node does.
     #[arg(long, env = "SPILLWAY_ADMIN_ADDR", default_value = "127.0.0.1:8080", value_parser = parse_addr)]
     admin_addr: std::net::SocketAddr,
-    /// Longest one Kubernetes API call may take before it counts as failed.
-    #[arg(long, env = "SPILLWAY_API_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
-    api_timeout: std::time::Duration,
     /// On SIGTERM, how long in-flight work may still run before the process exits anyway (keep
     /// it below the pod's terminationGracePeriodSeconds).
     #[arg(long, env = "SPILLWAY_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
@@ -134,15 +255,6 @@ struct RunArgs {
         default_value = "istio-system"
     )]
     gateway_namespaces: Vec<String>,
-    /// Elect a leader on a Lease so that only one replica acts (turn off only with one replica).
-    #[arg(long, env = "SPILLWAY_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
-    leader_election: bool,
-    /// Name of the Lease.
-    #[arg(long, env = "SPILLWAY_LEASE_NAME", default_value = "spillway")]
-    lease_name: String,
-    /// Namespace of the Lease (normally spillway's own).
-    #[arg(long, env = "POD_NAMESPACE", default_value = "spillway-system")]
-    lease_namespace: String,
     /// How long a Lease holds without renewal: when the leader stalls or is cut off, another
     /// replica takes over after about this long. The leader writes only while more than
     /// --api-timeout of it is left, so it must exceed --api-timeout + --lease-retry-period.
@@ -157,9 +269,9 @@ struct RunArgs {
     identity: Option<String>,
 }
 
-/// Where the cluster is (as `spillway run` takes it).
+/// Where the cluster is, for the drill's read-only commands.
 #[derive(clap::Args, Debug, Clone, Default)]
-struct KubeArgs {
+struct ClusterArgs {
     /// Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or the in-cluster account).
     #[arg(long, env = "SPILLWAY_KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
@@ -234,7 +346,7 @@ struct ScoreArgs {
     #[arg(long)]
     from_cluster: bool,
     #[command(flatten)]
-    kube: KubeArgs,
+    kube: ClusterArgs,
     /// The ElasticGateway, as NAMESPACE/NAME or a NAME unique across namespaces.
     #[arg(long)]
     gateway: Option<String>,
@@ -276,7 +388,7 @@ struct MarkArgs {
     #[arg(long, conflicts_with_all = ["start", "end"])]
     remove: bool,
     #[command(flatten)]
-    kube: KubeArgs,
+    kube: ClusterArgs,
 }
 
 fn parse_lookback(s: &str) -> Result<f64, String> {
@@ -334,7 +446,7 @@ struct DrillArgs {
     #[arg(long, conflicts_with = "scenario", requires = "gateway")]
     from_cluster: bool,
     #[command(flatten)]
-    kube: KubeArgs,
+    kube: ClusterArgs,
     /// With --from-cluster: the ElasticGateway, as NAMESPACE/NAME or a NAME unique across
     /// namespaces.
     #[arg(long)]
@@ -390,6 +502,13 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             Some(DrillCommand::Mark(mark)) => drill_mark(mark),
             None => drill(*args),
         },
+        Command::Doctor(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            runtime.block_on(doctor(*args))
+        }
         Command::Run(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -400,31 +519,38 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Two clients: one whose every read is bounded (requests), one without a read timeout (watches,
-/// which may stay quiet for minutes). Neither retries on its own. Both name this replica in
-/// their User-Agent, so that the API server's audit log tells the replicas' writes apart.
-async fn kube_clients(
-    args: &RunArgs,
-    identity: &str,
-) -> anyhow::Result<(kube::Client, kube::Client)> {
+/// A kubeconfig file and context, or (with neither) the in-cluster service account.
+async fn kube_config(
+    kubeconfig: Option<&std::path::Path>,
+    context: Option<&str>,
+) -> anyhow::Result<kube::Config> {
     use kube::config::{KubeConfigOptions, Kubeconfig};
     let options = KubeConfigOptions {
-        context: args.context.clone(),
+        context: context.map(String::from),
         ..Default::default()
     };
-    let config = match &args.kubeconfig {
+    Ok(match kubeconfig {
         Some(path) => {
             let kc = Kubeconfig::read_from(path)
                 .with_context(|| format!("reading kubeconfig {}", path.display()))?;
             kube::Config::from_custom_kubeconfig(kc, &options).await?
         }
-        None if args.context.is_some() => kube::Config::from_kubeconfig(&options).await?,
+        None if context.is_some() => kube::Config::from_kubeconfig(&options).await?,
         None => kube::Config::infer()
             .await
             .context("no in-cluster config and no kubeconfig")?,
-    };
+    })
+}
+
+/// Two clients: one whose every read is bounded (requests), one without a read timeout (watches,
+/// which may stay quiet for minutes). Neither retries on its own. Both name this replica in
+/// their User-Agent, so that the API server's audit log tells the replicas' writes apart.
+async fn kube_clients(
+    args: &KubeArgs,
+    identity: &str,
+) -> anyhow::Result<(kube::Client, kube::Client)> {
+    let mut config = kube_config(args.kubeconfig.as_deref(), args.context.as_deref()).await?;
     let agent = format!("spillway/{} ({identity})", env!("CARGO_PKG_VERSION"));
-    let mut config = config;
     config.headers.push((
         hyper::header::USER_AGENT,
         hyper::header::HeaderValue::from_str(&agent)
@@ -433,6 +559,21 @@ async fn kube_clients(
     let requests = spillway::k8s::client(config.clone(), Some(args.api_timeout))?;
     let watches = spillway::k8s::client(config, None)?;
     Ok((requests, watches))
+}
+
+/// The client for ASM's API server, when one is configured (requests only: nothing is watched
+/// there).
+async fn mesh_client(args: &KubeArgs) -> anyhow::Result<Option<kube::Client>> {
+    if args.mesh_kubeconfig.is_none() && args.mesh_context.is_none() {
+        return Ok(None);
+    }
+    let config = kube_config(
+        args.mesh_kubeconfig.as_deref(),
+        args.mesh_context.as_deref(),
+    )
+    .await
+    .context("the mesh's API server (--mesh-kubeconfig, --mesh-context)")?;
+    Ok(Some(spillway::k8s::client(config, Some(args.api_timeout))?))
 }
 
 /// `spillway run`.
@@ -446,28 +587,10 @@ async fn agent(args: RunArgs) -> anyhow::Result<()> {
         .clone()
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| format!("spillway-{}", std::process::id()));
-    let token = match &args.prometheus_token_file {
-        Some(f) => Some(
-            std::fs::read_to_string(f)
-                .with_context(|| format!("reading {}", f.display()))?
-                .trim()
-                .to_string(),
-        ),
-        None => None,
-    };
-    let ca_pem = match &args.prometheus_ca_file {
-        Some(f) => Some(std::fs::read(f).with_context(|| format!("reading {}", f.display()))?),
-        None => None,
-    };
-    let prom = spillway::prom::Prometheus::new(spillway::prom::PromConfig {
-        url: args.prometheus_url.clone(),
-        timeout: args.prometheus_timeout,
-        bearer_token: token,
-        ca_pem,
-        max_skew: args.prometheus_max_skew,
-    })?;
+    let prom = args.prom.client()?;
 
-    let (client, watch_client) = kube_clients(&args, &identity).await?;
+    let (client, watch_client) = kube_clients(&args.kube, &identity).await?;
+    let mesh = mesh_client(&args.kube).await?;
 
     // Shutdown on SIGTERM or Ctrl-C.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -533,14 +656,14 @@ async fn agent(args: RunArgs) -> anyhow::Result<()> {
 
     // Leadership. The Lease is released once the controller has stopped (below).
     let (release_tx, release_rx) = tokio::sync::watch::channel(false);
-    let (leader_rx, mut lease_task) = if args.leader_election {
+    let (leader_rx, mut lease_task) = if args.lease.leader_election {
         let settings = spillway::k8s::leader::LeaseSettings {
-            name: args.lease_name.clone(),
-            namespace: args.lease_namespace.clone(),
+            name: args.lease.lease_name.clone(),
+            namespace: args.lease.lease_namespace.clone(),
             identity: identity.clone(),
             duration: args.lease_duration,
             retry: args.lease_retry_period,
-            call_timeout: args.api_timeout,
+            call_timeout: args.kube.api_timeout,
         };
         // The API server may not answer yet (a control plane restarting): retry, saying so.
         let mut backoff = std::time::Duration::from_secs(1);
@@ -550,10 +673,10 @@ async fn agent(args: RunArgs) -> anyhow::Result<()> {
                 settings.clone(),
                 stopped(release_rx.clone()),
             );
-            match tokio::time::timeout(args.api_timeout, elected).await {
+            match tokio::time::timeout(args.kube.api_timeout, elected).await {
                 Ok(Ok(started)) => break started,
                 Ok(Err(e)) => {
-                    tracing::error!(error = %e, retry_in = ?backoff, lease = %args.lease_name, namespace = %args.lease_namespace, "cannot set up leader election (is the API server reachable, and may spillway write Leases there?); retrying")
+                    tracing::error!(error = %e, retry_in = ?backoff, lease = %args.lease.lease_name, namespace = %args.lease.lease_namespace, "cannot set up leader election (is the API server reachable, and may spillway write Leases there?); retrying")
                 }
                 Err(_) => {
                     tracing::error!(retry_in = ?backoff, "the API server did not answer within --api-timeout while setting up leader election; retrying")
@@ -594,7 +717,7 @@ async fn agent(args: RunArgs) -> anyhow::Result<()> {
         });
     }
 
-    let ctx = Arc::new(controller::Context::new(
+    let mut ctx = controller::Context::new(
         client.clone(),
         watch_client,
         metrics,
@@ -603,12 +726,17 @@ async fn agent(args: RunArgs) -> anyhow::Result<()> {
         leader_rx.clone(),
         controller::Config {
             instance: Some(identity.clone()),
-            api_timeout: args.api_timeout,
+            api_timeout: args.kube.api_timeout,
             shutdown_grace: args.shutdown_grace,
             ..controller::Config::new(args.interval)
         },
-    ));
-    let prometheus = spillway::redact::url(&args.prometheus_url);
+    );
+    if let Some(mesh) = mesh {
+        tracing::info!("IstioGateways are read and written on the mesh's API server");
+        ctx = ctx.with_mesh_client(mesh);
+    }
+    let ctx = Arc::new(ctx);
+    let prometheus = spillway::redact::url(&args.prom.prometheus_url);
     tracing::info!(%identity, %prometheus, interval = ?args.interval, "spillway running");
     let result = tokio::select! {
         r = controller::run(ctx, changed_rx, stopped(stop_rx.clone())) => r.map_err(anyhow::Error::from),
@@ -641,24 +769,80 @@ async fn agent(args: RunArgs) -> anyhow::Result<()> {
 /// Every call must fit in the Lease: a write goes out only while more than --api-timeout of it
 /// is left, and the leader renews every --lease-retry-period.
 fn check_timeouts(args: &RunArgs) -> anyhow::Result<()> {
-    if !args.leader_election {
+    if !args.lease.leader_election {
         return Ok(());
     }
     let lease = args.lease_duration;
-    if args.api_timeout + args.lease_retry_period >= lease {
+    if args.kube.api_timeout + args.lease_retry_period >= lease {
         anyhow::bail!(
             "--api-timeout ({:?}) plus --lease-retry-period ({:?}) must be shorter than --lease-duration ({lease:?}): the leader writes only while more than --api-timeout of its Lease is left",
-            args.api_timeout,
+            args.kube.api_timeout,
             args.lease_retry_period
         );
     }
-    if args.prometheus_timeout >= lease {
+    if args.prom.prometheus_timeout >= lease {
         anyhow::bail!(
             "--prometheus-timeout ({:?}) must be shorter than --lease-duration ({lease:?})",
-            args.prometheus_timeout
+            args.prom.prometheus_timeout
         );
     }
     Ok(())
+}
+/// `spillway doctor`.
+async fn doctor(args: DoctorArgs) -> anyhow::Result<ExitCode> {
+    let (data, _) = kube_clients(&args.kube, "doctor").await?;
+    let egw: ElasticGateway = match (&args.file, &args.gateway) {
+        (Some(f), _) => {
+            let mut docs = spillway::policy::load_policy_files(f)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
+            anyhow::ensure!(!docs.is_empty(), "{}: no ElasticGateway in it", f.display());
+            docs.remove(0).map_err(|errors| {
+                anyhow::anyhow!(
+                    "{}: invalid policy\n{}",
+                    f.display(),
+                    spillway::config::render(&errors)
+                )
+            })?
+        }
+        (None, Some(g)) => {
+            let (ns, name) = g
+                .split_once('/')
+                .ok_or_else(|| anyhow::anyhow!("{g:?} is not NAMESPACE/NAME"))?;
+            kube::Api::<ElasticGateway>::namespaced(data.clone(), ns)
+                .get(name)
+                .await
+                .with_context(|| format!("reading ElasticGateway {g}"))?
+        }
+        (None, None) => anyhow::bail!("give NAMESPACE/NAME or -f FILE"),
+    };
+    let doc = spillway::doctor::Doctor {
+        data,
+        mesh: mesh_client(&args.kube).await?,
+        prom: args.prom.client()?,
+        lease: args.lease.leader_election.then(|| {
+            (
+                args.lease.lease_name.clone(),
+                args.lease.lease_namespace.clone(),
+            )
+        }),
+        api_timeout: args.kube.api_timeout,
+        now: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64()),
+    };
+    println!(
+        "spillway doctor: ElasticGateway {}/{}, Prometheus {}",
+        egw.metadata.namespace.as_deref().unwrap_or("default"),
+        egw.metadata.name.as_deref().unwrap_or(""),
+        doc.prom.shown_url()
+    );
+    let report = doc.examine(&egw).await;
+    print!("{report}");
+    Ok(if report.failed() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn crd_yaml() -> anyhow::Result<String> {
@@ -857,23 +1041,8 @@ fn unix_now() -> f64 {
 }
 
 /// A client for read-only commands (snapshots, marks): bounded requests.
-async fn kube_client(k: &KubeArgs) -> anyhow::Result<kube::Client> {
-    use kube::config::{KubeConfigOptions, Kubeconfig};
-    let options = KubeConfigOptions {
-        context: k.context.clone(),
-        ..Default::default()
-    };
-    let config = match &k.kubeconfig {
-        Some(path) => {
-            let kc = Kubeconfig::read_from(path)
-                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &options).await?
-        }
-        None if k.context.is_some() => kube::Config::from_kubeconfig(&options).await?,
-        None => kube::Config::infer()
-            .await
-            .context("no kubeconfig and no in-cluster config")?,
-    };
+async fn kube_client(k: &ClusterArgs) -> anyhow::Result<kube::Client> {
+    let config = kube_config(k.kubeconfig.as_deref(), k.context.as_deref()).await?;
     Ok(spillway::k8s::client(
         config,
         Some(std::time::Duration::from_secs(30)),
@@ -881,15 +1050,6 @@ async fn kube_client(k: &KubeArgs) -> anyhow::Result<kube::Client> {
 }
 
 fn history_prometheus(url: &str, h: &HistoryArgs) -> anyhow::Result<spillway::prom::Prometheus> {
-    let token = match &h.prometheus_token_file {
-        Some(f) => Some(
-            std::fs::read_to_string(f)
-                .with_context(|| format!("reading {}", f.display()))?
-                .trim()
-                .to_string(),
-        ),
-        None => None,
-    };
     let ca_pem = match &h.prometheus_ca_file {
         Some(f) => Some(std::fs::read(f).with_context(|| format!("reading {}", f.display()))?),
         None => None,
@@ -898,7 +1058,10 @@ fn history_prometheus(url: &str, h: &HistoryArgs) -> anyhow::Result<spillway::pr
         spillway::prom::PromConfig {
             url: url.to_string(),
             timeout: h.prometheus_timeout,
-            bearer_token: token,
+            auth: spillway::prom::PromAuth {
+                bearer_token_file: h.prometheus_token_file.clone(),
+                ..Default::default()
+            },
             ca_pem,
             max_skew: std::time::Duration::from_secs(60),
         },

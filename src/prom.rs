@@ -4,8 +4,10 @@
 //! several series where one was expected, a stale answer) becomes
 //! [`LoadSample::Missing`] with the reason, so the engine holds and the status says why.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
+use reqwest::header::{HeaderName, HeaderValue};
 use serde::Deserialize;
 
 use crate::engine::LoadSample;
@@ -18,12 +20,149 @@ pub const MAX_ANSWER_BYTES: usize = 16 << 20;
 pub struct PromConfig {
     pub url: String,
     pub timeout: Duration,
-    /// Bearer token sent with every query (e.g. a ServiceAccount token for a proxy).
-    pub bearer_token: Option<String>,
+    /// Credentials sent with every query, read from files.
+    pub auth: PromAuth,
     /// PEM bundle of extra CAs for an HTTPS Prometheus.
     pub ca_pem: Option<Vec<u8>>,
     /// An answer whose evaluation time is further than this from our clock is stale.
     pub max_skew: Duration,
+}
+
+/// Largest credential file read (a token, a password or a header value).
+const MAX_SECRET_BYTES: u64 = 64 << 10;
+
+/// Credentials for a Prometheus behind authentication (ARMS, a proxy, `--web.config.file`).
+///
+/// Every value comes from a file (a mounted Secret) and is read again on every query: a Secret
+/// rotated in place (the kubelet swaps the mounted files atomically) takes effect at the next
+/// query, with no restart and no file watcher; the cost is one read of a few bytes per query.
+/// The values never reach a log line, a status or an Event (see [`crate::redact`]).
+#[derive(Clone, Debug, Default)]
+pub struct PromAuth {
+    /// A file holding a bearer token: `Authorization: Bearer <token>`.
+    pub bearer_token_file: Option<PathBuf>,
+    /// Basic authentication: `Authorization: Basic …`.
+    pub basic_auth: Option<BasicAuth>,
+    /// Extra headers, each a name and a file holding its value (e.g. a tenant or an API key).
+    pub header_files: Vec<(String, PathBuf)>,
+}
+
+/// A user name and a file holding the password.
+#[derive(Clone, Debug)]
+pub struct BasicAuth {
+    pub username: String,
+    pub password_file: PathBuf,
+}
+
+/// What one query sends, as read from the files just now.
+struct Credentials {
+    bearer: Option<String>,
+    basic: Option<(String, String)>,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    /// Every value read, to scrub from messages.
+    secrets: Vec<String>,
+}
+
+impl Credentials {
+    /// Adds the credentials to a request.
+    fn authorize(&self, mut req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        if let Some(t) = &self.bearer {
+            req = req.bearer_auth(t);
+        }
+        if let Some((user, pw)) = &self.basic {
+            req = req.basic_auth(user, Some(pw));
+        }
+        for (name, value) in &self.headers {
+            req = req.header(name, value);
+        }
+        req
+    }
+}
+
+impl PromAuth {
+    /// Checks what can be checked without reading: one `Authorization` at most, valid names.
+    fn validate(&self) -> Result<(), String> {
+        if self.bearer_token_file.is_some() && self.basic_auth.is_some() {
+            return Err("--prometheus-token-file and --prometheus-basic-auth-user both set the Authorization header; give one".into());
+        }
+        for (name, _) in &self.header_files {
+            let parsed = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                format!("--prometheus-header-file: {name:?} is not an HTTP header name")
+            })?;
+            if parsed == reqwest::header::AUTHORIZATION
+                && (self.bearer_token_file.is_some() || self.basic_auth.is_some())
+            {
+                return Err("--prometheus-header-file sets Authorization, and so does the bearer token or basic auth; give one".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads every file now. The error names the file and the flag, never a value.
+    fn load(&self) -> Result<Credentials, String> {
+        let mut secrets = vec![];
+        let bearer = match &self.bearer_token_file {
+            Some(f) => Some(read_secret("--prometheus-token-file", f)?),
+            None => None,
+        };
+        let basic = match &self.basic_auth {
+            Some(b) => Some((
+                b.username.clone(),
+                read_secret("--prometheus-basic-auth-password-file", &b.password_file)?,
+            )),
+            None => None,
+        };
+        let mut headers = Vec::with_capacity(self.header_files.len());
+        for (name, f) in &self.header_files {
+            let value = read_secret("--prometheus-header-file", f)?;
+            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                format!("--prometheus-header-file: {name:?} is not an HTTP header name")
+            })?;
+            let mut v = HeaderValue::from_str(&value).map_err(|_| {
+                format!(
+                    "--prometheus-header-file {name}: {} does not hold a valid header value (one line of visible ASCII)",
+                    f.display()
+                )
+            })?;
+            v.set_sensitive(true);
+            headers.push((name, v));
+            secrets.push(value);
+        }
+        secrets.extend(bearer.clone());
+        if let Some((user, pw)) = &basic {
+            secrets.extend([user.clone(), pw.clone()]);
+        }
+        Ok(Credentials {
+            bearer,
+            basic,
+            headers,
+            secrets,
+        })
+    }
+}
+
+/// One secret from a file, without the line break editors and `kubectl create secret
+/// --from-file` leave at its end.
+fn read_secret(flag: &str, path: &std::path::Path) -> Result<String, String> {
+    use std::io::Read as _;
+    // A few bytes, read on the runtime's thread: cheaper than a hand-off to a blocking pool.
+    let file = std::fs::File::open(path)
+        .map_err(|e| format!("{flag}: cannot read {}: {e}", path.display()))?;
+    let mut text = String::new();
+    file.take(MAX_SECRET_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("{flag}: cannot read {}: {e}", path.display()))?;
+    if text.len() as u64 > MAX_SECRET_BYTES {
+        return Err(format!(
+            "{flag}: {} is larger than {MAX_SECRET_BYTES} bytes; is it the right file?",
+            path.display()
+        ));
+    }
+    let value = text.trim();
+    if value.is_empty() {
+        return Err(format!("{flag}: {} is empty", path.display()));
+    }
+    Ok(value.to_string())
 }
 
 /// A Prometheus client.
@@ -88,12 +227,15 @@ impl Prometheus {
                 crate::redact::url(&cfg.url)
             ))
         })?;
-        let mut secrets: Vec<String> = [parsed.password().unwrap_or(""), parsed.username()]
+        let secrets: Vec<String> = [parsed.password().unwrap_or(""), parsed.username()]
             .into_iter()
             .filter(|s| !s.is_empty())
             .map(String::from)
             .collect();
-        secrets.extend(cfg.bearer_token.clone());
+        // Wrong flags and unreadable files are refused at start; later failures to read (a
+        // Secret deleted) make each query missing, with the file named.
+        cfg.auth.validate().map_err(crate::Error::Config)?;
+        cfg.auth.load().map_err(crate::Error::Config)?;
         let http = b
             .build()
             .map_err(|e| crate::Error::Config(format!("Prometheus client: {e}")))?;
@@ -110,25 +252,31 @@ impl Prometheus {
         &self.shown_url
     }
 
-    fn scrub(&self, text: String) -> String {
-        let secrets: Vec<&str> = self.secrets.iter().map(String::as_str).collect();
+    fn scrub(&self, text: String, read: &[String]) -> String {
+        let secrets: Vec<&str> = self
+            .secrets
+            .iter()
+            .chain(read)
+            .map(String::as_str)
+            .collect();
         crate::redact::scrub(&text, &secrets)
     }
 
     /// Runs one instant query; `now` is Unix seconds. No reason it gives contains a credential.
     pub async fn query(&self, query: &str, now: f64) -> LoadSample {
-        match self.query_raw(query, now).await {
-            LoadSample::Missing(why) => LoadSample::Missing(self.scrub(why)),
+        let creds = match self.cfg.auth.load() {
+            Ok(c) => c,
+            Err(why) => return LoadSample::Missing(why),
+        };
+        match self.query_raw(query, now, &creds).await {
+            LoadSample::Missing(why) => LoadSample::Missing(self.scrub(why, &creds.secrets)),
             other => other,
         }
     }
 
-    async fn query_raw(&self, query: &str, now: f64) -> LoadSample {
+    async fn query_raw(&self, query: &str, now: f64, creds: &Credentials) -> LoadSample {
         let url = format!("{}/api/v1/query", self.cfg.url.trim_end_matches('/'));
-        let mut req = self.http.get(&url).query(&[("query", query)]);
-        if let Some(t) = &self.cfg.bearer_token {
-            req = req.bearer_auth(t);
-        }
+        let req = creds.authorize(self.http.get(&url).query(&[("query", query)]));
         let resp = match req.send().await {
             Ok(r) => r,
             Err(e) if e.is_timeout() => {
@@ -210,9 +358,10 @@ impl Prometheus {
         end: f64,
         step: f64,
     ) -> Result<Vec<RangeSeries>, String> {
-        self.query_range_raw(query, start, end, step)
+        let creds = self.cfg.auth.load()?;
+        self.query_range_raw(query, start, end, step, &creds)
             .await
-            .map_err(|why| self.scrub(why))
+            .map_err(|why| self.scrub(why, &creds.secrets))
     }
 
     async fn query_range_raw(
@@ -221,17 +370,16 @@ impl Prometheus {
         start: f64,
         end: f64,
         step: f64,
+        creds: &Credentials,
     ) -> Result<Vec<RangeSeries>, String> {
         let url = format!("{}/api/v1/query_range", self.cfg.url.trim_end_matches('/'));
-        let mut req = self.http.get(&url).query(&[
+        let req = self.http.get(&url).query(&[
             ("query", query.to_string()),
             ("start", format!("{start:.3}")),
             ("end", format!("{end:.3}")),
             ("step", format!("{step}")),
         ]);
-        if let Some(t) = &self.cfg.bearer_token {
-            req = req.bearer_auth(t);
-        }
+        let req = creds.authorize(req);
         let resp = req.send().await.map_err(|e| {
             if e.is_timeout() {
                 format!(
@@ -297,6 +445,12 @@ pub fn decode_range(status: u16, body: &str) -> Result<Vec<RangeSeries>, String>
 pub fn decode(status: u16, body: &str, now: f64, max_skew: f64) -> LoadSample {
     let parsed: Response = match serde_json::from_str(body) {
         Ok(p) => p,
+        Err(_) if status == 401 || status == 403 => {
+            return missing(format!(
+                "Prometheus refused the request (HTTP {status}): credentials missing or wrong \
+                 (--prometheus-token-file, --prometheus-basic-auth-*, --prometheus-header-file)"
+            ));
+        }
         Err(_) => {
             let snippet: String = body.chars().take(120).collect();
             return missing(format!(
@@ -429,13 +583,27 @@ mod tests {
         assert!(matches!(parse(all_bad), LoadSample::Missing(_)));
     }
 
+    fn secret_file(dir: &std::path::Path, name: &str, value: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, value).unwrap();
+        p
+    }
+
     #[test]
     fn credentials_stay_out_of_reasons_and_garbage_cas_are_refused() {
         let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().unwrap();
         let prom = Prometheus::new(PromConfig {
             url: "http://spill:hunter22@127.0.0.1:1/?token=tok999".into(),
             timeout: Duration::from_secs(2),
-            bearer_token: Some("bearer777".into()),
+            auth: PromAuth {
+                bearer_token_file: Some(secret_file(dir.path(), "token", "bearer777\n")),
+                header_files: vec![(
+                    "X-Api-Key".into(),
+                    secret_file(dir.path(), "key", "headerkey55"),
+                )],
+                ..PromAuth::default()
+            },
             ca_pem: None,
             max_skew: Duration::from_secs(60),
         })
@@ -448,18 +616,91 @@ mod tests {
         let LoadSample::Missing(why) = got else {
             panic!("expected a missing sample, got {got:?}")
         };
-        for secret in ["hunter22", "tok999", "bearer777"] {
+        for secret in ["hunter22", "tok999", "bearer777", "headerkey55"] {
             assert!(!why.contains(secret), "{why}");
             assert!(!prom.shown_url().contains(secret));
         }
         let garbage = Prometheus::new(PromConfig {
             url: "http://prom:9090".into(),
             timeout: Duration::from_secs(1),
-            bearer_token: None,
+            auth: PromAuth::default(),
             ca_pem: Some(b"this is not a certificate".to_vec()),
             max_skew: Duration::from_secs(60),
         });
         assert!(garbage.is_err());
+    }
+
+    #[test]
+    fn auth_flags_are_checked_at_start_and_files_on_every_query() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = |auth: PromAuth| PromConfig {
+            url: "http://127.0.0.1:1".into(),
+            timeout: Duration::from_secs(1),
+            auth,
+            ca_pem: None,
+            max_skew: Duration::from_secs(60),
+        };
+        let token = secret_file(dir.path(), "token", "t0ken-value");
+        let basic = BasicAuth {
+            username: "arms-user".into(),
+            password_file: secret_file(dir.path(), "pw", "pw-value"),
+        };
+        let both = PromAuth {
+            bearer_token_file: Some(token.clone()),
+            basic_auth: Some(basic.clone()),
+            ..PromAuth::default()
+        };
+        let err = Prometheus::new(cfg(both)).err().unwrap().to_string();
+        assert!(err.contains("give one"), "{err}");
+        let bad_name = PromAuth {
+            header_files: vec![("X Bad".into(), token.clone())],
+            ..PromAuth::default()
+        };
+        let err = Prometheus::new(cfg(bad_name)).err().unwrap().to_string();
+        assert!(err.contains("not an HTTP header name"), "{err}");
+        let absent = PromAuth {
+            bearer_token_file: Some(dir.path().join("nope")),
+            ..PromAuth::default()
+        };
+        let err = Prometheus::new(cfg(absent)).err().unwrap().to_string();
+        assert!(
+            err.contains("--prometheus-token-file") && err.contains("nope"),
+            "{err}"
+        );
+        let two_lines = PromAuth {
+            header_files: vec![(
+                "X-Key".into(),
+                secret_file(dir.path(), "two", "line-one\nline-two"),
+            )],
+            ..PromAuth::default()
+        };
+        let err = Prometheus::new(cfg(two_lines)).err().unwrap().to_string();
+        assert!(
+            err.contains("valid header value") && !err.contains("line-one"),
+            "{err}"
+        );
+
+        // A Secret removed after start: each query is missing, naming the file, not the value.
+        let prom = Prometheus::new(cfg(PromAuth {
+            basic_auth: Some(basic.clone()),
+            ..PromAuth::default()
+        }))
+        .unwrap();
+        std::fs::remove_file(&basic.password_file).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let LoadSample::Missing(why) = rt.block_on(prom.query("up", 1000.0)) else {
+            panic!("a query without its password file gave a value")
+        };
+        assert!(
+            why.contains("--prometheus-basic-auth-password-file") && why.contains("pw"),
+            "{why}"
+        );
+        let refused = decode(401, "Unauthorized\n", 1000.0, 60.0);
+        assert!(matches!(refused, LoadSample::Missing(w) if w.contains("credentials")));
     }
 
     #[test]

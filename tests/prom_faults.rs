@@ -8,15 +8,20 @@ mod support;
 use std::time::{Duration, Instant};
 
 use spillway::engine::LoadSample;
-use spillway::prom::{PromConfig, Prometheus};
+use spillway::prom::{PromAuth, PromConfig, Prometheus};
 use support::prom::Prom;
 
 fn client(url: String) -> Prometheus {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    let token = std::env::temp_dir().join(format!("spillway-prom-faults-{}", std::process::id()));
+    std::fs::write(&token, "sekret-bearer\n").unwrap();
     Prometheus::new(PromConfig {
         url,
         timeout: Duration::from_secs(10),
-        bearer_token: Some("sekret-bearer".into()),
+        auth: PromAuth {
+            bearer_token_file: Some(token),
+            ..PromAuth::default()
+        },
         ca_pem: None,
         max_skew: Duration::from_secs(60),
     })

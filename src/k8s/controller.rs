@@ -93,6 +93,8 @@ pub struct Context {
     /// Whether, and until when, this replica may write (see [`super::leader`]).
     pub leader: Leadership,
     pub config: Config,
+    /// ASM's API server, where IstioGateways live; `None`: they live beside the pods.
+    pub mesh_client: Option<Client>,
     states: Mutex<HashMap<(String, String), GatewayMemory>>,
 }
 
@@ -135,7 +137,23 @@ impl Context {
             index,
             leader,
             config,
+            mesh_client: None,
             states: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// IstioGateways are read and written on this client (ASM's API server) instead; nodes,
+    /// pods, Deployments, HPAs, Events and the Lease stay on the data plane's.
+    pub fn with_mesh_client(mut self, client: Client) -> Self {
+        self.mesh_client = Some(client);
+        self
+    }
+
+    /// The client that holds the target: ASM's API server for an IstioGateway when one is set.
+    fn target_client(&self, spec: &ElasticGatewaySpec) -> &Client {
+        match (&spec.target.kind, &self.mesh_client) {
+            (crate::policy::TargetKind::IstioGateway, Some(mesh)) => mesh,
+            _ => &self.client,
         }
     }
 
@@ -496,8 +514,12 @@ async fn hand_back(egw: &ElasticGateway, ns: &str, ctx: &Context) -> Result<Acti
     }
     let mut done = vec![];
     if let Some(original) = egw.status.as_ref().and_then(|s| s.original.as_ref()) {
-        let restore =
-            target::restore_preferred_terms(&ctx.client, ns, spec, &original.preferred_terms);
+        let restore = target::restore_preferred_terms(
+            ctx.target_client(spec),
+            ns,
+            spec,
+            &original.preferred_terms,
+        );
         ctx.fence("hand_back")?;
         match bounded(t, restore).await {
             Ok(()) => done.push(format!(
@@ -509,7 +531,12 @@ async fn hand_back(egw: &ElasticGateway, ns: &str, ctx: &Context) -> Result<Acti
             Err(e) => return Err(e.into()),
         }
     }
-    let pods = match bounded(t, target::read(&ctx.client, ns, spec)).await? {
+    let pods = match bounded(
+        t,
+        target::read(ctx.target_client(spec), &ctx.client, ns, spec),
+    )
+    .await?
+    {
         Some(t) => ctx
             .index
             .read()
@@ -609,7 +636,8 @@ async fn reconcile_one(
         report_problem(&me, ctx, &key, cond, leader).await;
         return Ok(requeue);
     }
-    let Some(target) = bounded(timeout, target::read(&ctx.client, ns, spec))
+    let read = target::read(ctx.target_client(spec), &ctx.client, ns, spec);
+    let Some(target) = bounded(timeout, read)
         .await
         .inspect_err(|_| ctx.metrics.error(&gw, ErrorKind::ApiRead))?
     else {
@@ -697,7 +725,8 @@ async fn reconcile_one(
         )
     };
     let mut plan = Plan::from_decision(spec, &decision);
-    if !matches!(&hpas, Ok(h) if h.is_empty()) {
+    // ASM's own autoscaling on the IstioGateway is an HPA by another name.
+    if !matches!(&hpas, Ok(h) if h.is_empty()) || !target.asm_autoscaling.is_empty() {
         plan.replicas = None;
     }
     info!(decision = %decision.summary(), leader, dry_run = spec.dry_run, "decided");
@@ -845,6 +874,28 @@ async fn reconcile_one(
             )
         },
     });
+    if spec.target.kind == crate::policy::TargetKind::IstioGateway {
+        conditions.push(if target.asm_autoscaling.is_empty() {
+            condition(
+                "AsmAutoscaling",
+                false,
+                "NoAsmAutoscaling",
+                "the IstioGateway sets no ASM autoscaling",
+                generation,
+            )
+        } else {
+            condition(
+                "AsmAutoscaling",
+                true,
+                "AsmAutoscalingEnabled",
+                &format!(
+                    "the IstioGateway sets {}: ASM runs an HPA on the gateway; spillway holds the replica count (remove the setting to let spillway scale)",
+                    target.asm_autoscaling.join(", ")
+                ),
+                generation,
+            )
+        });
+    }
     if !spec.dry_run && !spec.paused {
         conditions.push(if write_errors.is_empty() {
             condition(
@@ -869,7 +920,8 @@ async fn reconcile_one(
     let conditions = carry_transitions(&prev, conditions, now);
     for c in conditions.iter().filter(|c| changed(&prev, c)) {
         let bad = (c.type_ == "MetricsAvailable" && c.status == "False")
-            || (c.type_ == "HpaConflict" && c.status != "False");
+            || (c.type_ == "HpaConflict" && c.status != "False")
+            || (c.type_ == "AsmAutoscaling" && c.status == "True");
         if bad {
             publish(
                 ctx,
@@ -1098,8 +1150,11 @@ async fn apply(
         errors.push(write_failed(ctx, &me.oref, gw, "Annotate", &what, e).await);
     }
     if let Some(r) = plan.replicas {
-        let Ok(written) =
-            fenced_write(ctx, "scale", true, || target::scale(client, ns, spec, r)).await
+        let mesh = ctx.target_client(spec);
+        let Ok(written) = fenced_write(ctx, "scale", true, || {
+            target::scale(mesh, client, ns, spec, r, false)
+        })
+        .await
         else {
             return fenced(applied, errors);
         };
@@ -1125,8 +1180,9 @@ async fn apply(
         }
     }
     if let Some(w) = plan.weights {
+        let target_client = ctx.target_client(spec);
         let Ok(written) = fenced_write(ctx, "weights", true, || {
-            target::apply_weights(client, ns, spec, w)
+            target::apply_weights(target_client, ns, spec, w)
         })
         .await
         else {

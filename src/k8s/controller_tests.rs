@@ -209,7 +209,7 @@ async fn prometheus(value: f64) -> Prometheus {
     Prometheus::new(PromConfig {
         url: format!("http://{addr}"),
         timeout: Duration::from_secs(30),
-        bearer_token: None,
+        auth: crate::prom::PromAuth::default(),
         ca_pem: None,
         max_skew: Duration::from_secs(3600),
     })

@@ -1,7 +1,10 @@
 //! The gateway workload: read what the engine needs, write what it decided.
 //!
 //! A `Deployment` is read and scaled through `apps/v1` and its `scale` subresource; an ASM
-//! `IstioGateway` (istio.alibabacloud.com/v1beta1) through its `spec.replicaCount`. Weights are
+//! `IstioGateway` (istio.alibabacloud.com/v1beta1) through its `spec.replicaCount`. In ASM the
+//! IstioGateway lives on the mesh's own API server (the `mesh` client), and ASM renders it into
+//! the Deployment `istio-<name>` of each data-plane cluster (the `data` client), whose rollout
+//! and pod selector spillway reads there. Weights are
 //! written with server-side apply under spillway's field manager, owning only the preferred
 //! node-affinity terms. Every write is absolute (a count, a weight, an annotation value), so a
 //! retry after an error can neither lose nor double a change.
@@ -35,7 +38,38 @@ pub struct TargetView {
     pub selector: Selector,
     /// The pod template's preferred node-affinity terms as they are now (all of them).
     pub preferred_terms: Vec<PreferredSchedulingTerm>,
+    /// ASM's own autoscaling settings on an IstioGateway (ASM then runs an HPA on the gateway),
+    /// as `field=value` pairs; empty when there are none.
+    pub asm_autoscaling: Vec<String>,
 }
+
+/// ASM's annotation on an IstioGateway: `"false"` stops ASM from copying `replicaCount` into the
+/// rendered Deployment (ASM 1.19 and later, for HPAs or manual scaling); spillway then reads and
+/// scales that Deployment in the data plane instead.
+pub const ASM_REPLICAS_MANAGED: &str = "asm.alibabacloud.com/replicas-managed-by-asm";
+
+/// Whether ASM copies the IstioGateway's `replicaCount` into the rendered Deployment (the
+/// default).
+pub fn replicas_managed_by_asm(g: &DynamicObject) -> bool {
+    g.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ASM_REPLICAS_MANAGED))
+        .map(|v| v.trim())
+        != Some("false")
+}
+
+/// The Deployment ASM renders from the IstioGateway `name` in each data-plane cluster.
+pub fn rendered_deployment(name: &str) -> String {
+    format!("istio-{name}")
+}
+
+/// The IstioGateway's fields that turn on ASM's autoscaling (ASM's CRD reference: with a target
+/// utilisation set, ASM creates an HPA for the gateway's Deployment).
+const ASM_AUTOSCALING_FIELDS: [(&str, &str); 2] = [
+    ("cpu", "targetAverageUtilization"),
+    ("memory", "targetAverageUtilization"),
+];
 
 fn istio_gateway_resource() -> ApiResource {
     ApiResource {
@@ -47,16 +81,18 @@ fn istio_gateway_resource() -> ApiResource {
     }
 }
 
-/// Reads the target; `Ok(None)` when it does not exist.
+/// Reads the target; `Ok(None)` when it does not exist. `mesh` holds the IstioGateway (the
+/// ASM API server, or the data plane itself), `data` the Deployments.
 pub async fn read(
-    client: &Client,
+    mesh: &Client,
+    data: &Client,
     ns: &str,
     policy: &ElasticGatewaySpec,
 ) -> Result<Option<TargetView>, kube::Error> {
     let name = &policy.target.name;
     let mut view = match policy.target.kind {
         TargetKind::Deployment => {
-            let Some(d) = Api::<Deployment>::namespaced(client.clone(), ns)
+            let Some(d) = Api::<Deployment>::namespaced(data.clone(), ns)
                 .get_opt(name)
                 .await?
             else {
@@ -65,15 +101,28 @@ pub async fn read(
             deployment_view(&d, policy)
         }
         TargetKind::IstioGateway => {
-            let api = Api::<DynamicObject>::namespaced_with(
-                client.clone(),
-                ns,
-                &istio_gateway_resource(),
-            );
+            let api =
+                Api::<DynamicObject>::namespaced_with(mesh.clone(), ns, &istio_gateway_resource());
             let Some(g) = api.get_opt(name).await? else {
                 return Ok(None);
             };
-            istio_gateway_view(&g.data, name, policy)
+            let mut view = istio_gateway_view(&g.data, name, policy);
+            // What ASM rendered: its rollout and its selector, when it is there yet; and its
+            // replicas, when ASM leaves them to others.
+            if let Some(d) = Api::<Deployment>::namespaced(data.clone(), ns)
+                .get_opt(&rendered_deployment(name))
+                .await?
+            {
+                let rendered = deployment_view(&d, policy);
+                view.rollout_in_progress = rendered.rollout_in_progress;
+                if !rendered.selector.to_string().is_empty() {
+                    view.selector = rendered.selector;
+                }
+                if !replicas_managed_by_asm(&g) {
+                    view.replicas = rendered.replicas;
+                }
+            }
+            view
         }
     };
     if let Some(sel) = &policy.target.pod_selector {
@@ -107,6 +156,7 @@ pub fn deployment_view(d: &Deployment, policy: &ElasticGatewaySpec) -> TargetVie
         pod_requests: pod_spec.map(pod_requests).unwrap_or_default(),
         weights: pod_spec.and_then(|p| weights_from_pod_spec(p, policy)),
         rollout_in_progress: observed < generation || total > updated,
+        asm_autoscaling: vec![],
         // A selector kube cannot parse (an unknown operator) selects nothing, rather than more.
         selector: selector
             .cloned()
@@ -141,6 +191,15 @@ pub fn istio_gateway_view(data: &Value, name: &str, policy: &ElasticGatewaySpec)
         preferred_terms: terms,
         rollout_in_progress: false,
         selector: Selector::from_iter([("istio".to_string(), name.to_string())]),
+        asm_autoscaling: ASM_AUTOSCALING_FIELDS
+            .iter()
+            .filter_map(|(group, field)| {
+                let v = &spec[group][field];
+                let set = v.as_f64().is_some_and(|x| x > 0.0)
+                    || v.as_str().is_some_and(|x| !x.trim().is_empty());
+                set.then(|| format!("spec.{group}.{field}={v}"))
+            })
+            .collect(),
     }
 }
 
@@ -197,33 +256,47 @@ pub fn preferred_terms(policy: &ElasticGatewaySpec, w: PoolWeights) -> Value {
     ])
 }
 
-/// Sets the replica count.
+/// Sets the replica count (`dry_run`: the API server checks the write and keeps nothing). An
+/// IstioGateway's `replicaCount` is set on the mesh, unless ASM leaves the replicas to others
+/// ([`ASM_REPLICAS_MANAGED`]): then the rendered Deployment is scaled in the data plane.
 pub async fn scale(
-    client: &Client,
+    mesh: &Client,
+    data: &Client,
     ns: &str,
     policy: &ElasticGatewaySpec,
     replicas: i32,
+    dry_run: bool,
 ) -> Result<(), kube::Error> {
     let name = &policy.target.name;
-    match policy.target.kind {
-        TargetKind::Deployment => {
-            let patch = json!({"spec": {"replicas": replicas}});
-            Api::<Deployment>::namespaced(client.clone(), ns)
-                .patch_scale(name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await?;
+    let pp = PatchParams {
+        dry_run,
+        ..PatchParams::default()
+    };
+    let scale_deployment = |d: &str| {
+        let patch = json!({"spec": {"replicas": replicas}});
+        let api = Api::<Deployment>::namespaced(data.clone(), ns);
+        let (d, pp) = (d.to_string(), pp.clone());
+        async move {
+            api.patch_scale(&d, &pp, &Patch::Merge(&patch)).await?;
+            Ok::<(), kube::Error>(())
         }
+    };
+    match policy.target.kind {
+        TargetKind::Deployment => scale_deployment(name).await?,
         TargetKind::IstioGateway => {
-            let api = Api::<DynamicObject>::namespaced_with(
-                client.clone(),
-                ns,
-                &istio_gateway_resource(),
-            );
-            api.patch(
-                name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"spec": {"replicaCount": replicas}})),
-            )
-            .await?;
+            let api =
+                Api::<DynamicObject>::namespaced_with(mesh.clone(), ns, &istio_gateway_resource());
+            let g = api.get(name).await?;
+            if replicas_managed_by_asm(&g) {
+                api.patch(
+                    name,
+                    &pp,
+                    &Patch::Merge(json!({"spec": {"replicaCount": replicas}})),
+                )
+                .await?;
+            } else {
+                scale_deployment(&rendered_deployment(name)).await?;
+            }
         }
     }
     Ok(())
@@ -345,15 +418,20 @@ pub async fn evict(client: &Client, ns: &str, pod: &str) -> Result<(), kube::Err
     Ok(())
 }
 
-/// The HorizontalPodAutoscalers in `ns` that scale the target, by name.
+/// The HorizontalPodAutoscalers in `ns` (of the data plane) that scale the target, by name: for
+/// an IstioGateway, those on it and those on the Deployment ASM renders from it.
 pub async fn competing_hpas(
     client: &Client,
     ns: &str,
     policy: &ElasticGatewaySpec,
 ) -> Result<Vec<String>, kube::Error> {
-    let kind = match policy.target.kind {
-        TargetKind::Deployment => "Deployment",
-        TargetKind::IstioGateway => "IstioGateway",
+    let name = &policy.target.name;
+    let targets = match policy.target.kind {
+        TargetKind::Deployment => vec![("Deployment", name.clone())],
+        TargetKind::IstioGateway => vec![
+            ("IstioGateway", name.clone()),
+            ("Deployment", rendered_deployment(name)),
+        ],
     };
     let hpas = Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), ns)
         .list(&ListParams::default())
@@ -362,8 +440,8 @@ pub async fn competing_hpas(
         .items
         .into_iter()
         .filter(|h| {
-            let s = &h.spec;
-            s.scale_target_ref.kind == kind && s.scale_target_ref.name == policy.target.name
+            let r = &h.spec.scale_target_ref;
+            targets.iter().any(|(k, n)| r.kind == *k && r.name == *n)
         })
         .filter_map(|h| h.metadata.name)
         .collect())
@@ -430,5 +508,13 @@ mod tests {
             )
         );
         assert_eq!(v.selector.to_string(), "istio=ingressgateway");
+        assert!(v.asm_autoscaling.is_empty());
+        let autoscaled = json!({"spec": {"replicaCount": 2, "cpu": {"targetAverageUtilization": 80},
+            "memory": {"targetAverageUtilization": 0}, "maxReplicas": 10}});
+        let v = istio_gateway_view(&autoscaled, "ingressgateway", &policy);
+        assert_eq!(
+            v.asm_autoscaling,
+            vec!["spec.cpu.targetAverageUtilization=80"]
+        );
     }
 }

@@ -185,7 +185,7 @@ pub async fn read(
             error: e.to_string(),
         }
     };
-    let view = crate::k8s::target::read(client, &ns, &egw.spec)
+    let view = crate::k8s::target::read(client, client, &ns, &egw.spec)
         .await
         .map_err(kube_err("the gateway workload"))?
         .ok_or_else(|| {

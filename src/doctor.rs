@@ -1,0 +1,472 @@
+//! `spillway doctor`: for one ElasticGateway, what works and what will not, against the live
+//! cluster(s) and Prometheus, one line per check. A check that fails is one that would stop the
+//! agent (hold it forever, or keep it from scaling); a warning is worth knowing but does not.
+//!
+//! Every check runs the agent's own code where it can (the same queries through the same client,
+//! the same target read, the same HPA lookup) and writes only in dry-run mode.
+
+use std::fmt;
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node as KNode, Pod};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+use crate::engine::LoadSample;
+use crate::k8s::index::ClusterIndex;
+use crate::k8s::{bounded, target};
+use crate::policy::{ElasticGateway, TargetKind};
+use crate::prom::Prometheus;
+
+/// How one check came out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    /// Worth knowing; the agent runs.
+    Warn,
+    /// The agent would hold, or could not scale.
+    Fail,
+    /// Not applicable here.
+    Skip,
+}
+
+impl Outcome {
+    fn label(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok  ",
+            Outcome::Warn => "warn",
+            Outcome::Fail => "FAIL",
+            Outcome::Skip => "skip",
+        }
+    }
+}
+
+/// One line of the report.
+#[derive(Clone, Debug)]
+pub struct Check {
+    pub outcome: Outcome,
+    /// What was checked: `prometheus rps`, `pools`, `target`, …
+    pub what: String,
+    pub detail: String,
+}
+
+impl fmt::Display for Check {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}: {}", self.outcome.label(), self.what, self.detail)
+    }
+}
+
+/// Every check, in order.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    pub checks: Vec<Check>,
+}
+
+impl Report {
+    fn push(&mut self, outcome: Outcome, what: impl Into<String>, detail: impl Into<String>) {
+        self.checks.push(Check {
+            outcome,
+            what: what.into(),
+            detail: detail.into(),
+        });
+    }
+
+    /// Whether any check would stop the agent.
+    pub fn failed(&self) -> bool {
+        self.checks.iter().any(|c| c.outcome == Outcome::Fail)
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in &self.checks {
+            writeln!(f, "{c}")?;
+        }
+        let fails = self
+            .checks
+            .iter()
+            .filter(|c| c.outcome == Outcome::Fail)
+            .count();
+        if fails == 0 {
+            writeln!(f, "no check would stop the agent")
+        } else {
+            writeln!(f, "{fails} check(s) would stop the agent")
+        }
+    }
+}
+
+/// What the doctor talks to, as the agent would.
+pub struct Doctor {
+    /// The data plane: nodes, pods, Deployments, HPAs, the Lease.
+    pub data: Client,
+    /// ASM's API server for an IstioGateway, when it is elsewhere.
+    pub mesh: Option<Client>,
+    pub prom: Prometheus,
+    /// The agent's Lease (name, namespace); `None` without leader election.
+    pub lease: Option<(String, String)>,
+    pub api_timeout: Duration,
+    /// Unix seconds, for the staleness check of the answers.
+    pub now: f64,
+}
+
+fn api_error(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) if s.code == 403 => format!("forbidden (RBAC): {}", s.message),
+        kube::Error::Api(s) => format!("HTTP {}: {}", s.code, s.message),
+        other => other.to_string(),
+    }
+}
+
+fn is_code(e: &kube::Error, code: u16) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == code)
+}
+
+impl Doctor {
+    /// Runs every check for `egw`; never stops at the first failure.
+    pub async fn examine(&self, egw: &ElasticGateway) -> Report {
+        let mut r = Report::default();
+        let ns = egw.namespace().unwrap_or_else(|| "default".into());
+        let spec = &egw.spec;
+        let errors = crate::policy::validate(spec, &ns);
+        if errors.is_empty() {
+            r.push(
+                Outcome::Ok,
+                "policy",
+                format!("ElasticGateway {ns}/{} is valid", egw.name_any()),
+            );
+        } else {
+            let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            r.push(
+                Outcome::Fail,
+                "policy",
+                format!("not acted on: {}", list.join("; ")),
+            );
+        }
+        self.queries(&mut r, egw, &ns).await;
+        let requests = self.target(&mut r, egw, &ns).await;
+        self.pools(&mut r, egw, requests).await;
+        self.autoscaling(&mut r, egw, &ns).await;
+        self.lease(&mut r).await;
+        r.push(
+            Outcome::Skip,
+            "fast path",
+            "the live agent does not scrape the gateway's pods yet (drills only)",
+        );
+        r
+    }
+
+    async fn queries(&self, r: &mut Report, egw: &ElasticGateway, ns: &str) {
+        let spec = &egw.spec;
+        for m in &spec.metrics {
+            let what = format!("prometheus {}", m.display_name());
+            let Some(q) = m.effective_query(ns, &spec.target) else {
+                r.push(
+                    Outcome::Fail,
+                    what,
+                    "no query (neither a preset nor `query`)",
+                );
+                continue;
+            };
+            match self.prom.query(&q, self.now).await {
+                LoadSample::Total(v) => {
+                    r.push(Outcome::Ok, what, format!("1 series, value {v} ({q})"))
+                }
+                LoadSample::PerPod(pods) => {
+                    let sum: f64 = pods.iter().map(|(_, v)| v).sum();
+                    r.push(
+                        Outcome::Ok,
+                        what,
+                        format!("{} per-pod series, sum {sum} ({q})", pods.len()),
+                    )
+                }
+                LoadSample::Missing(why) => r.push(
+                    Outcome::Fail,
+                    what,
+                    format!("no usable value, the agent would hold: {why} ({q})"),
+                ),
+            }
+        }
+    }
+
+    fn target_client<'a>(&'a self, egw: &ElasticGateway) -> &'a Client {
+        match (&egw.spec.target.kind, &self.mesh) {
+            (TargetKind::IstioGateway, Some(mesh)) => mesh,
+            _ => &self.data,
+        }
+    }
+
+    /// The target read as the agent reads it, and a dry-run write of its replica count; returns
+    /// the pod's requests for the pools check.
+    async fn target(
+        &self,
+        r: &mut Report,
+        egw: &ElasticGateway,
+        ns: &str,
+    ) -> Option<crate::model::Resources> {
+        let spec = &egw.spec;
+        let t = self.api_timeout;
+        let client = self.target_client(egw);
+        let what = format!("target {:?} {ns}/{}", spec.target.kind, spec.target.name);
+        let view = match bounded(t, target::read(client, &self.data, ns, spec)).await {
+            Ok(Some(v)) => v,
+            Ok(None) => {
+                let hint = if spec.target.kind == TargetKind::IstioGateway && self.mesh.is_none() {
+                    " (in ASM it lives on the mesh's API server: --mesh-kubeconfig)"
+                } else {
+                    ""
+                };
+                r.push(Outcome::Fail, what, format!("not found{hint}"));
+                return None;
+            }
+            Err(e) => {
+                r.push(
+                    Outcome::Fail,
+                    what,
+                    format!("cannot read: {}", api_error(&e)),
+                );
+                return None;
+            }
+        };
+        r.push(
+            Outcome::Ok,
+            what.clone(),
+            format!(
+                "found: {} replicas, pods request {} mCPU and {} MiB, weights {}, selector {}",
+                view.replicas,
+                view.pod_requests.cpu_millis,
+                view.pod_requests.memory_bytes >> 20,
+                view.weights
+                    .map_or("not set by pool".into(), |w| format!("{}/{}", w.ecs, w.eci)),
+                view.selector
+            ),
+        );
+        let write = target::scale(client, &self.data, ns, spec, view.replicas, true);
+        let written = bounded(t, write).await;
+        match written {
+            Ok(()) => r.push(
+                Outcome::Ok,
+                format!("{what} writable"),
+                "a dry-run write of the replica count was accepted (where spillway writes it)",
+            ),
+            Err(e) => r.push(
+                Outcome::Fail,
+                format!("{what} writable"),
+                format!("a dry-run write was refused: {}", api_error(&e)),
+            ),
+        }
+        if view.asm_autoscaling.is_empty() {
+            if spec.target.kind == TargetKind::IstioGateway {
+                r.push(Outcome::Ok, "ASM autoscaling", "none on the IstioGateway");
+            }
+        } else {
+            r.push(
+                Outcome::Fail,
+                "ASM autoscaling",
+                format!(
+                    "the IstioGateway sets {}: ASM runs an HPA; spillway would hold the replica count",
+                    view.asm_autoscaling.join(", ")
+                ),
+            );
+        }
+        Some(view.pod_requests)
+    }
+
+    /// Nodes and pods listed as the agent's watches list them, and the pools they make.
+    async fn pools(
+        &self,
+        r: &mut Report,
+        egw: &ElasticGateway,
+        requests: Option<crate::model::Resources>,
+    ) {
+        let t = self.api_timeout;
+        let nodes = match bounded(
+            t,
+            Api::<KNode>::all(self.data.clone()).list(&ListParams::default()),
+        )
+        .await
+        {
+            Ok(n) => n.items,
+            Err(e) => {
+                r.push(
+                    Outcome::Fail,
+                    "pools",
+                    format!(
+                        "cannot list nodes, the agent's cache would never sync: {}",
+                        api_error(&e)
+                    ),
+                );
+                return;
+            }
+        };
+        let pods = match bounded(
+            t,
+            Api::<Pod>::all(self.data.clone()).list(&ListParams::default()),
+        )
+        .await
+        {
+            Ok(p) => p.items,
+            Err(e) => {
+                r.push(
+                    Outcome::Fail,
+                    "pools",
+                    format!(
+                        "cannot list pods, the agent's cache would never sync: {}",
+                        api_error(&e)
+                    ),
+                );
+                return;
+            }
+        };
+        let mut ix = ClusterIndex::new(std::iter::empty());
+        ix.nodes_init();
+        for n in &nodes {
+            ix.nodes_init_apply(n);
+        }
+        ix.nodes_init_done();
+        ix.pods_init();
+        for p in &pods {
+            ix.pods_init_apply(p);
+        }
+        ix.pods_init_done();
+        let pools = &egw.spec.pools;
+        let all = ix.nodes();
+        let ecs: Vec<_> = all
+            .iter()
+            .filter(|n| n.has_labels(&pools.ecs.node_selector))
+            .collect();
+        let eci = all
+            .iter()
+            .filter(|n| n.has_labels(&pools.eci.node_selector))
+            .count();
+        let slots = requests.map(|req| {
+            ecs.iter()
+                .filter(|n| !n.unschedulable)
+                .map(|n| n.free().fits_count(&req).max(0))
+                .sum::<i64>()
+        });
+        let detail = format!(
+            "{} ECS node(s) match {:?}, {eci} virtual node(s) match {:?}; {} ({} nodes, {} pods listed)",
+            ecs.len(),
+            pools.ecs.node_selector,
+            pools.eci.node_selector,
+            slots.map_or("free ECS slots unknown (no target)".into(), |s| format!(
+                "{s} more gateway pod(s) fit on ECS now"
+            )),
+            nodes.len(),
+            pods.len()
+        );
+        let outcome = match (ecs.len(), eci) {
+            (0, 0) => Outcome::Fail,
+            (0, _) | (_, 0) => Outcome::Warn,
+            _ => Outcome::Ok,
+        };
+        r.push(outcome, "pools", detail);
+    }
+
+    async fn autoscaling(&self, r: &mut Report, egw: &ElasticGateway, ns: &str) {
+        match bounded(
+            self.api_timeout,
+            target::competing_hpas(&self.data, ns, &egw.spec),
+        )
+        .await
+        {
+            Ok(h) if h.is_empty() => r.push(
+                Outcome::Ok,
+                "HPA",
+                "no HorizontalPodAutoscaler targets the gateway",
+            ),
+            Ok(h) => r.push(
+                Outcome::Fail,
+                "HPA",
+                format!(
+                    "HorizontalPodAutoscaler {} also scales the gateway; spillway would hold the replica count",
+                    h.join(", ")
+                ),
+            ),
+            Err(e) => r.push(
+                Outcome::Fail,
+                "HPA",
+                format!(
+                    "cannot list HorizontalPodAutoscalers, spillway would hold the replica count: {}",
+                    api_error(&e)
+                ),
+            ),
+        }
+    }
+
+    /// The Lease read, and written in dry-run mode (created when absent, patched when present).
+    async fn lease(&self, r: &mut Report) {
+        let Some((name, ns)) = &self.lease else {
+            r.push(Outcome::Skip, "lease", "leader election is off");
+            return;
+        };
+        let what = format!("lease {ns}/{name}");
+        let api = Api::<Lease>::namespaced(self.data.clone(), ns);
+        let t = self.api_timeout;
+        let existing = match bounded(t, api.get_opt(name)).await {
+            Ok(l) => l,
+            Err(e) => {
+                r.push(
+                    Outcome::Fail,
+                    what,
+                    format!("cannot read, no replica could lead: {}", api_error(&e)),
+                );
+                return;
+            }
+        };
+        let holder = existing
+            .as_ref()
+            .and_then(|l| l.spec.as_ref()?.holder_identity.clone());
+        let written = match &existing {
+            Some(_) => {
+                let pp = PatchParams {
+                    dry_run: true,
+                    ..PatchParams::default()
+                };
+                let patch = json!({"metadata": {"labels": {"spillway.io/doctor": "dry-run"}}});
+                bounded(t, api.patch(name, &pp, &Patch::Merge(&patch)))
+                    .await
+                    .map(|_| ())
+            }
+            None => {
+                let pp = PostParams {
+                    dry_run: true,
+                    ..PostParams::default()
+                };
+                let lease: Lease = match serde_json::from_value(
+                    json!({"metadata": {"name": name, "namespace": ns}}),
+                ) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        r.push(Outcome::Fail, what, format!("building a Lease: {e}"));
+                        return;
+                    }
+                };
+                match bounded(t, api.create(&pp, &lease)).await {
+                    Err(e) if is_code(&e, 409) => Ok(()),
+                    other => other.map(|_| ()),
+                }
+            }
+        };
+        match written {
+            Ok(()) => r.push(
+                Outcome::Ok,
+                what,
+                format!(
+                    "readable and writable (dry run); held by {}",
+                    holder.as_deref().unwrap_or("nobody")
+                ),
+            ),
+            Err(e) => r.push(
+                Outcome::Fail,
+                what,
+                format!(
+                    "a dry-run write was refused, no replica could lead: {}",
+                    api_error(&e)
+                ),
+            ),
+        }
+    }
+}

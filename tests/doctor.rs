@@ -1,0 +1,156 @@
+//! `spillway doctor` against the real control plane (the test bed, `deploy/` applied, the
+//! agent's own ServiceAccount token) and a real Prometheus: a healthy setup passes every check
+//! with the values it found; a broken one (a query that matches nothing, an HPA on the gateway,
+//! a token without RBAC) names each failing check and exits 1.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::json;
+use spillway::sim::Scenario;
+use spillway::sim::cluster::Latencies;
+use support::live::{wait_for, workdir};
+use support::prom::{LoadExporter, Prom, encode, http_get};
+use support::testbed::Testbed;
+
+fn latencies() -> Latencies {
+    Latencies {
+        ecs_start_seconds: 1.0,
+        eci_start_seconds: 3.0,
+        jitter: 0.0,
+        termination_seconds: 1.0,
+    }
+}
+
+fn policy(dir: &Path, file: &str, query: &str) -> String {
+    let p = json!({
+        "apiVersion": "spillway.io/v1alpha1", "kind": "ElasticGateway",
+        "metadata": {"name": "ingressgateway", "namespace": "istio-system"},
+        "spec": {
+            "target": {"kind": "Deployment", "name": "istio-ingressgateway"},
+            "minReplicas": 2, "maxReplicas": 30,
+            "metrics": [{"name": "rps", "query": query, "targetPerReplica": 500}]
+        }
+    });
+    let path = dir.join(file);
+    std::fs::write(&path, serde_json::to_string(&p).unwrap()).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+/// Runs `spillway doctor`; returns the exit code and what it printed.
+fn doctor(kubeconfig: &Path, prom: &str, policy: &str) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_spillway"))
+        .args(["doctor", "-f", policy])
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["--prometheus-url", prom, "--api-timeout", "5s"])
+        .args(["--lease-namespace", "spillway-system"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!("{text}{}", String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
+
+fn line<'a>(text: &'a str, start: &str) -> &'a str {
+    text.lines()
+        .find(|l| l.starts_with(start))
+        .unwrap_or_else(|| panic!("no line starting {start:?} in:\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_passes_a_healthy_setup_and_names_each_broken_check() {
+    let dir = workdir("doctor");
+    let load = LoadExporter::start(2000.0);
+    let prom = Prom::start(dir.path(), &[load.port]);
+    let scenario = Scenario::default();
+    let tb = Testbed::start(dir.path(), &scenario, &latencies()).await;
+    tb.seed(&scenario, &latencies(), None).await;
+    let q = "sum(spillway_test_gateway_requests_per_second)";
+    wait_for("Prometheus has scraped the load", 60, || async {
+        let (_, body) = http_get(prom.port, &format!("/api/v1/query?query={}", encode(q)));
+        body.contains("\"2000\"")
+    })
+    .await;
+    let server = format!("https://127.0.0.1:{}", tb.api_port());
+    let agent = tb.kubeconfig_for(&dir.path().join("agent"), &server, &tb.agent_token());
+
+    // Healthy: every check passes, with what it found.
+    let (code, out) = doctor(&agent, &prom.url(), &policy(dir.path(), "ok.json", q));
+    assert_eq!(code, 0, "{out}");
+    assert!(line(&out, "ok   prometheus rps:").contains("1 series, value 2000"));
+    let pools = line(&out, "ok   pools:");
+    assert!(
+        pools.contains("4 ECS node(s)")
+            && pools.contains("1 virtual node(s)")
+            && pools.contains("8 more gateway pod(s) fit on ECS now"),
+        "{pools}"
+    );
+    assert!(
+        line(
+            &out,
+            "ok   target Deployment istio-system/istio-ingressgateway:"
+        )
+        .contains("4 replicas")
+    );
+    line(
+        &out,
+        "ok   target Deployment istio-system/istio-ingressgateway writable:",
+    );
+    line(&out, "ok   HPA:");
+    assert!(line(&out, "ok   lease spillway-system/spillway:").contains("writable"));
+    assert!(out.contains("no check would stop the agent"), "{out}");
+
+    // A query that matches nothing, and an HPA on the gateway: both named, exit 1.
+    tb.kubectl_ok(
+        &["apply", "-f", "-"],
+        Some(
+            "apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata: {name: gw-hpa, namespace: istio-system}\nspec:\n  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: istio-ingressgateway}\n  minReplicas: 2\n  maxReplicas: 10\n",
+        ),
+    );
+    let broken = policy(
+        dir.path(),
+        "empty.json",
+        "sum(spillway_test_no_such_metric)",
+    );
+    let (code, out) = doctor(&agent, &prom.url(), &broken);
+    assert_eq!(code, 1, "{out}");
+    assert!(line(&out, "FAIL prometheus rps:").contains("empty result"));
+    assert!(line(&out, "FAIL HPA:").contains("gw-hpa"));
+    line(&out, "ok   pools:");
+    assert!(out.contains("2 check(s) would stop the agent"), "{out}");
+
+    // A token without RBAC: every Kubernetes check fails, saying forbidden.
+    tb.kubectl_ok(
+        &[
+            "create",
+            "serviceaccount",
+            "nobody",
+            "-n",
+            "spillway-system",
+        ],
+        None,
+    );
+    let token = tb
+        .kubectl_ok(
+            &["create", "token", "nobody", "-n", "spillway-system"],
+            None,
+        )
+        .trim()
+        .to_string();
+    let nobody = tb.kubeconfig_for(&dir.path().join("nobody"), &server, &token);
+    let (code, out) = doctor(&nobody, &prom.url(), &policy(dir.path(), "ok2.json", q));
+    assert_eq!(code, 1, "{out}");
+    for start in [
+        "FAIL target Deployment istio-system/istio-ingressgateway:",
+        "FAIL pools:",
+        "FAIL HPA:",
+        "FAIL lease spillway-system/spillway:",
+    ] {
+        assert!(line(&out, start).contains("forbidden"), "{start}\n{out}");
+    }
+    line(&out, "ok   prometheus rps:");
+}
