@@ -139,6 +139,15 @@ pub fn hpa_baseline(policy: &ElasticGatewaySpec) -> ElasticGatewaySpec {
     p
 }
 
+/// The `hpa` baseline with its HorizontalPodAutoscaler's scale-down window, when it sets one.
+fn hpa_with_window(mut p: ElasticGatewaySpec, window: Option<i32>) -> ElasticGatewaySpec {
+    if let Some(w) = window {
+        p.behavior.scale_down.stabilization_window_seconds = Some(w);
+        p.eci.scale_down_window_seconds = Some(i64::from(w));
+    }
+    p
+}
+
 enum Controller {
     Engine {
         policy: Box<ElasticGatewaySpec>,
@@ -227,7 +236,10 @@ fn run_policy(
             steer: true,
         },
         PolicyKind::Hpa => Controller::Engine {
-            policy: Box::new(hpa_baseline(policy)),
+            policy: Box::new(hpa_with_window(
+                hpa_baseline(policy),
+                scenario.controllers.hpa_scale_down_window_seconds,
+            )),
             state: Box::default(),
             every: scenario.controllers.hpa_sync_seconds,
             steer: false,

@@ -99,19 +99,32 @@ impl Testbed {
     /// Starts a bare control plane (no nodes, no objects) under `dir`, with kwok starting pods
     /// after the scenario's latencies.
     pub async fn start(dir: &Path, scenario: &Scenario, latencies: &Latencies) -> Self {
-        Self::start_with(dir, scenario, latencies, false).await
+        Self::start_with(dir, scenario, latencies, &[], false).await
+    }
+
+    /// [`Testbed::start`], with more virtual nodes than the scenario's (a test that registers
+    /// its own, such as a second fleet's twin pools): kwok starts pods there after the ECI
+    /// latency too.
+    pub async fn start_with_virtual_nodes(
+        dir: &Path,
+        scenario: &Scenario,
+        latencies: &Latencies,
+        extra_virtual_nodes: &[String],
+    ) -> Self {
+        Self::start_with(dir, scenario, latencies, extra_virtual_nodes, false).await
     }
 
     /// etcd and kube-apiserver alone: for benchmarks that bulk-create objects, with no
     /// controllers or kubelets to react to them.
     pub async fn start_apiserver_only(dir: &Path) -> Self {
-        Self::start_with(dir, &Scenario::default(), &Latencies::default(), true).await
+        Self::start_with(dir, &Scenario::default(), &Latencies::default(), &[], true).await
     }
 
     async fn start_with(
         dir: &Path,
         scenario: &Scenario,
         latencies: &Latencies,
+        extra_virtual_nodes: &[String],
         apiserver_only: bool,
     ) -> Self {
         install_crypto();
@@ -133,7 +146,12 @@ impl Testbed {
             )
             .env(
                 "SPILLWAY_TESTBED_VIRTUAL_NODES",
-                virtual_nodes(scenario).join(","),
+                virtual_nodes(scenario)
+                    .iter()
+                    .chain(extra_virtual_nodes)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(","),
             )
             .env(
                 "SPILLWAY_TESTBED_APISERVER_ONLY",
@@ -382,10 +400,15 @@ impl Testbed {
 impl Cluster {
     /// The gateway's live pods (not terminating): name, pool, node, ready.
     pub async fn gateway_pods(&self) -> Vec<GatewayPod> {
+        self.pods_of("istio-ingressgateway").await
+    }
+
+    /// The live pods (not terminating) labelled `app=<app>` in istio-system.
+    pub async fn pods_of(&self, app: &str) -> Vec<GatewayPod> {
         let nodes = self.node_pools().await;
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), "istio-system");
         let list = pods
-            .list(&ListParams::default().labels("app=istio-ingressgateway"))
+            .list(&ListParams::default().labels(&format!("app={app}")))
             .await
             .unwrap();
         list.items
@@ -432,8 +455,13 @@ impl Cluster {
 
     /// The gateway Deployment as the apiserver holds it.
     pub async fn gateway(&self) -> Deployment {
+        self.deployment("istio-ingressgateway").await
+    }
+
+    /// The Deployment `istio-system/<name>` as the apiserver holds it.
+    pub async fn deployment(&self, name: &str) -> Deployment {
         let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), "istio-system");
-        deployments.get("istio-ingressgateway").await.unwrap()
+        deployments.get(name).await.unwrap()
     }
 
     pub async fn replicas(&self) -> i32 {
