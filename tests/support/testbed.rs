@@ -405,13 +405,19 @@ impl Cluster {
 
     /// The live pods (not terminating) labelled `app=<app>` in istio-system.
     pub async fn pods_of(&self, app: &str) -> Vec<GatewayPod> {
-        let nodes = self.node_pools().await;
+        self.try_pods_of(app).await.unwrap()
+    }
+
+    /// [`Cluster::pods_of`], or the apiserver's error (for a loop that samples through a
+    /// dropped connection on a busy machine).
+    pub async fn try_pods_of(&self, app: &str) -> kube::Result<Vec<GatewayPod>> {
+        let nodes = self.try_node_pools().await?;
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), "istio-system");
         let list = pods
             .list(&ListParams::default().labels(&format!("app={app}")))
-            .await
-            .unwrap();
-        list.items
+            .await?;
+        Ok(list
+            .items
             .into_iter()
             .filter(|p| p.metadata.deletion_timestamp.is_none())
             .map(|p| {
@@ -429,16 +435,19 @@ impl Cluster {
                     annotations: p.metadata.annotations.clone().unwrap_or_default(),
                 }
             })
-            .collect()
+            .collect())
     }
 
     /// Each node's pool, from its labels as the guide sets them.
     pub async fn node_pools(&self) -> BTreeMap<String, Pool> {
+        self.try_node_pools().await.unwrap()
+    }
+
+    async fn try_node_pools(&self) -> kube::Result<BTreeMap<String, Pool>> {
         let nodes: Api<KNode> = Api::all(self.client.clone());
-        nodes
+        Ok(nodes
             .list(&ListParams::default())
-            .await
-            .unwrap()
+            .await?
             .items
             .into_iter()
             .map(|n| {
@@ -450,7 +459,7 @@ impl Cluster {
                 };
                 (n.metadata.name.unwrap_or_default(), pool)
             })
-            .collect()
+            .collect())
     }
 
     /// The gateway Deployment as the apiserver holds it.
