@@ -85,8 +85,8 @@ fn latencies() -> Latencies {
 
 /// spillway's policy for copy B: the scenario's pools, the HPA's default scale-up rules, the
 /// shortened scale-down window, and the compressed ECI start (5 s) where the policy names it:
-/// the lead time, and `eci.startSeconds` (its ECI scale-down window is then the same 30 s as
-/// the HPA's; left at its default of 40 s it kept ECI pods 10 s longer than the HPA).
+/// the lead time, and `eci.startSeconds` (so that its ECI scale-down window is the same 30 s
+/// as the HPA's window, not the 40 s its default start would give).
 fn policy_spec() -> Value {
     json!({
         "target": {"kind": "Deployment", "name": SPILLWAY_APP},
@@ -375,8 +375,13 @@ fn predicted(s: &Summary) -> Figures {
 /// The drill simulator on the same scenario, latencies, timings, policy and profile: its `hpa`
 /// and `spillway` policies, in that order. spillway's live agent has no pod-counter fast path
 /// yet, so the prediction runs without it.
-fn prediction(scenario: &Scenario, profile: &Profile) -> (Summary, Summary) {
+fn prediction(
+    scenario: &Scenario,
+    profile: &Profile,
+    hpa_phase: Option<u64>,
+) -> (Summary, Summary) {
     let mut s = scenario.clone();
+    s.controllers.hpa_sync_offset_seconds = hpa_phase;
     s.duration_seconds = profile.duration().ceil() as u64;
     s.latencies = latencies();
     s.prometheus.scrape_interval_seconds = 1;
@@ -464,6 +469,40 @@ fn table(profile: &Profile, hpa: (&Figures, &Figures), sw: (&Figures, &Figures))
         );
     }
     out
+}
+
+/// Seconds since the Unix epoch, now.
+fn epoch() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// Seconds into the (UTC) day of an RFC 3339 timestamp as the audit log writes them
+/// (`2026-11-25T21:26:22.707069Z`).
+fn seconds_of_day(ts: &str) -> Option<f64> {
+    let time = ts.split_once('T')?.1.strip_suffix('Z')?;
+    let mut parts = time.split(':');
+    let h: f64 = parts.next()?.parse().ok()?;
+    let m: f64 = parts.next()?.parse().ok()?;
+    let s: f64 = parts.next()?.parse().ok()?;
+    Some(h * 3600.0 + m * 60.0 + s)
+}
+
+/// When in its 15 s period the real HPA synced during the run (seconds after the run's start,
+/// modulo 15), from the time of its first write: the phase the drill's `hpa` is given.
+fn hpa_phase(tb: &Testbed, from: usize, run_start_epoch: f64) -> Option<u64> {
+    let first = tb
+        .audit()
+        .into_iter()
+        .filter(|e| e["objectRef"]["subresource"] == "scale")
+        .filter(|e| e["objectRef"]["name"] == HPA_APP)
+        .filter(|e| e["verb"] == "update" && e["responseStatus"]["code"] == 200)
+        .nth(from)?;
+    let at = seconds_of_day(first["stageTimestamp"].as_str()?)?;
+    let since_start = (at - run_start_epoch.rem_euclid(86_400.0)).rem_euclid(86_400.0);
+    Some((since_start.round() as u64) % 15)
 }
 
 /// Replica counts written to a Deployment's scale, in order, as the apiserver's audit log
@@ -642,6 +681,7 @@ async fn side_by_side(profile: Profile) -> String {
 
     // The run.
     let start = Instant::now();
+    let start_epoch = epoch();
     let mut samples: [Vec<Sample>; 2] = [vec![], vec![]];
     let mut last_line = f64::MIN;
     let mut failures = 0;
@@ -731,7 +771,11 @@ async fn side_by_side(profile: Profile) -> String {
         &series_b,
         replica_sets(&tb, SPILLWAY_APP).await - rs_before[1],
     );
-    let (p_hpa, p_sw) = prediction(&scenario, &profile);
+    let phase = hpa_phase(&tb, writes_before[0], start_epoch);
+    eprintln!(
+        "the real HPA synced at {phase:?} s into each 15 s period (the drill's hpa syncs then too)"
+    );
+    let (p_hpa, p_sw) = prediction(&scenario, &profile, phase);
     let text = table(
         &profile,
         (&m_hpa, &predicted(&p_hpa)),
@@ -772,6 +816,15 @@ async fn sawtooth_beside_the_real_hpa() {
 #[ignore = "a few minutes on the real control plane: scripts/live-drill.sh runs it"]
 async fn slow_ramp_beside_the_real_hpa() {
     side_by_side(Profile::slow_ramp()).await;
+}
+
+#[test]
+fn audit_timestamps_are_read() {
+    assert_eq!(
+        seconds_of_day("2026-11-25T21:26:22.5Z"),
+        Some(21.0 * 3600.0 + 26.0 * 60.0 + 22.5)
+    );
+    assert_eq!(seconds_of_day("garbage"), None);
 }
 
 #[test]

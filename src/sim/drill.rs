@@ -153,6 +153,8 @@ enum Controller {
         policy: Box<ElasticGatewaySpec>,
         state: Box<EngineState>,
         every: u64,
+        /// Runs at `t ≡ offset (mod every)`.
+        offset: u64,
         steer: bool,
     },
     Static,
@@ -233,6 +235,7 @@ fn run_policy(
             policy: Box::new(policy.clone()),
             state: Box::default(),
             every: scenario.controllers.spillway_interval_seconds,
+            offset: 0,
             steer: true,
         },
         PolicyKind::Hpa => Controller::Engine {
@@ -242,6 +245,12 @@ fn run_policy(
             )),
             state: Box::default(),
             every: scenario.controllers.hpa_sync_seconds,
+            offset: scenario
+                .controllers
+                .hpa_sync_offset_seconds
+                .unwrap_or(0)
+                .checked_rem(scenario.controllers.hpa_sync_seconds)
+                .unwrap_or(0),
             steer: false,
         },
         PolicyKind::Static => {
@@ -281,8 +290,9 @@ fn run_policy(
                 policy,
                 state,
                 every,
+                offset,
                 steer,
-            } if t.is_multiple_of(*every)
+            } if (t >= *offset && (t - *offset).is_multiple_of(*every))
                 || (*steer && fast_every > 0 && t.is_multiple_of(fast_every)) =>
             {
                 let loads: Vec<LoadSample> = policy

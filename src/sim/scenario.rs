@@ -100,6 +100,11 @@ pub struct ControllerTiming {
     /// shortens it, in both fleets alike (tests/hpa.rs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hpa_scale_down_window_seconds: Option<i32>,
+    /// When in its period the HPA syncs: at `t ≡ offset (mod hpaSyncSeconds)` (default 0). A
+    /// real HPA's phase is set by when kube-controller-manager first queued it; tests/hpa.rs
+    /// reads it from the apiserver's audit log to predict the same run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hpa_sync_offset_seconds: Option<u64>,
 }
 
 impl Default for ControllerTiming {
@@ -109,6 +114,7 @@ impl Default for ControllerTiming {
             hpa_sync_seconds: d_hpa_sync(),
             fast_path_seconds: d_fast_path(),
             hpa_scale_down_window_seconds: None,
+            hpa_sync_offset_seconds: None,
         }
     }
 }
