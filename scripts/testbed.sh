@@ -231,6 +231,10 @@ rules:
 - level: Metadata
 EOF
   local c="$dir/pki"
+  # Aggregated APIs (tests/hpa.rs registers prometheus-adapter) are reached by Service routing:
+  # an ExternalName Service `localhost` resolves to the server on loopback. Endpoint routing
+  # (--enable-aggregator-routing) cannot: EndpointSlices refuse loopback addresses, and there is
+  # no kube-proxy for a cluster IP.
   "$bin/kube-apiserver" --etcd-servers "http://127.0.0.1:$etcd_port" \
     --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
     --tls-cert-file "$c/apiserver.crt" --tls-private-key-file "$c/apiserver.key" \
@@ -242,7 +246,7 @@ EOF
     --requestheader-username-headers X-Remote-User --requestheader-group-headers X-Remote-Group \
     --requestheader-extra-headers-prefix X-Remote-Extra- \
     --proxy-client-cert-file "$c/front-proxy-client.crt" --proxy-client-key-file "$c/front-proxy-client.key" \
-    --enable-aggregator-routing --endpoint-reconciler-type none \
+    --endpoint-reconciler-type none \
     --audit-log-path "$dir/audit.log" --audit-policy-file "$dir/audit-policy.yaml" \
     --audit-log-format json --audit-log-mode blocking \
     > "$dir/logs/kube-apiserver.log" 2>&1 &

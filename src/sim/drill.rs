@@ -160,11 +160,22 @@ pub fn hpa_baseline(policy: &ElasticGatewaySpec) -> ElasticGatewaySpec {
     p
 }
 
+/// The `hpa` baseline with its HorizontalPodAutoscaler's scale-down window, when it sets one.
+fn hpa_with_window(mut p: ElasticGatewaySpec, window: Option<i32>) -> ElasticGatewaySpec {
+    if let Some(w) = window {
+        p.behavior.scale_down.stabilization_window_seconds = Some(w);
+        p.eci.scale_down_window_seconds = Some(i64::from(w));
+    }
+    p
+}
+
 enum Controller {
     Engine {
         policy: Box<ElasticGatewaySpec>,
         state: Box<EngineState>,
         every: u64,
+        /// Runs at `t ≡ offset (mod every)`.
+        offset: u64,
         steer: bool,
     },
     Static,
@@ -250,12 +261,22 @@ fn run_policy(
             policy: Box::new(policy.clone()),
             state: Box::default(),
             every: scenario.controllers.spillway_interval_seconds,
+            offset: 0,
             steer: true,
         },
         PolicyKind::Hpa => Controller::Engine {
-            policy: Box::new(hpa_baseline(policy)),
+            policy: Box::new(hpa_with_window(
+                hpa_baseline(policy),
+                scenario.controllers.hpa_scale_down_window_seconds,
+            )),
             state: Box::default(),
             every: scenario.controllers.hpa_sync_seconds,
+            offset: scenario
+                .controllers
+                .hpa_sync_offset_seconds
+                .unwrap_or(0)
+                .checked_rem(scenario.controllers.hpa_sync_seconds)
+                .unwrap_or(0),
             steer: false,
         },
         PolicyKind::Static => {
@@ -295,8 +316,9 @@ fn run_policy(
                 policy,
                 state,
                 every,
+                offset,
                 steer,
-            } if t.is_multiple_of(*every)
+            } if (t >= *offset && (t - *offset).is_multiple_of(*every))
                 || (*steer && fast_every > 0 && t.is_multiple_of(fast_every)) =>
             {
                 let loads: Vec<LoadSample> = policy

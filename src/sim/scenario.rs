@@ -95,6 +95,16 @@ pub struct ControllerTiming {
     /// (`:15090/stats/prometheus`) between its Prometheus ticks; 0 turns the fast path off.
     #[serde(default = "d_fast_path")]
     pub fast_path_seconds: u64,
+    /// The `hpa` policy's `behavior.scaleDown.stabilizationWindowSeconds`, when its
+    /// HorizontalPodAutoscaler sets one (default: upstream's 300 s). A time-compressed run
+    /// shortens it, in both fleets alike (tests/hpa.rs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hpa_scale_down_window_seconds: Option<i32>,
+    /// When in its period the HPA syncs: at `t ≡ offset (mod hpaSyncSeconds)` (default 0). A
+    /// real HPA's phase is set by when kube-controller-manager first queued it; tests/hpa.rs
+    /// reads it from the apiserver's audit log to predict the same run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hpa_sync_offset_seconds: Option<u64>,
 }
 
 impl Default for ControllerTiming {
@@ -103,6 +113,8 @@ impl Default for ControllerTiming {
             spillway_interval_seconds: d_spillway_interval(),
             hpa_sync_seconds: d_hpa_sync(),
             fast_path_seconds: d_fast_path(),
+            hpa_scale_down_window_seconds: None,
+            hpa_sync_offset_seconds: None,
         }
     }
 }

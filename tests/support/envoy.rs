@@ -33,7 +33,15 @@ pub struct Envoys {
 }
 
 impl Envoys {
+    /// The Envoys of `istio-system/istio-ingressgateway`.
     pub fn start(sd_file: PathBuf) -> Self {
+        Self::start_for(sd_file, "istio-ingressgateway")
+    }
+
+    /// The Envoys of the gateway Deployment `istio-system/<workload>` (Istio's
+    /// `source_workload` is the Deployment's name).
+    pub fn start_for(sd_file: PathBuf, workload: &str) -> Self {
+        let workload = workload.to_string();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let fleet = Arc::new(Mutex::new(Fleet {
@@ -59,7 +67,7 @@ impl Envoys {
                         let ok = (s.requests * 0.99).floor();
                         let labels = |code: u16| {
                             format!(
-                                "reporter=\"source\",source_workload=\"istio-ingressgateway\",source_workload_namespace=\"istio-system\",source_app=\"istio-ingressgateway\",destination_service_name=\"productpage\",destination_workload=\"productpage-v1\",destination_workload_namespace=\"default\",request_protocol=\"http\",response_code=\"{code}\",response_flags=\"-\",connection_security_policy=\"unknown\""
+                                "reporter=\"source\",source_workload=\"{workload}\",source_workload_namespace=\"istio-system\",source_app=\"{workload}\",destination_service_name=\"productpage\",destination_workload=\"productpage-v1\",destination_workload_namespace=\"default\",request_protocol=\"http\",response_code=\"{code}\",response_flags=\"-\",connection_security_policy=\"unknown\""
                             )
                         };
                         format!(

@@ -2,6 +2,7 @@
 //! fault proxy in front of it, a real Prometheus, and load exporters for it to scrape.
 #![allow(dead_code, clippy::unwrap_used, clippy::collapsible_if)]
 
+pub mod adapter;
 pub mod audit;
 pub mod envoy;
 pub mod faultproxy;

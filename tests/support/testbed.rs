@@ -99,19 +99,32 @@ impl Testbed {
     /// Starts a bare control plane (no nodes, no objects) under `dir`, with kwok starting pods
     /// after the scenario's latencies.
     pub async fn start(dir: &Path, scenario: &Scenario, latencies: &Latencies) -> Self {
-        Self::start_with(dir, scenario, latencies, false).await
+        Self::start_with(dir, scenario, latencies, &[], false).await
+    }
+
+    /// [`Testbed::start`], with more virtual nodes than the scenario's (a test that registers
+    /// its own, such as a second fleet's twin pools): kwok starts pods there after the ECI
+    /// latency too.
+    pub async fn start_with_virtual_nodes(
+        dir: &Path,
+        scenario: &Scenario,
+        latencies: &Latencies,
+        extra_virtual_nodes: &[String],
+    ) -> Self {
+        Self::start_with(dir, scenario, latencies, extra_virtual_nodes, false).await
     }
 
     /// etcd and kube-apiserver alone: for benchmarks that bulk-create objects, with no
     /// controllers or kubelets to react to them.
     pub async fn start_apiserver_only(dir: &Path) -> Self {
-        Self::start_with(dir, &Scenario::default(), &Latencies::default(), true).await
+        Self::start_with(dir, &Scenario::default(), &Latencies::default(), &[], true).await
     }
 
     async fn start_with(
         dir: &Path,
         scenario: &Scenario,
         latencies: &Latencies,
+        extra_virtual_nodes: &[String],
         apiserver_only: bool,
     ) -> Self {
         install_crypto();
@@ -133,7 +146,12 @@ impl Testbed {
             )
             .env(
                 "SPILLWAY_TESTBED_VIRTUAL_NODES",
-                virtual_nodes(scenario).join(","),
+                virtual_nodes(scenario)
+                    .iter()
+                    .chain(extra_virtual_nodes)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(","),
             )
             .env(
                 "SPILLWAY_TESTBED_APISERVER_ONLY",
@@ -382,13 +400,24 @@ impl Testbed {
 impl Cluster {
     /// The gateway's live pods (not terminating): name, pool, node, ready.
     pub async fn gateway_pods(&self) -> Vec<GatewayPod> {
-        let nodes = self.node_pools().await;
+        self.pods_of("istio-ingressgateway").await
+    }
+
+    /// The live pods (not terminating) labelled `app=<app>` in istio-system.
+    pub async fn pods_of(&self, app: &str) -> Vec<GatewayPod> {
+        self.try_pods_of(app).await.unwrap()
+    }
+
+    /// [`Cluster::pods_of`], or the apiserver's error (for a loop that samples through a
+    /// dropped connection on a busy machine).
+    pub async fn try_pods_of(&self, app: &str) -> kube::Result<Vec<GatewayPod>> {
+        let nodes = self.try_node_pools().await?;
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), "istio-system");
         let list = pods
-            .list(&ListParams::default().labels("app=istio-ingressgateway"))
-            .await
-            .unwrap();
-        list.items
+            .list(&ListParams::default().labels(&format!("app={app}")))
+            .await?;
+        Ok(list
+            .items
             .into_iter()
             .filter(|p| p.metadata.deletion_timestamp.is_none())
             .map(|p| {
@@ -406,16 +435,19 @@ impl Cluster {
                     annotations: p.metadata.annotations.clone().unwrap_or_default(),
                 }
             })
-            .collect()
+            .collect())
     }
 
     /// Each node's pool, from its labels as the guide sets them.
     pub async fn node_pools(&self) -> BTreeMap<String, Pool> {
+        self.try_node_pools().await.unwrap()
+    }
+
+    async fn try_node_pools(&self) -> kube::Result<BTreeMap<String, Pool>> {
         let nodes: Api<KNode> = Api::all(self.client.clone());
-        nodes
+        Ok(nodes
             .list(&ListParams::default())
-            .await
-            .unwrap()
+            .await?
             .items
             .into_iter()
             .map(|n| {
@@ -427,13 +459,18 @@ impl Cluster {
                 };
                 (n.metadata.name.unwrap_or_default(), pool)
             })
-            .collect()
+            .collect())
     }
 
     /// The gateway Deployment as the apiserver holds it.
     pub async fn gateway(&self) -> Deployment {
+        self.deployment("istio-ingressgateway").await
+    }
+
+    /// The Deployment `istio-system/<name>` as the apiserver holds it.
+    pub async fn deployment(&self, name: &str) -> Deployment {
         let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), "istio-system");
-        deployments.get("istio-ingressgateway").await.unwrap()
+        deployments.get(name).await.unwrap()
     }
 
     pub async fn replicas(&self) -> i32 {
