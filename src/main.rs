@@ -550,29 +550,37 @@ async fn kube_clients(
     identity: &str,
 ) -> anyhow::Result<(kube::Client, kube::Client)> {
     let mut config = kube_config(args.kubeconfig.as_deref(), args.context.as_deref()).await?;
+    name_replica(&mut config, identity)?;
+    let requests = spillway::k8s::client(config.clone(), Some(args.api_timeout))?;
+    let watches = spillway::k8s::client(config, None)?;
+    Ok((requests, watches))
+}
+
+/// Names this replica in the User-Agent, so that an API server's audit log tells the replicas'
+/// writes apart.
+fn name_replica(config: &mut kube::Config, identity: &str) -> anyhow::Result<()> {
     let agent = format!("spillway/{} ({identity})", env!("CARGO_PKG_VERSION"));
     config.headers.push((
         hyper::header::USER_AGENT,
         hyper::header::HeaderValue::from_str(&agent)
             .with_context(|| format!("--identity {identity:?} is not a valid header value"))?,
     ));
-    let requests = spillway::k8s::client(config.clone(), Some(args.api_timeout))?;
-    let watches = spillway::k8s::client(config, None)?;
-    Ok((requests, watches))
+    Ok(())
 }
 
 /// The client for ASM's API server, when one is configured (requests only: nothing is watched
-/// there).
-async fn mesh_client(args: &KubeArgs) -> anyhow::Result<Option<kube::Client>> {
+/// there), naming this replica as the data plane's clients do.
+async fn mesh_client(args: &KubeArgs, identity: &str) -> anyhow::Result<Option<kube::Client>> {
     if args.mesh_kubeconfig.is_none() && args.mesh_context.is_none() {
         return Ok(None);
     }
-    let config = kube_config(
+    let mut config = kube_config(
         args.mesh_kubeconfig.as_deref(),
         args.mesh_context.as_deref(),
     )
     .await
     .context("the mesh's API server (--mesh-kubeconfig, --mesh-context)")?;
+    name_replica(&mut config, identity)?;
     Ok(Some(spillway::k8s::client(config, Some(args.api_timeout))?))
 }
 
@@ -590,7 +598,7 @@ async fn agent(args: RunArgs) -> anyhow::Result<()> {
     let prom = args.prom.client()?;
 
     let (client, watch_client) = kube_clients(&args.kube, &identity).await?;
-    let mesh = mesh_client(&args.kube).await?;
+    let mesh = mesh_client(&args.kube, &identity).await?;
 
     // Shutdown on SIGTERM or Ctrl-C.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -817,7 +825,7 @@ async fn doctor(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     };
     let doc = spillway::doctor::Doctor {
         data,
-        mesh: mesh_client(&args.kube).await?,
+        mesh: mesh_client(&args.kube, "doctor").await?,
         prom: args.prom.client()?,
         lease: args.lease.leader_election.then(|| {
             (

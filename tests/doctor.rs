@@ -11,19 +11,9 @@ use std::process::Command;
 
 use serde_json::json;
 use spillway::sim::Scenario;
-use spillway::sim::cluster::Latencies;
-use support::live::{wait_for, workdir};
+use support::live::{latencies, wait_for, workdir};
 use support::prom::{LoadExporter, Prom, encode, http_get};
 use support::testbed::Testbed;
-
-fn latencies() -> Latencies {
-    Latencies {
-        ecs_start_seconds: 1.0,
-        eci_start_seconds: 3.0,
-        jitter: 0.0,
-        termination_seconds: 1.0,
-    }
-}
 
 fn policy(dir: &Path, file: &str, query: &str) -> String {
     let p = json!({

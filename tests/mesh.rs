@@ -16,21 +16,11 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use spillway::sim::Scenario;
-use spillway::sim::cluster::Latencies;
-use support::live::{agent, condition, event_reasons, status, wait_for, workdir};
+use support::live::{agent, condition, event_reasons, latencies, status, wait_for, workdir};
 use support::prom::{LoadExporter, Prom};
 use support::testbed::{Testbed, gateway_json, pool_counts};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-
-fn latencies() -> Latencies {
-    Latencies {
-        ecs_start_seconds: 1.0,
-        eci_start_seconds: 3.0,
-        jitter: 0.0,
-        termination_seconds: 1.0,
-    }
-}
 
 fn istio_gateways() -> ApiResource {
     ApiResource {
@@ -42,21 +32,11 @@ fn istio_gateways() -> ApiResource {
     }
 }
 
+/// The live tests' policy, aimed at the IstioGateway.
 fn policy() -> Value {
-    json!({
-        "apiVersion": "spillway.io/v1alpha1", "kind": "ElasticGateway",
-        "metadata": {"name": "ingressgateway", "namespace": "istio-system"},
-        "spec": {
-            "target": {"kind": "IstioGateway", "name": "ingressgateway"},
-            "minReplicas": 2, "maxReplicas": 30,
-            "metrics": [{"name": "rps", "query": "sum(spillway_test_gateway_requests_per_second)", "targetPerReplica": 500}],
-            "behavior": {
-                "leadTime": {"seconds": 0},
-                "scaleUp": {"policies": [{"type": "Pods", "value": 30, "periodSeconds": 1}]},
-                "scaleDown": {"stabilizationWindowSeconds": 4, "policies": [{"type": "Pods", "value": 30, "periodSeconds": 1}]}
-            }
-        }
-    })
+    let mut p = support::live::policy();
+    p["spec"]["target"] = json!({"kind": "IstioGateway", "name": "ingressgateway"});
+    p
 }
 
 /// The IstioGateway from which ASM would render the data plane's `istio-ingressgateway` as the
