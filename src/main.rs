@@ -101,6 +101,17 @@ struct PromArgs {
     /// Timeout of one Prometheus query.
     #[arg(long, env = "SPILLWAY_PROMETHEUS_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     prometheus_timeout: std::time::Duration,
+    #[command(flatten)]
+    auth: PromAuthArgs,
+    /// An answer evaluated further than this from our clock is stale (treated as missing).
+    #[arg(long, env = "SPILLWAY_PROMETHEUS_MAX_SKEW", default_value = "60s", value_parser = parse_duration)]
+    prometheus_max_skew: std::time::Duration,
+}
+
+/// How to authenticate to Prometheus and trust its certificate (the agent, `doctor`, and the
+/// drill's history queries alike).
+#[derive(clap::Args, Debug, Clone, Default)]
+struct PromAuthArgs {
     /// File holding a bearer token to send to Prometheus (`Authorization: Bearer`); read again
     /// on every query, so a rotated Secret needs no restart.
     #[arg(long, env = "SPILLWAY_PROMETHEUS_TOKEN_FILE")]
@@ -126,9 +137,33 @@ struct PromArgs {
     /// PEM file of CAs to trust for an HTTPS Prometheus.
     #[arg(long, env = "SPILLWAY_PROMETHEUS_CA_FILE")]
     prometheus_ca_file: Option<PathBuf>,
-    /// An answer evaluated further than this from our clock is stale (treated as missing).
-    #[arg(long, env = "SPILLWAY_PROMETHEUS_MAX_SKEW", default_value = "60s", value_parser = parse_duration)]
-    prometheus_max_skew: std::time::Duration,
+}
+
+impl PromAuthArgs {
+    /// The credentials (read on every query) and the CA (read now).
+    fn parts(&self) -> anyhow::Result<(spillway::prom::PromAuth, Option<Vec<u8>>)> {
+        use spillway::prom::{BasicAuth, PromAuth};
+        let ca_pem = match &self.prometheus_ca_file {
+            Some(f) => Some(std::fs::read(f).with_context(|| format!("reading {}", f.display()))?),
+            None => None,
+        };
+        let basic_auth = match (
+            &self.prometheus_basic_auth_user,
+            &self.prometheus_basic_auth_password_file,
+        ) {
+            (Some(username), Some(password_file)) => Some(BasicAuth {
+                username: username.clone(),
+                password_file: password_file.clone(),
+            }),
+            _ => None,
+        };
+        let auth = PromAuth {
+            bearer_token_file: self.prometheus_token_file.clone(),
+            basic_auth,
+            header_files: self.prometheus_header_file.clone(),
+        };
+        Ok((auth, ca_pem))
+    }
 }
 
 /// Parses `NAME=FILE`.
@@ -146,32 +181,16 @@ impl PromArgs {
     /// The client; credential files are read once here (a missing one stops the start) and
     /// again on every query.
     fn client(&self) -> anyhow::Result<spillway::prom::Prometheus> {
-        use spillway::prom::{BasicAuth, PromAuth, PromConfig, Prometheus};
-        let ca_pem = match &self.prometheus_ca_file {
-            Some(f) => Some(std::fs::read(f).with_context(|| format!("reading {}", f.display()))?),
-            None => None,
-        };
-        let basic_auth = match (
-            &self.prometheus_basic_auth_user,
-            &self.prometheus_basic_auth_password_file,
-        ) {
-            (Some(username), Some(password_file)) => Some(BasicAuth {
-                username: username.clone(),
-                password_file: password_file.clone(),
-            }),
-            _ => None,
-        };
-        Ok(Prometheus::new(PromConfig {
-            url: self.prometheus_url.clone(),
-            timeout: self.prometheus_timeout,
-            auth: PromAuth {
-                bearer_token_file: self.prometheus_token_file.clone(),
-                basic_auth,
-                header_files: self.prometheus_header_file.clone(),
+        let (auth, ca_pem) = self.auth.parts()?;
+        Ok(spillway::prom::Prometheus::new(
+            spillway::prom::PromConfig {
+                url: self.prometheus_url.clone(),
+                timeout: self.prometheus_timeout,
+                auth,
+                ca_pem,
+                max_skew: self.prometheus_max_skew,
             },
-            ca_pem,
-            max_skew: self.prometheus_max_skew,
-        })?)
+        )?)
     }
 }
 
@@ -305,12 +324,8 @@ struct HistoryArgs {
     /// Timeout of one range query.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     prometheus_timeout: std::time::Duration,
-    /// File holding a bearer token to send to Prometheus.
-    #[arg(long)]
-    prometheus_token_file: Option<PathBuf>,
-    /// PEM file of CAs to trust for an HTTPS Prometheus.
-    #[arg(long)]
-    prometheus_ca_file: Option<PathBuf>,
+    #[command(flatten)]
+    auth: PromAuthArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -1058,18 +1073,12 @@ async fn kube_client(k: &ClusterArgs) -> anyhow::Result<kube::Client> {
 }
 
 fn history_prometheus(url: &str, h: &HistoryArgs) -> anyhow::Result<spillway::prom::Prometheus> {
-    let ca_pem = match &h.prometheus_ca_file {
-        Some(f) => Some(std::fs::read(f).with_context(|| format!("reading {}", f.display()))?),
-        None => None,
-    };
+    let (auth, ca_pem) = h.auth.parts()?;
     Ok(spillway::prom::Prometheus::new(
         spillway::prom::PromConfig {
             url: url.to_string(),
             timeout: h.prometheus_timeout,
-            auth: spillway::prom::PromAuth {
-                bearer_token_file: h.prometheus_token_file.clone(),
-                ..Default::default()
-            },
+            auth,
             ca_pem,
             max_skew: std::time::Duration::from_secs(60),
         },

@@ -227,6 +227,50 @@ async fn basic_auth_and_a_custom_ca_against_a_real_prometheus() {
     // The Secret rotated back in place: the very next query uses it, with no restart.
     write(&password, PASSWORD);
     assert_eq!(p.query("vector(7)", now()).await, LoadSample::Total(7.0));
+
+    // The drill's history (range queries) takes the same flags: a recorded window replays
+    // through basic auth and the CA; without the password it is refused, saying so.
+    let replay = |password_file: &Path| {
+        let out = dir.path().join("replay");
+        Command::new(env!("CARGO_BIN_EXE_spillway"))
+            .args([
+                "drill",
+                "--load-from-prometheus",
+                &url,
+                "--query",
+                "vector(3000)",
+            ])
+            .args([
+                "--start",
+                "now-5m",
+                "--end",
+                "now",
+                "--policies",
+                "spillway,hpa",
+            ])
+            .arg("--prometheus-basic-auth-user")
+            .arg("spillway")
+            .arg("--prometheus-basic-auth-password-file")
+            .arg(password_file)
+            .arg("--prometheus-ca-file")
+            .arg(&ca)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap()
+    };
+    let ok = replay(&password);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(dir.path().join("replay/report.json").exists());
+    let wrong = write(&dir.path().join("wrong"), "not-the-password");
+    let refused = replay(&wrong);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && err.contains("401"), "{err}");
+    assert!(!err.contains("not-the-password"), "{err}");
 }
 
 /// A reverse proxy that forwards to `upstream` (with its basic auth and CA) only requests that
