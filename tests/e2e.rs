@@ -898,7 +898,9 @@ async fn flash_crowd_through_the_whole_chain() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|d| d["summary"].as_str().unwrap().contains("scale_up (load")),
+            // The reason is the engine's (load, or rate_limited when the surge outruns the
+            // scale-up rules): any, as long as the decision says why.
+            .any(|d| d["summary"].as_str().unwrap().contains("scale_up (")),
         "{}",
         scored["runs"][0]["decisions"]
     );
