@@ -30,24 +30,7 @@ pub const METRIC: &str = "istio_requests_per_second";
 
 /// The binary, or a panic that says how to build it (never built inside a test).
 pub fn binary() -> PathBuf {
-    let out = Command::new("bash")
-        .arg(format!("{ROOT}/testbed/adapter/build.sh"))
-        .arg("--check")
-        .output()
-        .expect("bash runs testbed/adapter/build.sh");
-    assert!(
-        out.status.success(),
-        "prometheus-adapter is not built (or is out of date): {}\n\
-         build it with `bash testbed/adapter/build.sh` (needs Go and the module proxy; `bash .ci/run` does it)",
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    PathBuf::from(
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .lines()
-            .last()
-            .unwrap_or(""),
-    )
+    super::testbed::prebuilt("testbed/adapter/build.sh", "prometheus-adapter")
 }
 
 /// The adapter's rule: `istio_requests_total` → `istio_requests_per_second`, not namespaced (the

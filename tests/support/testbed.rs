@@ -21,15 +21,21 @@ const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 /// The binaries, or a panic that says how to build them. Never builds inside a test: a cold
 /// build takes many minutes, and `.ci/run` builds before it tests.
 pub fn binaries() -> PathBuf {
+    prebuilt("testbed/build.sh", "the test bed's control plane")
+}
+
+/// The last line `bash SCRIPT --check` prints (the built path), or a panic that names `what` and
+/// how to build it. For the Go builds of `testbed/`, which `.ci/run` runs before the tests.
+pub fn prebuilt(script: &str, what: &str) -> PathBuf {
     let out = Command::new("bash")
-        .arg(format!("{ROOT}/testbed/build.sh"))
+        .arg(format!("{ROOT}/{script}"))
         .arg("--check")
         .output()
-        .expect("bash runs testbed/build.sh");
+        .unwrap_or_else(|e| panic!("bash runs {script}: {e}"));
     assert!(
         out.status.success(),
-        "the test bed's control plane is not built (or is out of date): {}\n\
-         build it with `bash testbed/build.sh` (needs Go and the module proxy; `bash .ci/run` does it)",
+        "{what} is not built (or is out of date): {}\n\
+         build it with `bash {script}` (needs Go and the module proxy; `bash .ci/run` does it)",
         String::from_utf8_lossy(&out.stderr).trim()
     );
     PathBuf::from(
