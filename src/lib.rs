@@ -8,6 +8,7 @@ pub mod act;
 pub mod config;
 pub mod doctor;
 pub mod engine;
+pub mod fastpath;
 pub mod k8s;
 pub mod metrics;
 pub mod model;

@@ -254,6 +254,8 @@ struct RunArgs {
     prom: PromArgs,
     #[command(flatten)]
     lease: LeaseArgs,
+    #[command(flatten)]
+    fast_path: FastPathArgs,
     /// Decide for every gateway at least this often.
     #[arg(long, env = "SPILLWAY_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     interval: std::time::Duration,
@@ -286,6 +288,56 @@ struct RunArgs {
     /// This replica's identity in the Lease and on Events (normally the pod name).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+}
+
+/// The fast path: the gateway pods' own request counters, read between Prometheus's scrapes so
+/// that a surge is seen within seconds. It may only raise the count; Prometheus stays the source
+/// for scale-down and the fallback when pods cannot be reached.
+#[derive(clap::Args, Debug, Clone)]
+struct FastPathArgs {
+    /// Read the gateway pods' counters (for gateways with a requestRate metric). The agent then
+    /// needs to reach the pods on --fast-path-port (a NetworkPolicy may have to allow it).
+    #[arg(long, env = "SPILLWAY_FAST_PATH", default_value_t = true, action = clap::ArgAction::Set)]
+    fast_path: bool,
+    /// Port of the pods' Prometheus stats (Envoy's listener in an Istio gateway pod).
+    #[arg(long, env = "SPILLWAY_FAST_PATH_PORT", default_value_t = 15090)]
+    fast_path_port: u16,
+    /// Path of the pods' Prometheus stats.
+    #[arg(
+        long,
+        env = "SPILLWAY_FAST_PATH_PATH",
+        default_value = "/stats/prometheus"
+    )]
+    fast_path_path: String,
+    /// The request counter summed over its series.
+    #[arg(
+        long,
+        env = "SPILLWAY_FAST_PATH_METRIC",
+        default_value = "istio_requests_total"
+    )]
+    fast_path_metric: String,
+    /// How often the pods are read (and the gateway decided).
+    #[arg(long, env = "SPILLWAY_FAST_PATH_INTERVAL", default_value = "2s", value_parser = parse_duration)]
+    fast_path_interval: std::time::Duration,
+    /// Pods read per gateway per read, at most (the rate is scaled to the ready fleet).
+    #[arg(long, env = "SPILLWAY_FAST_PATH_PODS", default_value_t = spillway::fastpath::DEFAULT_SAMPLE_PODS, value_parser = clap::value_parser!(usize))]
+    fast_path_pods: usize,
+    /// Longest one pod's read may take.
+    #[arg(long, env = "SPILLWAY_FAST_PATH_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
+    fast_path_timeout: std::time::Duration,
+}
+
+impl FastPathArgs {
+    fn config(&self) -> Option<spillway::fastpath::FastPathConfig> {
+        self.fast_path.then(|| spillway::fastpath::FastPathConfig {
+            port: self.fast_path_port,
+            path: self.fast_path_path.clone(),
+            metric: self.fast_path_metric.clone(),
+            interval: self.fast_path_interval,
+            max_pods: self.fast_path_pods.max(1),
+            timeout: self.fast_path_timeout,
+        })
+    }
 }
 
 /// Where the cluster is, for the drill's read-only commands.
@@ -757,6 +809,10 @@ async fn agent(args: RunArgs) -> anyhow::Result<()> {
     if let Some(mesh) = mesh {
         tracing::info!("IstioGateways are read and written on the mesh's API server");
         ctx = ctx.with_mesh_client(mesh);
+    }
+    if let Some(config) = args.fast_path.config() {
+        tracing::info!(port = config.port, interval = ?config.interval, pods = config.max_pods, "fast path on: reading the gateway pods' own request counters");
+        ctx = ctx.with_fast_path(spillway::fastpath::FastPath::new(config)?);
     }
     let ctx = Arc::new(ctx);
     let prometheus = spillway::redact::url(&args.prom.prometheus_url);

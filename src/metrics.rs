@@ -220,6 +220,9 @@ pub struct Metrics {
     reaction_seconds: HistFamily<Gw>,
     last_decision: Family<Gw, FGauge>,
     held: Family<KindLabels, Gauge>,
+    fast_rps: Family<Gw, FGauge>,
+    fast_pods_read: Family<Gw, Gauge>,
+    fast_failures: Family<KindLabels, Counter>,
     /// Process-wide (exported by every replica: a fenced one has just stopped leading).
     fenced: Family<FencedLabels, Counter>,
     drill_active: Family<DrillLabels, Gauge>,
@@ -240,9 +243,11 @@ const HELD: [&str; 6] = [
 ];
 
 /// Every `reason` label of `spillway_decisions_total` (the engine's `Why`).
-const WHY: [&str; 10] = [
+const WHY: [&str; 12] = [
     "load",
     "lead_time",
+    "burst",
+    "eci_scale_down",
     "steady",
     "stabilized",
     "rate_limited",
@@ -296,6 +301,9 @@ impl Metrics {
             reaction_seconds: Family::new_with_constructor(reaction_histogram),
             last_decision: Family::default(),
             held: Family::default(),
+            fast_rps: Family::default(),
+            fast_pods_read: Family::default(),
+            fast_failures: Family::default(),
             fenced: Family::default(),
             drill_active: Family::default(),
             drill_start: Family::default(),
@@ -430,6 +438,21 @@ impl Metrics {
             m.held.clone(),
         );
         r.register(
+            "fast_path_requests_per_second",
+            "The gateway's request rate read from its ready pods' own counters (the fast path, between Prometheus scrapes), scaled from the pods read to the ready fleet; absent when the last read gave none",
+            m.fast_rps.clone(),
+        );
+        r.register(
+            "fast_path_pods_read",
+            "Gateway pods whose counters gave a rate at the last fast-path read (0: none; the fast path then adds nothing)",
+            m.fast_pods_read.clone(),
+        );
+        r.register(
+            "fast_path_failures",
+            "Gateway pods whose counters the fast path could not use, by kind (unreachable, timeout, http_status, garbage, reset); each is missing from that read, never a reason to scale down",
+            m.fast_failures.clone(),
+        );
+        r.register(
             "drill_active",
             "1 while a drill marked on the gateway (`spillway drill mark`, annotation drill.spillway.io/NAME) is running, else 0",
             m.drill_active.clone(),
@@ -521,6 +544,18 @@ impl Metrics {
             self.phase
                 .get_or_create(&l)
                 .set(i64::from(d.phase == phase));
+        }
+        match obs.fast {
+            Some(f) => {
+                self.fast_rps.get_or_create(gw).set(f.rps);
+                self.fast_pods_read
+                    .get_or_create(gw)
+                    .set(i64::from(f.pods_read));
+            }
+            None => {
+                self.fast_rps.remove(gw);
+                self.fast_pods_read.get_or_create(gw).set(0);
+            }
         }
         self.desired
             .get_or_create(gw)
@@ -680,6 +715,16 @@ impl Metrics {
         }
     }
 
+    /// One pod the fast path could not read, by [`crate::fastpath::PodError::kind`].
+    pub fn fast_path_failure(&self, gw: &Gw, kind: &str) {
+        let l = KindLabels {
+            namespace: gw.namespace.clone(),
+            name: gw.name.clone(),
+            kind: kind.into(),
+        };
+        self.fast_failures.get_or_create(&l).inc();
+    }
+
     pub fn error(&self, gw: &Gw, kind: ErrorKind) {
         let l = KindLabels {
             namespace: gw.namespace.clone(),
@@ -824,6 +869,8 @@ impl Metrics {
         ] {
             f.remove(gw);
         }
+        self.fast_rps.remove(gw);
+        self.fast_pods_read.remove(gw);
         self.decision_seconds.remove(gw);
         self.reaction_seconds.remove(gw);
         self.last_decision.remove(gw);
@@ -872,6 +919,9 @@ impl Metrics {
         }
         for k in ErrorKind::ALL {
             self.errors.remove(&kind(k.as_str()));
+        }
+        for k in crate::fastpath::FAILURE_KINDS {
+            self.fast_failures.remove(&kind(k));
         }
         for h in HELD.iter().copied().chain(m.held.as_deref()) {
             self.held.remove(&kind(h));

@@ -33,7 +33,8 @@ use super::index::ClusterIndex;
 use super::leader::{Fenced, Leadership};
 use super::{bounded, target};
 use crate::act::Plan;
-use crate::engine::{self, Decision, EngineState, LoadSample, Observation};
+use crate::engine::{self, Decision, EngineState, FastSample, LoadSample, Observation};
+use crate::fastpath::{self, FastPath};
 use crate::metrics::{ErrorKind, Gw, Metrics};
 use crate::policy::{
     CostStatus, DecisionRecord, ElasticGateway, ElasticGatewaySpec, ElasticGatewayStatus,
@@ -95,6 +96,8 @@ pub struct Context {
     pub config: Config,
     /// ASM's API server, where IstioGateways live; `None`: they live beside the pods.
     pub mesh_client: Option<Client>,
+    /// Reads the gateway pods' own request counters between Prometheus's scrapes; `None`: off.
+    pub fast_path: Option<FastPath>,
     states: Mutex<HashMap<(String, String), GatewayMemory>>,
 }
 
@@ -112,6 +115,8 @@ struct GatewayMemory {
     written: Option<Vec<Condition>>,
     /// `status.original` as this replica recorded it, until the cache shows it.
     original: Option<OriginalPlacement>,
+    /// The fast path's last read got nothing from any pod (logged once, when it starts).
+    fast_path_failing: bool,
 }
 
 impl Context {
@@ -138,6 +143,7 @@ impl Context {
             leader,
             config,
             mesh_client: None,
+            fast_path: None,
             states: Mutex::new(HashMap::new()),
         }
     }
@@ -147,6 +153,22 @@ impl Context {
     pub fn with_mesh_client(mut self, client: Client) -> Self {
         self.mesh_client = Some(client);
         self
+    }
+
+    /// Reads the gateway pods' counters (for gateways with a request-rate metric), and decides
+    /// for them every `fast_path.interval`.
+    pub fn with_fast_path(mut self, fast_path: FastPath) -> Self {
+        self.fast_path = Some(fast_path);
+        self
+    }
+
+    /// How soon to decide again for this gateway: the fast path's interval when it reads its
+    /// pods, else the loop's.
+    fn tick(&self, spec: &ElasticGatewaySpec) -> Duration {
+        match &self.fast_path {
+            Some(f) if reads_pods(spec) => self.config.interval.min(f.config().interval),
+            _ => self.config.interval,
+        }
     }
 
     /// The client that holds the target: ASM's API server for an IstioGateway when one is set.
@@ -196,6 +218,9 @@ impl Context {
                 .collect::<Vec<_>>();
             for k in &gone {
                 states.remove(k);
+                if let Some(f) = &self.fast_path {
+                    f.forget(k);
+                }
             }
             gone
         };
@@ -587,7 +612,7 @@ async fn reconcile_one(
     let gw = Gw::new(ns, name);
     let key = (ns.to_string(), name.to_string());
     let spec = &egw.spec;
-    let requeue = Action::requeue(ctx.config.interval);
+    let requeue = Action::requeue(ctx.tick(spec));
     let leader = ctx.is_leader();
     let me = Target::of(egw);
     let timeout = ctx.config.api_timeout;
@@ -676,6 +701,7 @@ async fn reconcile_one(
             warn!(metric = %m.display_name(), reason = %why, "load metric missing; holding");
         }
     }
+    let fast = read_fast_path(ctx, &gw, &key, spec, &target.selector).await;
 
     // The engine's memory. A replica that starts leading starts it afresh, as a restarted one
     // does: the HPA seed then holds the count for a full scale-down window of fresh data.
@@ -707,7 +733,7 @@ async fn reconcile_one(
         let obs = Observation {
             now,
             loads: &loads,
-            fast: None,
+            fast,
             spec_replicas: target.replicas,
             pod_requests: target.pod_requests,
             weights: target.weights,
@@ -776,7 +802,7 @@ async fn reconcile_one(
         let obs = Observation {
             now,
             loads: &loads,
-            fast: None,
+            fast,
             spec_replicas: target.replicas,
             pod_requests: target.pod_requests,
             weights: target.weights,
@@ -971,6 +997,79 @@ async fn reconcile_one(
             Err(e)
         }
     }
+}
+
+/// Whether the fast path applies: the engine uses it for the first request-rate metric.
+fn reads_pods(spec: &ElasticGatewaySpec) -> bool {
+    spec.metrics
+        .iter()
+        .any(|m| m.preset == Some(crate::policy::Preset::RequestRate))
+}
+
+/// The fast path's reading of the gateway's ready pods, scaled to the ready fleet; `None` when
+/// it is off, does not apply, or no pod gave a rate. Each pod that failed is counted by kind;
+/// the log says when every pod read fails and when reads work again.
+async fn read_fast_path(
+    ctx: &Context,
+    gw: &Gw,
+    key: &(String, String),
+    spec: &ElasticGatewaySpec,
+    selector: &kube::core::Selector,
+) -> Option<FastSample> {
+    let fast_path = ctx.fast_path.as_ref().filter(|_| reads_pods(spec))?;
+    let (ns, _) = key;
+    let (targets, ready) = {
+        let ix = ctx
+            .index
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let pods = ix.gateway_pods(
+            ns,
+            selector,
+            &spec.pools.ecs.node_selector,
+            &spec.pools.eci.node_selector,
+        );
+        let ready: Vec<&crate::model::GatewayPod> =
+            pods.iter().filter(|p| p.ready && !p.terminating).collect();
+        let targets: Vec<fastpath::Target> = ready
+            .iter()
+            .filter_map(|p| {
+                ix.pod_ip(ns, &p.name).map(|ip| fastpath::Target {
+                    pod: p.name.clone(),
+                    ip,
+                })
+            })
+            .collect();
+        (targets, ready.len())
+    };
+    if targets.is_empty() {
+        return None;
+    }
+    let round = fast_path.read(key, &targets).await;
+    for (pod, e) in &round.failures {
+        ctx.metrics.fast_path_failure(gw, e.kind());
+        debug!(%pod, error = %e, "fast path: no reading from this pod");
+    }
+    let sample = round.sample(ready);
+    let all_failed = sample.is_none() && !round.failures.is_empty();
+    let was_failing = {
+        let mut states = ctx.states();
+        let m = states.entry(key.clone()).or_default();
+        std::mem::replace(&mut m.fast_path_failing, all_failed)
+    };
+    if all_failed && !was_failing {
+        let (pod, e) = &round.failures[0];
+        warn!(
+            failed = round.failures.len(),
+            %pod,
+            error = %e,
+            port = fast_path.config().port,
+            "fast path: no gateway pod's counters could be read (NetworkPolicy, port, metric name?); Prometheus alone sizes the fleet until they can"
+        );
+    } else if was_failing && sample.is_some() {
+        info!("fast path: reading the gateway pods' counters again");
+    }
+    sample
 }
 
 /// The Ready condition of a policy spillway acts on: its message says what spillway may do,

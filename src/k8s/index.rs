@@ -23,6 +23,8 @@ struct GwInfo {
     terminating: bool,
     deletion_cost: Option<i32>,
     created_at: f64,
+    /// `status.podIP`, for the fast path's reads of the pod's own counters.
+    ip: Option<std::net::IpAddr>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -260,6 +262,11 @@ impl ClusterIndex {
                     .creation_timestamp
                     .as_ref()
                     .map_or(0.0, |t| t.0.as_second() as f64),
+                ip: p
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.pod_ip.as_deref())
+                    .and_then(|ip| ip.parse().ok()),
             })
         });
         LeanPod { node, requests, gw }
@@ -295,6 +302,15 @@ impl ClusterIndex {
             n.requested = self.requested.get(&n.name).copied().unwrap_or_default();
         }
         &self.nodes
+    }
+
+    /// The address of a gateway-namespace pod (`status.podIP`), once it has one.
+    pub fn pod_ip(&self, ns: &str, name: &str) -> Option<std::net::IpAddr> {
+        self.pods
+            .get(&(ns.to_string(), name.to_string()))?
+            .gw
+            .as_ref()?
+            .ip
     }
 
     /// The gateway's pods (in `ns`, matching `selector`), with their pool. An empty selector
