@@ -16,6 +16,9 @@
 #
 # Pod start latency (kwok): SPILLWAY_TESTBED_ECS_START_MS (default 1000) on ECS nodes,
 # SPILLWAY_TESTBED_ECI_START_MS (default 3000) on virtual nodes; deletion after the grace period.
+# Pod IPs come from SPILLWAY_TESTBED_POD_CIDR (default 127.64.0.0/16): loopback addresses, so
+# that a test can answer at a pod's own IP (the Envoy stand-ins serve each pod's
+# /stats/prometheus there, for the agent's fast path).
 # SPILLWAY_TESTBED_APISERVER_ONLY=1 starts etcd and kube-apiserver alone (for bulk benchmarks).
 set -euo pipefail
 
@@ -283,6 +286,7 @@ EOF
 
   kwok_stages > "$dir/kwok-stages.yaml"
   "$bin/kwok" --kubeconfig "$dir/kubeconfig" --manage-all-nodes=true \
+    --cidr "${SPILLWAY_TESTBED_POD_CIDR:-127.64.0.0/16}" \
     --config "$dir/kwok-stages.yaml" --node-lease-duration-seconds 40 \
     > "$dir/logs/kwok.log" 2>&1 &
   echo $! > "$dir/kwok.pid"

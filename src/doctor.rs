@@ -107,6 +107,8 @@ pub struct Doctor {
     /// The agent's Lease (name, namespace); `None` without leader election.
     pub lease: Option<(String, String)>,
     pub api_timeout: Duration,
+    /// The agent's fast path, when it is on.
+    pub fast_path: Option<crate::fastpath::FastPath>,
     /// Unix seconds, for the staleness check of the answers.
     pub now: f64,
 }
@@ -145,15 +147,13 @@ impl Doctor {
             );
         }
         self.queries(&mut r, egw, &ns).await;
-        let requests = self.target(&mut r, egw, &ns).await;
-        self.pools(&mut r, egw, requests).await;
+        let view = self.target(&mut r, egw, &ns).await;
+        self.pools(&mut r, egw, view.as_ref().map(|v| v.pod_requests))
+            .await;
         self.autoscaling(&mut r, egw, &ns).await;
         self.lease(&mut r).await;
-        r.push(
-            Outcome::Skip,
-            "fast path",
-            "the live agent does not scrape the gateway's pods yet (drills only)",
-        );
+        self.fast_path(&mut r, egw, &ns, view.as_ref().map(|v| &v.selector))
+            .await;
         r
     }
 
@@ -204,7 +204,7 @@ impl Doctor {
         r: &mut Report,
         egw: &ElasticGateway,
         ns: &str,
-    ) -> Option<crate::model::Resources> {
+    ) -> Option<target::TargetView> {
         let spec = &egw.spec;
         let t = self.api_timeout;
         let client = self.target_client(egw);
@@ -270,7 +270,108 @@ impl Doctor {
                 ),
             );
         }
-        Some(view.pod_requests)
+        Some(view)
+    }
+
+    /// One read of the gateway's ready pods' counters, as the agent's fast path makes it. A
+    /// failure only warns: the agent then sizes from Prometheus alone.
+    async fn fast_path(
+        &self,
+        r: &mut Report,
+        egw: &ElasticGateway,
+        ns: &str,
+        selector: Option<&kube::core::Selector>,
+    ) {
+        const WHAT: &str = "fast path";
+        let Some(fp) = &self.fast_path else {
+            r.push(Outcome::Skip, WHAT, "off (--fast-path=false)");
+            return;
+        };
+        let applies = egw
+            .spec
+            .metrics
+            .iter()
+            .any(|m| m.preset == Some(crate::policy::Preset::RequestRate));
+        if !applies {
+            r.push(
+                Outcome::Skip,
+                WHAT,
+                "no requestRate metric: the fast path does not apply",
+            );
+            return;
+        }
+        let Some(selector) = selector.filter(|s| !s.selects_all()) else {
+            r.push(Outcome::Skip, WHAT, "no target, so no pods to read");
+            return;
+        };
+        let lp = ListParams::default().labels_from(selector);
+        let pods = match bounded(
+            self.api_timeout,
+            Api::<Pod>::namespaced(self.data.clone(), ns).list(&lp),
+        )
+        .await
+        {
+            Ok(p) => p.items,
+            Err(e) => {
+                r.push(
+                    Outcome::Warn,
+                    WHAT,
+                    format!("cannot list the gateway's pods: {}", api_error(&e)),
+                );
+                return;
+            }
+        };
+        let targets: Vec<crate::fastpath::Target> = pods
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter(|p| {
+                p.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            })
+            .filter_map(|p| {
+                Some(crate::fastpath::Target {
+                    pod: p.metadata.name.clone()?,
+                    ip: p.status.as_ref()?.pod_ip.as_deref()?.parse().ok()?,
+                })
+            })
+            .take(fp.config().max_pods)
+            .collect();
+        if targets.is_empty() {
+            r.push(
+                Outcome::Warn,
+                WHAT,
+                "no ready gateway pod with an address to read",
+            );
+            return;
+        }
+        let reads = fp.probe(&targets).await;
+        let ok: Vec<f64> = reads
+            .iter()
+            .filter_map(|(_, _, v)| v.as_ref().ok().copied())
+            .collect();
+        let c = fp.config();
+        let endpoint = format!(":{}{} {}", c.port, c.path, c.metric);
+        match reads.iter().find_map(|(pod, _, v)| Some((pod, v.as_ref().err()?))) {
+            Some((pod, e)) if ok.is_empty() => r.push(
+                Outcome::Warn,
+                WHAT,
+                format!(
+                    "no pod's {endpoint} could be read ({pod}: {e}); the agent would size from Prometheus alone (a NetworkPolicy, the port, the metric name?)"
+                ),
+            ),
+            _ => r.push(
+                Outcome::Ok,
+                WHAT,
+                format!(
+                    "read {endpoint} from {} of {} ready pod(s) tried ({:.0} requests counted so far)",
+                    ok.len(),
+                    reads.len(),
+                    ok.iter().sum::<f64>()
+                ),
+            ),
+        }
     }
 
     /// Nodes and pods listed as the agent's watches list them, and the pools they make.

@@ -293,16 +293,22 @@ impl FastPath {
             .cloned()
             .collect()
         };
-        let reads = futures::future::join_all(sample.iter().map(|t| async move {
-            let read = self.read_pod(t).await;
-            (t.pod.clone(), self.origin.elapsed().as_secs_f64(), read)
-        }))
-        .await;
+        let reads = self.probe(&sample).await;
         let live: HashSet<&str> = targets.iter().map(|t| t.pod.as_str()).collect();
         self.gateways()
             .entry(gateway.clone())
             .or_default()
             .observe(reads, &live)
+    }
+
+    /// Reads every one of `targets` once, concurrently: `(pod, when answered, counter)`, the
+    /// time on the clock [`Counters`] is given.
+    pub async fn probe(&self, targets: &[Target]) -> Vec<(String, f64, Result<f64, PodError>)> {
+        futures::future::join_all(targets.iter().map(|t| async move {
+            let read = self.read_pod(t).await;
+            (t.pod.clone(), self.origin.elapsed().as_secs_f64(), read)
+        }))
+        .await
     }
 
     /// Forgets a gateway that is gone.

@@ -244,6 +244,8 @@ struct DoctorArgs {
     prom: PromArgs,
     #[command(flatten)]
     lease: LeaseArgs,
+    #[command(flatten)]
+    fast_path: FastPathArgs,
 }
 
 #[derive(clap::Args, Debug)]
@@ -905,6 +907,11 @@ async fn doctor(args: DoctorArgs) -> anyhow::Result<ExitCode> {
             )
         }),
         api_timeout: args.kube.api_timeout,
+        fast_path: args
+            .fast_path
+            .config()
+            .map(spillway::fastpath::FastPath::new)
+            .transpose()?,
         now: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64()),

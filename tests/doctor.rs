@@ -11,6 +11,7 @@ use std::process::Command;
 
 use serde_json::json;
 use spillway::sim::Scenario;
+use support::envoy::{EnvoyPod, Envoys};
 use support::live::{latencies, wait_for, workdir};
 use support::prom::{LoadExporter, Prom, encode, http_get};
 use support::testbed::Testbed;
@@ -22,7 +23,7 @@ fn policy(dir: &Path, file: &str, query: &str) -> String {
         "spec": {
             "target": {"kind": "Deployment", "name": "istio-ingressgateway"},
             "minReplicas": 2, "maxReplicas": 30,
-            "metrics": [{"name": "rps", "query": query, "targetPerReplica": 500}]
+            "metrics": [{"name": "rps", "preset": "RequestRate", "query": query, "targetPerReplica": 500}]
         }
     });
     let path = dir.join(file);
@@ -30,10 +31,12 @@ fn policy(dir: &Path, file: &str, query: &str) -> String {
     path.to_str().unwrap().to_string()
 }
 
-/// Runs `spillway doctor`; returns the exit code and what it printed.
-fn doctor(kubeconfig: &Path, prom: &str, policy: &str) -> (i32, String) {
+/// Runs `spillway doctor`, reading the pods' counters on `fast_path_port`; returns the exit
+/// code and what it printed.
+fn doctor(kubeconfig: &Path, prom: &str, policy: &str, fast_path_port: u16) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_spillway"))
         .args(["doctor", "-f", policy])
+        .args(["--fast-path-port", &fast_path_port.to_string()])
         .arg("--kubeconfig")
         .arg(kubeconfig)
         .args(["--prometheus-url", prom, "--api-timeout", "5s"])
@@ -65,11 +68,35 @@ async fn doctor_passes_a_healthy_setup_and_names_each_broken_check() {
         body.contains("\"2000\"")
     })
     .await;
+    // The gateway pods' own stats, at their (loopback) IPs.
+    let envoys = Envoys::start(dir.path().join("envoy-sd.json"));
+    envoys.set_load(2000.0);
+    wait_for("the gateway's pods to have addresses", 60, || async {
+        let pods = tb.gateway_pods().await;
+        pods.len() == 4 && pods.iter().all(|p| p.ready && p.ip.is_some())
+    })
+    .await;
+    let pods: Vec<EnvoyPod> = tb
+        .gateway_pods()
+        .await
+        .into_iter()
+        .map(|p| EnvoyPod {
+            name: p.name,
+            ready: p.ready,
+            ip: p.ip,
+        })
+        .collect();
+    envoys.update(&pods);
     let server = format!("https://127.0.0.1:{}", tb.api_port());
     let agent = tb.kubeconfig_for(&dir.path().join("agent"), &server, &tb.agent_token());
 
     // Healthy: every check passes, with what it found.
-    let (code, out) = doctor(&agent, &prom.url(), &policy(dir.path(), "ok.json", q));
+    let (code, out) = doctor(
+        &agent,
+        &prom.url(),
+        &policy(dir.path(), "ok.json", q),
+        envoys.port,
+    );
     assert_eq!(code, 0, "{out}");
     assert!(line(&out, "ok   prometheus rps:").contains("1 series, value 2000"));
     let pools = line(&out, "ok   pools:");
@@ -92,6 +119,10 @@ async fn doctor_passes_a_healthy_setup_and_names_each_broken_check() {
     );
     line(&out, "ok   HPA:");
     assert!(line(&out, "ok   lease spillway-system/spillway:").contains("writable"));
+    assert!(
+        line(&out, "ok   fast path:").contains("from 4 of 4 ready pod(s)"),
+        "{out}"
+    );
     assert!(out.contains("no check would stop the agent"), "{out}");
 
     // A query that matches nothing, and an HPA on the gateway: both named, exit 1.
@@ -106,11 +137,21 @@ async fn doctor_passes_a_healthy_setup_and_names_each_broken_check() {
         "empty.json",
         "sum(spillway_test_no_such_metric)",
     );
-    let (code, out) = doctor(&agent, &prom.url(), &broken);
+    // Nothing answers on the fast path's port: a warning, which does not stop the agent.
+    let closed = std::net::TcpListener::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (code, out) = doctor(&agent, &prom.url(), &broken, closed);
     assert_eq!(code, 1, "{out}");
     assert!(line(&out, "FAIL prometheus rps:").contains("empty result"));
     assert!(line(&out, "FAIL HPA:").contains("gw-hpa"));
     line(&out, "ok   pools:");
+    assert!(
+        line(&out, "warn fast path:").contains("unreachable"),
+        "{out}"
+    );
     assert!(out.contains("2 check(s) would stop the agent"), "{out}");
 
     // A token without RBAC: every Kubernetes check fails, saying forbidden.
@@ -132,7 +173,12 @@ async fn doctor_passes_a_healthy_setup_and_names_each_broken_check() {
         .trim()
         .to_string();
     let nobody = tb.kubeconfig_for(&dir.path().join("nobody"), &server, &token);
-    let (code, out) = doctor(&nobody, &prom.url(), &policy(dir.path(), "ok2.json", q));
+    let (code, out) = doctor(
+        &nobody,
+        &prom.url(),
+        &policy(dir.path(), "ok2.json", q),
+        envoys.port,
+    );
     assert_eq!(code, 1, "{out}");
     for start in [
         "FAIL target Deployment istio-system/istio-ingressgateway:",

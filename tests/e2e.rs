@@ -24,7 +24,7 @@ use spillway::model::Pool;
 use spillway::sim::cluster::Latencies;
 use spillway::sim::load::{Component, LoadProfile};
 use spillway::sim::{PolicyKind, Scenario};
-use support::envoy::Envoys;
+use support::envoy::{EnvoyPod, Envoys};
 use support::live::{Agent, agent, lease_holder, status};
 use support::prom::{Prom, encode, free_port, try_http_get};
 use support::testbed::Testbed;
@@ -69,7 +69,7 @@ fn policy_spec() -> Value {
         "target": {"kind": "Deployment", "name": "istio-ingressgateway"},
         "minReplicas": 2, "maxReplicas": 40,
         "eci": {"maxReplicas": 40},
-        "metrics": [{"name": "request_rate", "query": QUERY, "targetPerReplica": 500}],
+        "metrics": [{"name": "request_rate", "preset": "RequestRate", "query": QUERY, "targetPerReplica": 500}],
         "placement": {"minWeightChangeIntervalSeconds": MIN_WEIGHT_INTERVAL as i64},
         "behavior": {
             "leadTime": {"seconds": 8, "windowSeconds": 12},
@@ -365,11 +365,15 @@ async fn flash_crowd_through_the_whole_chain() {
         let (tb, envoys) = (tb.handle(), envoys.clone());
         tokio::spawn(async move {
             loop {
-                let pods: Vec<(String, bool)> = gateway(&tb)
+                let pods: Vec<EnvoyPod> = tb
+                    .gateway_pods()
                     .await
-                    .1
                     .into_iter()
-                    .map(|(n, _, r)| (n, r))
+                    .map(|p| EnvoyPod {
+                        name: p.name,
+                        ready: p.ready,
+                        ip: p.ip,
+                    })
                     .collect();
                 envoys.update(&pods);
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -392,6 +396,8 @@ async fn flash_crowd_through_the_whole_chain() {
 
     // Two spillway replicas, one Lease, each with deploy/'s ServiceAccount token.
     let mut agents = [None, None];
+    // Each reads the gateway pods' own counters at their IPs (the fast path).
+    let envoy_port = envoys.port.to_string();
     for (i, who) in ["spillway-a", "spillway-b"].into_iter().enumerate() {
         let admin = format!("127.0.0.1:{}", admin_ports[i]);
         let lease = format!("{LEASE_SECONDS}s");
@@ -402,7 +408,14 @@ async fn flash_crowd_through_the_whole_chain() {
                 &prom.url(),
                 who,
                 true,
-                &["--admin-addr", &admin, "--lease-duration", &lease],
+                &[
+                    "--admin-addr",
+                    &admin,
+                    "--lease-duration",
+                    &lease,
+                    "--fast-path-port",
+                    &envoy_port,
+                ],
             )
             .await,
         );
@@ -829,6 +842,30 @@ async fn flash_crowd_through_the_whole_chain() {
     assert!(
         ttc <= predicted_ttc + 20.0,
         "time to capacity {ttc:.1}s, the drill predicted {predicted_ttc:.1}s"
+    );
+    // The fast path read the pods' own counters at their IPs, and the surge (ten times the
+    // ready capacity within seconds) put the engine in burst mode: sized at once, past the
+    // rate limit that steps the HPA answer.
+    let pods_read = instant(
+        &prom,
+        &format!(
+            "max(max_over_time(spillway_fast_path_pods_read[{:.0}s]))",
+            run_end - epoch_start
+        ),
+    );
+    let bursts = instant(&prom, r#"sum(spillway_decisions_total{reason="burst"})"#);
+    story.say(format!(
+        "fast path: up to {} pods read per decision; burst decisions {}",
+        pods_read.unwrap_or(0.0),
+        bursts.unwrap_or(0.0)
+    ));
+    assert!(
+        pods_read.is_some_and(|n| n >= 4.0),
+        "pods read {pods_read:?}"
+    );
+    assert!(
+        bursts.is_some_and(|n| n >= 1.0),
+        "burst decisions {bursts:?}"
     );
 
     // The run scored from Prometheus alone, as after a real load test: `drill score --name`

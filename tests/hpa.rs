@@ -50,7 +50,7 @@ use spillway::sim::drill::Summary;
 use spillway::sim::load::{Component, LoadProfile, Surge};
 use spillway::sim::{PolicyKind, Scenario};
 use support::adapter::{Adapter, METRIC};
-use support::envoy::Envoys;
+use support::envoy::{EnvoyPod, Envoys};
 use support::live::{agent, status, wait_for, workdir};
 use support::prom::Prom;
 use support::testbed::{Cluster, GatewayPod, Testbed, gateway_json, node_json, other_pods};
@@ -92,7 +92,7 @@ fn policy_spec() -> Value {
         "target": {"kind": "Deployment", "name": SPILLWAY_APP},
         "minReplicas": 2, "maxReplicas": 40,
         "eci": {"maxReplicas": 40, "startSeconds": latencies().eci_start_seconds as i64},
-        "metrics": [{"name": "request_rate", "query": query(SPILLWAY_APP), "targetPerReplica": TARGET_PER_POD}],
+        "metrics": [{"name": "request_rate", "preset": "RequestRate", "query": query(SPILLWAY_APP), "targetPerReplica": TARGET_PER_POD}],
         "behavior": {
             "leadTime": {"seconds": 8, "windowSeconds": 12},
             "scaleDown": {"stabilizationWindowSeconds": SCALE_DOWN_WINDOW}
@@ -538,8 +538,14 @@ fn feed(c: Cluster, app: &'static str, envoys: Envoys) -> tokio::task::JoinHandl
         loop {
             // A dropped connection on a busy machine skips one update.
             if let Ok(pods) = c.try_pods_of(app).await {
-                let pods: Vec<(String, bool)> =
-                    pods.into_iter().map(|p| (p.name, p.ready)).collect();
+                let pods: Vec<EnvoyPod> = pods
+                    .into_iter()
+                    .map(|p| EnvoyPod {
+                        name: p.name,
+                        ready: p.ready,
+                        ip: p.ip,
+                    })
+                    .collect();
                 envoys.update(&pods);
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -660,8 +666,17 @@ async fn side_by_side(profile: Profile) -> String {
     )
     .await;
 
-    // spillway for copy B.
-    let _agent = agent(&tb, dir, &prom.url(), "spillway", false, &[]).await;
+    // spillway for copy B, reading its pods' own counters too (the fast path).
+    let envoy_port = envoys_b.port.to_string();
+    let _agent = agent(
+        &tb,
+        dir,
+        &prom.url(),
+        "spillway",
+        false,
+        &["--fast-path-port", &envoy_port],
+    )
+    .await;
     wait_for("spillway's status to be Normal", 60, || async {
         status(&tb).await["phase"] == "Normal"
     })

@@ -3,12 +3,16 @@
 //! names and labels: `istio_requests_total` reported by the gateway (`reporter="source"`,
 //! `source_workload`, `source_workload_namespace`, response code), and the
 //! `envoy_server_total_connections` gauge. `envoy_http_*` statistics are absent, as they are
-//! until a `proxyStatsMatcher` asks for them. The load is divided over the ready pods; starting pods serve nothing. Prometheus
-//! finds the pods through a file-SD file rewritten as they come and go.
+//! until a `proxyStatsMatcher` asks for them. The load is divided over the ready pods; starting
+//! pods serve nothing. Prometheus finds the pods through a file-SD file rewritten as they come
+//! and go (`127.0.0.1:PORT/pods/NAME/metrics`). Each pod also answers at its own address, as a
+//! real one does: `POD_IP:PORT/stats/prometheus` (the test bed's pod IPs are loopback
+//! addresses, and the listener takes every one of them), which the agent's fast path reads
+//! with `--fast-path-port PORT`.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::TcpListener;
+use std::net::{IpAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -22,7 +26,16 @@ struct PodStats {
 struct Fleet {
     rps: f64,
     pods: BTreeMap<String, PodStats>,
+    /// Pod by address, for `/stats/prometheus`.
+    by_ip: BTreeMap<IpAddr, String>,
     last: Option<Instant>,
+}
+
+/// One live gateway pod as the Envoys follow it.
+pub struct EnvoyPod {
+    pub name: String,
+    pub ready: bool,
+    pub ip: Option<IpAddr>,
 }
 
 #[derive(Clone)]
@@ -42,11 +55,13 @@ impl Envoys {
     /// `source_workload` is the Deployment's name).
     pub fn start_for(sd_file: PathBuf, workload: &str) -> Self {
         let workload = workload.to_string();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        // Every address: the pods' own (loopback) IPs reach it too.
+        let listener = TcpListener::bind("0.0.0.0:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let fleet = Arc::new(Mutex::new(Fleet {
             rps: 0.0,
             pods: BTreeMap::new(),
+            by_ip: BTreeMap::new(),
             last: None,
         }));
         let f = fleet.clone();
@@ -57,12 +72,18 @@ impl Envoys {
                 let n = stream.read(&mut buf).unwrap_or(0);
                 let req = String::from_utf8_lossy(&buf[..n]);
                 let path = req.split_whitespace().nth(1).unwrap_or("");
-                let pod = path
-                    .strip_prefix("/pods/")
-                    .and_then(|p| p.strip_suffix("/metrics"))
-                    .unwrap_or("");
+                let local = stream.local_addr().map(|a| a.ip()).ok();
                 let body = {
                     let fleet = f.lock().unwrap();
+                    let pod = match path {
+                        "/stats/prometheus" => local
+                            .and_then(|ip| fleet.by_ip.get(&ip))
+                            .map_or("", String::as_str),
+                        _ => path
+                            .strip_prefix("/pods/")
+                            .and_then(|p| p.strip_suffix("/metrics"))
+                            .unwrap_or(""),
+                    };
                     fleet.pods.get(pod).map(|s| {
                         let ok = (s.requests * 0.99).floor();
                         let labels = |code: u16| {
@@ -103,15 +124,15 @@ impl Envoys {
         self.fleet.lock().unwrap().rps = rps;
     }
 
-    /// Advances the counters to now and follows the pod set: `(name, ready)` for each live pod.
-    pub fn update(&self, pods: &[(String, bool)]) {
+    /// Advances the counters to now and follows the pod set.
+    pub fn update(&self, pods: &[EnvoyPod]) {
         let mut fleet = self.fleet.lock().unwrap();
         let now = Instant::now();
         let dt = fleet
             .last
             .map_or(0.0, |l| now.duration_since(l).as_secs_f64());
         fleet.last = Some(now);
-        let ready = pods.iter().filter(|(_, r)| *r).count();
+        let ready = pods.iter().filter(|p| p.ready).count();
         let share = if ready > 0 {
             fleet.rps / ready as f64
         } else {
@@ -120,10 +141,14 @@ impl Envoys {
         let before: Vec<String> = fleet.pods.keys().cloned().collect();
         fleet
             .pods
-            .retain(|name, _| pods.iter().any(|(n, _)| n == name));
-        for (name, is_ready) in pods {
-            let s = fleet.pods.entry(name.clone()).or_default();
-            if *is_ready {
+            .retain(|name, _| pods.iter().any(|p| &p.name == name));
+        fleet.by_ip = pods
+            .iter()
+            .filter_map(|p| Some((p.ip?, p.name.clone())))
+            .collect();
+        for p in pods {
+            let s = fleet.pods.entry(p.name.clone()).or_default();
+            if p.ready {
                 s.requests += share * dt;
                 s.active = share * 0.5;
             } else {

@@ -439,6 +439,11 @@ impl Cluster {
                     node,
                     ready,
                     annotations: p.metadata.annotations.clone().unwrap_or_default(),
+                    ip: p
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.pod_ip.as_deref())
+                        .and_then(|ip| ip.parse().ok()),
                 }
             })
             .collect())
@@ -491,6 +496,8 @@ pub struct GatewayPod {
     pub pool: Option<Pool>,
     pub ready: bool,
     pub annotations: BTreeMap<String, String>,
+    /// `status.podIP`: a loopback address on the test bed (kwok's --cidr).
+    pub ip: Option<std::net::IpAddr>,
 }
 
 /// (ECS, ECI) counts of pods that are bound.
