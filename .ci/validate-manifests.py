@@ -148,7 +148,8 @@ if HELM:
         "monitoring": ["--set", "createNamespace=true,serviceMonitor.enabled=true,prometheusRule.enabled=true"],
         "options": ["--set", "leaderElection.enabled=false,replicaCount=1,prometheus.bearerToken.secretName=prom-token,"
                     "prometheus.ca.secretName=prom-ca,meshKubeconfig.secretName=asm-kubeconfig,log.level=debug,"
-                    "interval=10s,podDisruptionBudget.enabled=false,gatewayNamespaces={istio-system,gateways}"],
+                    "interval=10s,podDisruptionBudget.enabled=false,gatewayNamespaces={istio-system,gateways},"
+                    "fastPath.enabled=false,fastPath.port=15091"],
     }
     rendered = {}
     for name, args in value_sets.items():
@@ -184,6 +185,8 @@ if HELM:
             ({v["secret"]["secretName"] for v in pod.get("volumes", [])} == {"prom-token", "prom-ca", "asm-kubeconfig"},
              "the three Secrets are volumes"),
             (("PodDisruptionBudget", "spillway-system", "spillway") not in objs, "the PDB can be turned off"),
+            (env.get("SPILLWAY_FAST_PATH") == "false" and env.get("SPILLWAY_FAST_PATH_PORT") == "15091",
+             "fastPath.enabled=false and fastPath.port reach the agent"),
         ]
         for ok, what in checks:
             (print(f"ok   helm-options: {what}") if ok else failures.append(f"helm-options: {what}: not so"))
@@ -191,8 +194,12 @@ else:
     print("skip charts/spillway: HELM is not set (.ci/run builds helm and sets it)")
 
 for f in sorted(glob.glob("deploy/examples/*.yaml")):
-    for d in docs(f):
-        check_egw(d, f)
+    if all(d.get("kind") == "ElasticGateway" for d in docs(f)):
+        for d in docs(f):
+            check_egw(d, f)
+    else:
+        # Other examples (the gateway's NetworkPolicy for the fast path): Kubernetes' own schemas.
+        validate_built(f, open(f).read())
 
 # The schema check must be able to fail: a typo and a wrong type are rejected.
 probe = docs("deploy/examples/elasticgateway.yaml")[0]
