@@ -27,6 +27,11 @@ pub const MIN_RATE_SECONDS: f64 = 0.5;
 /// A baseline older than this (the pod was out of the sample, or failing) starts afresh: a rate
 /// over a long span is Prometheus's job, not the fast path's.
 pub const MAX_RATE_SECONDS: f64 = 15.0;
+/// A pod ready for less than this and not read this time is assumed to serve nothing yet: a
+/// load balancer adds a new backend seconds after it turns ready (endpoints, then the cloud
+/// load balancer's sync), so counting it at the others' mean would overstate the load exactly
+/// when the fleet grows.
+pub const WARM_SECONDS: f64 = 5.0;
 /// Largest body read from one pod (Envoy's full stats on a big mesh run to a few MiB).
 const MAX_BODY_BYTES: usize = 16 << 20;
 
@@ -161,20 +166,25 @@ fn skip_labels(s: &str) -> Option<&str> {
 pub struct Round {
     /// Request rate of each pod that gave one (per second).
     pub rates: Vec<f64>,
+    /// Ready pods that gave no rate this time (not in the sample, failed, or a first read) but
+    /// have been ready for [`WARM_SECONDS`]: each is taken to serve the mean of those read.
+    pub unread_serving: usize,
     /// The pods that gave none, and why (a first read of a pod gives a baseline, not a failure).
     pub failures: Vec<(String, PodError)>,
 }
 
 impl Round {
-    /// The fleet's rate: the mean of the pods read times the ready pods (the gateway's load
-    /// balancer spreads requests over the ready pods). `None` when no pod gave a rate.
-    pub fn sample(&self, ready_pods: usize) -> Option<FastSample> {
-        if self.rates.is_empty() || ready_pods == 0 {
+    /// The fleet's rate: what the pods read serve, plus their mean for each unread pod that is
+    /// serving (the load balancer spreads requests over its backends). On a fleet no larger
+    /// than the sample that is the sum over the pods that serve. `None` when no pod gave a rate.
+    pub fn sample(&self) -> Option<FastSample> {
+        if self.rates.is_empty() {
             return None;
         }
-        let mean = self.rates.iter().sum::<f64>() / self.rates.len() as f64;
+        let sum = self.rates.iter().sum::<f64>();
+        let mean = sum / self.rates.len() as f64;
         Some(FastSample {
-            rps: mean * ready_pods as f64,
+            rps: sum + mean * self.unread_serving as f64,
             pods_read: i32::try_from(self.rates.len()).unwrap_or(i32::MAX),
         })
     }
@@ -185,6 +195,8 @@ impl Round {
 #[derive(Clone, Debug, Default)]
 pub struct Counters {
     last: HashMap<String, (f64, f64)>,
+    /// When each ready pod was first seen ready.
+    ready_since: HashMap<String, f64>,
 }
 
 impl Counters {
@@ -205,16 +217,24 @@ impl Counters {
         known.into_iter().chain(fresh).take(max).collect()
     }
 
-    /// Takes one read: `(pod, time of the answer, counter or error)` per pod read. Pods not in
-    /// `live` (gone, not ready) are forgotten. A first reading, a reading too soon after the
-    /// last, or one after a long gap sets or keeps the baseline without a rate.
+    /// Takes one read at `now`: `(pod, time of the answer, counter or error)` per pod read;
+    /// `live` are the ready pods. Pods not in `live` (gone, not ready) are forgotten. A first
+    /// reading, a reading too soon after the last, or one after a long gap sets or keeps the
+    /// baseline without a rate.
     pub fn observe(
         &mut self,
+        now: f64,
         reads: Vec<(String, f64, Result<f64, PodError>)>,
         live: &HashSet<&str>,
     ) -> Round {
         self.last.retain(|pod, _| live.contains(pod.as_str()));
+        self.ready_since
+            .retain(|pod, _| live.contains(pod.as_str()));
+        for pod in live {
+            self.ready_since.entry((*pod).to_string()).or_insert(now);
+        }
         let mut round = Round::default();
+        let mut with_rate: HashSet<String> = HashSet::new();
         for (pod, at, read) in reads {
             let value = match read {
                 Ok(v) => v,
@@ -237,13 +257,19 @@ impl Counters {
                 Some((t0, _)) if at - t0 < MIN_RATE_SECONDS => {}
                 Some((t0, v0)) if at - t0 <= MAX_RATE_SECONDS => {
                     round.rates.push((value - v0) / (at - t0));
-                    self.last.insert(pod, (at, value));
+                    self.last.insert(pod.clone(), (at, value));
+                    with_rate.insert(pod);
                 }
                 _ => {
                     self.last.insert(pod, (at, value));
                 }
             }
         }
+        round.unread_serving = self
+            .ready_since
+            .iter()
+            .filter(|(pod, since)| !with_rate.contains(*pod) && now - **since >= WARM_SECONDS)
+            .count();
         round
     }
 }
@@ -280,7 +306,7 @@ impl FastPath {
     }
 
     /// Reads a sample of `targets` (the gateway's ready pods with an address) and returns what
-    /// they say; [`Round::sample`] scales it to the ready fleet.
+    /// they say; [`Round::sample`] scales it to the serving fleet.
     pub async fn read(&self, gateway: &(String, String), targets: &[Target]) -> Round {
         let sample: Vec<Target> = {
             let gws = self.gateways();
@@ -295,10 +321,11 @@ impl FastPath {
         };
         let reads = self.probe(&sample).await;
         let live: HashSet<&str> = targets.iter().map(|t| t.pod.as_str()).collect();
+        let now = self.origin.elapsed().as_secs_f64();
         self.gateways()
             .entry(gateway.clone())
             .or_default()
-            .observe(reads, &live)
+            .observe(now, reads, &live)
     }
 
     /// Reads every one of `targets` once, concurrently: `(pod, when answered, counter)`, the

@@ -213,7 +213,7 @@ fn write_prometheus_config(dir: &Path, envoy_sd: &Path, spillway_ports: [u16; 2]
     .unwrap();
 }
 
-use support::live::wait_for;
+use support::live::{try_wait_for, wait_for};
 
 /// What the drill simulator predicts for the same cluster, policy, latencies and profile: the
 /// same engine on a virtual clock (without the Prometheus outage, which it does not model).
@@ -971,10 +971,12 @@ async fn flash_crowd_through_the_whole_chain() {
     );
     let new_leader = agents[1 - idx].as_ref().unwrap();
     let writes_before = new_leader.writes().len();
-    wait_for("the new leader to act", 10, || async {
-        new_leader.writes().len() > writes_before
-    })
-    .await;
+    let acted = try_wait_for(20, || async { new_leader.writes().len() > writes_before }).await;
+    assert!(
+        acted,
+        "the new leader wrote nothing within 20 s of taking the Lease; its log ends:\n{}",
+        new_leader.log_tail(40)
+    );
     story.say(format!(
         "{follower} is acting (status written). Story: {}",
         story.file.display()

@@ -52,48 +52,95 @@ fn live<'a>(pods: &[&'a str]) -> HashSet<&'a str> {
 fn rates_come_from_the_second_read_of_a_pod() {
     let mut c = Counters::default();
     let first = c.observe(
+        10.0,
         vec![("a".into(), 10.0, Ok(100.0)), ("b".into(), 10.0, Ok(50.0))],
         &live(&["a", "b"]),
     );
     assert!(first.rates.is_empty() && first.failures.is_empty());
+    assert_eq!(first.sample(), None, "a read with no rate is no reading");
     let second = c.observe(
+        12.0,
         vec![("a".into(), 12.0, Ok(300.0)), ("b".into(), 12.0, Ok(250.0))],
         &live(&["a", "b"]),
     );
     assert_eq!(second.rates, vec![100.0, 100.0]);
-    // Two of four ready pods read: the fleet serves four times the mean.
     assert_eq!(
-        second.sample(4),
+        second.sample(),
         Some(FastSample {
-            rps: 400.0,
+            rps: 200.0,
             pods_read: 2
         })
     );
 }
 
 #[test]
+fn unread_pods_count_at_the_mean_once_they_have_been_ready_a_while() {
+    let mut c = Counters::default();
+    let fleet = live(&["a", "b", "c", "d"]);
+    // A sample of two ("a", "b") out of four ready pods.
+    c.observe(
+        0.0,
+        vec![("a".into(), 0.0, Ok(0.0)), ("b".into(), 0.0, Ok(0.0))],
+        &fleet,
+    );
+    let r = c.observe(
+        WARM_SECONDS,
+        vec![
+            ("a".into(), WARM_SECONDS, Ok(500.0)),
+            ("b".into(), WARM_SECONDS, Ok(1500.0)),
+        ],
+        &fleet,
+    );
+    // "c" and "d" are unread, ready for WARM_SECONDS: each serves the mean (200/s).
+    assert_eq!(r.sample().map(|s| s.rps), Some(800.0));
+    // A pod just turned ready is not yet a backend of the load balancer: not counted, so a
+    // growing fleet does not inflate the reading.
+    let grown = live(&["a", "b", "c", "d", "e", "f"]);
+    let r = c.observe(
+        WARM_SECONDS + 2.0,
+        vec![
+            ("a".into(), WARM_SECONDS + 2.0, Ok(900.0)),
+            ("b".into(), WARM_SECONDS + 2.0, Ok(1900.0)),
+        ],
+        &grown,
+    );
+    assert_eq!(r.unread_serving, 2);
+    assert_eq!(r.sample().map(|s| s.rps), Some(800.0));
+    let r = c.observe(
+        2.0 * WARM_SECONDS + 2.0,
+        vec![
+            ("a".into(), 2.0 * WARM_SECONDS + 2.0, Ok(1400.0)),
+            ("b".into(), 2.0 * WARM_SECONDS + 2.0, Ok(2400.0)),
+        ],
+        &grown,
+    );
+    assert_eq!(r.unread_serving, 4);
+    assert_eq!(r.sample().map(|s| s.rps), Some(600.0));
+}
+
+#[test]
 fn a_reset_counter_is_a_new_baseline_not_a_drop_in_load() {
     let mut c = Counters::default();
-    c.observe(vec![("a".into(), 0.0, Ok(5000.0))], &live(&["a"]));
-    let r = c.observe(vec![("a".into(), 2.0, Ok(40.0))], &live(&["a"]));
+    c.observe(0.0, vec![("a".into(), 0.0, Ok(5000.0))], &live(&["a"]));
+    let r = c.observe(2.0, vec![("a".into(), 2.0, Ok(40.0))], &live(&["a"]));
     assert!(r.rates.is_empty(), "no rate across a restart: {r:?}");
     assert_eq!(r.failures[0].1.kind(), "reset");
-    assert_eq!(r.sample(3), None, "a read with no rate is no reading");
-    let r = c.observe(vec![("a".into(), 4.0, Ok(240.0))], &live(&["a"]));
+    assert_eq!(r.sample(), None, "a read with no rate is no reading");
+    let r = c.observe(4.0, vec![("a".into(), 4.0, Ok(240.0))], &live(&["a"]));
     assert_eq!(r.rates, vec![100.0]);
 }
 
 #[test]
 fn reads_too_close_keep_the_baseline_and_stale_ones_restart_it() {
     let mut c = Counters::default();
-    c.observe(vec![("a".into(), 0.0, Ok(0.0))], &live(&["a"]));
-    let soon = c.observe(vec![("a".into(), 0.1, Ok(90.0))], &live(&["a"]));
+    c.observe(0.0, vec![("a".into(), 0.0, Ok(0.0))], &live(&["a"]));
+    let soon = c.observe(0.1, vec![("a".into(), 0.1, Ok(90.0))], &live(&["a"]));
     assert!(soon.rates.is_empty());
-    let r = c.observe(vec![("a".into(), 1.0, Ok(100.0))], &live(&["a"]));
+    let r = c.observe(1.0, vec![("a".into(), 1.0, Ok(100.0))], &live(&["a"]));
     assert_eq!(r.rates, vec![100.0], "the rate spans the kept baseline");
-    let late = c.observe(vec![("a".into(), 100.0, Ok(200.0))], &live(&["a"]));
+    let late = c.observe(100.0, vec![("a".into(), 100.0, Ok(200.0))], &live(&["a"]));
     assert!(late.rates.is_empty(), "a 99 s span is not a fast reading");
-    let r = c.observe(vec![("a".into(), 102.0, Ok(400.0))], &live(&["a"]));
+    let r = c.observe(102.0, vec![("a".into(), 102.0, Ok(400.0))], &live(&["a"]));
     assert_eq!(r.rates, vec![100.0]);
 }
 
@@ -101,10 +148,12 @@ fn reads_too_close_keep_the_baseline_and_stale_ones_restart_it() {
 fn failed_and_vanished_pods_are_missing_and_forgotten() {
     let mut c = Counters::default();
     c.observe(
+        0.0,
         vec![("a".into(), 0.0, Ok(0.0)), ("b".into(), 0.0, Ok(0.0))],
         &live(&["a", "b"]),
     );
     let r = c.observe(
+        2.0,
         vec![
             ("a".into(), 2.0, Err(PodError::Status(503))),
             ("b".into(), 2.0, Ok(200.0)),
@@ -114,8 +163,8 @@ fn failed_and_vanished_pods_are_missing_and_forgotten() {
     assert_eq!(r.rates, vec![100.0]);
     assert_eq!(r.failures.len(), 1);
     // "b" left the fleet: forgotten, so a pod of that name later starts from a new baseline.
-    c.observe(vec![], &live(&["a"]));
-    let r = c.observe(vec![("b".into(), 4.0, Ok(10.0))], &live(&["a", "b"]));
+    c.observe(3.0, vec![], &live(&["a"]));
+    let r = c.observe(4.0, vec![("b".into(), 4.0, Ok(10.0))], &live(&["a", "b"]));
     assert!(r.rates.is_empty() && r.failures.is_empty());
 }
 
@@ -133,6 +182,7 @@ fn the_sample_is_bounded_and_prefers_pods_with_a_baseline() {
     assert_eq!(names(c.sample(&targets, 3)), ["gw-00", "gw-01", "gw-02"]);
     let all: HashSet<&str> = targets.iter().map(|t| t.pod.as_str()).collect();
     c.observe(
+        0.0,
         vec![
             ("gw-30".into(), 0.0, Ok(1.0)),
             ("gw-31".into(), 0.0, Ok(1.0)),

@@ -1006,7 +1006,7 @@ fn reads_pods(spec: &ElasticGatewaySpec) -> bool {
         .any(|m| m.preset == Some(crate::policy::Preset::RequestRate))
 }
 
-/// The fast path's reading of the gateway's ready pods, scaled to the ready fleet; `None` when
+/// The fast path's reading of the gateway's ready pods, scaled to the serving fleet; `None` when
 /// it is off, does not apply, or no pod gave a rate. Each pod that failed is counted by kind;
 /// the log says when every pod read fails and when reads work again.
 async fn read_fast_path(
@@ -1018,7 +1018,7 @@ async fn read_fast_path(
 ) -> Option<FastSample> {
     let fast_path = ctx.fast_path.as_ref().filter(|_| reads_pods(spec))?;
     let (ns, _) = key;
-    let (targets, ready) = {
+    let targets = {
         let ix = ctx
             .index
             .read()
@@ -1029,18 +1029,15 @@ async fn read_fast_path(
             &spec.pools.ecs.node_selector,
             &spec.pools.eci.node_selector,
         );
-        let ready: Vec<&crate::model::GatewayPod> =
-            pods.iter().filter(|p| p.ready && !p.terminating).collect();
-        let targets: Vec<fastpath::Target> = ready
-            .iter()
+        pods.iter()
+            .filter(|p| p.ready && !p.terminating)
             .filter_map(|p| {
                 ix.pod_ip(ns, &p.name).map(|ip| fastpath::Target {
                     pod: p.name.clone(),
                     ip,
                 })
             })
-            .collect();
-        (targets, ready.len())
+            .collect::<Vec<_>>()
     };
     if targets.is_empty() {
         return None;
@@ -1050,7 +1047,7 @@ async fn read_fast_path(
         ctx.metrics.fast_path_failure(gw, e.kind());
         debug!(%pod, error = %e, "fast path: no reading from this pod");
     }
-    let sample = round.sample(ready);
+    let sample = round.sample();
     let all_failed = sample.is_none() && !round.failures.is_empty();
     let was_failing = {
         let mut states = ctx.states();

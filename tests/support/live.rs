@@ -110,19 +110,32 @@ pub fn workdir(name: &str) -> Workdir {
 }
 
 /// Polls `ok` every 200 ms until it holds; fails the test after `secs` (a bound, not a sleep).
-pub async fn wait_for<F, Fut>(what: &str, secs: u64, mut ok: F)
+pub async fn wait_for<F, Fut>(what: &str, secs: u64, ok: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    assert!(
+        try_wait_for(secs, ok).await,
+        "timed out after {secs}s waiting for: {what}"
+    );
+}
+
+/// As [`wait_for`], returning whether `ok` came true in time, for a caller that says more on
+/// failure.
+pub async fn try_wait_for<F, Fut>(secs: u64, mut ok: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while !ok().await {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {secs}s waiting for: {what}"
-        );
+        if Instant::now() >= deadline {
+            return false;
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    true
 }
 
 /// One `spillway run` process, talking to the apiserver through its own fault proxy.
@@ -135,6 +148,13 @@ pub struct Agent {
 }
 
 impl Agent {
+    /// The last `n` lines of the agent's log, for a failure message.
+    pub fn log_tail(&self, n: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
     /// Every request this agent sent that changed something (Lease renewals aside).
     pub fn writes(&self) -> Vec<super::faultproxy::Logged> {
         self.proxy.with(|st| {
