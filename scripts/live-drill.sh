@@ -8,6 +8,8 @@
 # (default all three); DIR defaults to target/live-drill. Needs prometheus
 # (apt-get install prometheus), the test bed (bash testbed/build.sh) and the adapter
 # (bash testbed/adapter/build.sh). CI runs the flash crowd alone, as part of `cargo test`.
+# The scale-down windows are compressed tenfold like the load (30 s; spillway's ECI window 4 s);
+# SPILLWAY_LIVE_DRILL_WINDOWS=real keeps the defaults (300 s; ECI 40 s) for a longer run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir="${1:-target/live-drill}"

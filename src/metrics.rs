@@ -551,6 +551,14 @@ impl Metrics {
                 self.fast_pods_read
                     .get_or_create(gw)
                     .set(i64::from(f.pods_read));
+                // Every kind exported from the first reading on, at 0 until it happens.
+                for kind in crate::fastpath::FAILURE_KINDS {
+                    let _ = self.fast_failures.get_or_create(&KindLabels {
+                        namespace: ns.clone(),
+                        name: name.clone(),
+                        kind: kind.into(),
+                    });
+                }
             }
             None => {
                 self.fast_rps.remove(gw);

@@ -63,13 +63,21 @@ use support::testbed::{Cluster, GatewayPod, Testbed, gateway_json, node_json, ot
 
 const BASE: f64 = 2000.0;
 const TARGET_PER_POD: f64 = 500.0;
-const SCALE_DOWN_WINDOW: i32 = 30;
-/// spillway's ECI scale-down window, compressed as [`SCALE_DOWN_WINDOW`] is: its default (the
-/// ECI start, 40 s) over the HPA's default (300 s), times the compressed window.
-const ECI_SCALE_DOWN_WINDOW: i32 = SCALE_DOWN_WINDOW * 40 / 300;
+/// The scale-down windows `(standard, spillway's ECI)`: compressed tenfold (30 s, 4 s: the ECI
+/// default, the 40 s ECI start, over the HPA's 300 s, times 30 s), or with
+/// `SPILLWAY_LIVE_DRILL_WINDOWS=real` upstream's and spillway's defaults (300 s, 40 s), to see
+/// what the compression does to the ECI figures (`scripts/live-drill.sh` passes it on).
+fn windows() -> (i32, i32) {
+    match std::env::var("SPILLWAY_LIVE_DRILL_WINDOWS").as_deref() {
+        Ok("real") => (300, 40),
+        _ => (30, 4),
+    }
+}
 const RATE_WINDOW: u64 = 10;
-/// After the load's last change: the scale-down window, the HPA's sync and the pods' drain.
-const TAIL_SECONDS: f64 = 75.0;
+/// After the load's last change: the scale-down window, then the HPA's sync and the pods' drain.
+fn tail_seconds() -> f64 {
+    f64::from(windows().0) + 45.0
+}
 const HPA_APP: &str = "istio-ingressgateway-hpa";
 const SPILLWAY_APP: &str = "istio-ingressgateway";
 /// The HPA fleet's twin pools: ECS nodes with this `mykey4pod` value, a virtual node with this
@@ -98,11 +106,11 @@ fn policy_spec() -> Value {
     json!({
         "target": {"kind": "Deployment", "name": SPILLWAY_APP},
         "minReplicas": 2, "maxReplicas": 40,
-        "eci": {"maxReplicas": 40, "startSeconds": latencies().eci_start_seconds as i64, "scaleDownWindowSeconds": ECI_SCALE_DOWN_WINDOW},
+        "eci": {"maxReplicas": 40, "startSeconds": latencies().eci_start_seconds as i64, "scaleDownWindowSeconds": windows().1},
         "metrics": [{"name": "request_rate", "preset": "RequestRate", "query": query(SPILLWAY_APP), "targetPerReplica": TARGET_PER_POD}],
         "behavior": {
             "leadTime": {"seconds": 8, "windowSeconds": 12},
-            "scaleDown": {"stabilizationWindowSeconds": SCALE_DOWN_WINDOW}
+            "scaleDown": {"stabilizationWindowSeconds": windows().0}
         }
     })
 }
@@ -120,7 +128,7 @@ fn hpa_json() -> Value {
                     "reporter": "source", "source_workload": HPA_APP, "source_workload_namespace": "istio-system"}}},
                 "target": {"type": "AverageValue", "averageValue": format!("{TARGET_PER_POD}")}
             }}],
-            "behavior": {"scaleDown": {"stabilizationWindowSeconds": SCALE_DOWN_WINDOW}}
+            "behavior": {"scaleDown": {"stabilizationWindowSeconds": windows().0}}
         }
     })
 }
@@ -210,7 +218,7 @@ impl Profile {
     }
 
     fn duration(&self) -> f64 {
-        self.load_ends() + TAIL_SECONDS
+        self.load_ends() + tail_seconds()
     }
 }
 
@@ -396,7 +404,7 @@ fn prediction(
     s.controllers.spillway_interval_seconds = 1;
     s.controllers.hpa_sync_seconds = 15;
     s.controllers.fast_path_seconds = 1;
-    s.controllers.hpa_scale_down_window_seconds = Some(SCALE_DOWN_WINDOW);
+    s.controllers.hpa_scale_down_window_seconds = Some(windows().0);
     s.policies = vec![PolicyKind::Hpa, PolicyKind::Spillway];
     s.policy = serde_json::from_value(policy_spec()).unwrap();
     s.load = profile.load.clone();
@@ -425,9 +433,11 @@ fn table(profile: &Profile, hpa: (&Figures, &Figures), sw: (&Figures, &Figures))
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "### {} (real control plane, {:.0} s)\n",
+        "### {} (real control plane, {:.0} s; scale-down windows {} s, spillway's ECI {} s)\n",
         profile.name,
-        profile.duration()
+        profile.duration(),
+        windows().0,
+        windows().1
     );
     let _ = writeln!(
         out,
