@@ -76,6 +76,12 @@ pub struct EngineState {
     pub last_peak_eci_spend: Option<f64>,
     /// `(minute, most live pods in it)` over the last day, for the all-ECS comparison.
     pub peak: Vec<(i64, i32)>,
+    /// A make-before-break move back to ECS in progress (`placement.swapBack`).
+    #[serde(default)]
+    pub swap: Option<placement::Swap>,
+    /// Swaps in a row whose added pod landed on ECI too: each doubles the wait before the next.
+    #[serde(default)]
+    pub swap_misses: u32,
 }
 
 /// Which way the replica count goes.
@@ -117,6 +123,8 @@ pub enum Why {
     Burst,
     /// The load fell: the pods above what ECS holds (on ECI) go after the shorter ECI window.
     EciScaleDown,
+    /// A make-before-break move of an ECI pod back to ECS: one pod more, then one fewer.
+    Rebalance,
     /// Some or all load data is missing: no scale-down.
     MissingData,
     /// `spec.paused`.
@@ -137,6 +145,7 @@ impl Why {
             Why::EciCap => "eci_cap",
             Why::Burst => "burst",
             Why::EciScaleDown => "eci_scale_down",
+            Why::Rebalance => "rebalance",
             Why::MissingData => "missing_data",
             Why::Paused => "paused",
             Why::ScaledToZero => "scaled_to_zero",
@@ -312,6 +321,8 @@ pub fn decide(policy: &ElasticGatewaySpec, obs: &Observation<'_>, prev: &EngineS
     let lead = forecast(policy, &readings, fast, &ctx);
     let mut plan = stabilise(policy, &ctx, &readings, lead, fast, &mut state);
     cap(policy, obs.pod_requests, &ctx.survey, &mut plan);
+    let weights = steer_weights(policy, obs, &ctx, &plan, &mut state);
+    swap_back(policy, obs, &ctx, &weights, &mut plan, &mut state);
     if plan.desired != ctx.current && !policy.dry_run {
         state.hpa.record_scale(
             ctx.now,
@@ -319,11 +330,11 @@ pub fn decide(policy: &ElasticGatewaySpec, obs: &Observation<'_>, prev: &EngineS
             plan.desired,
             hpa::longest_period(&ctx.up, &ctx.down),
         );
-        if plan.desired > ctx.current {
+        // A swap's added pod is a move, not a scale-up: it starts no quiet period.
+        if plan.desired > ctx.current && plan.why != Why::Rebalance {
             state.last_scale_up = Some(ctx.now);
         }
     }
-    let weights = steer_weights(policy, obs, &ctx, &plan, &mut state);
     let (deletion_costs, moves, move_reason) =
         place(policy, obs, &ctx, &plan, &weights, &mut state);
     let cost = price(policy, obs, &mut state);
@@ -692,6 +703,151 @@ fn cap(policy: &ElasticGatewaySpec, requests: Resources, survey: &Survey, plan: 
         }
     }
     plan.expected_eci = (plan.desired - survey.ecs_capacity).max(0);
+}
+
+/// Stage 5a: move ECI pods back to ECS make-before-break (`placement.swapBack`). When the
+/// fleet is steady (the load asks for the count it has, nothing pending, not ready or rolling)
+/// and ECS has a free slot while gateway pods run on ECI, ask for one pod more. The ECI pods
+/// still count for the scheduler's topology spreading, so the new pod lands on ECS (an
+/// eviction would empty the virtual node and the spread score could send the replacement right
+/// back). Once the added pod is ready, ask for the count before: the ReplicaSet removes an ECI
+/// pod first (lowest deletion cost). The count never dips below what the load asked for. If
+/// the load rises meanwhile the added pod simply stays; if it falls, the scale-down removes ECI
+/// pods first anyway. A swap whose added pod lands on ECI too is a miss: the next waits twice
+/// as long.
+fn swap_back(
+    policy: &ElasticGatewaySpec,
+    obs: &Observation<'_>,
+    ctx: &Context,
+    weights: &WeightPlan,
+    plan: &mut ReplicaPlan,
+    state: &mut EngineState,
+) {
+    let now = ctx.now;
+    let enabled = policy.placement.swap_back && !policy.placement.rebalance && !policy.dry_run;
+    let live: Vec<&GatewayPod> = obs.pods.iter().filter(|p| !p.terminating).collect();
+    let all_ready = ctx.survey.pending_pods == 0 && live.iter().all(|p| p.ready);
+    let normal = matches!(
+        plan.why,
+        Why::Load | Why::Steady | Why::Stabilized | Why::RateLimited | Why::EciScaleDown
+    );
+    if let Some(s) = state.swap {
+        // The count was changed by someone else, the load asks for more (the added pod
+        // stays), or for fewer than before the swap (the scale-down takes ECI pods first).
+        if !enabled
+            || !normal
+            || ctx.current != s.base + s.added
+            || plan.desired != plan.desired.clamp(s.base, ctx.current)
+        {
+            state.swap = None;
+            return;
+        }
+        let timed_out = now - s.started >= placement::SWAP_TIMEOUT_SECONDS;
+        let landed = ctx.survey.ecs_pods > s.ecs_pods;
+        let settled = all_ready && ctx.status_replicas == ctx.current;
+        if settled
+            && !landed
+            && !timed_out
+            && s.added < placement::SWAP_MAX_ADDED
+            && ctx.current < policy.max_replicas
+        {
+            // Each pod added on ECI raises the virtual node's spread count: the next one
+            // weighs affinity against a less empty virtual node.
+            state.swap = Some(placement::Swap {
+                added: s.added + 1,
+                ..s
+            });
+            set(
+                plan,
+                ctx.current + 1,
+                "swap: the added pod landed on ECI too; one more".into(),
+            );
+        } else if settled || timed_out {
+            state.swap_misses = if landed {
+                0
+            } else {
+                state.swap_misses.saturating_add(1)
+            };
+            state.swap = None;
+            state.last_move = Some(now);
+            set(
+                plan,
+                s.base,
+                if landed {
+                    format!(
+                        "swap: an added pod runs on ECS; back to {}, ECI pods go first",
+                        s.base
+                    )
+                } else {
+                    format!(
+                        "swap: the added pods {}; back to {} (next try in {:.0}s)",
+                        if timed_out {
+                            "are not ready"
+                        } else {
+                            "landed on ECI too"
+                        },
+                        s.base,
+                        placement::swap_wait(
+                            policy.placement.rebalance_interval_seconds,
+                            state.swap_misses
+                        )
+                    )
+                },
+            );
+        } else {
+            set(
+                plan,
+                ctx.current,
+                "swap: waiting for the added pod to be ready".into(),
+            );
+        }
+        return;
+    }
+    let interval = policy.placement.rebalance_interval_seconds as f64;
+    let steady = enabled
+        && plan.action == Action::Hold
+        && matches!(plan.why, Why::Steady | Why::Load)
+        && plan.hpa.is_some_and(|h| h >= ctx.current)
+        && plan.lead.is_none()
+        && ctx.current == ctx.status_replicas
+        && ctx.current < policy.max_replicas
+        && all_ready
+        && !obs.rollout_in_progress
+        && !weights.changed()
+        && weights.target.ecs > weights.target.eci
+        && state.burst_until.is_none_or(|u| now >= u)
+        && state.last_scale_up.is_none_or(|t| now - t >= interval)
+        && state.last_move.is_none_or(|t| {
+            now - t
+                >= placement::swap_wait(
+                    policy.placement.rebalance_interval_seconds,
+                    state.swap_misses,
+                )
+        });
+    if steady && ctx.survey.eci_pods > 0 && ctx.survey.ecs_room > 0 {
+        state.swap = Some(placement::Swap {
+            base: ctx.current,
+            added: 1,
+            ecs_pods: ctx.survey.ecs_pods,
+            started: now,
+        });
+        set(
+            plan,
+            ctx.current + 1,
+            format!(
+                "swap: ECS has room for {} while {} run on ECI; one pod more (it lands on ECS), \
+                 then one fewer",
+                ctx.survey.ecs_room, ctx.survey.eci_pods
+            ),
+        );
+    }
+
+    fn set(plan: &mut ReplicaPlan, desired: i32, note: String) {
+        plan.desired = desired;
+        plan.action = direction(plan.current, desired);
+        plan.why = Why::Rebalance;
+        plan.reason.push_str(&format!("; {note}"));
+    }
 }
 
 /// Stage 5: deletion costs (ECI pods go first on scale-in) and, if enabled, one move back to

@@ -282,7 +282,18 @@ pub struct PlacementSpec {
     #[serde(default = "defaults::min_weight_interval")]
     #[schemars(range(min = 0))]
     pub min_weight_change_interval_seconds: i64,
-    /// After a peak, move ECI pods back to ECS (by eviction, one at a time) when ECS has room.
+    /// Move gateway pods off ECI while ECS has a free slot, make-before-break: when the fleet is
+    /// steady and every pod ready, add one pod, and once it is ready on ECS scale back by one
+    /// (the ReplicaSet removes an ECI pod first: lowest deletion cost). Capacity never dips, and
+    /// the ECI pod still counts for the scheduler's default topology spreading while the new
+    /// pod is placed, so the new pod lands on ECS; an eviction leaves the virtual node empty,
+    /// and the spread score can send the replacement straight back to ECI. A swap whose new pod
+    /// still lands on ECI is retried after twice the wait each time (at most an hour).
+    /// Ignored while `rebalance` (eviction) is on.
+    #[serde(default = "defaults::swap_back")]
+    pub swap_back: bool,
+    /// After a peak, move ECI pods back to ECS by eviction, one at a time, when ECS has room
+    /// (break-before-make: for fleets that cannot take one more pod; see `swapBack`).
     #[serde(default)]
     pub rebalance: bool,
     /// Minimum time between two moves, and after the last scale-up, before one.
@@ -301,6 +312,7 @@ impl Default for PlacementSpec {
             exhausted_after_seconds: defaults::exhausted_after(),
             recovered_after_seconds: defaults::recovered_after(),
             min_weight_change_interval_seconds: defaults::min_weight_interval(),
+            swap_back: defaults::swap_back(),
             rebalance: false,
             rebalance_interval_seconds: defaults::rebalance_interval(),
         }
@@ -672,6 +684,9 @@ pub mod defaults {
     }
     pub fn min_weight_interval() -> i64 {
         3600
+    }
+    pub fn swap_back() -> bool {
+        true
     }
     pub fn rebalance_interval() -> i64 {
         60

@@ -661,6 +661,158 @@ fn rebalance_moves_one_eci_pod_when_steady_with_room() {
     );
 }
 
+/// `cluster` plus one more gateway pod, on ECS or on the virtual node, ready or not.
+fn with_added(mut c: Cluster, on_ecs: bool, ready: bool, name: &str) -> Cluster {
+    let (node, pool) = if on_ecs {
+        ("ecs-3", Pool::Ecs)
+    } else {
+        ("virtual-kubelet", Pool::Eci)
+    };
+    if let Some(n) = c.nodes.iter_mut().find(|n| n.name == node) {
+        n.requested.add(&GW);
+    }
+    let mut p = pod(name, Some(node), pool, 900.0);
+    p.ready = ready;
+    c.pods.push(p);
+    c
+}
+
+#[test]
+fn swap_back_adds_a_pod_then_gives_back_an_eci_one() {
+    let p = policy();
+    let loads = [LoadSample::Total(4000.0)]; // 8 replicas on target
+    // 6 on ECS (room for 6 more), 2 on ECI, steady: one pod more.
+    let c = cluster(4, 0, 6, 2);
+    let out = decide(&p, &obs(1000.0, &c, &loads, 8), &EngineState::default());
+    let d = &out.decision;
+    assert_eq!(
+        (d.replicas.desired, d.replicas.why),
+        (9, Why::Rebalance),
+        "{}",
+        d.replicas.reason
+    );
+    assert!(d.moves.is_empty(), "no eviction: make-before-break");
+    // While the added pod starts, the count holds at 9 though the load asks for 8.
+    let starting = with_added(cluster(4, 0, 6, 2), true, false, "gw-new");
+    let out = decide(&p, &obs(1002.0, &starting, &loads, 9), &out.state);
+    assert_eq!(
+        (out.decision.replicas.desired, out.decision.replicas.why),
+        (9, Why::Rebalance),
+        "{}",
+        out.decision.replicas.reason
+    );
+    // Ready on ECS: back to 8 (the ReplicaSet removes an ECI pod: lowest deletion cost).
+    let landed = with_added(cluster(4, 0, 6, 2), true, true, "gw-new");
+    let out = decide(&p, &obs(1010.0, &landed, &loads, 9), &out.state);
+    let d = &out.decision;
+    assert_eq!((d.replicas.desired, d.replicas.why), (8, Why::Rebalance));
+    assert!(
+        d.deletion_costs
+            .iter()
+            .any(|(n, c)| n == "gw-eci-0" && *c == placement::ECI_DELETION_COST)
+    );
+    assert_eq!((out.state.swap, out.state.swap_misses), (None, 0));
+    // Not again before the rebalance interval.
+    let after = cluster(4, 0, 7, 1);
+    let d = decide(&p, &obs(1030.0, &after, &loads, 8), &out.state).decision;
+    assert_eq!(d.replicas.desired, 8, "{}", d.replicas.reason);
+    let d = decide(&p, &obs(1070.0, &after, &loads, 8), &out.state).decision;
+    assert_eq!((d.replicas.desired, d.replicas.why), (9, Why::Rebalance));
+}
+
+#[test]
+fn swap_back_adds_up_to_three_while_they_land_on_eci_then_backs_off() {
+    let p = policy();
+    let loads = [LoadSample::Total(4000.0)];
+    let mut state = decide(
+        &p,
+        &obs(1000.0, &cluster(4, 0, 6, 2), &loads, 8),
+        &EngineState::default(),
+    )
+    .state;
+    let mut c = cluster(4, 0, 6, 2);
+    for (i, t) in [(1, 1050.0), (2, 1100.0)] {
+        c = with_added(c, false, true, &format!("gw-new-{i}"));
+        let out = decide(&p, &obs(t, &c, &loads, 8 + i), &state);
+        assert_eq!(
+            (out.decision.replicas.desired, out.decision.replicas.why),
+            (9 + i, Why::Rebalance),
+            "{}",
+            out.decision.replicas.reason
+        );
+        state = out.state;
+    }
+    // The third added pod landed on ECI too: back to 8, and the next try waits twice as long.
+    c = with_added(c, false, true, "gw-new-3");
+    let out = decide(&p, &obs(1150.0, &c, &loads, 11), &state);
+    assert_eq!(
+        (out.decision.replicas.desired, out.decision.replicas.why),
+        (8, Why::Rebalance)
+    );
+    assert_eq!(out.state.swap_misses, 1);
+    let back = cluster(4, 0, 6, 2);
+    let d = decide(&p, &obs(1150.0 + 90.0, &back, &loads, 8), &out.state).decision;
+    assert_eq!(d.replicas.desired, 8, "{}", d.replicas.reason);
+    let d = decide(&p, &obs(1150.0 + 120.0, &back, &loads, 8), &out.state).decision;
+    assert_eq!(d.replicas.desired, 9, "{}", d.replicas.reason);
+    assert_eq!(placement::swap_wait(60, 0), 60.0);
+    assert_eq!(placement::swap_wait(60, 3), 480.0);
+    assert_eq!(placement::swap_wait(60, 30), 3600.0);
+}
+
+#[test]
+fn swap_back_stands_aside() {
+    let loads = [LoadSample::Total(4000.0)];
+    let c = cluster(4, 0, 6, 2);
+    let swapped = |p: &ElasticGatewaySpec, o: Observation<'_>| {
+        decide(p, &o, &EngineState::default()).decision.replicas.why == Why::Rebalance
+    };
+    let p = policy();
+    assert!(swapped(&p, obs(1000.0, &c, &loads, 8)));
+    // ECS full: no room to move to.
+    assert!(!swapped(&p, obs(1000.0, &cluster(2, 0, 8, 2), &loads, 10)));
+    // The load asks for more, or less (the scale-down takes ECI pods first anyway).
+    assert!(!swapped(
+        &p,
+        obs(1000.0, &c, &[LoadSample::Total(6000.0)], 8)
+    ));
+    assert!(!swapped(
+        &p,
+        obs(1000.0, &c, &[LoadSample::Total(1000.0)], 8)
+    ));
+    // A pod not ready, a rollout, maxReplicas.
+    let mut unready = cluster(4, 0, 6, 2);
+    unready.pods[0].ready = false;
+    assert!(!swapped(&p, obs(1000.0, &unready, &loads, 8)));
+    let mut rolling = obs(1000.0, &c, &loads, 8);
+    rolling.rollout_in_progress = true;
+    assert!(!swapped(&p, rolling));
+    let mut at_max = policy();
+    at_max.max_replicas = 8;
+    assert!(!swapped(&at_max, obs(1000.0, &c, &loads, 8)));
+    // Off, eviction mode on, or dry run.
+    for f in [
+        |p: &mut ElasticGatewaySpec| p.placement.swap_back = false,
+        |p: &mut ElasticGatewaySpec| p.placement.rebalance = true,
+        |p: &mut ElasticGatewaySpec| p.dry_run = true,
+    ] {
+        let mut q = policy();
+        f(&mut q);
+        assert!(!swapped(&q, obs(1000.0, &c, &loads, 8)));
+    }
+    // The load rises during a swap: the added pod stays, the swap is over.
+    let state = decide(&p, &obs(1000.0, &c, &loads, 8), &EngineState::default()).state;
+    let added = with_added(cluster(4, 0, 6, 2), true, false, "gw-new");
+    let out = decide(
+        &p,
+        &obs(1002.0, &added, &[LoadSample::Total(8000.0)], 9),
+        &state,
+    );
+    assert!(out.decision.replicas.desired > 9);
+    assert_ne!(out.decision.replicas.why, Why::Rebalance);
+    assert_eq!(out.state.swap, None);
+}
+
 fn arb_sample() -> impl Strategy<Value = LoadSample> {
     prop_oneof![
         4 => (0.0f64..50_000.0).prop_map(LoadSample::Total),
