@@ -287,9 +287,11 @@ pub struct PlacementSpec {
     /// (the ReplicaSet removes an ECI pod first: lowest deletion cost). Capacity never dips, and
     /// the ECI pod still counts for the scheduler's default topology spreading while the new
     /// pod is placed, so the new pod lands on ECS; an eviction leaves the virtual node empty,
-    /// and the spread score can send the replacement straight back to ECI. A swap whose new pod
-    /// still lands on ECI is retried after twice the wait each time (at most an hour).
-    /// Ignored while `rebalance` (eviction) is on.
+    /// and the spread score can send the replacement straight back to ECI. While an added pod
+    /// lands on ECI too, one more is added (at most three: each raises the virtual node's spread
+    /// count); if none reaches ECS, the next swap waits twice as long (at most an hour). The
+    /// added pods use ECS slots, paid for anyway; a missed one costs an ECI start. Ignored while
+    /// `rebalance` (eviction) is on.
     #[serde(default = "defaults::swap_back")]
     pub swap_back: bool,
     /// After a peak, move ECI pods back to ECS by eviction, one at a time, when ECS has room

@@ -1019,6 +1019,74 @@ fn eci_pods_go_after_the_short_window_and_ecs_pods_after_the_standard_one() {
     );
 }
 
+/// Drives a fleet of 24 (12 on ECS, 12 on ECI) through a fall to 4 pods' worth at `fall`;
+/// returns when the ECI pods went (the first `EciScaleDown`) and the state after.
+fn eci_release_after(p: &ElasticGatewaySpec, state: EngineState, fall: f64) -> (f64, EngineState) {
+    let c = cluster(4, 2000, 12, 12);
+    let high = [LoadSample::Total(12_000.0)];
+    let low = [LoadSample::Total(2000.0)];
+    let mut state = decide(p, &obs(fall - 5.0, &c, &high, 24), &state).state;
+    for t in (0..=400).step_by(5) {
+        let now = fall + f64::from(t);
+        let out = decide(p, &obs(now, &c, &low, 24), &state);
+        state = out.state;
+        if out.decision.replicas.why == Why::EciScaleDown {
+            return (f64::from(t), state);
+        }
+    }
+    panic!("no ECI release within 400 s");
+}
+
+#[test]
+fn a_release_the_load_undoes_within_the_standard_window_doubles_the_eci_window() {
+    let p = policy();
+    let (after, state) = eci_release_after(&p, EngineState::default(), 0.0);
+    assert!((40.0..=45.0).contains(&after), "{after}");
+    let released = state.eci_release.expect("the release is noted").at;
+    // The load is back 120 s later (within the standard 300 s): a flap.
+    let c = cluster(4, 2000, 12, 0);
+    let out = decide(
+        &p,
+        &obs(released + 120.0, &c, &[LoadSample::Total(9000.0)], 12),
+        &state,
+    );
+    assert_eq!(out.decision.replicas.action, Action::ScaleUp);
+    assert_eq!(out.state.eci_flaps, 1);
+    // The next fall: the ECI pods wait twice as long.
+    let (after, state) = eci_release_after(&p, out.state, 2000.0);
+    assert!((80.0..=85.0).contains(&after), "{after}");
+    // That release stands for ten minutes: the window comes back down.
+    let c = cluster(4, 2000, 12, 0);
+    let calm = [LoadSample::Total(2000.0)];
+    let mut state = state;
+    for t in (0..=700).step_by(15) {
+        state = decide(&p, &obs(2100.0 + f64::from(t), &c, &calm, 12), &state).state;
+    }
+    assert_eq!(state.eci_flaps, 0);
+}
+
+#[test]
+fn a_rise_after_the_standard_window_is_not_a_flap() {
+    // Teeth farther apart than the standard window: holding the ECI pods up to it would not
+    // have bridged the gap, so the window stays short.
+    let p = policy();
+    let (_, state) = eci_release_after(&p, EngineState::default(), 0.0);
+    let released = state.eci_release.expect("the release is noted").at;
+    let c = cluster(4, 2000, 12, 0);
+    let out = decide(
+        &p,
+        &obs(released + 400.0, &c, &[LoadSample::Total(9000.0)], 12),
+        &state,
+    );
+    assert_eq!(out.decision.replicas.action, Action::ScaleUp);
+    assert_eq!((out.state.eci_flaps, out.state.eci_release), (0, None));
+    // The window never exceeds the standard one, however many flaps.
+    let down = p.behavior.scale_down.effective(false);
+    assert_eq!(eci_window(&p, &down, 0), 40.0);
+    assert_eq!(eci_window(&p, &down, 2), 160.0);
+    assert_eq!(eci_window(&p, &down, 9), 300.0);
+}
+
 #[test]
 fn noise_around_ecs_capacity_keeps_the_standard_window() {
     let p = policy();
