@@ -700,7 +700,8 @@ fn stabilise(
 
 /// The ECI pods' scale-down window: `eci.scaleDownWindow` (by default the ECI start latency:
 /// ski rental, an idle ECI pod is kept about as long as re-creating it would take), doubled for
-/// each release that the load undid within [`FLAP_WINDOW_SECONDS`], up to the standard window.
+/// each release that the load undid within the standard window (see [`judge_eci_release`]), up
+/// to the standard window.
 /// A release that had to be undone paid a cold start (ECI billing while the pod starts, and
 /// the gateway short meanwhile): on a load that bounces, holding longer is the cheaper bet;
 /// once releases stand again the window comes back down.
@@ -796,6 +797,8 @@ fn swap_back(
         plan.why,
         Why::Load | Why::Steady | Why::Stabilized | Why::RateLimited | Why::EciScaleDown
     );
+    // An added pod may land on ECI: never past the ECI cap.
+    let below_cap = plan.eci_cap.is_none_or(|c| ctx.survey.eci_pods < c);
     if let Some(s) = state.swap {
         // The count was changed by someone else, the load asks for more (the added pod
         // stays), or for fewer than before the swap (the scale-down takes ECI pods first).
@@ -815,6 +818,7 @@ fn swap_back(
             && !timed_out
             && s.added < placement::SWAP_MAX_ADDED
             && ctx.current < policy.max_replicas
+            && below_cap
         {
             // Each pod added on ECI raises the virtual node's spread count: the next one
             // weighs affinity against a less empty virtual node.
@@ -876,6 +880,7 @@ fn swap_back(
         && plan.lead.is_none()
         && ctx.current == ctx.status_replicas
         && ctx.current < policy.max_replicas
+        && below_cap
         && all_ready
         && !obs.rollout_in_progress
         && !weights.changed()

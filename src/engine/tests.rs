@@ -790,6 +790,12 @@ fn swap_back_stands_aside() {
     let mut at_max = policy();
     at_max.max_replicas = 8;
     assert!(!swapped(&at_max, obs(1000.0, &c, &loads, 8)));
+    // The ECI cap reached: an added pod landing on ECI would pass it.
+    let mut capped = policy();
+    capped.eci.max_replicas = Some(2);
+    assert!(!swapped(&capped, obs(1000.0, &c, &loads, 8)));
+    capped.eci.max_replicas = Some(3);
+    assert!(swapped(&capped, obs(1000.0, &c, &loads, 8)));
     // Off, eviction mode on, or dry run.
     for f in [
         |p: &mut ElasticGatewaySpec| p.placement.swap_back = false,
