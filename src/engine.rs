@@ -85,16 +85,17 @@ pub struct EngineState {
     /// The last release of ECI pods on the shorter ECI window, until it is judged.
     #[serde(default)]
     pub eci_release: Option<EciRelease>,
-    /// Flaps of the ECI release not yet made up for: each doubles the ECI window (up to the
-    /// standard one); each release that stands for [`FLAP_WINDOW_SECONDS`] halves it back.
+    /// The ECI window learnt from flaps (unset: `eci.scaleDownWindow`); see [`eci_window`].
     #[serde(default)]
-    pub eci_flaps: u32,
+    pub eci_window: Option<f64>,
 }
 
 /// A release of ECI pods on the ECI window, waiting to be judged.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EciRelease {
     pub at: f64,
+    /// The ECI window it was released after.
+    pub window: f64,
     /// A scale-up until then (the standard window after the release) is a flap.
     pub flap_until: f64,
 }
@@ -289,7 +290,7 @@ pub const BURST_THRESHOLD: f64 = 2.0;
 pub const BURST_HOLD_SECONDS: f64 = 60.0;
 /// A rise is real when its fitted slope is this many standard errors above zero.
 pub const TREND_SIGNIFICANCE: f64 = 3.0;
-/// A release of ECI pods that stands this long makes up for one flap (issue 12 counts
+/// A release of ECI pods that stands this long halves the learnt ECI window (issue 12 counts
 /// reversals within 10 minutes).
 pub const FLAP_WINDOW_SECONDS: f64 = 600.0;
 /// Weights change only when the load is below this fraction of the ready capacity…
@@ -353,7 +354,7 @@ pub fn decide(policy: &ElasticGatewaySpec, obs: &Observation<'_>, prev: &EngineS
             state.last_scale_up = Some(ctx.now);
         }
     }
-    judge_eci_release(&ctx, &plan, &mut state);
+    judge_eci_release(policy, &ctx, &plan, &mut state);
     let (deletion_costs, moves, move_reason) =
         place(policy, obs, &ctx, &plan, &weights, &mut state);
     let cost = price(policy, obs, &mut state);
@@ -654,7 +655,7 @@ fn stabilise(
         // billed per second; they go after the shorter ECI window, when the load has really
         // fallen (below the count by more than twice the tolerance through the window: noise
         // around a steady load keeps the standard window, so the count does not flap).
-        let eci_window = eci_window(policy, &ctx.down, state.eci_flaps);
+        let eci_window = eci_window(policy, &ctx.down, state.eci_window);
         let recent = state.hpa.max_since(now - eci_window).unwrap_or(recommended);
         let fell =
             f64::from(recent) <= f64::from(desired) * (1.0 - 2.0 * policy.behavior.tolerance);
@@ -699,47 +700,49 @@ fn stabilise(
 }
 
 /// The ECI pods' scale-down window: `eci.scaleDownWindow` (by default the ECI start latency:
-/// ski rental, an idle ECI pod is kept about as long as re-creating it would take), doubled for
-/// each release that the load undid within the standard window (see [`judge_eci_release`]), up
-/// to the standard window.
-/// A release that had to be undone paid a cold start (ECI billing while the pod starts, and
-/// the gateway short meanwhile): on a load that bounces, holding longer is the cheaper bet;
-/// once releases stand again the window comes back down.
+/// ski rental, an idle ECI pod is kept about as long as re-creating it would take), or longer
+/// as learnt from flaps (see [`judge_eci_release`]), never beyond the standard window.
 fn eci_window(
     policy: &ElasticGatewaySpec,
     down: &crate::policy::EffectiveRules,
-    flaps: u32,
+    learnt: Option<f64>,
 ) -> f64 {
     let base = policy.eci.scale_down_window() as f64;
-    if flaps == 0 {
-        return base;
-    }
     let standard = f64::from(down.stabilization_window_seconds).max(base);
-    (base * 2f64.powi(flaps.min(16) as i32)).min(standard)
+    learnt.unwrap_or(base).clamp(base, standard)
 }
 
 /// Judges the last ECI release. A scale-up for the load within the standard window after it
 /// is a flap: holding the pods as long as the HPA does would have bridged the dip, and the
-/// release paid a cold start and two changes of the count instead. A rise later than that (a
-/// gap longer than the standard window, as between the teeth of a sawtooth) is neither:
-/// holding longer, up to the standard window, would not have bridged it. A release that stands
-/// for [`FLAP_WINDOW_SECONDS`] makes up for one flap. Then notes this decision's release.
-fn judge_eci_release(ctx: &Context, plan: &ReplicaPlan, state: &mut EngineState) {
+/// release paid a cold start and two changes of the count instead. The ECI window then grows
+/// to what would have bridged this dip (the window plus the gap), at least twice what it was,
+/// at most the standard window. A rise later than that (a gap longer than the standard window,
+/// as between the teeth of a sawtooth) is neither: holding longer, up to the standard window,
+/// would not have bridged it. A release that stands for [`FLAP_WINDOW_SECONDS`] halves the
+/// window back towards `eci.scaleDownWindow`. Then notes this decision's release.
+fn judge_eci_release(
+    policy: &ElasticGatewaySpec,
+    ctx: &Context,
+    plan: &ReplicaPlan,
+    state: &mut EngineState,
+) {
     if let Some(r) = state.eci_release {
         let rose = plan.desired > ctx.current && plan.why != Why::Rebalance;
         if rose {
             if ctx.now <= r.flap_until {
-                state.eci_flaps = state.eci_flaps.saturating_add(1).min(16);
+                let bridge = r.window + (ctx.now - r.at);
+                state.eci_window = Some(bridge.max(2.0 * r.window));
             }
             state.eci_release = None;
         } else if ctx.now - r.at > FLAP_WINDOW_SECONDS {
-            state.eci_flaps = state.eci_flaps.saturating_sub(1);
+            state.eci_window = state.eci_window.map(|w| w / 2.0);
             state.eci_release = None;
         }
     }
     if plan.why == Why::EciScaleDown && plan.desired < ctx.current {
         state.eci_release = Some(EciRelease {
             at: ctx.now,
+            window: eci_window(policy, &ctx.down, state.eci_window),
             flap_until: ctx.now + f64::from(ctx.down.stabilization_window_seconds),
         });
     }

@@ -134,7 +134,10 @@ pub struct EciLimits {
     /// to the pods ECS holds. Unset: `startSeconds` (ski rental: an idle ECI pod is kept about
     /// as long as re-creating it would take, the time a released pod needed again would leave
     /// the gateway short), at least 30 and at most 300. The release also needs the load to have
-    /// fallen by more than twice the tolerance, so noise keeps the standard window.
+    /// fallen by more than twice the tolerance, so noise keeps the standard window. A release
+    /// the load undoes within the standard window stretches the window to what would have
+    /// bridged that dip (at least double, at most the standard window); each release that
+    /// stands for 10 minutes halves it back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale_down_window_seconds: Option<i64>,
 }

@@ -1044,7 +1044,7 @@ fn eci_release_after(p: &ElasticGatewaySpec, state: EngineState, fall: f64) -> (
 }
 
 #[test]
-fn a_release_the_load_undoes_within_the_standard_window_doubles_the_eci_window() {
+fn a_release_the_load_undoes_within_the_standard_window_stretches_the_eci_window() {
     let p = policy();
     let (after, state) = eci_release_after(&p, EngineState::default(), 0.0);
     assert!((40.0..=45.0).contains(&after), "{after}");
@@ -1057,18 +1057,19 @@ fn a_release_the_load_undoes_within_the_standard_window_doubles_the_eci_window()
         &state,
     );
     assert_eq!(out.decision.replicas.action, Action::ScaleUp);
-    assert_eq!(out.state.eci_flaps, 1);
-    // The next fall: the ECI pods wait twice as long.
+    // Holding 40 s + 120 s would have bridged that dip.
+    assert_eq!(out.state.eci_window, Some(160.0));
+    // The next fall: the ECI pods wait that long.
     let (after, state) = eci_release_after(&p, out.state, 2000.0);
-    assert!((80.0..=85.0).contains(&after), "{after}");
-    // That release stands for ten minutes: the window comes back down.
+    assert!((160.0..=165.0).contains(&after), "{after}");
+    // That release stands for ten minutes: the window halves back.
     let c = cluster(4, 2000, 12, 0);
     let calm = [LoadSample::Total(2000.0)];
     let mut state = state;
     for t in (0..=700).step_by(15) {
         state = decide(&p, &obs(2100.0 + f64::from(t), &c, &calm, 12), &state).state;
     }
-    assert_eq!(state.eci_flaps, 0);
+    assert_eq!(state.eci_window, Some(80.0));
 }
 
 #[test]
@@ -1085,12 +1086,13 @@ fn a_rise_after_the_standard_window_is_not_a_flap() {
         &state,
     );
     assert_eq!(out.decision.replicas.action, Action::ScaleUp);
-    assert_eq!((out.state.eci_flaps, out.state.eci_release), (0, None));
-    // The window never exceeds the standard one, however many flaps.
+    assert_eq!((out.state.eci_window, out.state.eci_release), (None, None));
+    // The window stays between `eci.scaleDownWindow` and the standard one.
     let down = p.behavior.scale_down.effective(false);
-    assert_eq!(eci_window(&p, &down, 0), 40.0);
-    assert_eq!(eci_window(&p, &down, 2), 160.0);
-    assert_eq!(eci_window(&p, &down, 9), 300.0);
+    assert_eq!(eci_window(&p, &down, None), 40.0);
+    assert_eq!(eci_window(&p, &down, Some(160.0)), 160.0);
+    assert_eq!(eci_window(&p, &down, Some(1000.0)), 300.0);
+    assert_eq!(eci_window(&p, &down, Some(10.0)), 40.0);
 }
 
 #[test]
