@@ -76,6 +76,28 @@ pub struct EngineState {
     pub last_peak_eci_spend: Option<f64>,
     /// `(minute, most live pods in it)` over the last day, for the all-ECS comparison.
     pub peak: Vec<(i64, i32)>,
+    /// A make-before-break move back to ECS in progress (`placement.swapBack`).
+    #[serde(default)]
+    pub swap: Option<placement::Swap>,
+    /// Swaps in a row whose added pod landed on ECI too: each doubles the wait before the next.
+    #[serde(default)]
+    pub swap_misses: u32,
+    /// The last release of ECI pods on the shorter ECI window, until it is judged.
+    #[serde(default)]
+    pub eci_release: Option<EciRelease>,
+    /// The ECI window learnt from flaps (unset: `eci.scaleDownWindow`); see [`eci_window`].
+    #[serde(default)]
+    pub eci_window: Option<f64>,
+}
+
+/// A release of ECI pods on the ECI window, waiting to be judged.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EciRelease {
+    pub at: f64,
+    /// The ECI window it was released after.
+    pub window: f64,
+    /// A scale-up until then (the standard window after the release) is a flap.
+    pub flap_until: f64,
 }
 
 /// Which way the replica count goes.
@@ -117,6 +139,8 @@ pub enum Why {
     Burst,
     /// The load fell: the pods above what ECS holds (on ECI) go after the shorter ECI window.
     EciScaleDown,
+    /// A make-before-break move of an ECI pod back to ECS: one pod more, then one fewer.
+    Rebalance,
     /// Some or all load data is missing: no scale-down.
     MissingData,
     /// `spec.paused`.
@@ -137,6 +161,7 @@ impl Why {
             Why::EciCap => "eci_cap",
             Why::Burst => "burst",
             Why::EciScaleDown => "eci_scale_down",
+            Why::Rebalance => "rebalance",
             Why::MissingData => "missing_data",
             Why::Paused => "paused",
             Why::ScaledToZero => "scaled_to_zero",
@@ -265,6 +290,9 @@ pub const BURST_THRESHOLD: f64 = 2.0;
 pub const BURST_HOLD_SECONDS: f64 = 60.0;
 /// A rise is real when its fitted slope is this many standard errors above zero.
 pub const TREND_SIGNIFICANCE: f64 = 3.0;
+/// A release of ECI pods that stands this long halves the learnt ECI window (issue 12 counts
+/// reversals within 10 minutes).
+pub const FLAP_WINDOW_SECONDS: f64 = 600.0;
 /// Weights change only when the load is below this fraction of the ready capacity…
 pub const QUIET_LOAD_FRACTION: f64 = 0.5;
 /// …and nothing scaled up for this long.
@@ -312,6 +340,8 @@ pub fn decide(policy: &ElasticGatewaySpec, obs: &Observation<'_>, prev: &EngineS
     let lead = forecast(policy, &readings, fast, &ctx);
     let mut plan = stabilise(policy, &ctx, &readings, lead, fast, &mut state);
     cap(policy, obs.pod_requests, &ctx.survey, &mut plan);
+    let weights = steer_weights(policy, obs, &ctx, &plan, &mut state);
+    swap_back(policy, obs, &ctx, &weights, &mut plan, &mut state);
     if plan.desired != ctx.current && !policy.dry_run {
         state.hpa.record_scale(
             ctx.now,
@@ -319,11 +349,12 @@ pub fn decide(policy: &ElasticGatewaySpec, obs: &Observation<'_>, prev: &EngineS
             plan.desired,
             hpa::longest_period(&ctx.up, &ctx.down),
         );
-        if plan.desired > ctx.current {
+        // A swap's added pod is a move, not a scale-up: it starts no quiet period.
+        if plan.desired > ctx.current && plan.why != Why::Rebalance {
             state.last_scale_up = Some(ctx.now);
         }
     }
-    let weights = steer_weights(policy, obs, &ctx, &plan, &mut state);
+    judge_eci_release(policy, &ctx, &plan, &mut state);
     let (deletion_costs, moves, move_reason) =
         place(policy, obs, &ctx, &plan, &weights, &mut state);
     let cost = price(policy, obs, &mut state);
@@ -624,7 +655,7 @@ fn stabilise(
         // billed per second; they go after the shorter ECI window, when the load has really
         // fallen (below the count by more than twice the tolerance through the window: noise
         // around a steady load keeps the standard window, so the count does not flap).
-        let eci_window = policy.eci.scale_down_window() as f64;
+        let eci_window = eci_window(policy, &ctx.down, state.eci_window);
         let recent = state.hpa.max_since(now - eci_window).unwrap_or(recommended);
         let fell =
             f64::from(recent) <= f64::from(desired) * (1.0 - 2.0 * policy.behavior.tolerance);
@@ -668,6 +699,55 @@ fn stabilise(
     plan(desired, why, reason)
 }
 
+/// The ECI pods' scale-down window: `eci.scaleDownWindow` (by default the ECI start latency:
+/// ski rental, an idle ECI pod is kept about as long as re-creating it would take), or longer
+/// as learnt from flaps (see [`judge_eci_release`]), never beyond the standard window.
+fn eci_window(
+    policy: &ElasticGatewaySpec,
+    down: &crate::policy::EffectiveRules,
+    learnt: Option<f64>,
+) -> f64 {
+    let base = policy.eci.scale_down_window() as f64;
+    let standard = f64::from(down.stabilization_window_seconds).max(base);
+    learnt.unwrap_or(base).clamp(base, standard)
+}
+
+/// Judges the last ECI release. A scale-up for the load within the standard window after it
+/// is a flap: holding the pods as long as the HPA does would have bridged the dip, and the
+/// release paid a cold start and two changes of the count instead. The ECI window then grows
+/// to what would have bridged this dip (the window plus the gap), at least twice what it was,
+/// at most the standard window. A rise later than that (a gap longer than the standard window,
+/// as between the teeth of a sawtooth) is neither: holding longer, up to the standard window,
+/// would not have bridged it. A release that stands for [`FLAP_WINDOW_SECONDS`] halves the
+/// window back towards `eci.scaleDownWindow`. Then notes this decision's release.
+fn judge_eci_release(
+    policy: &ElasticGatewaySpec,
+    ctx: &Context,
+    plan: &ReplicaPlan,
+    state: &mut EngineState,
+) {
+    if let Some(r) = state.eci_release {
+        let rose = plan.desired > ctx.current && plan.why != Why::Rebalance;
+        if rose {
+            if ctx.now <= r.flap_until {
+                let bridge = r.window + (ctx.now - r.at);
+                state.eci_window = Some(bridge.max(2.0 * r.window));
+            }
+            state.eci_release = None;
+        } else if ctx.now - r.at > FLAP_WINDOW_SECONDS {
+            state.eci_window = state.eci_window.map(|w| w / 2.0);
+            state.eci_release = None;
+        }
+    }
+    if plan.why == Why::EciScaleDown && plan.desired < ctx.current {
+        state.eci_release = Some(EciRelease {
+            at: ctx.now,
+            window: eci_window(policy, &ctx.down, state.eci_window),
+            flap_until: ctx.now + f64::from(ctx.down.stabilization_window_seconds),
+        });
+    }
+}
+
 /// Stage 4: the ECI cap limits the pods on ECI, never the fleet ECS can hold: the ceiling is
 /// ECS's capacity (its pods plus free slots) plus the cap.
 fn cap(policy: &ElasticGatewaySpec, requests: Resources, survey: &Survey, plan: &mut ReplicaPlan) {
@@ -692,6 +772,155 @@ fn cap(policy: &ElasticGatewaySpec, requests: Resources, survey: &Survey, plan: 
         }
     }
     plan.expected_eci = (plan.desired - survey.ecs_capacity).max(0);
+}
+
+/// Stage 5a: move ECI pods back to ECS make-before-break (`placement.swapBack`). When the
+/// fleet is steady (the load asks for the count it has, nothing pending, not ready or rolling)
+/// and ECS has a free slot while gateway pods run on ECI, ask for one pod more. The ECI pods
+/// still count for the scheduler's topology spreading, so the new pod lands on ECS (an
+/// eviction would empty the virtual node and the spread score could send the replacement right
+/// back). Once the added pod is ready, ask for the count before: the ReplicaSet removes an ECI
+/// pod first (lowest deletion cost). The count never dips below what the load asked for. If
+/// the load rises meanwhile the added pod simply stays; if it falls, the scale-down removes ECI
+/// pods first anyway. A swap whose added pod lands on ECI too is a miss: the next waits twice
+/// as long.
+fn swap_back(
+    policy: &ElasticGatewaySpec,
+    obs: &Observation<'_>,
+    ctx: &Context,
+    weights: &WeightPlan,
+    plan: &mut ReplicaPlan,
+    state: &mut EngineState,
+) {
+    let now = ctx.now;
+    let enabled = policy.placement.swap_back && !policy.placement.rebalance && !policy.dry_run;
+    let live: Vec<&GatewayPod> = obs.pods.iter().filter(|p| !p.terminating).collect();
+    let all_ready = ctx.survey.pending_pods == 0 && live.iter().all(|p| p.ready);
+    let normal = matches!(
+        plan.why,
+        Why::Load | Why::Steady | Why::Stabilized | Why::RateLimited | Why::EciScaleDown
+    );
+    // An added pod may land on ECI: never past the ECI cap.
+    let below_cap = plan.eci_cap.is_none_or(|c| ctx.survey.eci_pods < c);
+    if let Some(s) = state.swap {
+        // The count was changed by someone else, the load asks for more (the added pod
+        // stays), or for fewer than before the swap (the scale-down takes ECI pods first).
+        if !enabled
+            || !normal
+            || ctx.current != s.base + s.added
+            || plan.desired != plan.desired.clamp(s.base, ctx.current)
+        {
+            state.swap = None;
+            return;
+        }
+        let timed_out = now - s.started >= placement::SWAP_TIMEOUT_SECONDS;
+        let landed = ctx.survey.ecs_pods > s.ecs_pods;
+        let settled = all_ready && ctx.status_replicas == ctx.current;
+        if settled
+            && !landed
+            && !timed_out
+            && s.added < placement::SWAP_MAX_ADDED
+            && ctx.current < policy.max_replicas
+            && below_cap
+        {
+            // Each pod added on ECI raises the virtual node's spread count: the next one
+            // weighs affinity against a less empty virtual node.
+            state.swap = Some(placement::Swap {
+                added: s.added + 1,
+                ..s
+            });
+            set(
+                plan,
+                ctx.current + 1,
+                "swap: the added pod landed on ECI too; one more".into(),
+            );
+        } else if settled || timed_out {
+            state.swap_misses = if landed {
+                0
+            } else {
+                state.swap_misses.saturating_add(1)
+            };
+            state.swap = None;
+            state.last_move = Some(now);
+            set(
+                plan,
+                s.base,
+                if landed {
+                    format!(
+                        "swap: an added pod runs on ECS; back to {}, ECI pods go first",
+                        s.base
+                    )
+                } else {
+                    format!(
+                        "swap: the added pods {}; back to {} (next try in {:.0}s)",
+                        if timed_out {
+                            "are not ready"
+                        } else {
+                            "landed on ECI too"
+                        },
+                        s.base,
+                        placement::swap_wait(
+                            policy.placement.rebalance_interval_seconds,
+                            state.swap_misses
+                        )
+                    )
+                },
+            );
+        } else {
+            set(
+                plan,
+                ctx.current,
+                "swap: waiting for the added pod to be ready".into(),
+            );
+        }
+        return;
+    }
+    let interval = policy.placement.rebalance_interval_seconds as f64;
+    let steady = enabled
+        && plan.action == Action::Hold
+        && matches!(plan.why, Why::Steady | Why::Load)
+        && plan.hpa.is_some_and(|h| h >= ctx.current)
+        && plan.lead.is_none()
+        && ctx.current == ctx.status_replicas
+        && ctx.current < policy.max_replicas
+        && below_cap
+        && all_ready
+        && !obs.rollout_in_progress
+        && !weights.changed()
+        && weights.target.ecs > weights.target.eci
+        && state.burst_until.is_none_or(|u| now >= u)
+        && state.last_scale_up.is_none_or(|t| now - t >= interval)
+        && state.last_move.is_none_or(|t| {
+            now - t
+                >= placement::swap_wait(
+                    policy.placement.rebalance_interval_seconds,
+                    state.swap_misses,
+                )
+        });
+    if steady && ctx.survey.eci_pods > 0 && ctx.survey.ecs_room > 0 {
+        state.swap = Some(placement::Swap {
+            base: ctx.current,
+            added: 1,
+            ecs_pods: ctx.survey.ecs_pods,
+            started: now,
+        });
+        set(
+            plan,
+            ctx.current + 1,
+            format!(
+                "swap: ECS has room for {} while {} run on ECI; one pod more (it lands on ECS), \
+                 then one fewer",
+                ctx.survey.ecs_room, ctx.survey.eci_pods
+            ),
+        );
+    }
+
+    fn set(plan: &mut ReplicaPlan, desired: i32, note: String) {
+        plan.desired = desired;
+        plan.action = direction(plan.current, desired);
+        plan.why = Why::Rebalance;
+        plan.reason.push_str(&format!("; {note}"));
+    }
 }
 
 /// Stage 5: deletion costs (ECI pods go first on scale-in) and, if enabled, one move back to

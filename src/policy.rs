@@ -134,7 +134,10 @@ pub struct EciLimits {
     /// to the pods ECS holds. Unset: `startSeconds` (ski rental: an idle ECI pod is kept about
     /// as long as re-creating it would take, the time a released pod needed again would leave
     /// the gateway short), at least 30 and at most 300. The release also needs the load to have
-    /// fallen by more than twice the tolerance, so noise keeps the standard window.
+    /// fallen by more than twice the tolerance, so noise keeps the standard window. A release
+    /// the load undoes within the standard window stretches the window to what would have
+    /// bridged that dip (at least double, at most the standard window); each release that
+    /// stands for 10 minutes halves it back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale_down_window_seconds: Option<i64>,
 }
@@ -282,7 +285,20 @@ pub struct PlacementSpec {
     #[serde(default = "defaults::min_weight_interval")]
     #[schemars(range(min = 0))]
     pub min_weight_change_interval_seconds: i64,
-    /// After a peak, move ECI pods back to ECS (by eviction, one at a time) when ECS has room.
+    /// Move gateway pods off ECI while ECS has a free slot, make-before-break: when the fleet is
+    /// steady and every pod ready, add one pod, and once it is ready on ECS scale back by one
+    /// (the ReplicaSet removes an ECI pod first: lowest deletion cost). Capacity never dips, and
+    /// the ECI pod still counts for the scheduler's default topology spreading while the new
+    /// pod is placed, so the new pod lands on ECS; an eviction leaves the virtual node empty,
+    /// and the spread score can send the replacement straight back to ECI. While an added pod
+    /// lands on ECI too, one more is added (at most three: each raises the virtual node's spread
+    /// count); if none reaches ECS, the next swap waits twice as long (at most an hour). The
+    /// added pods use ECS slots, paid for anyway; a missed one costs an ECI start. Ignored while
+    /// `rebalance` (eviction) is on.
+    #[serde(default = "defaults::swap_back")]
+    pub swap_back: bool,
+    /// After a peak, move ECI pods back to ECS by eviction, one at a time, when ECS has room
+    /// (break-before-make: for fleets that cannot take one more pod; see `swapBack`).
     #[serde(default)]
     pub rebalance: bool,
     /// Minimum time between two moves, and after the last scale-up, before one.
@@ -301,6 +317,7 @@ impl Default for PlacementSpec {
             exhausted_after_seconds: defaults::exhausted_after(),
             recovered_after_seconds: defaults::recovered_after(),
             min_weight_change_interval_seconds: defaults::min_weight_interval(),
+            swap_back: defaults::swap_back(),
             rebalance: false,
             rebalance_interval_seconds: defaults::rebalance_interval(),
         }
@@ -672,6 +689,9 @@ pub mod defaults {
     }
     pub fn min_weight_interval() -> i64 {
         3600
+    }
+    pub fn swap_back() -> bool {
+        true
     }
     pub fn rebalance_interval() -> i64 {
         60

@@ -152,3 +152,33 @@ fn diurnal_day_with_two_flash_crowds() {
         "{sw:?}"
     );
 }
+
+/// A steady load one pod above what ECS holds: the scheduler's topology spreading put two of
+/// the 13 pods on ECI at the start, leaving an ECS slot free. The HPA keeps them there for the
+/// whole run; spillway swaps one back (one pod more, then one fewer), without a reversal or a
+/// moment short.
+#[test]
+fn a_misplaced_eci_pod_is_swapped_back_to_ecs() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/drills/suite/10-one-above-ecs.yaml"
+    );
+    let mut s = Scenario::load(std::path::Path::new(path)).unwrap();
+    s.policies = vec![PolicyKind::Spillway, PolicyKind::Hpa];
+    let report = run(&s, &mut Quiet);
+    let sw = &by_policy(&report.runs, "spillway").summary;
+    let hpa = &by_policy(&report.runs, "hpa").summary;
+    assert!(
+        hpa.eci_pod_seconds_ecs_free > 0.9 * s.duration_seconds as f64,
+        "{hpa:?}"
+    );
+    assert!(
+        sw.eci_pod_seconds_ecs_free <= 0.02 * sw.eci_pod_seconds,
+        "{sw:?}"
+    );
+    assert!(sw.eci_pod_seconds < 0.6 * hpa.eci_pod_seconds, "{sw:?}");
+    assert_eq!(sw.final_eci_pods, 1);
+    assert!(sw.swap_changes >= 2, "{sw:?}");
+    assert_eq!((sw.reversals, sw.underprovisioned_pod_seconds), (0, 0.0));
+    assert_eq!(hpa.swap_changes, 0);
+}

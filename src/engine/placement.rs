@@ -264,6 +264,36 @@ pub fn deletion_costs(pods: &[GatewayPod]) -> Vec<(String, i32)> {
         .collect()
 }
 
+/// A make-before-break move in progress (`placement.swapBack`): pods were added to a steady
+/// fleet of `base` pods while `ecs_pods` ran on ECS; once one runs ready on ECS the count goes
+/// back to `base`, and the ReplicaSet removes ECI pods first (lowest deletion cost).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Swap {
+    pub base: i32,
+    /// Pods added so far (at most [`SWAP_MAX_ADDED`]).
+    pub added: i32,
+    pub ecs_pods: i32,
+    pub started: f64,
+}
+
+/// Most pods one swap adds. While an added pod lands on ECI as well, the next is added: each
+/// raises the virtual node's count for the scheduler's topology spreading (which favours the
+/// node with fewer of the set), until affinity wins; once one runs on ECS, the count goes back
+/// and every surplus pod goes, ECI first. Three covers an ECS node holding three gateway pods.
+pub const SWAP_MAX_ADDED: i32 = 3;
+/// A swap gives up waiting for its added pod after this long (an ECI start is well under it).
+pub const SWAP_TIMEOUT_SECONDS: f64 = 300.0;
+/// The longest wait between two swaps after misses (added pods that landed on ECI as well).
+pub const SWAP_MAX_BACKOFF_SECONDS: f64 = 3600.0;
+
+/// Seconds to wait after the last move before the next swap: the rebalance interval, doubled
+/// for each swap in a row whose added pod landed on ECI too (the scheduler prefers the virtual
+/// node on this cluster: retrying at once would only pay ECI starts), at most an hour.
+pub fn swap_wait(interval_seconds: i64, misses: u32) -> f64 {
+    let base = interval_seconds.max(0) as f64;
+    (base * 2f64.powi(misses.min(16) as i32)).min(SWAP_MAX_BACKOFF_SECONDS.max(base))
+}
+
 /// Chooses at most one ECI pod to move back to ECS, when the fleet is steady, fully ready, ECS
 /// has room and the weights prefer ECS (so the replacement lands there).
 pub struct MoveInput<'a> {

@@ -661,6 +661,164 @@ fn rebalance_moves_one_eci_pod_when_steady_with_room() {
     );
 }
 
+/// `cluster` plus one more gateway pod, on ECS or on the virtual node, ready or not.
+fn with_added(mut c: Cluster, on_ecs: bool, ready: bool, name: &str) -> Cluster {
+    let (node, pool) = if on_ecs {
+        ("ecs-3", Pool::Ecs)
+    } else {
+        ("virtual-kubelet", Pool::Eci)
+    };
+    if let Some(n) = c.nodes.iter_mut().find(|n| n.name == node) {
+        n.requested.add(&GW);
+    }
+    let mut p = pod(name, Some(node), pool, 900.0);
+    p.ready = ready;
+    c.pods.push(p);
+    c
+}
+
+#[test]
+fn swap_back_adds_a_pod_then_gives_back_an_eci_one() {
+    let p = policy();
+    let loads = [LoadSample::Total(4000.0)]; // 8 replicas on target
+    // 6 on ECS (room for 6 more), 2 on ECI, steady: one pod more.
+    let c = cluster(4, 0, 6, 2);
+    let out = decide(&p, &obs(1000.0, &c, &loads, 8), &EngineState::default());
+    let d = &out.decision;
+    assert_eq!(
+        (d.replicas.desired, d.replicas.why),
+        (9, Why::Rebalance),
+        "{}",
+        d.replicas.reason
+    );
+    assert!(d.moves.is_empty(), "no eviction: make-before-break");
+    // While the added pod starts, the count holds at 9 though the load asks for 8.
+    let starting = with_added(cluster(4, 0, 6, 2), true, false, "gw-new");
+    let out = decide(&p, &obs(1002.0, &starting, &loads, 9), &out.state);
+    assert_eq!(
+        (out.decision.replicas.desired, out.decision.replicas.why),
+        (9, Why::Rebalance),
+        "{}",
+        out.decision.replicas.reason
+    );
+    // Ready on ECS: back to 8 (the ReplicaSet removes an ECI pod: lowest deletion cost).
+    let landed = with_added(cluster(4, 0, 6, 2), true, true, "gw-new");
+    let out = decide(&p, &obs(1010.0, &landed, &loads, 9), &out.state);
+    let d = &out.decision;
+    assert_eq!((d.replicas.desired, d.replicas.why), (8, Why::Rebalance));
+    assert!(
+        d.deletion_costs
+            .iter()
+            .any(|(n, c)| n == "gw-eci-0" && *c == placement::ECI_DELETION_COST)
+    );
+    assert_eq!((out.state.swap, out.state.swap_misses), (None, 0));
+    // Not again before the rebalance interval.
+    let after = cluster(4, 0, 7, 1);
+    let d = decide(&p, &obs(1030.0, &after, &loads, 8), &out.state).decision;
+    assert_eq!(d.replicas.desired, 8, "{}", d.replicas.reason);
+    let d = decide(&p, &obs(1070.0, &after, &loads, 8), &out.state).decision;
+    assert_eq!((d.replicas.desired, d.replicas.why), (9, Why::Rebalance));
+}
+
+#[test]
+fn swap_back_adds_up_to_three_while_they_land_on_eci_then_backs_off() {
+    let p = policy();
+    let loads = [LoadSample::Total(4000.0)];
+    let mut state = decide(
+        &p,
+        &obs(1000.0, &cluster(4, 0, 6, 2), &loads, 8),
+        &EngineState::default(),
+    )
+    .state;
+    let mut c = cluster(4, 0, 6, 2);
+    for (i, t) in [(1, 1050.0), (2, 1100.0)] {
+        c = with_added(c, false, true, &format!("gw-new-{i}"));
+        let out = decide(&p, &obs(t, &c, &loads, 8 + i), &state);
+        assert_eq!(
+            (out.decision.replicas.desired, out.decision.replicas.why),
+            (9 + i, Why::Rebalance),
+            "{}",
+            out.decision.replicas.reason
+        );
+        state = out.state;
+    }
+    // The third added pod landed on ECI too: back to 8, and the next try waits twice as long.
+    c = with_added(c, false, true, "gw-new-3");
+    let out = decide(&p, &obs(1150.0, &c, &loads, 11), &state);
+    assert_eq!(
+        (out.decision.replicas.desired, out.decision.replicas.why),
+        (8, Why::Rebalance)
+    );
+    assert_eq!(out.state.swap_misses, 1);
+    let back = cluster(4, 0, 6, 2);
+    let d = decide(&p, &obs(1150.0 + 90.0, &back, &loads, 8), &out.state).decision;
+    assert_eq!(d.replicas.desired, 8, "{}", d.replicas.reason);
+    let d = decide(&p, &obs(1150.0 + 120.0, &back, &loads, 8), &out.state).decision;
+    assert_eq!(d.replicas.desired, 9, "{}", d.replicas.reason);
+    assert_eq!(placement::swap_wait(60, 0), 60.0);
+    assert_eq!(placement::swap_wait(60, 3), 480.0);
+    assert_eq!(placement::swap_wait(60, 30), 3600.0);
+}
+
+#[test]
+fn swap_back_stands_aside() {
+    let loads = [LoadSample::Total(4000.0)];
+    let c = cluster(4, 0, 6, 2);
+    let swapped = |p: &ElasticGatewaySpec, o: Observation<'_>| {
+        decide(p, &o, &EngineState::default()).decision.replicas.why == Why::Rebalance
+    };
+    let p = policy();
+    assert!(swapped(&p, obs(1000.0, &c, &loads, 8)));
+    // ECS full: no room to move to.
+    assert!(!swapped(&p, obs(1000.0, &cluster(2, 0, 8, 2), &loads, 10)));
+    // The load asks for more, or less (the scale-down takes ECI pods first anyway).
+    assert!(!swapped(
+        &p,
+        obs(1000.0, &c, &[LoadSample::Total(6000.0)], 8)
+    ));
+    assert!(!swapped(
+        &p,
+        obs(1000.0, &c, &[LoadSample::Total(1000.0)], 8)
+    ));
+    // A pod not ready, a rollout, maxReplicas.
+    let mut unready = cluster(4, 0, 6, 2);
+    unready.pods[0].ready = false;
+    assert!(!swapped(&p, obs(1000.0, &unready, &loads, 8)));
+    let mut rolling = obs(1000.0, &c, &loads, 8);
+    rolling.rollout_in_progress = true;
+    assert!(!swapped(&p, rolling));
+    let mut at_max = policy();
+    at_max.max_replicas = 8;
+    assert!(!swapped(&at_max, obs(1000.0, &c, &loads, 8)));
+    // The ECI cap reached: an added pod landing on ECI would pass it.
+    let mut capped = policy();
+    capped.eci.max_replicas = Some(2);
+    assert!(!swapped(&capped, obs(1000.0, &c, &loads, 8)));
+    capped.eci.max_replicas = Some(3);
+    assert!(swapped(&capped, obs(1000.0, &c, &loads, 8)));
+    // Off, eviction mode on, or dry run.
+    for f in [
+        |p: &mut ElasticGatewaySpec| p.placement.swap_back = false,
+        |p: &mut ElasticGatewaySpec| p.placement.rebalance = true,
+        |p: &mut ElasticGatewaySpec| p.dry_run = true,
+    ] {
+        let mut q = policy();
+        f(&mut q);
+        assert!(!swapped(&q, obs(1000.0, &c, &loads, 8)));
+    }
+    // The load rises during a swap: the added pod stays, the swap is over.
+    let state = decide(&p, &obs(1000.0, &c, &loads, 8), &EngineState::default()).state;
+    let added = with_added(cluster(4, 0, 6, 2), true, false, "gw-new");
+    let out = decide(
+        &p,
+        &obs(1002.0, &added, &[LoadSample::Total(8000.0)], 9),
+        &state,
+    );
+    assert!(out.decision.replicas.desired > 9);
+    assert_ne!(out.decision.replicas.why, Why::Rebalance);
+    assert_eq!(out.state.swap, None);
+}
+
 fn arb_sample() -> impl Strategy<Value = LoadSample> {
     prop_oneof![
         4 => (0.0f64..50_000.0).prop_map(LoadSample::Total),
@@ -865,6 +1023,76 @@ fn eci_pods_go_after_the_short_window_and_ecs_pods_after_the_standard_one() {
         desired.iter().any(|(t, d, _)| *t >= 300 && *d == 4),
         "{desired:?}"
     );
+}
+
+/// Drives a fleet of 24 (12 on ECS, 12 on ECI) through a fall to 4 pods' worth at `fall`;
+/// returns when the ECI pods went (the first `EciScaleDown`) and the state after.
+fn eci_release_after(p: &ElasticGatewaySpec, state: EngineState, fall: f64) -> (f64, EngineState) {
+    let c = cluster(4, 2000, 12, 12);
+    let high = [LoadSample::Total(12_000.0)];
+    let low = [LoadSample::Total(2000.0)];
+    let mut state = decide(p, &obs(fall - 5.0, &c, &high, 24), &state).state;
+    for t in (0..=400).step_by(5) {
+        let now = fall + f64::from(t);
+        let out = decide(p, &obs(now, &c, &low, 24), &state);
+        state = out.state;
+        if out.decision.replicas.why == Why::EciScaleDown {
+            return (f64::from(t), state);
+        }
+    }
+    panic!("no ECI release within 400 s");
+}
+
+#[test]
+fn a_release_the_load_undoes_within_the_standard_window_stretches_the_eci_window() {
+    let p = policy();
+    let (after, state) = eci_release_after(&p, EngineState::default(), 0.0);
+    assert!((40.0..=45.0).contains(&after), "{after}");
+    let released = state.eci_release.expect("the release is noted").at;
+    // The load is back 120 s later (within the standard 300 s): a flap.
+    let c = cluster(4, 2000, 12, 0);
+    let out = decide(
+        &p,
+        &obs(released + 120.0, &c, &[LoadSample::Total(9000.0)], 12),
+        &state,
+    );
+    assert_eq!(out.decision.replicas.action, Action::ScaleUp);
+    // Holding 40 s + 120 s would have bridged that dip.
+    assert_eq!(out.state.eci_window, Some(160.0));
+    // The next fall: the ECI pods wait that long.
+    let (after, state) = eci_release_after(&p, out.state, 2000.0);
+    assert!((160.0..=165.0).contains(&after), "{after}");
+    // That release stands for ten minutes: the window halves back.
+    let c = cluster(4, 2000, 12, 0);
+    let calm = [LoadSample::Total(2000.0)];
+    let mut state = state;
+    for t in (0..=700).step_by(15) {
+        state = decide(&p, &obs(2100.0 + f64::from(t), &c, &calm, 12), &state).state;
+    }
+    assert_eq!(state.eci_window, Some(80.0));
+}
+
+#[test]
+fn a_rise_after_the_standard_window_is_not_a_flap() {
+    // Teeth farther apart than the standard window: holding the ECI pods up to it would not
+    // have bridged the gap, so the window stays short.
+    let p = policy();
+    let (_, state) = eci_release_after(&p, EngineState::default(), 0.0);
+    let released = state.eci_release.expect("the release is noted").at;
+    let c = cluster(4, 2000, 12, 0);
+    let out = decide(
+        &p,
+        &obs(released + 400.0, &c, &[LoadSample::Total(9000.0)], 12),
+        &state,
+    );
+    assert_eq!(out.decision.replicas.action, Action::ScaleUp);
+    assert_eq!((out.state.eci_window, out.state.eci_release), (None, None));
+    // The window stays between `eci.scaleDownWindow` and the standard one.
+    let down = p.behavior.scale_down.effective(false);
+    assert_eq!(eci_window(&p, &down, None), 40.0);
+    assert_eq!(eci_window(&p, &down, Some(160.0)), 160.0);
+    assert_eq!(eci_window(&p, &down, Some(1000.0)), 300.0);
+    assert_eq!(eci_window(&p, &down, Some(10.0)), 40.0);
 }
 
 #[test]

@@ -303,6 +303,8 @@ pub fn observed_run(h: &History, t: &Target, w: &Window, surges: &[Surge]) -> Po
         rollouts_under_load: under_load,
         eci_pod_seconds_ecs_free: eci_free_s,
         pending_pod_seconds: pending_s,
+        // Recorded history does not tell a swap from a scale: any are in `reversals`.
+        swap_changes: 0,
         peak_pending_pods: peak_pending,
         cost_ecs_fixed: cost_ecs,
     };

@@ -43,6 +43,11 @@ pub struct Summary {
     pub eci_pod_seconds_ecs_free: f64,
     /// Σ over time of gateway pods not bound to any node.
     pub pending_pod_seconds: f64,
+    /// Replica changes of make-before-break moves back to ECS (`placement.swapBack`: one pod
+    /// more, then one fewer). They are not counted in `scale_changes` and `reversals`: the count
+    /// changes for placement, not in answer to the load, and capacity never dips.
+    #[serde(default)]
+    pub swap_changes: u32,
     pub peak_pending_pods: i32,
     /// The dedicated ECS nodes' price over the run: paid whatever the policy does.
     pub cost_ecs_fixed: f64,
@@ -155,6 +160,7 @@ pub fn hpa_baseline(policy: &ElasticGatewaySpec) -> ElasticGatewaySpec {
     ));
     p.placement.exhausted_weights = p.placement.normal_weights;
     p.placement.rebalance = false;
+    p.placement.swap_back = false;
     p.dry_run = false;
     p.paused = false;
     p
@@ -373,7 +379,15 @@ fn run_policy(
                     });
                 }
                 observer.decision(kind, &obs, &out.decision, &plan, took);
-                apply(&mut cluster, &plan, now, load.at(t as usize), &mut rec);
+                let swap = out.decision.replicas.why == engine::Why::Rebalance;
+                apply(
+                    &mut cluster,
+                    &plan,
+                    now,
+                    load.at(t as usize),
+                    swap,
+                    &mut rec,
+                );
             }
             Controller::Oracle {
                 lookahead,
@@ -436,12 +450,23 @@ fn run_policy(
     }
 }
 
-fn apply(cluster: &mut SimCluster, plan: &Plan, now: f64, load: f64, rec: &mut Recorder) {
+fn apply(
+    cluster: &mut SimCluster,
+    plan: &Plan,
+    now: f64,
+    load: f64,
+    swap: bool,
+    rec: &mut Recorder,
+) {
     for (pod, cost) in &plan.deletion_costs {
         cluster.set_deletion_cost(pod, *cost);
     }
     if let Some(r) = plan.replicas {
-        rec.scale(now as u64, cluster.replicas, r);
+        if swap {
+            rec.swap_changes += u32::from(r != cluster.replicas);
+        } else {
+            rec.scale(now as u64, cluster.replicas, r);
+        }
         cluster.replicas = r;
     }
     if let Some(w) = plan.weights {
@@ -484,6 +509,7 @@ struct Recorder {
     eci_while_ecs_free: f64,
     pending_pod_seconds: f64,
     peak_pending: i32,
+    swap_changes: u32,
     /// Indices of the ECS-pool nodes.
     ecs_nodes: Vec<usize>,
     /// All ECS-pool nodes' price per second.
@@ -557,6 +583,7 @@ impl Recorder {
             eci_while_ecs_free: 0.0,
             pending_pod_seconds: 0.0,
             peak_pending: 0,
+            swap_changes: 0,
             ecs_nodes,
             ecs_fixed_per_second,
             requests: req,
@@ -667,6 +694,7 @@ impl Recorder {
             rollouts_under_load: self.rollouts_under_load,
             eci_pod_seconds_ecs_free: self.eci_while_ecs_free,
             pending_pod_seconds: self.pending_pod_seconds,
+            swap_changes: self.swap_changes,
             peak_pending_pods: self.peak_pending,
             cost_ecs_fixed: self.cost_ecs,
         }
