@@ -11,7 +11,7 @@
 //! [`Counters`] holds the arithmetic and is pure (the caller passes the time); [`FastPath`] does
 //! the HTTP.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -21,11 +21,12 @@ use crate::engine::FastSample;
 /// Pods read per gateway per read, at most: enough for a mean within a few percent on a
 /// balanced fleet, bounded on a large one (Knative samples its proxies the same way).
 pub const DEFAULT_SAMPLE_PODS: usize = 16;
-/// A rate over less time than this is mostly the counters' granularity: the older reading is
-/// kept as the baseline and the next read spans more time.
-pub const MIN_RATE_SECONDS: f64 = 0.5;
-/// A baseline older than this (the pod was out of the sample, or failing) starts afresh: a rate
-/// over a long span is Prometheus's job, not the fast path's.
+/// A pod's rate spans at least this long: from its newest reading at least this old to now.
+/// Shorter, it is mostly the granularity of the counter and the arrival of requests (Knative
+/// averages its proxies' readings over a 6 s panic window for the same reason).
+pub const MIN_RATE_SECONDS: f64 = 1.0;
+/// Readings older than this are dropped: a pod whose last one is older (out of the sample, or
+/// failing) starts afresh, as a rate over a long span is Prometheus's job, not the fast path's.
 pub const MAX_RATE_SECONDS: f64 = 15.0;
 /// A pod ready for less than this and not read this time is assumed to serve nothing yet: a
 /// load balancer adds a new backend seconds after it turns ready (endpoints, then the cloud
@@ -190,11 +191,12 @@ impl Round {
     }
 }
 
-/// The last counter read from each pod of one gateway. Pure: the caller passes the time (on
+/// The recent counter readings of each pod of one gateway. Pure: the caller passes the time (on
 /// a monotonic clock, in seconds).
 #[derive(Clone, Debug, Default)]
 pub struct Counters {
-    last: HashMap<String, (f64, f64)>,
+    /// `(time, counter)` per pod over the last [`MAX_RATE_SECONDS`], oldest first.
+    readings: HashMap<String, VecDeque<(f64, f64)>>,
     /// When each ready pod was first seen ready.
     ready_since: HashMap<String, f64>,
 }
@@ -206,7 +208,7 @@ impl Counters {
         let mut known: Vec<&Target> = Vec::new();
         let mut fresh: Vec<&Target> = Vec::new();
         for t in candidates {
-            if self.last.contains_key(&t.pod) {
+            if self.readings.contains_key(&t.pod) {
                 known.push(t);
             } else {
                 fresh.push(t);
@@ -218,16 +220,16 @@ impl Counters {
     }
 
     /// Takes one read at `now`: `(pod, time of the answer, counter or error)` per pod read;
-    /// `live` are the ready pods. Pods not in `live` (gone, not ready) are forgotten. A first
-    /// reading, a reading too soon after the last, or one after a long gap sets or keeps the
-    /// baseline without a rate.
+    /// `live` are the ready pods. Pods not in `live` (gone, not ready) are forgotten. A pod
+    /// gives a rate when one of its readings is [`MIN_RATE_SECONDS`] to [`MAX_RATE_SECONDS`]
+    /// old; a counter lower than the last reading (a restart) starts its readings afresh.
     pub fn observe(
         &mut self,
         now: f64,
         reads: Vec<(String, f64, Result<f64, PodError>)>,
         live: &HashSet<&str>,
     ) -> Round {
-        self.last.retain(|pod, _| live.contains(pod.as_str()));
+        self.readings.retain(|pod, _| live.contains(pod.as_str()));
         self.ready_since
             .retain(|pod, _| live.contains(pod.as_str()));
         for pod in live {
@@ -243,26 +245,34 @@ impl Counters {
                     continue;
                 }
             };
-            match self.last.get(&pod).copied() {
-                Some((_, v0)) if value < v0 => {
-                    self.last.insert(pod.clone(), (at, value));
-                    round.failures.push((
-                        pod,
-                        PodError::Reset {
-                            from: v0,
-                            to: value,
-                        },
-                    ));
-                }
-                Some((t0, _)) if at - t0 < MIN_RATE_SECONDS => {}
-                Some((t0, v0)) if at - t0 <= MAX_RATE_SECONDS => {
-                    round.rates.push((value - v0) / (at - t0));
-                    self.last.insert(pod.clone(), (at, value));
-                    with_rate.insert(pod);
-                }
-                _ => {
-                    self.last.insert(pod, (at, value));
-                }
+            let history = self.readings.entry(pod.clone()).or_default();
+            if let Some(&(_, last)) = history.back().filter(|(_, v)| value < *v) {
+                history.clear();
+                history.push_back((at, value));
+                round.failures.push((
+                    pod,
+                    PodError::Reset {
+                        from: last,
+                        to: value,
+                    },
+                ));
+                continue;
+            }
+            while history
+                .front()
+                .is_some_and(|(t, _)| at - t > MAX_RATE_SECONDS)
+            {
+                history.pop_front();
+            }
+            let reference = history
+                .iter()
+                .rev()
+                .find(|(t, _)| at - t >= MIN_RATE_SECONDS)
+                .copied();
+            history.push_back((at, value));
+            if let Some((t0, v0)) = reference {
+                round.rates.push((value - v0) / (at - t0));
+                with_rate.insert(pod);
             }
         }
         round.unread_serving = self

@@ -11,7 +11,7 @@ use std::process::Command;
 
 use serde_json::json;
 use spillway::sim::Scenario;
-use support::envoy::{EnvoyPod, Envoys};
+use support::envoy::Envoys;
 use support::live::{latencies, wait_for, workdir};
 use support::prom::{LoadExporter, Prom, encode, http_get};
 use support::testbed::Testbed;
@@ -76,17 +76,7 @@ async fn doctor_passes_a_healthy_setup_and_names_each_broken_check() {
         pods.len() == 4 && pods.iter().all(|p| p.ready && p.ip.is_some())
     })
     .await;
-    let pods: Vec<EnvoyPod> = tb
-        .gateway_pods()
-        .await
-        .into_iter()
-        .map(|p| EnvoyPod {
-            name: p.name,
-            ready: p.ready,
-            ip: p.ip,
-        })
-        .collect();
-    envoys.update(&pods);
+    envoys.update(&tb.gateway_pods().await);
     let server = format!("https://127.0.0.1:{}", tb.api_port());
     let agent = tb.kubeconfig_for(&dir.path().join("agent"), &server, &tb.agent_token());
 

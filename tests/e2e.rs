@@ -24,7 +24,7 @@ use spillway::model::Pool;
 use spillway::sim::cluster::Latencies;
 use spillway::sim::load::{Component, LoadProfile};
 use spillway::sim::{PolicyKind, Scenario};
-use support::envoy::{EnvoyPod, Envoys};
+use support::envoy::Envoys;
 use support::live::{Agent, agent, lease_holder, status};
 use support::prom::{Prom, encode, free_port, try_http_get};
 use support::testbed::Testbed;
@@ -367,17 +367,7 @@ async fn flash_crowd_through_the_whole_chain() {
         let (tb, envoys) = (tb.handle(), envoys.clone());
         tokio::spawn(async move {
             loop {
-                let pods: Vec<EnvoyPod> = tb
-                    .gateway_pods()
-                    .await
-                    .into_iter()
-                    .map(|p| EnvoyPod {
-                        name: p.name,
-                        ready: p.ready,
-                        ip: p.ip,
-                    })
-                    .collect();
-                envoys.update(&pods);
+                envoys.update(&tb.gateway_pods().await);
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         })

@@ -56,7 +56,7 @@ use spillway::sim::drill::Summary;
 use spillway::sim::load::{Component, LoadProfile, Surge};
 use spillway::sim::{PolicyKind, Scenario};
 use support::adapter::{Adapter, METRIC};
-use support::envoy::{EnvoyPod, Envoys};
+use support::envoy::Envoys;
 use support::live::{agent, status, wait_for, workdir};
 use support::prom::Prom;
 use support::testbed::{Cluster, GatewayPod, Testbed, gateway_json, node_json, other_pods};
@@ -555,14 +555,6 @@ fn feed(c: Cluster, app: &'static str, envoys: Envoys) -> tokio::task::JoinHandl
         loop {
             // A dropped connection on a busy machine skips one update.
             if let Ok(pods) = c.try_pods_of(app).await {
-                let pods: Vec<EnvoyPod> = pods
-                    .into_iter()
-                    .map(|p| EnvoyPod {
-                        name: p.name,
-                        ready: p.ready,
-                        ip: p.ip,
-                    })
-                    .collect();
                 envoys.update(&pods);
             }
             tokio::time::sleep(Duration::from_millis(200)).await;

@@ -131,17 +131,37 @@ fn a_reset_counter_is_a_new_baseline_not_a_drop_in_load() {
 }
 
 #[test]
-fn reads_too_close_keep_the_baseline_and_stale_ones_restart_it() {
+fn rates_span_at_least_a_second_and_stale_readings_start_afresh() {
     let mut c = Counters::default();
     c.observe(0.0, vec![("a".into(), 0.0, Ok(0.0))], &live(&["a"]));
     let soon = c.observe(0.1, vec![("a".into(), 0.1, Ok(90.0))], &live(&["a"]));
     assert!(soon.rates.is_empty());
     let r = c.observe(1.0, vec![("a".into(), 1.0, Ok(100.0))], &live(&["a"]));
-    assert_eq!(r.rates, vec![100.0], "the rate spans the kept baseline");
+    assert_eq!(r.rates, vec![100.0], "the rate spans the reading 1 s old");
+
     let late = c.observe(100.0, vec![("a".into(), 100.0, Ok(200.0))], &live(&["a"]));
     assert!(late.rates.is_empty(), "a 99 s span is not a fast reading");
     let r = c.observe(102.0, vec![("a".into(), 102.0, Ok(400.0))], &live(&["a"]));
     assert_eq!(r.rates, vec![100.0]);
+}
+
+#[test]
+fn a_counter_that_advances_in_lumps_reads_steady() {
+    // Read every half second, the counter adds 100 every second: each rate spans the newest
+    // reading at least 1 s old, so it reads 100/s each time, not 200 and 0 in turn.
+    let mut c = Counters::default();
+    let mut rates = vec![];
+    for (i, v) in [0.0, 0.0, 100.0, 100.0, 200.0, 200.0, 300.0]
+        .into_iter()
+        .enumerate()
+    {
+        let t = i as f64 * 0.5;
+        rates.extend(
+            c.observe(t, vec![("a".into(), t, Ok(v))], &live(&["a"]))
+                .rates,
+        );
+    }
+    assert_eq!(rates, vec![100.0; 5]);
 }
 
 #[test]

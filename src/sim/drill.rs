@@ -202,8 +202,6 @@ enum Controller {
 
 /// The reactive bound's scale-down window: the HPA default.
 const REACTIVE_DOWN_WINDOW: u64 = 300;
-/// Pods whose counters the fast path reads per tick, at most (as Knative samples its proxies).
-pub const FAST_PATH_SAMPLE_PODS: usize = 16;
 
 /// Runs every policy of the scenario.
 pub fn run(scenario: &Scenario, observer: &mut dyn Observer) -> DrillReport {
@@ -346,7 +344,8 @@ fn run_policy(
                             .iter()
                             .filter(|p| p.ready)
                             .count()
-                            .min(FAST_PATH_SAMPLE_PODS) as i32,
+                            .min(crate::fastpath::DEFAULT_SAMPLE_PODS)
+                            as i32,
                     })
                     .filter(|f| f.pods_read > 0);
                 let obs = Observation {

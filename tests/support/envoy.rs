@@ -19,7 +19,11 @@ use std::time::Instant;
 
 #[derive(Default)]
 struct PodStats {
+    /// Requests served up to the last update…
     requests: f64,
+    /// …and served per second since: a scrape sees the counter where it is now, as Envoy's
+    /// counters advance with every request.
+    rate: f64,
     active: f64,
 }
 
@@ -29,13 +33,6 @@ struct Fleet {
     /// Pod by address, for `/stats/prometheus`.
     by_ip: BTreeMap<IpAddr, String>,
     last: Option<Instant>,
-}
-
-/// One live gateway pod as the Envoys follow it.
-pub struct EnvoyPod {
-    pub name: String,
-    pub ready: bool,
-    pub ip: Option<IpAddr>,
 }
 
 #[derive(Clone)]
@@ -84,8 +81,10 @@ impl Envoys {
                             .and_then(|p| p.strip_suffix("/metrics"))
                             .unwrap_or(""),
                     };
+                    let since = fleet.last.map_or(0.0, |l| l.elapsed().as_secs_f64());
                     fleet.pods.get(pod).map(|s| {
-                        let ok = (s.requests * 0.99).floor();
+                        let requests = s.requests + s.rate * since;
+                        let ok = (requests * 0.99).floor();
                         let labels = |code: u16| {
                             format!(
                                 "reporter=\"source\",source_workload=\"{workload}\",source_workload_namespace=\"istio-system\",source_app=\"{workload}\",destination_service_name=\"productpage\",destination_workload=\"productpage-v1\",destination_workload_namespace=\"default\",request_protocol=\"http\",response_code=\"{code}\",response_flags=\"-\",connection_security_policy=\"unknown\""
@@ -95,7 +94,7 @@ impl Envoys {
                             "# TYPE istio_requests_total counter\nistio_requests_total{{{}}} {ok}\nistio_requests_total{{{}}} {}\n# TYPE envoy_server_total_connections gauge\nenvoy_server_total_connections{{}} {}\n",
                             labels(200),
                             labels(503),
-                            s.requests.floor() - ok,
+                            requests.floor() - ok,
                             s.active.round()
                         )
                     })
@@ -124,8 +123,8 @@ impl Envoys {
         self.fleet.lock().unwrap().rps = rps;
     }
 
-    /// Advances the counters to now and follows the pod set.
-    pub fn update(&self, pods: &[EnvoyPod]) {
+    /// Advances the counters to now and follows the pod set (the live pods, as listed).
+    pub fn update(&self, pods: &[super::testbed::GatewayPod]) {
         let mut fleet = self.fleet.lock().unwrap();
         let now = Instant::now();
         let dt = fleet
@@ -149,9 +148,12 @@ impl Envoys {
         for p in pods {
             let s = fleet.pods.entry(p.name.clone()).or_default();
             if p.ready {
-                s.requests += share * dt;
+                s.requests += s.rate * dt;
+                s.rate = share;
                 s.active = share * 0.5;
             } else {
+                s.requests += s.rate * dt;
+                s.rate = 0.0;
                 s.active = 0.0;
             }
         }
