@@ -150,6 +150,23 @@ pub enum Why {
 }
 
 impl Why {
+    /// Every reason, for metrics that export (and forget) one series per reason.
+    pub const ALL: [Why; 13] = [
+        Why::Load,
+        Why::LeadTime,
+        Why::Steady,
+        Why::Stabilized,
+        Why::RateLimited,
+        Why::Bounds,
+        Why::EciCap,
+        Why::Burst,
+        Why::EciScaleDown,
+        Why::Rebalance,
+        Why::MissingData,
+        Why::Paused,
+        Why::ScaledToZero,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Why::Load => "load",

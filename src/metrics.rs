@@ -242,22 +242,6 @@ const HELD: [&str; 6] = [
     "TargetNotFound",
 ];
 
-/// Every `reason` label of `spillway_decisions_total` (the engine's `Why`).
-const WHY: [&str; 12] = [
-    "load",
-    "lead_time",
-    "burst",
-    "eci_scale_down",
-    "steady",
-    "stabilized",
-    "rate_limited",
-    "bounds",
-    "eci_cap",
-    "missing_data",
-    "paused",
-    "scaled_to_zero",
-];
-
 fn decision_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_01, 4.0, 10))
 }
@@ -903,7 +887,7 @@ impl Metrics {
             self.peak_eci_spend.remove(&l);
         }
         for action in ["scale_up", "scale_down", "hold"] {
-            for reason in WHY {
+            for reason in crate::engine::Why::ALL.map(crate::engine::Why::as_str) {
                 self.decisions.remove(&DecisionLabels {
                     namespace: namespace.clone(),
                     name: name.clone(),
