@@ -148,12 +148,19 @@ impl Doctor {
         }
         self.queries(&mut r, egw, &ns).await;
         let view = self.target(&mut r, egw, &ns).await;
-        self.pools(&mut r, egw, view.as_ref().map(|v| v.pod_requests))
+        let index = self
+            .pools(&mut r, egw, &ns, view.as_ref().map(|v| v.pod_requests))
             .await;
         self.autoscaling(&mut r, egw, &ns).await;
         self.lease(&mut r).await;
-        self.fast_path(&mut r, egw, &ns, view.as_ref().map(|v| &v.selector))
-            .await;
+        self.fast_path(
+            &mut r,
+            egw,
+            &ns,
+            view.as_ref().map(|v| &v.selector),
+            index.as_ref(),
+        )
+        .await;
         r
     }
 
@@ -273,14 +280,16 @@ impl Doctor {
         Some(view)
     }
 
-    /// One read of the gateway's ready pods' counters, as the agent's fast path makes it. A
-    /// failure only warns: the agent then sizes from Prometheus alone.
+    /// One read of the gateway's ready pods' counters, as the agent's fast path makes it, from
+    /// the pods [`Self::pools`] listed. A failure only warns: the agent then sizes from
+    /// Prometheus alone.
     async fn fast_path(
         &self,
         r: &mut Report,
         egw: &ElasticGateway,
         ns: &str,
         selector: Option<&kube::core::Selector>,
+        index: Option<&ClusterIndex>,
     ) {
         const WHAT: &str = "fast path";
         let Some(fp) = &self.fast_path else {
@@ -304,38 +313,23 @@ impl Doctor {
             r.push(Outcome::Skip, WHAT, "no target, so no pods to read");
             return;
         };
-        let lp = ListParams::default().labels_from(selector);
-        let pods = match bounded(
-            self.api_timeout,
-            Api::<Pod>::namespaced(self.data.clone(), ns).list(&lp),
-        )
-        .await
-        {
-            Ok(p) => p.items,
-            Err(e) => {
-                r.push(
-                    Outcome::Warn,
-                    WHAT,
-                    format!("cannot list the gateway's pods: {}", api_error(&e)),
-                );
-                return;
-            }
+        let Some(ix) = index else {
+            r.push(
+                Outcome::Warn,
+                WHAT,
+                "cannot list the gateway's pods (see pools)",
+            );
+            return;
         };
-        let targets: Vec<crate::fastpath::Target> = pods
-            .iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
-            .filter(|p| {
-                p.status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-            })
-            .filter_map(|p| {
-                Some(crate::fastpath::Target {
-                    pod: p.metadata.name.clone()?,
-                    ip: p.status.as_ref()?.pod_ip.as_deref()?.parse().ok()?,
-                })
-            })
+        let pools = &egw.spec.pools;
+        let pods = ix.gateway_pods(
+            ns,
+            selector,
+            &pools.ecs.node_selector,
+            &pools.eci.node_selector,
+        );
+        let targets: Vec<crate::fastpath::Target> = crate::fastpath::targets(ix, ns, &pods)
+            .into_iter()
             .take(fp.config().max_pods)
             .collect();
         if targets.is_empty() {
@@ -379,8 +373,9 @@ impl Doctor {
         &self,
         r: &mut Report,
         egw: &ElasticGateway,
+        ns: &str,
         requests: Option<crate::model::Resources>,
-    ) {
+    ) -> Option<ClusterIndex> {
         let t = self.api_timeout;
         let nodes = match bounded(
             t,
@@ -398,7 +393,7 @@ impl Doctor {
                         api_error(&e)
                     ),
                 );
-                return;
+                return None;
             }
         };
         let pods = match bounded(
@@ -417,10 +412,10 @@ impl Doctor {
                         api_error(&e)
                     ),
                 );
-                return;
+                return None;
             }
         };
-        let mut ix = ClusterIndex::new(std::iter::empty());
+        let mut ix = ClusterIndex::new([ns.to_string()]);
         ix.nodes_init();
         for n in &nodes {
             ix.nodes_init_apply(n);
@@ -464,6 +459,7 @@ impl Doctor {
             _ => Outcome::Ok,
         };
         r.push(outcome, "pools", detail);
+        Some(ix)
     }
 
     async fn autoscaling(&self, r: &mut Report, egw: &ElasticGateway, ns: &str) {

@@ -73,6 +73,23 @@ pub struct Target {
     pub ip: IpAddr,
 }
 
+/// The pods to read: the ready ones (not terminating) among `pods` that have an address.
+pub fn targets(
+    index: &crate::k8s::index::ClusterIndex,
+    namespace: &str,
+    pods: &[crate::model::GatewayPod],
+) -> Vec<Target> {
+    pods.iter()
+        .filter(|p| p.ready && !p.terminating)
+        .filter_map(|p| {
+            Some(Target {
+                pod: p.name.clone(),
+                ip: index.pod_ip(namespace, &p.name)?,
+            })
+        })
+        .collect()
+}
+
 /// Why one pod's read gave nothing.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum PodError {

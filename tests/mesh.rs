@@ -13,24 +13,15 @@ mod support;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
+use spillway::k8s::target::istio_gateway_resource;
 use spillway::sim::Scenario;
 use support::live::{agent, condition, event_reasons, latencies, status, wait_for, workdir};
 use support::prom::{LoadExporter, Prom};
 use support::testbed::{Testbed, gateway_json, pool_counts};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-
-fn istio_gateways() -> ApiResource {
-    ApiResource {
-        group: "istio.alibabacloud.com".into(),
-        version: "v1beta1".into(),
-        api_version: "istio.alibabacloud.com/v1beta1".into(),
-        kind: "IstioGateway".into(),
-        plural: "istiogateways".into(),
-    }
-}
 
 /// The live tests' policy, aimed at the IstioGateway.
 fn policy() -> Value {
@@ -64,7 +55,8 @@ fn istio_gateway(scenario: &Scenario) -> Value {
 /// its own field manager), whenever the IstioGateway changes.
 fn renderer(mesh: kube::Client, data: kube::Client) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let gws: Api<DynamicObject> = Api::namespaced_with(mesh, "istio-system", &istio_gateways());
+        let gws: Api<DynamicObject> =
+            Api::namespaced_with(mesh, "istio-system", &istio_gateway_resource());
         let deployments: Api<Deployment> = Api::namespaced(data, "istio-system");
         let mut rendered = String::new();
         loop {
@@ -110,8 +102,11 @@ fn renderer(mesh: kube::Client, data: kube::Client) -> tokio::task::JoinHandle<(
 }
 
 async fn replica_count(mesh: &Testbed) -> i64 {
-    let gws: Api<DynamicObject> =
-        Api::namespaced_with(mesh.client.clone(), "istio-system", &istio_gateways());
+    let gws: Api<DynamicObject> = Api::namespaced_with(
+        mesh.client.clone(),
+        "istio-system",
+        &istio_gateway_resource(),
+    );
     gws.get("ingressgateway").await.unwrap().data["spec"]["replicaCount"]
         .as_i64()
         .unwrap_or(-1)
@@ -149,13 +144,17 @@ async fn spillway_scales_the_istio_gateway_on_the_mesh_and_asm_renders_it_into_t
         &["apply", "-f", &format!("{ROOT}/deploy/mesh/rbac.yaml")],
         None,
     );
-    Api::<DynamicObject>::namespaced_with(mesh.client.clone(), "istio-system", &istio_gateways())
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(istio_gateway(&scenario)).unwrap(),
-        )
-        .await
-        .unwrap();
+    Api::<DynamicObject>::namespaced_with(
+        mesh.client.clone(),
+        "istio-system",
+        &istio_gateway_resource(),
+    )
+    .create(
+        &PostParams::default(),
+        &serde_json::from_value(istio_gateway(&scenario)).unwrap(),
+    )
+    .await
+    .unwrap();
     let token = mesh
         .kubectl_ok(
             &[
@@ -234,14 +233,18 @@ async fn spillway_scales_the_istio_gateway_on_the_mesh_and_asm_renders_it_into_t
 
     // ASM's autoscaling turned on in the IstioGateway: spillway holds the count while the load
     // drops, says so in a condition and an Event.
-    Api::<DynamicObject>::namespaced_with(mesh.client.clone(), "istio-system", &istio_gateways())
-        .patch(
-            "ingressgateway",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"cpu": {"targetAverageUtilization": 80}}})),
-        )
-        .await
-        .unwrap();
+    Api::<DynamicObject>::namespaced_with(
+        mesh.client.clone(),
+        "istio-system",
+        &istio_gateway_resource(),
+    )
+    .patch(
+        "ingressgateway",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"cpu": {"targetAverageUtilization": 80}}})),
+    )
+    .await
+    .unwrap();
     wait_for("AsmAutoscaling=True", 30, || async {
         condition(&tb, "AsmAutoscaling").await.is_some_and(|c| {
             c["status"] == "True"
@@ -267,14 +270,18 @@ async fn spillway_scales_the_istio_gateway_on_the_mesh_and_asm_renders_it_into_t
     );
 
     // Autoscaling removed: spillway scales again (1,000 rps is 2 replicas).
-    Api::<DynamicObject>::namespaced_with(mesh.client.clone(), "istio-system", &istio_gateways())
-        .patch(
-            "ingressgateway",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"cpu": null}})),
-        )
-        .await
-        .unwrap();
+    Api::<DynamicObject>::namespaced_with(
+        mesh.client.clone(),
+        "istio-system",
+        &istio_gateway_resource(),
+    )
+    .patch(
+        "ingressgateway",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"cpu": null}})),
+    )
+    .await
+    .unwrap();
     wait_for("scaled down to 2 on the mesh", 40, || async {
         replica_count(&mesh).await == 2
     })
@@ -287,15 +294,19 @@ async fn spillway_scales_the_istio_gateway_on_the_mesh_and_asm_renders_it_into_t
     // ASM's replica synchronisation off (the annotation ASM documents for HPAs and manual
     // scaling): spillway scales the rendered Deployment in the data plane, and leaves
     // replicaCount alone (3,000 rps is 6 replicas).
-    Api::<DynamicObject>::namespaced_with(mesh.client.clone(), "istio-system", &istio_gateways())
-        .patch(
-            "ingressgateway",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {
+    Api::<DynamicObject>::namespaced_with(
+        mesh.client.clone(),
+        "istio-system",
+        &istio_gateway_resource(),
+    )
+    .patch(
+        "ingressgateway",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {
                 "asm.alibabacloud.com/replicas-managed-by-asm": "false"}}})),
-        )
-        .await
-        .unwrap();
+    )
+    .await
+    .unwrap();
     load.set(3000.0);
     wait_for(
         "the rendered Deployment scaled to 6 by spillway",

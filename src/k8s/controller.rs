@@ -701,7 +701,19 @@ async fn reconcile_one(
             warn!(metric = %m.display_name(), reason = %why, "load metric missing; holding");
         }
     }
-    let fast = read_fast_path(ctx, &gw, &key, spec, &target.selector).await;
+    // The gateway's pods, as the cache shows them now: the fast path reads these, the engine
+    // decides from them.
+    let pods = ctx
+        .index
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .gateway_pods(
+            ns,
+            &target.selector,
+            &spec.pools.ecs.node_selector,
+            &spec.pools.eci.node_selector,
+        );
+    let fast = read_fast_path(ctx, &gw, &key, spec, &pods).await;
 
     // The engine's memory. A replica that starts leading starts it afresh, as a restarted one
     // does: the HPA seed then holds the count for a full scale-down window of fresh data.
@@ -718,17 +730,11 @@ async fn reconcile_one(
         m.engine.clone()
     };
     // Decide, under the index's lock (no await inside).
-    let (decision, obs_pods, next_state, elapsed) = {
+    let (decision, next_state, elapsed) = {
         let mut ix = ctx
             .index
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let pods = ix.gateway_pods(
-            ns,
-            &target.selector,
-            &spec.pools.ecs.node_selector,
-            &spec.pools.eci.node_selector,
-        );
         let nodes = ix.nodes();
         let obs = Observation {
             now,
@@ -743,12 +749,7 @@ async fn reconcile_one(
         };
         let started = Instant::now();
         let out = engine::decide(spec, &obs, &prev);
-        (
-            out.decision,
-            pods.clone(),
-            out.state,
-            started.elapsed().as_secs_f64(),
-        )
+        (out.decision, out.state, started.elapsed().as_secs_f64())
     };
     let mut plan = Plan::from_decision(spec, &decision);
     // ASM's own autoscaling on the IstioGateway is an HPA by another name.
@@ -807,7 +808,7 @@ async fn reconcile_one(
             pod_requests: target.pod_requests,
             weights: target.weights,
             rollout_in_progress: target.rollout_in_progress,
-            pods: &obs_pods,
+            pods: &pods,
             nodes,
         };
         ctx.metrics
@@ -1014,31 +1015,16 @@ async fn read_fast_path(
     gw: &Gw,
     key: &(String, String),
     spec: &ElasticGatewaySpec,
-    selector: &kube::core::Selector,
+    pods: &[crate::model::GatewayPod],
 ) -> Option<FastSample> {
     let fast_path = ctx.fast_path.as_ref().filter(|_| reads_pods(spec))?;
-    let (ns, _) = key;
-    let targets = {
-        let ix = ctx
-            .index
+    let targets = fastpath::targets(
+        &ctx.index
             .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let pods = ix.gateway_pods(
-            ns,
-            selector,
-            &spec.pools.ecs.node_selector,
-            &spec.pools.eci.node_selector,
-        );
-        pods.iter()
-            .filter(|p| p.ready && !p.terminating)
-            .filter_map(|p| {
-                ix.pod_ip(ns, &p.name).map(|ip| fastpath::Target {
-                    pod: p.name.clone(),
-                    ip,
-                })
-            })
-            .collect::<Vec<_>>()
-    };
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+        &key.0,
+        pods,
+    );
     if targets.is_empty() {
         return None;
     }

@@ -71,7 +71,8 @@ const ASM_AUTOSCALING_FIELDS: [(&str, &str); 2] = [
     ("memory", "targetAverageUtilization"),
 ];
 
-fn istio_gateway_resource() -> ApiResource {
+/// ASM's IstioGateway, for the dynamic API (no typed binding ships for it).
+pub fn istio_gateway_resource() -> ApiResource {
     ApiResource {
         group: "istio.alibabacloud.com".into(),
         version: "v1beta1".into(),
