@@ -8,7 +8,8 @@
 use std::collections::BTreeMap;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use spillway::engine::{self, EngineState, LoadSample, Observation};
+use spillway::engine::{self, EngineState, Observation};
+use spillway::model::LoadSample;
 use spillway::model::{GatewayPod, INSTANCE_TYPE_LABEL, Node, Pool, Resources, Taint, TaintEffect};
 use spillway::policy::{ElasticGateway, PoolWeights};
 use spillway::sim::load::{Component, LoadProfile};
@@ -122,7 +123,7 @@ fn bench_decision(c: &mut Criterion) {
                 now: 301.0,
                 loads: &loads,
                 // The fast path's reading, as the drill models it: a burst above the fleet.
-                fast: Some(engine::FastSample {
+                fast: Some(spillway::model::FastSample {
                     rps: 400_000.0,
                     pods_read: 16,
                 }),

@@ -14,9 +14,9 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
-use crate::engine::LoadSample;
 use crate::k8s::index::ClusterIndex;
-use crate::k8s::{bounded, target};
+use crate::k8s::{bounded, is_status, target};
+use crate::model::LoadSample;
 use crate::policy::{ElasticGateway, TargetKind};
 use crate::prom::Prometheus;
 
@@ -119,10 +119,6 @@ fn api_error(e: &kube::Error) -> String {
         kube::Error::Api(s) => format!("HTTP {}: {}", s.code, s.message),
         other => other.to_string(),
     }
-}
-
-fn is_code(e: &kube::Error, code: u16) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == code)
 }
 
 impl Doctor {
@@ -328,10 +324,11 @@ impl Doctor {
             &pools.ecs.node_selector,
             &pools.eci.node_selector,
         );
-        let targets: Vec<crate::fastpath::Target> = crate::fastpath::targets(ix, ns, &pods)
-            .into_iter()
-            .take(fp.config().max_pods)
-            .collect();
+        let targets: Vec<crate::fastpath::Target> =
+            crate::fastpath::targets(&pods, |pod| ix.pod_ip(ns, pod))
+                .into_iter()
+                .take(fp.config().max_pods)
+                .collect();
         if targets.is_empty() {
             r.push(
                 Outcome::Warn,
@@ -542,7 +539,7 @@ impl Doctor {
                     }
                 };
                 match bounded(t, api.create(&pp, &lease)).await {
-                    Err(e) if is_code(&e, 409) => Ok(()),
+                    Err(e) if is_status(&e, 409) => Ok(()),
                     other => other.map(|_| ()),
                 }
             }

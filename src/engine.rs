@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{GatewayPod, Node, Pool, Resources};
+use crate::model::{FastSample, GatewayPod, LoadSample, Node, Pool, Resources};
 use crate::policy::{ElasticGatewaySpec, PoolWeights};
 
 pub mod cost;
@@ -18,7 +18,6 @@ pub mod hpa;
 pub mod placement;
 
 pub use cost::CostEstimate;
-pub use hpa::LoadSample;
 pub use placement::{Survey, WeightPlan};
 
 /// What the agent sees at one instant.
@@ -43,16 +42,6 @@ pub struct Observation<'a> {
     pub pods: &'a [GatewayPod],
     /// The nodes that matter: at least every node of either pool.
     pub nodes: &'a [Node],
-}
-
-/// The gateway's request rate read from the pods' own counters (Istio's
-/// `:15090/stats/prometheus`) over the last second or two, scaled from the pods read to the
-/// ready fleet.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct FastSample {
-    pub rps: f64,
-    /// Pods whose counters made the reading.
-    pub pods_read: i32,
 }
 
 /// What the engine remembers between decisions. Plain data: the caller keeps it.
@@ -102,18 +91,18 @@ pub struct EciRelease {
 
 /// Which way the replica count goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Action {
+pub enum Direction {
     ScaleUp,
     ScaleDown,
     Hold,
 }
 
-impl Action {
+impl Direction {
     pub fn as_str(self) -> &'static str {
         match self {
-            Action::ScaleUp => "scale_up",
-            Action::ScaleDown => "scale_down",
-            Action::Hold => "hold",
+            Direction::ScaleUp => "scale_up",
+            Direction::ScaleDown => "scale_down",
+            Direction::Hold => "hold",
         }
     }
 }
@@ -232,7 +221,7 @@ pub struct Reading {
 pub struct ReplicaPlan {
     pub current: i32,
     pub desired: i32,
-    pub action: Action,
+    pub direction: Direction,
     pub why: Why,
     /// The HPA answer for the current load (max over metrics), before limits.
     pub hpa: Option<i32>,
@@ -267,7 +256,7 @@ impl Decision {
     pub fn summary(&self) -> String {
         format!(
             "{} {}→{} ({}): {} | ECS {}/{} cap, ECI {} | {}",
-            self.replicas.action.as_str(),
+            self.replicas.direction.as_str(),
             self.replicas.current,
             self.replicas.desired,
             self.replicas.why.as_str(),
@@ -585,7 +574,7 @@ fn stabilise(
     let plan = |desired: i32, why: Why, reason: String| ReplicaPlan {
         current,
         desired,
-        action: direction(current, desired),
+        direction: direction(current, desired),
         why,
         hpa: hpa_answer,
         lead,
@@ -784,7 +773,7 @@ fn cap(policy: &ElasticGatewaySpec, requests: Resources, survey: &Survey, plan: 
             } else {
                 0
             });
-            plan.action = direction(plan.current, plan.desired);
+            plan.direction = direction(plan.current, plan.desired);
             plan.why = Why::EciCap;
         }
     }
@@ -894,7 +883,7 @@ fn swap_back(
     }
     let interval = policy.placement.rebalance_interval_seconds as f64;
     let steady = enabled
-        && plan.action == Action::Hold
+        && plan.direction == Direction::Hold
         && matches!(plan.why, Why::Steady | Why::Load)
         && plan.hpa.is_some_and(|h| h >= ctx.current)
         && plan.lead.is_none()
@@ -934,7 +923,7 @@ fn swap_back(
 
     fn set(plan: &mut ReplicaPlan, desired: i32, note: String) {
         plan.desired = desired;
-        plan.action = direction(plan.current, desired);
+        plan.direction = direction(plan.current, desired);
         plan.why = Why::Rebalance;
         plan.reason.push_str(&format!("; {note}"));
     }
@@ -961,7 +950,7 @@ fn place(
     let quiet = |t: Option<f64>| {
         t.is_none_or(|t| now - t >= policy.placement.rebalance_interval_seconds as f64)
     };
-    let steady = plan.action == Action::Hold
+    let steady = plan.direction == Direction::Hold
         && plan.desired == ctx.status_replicas
         && quiet(state.last_scale_up);
     let choice = placement::choose_move(&placement::MoveInput {
@@ -1016,7 +1005,7 @@ fn steer_weights(
     let surge = (f64::from(obs.spec_replicas.max(0)) * 0.25).ceil() as i32;
     let room_to_roll = obs.spec_replicas.saturating_add(surge) <= ctx.survey.ecs_capacity;
     let quiet = !obs.rollout_in_progress
-        && plan.action != Action::ScaleUp
+        && plan.direction != Direction::ScaleUp
         && room_to_roll
         && load_fraction.is_some_and(|f| f < QUIET_LOAD_FRACTION)
         && state
@@ -1073,11 +1062,11 @@ fn phase(policy: &ElasticGatewaySpec, survey: &Survey, plan: &ReplicaPlan) -> Ph
     }
 }
 
-fn direction(current: i32, desired: i32) -> Action {
+fn direction(current: i32, desired: i32) -> Direction {
     match desired.cmp(&current) {
-        std::cmp::Ordering::Greater => Action::ScaleUp,
-        std::cmp::Ordering::Less => Action::ScaleDown,
-        std::cmp::Ordering::Equal => Action::Hold,
+        std::cmp::Ordering::Greater => Direction::ScaleUp,
+        std::cmp::Ordering::Less => Direction::ScaleDown,
+        std::cmp::Ordering::Equal => Direction::Hold,
     }
 }
 

@@ -3,7 +3,7 @@
 //!
 //! Through Prometheus a surge is seen a scrape interval plus a `rate()` window late; the pods'
 //! counters show it within one read. The engine lets this reading only *raise* the count
-//! ([`crate::engine::FastSample`]); Prometheus stays the source for scale-down. So every fault
+//! ([`crate::model::FastSample`]); Prometheus stays the source for scale-down. So every fault
 //! here (a pod that cannot be reached, a timeout, a body that is not an exposition, a counter
 //! that went back to zero on a restart, a pod gone mid-read) makes that pod missing from this
 //! read and nothing else: a read with no usable pod is no reading at all.
@@ -16,7 +16,7 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::engine::FastSample;
+use crate::model::FastSample;
 
 /// Pods read per gateway per read, at most: enough for a mean within a few percent on a
 /// balanced fleet, bounded on a large one (Knative samples its proxies the same way).
@@ -73,18 +73,18 @@ pub struct Target {
     pub ip: IpAddr,
 }
 
-/// The pods to read: the ready ones (not terminating) among `pods` that have an address.
+/// The pods to read: the ready ones (not terminating) among `pods` that have an address
+/// (`ip_of` looks a pod's up by name, from the cluster index).
 pub fn targets(
-    index: &crate::k8s::index::ClusterIndex,
-    namespace: &str,
     pods: &[crate::model::GatewayPod],
+    ip_of: impl Fn(&str) -> Option<IpAddr>,
 ) -> Vec<Target> {
     pods.iter()
         .filter(|p| p.ready && !p.terminating)
         .filter_map(|p| {
             Some(Target {
                 pod: p.name.clone(),
-                ip: index.pod_ip(namespace, &p.name)?,
+                ip: ip_of(&p.name)?,
             })
         })
         .collect()

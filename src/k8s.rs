@@ -46,6 +46,11 @@ pub async fn bounded<T>(
     }
 }
 
+/// Whether the API server answered with this HTTP status code.
+pub fn is_status(e: &kube::Error, code: u16) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == code)
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -96,10 +101,7 @@ mod tests {
         let err = super::target::evict(&client, "istio-system", "gw-1")
             .await
             .unwrap_err();
-        assert!(
-            matches!(&err, kube::Error::Api(s) if s.code == 429),
-            "{err}"
-        );
+        assert!(super::is_status(&err, 429), "{err}");
         assert_eq!(hits.load(Ordering::SeqCst), 1, "the client retried the 429");
     }
 }

@@ -5,6 +5,7 @@
 //! The drill ([`sim`]) feeds the same engine from a simulated cluster on a virtual clock.
 
 pub mod act;
+pub mod clock;
 pub mod config;
 pub mod doctor;
 pub mod engine;

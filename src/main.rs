@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use kube::CustomResourceExt;
 
+use spillway::clock::unix_now;
 use spillway::policy::ElasticGateway;
 use spillway::sim::drill::{Observer, Point};
 use spillway::sim::{PolicyKind, Scenario};
@@ -714,12 +715,10 @@ async fn agent(args: RunArgs) -> anyhow::Result<()> {
         tokio::spawn(async move {
             loop {
                 let synced = index.read().map(|ix| ix.synced()).unwrap_or(false);
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0.0, |d| d.as_secs_f64());
+                let now = spillway::clock::unix_now();
                 let reached = !matches!(
                     prom.query("vector(1)", now).await,
-                    spillway::engine::LoadSample::Missing(_)
+                    spillway::model::LoadSample::Missing(_)
                 );
                 if synced && reached {
                     admin.set_ready(true);
@@ -912,9 +911,7 @@ async fn doctor(args: DoctorArgs) -> anyhow::Result<ExitCode> {
             .config()
             .map(spillway::fastpath::FastPath::new)
             .transpose()?,
-        now: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64()),
+        now: spillway::clock::unix_now(),
     };
     println!(
         "spillway doctor: ElasticGateway {}/{}, Prometheus {}",
@@ -1020,7 +1017,7 @@ impl Observer for DrillObserver {
             // A served drill is a drill: marked as one while it runs, as `drill mark` would.
             s.metrics.record_drills(
                 &s.gw,
-                &[spillway::replay::marks::Mark {
+                &[spillway::policy::marks::Mark {
                     name: "served-drill".into(),
                     start: s.started_unix,
                     end: None,
@@ -1120,12 +1117,6 @@ fn drill_suite(dir: &std::path::Path, out: &std::path::Path) -> anyhow::Result<E
     Ok(ExitCode::SUCCESS)
 }
 
-fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
-
 /// A client for read-only commands (snapshots, marks): bounded requests.
 async fn kube_client(k: &ClusterArgs) -> anyhow::Result<kube::Client> {
     let config = kube_config(k.kubeconfig.as_deref(), k.context.as_deref()).await?;
@@ -1166,7 +1157,7 @@ fn history_window(
         let v = v
             .as_deref()
             .ok_or_else(|| anyhow::anyhow!("--{flag} is required"))?;
-        spillway::replay::parse_time(v, now).map_err(|e| anyhow::anyhow!("--{flag}: {e}"))
+        spillway::clock::parse_time(v, now).map_err(|e| anyhow::anyhow!("--{flag}: {e}"))
     };
     let window = spillway::replay::Window::new(
         time("start", &h.start)?,
@@ -1282,8 +1273,8 @@ fn drill_score(a: ScoreArgs) -> anyhow::Result<ExitCode> {
                 let prom = prom.clone();
                 async move {
                     match prom.query(&q, now).await {
-                        spillway::engine::LoadSample::Total(v) => Ok(v),
-                        spillway::engine::LoadSample::Missing(why) => Err(why),
+                        spillway::model::LoadSample::Total(v) => Ok(v),
+                        spillway::model::LoadSample::Missing(why) => Err(why),
                         other => Err(format!("unexpected answer {other:?}")),
                     }
                 }
@@ -1303,8 +1294,8 @@ fn drill_score(a: ScoreArgs) -> anyhow::Result<ExitCode> {
             history.end = Some(format!("{end}"));
             eprintln!(
                 "drill {drill}: {} .. {}",
-                replay::rfc3339(start),
-                replay::rfc3339(end)
+                spillway::clock::rfc3339(start),
+                spillway::clock::rfc3339(end)
             );
         }
         let (window, query) = history_window(&history, &base.policy, &ns, now)?;
@@ -1369,7 +1360,7 @@ fn drill_mark(a: MarkArgs) -> anyhow::Result<ExitCode> {
     let time = |flag: &str, v: &Option<String>| -> anyhow::Result<Option<f64>> {
         v.as_deref()
             .map(|v| {
-                spillway::replay::parse_time(v, now).map_err(|e| anyhow::anyhow!("--{flag}: {e}"))
+                spillway::clock::parse_time(v, now).map_err(|e| anyhow::anyhow!("--{flag}: {e}"))
             })
             .transpose()
     };

@@ -648,7 +648,7 @@ impl Metrics {
         let dl = DecisionLabels {
             namespace: ns.clone(),
             name: name.clone(),
-            action: d.replicas.action.as_str().into(),
+            action: d.replicas.direction.as_str().into(),
             reason: d.replicas.why.as_str().into(),
         };
         self.decisions.get_or_create(&dl).inc();
@@ -727,7 +727,7 @@ impl Metrics {
     }
 
     /// Exports the drills marked on the gateway at `now`; marks gone since the last call go.
-    pub fn record_drills(&self, gw: &Gw, marks: &[crate::replay::marks::Mark], now: f64) {
+    pub fn record_drills(&self, gw: &Gw, marks: &[crate::policy::marks::Mark], now: f64) {
         let mut mem = self
             .memory
             .lock()
@@ -969,7 +969,7 @@ mod tests {
 
     #[test]
     fn marked_drills_are_exported_and_forgotten() {
-        use crate::replay::marks::Mark;
+        use crate::policy::marks::Mark;
         let m = Metrics::new();
         m.set_leader(true);
         let gw = Gw::new("istio-system", "gw");

@@ -10,7 +10,10 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub mod load;
 pub mod quantity;
+
+pub use load::{FastSample, LoadSample};
 
 /// The annotation the ReplicaSet controller reads to pick scale-in victims (lower goes first).
 pub const POD_DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";

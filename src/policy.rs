@@ -15,6 +15,7 @@ use crate::model::{
     PodTemplate, PreferredTerm, SelectorRequirement, SelectorTerm, TaintEffect, Toleration,
 };
 
+pub mod marks;
 mod presets;
 mod validate;
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use reqwest::header::{HeaderName, HeaderValue};
 use serde::Deserialize;
 
-use crate::engine::LoadSample;
+use crate::model::LoadSample;
 
 /// Largest answer read from Prometheus.
 pub const MAX_ANSWER_BYTES: usize = 16 << 20;

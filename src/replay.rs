@@ -13,6 +13,8 @@ pub mod recorded;
 pub mod score;
 pub mod snapshot;
 
+use crate::clock::rfc3339;
+
 /// Why a snapshot, a replay or a score could not be made.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Error {
@@ -57,39 +59,6 @@ pub enum Error {
     /// The Kubernetes API failed while reading.
     #[error("cluster snapshot: reading {what}: {error}")]
     Kube { what: String, error: String },
-}
-
-/// Formats Unix seconds as RFC 3339 (UTC).
-pub fn rfc3339(unix: f64) -> String {
-    k8s_openapi::jiff::Timestamp::from_second(unix.floor() as i64)
-        .map_or_else(|_| format!("{unix:.0}"), |t| t.to_string())
-}
-
-/// Parses a time as `--start`/`--end` take it: RFC 3339 (`2026-11-20T09:00:00Z`), Unix seconds,
-/// `now`, or `now-<duration>` (`now-2h`, `now-90m`).
-pub fn parse_time(s: &str, now: f64) -> Result<f64, String> {
-    let s = s.trim();
-    if s == "now" {
-        return Ok(now);
-    }
-    if let Some(ago) = s.strip_prefix("now-") {
-        let d: k8s_openapi::jiff::SignedDuration = ago
-            .parse()
-            .map_err(|e| format!("{s:?}: {ago:?} is not a duration like 2h or 90m: {e}"))?;
-        return Ok(now - d.as_secs_f64());
-    }
-    if let Ok(x) = s.parse::<f64>() {
-        return if x.is_finite() && x > 0.0 {
-            Ok(x)
-        } else {
-            Err(format!("{s:?} is not a Unix time"))
-        };
-    }
-    s.parse::<k8s_openapi::jiff::Timestamp>()
-        .map(|t| t.as_millisecond() as f64 / 1000.0)
-        .map_err(|e| {
-            format!("{s:?} is not a time like 2026-11-20T09:00:00Z, a Unix time, or now-2h: {e}")
-        })
 }
 
 /// A query window.
@@ -150,19 +119,6 @@ impl Window {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn times_parse_as_an_sre_writes_them() {
-        let now = 1_800_000_000.0;
-        assert_eq!(parse_time("now", now), Ok(now));
-        assert_eq!(parse_time("now-2h", now), Ok(now - 7200.0));
-        assert_eq!(parse_time("1700000000", now), Ok(1_700_000_000.0));
-        assert_eq!(parse_time("2026-11-20T09:00:00Z", now), Ok(1_795_165_200.0));
-        for bad in ["yesterday", "now-soon", "-5", "2026-13-01T00:00:00Z"] {
-            assert!(parse_time(bad, now).is_err(), "{bad}");
-        }
-        assert_eq!(rfc3339(1_795_165_200.0), "2026-11-20T09:00:00Z");
-    }
 
     #[test]
     fn windows_are_checked() {

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
-use spillway::engine::{self, EngineState, LoadSample, Observation};
+use spillway::engine::{self, EngineState, Observation};
+use spillway::model::LoadSample;
 use spillway::model::Resources;
 use spillway::policy::{ElasticGateway, check_query, parse_policies, parse_policy};
 use spillway::prom::decode;

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use spillway::engine::LoadSample;
+use spillway::model::LoadSample;
 use spillway::prom::{BasicAuth, PromAuth, PromConfig, Prometheus};
 use support::prom::{Killed, free_port};
 

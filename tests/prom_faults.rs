@@ -7,7 +7,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use spillway::engine::LoadSample;
+use spillway::model::LoadSample;
 use spillway::prom::{PromAuth, PromConfig, Prometheus};
 use support::prom::Prom;
 

@@ -329,7 +329,7 @@ fn a_recorded_day_is_replayed_and_bad_data_is_named() {
         &["--policies", "spillway"],
     );
     assert!(o.status.success(), "{}", text(&o));
-    let reset_at = spillway::replay::rfc3339(start + 6.0 * 3600.0);
+    let reset_at = spillway::clock::rfc3339(start + 6.0 * 3600.0);
     let notes = report(&counter)["data_notes"].to_string();
     assert!(
         notes.contains("1 counter reset") && notes.contains(&reset_at),
@@ -352,7 +352,7 @@ fn a_recorded_day_is_replayed_and_bad_data_is_named() {
     assert!(!o.status.success());
     // Prometheus holds a value 5 minutes past its last sample (its lookback), so the 20-minute
     // hole (from the sample before 08:00 to the one at 08:20) shows as the last 915 s of it.
-    let hole_from = spillway::replay::rfc3339(start + 8.0 * 3600.0 - STEP + 300.0);
+    let hole_from = spillway::clock::rfc3339(start + 8.0 * 3600.0 - STEP + 300.0);
     assert!(
         err.contains("gap in the data") && err.contains(&hole_from) && err.contains("915 s"),
         "{err}"

@@ -8,28 +8,6 @@ use serde::{Deserialize, Serialize};
 use crate::model::GatewayPod;
 use crate::policy::{EffectiveRules, ScalingPolicyType, SelectPolicy};
 
-/// One metric's reading.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub enum LoadSample {
-    /// The gateway's total load (an External metric with an `AverageValue` target).
-    Total(f64),
-    /// One value per pod (a Pods metric): the HPA's missing- and unready-pod rules apply.
-    PerPod(Vec<(String, f64)>),
-    /// No usable value, and why (empty result, NaN, stale, query error, timeout).
-    Missing(String),
-}
-
-impl LoadSample {
-    /// The total, where there is one.
-    pub fn total(&self) -> Option<f64> {
-        match self {
-            LoadSample::Total(v) => Some(*v),
-            LoadSample::PerPod(v) => Some(v.iter().map(|(_, x)| x).sum()),
-            LoadSample::Missing(_) => None,
-        }
-    }
-}
-
 /// `GetExternalPerPodMetricReplicas`: the total over a per-replica target, unless the usage
 /// ratio is within tolerance of 1.
 pub fn replicas_for_total(status_replicas: i32, total: f64, target: f64, tolerance: f64) -> i32 {

@@ -1056,7 +1056,7 @@ fn a_release_the_load_undoes_within_the_standard_window_stretches_the_eci_window
         &obs(released + 120.0, &c, &[LoadSample::Total(9000.0)], 12),
         &state,
     );
-    assert_eq!(out.decision.replicas.action, Action::ScaleUp);
+    assert_eq!(out.decision.replicas.direction, Direction::ScaleUp);
     // Holding 40 s + 120 s would have bridged that dip.
     assert_eq!(out.state.eci_window, Some(160.0));
     // The next fall: the ECI pods wait that long.
@@ -1085,7 +1085,7 @@ fn a_rise_after_the_standard_window_is_not_a_flap() {
         &obs(released + 400.0, &c, &[LoadSample::Total(9000.0)], 12),
         &state,
     );
-    assert_eq!(out.decision.replicas.action, Action::ScaleUp);
+    assert_eq!(out.decision.replicas.direction, Direction::ScaleUp);
     assert_eq!((out.state.eci_window, out.state.eci_release), (None, None));
     // The window stays between `eci.scaleDownWindow` and the standard one.
     let down = p.behavior.scale_down.effective(false);

@@ -31,11 +31,12 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::index::ClusterIndex;
 use super::leader::{Fenced, Leadership};
-use super::{bounded, target};
+use super::{bounded, is_status, target};
 use crate::act::Plan;
-use crate::engine::{self, Decision, EngineState, FastSample, LoadSample, Observation};
+use crate::engine::{self, Decision, EngineState, Observation};
 use crate::fastpath::{self, FastPath};
 use crate::metrics::{ErrorKind, Gw, Metrics};
+use crate::model::{FastSample, LoadSample};
 use crate::policy::{
     CostStatus, DecisionRecord, ElasticGateway, ElasticGatewaySpec, ElasticGatewayStatus,
     OriginalPlacement,
@@ -45,6 +46,7 @@ use crate::policy::{
 pub const FINALIZER: &str = "spillway.io/restore-gateway";
 /// The field manager of status writes (server-side apply), apart from the gateway's writes.
 pub const STATUS_MANAGER: &str = "spillway-status";
+use crate::clock::{rfc3339, unix_now};
 use crate::prom::Prometheus;
 
 /// Settings of the loop.
@@ -316,7 +318,7 @@ async fn preflight(egws: &Api<WatchedGateway>, timeout: Duration) {
             return;
         };
         let why = match &e {
-            kube::Error::Api(s) if s.code == 404 => {
+            e if is_status(e, 404) => {
                 "the ElasticGateway CRD is not installed (kubectl apply -f deploy/crd.yaml)".into()
             }
             kube::Error::Api(s) if s.code == 401 || s.code == 403 => format!(
@@ -816,7 +818,7 @@ async fn reconcile_one(
     }
     ctx.metrics.record_drills(
         &gw,
-        &crate::replay::marks::parse(egw.metadata.annotations.as_ref()),
+        &crate::policy::marks::parse(egw.metadata.annotations.as_ref()),
         now,
     );
     {
@@ -965,7 +967,7 @@ async fn reconcile_one(
     let record = (!applied.is_empty() || decision.replicas.desired != decision.replicas.current)
         .then(|| DecisionRecord {
             time: rfc3339(now),
-            kind: decision.replicas.action.as_str().into(),
+            kind: decision.replicas.direction.as_str().into(),
             reason: decision.replicas.reason.clone(),
         });
     let status = ElasticGatewayStatus {
@@ -1018,13 +1020,13 @@ async fn read_fast_path(
     pods: &[crate::model::GatewayPod],
 ) -> Option<FastSample> {
     let fast_path = ctx.fast_path.as_ref().filter(|_| reads_pods(spec))?;
-    let targets = fastpath::targets(
-        &ctx.index
+    let targets = {
+        let ix = ctx
+            .index
             .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner),
-        &key.0,
-        pods,
-    );
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        fastpath::targets(pods, |pod| ix.pod_ip(&key.0, pod))
+    };
     if targets.is_empty() {
         return None;
     }
@@ -1357,10 +1359,6 @@ where
     }
 }
 
-fn is_status(e: &kube::Error, code: u16) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == code)
-}
-
 fn error_kind(e: &kube::Error) -> ErrorKind {
     if is_status(e, 409) {
         ErrorKind::Conflict
@@ -1537,17 +1535,6 @@ fn carry_transitions(prev: &[Condition], mut next: Vec<Condition>, now: f64) -> 
 
 fn round(x: f64) -> f64 {
     (x * 10_000.0).round() / 10_000.0
-}
-
-fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
-
-fn rfc3339(t: f64) -> String {
-    k8s_openapi::jiff::Timestamp::from_second(t as i64)
-        .map_or_else(|_| String::new(), |ts| ts.to_string())
 }
 
 #[cfg(test)]

@@ -195,7 +195,7 @@ async fn prometheus(value: f64) -> Prometheus {
             tokio::spawn(async move {
                 let svc = service_fn(move |_req| async move {
                     let body = json!({"status": "success", "data": {"resultType": "vector",
-                        "result": [{"metric": {}, "value": [super::unix_now(), value.to_string()]}]}});
+                        "result": [{"metric": {}, "value": [crate::clock::unix_now(), value.to_string()]}]}});
                     Ok::<_, std::convert::Infallible>(hyper::Response::new(
                         http_body_util::Full::new(bytes::Bytes::from(body.to_string())),
                     ))

@@ -53,8 +53,8 @@ td:first-child,th:first-child{{text-align:left}}.chart svg{{max-width:100%;heigh
         let _ = writeln!(
             h,
             "<p>From {} to {} (UTC); times below are minutes:seconds from the start and the clock time.</p>",
-            esc(&super::rfc3339(start)),
-            esc(&super::rfc3339(start + report.duration_s as f64))
+            esc(&crate::clock::rfc3339(start)),
+            esc(&crate::clock::rfc3339(start + report.duration_s as f64))
         );
     }
     if report.data_notes.is_empty() {
@@ -108,7 +108,7 @@ td:first-child,th:first-child{{text-align:left}}.chart svg{{max-width:100%;heigh
         );
         for d in run.decisions.iter().take(MAX_DECISIONS) {
             let clock = report.start_unix.map_or(String::new(), |s| {
-                let at = super::rfc3339(s + d.t as f64);
+                let at = crate::clock::rfc3339(s + d.t as f64);
                 format!(" ({})", at.get(11..19).unwrap_or(&at))
             });
             let _ = writeln!(

@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Error, Window, rfc3339};
+use super::{Error, Window};
+use crate::clock::rfc3339;
 use crate::prom::{Prometheus, RangeSeries};
 use crate::sim::Scenario;
 use crate::sim::load::{Component, LoadProfile, Surge};

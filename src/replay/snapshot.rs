@@ -102,7 +102,7 @@ pub fn scenario(o: &Objects<'_>) -> Result<Scenario, Error> {
     let mut s = Scenario {
         name: format!(
             "cluster snapshot of {ns}/{name} at {} ({n_ecs} ECS nodes, {n_eci} virtual)",
-            super::rfc3339(o.at)
+            crate::clock::rfc3339(o.at)
         ),
         cluster: ClusterSpec {
             ecs: NodeGroup {

@@ -6,7 +6,8 @@ use super::cluster::{RollingUpdate, SimCluster, pool_classifier};
 use super::load::{LoadSeries, Surge};
 use super::scenario::{PolicyKind, Scenario};
 use crate::act::Plan;
-use crate::engine::{self, Decision, EngineState, LoadSample, Observation, cost};
+use crate::engine::{self, Decision, EngineState, Observation, cost};
+use crate::model::LoadSample;
 use crate::model::Pool;
 use crate::policy::{Behavior, EciLimits, ElasticGatewaySpec};
 
@@ -338,7 +339,7 @@ fn run_policy(
                 let fast = (*steer && fast_every > 0)
                     .then(|| load.rate_between(t.saturating_sub(fast_every) as usize, t as usize))
                     .flatten()
-                    .map(|rate| engine::FastSample {
+                    .map(|rate| crate::model::FastSample {
                         rps: rate,
                         pods_read: pods
                             .iter()

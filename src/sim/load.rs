@@ -9,7 +9,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::LoadSample;
+use crate::model::LoadSample;
 use crate::policy::{MetricSpec, Preset};
 
 /// One part of a load profile, in requests per second.
