@@ -191,6 +191,14 @@ pub enum Phase {
 }
 
 impl Phase {
+    pub const ALL: [Phase; 5] = [
+        Phase::Normal,
+        Phase::Overflow,
+        Phase::Draining,
+        Phase::Holding,
+        Phase::Paused,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Phase::Normal => "Normal",
@@ -1110,6 +1118,8 @@ fn price(
         .filter(|p| p.pool == Pool::Eci)
         .map(|p| cost::eci_pod_per_second(&p.requests, model) * 3600.0)
         .sum();
+    // What was spent since the previous decision, at this decision's prices.
+    let since = state.last_decision.map_or(0.0, |t| (obs.now - t).max(0.0));
     // The marginal spend of the current peak: ECI spend since ECI pods last appeared.
     let dt = state
         .last_decision
@@ -1157,6 +1167,8 @@ fn price(
             .peak_eci_spend
             .or(state.last_peak_eci_spend)
             .unwrap_or(0.0),
+        ecs_spent: ecs_fixed / 3600.0 * since,
+        eci_spent: eci / 3600.0 * since,
     }
 }
 

@@ -986,7 +986,7 @@ struct DrillObserver {
 
 struct Served {
     metrics: std::sync::Arc<spillway::metrics::Metrics>,
-    gw: spillway::metrics::Gw,
+    gw: spillway::model::GatewayKey,
     policy: spillway::policy::ElasticGatewaySpec,
     speed: f64,
     started: std::time::Instant,
@@ -1013,7 +1013,7 @@ impl Observer for DrillObserver {
     ) {
         if let (Some(s), PolicyKind::Spillway) = (&self.serve, policy) {
             s.metrics
-                .record_decision(&s.gw, &s.policy, obs, d, plan, seconds);
+                .record_decision(&s.gw, &s.policy, obs.pods, obs.fast, d, plan, seconds);
             // A served drill is a drill: marked as one while it runs, as `drill mark` would.
             s.metrics.record_drills(
                 &s.gw,
@@ -1068,7 +1068,7 @@ fn serve_drill(
         bar,
         serve: Some(Served {
             metrics,
-            gw: spillway::metrics::Gw::new("istio-system", &policy.target.name),
+            gw: spillway::model::GatewayKey::new("istio-system", &policy.target.name),
             policy: policy.clone(),
             speed,
             started: std::time::Instant::now(),

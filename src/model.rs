@@ -312,6 +312,29 @@ impl Pool {
     }
 }
 
+/// Names one ElasticGateway, and so the gateway it steers: the key of every per-gateway memory
+/// and metric series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord)]
+pub struct GatewayKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl GatewayKey {
+    pub fn new(namespace: &str, name: &str) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for GatewayKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
 /// A gateway pod as the engine sees it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

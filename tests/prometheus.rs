@@ -321,7 +321,7 @@ fn dashboard_and_rules_work_against_a_real_prometheus() {
             if s.starts_with("spillway_held") {
                 let m = spillway::metrics::Metrics::new();
                 m.set_leader(true);
-                let gw = spillway::metrics::Gw::new("istio-system", "gw");
+                let gw = spillway::model::GatewayKey::new("istio-system", "gw");
                 m.set_held(&gw, Some("CachesNotSynced"));
                 assert!(
                     m.prometheus_text().contains("spillway_held{"),

@@ -15,7 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use spillway::metrics::{ErrorKind, Gw, Metrics};
+use spillway::metrics::{ErrorKind, Metrics};
+use spillway::model::GatewayKey;
 use spillway::sim::drill::{Observer, Point};
 use spillway::sim::{PolicyKind, Scenario};
 use support::prom::{Prom, encode, http_get};
@@ -41,7 +42,7 @@ policy:
 /// Records every decision of the `spillway` policy on both replicas' metrics.
 struct Both {
     replicas: Vec<Arc<Metrics>>,
-    gw: Gw,
+    gw: GatewayKey,
     policy: spillway::policy::ElasticGatewaySpec,
 }
 
@@ -58,7 +59,7 @@ impl Observer for Both {
     ) {
         if policy == PolicyKind::Spillway {
             for m in &self.replicas {
-                m.record_decision(&self.gw, &self.policy, obs, d, plan, seconds);
+                m.record_decision(&self.gw, &self.policy, obs.pods, obs.fast, d, plan, seconds);
             }
         }
     }
@@ -155,7 +156,7 @@ fn two_replicas_scraped_as_the_service_monitor_does_add_up() {
     let leader = Arc::new(Metrics::new());
     leader.set_leader(true);
     let standby = Arc::new(Metrics::new());
-    let gw = Gw::new("istio-system", "ingressgateway");
+    let gw = GatewayKey::new("istio-system", "ingressgateway");
     let mut both = Both {
         replicas: vec![leader.clone(), standby.clone()],
         gw: gw.clone(),

@@ -108,6 +108,13 @@ pub struct CostEstimate {
     /// ECI spend of the peak in progress, or of the last one (total, not per hour).
     #[serde(default)]
     pub peak_eci_spend: f64,
+    /// Spent on the dedicated ECS nodes since the previous decision: this decision's price over
+    /// the time since then (what `spillway_cost_total{pool="ecs"}` adds up).
+    #[serde(default)]
+    pub ecs_spent: f64,
+    /// Spent on ECI pods since the previous decision, likewise.
+    #[serde(default)]
+    pub eci_spent: f64,
 }
 
 #[cfg(test)]

@@ -1162,3 +1162,38 @@ fn misplaced_pods_strengthen_the_ecs_preference_at_a_quiet_time_only() {
         0
     );
 }
+
+/// The money spent between two decisions is integrated once, in the engine, at the second
+/// decision's prices: the metrics' and the drill's totals add these up.
+#[test]
+fn spend_between_decisions_is_the_price_over_the_time_since() {
+    let p = policy();
+    let c = cluster(3, 0, 4, 2);
+    let first = decide(
+        &p,
+        &obs(1000.0, &c, &[LoadSample::Total(2000.0)], 6),
+        &EngineState::default(),
+    );
+    assert_eq!(
+        (first.decision.cost.ecs_spent, first.decision.cost.eci_spent),
+        (0.0, 0.0)
+    );
+    let second = decide(
+        &p,
+        &obs(1060.0, &c, &[LoadSample::Total(2000.0)], 6),
+        &first.state,
+    );
+    let cost = &second.decision.cost;
+    assert!(
+        cost.eci_per_hour > 0.0 && cost.ecs_per_hour > 0.0,
+        "{cost:?}"
+    );
+    assert!(
+        (cost.ecs_spent - cost.ecs_per_hour / 60.0).abs() < 1e-9,
+        "{cost:?}"
+    );
+    assert!(
+        (cost.eci_spent - cost.eci_per_hour / 60.0).abs() < 1e-9,
+        "{cost:?}"
+    );
+}

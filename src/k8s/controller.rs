@@ -35,7 +35,8 @@ use super::{bounded, is_status, target};
 use crate::act::Plan;
 use crate::engine::{self, Decision, EngineState, Observation};
 use crate::fastpath::{self, FastPath};
-use crate::metrics::{ErrorKind, Gw, Metrics};
+use crate::metrics::{ErrorKind, Metrics};
+use crate::model::GatewayKey;
 use crate::model::{FastSample, LoadSample};
 use crate::policy::{
     CostStatus, DecisionRecord, ElasticGateway, ElasticGatewaySpec, ElasticGatewayStatus,
@@ -228,7 +229,7 @@ impl Context {
         };
         for (ns, name) in gone {
             info!(namespace = %ns, name = %name, "ElasticGateway deleted; removing its series");
-            self.metrics.forget(&Gw::new(&ns, &name));
+            self.metrics.forget(&GatewayKey::new(&ns, &name));
         }
     }
 }
@@ -389,7 +390,7 @@ async fn undecodable(
     name: &str,
     ctx: &Context,
 ) -> Action {
-    let gw = Gw::new(ns, name);
+    let gw = GatewayKey::new(ns, name);
     ctx.metrics.error(&gw, ErrorKind::Undecodable);
     ctx.metrics.set_held(&gw, Some("Undecodable"));
     let error = match where_it_fails(ctx, ns, name).await {
@@ -611,7 +612,7 @@ async fn reconcile_one(
     name: &str,
     ctx: &Context,
 ) -> Result<Action, crate::Error> {
-    let gw = Gw::new(ns, name);
+    let gw = GatewayKey::new(ns, name);
     let key = (ns.to_string(), name.to_string());
     let spec = &egw.spec;
     let requeue = Action::requeue(ctx.tick(spec));
@@ -796,26 +797,8 @@ async fn reconcile_one(
         fenced,
     } = applied;
     let next_state = commit(&prev, next_state, spec, &decision, &applied);
-    {
-        let mut ix_nodes = ctx
-            .index
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let nodes = ix_nodes.nodes();
-        let obs = Observation {
-            now,
-            loads: &loads,
-            fast,
-            spec_replicas: target.replicas,
-            pod_requests: target.pod_requests,
-            weights: target.weights,
-            rollout_in_progress: target.rollout_in_progress,
-            pods: &pods,
-            nodes,
-        };
-        ctx.metrics
-            .record_decision(&gw, spec, &obs, &decision, &applied, elapsed);
-    }
+    ctx.metrics
+        .record_decision(&gw, spec, &pods, fast, &decision, &applied, elapsed);
     ctx.metrics.record_drills(
         &gw,
         &crate::policy::marks::parse(egw.metadata.annotations.as_ref()),
@@ -1014,7 +997,7 @@ fn reads_pods(spec: &ElasticGatewaySpec) -> bool {
 /// the log says when every pod read fails and when reads work again.
 async fn read_fast_path(
     ctx: &Context,
-    gw: &Gw,
+    gw: &GatewayKey,
     key: &(String, String),
     spec: &ElasticGatewaySpec,
     pods: &[crate::model::GatewayPod],
@@ -1172,7 +1155,7 @@ struct Applied {
 async fn apply(
     me: &Target,
     ctx: &Context,
-    gw: &Gw,
+    gw: &GatewayKey,
     ns: &str,
     spec: &ElasticGatewaySpec,
     plan: &Plan,
@@ -1374,7 +1357,7 @@ fn error_kind(e: &kube::Error) -> ErrorKind {
 async fn write_failed(
     ctx: &Context,
     oref: &ObjectReference,
-    gw: &Gw,
+    gw: &GatewayKey,
     action: &str,
     what: &str,
     e: &kube::Error,

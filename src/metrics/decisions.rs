@@ -1,0 +1,278 @@
+//! The decisions: what the engine decided and why, what was applied, what went wrong, how long
+//! deciding and reacting took, and whether a gateway is held (no decision, and why).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+use super::{DecisionLabels, FGauge, GatewayLabels, HistFamily, KindLabels, lock};
+use crate::act::Plan;
+use crate::engine::{Decision, Direction, Why};
+use crate::model::GatewayKey;
+
+/// What kind of change was applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ActionKind {
+    Replicas,
+    Weights,
+    DeletionCost,
+    Eviction,
+}
+
+impl ActionKind {
+    pub const ALL: [ActionKind; 4] = [
+        ActionKind::Replicas,
+        ActionKind::Weights,
+        ActionKind::DeletionCost,
+        ActionKind::Eviction,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionKind::Replicas => "replicas",
+            ActionKind::Weights => "weights",
+            ActionKind::DeletionCost => "deletion_cost",
+            ActionKind::Eviction => "eviction",
+        }
+    }
+
+    /// How many changes of this kind a plan holds.
+    fn count(self, plan: &Plan) -> u64 {
+        match self {
+            ActionKind::Replicas => u64::from(plan.replicas.is_some()),
+            ActionKind::Weights => u64::from(plan.weights.is_some()),
+            ActionKind::DeletionCost => plan.deletion_costs.len() as u64,
+            ActionKind::Eviction => plan.evictions.len() as u64,
+        }
+    }
+}
+
+/// What went wrong, for `spillway_errors_total{kind}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    PrometheusQuery,
+    ApiRead,
+    ApiWrite,
+    Conflict,
+    InvalidPolicy,
+    /// An ElasticGateway the agent cannot decode (skipped; the others go on).
+    Undecodable,
+    /// A decision held because a watch has not synced or is failing.
+    WatchUnsynced,
+}
+
+impl ErrorKind {
+    pub const ALL: [ErrorKind; 7] = [
+        ErrorKind::PrometheusQuery,
+        ErrorKind::ApiRead,
+        ErrorKind::ApiWrite,
+        ErrorKind::Conflict,
+        ErrorKind::InvalidPolicy,
+        ErrorKind::Undecodable,
+        ErrorKind::WatchUnsynced,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::PrometheusQuery => "prometheus_query",
+            ErrorKind::ApiRead => "api_read",
+            ErrorKind::ApiWrite => "api_write",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::InvalidPolicy => "invalid_policy",
+            ErrorKind::Undecodable => "undecodable",
+            ErrorKind::WatchUnsynced => "watch_unsynced",
+        }
+    }
+}
+
+/// Every `kind` of `spillway_held` (the reasons the agent holds a gateway without deciding).
+pub const HELD: [&str; 6] = [
+    "CachesNotSynced",
+    "WatchFailing",
+    "InvalidPolicy",
+    "Undecodable",
+    "NamespaceNotWatched",
+    "TargetNotFound",
+];
+
+/// Per gateway, between decisions.
+#[derive(Default)]
+struct Memory {
+    /// When the load first asked for a different count than the current one.
+    change_seen_at: Option<f64>,
+    /// The hold reason exported last, if it is not one of [`HELD`].
+    held: Option<String>,
+}
+
+pub struct DecisionMetrics {
+    decisions: Family<DecisionLabels, Counter>,
+    actions: Family<KindLabels, Counter>,
+    errors: Family<KindLabels, Counter>,
+    duration: HistFamily<GatewayLabels>,
+    reaction: HistFamily<GatewayLabels>,
+    last: Family<GatewayLabels, FGauge>,
+    held: Family<KindLabels, Gauge>,
+    memory: Mutex<HashMap<GatewayKey, Memory>>,
+}
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_01, 4.0, 10))
+}
+
+fn reaction_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 11))
+}
+
+impl DecisionMetrics {
+    pub fn register(r: &mut Registry) -> Self {
+        let m = Self {
+            decisions: Family::default(),
+            actions: Family::default(),
+            errors: Family::default(),
+            duration: Family::new_with_constructor(duration_histogram),
+            reaction: Family::new_with_constructor(reaction_histogram),
+            last: Family::default(),
+            held: Family::default(),
+            memory: Mutex::default(),
+        };
+        r.register(
+            "decisions",
+            "Engine decisions by action (scale_up, scale_down, hold) and reason (load, lead_time, burst, eci_scale_down, rebalance, steady, stabilized, rate_limited, bounds, eci_cap, missing_data, paused, scaled_to_zero)",
+            m.decisions.clone(),
+        );
+        r.register(
+            "actions",
+            "Changes applied to the cluster by kind (replicas, weights, deletion_cost, eviction); none in dry-run mode",
+            m.actions.clone(),
+        );
+        r.register(
+            "errors",
+            "Errors by kind (prometheus_query, api_read, api_write, conflict, invalid_policy)",
+            m.errors.clone(),
+        );
+        r.register_with_unit(
+            "decision_duration",
+            "Time the engine took for one decision",
+            Unit::Seconds,
+            m.duration.clone(),
+        );
+        r.register_with_unit(
+            "reaction",
+            "Time from the first decision whose load asked for a new replica count to the replica change being applied",
+            Unit::Seconds,
+            m.reaction.clone(),
+        );
+        r.register_with_unit(
+            "last_decision_timestamp",
+            "Unix time (or drill time) of the last decision",
+            Unit::Seconds,
+            m.last.clone(),
+        );
+        r.register(
+            "held",
+            "1 while spillway makes no decision for the gateway, for the reason in `kind` (CachesNotSynced, WatchFailing, InvalidPolicy, Undecodable, NamespaceNotWatched, TargetNotFound); 0 for the others",
+            m.held.clone(),
+        );
+        m
+    }
+
+    /// One decision; `applied` is what was actually changed (empty in dry-run).
+    pub fn record(&self, key: &GatewayKey, d: &Decision, applied: &Plan, seconds: f64) {
+        let gw = GatewayLabels::from(key);
+        self.decisions
+            .get_or_create(&DecisionLabels::new(
+                key,
+                d.replicas.direction.as_str(),
+                d.replicas.why.as_str(),
+            ))
+            .inc();
+        // Reaction: from the first decision whose load asked for another count to the change.
+        let wants_change =
+            d.replicas.hpa.is_some_and(|h| h != d.replicas.current) || d.replicas.lead.is_some();
+        {
+            let mut memory = lock(&self.memory);
+            let m = memory.entry(key.clone()).or_default();
+            if applied.replicas.is_some() {
+                if let Some(since) = m.change_seen_at.take().or(wants_change.then_some(d.at)) {
+                    self.reaction
+                        .get_or_create(&gw)
+                        .observe((d.at - since).max(0.0));
+                }
+            } else if wants_change {
+                m.change_seen_at.get_or_insert(d.at);
+            } else {
+                m.change_seen_at = None;
+            }
+        }
+        // Every kind created at 0, so that rate() and increase() see the series from the start.
+        for kind in ActionKind::ALL {
+            self.actions
+                .get_or_create(&KindLabels::new(key, kind.as_str()))
+                .inc_by(kind.count(applied));
+        }
+        for kind in ErrorKind::ALL {
+            let _ = self
+                .errors
+                .get_or_create(&KindLabels::new(key, kind.as_str()));
+        }
+        self.duration.get_or_create(&gw).observe(seconds);
+        self.last.get_or_create(&gw).set(d.at);
+        // A decision: held for no reason (every kind present, so alerts can see the series).
+        for kind in HELD {
+            let _ = self.held.get_or_create(&KindLabels::new(key, kind));
+        }
+    }
+
+    pub fn error(&self, key: &GatewayKey, kind: ErrorKind) {
+        self.errors
+            .get_or_create(&KindLabels::new(key, kind.as_str()))
+            .inc();
+    }
+
+    /// Marks the gateway as held (no decision) for `reason`, or deciding again with `None`.
+    pub fn set_held(&self, key: &GatewayKey, reason: Option<&str>) {
+        for kind in HELD {
+            self.held
+                .get_or_create(&KindLabels::new(key, kind))
+                .set(i64::from(reason == Some(kind)));
+        }
+        let mut memory = lock(&self.memory);
+        let m = memory.entry(key.clone()).or_default();
+        // A reason outside the known list: its series goes when it no longer holds.
+        if let Some(old) = m.held.take().filter(|o| Some(o.as_str()) != reason) {
+            self.held.remove(&KindLabels::new(key, &old));
+        }
+        if let Some(r) = reason.filter(|r| !HELD.contains(r)) {
+            self.held.get_or_create(&KindLabels::new(key, r)).set(1);
+            m.held = Some(r.into());
+        }
+    }
+
+    pub fn forget(&self, key: &GatewayKey) {
+        let m = lock(&self.memory).remove(key).unwrap_or_default();
+        let gw = GatewayLabels::from(key);
+        for direction in [Direction::ScaleUp, Direction::ScaleDown, Direction::Hold] {
+            for why in Why::ALL {
+                self.decisions
+                    .remove(&DecisionLabels::new(key, direction.as_str(), why.as_str()));
+            }
+        }
+        for kind in ActionKind::ALL {
+            self.actions.remove(&KindLabels::new(key, kind.as_str()));
+        }
+        for kind in ErrorKind::ALL {
+            self.errors.remove(&KindLabels::new(key, kind.as_str()));
+        }
+        for kind in HELD.iter().copied().chain(m.held.as_deref()) {
+            self.held.remove(&KindLabels::new(key, kind));
+        }
+        self.duration.remove(&gw);
+        self.reaction.remove(&gw);
+        self.last.remove(&gw);
+    }
+}

@@ -1,0 +1,171 @@
+//! The fleet: where the gateway's pods run, the counts decided and allowed, the pools' room and
+//! the affinity weights.
+
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use super::{GatewayLabels, PhaseLabels, PodLabels, PoolLabels};
+use crate::engine::{Decision, Phase};
+use crate::model::{GatewayKey, GatewayPod, Pool};
+use crate::policy::ElasticGatewaySpec;
+
+/// The pools a pod is counted in, and its states.
+const POOLS: [Pool; 4] = [Pool::Ecs, Pool::Eci, Pool::Pending, Pool::Other];
+const STATES: [&str; 3] = ["ready", "starting", "terminating"];
+
+#[derive(Default)]
+pub struct FleetMetrics {
+    pods: Family<PodLabels, Gauge>,
+    phase: Family<PhaseLabels, Gauge>,
+    desired: Family<GatewayLabels, Gauge>,
+    current: Family<GatewayLabels, Gauge>,
+    max: Family<GatewayLabels, Gauge>,
+    min: Family<GatewayLabels, Gauge>,
+    ecs_free: Family<GatewayLabels, Gauge>,
+    ecs_capacity: Family<GatewayLabels, Gauge>,
+    eci_cap: Family<GatewayLabels, Gauge>,
+    weight: Family<PoolLabels, Gauge>,
+}
+
+impl FleetMetrics {
+    pub fn register(r: &mut Registry) -> Self {
+        let m = Self::default();
+        r.register(
+            "gateway_pods",
+            "Gateway pods by pool (ecs: dedicated ECS nodes, eci: virtual-kubelet nodes, pending: not yet scheduled, other: neither pool) and state (ready, starting, terminating)",
+            m.pods.clone(),
+        );
+        r.register(
+            "phase",
+            "1 for the gateway's current phase: Normal (all on ECS), Overflow (the peak runs on ECI), Draining (ECI pods wait to go), Holding (load data missing), Paused",
+            m.phase.clone(),
+        );
+        r.register(
+            "replicas_desired",
+            "Replica count spillway decided for the gateway",
+            m.desired.clone(),
+        );
+        r.register(
+            "replicas_current",
+            "Replica count of the gateway workload (spec.replicas) when spillway decided",
+            m.current.clone(),
+        );
+        r.register("replicas_max", "The policy's maxReplicas", m.max.clone());
+        r.register("replicas_min", "The policy's minReplicas", m.min.clone());
+        r.register(
+            "ecs_free_pods",
+            "More gateway pods the dedicated ECS nodes can take now, after headroom",
+            m.ecs_free.clone(),
+        );
+        r.register(
+            "ecs_capacity_pods",
+            "Gateway pods the ECS pool can hold: those running there plus the free slots",
+            m.ecs_capacity.clone(),
+        );
+        r.register(
+            "eci_cap_pods",
+            "Most gateway pods allowed on ECI (from the pod and cost caps); absent when uncapped",
+            m.eci_cap.clone(),
+        );
+        r.register(
+            "affinity_weight",
+            "Preferred node-affinity weight in the gateway's pod template, per pool",
+            m.weight.clone(),
+        );
+        m
+    }
+
+    /// The fleet as observed at a decision, and what was decided for it.
+    pub fn record(
+        &self,
+        key: &GatewayKey,
+        policy: &ElasticGatewaySpec,
+        pods: &[GatewayPod],
+        d: &Decision,
+    ) {
+        let gw = GatewayLabels::from(key);
+        for pool in POOLS {
+            for state in STATES {
+                let n = pods
+                    .iter()
+                    .filter(|p| p.pool == pool && pod_state(p) == state)
+                    .count();
+                self.pods
+                    .get_or_create(&PodLabels::new(key, pool, state))
+                    .set(n as i64);
+            }
+        }
+        for phase in Phase::ALL {
+            self.phase
+                .get_or_create(&PhaseLabels::new(key, phase))
+                .set(i64::from(d.phase == phase));
+        }
+        self.desired
+            .get_or_create(&gw)
+            .set(i64::from(d.replicas.desired));
+        self.current
+            .get_or_create(&gw)
+            .set(i64::from(d.replicas.current));
+        self.min
+            .get_or_create(&gw)
+            .set(i64::from(policy.min_replicas));
+        self.max
+            .get_or_create(&gw)
+            .set(i64::from(policy.max_replicas));
+        self.ecs_free
+            .get_or_create(&gw)
+            .set(i64::from(d.survey.ecs_room));
+        self.ecs_capacity
+            .get_or_create(&gw)
+            .set(i64::from(d.survey.ecs_capacity));
+        match d.replicas.eci_cap {
+            Some(cap) => {
+                self.eci_cap.get_or_create(&gw).set(i64::from(cap));
+            }
+            None => {
+                self.eci_cap.remove(&gw);
+            }
+        }
+        let w = d.weights.target;
+        for (pool, v) in [(Pool::Ecs, w.ecs), (Pool::Eci, w.eci)] {
+            self.weight
+                .get_or_create(&PoolLabels::new(key, pool))
+                .set(i64::from(v));
+        }
+    }
+
+    pub fn forget(&self, key: &GatewayKey) {
+        let gw = GatewayLabels::from(key);
+        for pool in POOLS {
+            for state in STATES {
+                self.pods.remove(&PodLabels::new(key, pool, state));
+            }
+            self.weight.remove(&PoolLabels::new(key, pool));
+        }
+        for phase in Phase::ALL {
+            self.phase.remove(&PhaseLabels::new(key, phase));
+        }
+        for f in [
+            &self.desired,
+            &self.current,
+            &self.min,
+            &self.max,
+            &self.ecs_free,
+            &self.ecs_capacity,
+            &self.eci_cap,
+        ] {
+            f.remove(&gw);
+        }
+    }
+}
+
+fn pod_state(p: &GatewayPod) -> &'static str {
+    if p.terminating {
+        "terminating"
+    } else if p.ready {
+        "ready"
+    } else {
+        "starting"
+    }
+}
