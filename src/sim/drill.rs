@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::cluster::{RollingUpdate, SimCluster, pool_classifier};
 use super::load::{LoadSeries, Surge};
 use super::scenario::{PolicyKind, Scenario};
-use crate::act::Plan;
+use crate::act::{self, Plan};
 use crate::engine::{self, Decision, EngineState, Observation, cost};
 use crate::model::LoadSample;
 use crate::model::Pool;
@@ -159,7 +159,9 @@ pub fn hpa_baseline(policy: &ElasticGatewaySpec) -> ElasticGatewaySpec {
             .effective(false)
             .stabilization_window_seconds,
     ));
+    // It places nothing: the template keeps its weights.
     p.placement.exhausted_weights = p.placement.normal_weights;
+    p.placement.strong_weights = p.placement.normal_weights;
     p.placement.rebalance = false;
     p.placement.swap_back = false;
     p.dry_run = false;
@@ -176,7 +178,9 @@ fn hpa_with_window(mut p: ElasticGatewaySpec, window: Option<i32>) -> ElasticGat
     p
 }
 
-enum Controller {
+/// How a policy under test runs in the drill: the engine (spillway, or the hpa baseline), or
+/// one of the reference policies.
+enum Policy {
     Engine {
         policy: Box<ElasticGatewaySpec>,
         state: Box<EngineState>,
@@ -261,15 +265,15 @@ fn run_policy(
     cluster.settle();
 
     let target = policy.metrics.first().map_or(1.0, |m| m.target_per_replica);
-    let mut controller = match kind {
-        PolicyKind::Spillway => Controller::Engine {
+    let mut policy_run = match kind {
+        PolicyKind::Spillway => Policy::Engine {
             policy: Box::new(policy.clone()),
             state: Box::default(),
             every: scenario.controllers.spillway_interval_seconds,
             offset: 0,
             steer: true,
         },
-        PolicyKind::Hpa => Controller::Engine {
+        PolicyKind::Hpa => Policy::Engine {
             policy: Box::new(hpa_with_window(
                 hpa_baseline(policy),
                 scenario.controllers.hpa_scale_down_window_seconds,
@@ -290,9 +294,9 @@ fn run_policy(
                 .static_replicas
                 .unwrap_or((peak / target).ceil() as i32)
                 .clamp(1, scenario.policy.max_replicas.max(1));
-            Controller::Static
+            Policy::Static
         }
-        PolicyKind::Oracle => Controller::Oracle {
+        PolicyKind::Oracle => Policy::Oracle {
             lookahead: (scenario.latencies.eci_start_seconds * (1.0 + scenario.latencies.jitter))
                 .ceil() as usize
                 + 1,
@@ -300,7 +304,7 @@ fn run_policy(
             min: policy.min_replicas,
             max: policy.max_replicas,
         },
-        PolicyKind::Reactive => Controller::Reactive {
+        PolicyKind::Reactive => Policy::Reactive {
             target,
             min: policy.min_replicas,
             max: policy.max_replicas,
@@ -309,15 +313,15 @@ fn run_policy(
     };
     let fast_every = scenario.controllers.fast_path_seconds;
 
-    let mut rec = Recorder::new(scenario, kind, &cluster);
+    let mut tally = Tally::new(scenario, kind, &cluster);
     let step = scenario.step_seconds.max(1);
     let mut decisions = Vec::new();
     let mut t = 0u64;
     while t <= scenario.duration_seconds {
         let now = t as f64;
         cluster.step(now);
-        match &mut controller {
-            Controller::Engine {
+        match &mut policy_run {
+            Policy::Engine {
                 policy,
                 state,
                 every,
@@ -360,36 +364,35 @@ fn run_policy(
                     pods: &pods,
                     nodes: &cluster.nodes,
                 };
-                let started = std::time::Instant::now();
-                let out = engine::decide(policy, &obs, state);
-                let took = started.elapsed().as_secs_f64();
-                **state = out.state;
-                let mut plan = Plan::from_decision(policy, &out.decision);
-                if !*steer {
-                    // The HPA only sets replicas.
-                    plan = Plan {
-                        replicas: plan.replicas,
-                        ..Plan::default()
-                    };
-                }
+                // The HPA only sets replicas.
+                let scope = act::Scope {
+                    replicas_only: !*steer,
+                    ..act::Scope::default()
+                };
+                let mut planned = act::plan(policy, &obs, state, scope);
+                let plan = &planned.plan;
                 if plan.replicas.is_some() || plan.weights.is_some() || !plan.evictions.is_empty() {
                     decisions.push(DecisionLog {
                         t,
-                        summary: out.decision.summary(),
+                        summary: planned.decision.summary(),
                     });
                 }
-                observer.decision(kind, &obs, &out.decision, &plan, took);
+                observer.decision(kind, &obs, &planned.decision, plan, planned.seconds);
+                // The simulated cluster takes every change it is given.
+                let applied = planned.plan.clone();
+                **state = act::commit(state, &mut planned, policy, &applied);
+                let out = planned;
                 let swap = out.decision.replicas.why == engine::Why::Rebalance;
                 apply(
                     &mut cluster,
-                    &plan,
+                    &out.plan,
                     now,
                     load.at(t as usize),
                     swap,
-                    &mut rec,
+                    &mut tally,
                 );
             }
-            Controller::Oracle {
+            Policy::Oracle {
                 lookahead,
                 target,
                 min,
@@ -404,11 +407,11 @@ fn run_policy(
                     }
                 }
                 if want != cluster.replicas {
-                    rec.scale(t, cluster.replicas, want);
+                    tally.scale(t, cluster.replicas, want);
                     cluster.replicas = want;
                 }
             }
-            Controller::Reactive {
+            Policy::Reactive {
                 target,
                 min,
                 max,
@@ -430,22 +433,22 @@ fn run_policy(
                     }
                 }
                 if want != cluster.replicas {
-                    rec.scale(t, cluster.replicas, want);
+                    tally.scale(t, cluster.replicas, want);
                     cluster.replicas = want;
                 }
             }
             _ => {}
         }
-        let point = rec.record(t, step, load.at(t as usize), &cluster);
+        let point = tally.record(t, step, load.at(t as usize), &cluster);
         if let Some(p) = point {
             observer.step(kind, t, &p);
         }
         t += step;
     }
-    let summary = rec.finish(&cluster);
+    let summary = tally.finish(&cluster);
     PolicyRun {
         summary,
-        timeline: rec.timeline,
+        timeline: tally.timeline,
         decisions,
     }
 }
@@ -456,26 +459,26 @@ fn apply(
     now: f64,
     load: f64,
     swap: bool,
-    rec: &mut Recorder,
+    tally: &mut Tally,
 ) {
     for (pod, cost) in &plan.deletion_costs {
         cluster.set_deletion_cost(pod, *cost);
     }
     if let Some(r) = plan.replicas {
         if swap {
-            rec.swap_changes += u32::from(r != cluster.replicas);
+            tally.swap_changes += u32::from(r != cluster.replicas);
         } else {
-            rec.scale(now as u64, cluster.replicas, r);
+            tally.scale(now as u64, cluster.replicas, r);
         }
         cluster.replicas = r;
     }
     if let Some(w) = plan.weights {
         let ready = cluster.live().filter(|p| p.ready(now)).count() as f64;
-        if cluster.weights() != Some(w) && load > 0.5 * ready * rec.capacity_per_pod {
-            rec.rollouts_under_load += 1;
+        if cluster.weights() != Some(w) && load > 0.5 * ready * tally.capacity_per_pod {
+            tally.rollouts_under_load += 1;
         }
         cluster.set_weights(w);
-        rec.weight_changes += 1;
+        tally.weight_changes += 1;
     }
     for pod in &plan.evictions {
         cluster.evict(pod, now);
@@ -483,7 +486,7 @@ fn apply(
 }
 
 /// Accumulates the summary and the sampled timeline.
-struct Recorder {
+struct Tally {
     kind: PolicyKind,
     capacity_per_pod: f64,
     /// Per node: (pool, cost of one gateway pod there per second).
@@ -520,7 +523,7 @@ struct Recorder {
 /// A scale change opposite to the previous one within this long counts as a reversal.
 pub const REVERSAL_WINDOW_SECONDS: u64 = 600;
 
-impl Recorder {
+impl Tally {
     fn scale(&mut self, t: u64, from: i32, to: i32) {
         if from == to {
             return;
