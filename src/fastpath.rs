@@ -307,7 +307,7 @@ pub struct FastPath {
     client: reqwest::Client,
     /// The monotonic origin of the times given to [`Counters`].
     origin: Instant,
-    gateways: Mutex<HashMap<(String, String), Counters>>,
+    gateways: Mutex<HashMap<crate::model::GatewayKey, Counters>>,
 }
 
 impl FastPath {
@@ -334,7 +334,7 @@ impl FastPath {
 
     /// Reads a sample of `targets` (the gateway's ready pods with an address) and returns what
     /// they say; [`Round::sample`] scales it to the serving fleet.
-    pub async fn read(&self, gateway: &(String, String), targets: &[Target]) -> Round {
+    pub async fn read(&self, gateway: &crate::model::GatewayKey, targets: &[Target]) -> Round {
         let sample: Vec<Target> = {
             let gws = self.gateways();
             let counters = gws.get(gateway);
@@ -366,11 +366,11 @@ impl FastPath {
     }
 
     /// Forgets a gateway that is gone.
-    pub fn forget(&self, gateway: &(String, String)) {
+    pub fn forget(&self, gateway: &crate::model::GatewayKey) {
         self.gateways().remove(gateway);
     }
 
-    fn gateways(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Counters>> {
+    fn gateways(&self) -> std::sync::MutexGuard<'_, HashMap<crate::model::GatewayKey, Counters>> {
         self.gateways
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -1,7 +1,7 @@
-//! Kubernetes I/O: the watches that feed the cluster index, the target workload, the writes,
-//! and the controller that runs the engine on every ElasticGateway.
+//! Kubernetes adapters: the watches that feed the cluster index, the target workload's reads
+//! and writes, and the Lease. They import only the model and the policy; the agent
+//! ([`crate::agent`]) sits above them.
 
-pub mod controller;
 pub mod index;
 pub mod leader;
 pub mod target;

@@ -1,10 +1,12 @@
 //! spillway: keeps an ingress gateway on ECS in normal times and lets the peak overflow onto
 //! virtual-kubelet (ECI) nodes.
 //!
-//! Data flows one way: observe ([`model`]) → decide ([`engine`], pure) → act ([`act`]) → report.
-//! The drill ([`sim`]) feeds the same engine from a simulated cluster on a virtual clock.
+//! Data flows one way: observe → decide ([`engine`], pure) → act ([`act`]) → report. The live
+//! agent ([`agent`]) observes the cluster through the adapters ([`k8s`], [`prom`], [`fastpath`]);
+//! the drill ([`sim`]) feeds the same step from a simulated cluster on a virtual clock.
 
 pub mod act;
+pub mod agent;
 pub mod clock;
 pub mod config;
 pub mod doctor;
@@ -37,6 +39,9 @@ pub enum Error {
     /// A write was not sent: this replica does not hold the leader Lease long enough to finish it.
     #[error("write not sent: {0}")]
     Fenced(#[from] crate::k8s::leader::Fenced),
+    /// Leader election failed for good (its task ended).
+    #[error("leader election: {0}")]
+    Leadership(String),
 }
 
 impl Error {
@@ -47,6 +52,7 @@ impl Error {
             Error::Kube(_) => "kube",
             Error::Timeout(_) => "timeout",
             Error::Fenced(_) => "fenced",
+            Error::Leadership(_) => "leadership",
         }
     }
 }

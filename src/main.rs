@@ -654,11 +654,9 @@ async fn mesh_client(args: &KubeArgs, identity: &str) -> anyhow::Result<Option<k
     Ok(Some(spillway::k8s::client(config, Some(args.api_timeout))?))
 }
 
-/// `spillway run`.
+/// `spillway run`: the flags become the agent's settings and clients.
 async fn agent(args: RunArgs) -> anyhow::Result<()> {
-    use spillway::k8s::{controller, index::ClusterIndex, watch};
-    use std::sync::{Arc, RwLock};
-
+    use spillway::agent::runtime::{self, Clients, Settings};
     check_timeouts(&args)?;
     let identity = args
         .identity
@@ -666,184 +664,39 @@ async fn agent(args: RunArgs) -> anyhow::Result<()> {
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| format!("spillway-{}", std::process::id()));
     let prom = args.prom.client()?;
-
-    let (client, watch_client) = kube_clients(&args.kube, &identity).await?;
+    let (requests, watches) = kube_clients(&args.kube, &identity).await?;
     let mesh = mesh_client(&args.kube, &identity).await?;
-
-    // Shutdown on SIGTERM or Ctrl-C.
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
-        }
-        tracing::info!("shutting down");
-        let _ = stop_tx.send(true);
-    });
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-
-    // Admin server first, so probes answer while the caches fill.
-    let metrics = Arc::new(spillway::metrics::Metrics::new());
-    let admin = spillway::server::Admin::new(metrics.clone());
-    let (bound, serve) = spillway::server::bind(args.admin_addr, admin.clone(), stop_rx.clone())
-        .await
-        .with_context(|| format!("binding the admin server on {}", args.admin_addr))?;
-    tracing::info!(addr = %bound, "admin server listening");
-    let server = tokio::spawn(serve);
-
-    // Watches into the index.
-    let index = Arc::new(RwLock::new(ClusterIndex::new(
-        args.gateway_namespaces.clone(),
-    )));
-    let (changed_tx, changed_rx) = tokio::sync::watch::channel(0u64);
-    let watches = [
-        tokio::spawn(watch::nodes(
-            watch_client.clone(),
-            index.clone(),
-            changed_tx.clone(),
-        )),
-        tokio::spawn(watch::pods(watch_client.clone(), index.clone(), changed_tx)),
-    ];
-
-    // Readiness: caches synced and Prometheus answered once.
-    {
-        let (index, admin, prom) = (index.clone(), admin.clone(), prom.clone());
-        tokio::spawn(async move {
-            loop {
-                let synced = index.read().map(|ix| ix.synced()).unwrap_or(false);
-                let now = spillway::clock::unix_now();
-                let reached = !matches!(
-                    prom.query("vector(1)", now).await,
-                    spillway::model::LoadSample::Missing(_)
-                );
-                if synced && reached {
-                    admin.set_ready(true);
-                    tracing::info!("ready: caches synced, Prometheus reachable");
-                    return;
-                }
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            }
-        });
-    }
-
-    // Leadership. The Lease is released once the controller has stopped (below).
-    let (release_tx, release_rx) = tokio::sync::watch::channel(false);
-    let (leader_rx, mut lease_task) = if args.lease.leader_election {
-        let settings = spillway::k8s::leader::LeaseSettings {
+    let fast_path = args
+        .fast_path
+        .config()
+        .map(spillway::fastpath::FastPath::new)
+        .transpose()?;
+    let lease = args
+        .lease
+        .leader_election
+        .then(|| spillway::k8s::leader::LeaseSettings {
             name: args.lease.lease_name.clone(),
             namespace: args.lease.lease_namespace.clone(),
             identity: identity.clone(),
             duration: args.lease_duration,
             retry: args.lease_retry_period,
             call_timeout: args.kube.api_timeout,
-        };
-        // The API server may not answer yet (a control plane restarting): retry, saying so.
-        let mut backoff = std::time::Duration::from_secs(1);
-        let (rx, task) = loop {
-            let elected = spillway::k8s::leader::elect(
-                client.clone(),
-                settings.clone(),
-                stopped(release_rx.clone()),
-            );
-            match tokio::time::timeout(args.kube.api_timeout, elected).await {
-                Ok(Ok(started)) => break started,
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, retry_in = ?backoff, lease = %args.lease.lease_name, namespace = %args.lease.lease_namespace, "cannot set up leader election (is the API server reachable, and may spillway write Leases there?); retrying")
-                }
-                Err(_) => {
-                    tracing::error!(retry_in = ?backoff, "the API server did not answer within --api-timeout while setting up leader election; retrying")
-                }
-            }
-            tokio::select! {
-                () = tokio::time::sleep(backoff) => {}
-                () = stopped(stop_rx.clone()) => return Ok(()),
-            }
-            backoff = (backoff * 2).min(std::time::Duration::from_secs(30));
-        };
-        (rx, Some(task))
-    } else {
-        use spillway::k8s::leader::{Leadership, Tenure};
-        let (tx, rx) = tokio::sync::watch::channel(Tenure::Leading { until: None });
-        // Until the agent stops, this replica always leads; then it stops acting.
-        tokio::spawn(async move {
-            stopped(release_rx).await;
-            tx.send_replace(Tenure::Following);
         });
-        (Leadership::new(rx), None)
+    let settings = Settings {
+        identity,
+        interval: args.interval,
+        admin_addr: args.admin_addr,
+        shutdown_grace: args.shutdown_grace,
+        gateway_namespaces: args.gateway_namespaces.clone(),
+        api_timeout: args.kube.api_timeout,
+        lease,
     };
-    {
-        let (metrics, mut rx) = (metrics.clone(), leader_rx.receiver());
-        tokio::spawn(async move {
-            loop {
-                let leading = matches!(
-                    *rx.borrow_and_update(),
-                    spillway::k8s::leader::Tenure::Leading { .. }
-                );
-                metrics.set_leader(leading);
-                tracing::info!(leading, "leadership");
-                if rx.changed().await.is_err() {
-                    metrics.set_leader(false);
-                    return;
-                }
-            }
-        });
-    }
-
-    let mut ctx = controller::Context::new(
-        client.clone(),
-        watch_client,
-        metrics,
-        prom,
-        index,
-        leader_rx.clone(),
-        controller::Config {
-            instance: Some(identity.clone()),
-            api_timeout: args.kube.api_timeout,
-            shutdown_grace: args.shutdown_grace,
-            ..controller::Config::new(args.interval)
-        },
-    );
-    if let Some(mesh) = mesh {
-        tracing::info!("IstioGateways are read and written on the mesh's API server");
-        ctx = ctx.with_mesh_client(mesh);
-    }
-    if let Some(config) = args.fast_path.config() {
-        tracing::info!(port = config.port, interval = ?config.interval, pods = config.max_pods, "fast path on: reading the gateway pods' own request counters");
-        ctx = ctx.with_fast_path(spillway::fastpath::FastPath::new(config)?);
-    }
-    let ctx = Arc::new(ctx);
-    let prometheus = spillway::redact::url(&args.prom.prometheus_url);
-    tracing::info!(%identity, %prometheus, interval = ?args.interval, "spillway running");
-    let result = tokio::select! {
-        r = controller::run(ctx, changed_rx, stopped(stop_rx.clone())) => r.map_err(anyhow::Error::from),
-        r = async { match lease_task.as_mut() { Some(t) => t.await, None => std::future::pending().await } } => {
-            lease_task = None;
-            Err(anyhow::anyhow!("the leader-election task ended: {:?}", r.map(|inner| inner.err())))
-        }
+    let clients = Clients {
+        requests,
+        watches,
+        mesh,
     };
-    // The controller has stopped acting: give up the Lease so that another replica takes over
-    // within its retry period rather than a whole Lease duration.
-    let _ = release_tx.send(true);
-    drop(leader_rx);
-    if let Some(task) = lease_task {
-        match tokio::time::timeout(std::time::Duration::from_secs(5), task).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "releasing the Lease failed"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "the leader-election task failed"),
-            Err(_) => {
-                tracing::warn!("releasing the Lease took more than 5 s; it expires on its own")
-            }
-        }
-    }
-    for w in watches {
-        w.abort();
-    }
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(3), server).await;
-    result
+    Ok(runtime::run(settings, clients, prom, fast_path).await?)
 }
 
 /// Every call must fit in the Lease: a write goes out only while more than --api-timeout of it

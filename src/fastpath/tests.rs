@@ -305,7 +305,7 @@ mod http {
             let l = std::net::TcpListener::bind("127.0.0.7:0").unwrap();
             l.local_addr().unwrap().port()
         };
-        let gw = ("istio-system".to_string(), "gw".to_string());
+        let gw = crate::model::GatewayKey::new("istio-system", "gw");
         let round = fp.read(&gw, &targets).await;
         assert!(
             round.rates.is_empty(),

@@ -14,10 +14,15 @@ use kube::core::DeserializeGuard;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use super::*;
+use super::context::{Config, Context};
+use super::controller::{FINALIZER, WatchedGateway, forget_gone, reconcile, run};
+use super::observe::validation_errors;
 use crate::k8s::index::{ClusterIndex, Watched};
-use crate::k8s::leader::Tenure;
+use crate::k8s::leader::{Leadership, Tenure};
+use crate::k8s::target;
 use crate::metrics::Metrics;
+use crate::model::GatewayKey;
+use crate::policy::{ElasticGateway, ElasticGatewaySpec};
 use crate::prom::{PromConfig, Prometheus};
 
 /// One request as the fake API server saw it.
@@ -478,11 +483,11 @@ async fn a_new_leader_waits_a_full_window_before_scaling_down() {
     ));
     reconcile(gateway(egw_json()), ctx.clone()).await.unwrap();
     // A follower for long: everything it remembers is older than any window.
-    for m in ctx.states().values_mut() {
-        for r in &mut m.engine.hpa.recommendations {
+    ctx.memory.edit_engines(|engine| {
+        for r in &mut engine.hpa.recommendations {
             r.at -= 3600.0;
         }
-    }
+    });
     tx.send(Tenure::Leading { until: None }).unwrap();
     reconcile(gateway(egw_json()), ctx.clone()).await.unwrap();
     assert_eq!(count(&seen, "PATCH", "/scale"), 0);
@@ -504,7 +509,7 @@ fn a_deleted_gateway_loses_its_series() {
         let ctx = context(client, index(true), prometheus(10_000.0).await, true);
         reconcile(gateway(egw_json()), ctx.clone()).await.unwrap();
         assert!(ctx.metrics.prometheus_text().contains(r#"name="gw""#));
-        ctx.forget_missing(&HashSet::new());
+        forget_gone(&ctx, &HashSet::new());
         let text = ctx.metrics.prometheus_text();
         assert!(!text.contains(r#"name="gw""#), "{text}");
     });
@@ -589,12 +594,13 @@ async fn a_policy_is_validated_once_per_generation() {
         v["spec"]["minReplicas"] = json!(min);
         serde_json::from_value::<ElasticGateway>(v).unwrap()
     };
-    assert!(validation_errors(&egw(1, 2), NS, &ctx).is_empty());
+    let key = GatewayKey::new(NS, NAME);
+    assert!(validation_errors(&egw(1, 2), &key, &ctx).is_empty());
     assert!(
-        validation_errors(&egw(1, 99), NS, &ctx).is_empty(),
+        validation_errors(&egw(1, 99), &key, &ctx).is_empty(),
         "validated again within generation 1"
     );
-    let errors = validation_errors(&egw(2, 99), NS, &ctx);
+    let errors = validation_errors(&egw(2, 99), &key, &ctx);
     assert!(
         errors.iter().any(|e| e.contains("minReplicas")),
         "generation 2 is validated: {errors:?}"

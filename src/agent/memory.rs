@@ -1,0 +1,151 @@
+//! What the agent remembers per gateway between reconciles: the engine's memory, the failure
+//! count for the error policy's backoff, the validated generation, the last status conditions
+//! written, `status.original` until the cache shows it, and the fast path's failing flag. One
+//! lock, taken only here and never across an await.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use tracing::info;
+
+use crate::engine::EngineState;
+use crate::model::GatewayKey;
+use crate::policy::OriginalPlacement;
+
+/// Per gateway.
+#[derive(Default)]
+struct GatewayMemory {
+    engine: EngineState,
+    failures: u32,
+    /// This replica led at the last decision: its engine memory describes what it applied.
+    led: bool,
+    /// The validation result of the spec at this generation (validation parses PromQL).
+    validated: Option<(i64, Vec<String>)>,
+    /// The conditions of the last status write, fresher than the cache right after it; `None`
+    /// until this replica writes as the leader (then the object's status is the truth).
+    written: Option<Vec<Condition>>,
+    /// `status.original` as this replica recorded it, until the cache shows it.
+    original: Option<OriginalPlacement>,
+    /// The fast path's last read got nothing from any pod (logged once, when it starts).
+    fast_path_failing: bool,
+}
+
+/// Every gateway's memory.
+#[derive(Default)]
+pub struct Memories(Mutex<HashMap<GatewayKey, GatewayMemory>>);
+
+impl Memories {
+    fn lock(&self) -> MutexGuard<'_, HashMap<GatewayKey, GatewayMemory>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn with<T>(&self, key: &GatewayKey, f: impl FnOnce(&mut GatewayMemory) -> T) -> T {
+        f(self.lock().entry(key.clone()).or_default())
+    }
+
+    /// The engine's memory to decide from. A replica that starts leading starts it afresh, as a
+    /// restarted one does: the HPA seed then holds the count for a full scale-down window of
+    /// fresh data.
+    pub fn engine_for(&self, key: &GatewayKey, leader: bool) -> EngineState {
+        self.with(key, |m| {
+            if leader && !m.led {
+                info!(
+                    "leading: engine memory starts afresh (no scale-down for one stabilization window)"
+                );
+                m.engine = EngineState::default();
+            }
+            m.led = leader;
+            m.engine.clone()
+        })
+    }
+
+    /// The engine's memory after a decision ([`crate::act::commit`]); the failures end.
+    pub fn decided(&self, key: &GatewayKey, next: EngineState) {
+        self.with(key, |m| {
+            m.engine = next;
+            m.failures = 0;
+        });
+    }
+
+    /// Counts a failed reconcile; returns how many failed in a row.
+    pub fn failed(&self, key: &GatewayKey) -> u32 {
+        self.with(key, |m| {
+            m.failures += 1;
+            m.failures
+        })
+    }
+
+    /// The validation errors recorded for this generation, if any were.
+    pub fn validated(&self, key: &GatewayKey, generation: i64) -> Option<Vec<String>> {
+        self.with(key, |m| {
+            m.validated
+                .as_ref()
+                .filter(|(g, _)| *g == generation)
+                .map(|(_, e)| e.clone())
+        })
+    }
+
+    pub fn set_validated(&self, key: &GatewayKey, generation: i64, errors: Vec<String>) {
+        self.with(key, |m| m.validated = Some((generation, errors)));
+    }
+
+    /// A follower forgets the conditions it last wrote: once another replica leads, the
+    /// object's status is the truth.
+    pub fn following(&self, key: &GatewayKey) {
+        self.with(key, |m| m.written = None);
+    }
+
+    /// The conditions this replica wrote last, while it has led without a break.
+    pub fn written(&self, key: &GatewayKey) -> Option<Vec<Condition>> {
+        self.with(key, |m| m.written.clone())
+    }
+
+    pub fn set_written(&self, key: &GatewayKey, conditions: Vec<Condition>) {
+        self.with(key, |m| m.written = Some(conditions));
+    }
+
+    /// `status.original` as this replica recorded it.
+    pub fn original(&self, key: &GatewayKey) -> Option<OriginalPlacement> {
+        self.with(key, |m| m.original.clone())
+    }
+
+    pub fn set_original(&self, key: &GatewayKey, original: OriginalPlacement) {
+        self.with(key, |m| m.original = Some(original));
+    }
+
+    /// Records whether the fast path's read failed for every pod; returns the previous value.
+    pub fn fast_path_failing(&self, key: &GatewayKey, failing: bool) -> bool {
+        self.with(key, |m| {
+            std::mem::replace(&mut m.fast_path_failing, failing)
+        })
+    }
+
+    /// Forgets the gateways not in `live`; returns them.
+    pub fn forget_missing(&self, live: &HashSet<GatewayKey>) -> Vec<GatewayKey> {
+        let mut all = self.lock();
+        let gone: Vec<GatewayKey> = all.keys().filter(|k| !live.contains(*k)).cloned().collect();
+        for k in &gone {
+            all.remove(k);
+        }
+        gone
+    }
+
+    pub fn remove(&self, key: &GatewayKey) {
+        self.lock().remove(key);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    /// Changes every gateway's engine memory (tests age it).
+    #[cfg(test)]
+    pub fn edit_engines(&self, mut f: impl FnMut(&mut EngineState)) {
+        for m in self.lock().values_mut() {
+            f(&mut m.engine);
+        }
+    }
+}

@@ -1,0 +1,313 @@
+//! Observe: everything one decision needs, read once per reconcile (the policy's validation,
+//! the cluster index's health, the target, the HPAs on it, the load, the pods, the fast path),
+//! or the one [`Hold`] that says why no decision can be made now.
+
+use std::time::Duration;
+
+use kube::api::{Api, ApiResource, DynamicObject};
+use tracing::{debug, info, warn};
+
+use super::context::{Context, reads_pods};
+use crate::act::Scope;
+use crate::engine::Observation;
+use crate::fastpath;
+use crate::k8s::bounded;
+use crate::k8s::target::{self, TargetView};
+use crate::metrics::ErrorKind;
+use crate::model::{FastSample, GatewayKey, GatewayPod, LoadSample, Node};
+use crate::policy::{ElasticGateway, ElasticGatewaySpec};
+
+/// What a reconcile observed: all the engine's inputs but the nodes (read under the index's
+/// lock when deciding), and what the status reports beside the decision.
+pub struct Observed {
+    /// Unix time of the observation.
+    pub now: f64,
+    pub target: TargetView,
+    /// The HorizontalPodAutoscalers on the target, or why they could not be listed.
+    pub hpas: Result<Vec<String>, String>,
+    /// The effective PromQL of each policy metric, in the policy's order.
+    pub queries: Vec<String>,
+    pub loads: Vec<LoadSample>,
+    pub pods: Vec<GatewayPod>,
+    pub fast: Option<FastSample>,
+}
+
+impl Observed {
+    /// The engine's observation, the one place it is built.
+    pub fn observation<'a>(&'a self, nodes: &'a [Node]) -> Observation<'a> {
+        Observation {
+            now: self.now,
+            loads: &self.loads,
+            fast: self.fast,
+            spec_replicas: self.target.replicas,
+            pod_requests: self.target.pod_requests,
+            weights: self.target.weights,
+            rollout_in_progress: self.target.rollout_in_progress,
+            pods: &self.pods,
+            nodes,
+        }
+    }
+
+    /// What the plan may change: an HPA on the target, ASM's own autoscaling on the
+    /// IstioGateway, or HPAs that cannot be listed (fail closed) hold the replica count.
+    pub fn scope(&self) -> Scope {
+        Scope {
+            replicas_held: !matches!(&self.hpas, Ok(h) if h.is_empty())
+                || !self.target.asm_autoscaling.is_empty(),
+            replicas_only: false,
+        }
+    }
+}
+
+/// Why no decision is made for a gateway now; reported on its status (`Ready` false with this
+/// reason), by an Event when it starts, and in `spillway_held{kind}`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Hold {
+    /// The condition's reason, and the `kind` label of `spillway_held`.
+    pub reason: &'static str,
+    pub message: String,
+    /// When to look again.
+    pub requeue: Duration,
+    /// The error it counts as, if it is one.
+    pub error: Option<ErrorKind>,
+}
+
+/// How an observation ends without a decision.
+pub enum Stop {
+    Held(Hold),
+    Failed(crate::Error),
+}
+
+impl From<crate::Error> for Stop {
+    fn from(e: crate::Error) -> Self {
+        Stop::Failed(e)
+    }
+}
+
+/// Observes one decoded ElasticGateway.
+pub async fn observe(
+    egw: &ElasticGateway,
+    key: &GatewayKey,
+    ctx: &Context,
+) -> Result<Observed, Stop> {
+    let spec = &egw.spec;
+    let ns = key.namespace.as_str();
+    let settled = ctx.config.interval * 6;
+    let errors = validation_errors(egw, key, ctx);
+    if !errors.is_empty() {
+        return Err(hold(
+            "InvalidPolicy",
+            errors.join("; "),
+            settled,
+            Some(ErrorKind::InvalidPolicy),
+        ));
+    }
+    let (watched, health) = {
+        let ix = ctx.index();
+        (ix.watches_namespace(ns), ix.health())
+    };
+    if !watched {
+        let msg = format!(
+            "namespace {ns} is not among --gateway-namespaces; spillway does not see its pods"
+        );
+        return Err(hold("NamespaceNotWatched", msg, settled, None));
+    }
+    // No decision from a cache that has not listed, or whose watch is failing: ECS capacity
+    // would read as 0 and pods as absent.
+    if let Err(why) = health {
+        return Err(hold(
+            why.reason(),
+            why.to_string(),
+            ctx.tick(spec),
+            Some(ErrorKind::WatchUnsynced),
+        ));
+    }
+    let read = target::read(ctx.target_client(spec), &ctx.client, ns, spec);
+    let target = bounded(ctx.config.api_timeout, read)
+        .await
+        .inspect_err(|_| ctx.metrics.error(key, ErrorKind::ApiRead))
+        .map_err(crate::Error::from)?
+        .ok_or_else(|| {
+            let msg = format!(
+                "{:?} {} not found in {ns}",
+                spec.target.kind, spec.target.name
+            );
+            hold("TargetNotFound", msg, ctx.tick(spec), None)
+        })?;
+    ctx.metrics.set_held(key, None);
+    let hpas = competing_hpas(spec, key, ctx).await;
+    let now = crate::clock::unix_now();
+    let (queries, loads) = read_load(spec, key, ctx, now).await;
+    // The gateway's pods, as the cache shows them now: the fast path reads these, the engine
+    // decides from them.
+    let pods = ctx.index().gateway_pods(
+        ns,
+        &target.selector,
+        &spec.pools.ecs.node_selector,
+        &spec.pools.eci.node_selector,
+    );
+    let fast = read_fast_path(spec, key, ctx, &pods).await;
+    Ok(Observed {
+        now,
+        target,
+        hpas,
+        queries,
+        loads,
+        pods,
+        fast,
+    })
+}
+
+fn hold(
+    reason: &'static str,
+    message: String,
+    requeue: Duration,
+    error: Option<ErrorKind>,
+) -> Stop {
+    Stop::Held(Hold {
+        reason,
+        message,
+        requeue,
+        error,
+    })
+}
+
+/// An ElasticGateway that does not decode, held: the message names the fields that keep it
+/// from decoding, read afresh as untyped JSON (the watch's decoder says what is wrong but not
+/// where), or the decoder's error when the object cannot be read.
+pub async fn undecodable(key: &GatewayKey, error: &str, ctx: &Context) -> Hold {
+    let error = where_it_fails(ctx, key)
+        .await
+        .unwrap_or_else(|| error.to_string());
+    Hold {
+        reason: "Undecodable",
+        message: format!("the ElasticGateway does not decode: {error}"),
+        requeue: ctx.config.interval * 6,
+        error: Some(ErrorKind::Undecodable),
+    }
+}
+
+/// The fields that keep an ElasticGateway from decoding, with their paths
+/// (`spec.minReplicas: invalid type: …`); `None` if it cannot be read.
+async fn where_it_fails(ctx: &Context, key: &GatewayKey) -> Option<String> {
+    let resource = ApiResource::erase::<ElasticGateway>(&());
+    let api = Api::<DynamicObject>::namespaced_with(ctx.client.clone(), &key.namespace, &resource);
+    let raw = bounded(ctx.config.api_timeout, api.get(&key.name))
+        .await
+        .ok()?;
+    let spec = raw.data.get("spec").cloned().unwrap_or_default();
+    let errors = crate::config::from_value::<ElasticGatewaySpec>(spec, |_| true).err()?;
+    Some(
+        errors
+            .iter()
+            .map(|e| format!("spec.{e}"))
+            .collect::<Vec<_>>()
+            .join("; "),
+    )
+}
+
+/// The validation errors of the spec, computed once per generation: validation parses every
+/// PromQL query, which must not be paid on every reconcile.
+pub(super) fn validation_errors(
+    egw: &ElasticGateway,
+    key: &GatewayKey,
+    ctx: &Context,
+) -> Vec<String> {
+    let generation = egw.metadata.generation;
+    if let Some(errors) = generation.and_then(|g| ctx.memory.validated(key, g)) {
+        return errors;
+    }
+    let errors: Vec<String> = crate::policy::validate(&egw.spec, &key.namespace)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    if let Some(g) = generation {
+        ctx.memory.set_validated(key, g, errors.clone());
+    }
+    errors
+}
+
+/// The HPAs that would fight over the count. When they cannot be listed, the caller assumes
+/// one is there (fail closed): the count is held, the rest decided.
+async fn competing_hpas(
+    spec: &ElasticGatewaySpec,
+    key: &GatewayKey,
+    ctx: &Context,
+) -> Result<Vec<String>, String> {
+    bounded(
+        ctx.config.api_timeout,
+        target::competing_hpas(&ctx.client, &key.namespace, spec),
+    )
+    .await
+    .map_err(|e| {
+        ctx.metrics.error(key, ErrorKind::ApiRead);
+        warn!(error = %e, "cannot list HorizontalPodAutoscalers; holding the replica count");
+        e.to_string()
+    })
+}
+
+/// Every policy metric's query, run at once; a missing value is counted and logged.
+async fn read_load(
+    spec: &ElasticGatewaySpec,
+    key: &GatewayKey,
+    ctx: &Context,
+    now: f64,
+) -> (Vec<String>, Vec<LoadSample>) {
+    let queries: Vec<String> = spec
+        .metrics
+        .iter()
+        .map(|m| {
+            m.effective_query(&key.namespace, &spec.target)
+                .unwrap_or_default()
+        })
+        .collect();
+    let loads: Vec<LoadSample> =
+        futures::future::join_all(queries.iter().map(|q| ctx.prom.query(q, now))).await;
+    for (m, l) in spec.metrics.iter().zip(&loads) {
+        if let LoadSample::Missing(why) = l {
+            ctx.metrics.error(key, ErrorKind::PrometheusQuery);
+            warn!(metric = %m.display_name(), reason = %why, "load metric missing; holding");
+        }
+    }
+    (queries, loads)
+}
+
+/// The fast path's reading of the gateway's ready pods, scaled to the serving fleet; `None` when
+/// it is off, does not apply, or no pod gave a rate. Each pod that failed is counted by kind;
+/// the log says when every pod read fails and when reads work again.
+async fn read_fast_path(
+    spec: &ElasticGatewaySpec,
+    key: &GatewayKey,
+    ctx: &Context,
+    pods: &[GatewayPod],
+) -> Option<FastSample> {
+    let fast_path = ctx.fast_path.as_ref().filter(|_| reads_pods(spec))?;
+    let targets = {
+        let ix = ctx.index();
+        fastpath::targets(pods, |pod| ix.pod_ip(&key.namespace, pod))
+    };
+    if targets.is_empty() {
+        return None;
+    }
+    let round = fast_path.read(key, &targets).await;
+    for (pod, e) in &round.failures {
+        ctx.metrics.fast_path_failure(key, e.kind());
+        debug!(%pod, error = %e, "fast path: no reading from this pod");
+    }
+    let sample = round.sample();
+    let all_failed = sample.is_none() && !round.failures.is_empty();
+    let was_failing = ctx.memory.fast_path_failing(key, all_failed);
+    if all_failed && !was_failing {
+        let (pod, e) = &round.failures[0];
+        warn!(
+            failed = round.failures.len(),
+            %pod,
+            error = %e,
+            port = fast_path.config().port,
+            "fast path: no gateway pod's counters could be read (NetworkPolicy, port, metric name?); Prometheus alone sizes the fleet until they can"
+        );
+    } else if was_failing && sample.is_some() {
+        info!("fast path: reading the gateway pods' counters again");
+    }
+    sample
+}

@@ -1,0 +1,795 @@
+//! Report: the gateway's conditions and status as pure functions of what was observed, planned
+//! and applied ([`conditions`], [`status`]); then the writes (the status when something in it
+//! changed, a Warning Event for each condition that turns bad) and the metrics.
+//!
+//! Status is written by server-side apply under its own field manager, and its conditions are
+//! read back from the object, so `lastTransitionTime` survives restarts and leader changes and no
+//! Event is sent twice for one transition. Condition messages carry no live values: the status
+//! changes only when something does, and the decision's numbers are in status fields, the
+//! Events and the metrics.
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::Resource;
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use serde_json::json;
+use tracing::{debug, warn};
+
+use super::apply::Applied;
+use super::context::Context;
+use super::observe::{Hold, Observed};
+use crate::act::Planned;
+use crate::clock::rfc3339;
+use crate::k8s::bounded;
+use crate::metrics::ErrorKind;
+use crate::model::GatewayKey;
+use crate::policy::{
+    CostStatus, DecisionRecord, ElasticGateway, ElasticGatewaySpec, ElasticGatewayStatus,
+    OriginalPlacement, TargetKind,
+};
+
+/// The field manager of status writes (server-side apply), apart from the gateway's writes.
+pub const STATUS_MANAGER: &str = "spillway-status";
+
+/// What Events and status writes need of the ElasticGateway.
+pub struct Subject {
+    pub oref: ObjectReference,
+    pub generation: Option<i64>,
+    pub status: Option<ElasticGatewayStatus>,
+    /// Whether the stored object matches the CRD's schema. One that does not (stored under an
+    /// older schema) cannot take a server-side apply: the apiserver cannot type it.
+    pub typed: bool,
+}
+
+impl Subject {
+    pub fn of(egw: &ElasticGateway) -> Self {
+        Self {
+            oref: egw.object_ref(&()),
+            generation: egw.metadata.generation,
+            status: egw.status.clone(),
+            typed: true,
+        }
+    }
+
+    /// An object that does not decode: its status is not read back.
+    pub fn untyped<K: Resource<DynamicType = ()>>(obj: &K) -> Self {
+        Self {
+            oref: obj.object_ref(&()),
+            generation: obj.meta().generation,
+            status: None,
+            typed: false,
+        }
+    }
+}
+
+/// Reports a decision: metrics from every replica; as the leader, status and Events.
+pub async fn report(
+    egw: &ElasticGateway,
+    subject: &Subject,
+    key: &GatewayKey,
+    ctx: &Context,
+    observed: &Observed,
+    planned: &Planned,
+    applied: &Applied,
+) -> Result<Action, crate::Error> {
+    let spec = &egw.spec;
+    let (d, now) = (&planned.decision, observed.now);
+    ctx.metrics.record_decision(
+        key,
+        spec,
+        &observed.pods,
+        observed.fast,
+        d,
+        &applied.plan,
+        planned.seconds,
+    );
+    let marks = crate::policy::marks::parse(egw.metadata.annotations.as_ref());
+    ctx.metrics.record_drills(key, &marks, now);
+    let requeue = Action::requeue(ctx.tick(spec));
+    // A replica that lost the Lease mid-plan reports nothing: the new leader does.
+    if !ctx.is_leader() || applied.fenced {
+        return Ok(requeue);
+    }
+    let prev = previous_conditions(subject, ctx, key);
+    let conditions = carry_transitions(
+        &prev,
+        conditions(spec, subject.generation, observed, planned, applied),
+        now,
+    );
+    for c in conditions
+        .iter()
+        .filter(|c| changed(&prev, c) && turned_bad(c))
+    {
+        ctx.publish(
+            &subject.oref,
+            EventType::Warning,
+            &c.reason,
+            "Observe",
+            &c.message,
+        )
+        .await;
+    }
+    // Recorded before the first change; the cache may not show it yet.
+    let original = egw
+        .status
+        .as_ref()
+        .and_then(|s| s.original.clone())
+        .or_else(|| ctx.memory.original(key));
+    let status = status(
+        egw.status.as_ref(),
+        subject.generation,
+        observed,
+        planned,
+        applied,
+        conditions,
+        original,
+    );
+    match write_status(ctx, subject, key, status).await {
+        Ok(()) | Err(crate::Error::Fenced(_)) => Ok(requeue),
+        Err(e) => {
+            ctx.metrics.error(key, ErrorKind::ApiWrite);
+            Err(e)
+        }
+    }
+}
+
+/// Reports a hold: `spillway_held`, the error it counts as, a log line and (as the leader) an
+/// Event when it starts, and the `Ready` condition on the status.
+pub async fn held(subject: &Subject, key: &GatewayKey, ctx: &Context, hold: Hold) -> Action {
+    ctx.metrics.set_held(key, Some(hold.reason));
+    if let Some(kind) = hold.error {
+        ctx.metrics.error(key, kind);
+    }
+    let cond = condition(
+        "Ready",
+        false,
+        hold.reason,
+        &hold.message,
+        subject.generation,
+    );
+    let prev = previous_conditions(subject, ctx, key);
+    let new = changed(&prev, &cond);
+    if new {
+        warn!(reason = hold.reason, message = %hold.message, "holding: no decision for this gateway");
+    } else {
+        debug!(reason = hold.reason, "still holding");
+    }
+    if ctx.is_leader() {
+        if new {
+            ctx.publish(
+                &subject.oref,
+                EventType::Warning,
+                &cond.reason,
+                "Validate",
+                &cond.message,
+            )
+            .await;
+        }
+        let status = ElasticGatewayStatus {
+            observed_generation: subject.generation,
+            phase: Some("Holding".into()),
+            conditions: carry_transitions(&prev, vec![cond], crate::clock::unix_now()),
+            ..subject.status.clone().unwrap_or_default()
+        };
+        if let Err(e) = write_status(ctx, subject, key, status).await {
+            debug!(error = %e, "status write failed");
+        }
+    }
+    Action::requeue(hold.requeue)
+}
+
+/// The conditions of a decision (their transition times are set by [`carry_transitions`]).
+pub fn conditions(
+    spec: &ElasticGatewaySpec,
+    generation: Option<i64>,
+    observed: &Observed,
+    planned: &Planned,
+    applied: &Applied,
+) -> Vec<Condition> {
+    let mut out = vec![metrics_available(generation, observed, planned)];
+    out.push(hpa_conflict(generation, &observed.hpas));
+    if spec.target.kind == TargetKind::IstioGateway {
+        let asm = &observed.target.asm_autoscaling;
+        out.push(if asm.is_empty() {
+            condition("AsmAutoscaling", false, "NoAsmAutoscaling", "the IstioGateway sets no ASM autoscaling", generation)
+        } else {
+            let msg = format!(
+                "the IstioGateway sets {}: ASM runs an HPA on the gateway; spillway holds the replica count (remove the setting to let spillway scale)",
+                asm.join(", ")
+            );
+            condition("AsmAutoscaling", true, "AsmAutoscalingEnabled", &msg, generation)
+        });
+    }
+    if !spec.dry_run && !spec.paused {
+        out.push(if applied.errors.is_empty() {
+            condition(
+                "Applied",
+                true,
+                "WritesSucceeded",
+                "every change was applied",
+                generation,
+            )
+        } else {
+            let msg = format!(
+                "{}; the next decision tries again",
+                applied.errors.join("; ")
+            );
+            condition("Applied", false, "WriteFailed", &msg, generation)
+        });
+    }
+    out.push(ready_condition(spec, generation));
+    out
+}
+
+fn metrics_available(generation: Option<i64>, observed: &Observed, planned: &Planned) -> Condition {
+    let d = &planned.decision;
+    let missing: Vec<String> = d
+        .readings
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            let query = observed.queries.get(i).map_or("", String::as_str);
+            r.missing
+                .as_ref()
+                .map(|why| format!("{} ({query}): {why}", r.metric))
+        })
+        .collect();
+    if missing.is_empty() {
+        condition(
+            "MetricsAvailable",
+            true,
+            "QueriesSucceeded",
+            "every load query returned a value",
+            generation,
+        )
+    } else {
+        let msg = format!(
+            "no usable value from {}; spillway holds the replica count",
+            missing.join("; ")
+        );
+        condition("MetricsAvailable", false, "QueryFailed", &msg, generation)
+    }
+}
+
+fn hpa_conflict(generation: Option<i64>, hpas: &Result<Vec<String>, String>) -> Condition {
+    match hpas {
+        Ok(h) if h.is_empty() => condition(
+            "HpaConflict",
+            false,
+            "NoHpa",
+            "no HorizontalPodAutoscaler targets the gateway",
+            generation,
+        ),
+        Ok(h) => condition(
+            "HpaConflict",
+            true,
+            "HpaTargetsGateway",
+            &format!(
+                "HorizontalPodAutoscaler {} also scales the gateway; spillway holds the replica count",
+                h.join(", ")
+            ),
+            generation,
+        ),
+        Err(e) => Condition {
+            status: "Unknown".into(),
+            ..condition(
+                "HpaConflict",
+                false,
+                "HpaListFailed",
+                &format!(
+                    "cannot list HorizontalPodAutoscalers ({e}); spillway holds the replica count until it can check"
+                ),
+                generation,
+            )
+        },
+    }
+}
+
+/// The Ready condition of a policy spillway acts on: its message says what spillway may do,
+/// never the load of the moment.
+pub fn ready_condition(spec: &ElasticGatewaySpec, generation: Option<i64>) -> Condition {
+    if spec.paused {
+        condition(
+            "Ready",
+            true,
+            "Paused",
+            "spec.paused is set: spillway observes and reports, and changes nothing",
+            generation,
+        )
+    } else if spec.dry_run {
+        condition(
+            "Ready",
+            true,
+            "DryRun",
+            "spec.dryRun is set: spillway decides and reports, and changes nothing",
+            generation,
+        )
+    } else {
+        condition(
+            "Ready",
+            true,
+            "Deciding",
+            "spillway decides for the gateway and applies its decisions",
+            generation,
+        )
+    }
+}
+
+/// A condition worth a Warning Event when it turns so.
+fn turned_bad(c: &Condition) -> bool {
+    (c.type_ == "MetricsAvailable" && c.status == "False")
+        || (c.type_ == "HpaConflict" && c.status != "False")
+        || (c.type_ == "AsmAutoscaling" && c.status == "True")
+}
+
+/// The status after a decision; `original` is how the gateway was before spillway first
+/// changed it, and `old` the object's status (kept for the last decision when nothing new was
+/// decided).
+pub fn status(
+    old: Option<&ElasticGatewayStatus>,
+    generation: Option<i64>,
+    observed: &Observed,
+    planned: &Planned,
+    applied: &Applied,
+    conditions: Vec<Condition>,
+    original: Option<OriginalPlacement>,
+) -> ElasticGatewayStatus {
+    let d = &planned.decision;
+    let record =
+        (!applied.plan.is_empty() || d.replicas.desired != d.replicas.current).then(|| {
+            DecisionRecord {
+                time: rfc3339(observed.now),
+                kind: d.replicas.direction.as_str().into(),
+                reason: d.replicas.reason.clone(),
+            }
+        });
+    ElasticGatewayStatus {
+        observed_generation: generation,
+        phase: Some(d.phase.as_str().into()),
+        desired_replicas: d.replicas.desired,
+        current_replicas: d.replicas.current,
+        ecs_replicas: d.survey.ecs_pods,
+        eci_replicas: d.survey.eci_pods,
+        ecs_capacity: d.survey.ecs_capacity,
+        weights: Some(d.weights.target),
+        last_decision: record.or_else(|| old.and_then(|s| s.last_decision.clone())),
+        cost_per_hour: Some(CostStatus {
+            currency: d.cost.currency.clone(),
+            ecs: round(d.cost.ecs_per_hour),
+            eci: round(d.cost.eci_per_hour),
+            saving: round(d.cost.saving_per_hour),
+        }),
+        original,
+        conditions,
+    }
+}
+
+/// The conditions as last written: this replica's own write while it has led without a break,
+/// otherwise the object's status (after a restart or a leader change).
+fn previous_conditions(subject: &Subject, ctx: &Context, key: &GatewayKey) -> Vec<Condition> {
+    ctx.memory.written(key).unwrap_or_else(|| {
+        subject
+            .status
+            .as_ref()
+            .map(|s| s.conditions.clone())
+            .unwrap_or_default()
+    })
+}
+
+/// Applies the status when it differs from the object's, and remembers its conditions.
+async fn write_status(
+    ctx: &Context,
+    subject: &Subject,
+    key: &GatewayKey,
+    status: ElasticGatewayStatus,
+) -> Result<(), crate::Error> {
+    let conditions = status.conditions.clone();
+    // An untyped object's status is not read back (it does not decode): what this replica
+    // wrote last stands for it, or every reconcile would rewrite it.
+    let same_status = subject.status.as_ref() == Some(&status) || !subject.typed;
+    let unchanged = same_status && previous_conditions(subject, ctx, key) == conditions;
+    if !unchanged && subject.typed {
+        apply_status(ctx, key, &status).await?;
+    } else if !unchanged {
+        merge_status(ctx, key, &status).await?;
+    }
+    ctx.memory.set_written(key, conditions);
+    Ok(())
+}
+
+/// Server-side apply of the whole status under [`STATUS_MANAGER`], forced: spillway owns it.
+/// Behind the fence too: a forced apply from a replica that lost the Lease would put its older
+/// view (replicas, last decision, conditions, `status.original`, which the hand-back restores)
+/// over the new leader's.
+pub async fn apply_status(
+    ctx: &Context,
+    key: &GatewayKey,
+    status: &ElasticGatewayStatus,
+) -> Result<(), crate::Error> {
+    ctx.fence("status")?;
+    let api = Api::<ElasticGateway>::namespaced(ctx.client.clone(), &key.namespace);
+    let body = json!({
+        "apiVersion": ElasticGateway::api_version(&()),
+        "kind": ElasticGateway::kind(&()),
+        "status": status,
+    });
+    let params = PatchParams::apply(STATUS_MANAGER).force();
+    bounded(
+        ctx.config.api_timeout,
+        api.patch_status(&key.name, &params, &Patch::Apply(&body)),
+    )
+    .await?;
+    Ok(())
+}
+
+/// A merge patch of the status, for an object the apiserver cannot type (see [`Subject::typed`]):
+/// unlike an apply, an update does not need its managed fields.
+async fn merge_status(
+    ctx: &Context,
+    key: &GatewayKey,
+    status: &ElasticGatewayStatus,
+) -> Result<(), crate::Error> {
+    ctx.fence("status")?;
+    // Untyped: the answer is the stored object, which does not decode either.
+    let resource = ApiResource::erase::<ElasticGateway>(&());
+    let api = Api::<DynamicObject>::namespaced_with(ctx.client.clone(), &key.namespace, &resource);
+    let body = json!({ "status": status });
+    let (params, patch) = (PatchParams::default(), Patch::Merge(&body));
+    bounded(
+        ctx.config.api_timeout,
+        api.patch_status(&key.name, &params, &patch),
+    )
+    .await?;
+    Ok(())
+}
+
+pub fn condition(
+    kind: &str,
+    ok: bool,
+    reason: &str,
+    message: &str,
+    observed_generation: Option<i64>,
+) -> Condition {
+    Condition {
+        type_: kind.into(),
+        status: if ok { "True" } else { "False" }.into(),
+        reason: reason.into(),
+        message: message.chars().take(2000).collect(),
+        observed_generation,
+        last_transition_time: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+    }
+}
+
+/// A transition worth an Event: a new condition, or a new status or reason.
+pub fn changed(prev: &[Condition], c: &Condition) -> bool {
+    prev.iter()
+        .find(|p| p.type_ == c.type_)
+        .is_none_or(|p| p.status != c.status || p.reason != c.reason)
+}
+
+/// Keeps `lastTransitionTime` of conditions whose status did not change; stamps `now` on the
+/// others.
+pub fn carry_transitions(prev: &[Condition], mut next: Vec<Condition>, now: f64) -> Vec<Condition> {
+    let now = Time(
+        k8s_openapi::jiff::Timestamp::from_second(now as i64)
+            .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+    );
+    for c in &mut next {
+        c.last_transition_time = match prev.iter().find(|p| p.type_ == c.type_) {
+            Some(p) if p.status == c.status => p.last_transition_time.clone(),
+            _ => now.clone(),
+        };
+    }
+    next
+}
+
+fn round(x: f64) -> f64 {
+    (x * 10_000.0).round() / 10_000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::act::{self, Plan};
+    use crate::engine::EngineState;
+    use crate::k8s::target::TargetView;
+    use crate::model::{LoadSample, Resources};
+
+    #[test]
+    fn transition_times_stay_while_status_holds() {
+        let c = |ok, reason, msg| condition("Ready", ok, reason, msg, Some(3));
+        let a = carry_transitions(&[], vec![c(true, "Deciding", "x")], 1000.0);
+        let b = carry_transitions(&a, vec![c(true, "Deciding", "y")], 2000.0);
+        assert_eq!(a[0].last_transition_time, b[0].last_transition_time);
+        assert_eq!(b[0].observed_generation, Some(3));
+        let c2 = carry_transitions(&b, vec![c(false, "TargetNotFound", "z")], 3000.0);
+        assert_ne!(b[0].last_transition_time, c2[0].last_transition_time);
+        assert_eq!(c2[0].last_transition_time.0.as_second(), 3000);
+        assert!(changed(&b, &c2[0]));
+        assert!(!changed(&a, &b[0]));
+    }
+
+    /// After a restart, the previous conditions come from the object: same transition time, and
+    /// nothing counts as changed (so no Event is sent again).
+    #[test]
+    fn conditions_read_back_from_status_survive_a_restart() {
+        let first = carry_transitions(
+            &[],
+            vec![condition(
+                "MetricsAvailable",
+                false,
+                "QueryFailed",
+                "m",
+                Some(1),
+            )],
+            1000.0,
+        );
+        // Round trip through the API's JSON, as the restarted replica reads it.
+        let mut egw = ElasticGateway::scenario_default();
+        egw.status = Some(ElasticGatewayStatus {
+            conditions: first.clone(),
+            ..Default::default()
+        });
+        let read: ElasticGateway =
+            serde_json::from_value(serde_json::to_value(&egw).unwrap()).unwrap();
+        let prev = read.status.unwrap().conditions;
+        let again = carry_transitions(
+            &prev,
+            vec![condition(
+                "MetricsAvailable",
+                false,
+                "QueryFailed",
+                "m",
+                Some(2),
+            )],
+            5000.0,
+        );
+        assert_eq!(again[0].last_transition_time, first[0].last_transition_time);
+        assert!(!changed(&prev, &again[0]));
+    }
+
+    #[test]
+    fn ready_says_what_spillway_may_do_without_live_values() {
+        let mut spec = ElasticGateway::scenario_default().spec;
+        assert_eq!(ready_condition(&spec, None).reason, "Deciding");
+        spec.dry_run = true;
+        assert_eq!(ready_condition(&spec, None).reason, "DryRun");
+        spec.paused = true;
+        assert_eq!(ready_condition(&spec, None).reason, "Paused");
+    }
+
+    /// What a reconcile saw: the built-in policy's one metric, a Deployment at 4 replicas.
+    fn observed(load: LoadSample, hpas: Result<Vec<String>, String>, asm: &[&str]) -> Observed {
+        Observed {
+            now: 1_800_000_000.0,
+            target: TargetView {
+                replicas: 4,
+                pod_requests: Resources::pod(2000, 2 << 30),
+                weights: None,
+                rollout_in_progress: false,
+                selector: kube::core::Selector::from_iter([("app".to_string(), "gw".to_string())]),
+                preferred_terms: vec![],
+                asm_autoscaling: asm.iter().map(|s| s.to_string()).collect(),
+            },
+            hpas,
+            queries: vec!["sum(load)".into()],
+            loads: vec![load],
+            pods: vec![],
+            fast: None,
+        }
+    }
+
+    /// `(type, status, reason)` of each condition.
+    fn summary(c: &[Condition]) -> Vec<(String, String, String)> {
+        c.iter()
+            .map(|c| (c.type_.clone(), c.status.clone(), c.reason.clone()))
+            .collect()
+    }
+
+    /// The conditions are a pure function of the spec, the observation, the plan and what was
+    /// applied: one row per situation a user meets.
+    #[test]
+    fn conditions_table() {
+        let ok = || LoadSample::Total(2000.0);
+        let missing = || LoadSample::Missing("empty result".into());
+        let applied_ok = Applied::default();
+        let refused = Applied {
+            errors: vec!["scaling the gateway failed: 403".into()],
+            ..Applied::default()
+        };
+        type Case<'a> = (
+            &'a str,
+            fn(&mut ElasticGatewaySpec),
+            Observed,
+            &'a Applied,
+            &'a [(&'a str, &'a str, &'a str)],
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "deciding",
+                |_| {},
+                observed(ok(), Ok(vec![]), &[]),
+                &applied_ok,
+                &[
+                    ("MetricsAvailable", "True", "QueriesSucceeded"),
+                    ("HpaConflict", "False", "NoHpa"),
+                    ("Applied", "True", "WritesSucceeded"),
+                    ("Ready", "True", "Deciding"),
+                ],
+            ),
+            (
+                "a metric missing",
+                |_| {},
+                observed(missing(), Ok(vec![]), &[]),
+                &applied_ok,
+                &[
+                    ("MetricsAvailable", "False", "QueryFailed"),
+                    ("HpaConflict", "False", "NoHpa"),
+                    ("Applied", "True", "WritesSucceeded"),
+                    ("Ready", "True", "Deciding"),
+                ],
+            ),
+            (
+                "an HPA",
+                |_| {},
+                observed(ok(), Ok(vec!["gw-hpa".into()]), &[]),
+                &applied_ok,
+                &[
+                    ("MetricsAvailable", "True", "QueriesSucceeded"),
+                    ("HpaConflict", "True", "HpaTargetsGateway"),
+                    ("Applied", "True", "WritesSucceeded"),
+                    ("Ready", "True", "Deciding"),
+                ],
+            ),
+            (
+                "HPAs unlisted",
+                |_| {},
+                observed(ok(), Err("403".into()), &[]),
+                &applied_ok,
+                &[
+                    ("MetricsAvailable", "True", "QueriesSucceeded"),
+                    ("HpaConflict", "Unknown", "HpaListFailed"),
+                    ("Applied", "True", "WritesSucceeded"),
+                    ("Ready", "True", "Deciding"),
+                ],
+            ),
+            (
+                "a write refused",
+                |_| {},
+                observed(ok(), Ok(vec![]), &[]),
+                &refused,
+                &[
+                    ("MetricsAvailable", "True", "QueriesSucceeded"),
+                    ("HpaConflict", "False", "NoHpa"),
+                    ("Applied", "False", "WriteFailed"),
+                    ("Ready", "True", "Deciding"),
+                ],
+            ),
+            (
+                "dry-run",
+                |s| s.dry_run = true,
+                observed(ok(), Ok(vec![]), &[]),
+                &applied_ok,
+                &[
+                    ("MetricsAvailable", "True", "QueriesSucceeded"),
+                    ("HpaConflict", "False", "NoHpa"),
+                    ("Ready", "True", "DryRun"),
+                ],
+            ),
+            (
+                "paused",
+                |s| s.paused = true,
+                observed(ok(), Ok(vec![]), &[]),
+                &applied_ok,
+                &[
+                    ("MetricsAvailable", "True", "QueriesSucceeded"),
+                    ("HpaConflict", "False", "NoHpa"),
+                    ("Ready", "True", "Paused"),
+                ],
+            ),
+            (
+                "ASM autoscaling",
+                |s| s.target.kind = TargetKind::IstioGateway,
+                observed(ok(), Ok(vec![]), &["cpu.targetAverageUtilization=80"]),
+                &applied_ok,
+                &[
+                    ("MetricsAvailable", "True", "QueriesSucceeded"),
+                    ("HpaConflict", "False", "NoHpa"),
+                    ("AsmAutoscaling", "True", "AsmAutoscalingEnabled"),
+                    ("Applied", "True", "WritesSucceeded"),
+                    ("Ready", "True", "Deciding"),
+                ],
+            ),
+            (
+                "an IstioGateway without",
+                |s| s.target.kind = TargetKind::IstioGateway,
+                observed(ok(), Ok(vec![]), &[]),
+                &applied_ok,
+                &[
+                    ("MetricsAvailable", "True", "QueriesSucceeded"),
+                    ("HpaConflict", "False", "NoHpa"),
+                    ("AsmAutoscaling", "False", "NoAsmAutoscaling"),
+                    ("Applied", "True", "WritesSucceeded"),
+                    ("Ready", "True", "Deciding"),
+                ],
+            ),
+        ];
+        for (name, edit, obs, applied, want) in cases {
+            let mut spec = ElasticGateway::scenario_default().spec;
+            spec.target.kind = TargetKind::Deployment;
+            edit(&mut spec);
+            let planned = act::plan(
+                &spec,
+                &obs.observation(&[]),
+                &EngineState::default(),
+                obs.scope(),
+            );
+            let got = summary(&conditions(&spec, Some(7), &obs, &planned, applied));
+            let want: Vec<_> = want
+                .iter()
+                .map(|(t, s, r)| (t.to_string(), s.to_string(), r.to_string()))
+                .collect();
+            assert_eq!(got, want, "{name}");
+        }
+    }
+
+    /// The status is a pure function too: the decision's numbers, the last decision kept when
+    /// nothing new was decided, `status.original` as given.
+    #[test]
+    fn status_from_a_decision() {
+        let spec = ElasticGateway::scenario_default().spec;
+        let obs = observed(LoadSample::Total(2000.0), Ok(vec![]), &[]);
+        let planned = act::plan(
+            &spec,
+            &obs.observation(&[]),
+            &EngineState::default(),
+            obs.scope(),
+        );
+        let old = ElasticGatewayStatus {
+            last_decision: Some(DecisionRecord {
+                time: "2026-01-01T00:00:00Z".into(),
+                kind: "scale_up".into(),
+                reason: "earlier".into(),
+            }),
+            ..Default::default()
+        };
+        let original = Some(OriginalPlacement {
+            preferred_terms: vec![],
+        });
+        let s = status(
+            Some(&old),
+            Some(7),
+            &obs,
+            &planned,
+            &Applied::default(),
+            vec![],
+            original.clone(),
+        );
+        let d = &planned.decision;
+        assert_eq!(
+            (s.desired_replicas, s.current_replicas),
+            (d.replicas.desired, 4)
+        );
+        assert_eq!(s.observed_generation, Some(7));
+        assert_eq!(s.original, original);
+        if d.replicas.desired == d.replicas.current {
+            assert_eq!(s.last_decision, old.last_decision);
+        } else {
+            let time = s.last_decision.as_ref().map(|r| r.time.clone());
+            assert_eq!(time, Some(crate::clock::rfc3339(obs.now)));
+        }
+        let applied = Applied {
+            plan: Plan {
+                replicas: Some(9),
+                ..Plan::default()
+            },
+            ..Applied::default()
+        };
+        let s = status(Some(&old), Some(7), &obs, &planned, &applied, vec![], None);
+        let record = s.last_decision.unwrap();
+        assert_eq!(record.time, crate::clock::rfc3339(obs.now));
+        assert_eq!(record.kind, d.replicas.direction.as_str());
+    }
+}
