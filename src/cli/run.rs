@@ -1,0 +1,119 @@
+//! `spillway run`: the agent's flags become its settings and clients, and the agent runs
+//! ([`spillway::agent::runtime`]).
+
+use super::flags::{
+    FastPathArgs, KubeArgs, LeaseArgs, PromArgs, kube_clients, mesh_client, parse_addr,
+    parse_duration,
+};
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub kube: KubeArgs,
+    #[command(flatten)]
+    pub prom: PromArgs,
+    #[command(flatten)]
+    pub lease: LeaseArgs,
+    #[command(flatten)]
+    pub fast_path: FastPathArgs,
+    /// Decide for every gateway at least this often.
+    #[arg(long, env = "SPILLWAY_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub interval: std::time::Duration,
+    /// Address of the admin server (/metrics, /healthz, /readyz). Loopback by default; in a pod,
+    /// deploy/ binds the pod's own IP (from the downward API) so that Prometheus and the kubelet
+    /// reach it and nothing else on the node does.
+    #[arg(long, env = "SPILLWAY_ADMIN_ADDR", default_value = "127.0.0.1:8080", value_parser = parse_addr)]
+    pub admin_addr: std::net::SocketAddr,
+    /// On SIGTERM, how long in-flight work may still run before the process exits anyway (keep
+    /// it below the pod's terminationGracePeriodSeconds).
+    #[arg(long, env = "SPILLWAY_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
+    pub shutdown_grace: std::time::Duration,
+    /// Namespaces whose pods may be gateway pods (their labels are kept; elsewhere only requests).
+    #[arg(
+        long,
+        env = "SPILLWAY_GATEWAY_NAMESPACES",
+        value_delimiter = ',',
+        default_value = "istio-system"
+    )]
+    pub gateway_namespaces: Vec<String>,
+    /// How long a Lease holds without renewal: when the leader stalls or is cut off, another
+    /// replica takes over after about this long. The leader writes only while more than
+    /// --api-timeout of it is left, so it must exceed --api-timeout + --lease-retry-period.
+    #[arg(long, env = "SPILLWAY_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub lease_duration: std::time::Duration,
+    /// How often the leader renews the Lease and a standby reads it (a Lease released by a
+    /// leader shutting down is taken within this period).
+    #[arg(long, env = "SPILLWAY_LEASE_RETRY_PERIOD", default_value = "2s", value_parser = parse_duration)]
+    pub lease_retry_period: std::time::Duration,
+    /// This replica's identity in the Lease and on Events (normally the pod name).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+}
+
+/// `spillway run`: the flags become the agent's settings and clients.
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    use spillway::agent::runtime::{self, Clients, Settings};
+    check_timeouts(&args)?;
+    let identity = args
+        .identity
+        .clone()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| format!("spillway-{}", std::process::id()));
+    let prom = args.prom.client()?;
+    let (requests, watches) = kube_clients(&args.kube, &identity).await?;
+    let mesh = mesh_client(&args.kube, &identity).await?;
+    let fast_path = args
+        .fast_path
+        .config()
+        .map(spillway::fastpath::FastPath::new)
+        .transpose()?;
+    let lease = args
+        .lease
+        .leader_election
+        .then(|| spillway::k8s::leader::LeaseSettings {
+            name: args.lease.lease_name.clone(),
+            namespace: args.lease.lease_namespace.clone(),
+            identity: identity.clone(),
+            duration: args.lease_duration,
+            retry: args.lease_retry_period,
+            call_timeout: args.kube.api_timeout,
+        });
+    let settings = Settings {
+        identity,
+        interval: args.interval,
+        admin_addr: args.admin_addr,
+        shutdown_grace: args.shutdown_grace,
+        gateway_namespaces: args.gateway_namespaces.clone(),
+        api_timeout: args.kube.api_timeout,
+        lease,
+    };
+    let clients = Clients {
+        requests,
+        watches,
+        mesh,
+    };
+    Ok(runtime::run(settings, clients, prom, fast_path).await?)
+}
+
+/// Every call must fit in the Lease: a write goes out only while more than --api-timeout of it
+/// is left, and the leader renews every --lease-retry-period.
+pub fn check_timeouts(args: &RunArgs) -> anyhow::Result<()> {
+    if !args.lease.leader_election {
+        return Ok(());
+    }
+    let lease = args.lease_duration;
+    if args.kube.api_timeout + args.lease_retry_period >= lease {
+        anyhow::bail!(
+            "--api-timeout ({:?}) plus --lease-retry-period ({:?}) must be shorter than --lease-duration ({lease:?}): the leader writes only while more than --api-timeout of its Lease is left",
+            args.kube.api_timeout,
+            args.lease_retry_period
+        );
+    }
+    if args.prom.prometheus_timeout >= lease {
+        anyhow::bail!(
+            "--prometheus-timeout ({:?}) must be shorter than --lease-duration ({lease:?})",
+            args.prom.prometheus_timeout
+        );
+    }
+    Ok(())
+}
