@@ -48,7 +48,7 @@ fn slug(heading: &str) -> String {
     heading
         .to_lowercase()
         .chars()
-        .filter(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_'))
+        .filter(|c| c.is_alphanumeric() || matches!(*c, ' ' | '-' | '_'))
         .map(|c| if c == ' ' { '-' } else { c })
         .collect()
 }
