@@ -349,3 +349,76 @@ fn reference_is_generated_from_the_crd() {
         );
     }
 }
+
+/// Every path the README's layout table names exists: the table matches the tree.
+#[test]
+fn the_layout_table_matches_the_tree() {
+    let readme = std::fs::read_to_string(Path::new(ROOT).join("README.md")).unwrap();
+    let table = readme
+        .split("## Layout")
+        .nth(1)
+        .expect("a Layout section")
+        .split("\n## ")
+        .next()
+        .unwrap();
+    let mut named = 0;
+    for row in table.lines().filter(|l| l.starts_with("| `")) {
+        let place = row.split('|').nth(1).unwrap();
+        for path in place.split('`').skip(1).step_by(2) {
+            named += 1;
+            assert!(
+                Path::new(ROOT).join(path).exists(),
+                "README's layout names {path}, which does not exist"
+            );
+        }
+    }
+    assert!(named >= 15, "only {named} paths in the layout table");
+    // And every top-level module of src/ has its row.
+    for e in std::fs::read_dir(Path::new(ROOT).join("src")).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().to_string();
+        if name == "lib.rs"
+            || name.ends_with(".rs")
+                && Path::new(ROOT)
+                    .join("src")
+                    .join(name.trim_end_matches(".rs"))
+                    .is_dir()
+        {
+            continue;
+        }
+        let module = name.trim_end_matches(".rs");
+        if ["clock", "config", "redact", "telemetry"].contains(&module) {
+            continue;
+        }
+        assert!(
+            table.contains(&format!("`src/{name}")),
+            "src/{name} has no row in the README's layout table"
+        );
+    }
+}
+
+/// The README's drill table is what the built-in drill prints today.
+#[test]
+fn the_readme_shows_the_builtin_drill_as_it_runs() {
+    let out = tempfile::tempdir().unwrap();
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_spillway"))
+        .args(["drill", "--out"])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let readme = std::fs::read_to_string(Path::new(ROOT).join("README.md")).unwrap();
+    for line in stdout
+        .lines()
+        .filter(|l| !l.starts_with("simulated") && !l.starts_with("drill:"))
+    {
+        assert!(
+            readme.contains(line),
+            "the README's drill table lacks today's line:\n{line}"
+        );
+    }
+}
