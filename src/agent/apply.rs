@@ -27,6 +27,9 @@ pub struct Applied {
     pub plan: Plan,
     pub errors: Vec<String>,
     pub fenced: bool,
+    /// This replica decided as the leader: it reports the decision (every write, the status's
+    /// too, still passes the fence).
+    pub leading: bool,
 }
 
 impl Applied {
@@ -35,19 +38,22 @@ impl Applied {
             plan,
             errors,
             fenced: true,
+            leading: true,
         }
     }
 }
 
-/// Applies the plan as the leader; a follower applies nothing.
+/// Applies the plan when this replica decided as the leader (`leading`, read once at the start
+/// of the reconcile); a follower applies nothing.
 pub async fn apply(
     egw: &ElasticGateway,
     key: &GatewayKey,
     ctx: &Context,
+    leading: bool,
     observed: &Observed,
     planned: &Planned,
 ) -> Result<Applied, crate::Error> {
-    if !ctx.is_leader() {
+    if !leading {
         return Ok(Applied::default());
     }
     let plan = &planned.plan;
@@ -114,6 +120,7 @@ pub async fn apply(
         plan: applied,
         errors,
         fenced: false,
+        leading: true,
     })
 }
 

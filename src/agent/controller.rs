@@ -258,7 +258,7 @@ async fn reconcile_one(
         .with_nodes(|nodes| act::plan(spec, &observed.observation(nodes), &prev, observed.scope()));
     let summary = planned.decision.summary();
     info!(decision = %summary, leader, dry_run = spec.dry_run, "decided");
-    let applied = apply::apply(egw, key, ctx, &observed, &planned).await?;
+    let applied = apply::apply(egw, key, ctx, leader, &observed, &planned).await?;
     ctx.memory
         .decided(key, act::commit(&prev, &mut planned, spec, &applied.plan));
     report::report(egw, &subject, key, ctx, &observed, &planned, &applied).await

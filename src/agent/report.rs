@@ -88,8 +88,8 @@ pub async fn report(
     let marks = crate::policy::marks::parse(egw.metadata.annotations.as_ref());
     ctx.metrics.record_drills(key, &marks, now);
     let requeue = Action::requeue(ctx.tick(spec));
-    // A replica that lost the Lease mid-plan reports nothing: the new leader does.
-    if !ctx.is_leader() || applied.fenced {
+    // A follower, or a replica that lost the Lease mid-plan, reports nothing: the leader does.
+    if !applied.leading || applied.fenced {
         return Ok(requeue);
     }
     let prev = previous_conditions(subject, ctx, key);
