@@ -15,6 +15,7 @@ pub mod memory;
 pub mod observe;
 pub mod report;
 pub mod runtime;
+pub mod wake;
 
 pub use context::{Config, Context};
 

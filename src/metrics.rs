@@ -288,6 +288,11 @@ impl Metrics {
         self.decisions.error(key, kind);
     }
 
+    /// A reconcile of the gateway ended, a decision or a hold; the next is due in `next`.
+    pub fn reconciled(&self, key: &GatewayKey, next: std::time::Duration) {
+        self.decisions.reconciled(key, next);
+    }
+
     /// Marks the gateway as held (no decision) for `reason`, or deciding again with `None`.
     pub fn set_held(&self, key: &GatewayKey, reason: Option<&str>) {
         self.decisions.set_held(key, reason);
@@ -479,6 +484,38 @@ mod tests {
                 r#"spillway_load_missing{namespace="istio-system",name="gw",metric="new"} 0"#
             ),
             "{text}"
+        );
+        m.forget(&key);
+        assert!(!m.prometheus_text().contains("istio-system"));
+    }
+
+    /// The age of the last decision is read at each scrape, beside the interval it is due in.
+    #[test]
+    fn decision_age_is_read_at_the_scrape() {
+        let m = Metrics::new();
+        m.set_leader(true);
+        let key = GatewayKey::new("istio-system", "gw");
+        m.reconciled(&key, std::time::Duration::from_secs(5));
+        let text = m.prometheus_text();
+        let age = text
+            .lines()
+            .find(|l| {
+                l.starts_with(
+                    r#"spillway_decision_age_seconds{namespace="istio-system",name="gw"}"#,
+                )
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok());
+        assert!(age.is_some_and(|a| (0.0..5.0).contains(&a)), "{text}");
+        assert!(
+            text.contains(
+                r#"spillway_decision_interval_seconds{namespace="istio-system",name="gw"} 5"#
+            ),
+            "{text}"
+        );
+        assert!(
+            m.openmetrics()
+                .contains("# TYPE spillway_decision_age_seconds gauge")
         );
         m.forget(&key);
         assert!(!m.prometheus_text().contains("istio-system"));

@@ -9,7 +9,10 @@ use kube::Client;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use tracing::{debug, warn};
 
+use tokio::sync::Semaphore;
+
 use super::memory::Memories;
+use super::wake::Interests;
 use crate::fastpath::FastPath;
 use crate::k8s::bounded;
 use crate::k8s::index::ClusterIndex;
@@ -18,6 +21,10 @@ use crate::metrics::Metrics;
 use crate::model::Node;
 use crate::policy::{ElasticGatewaySpec, Preset, TargetKind};
 use crate::prom::Prometheus;
+
+/// Reconciles at once, by default: each waits mostly on the API server and Prometheus, so a
+/// few dozen keep two cores busy without queueing the API server.
+pub const DEFAULT_CONCURRENCY: usize = 32;
 
 /// Settings of the loop.
 #[derive(Clone, Debug)]
@@ -33,6 +40,8 @@ pub struct Config {
     pub reconcile_timeout: Duration,
     /// After shutdown is asked for, how long in-flight reconciles may still run.
     pub shutdown_grace: Duration,
+    /// Reconciles at once; the others wait their turn, first come first served.
+    pub concurrency: usize,
 }
 
 impl Config {
@@ -45,6 +54,7 @@ impl Config {
             api_timeout: crate::k8s::DEFAULT_API_TIMEOUT,
             reconcile_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(20),
+            concurrency: DEFAULT_CONCURRENCY,
         }
     }
 }
@@ -68,6 +78,11 @@ pub struct Context {
     pub fast_path: Option<FastPath>,
     /// What the agent remembers per gateway.
     pub memory: Memories,
+    /// What each gateway's decision depends on in the index, for waking it on a change.
+    pub interests: Arc<Interests>,
+    /// The reconcile slots, handed out in the order asked for (tokio's semaphore is fair), so
+    /// that no gateway waits behind others that keep coming back.
+    pub slots: Semaphore,
 }
 
 impl Context {
@@ -92,10 +107,12 @@ impl Context {
             prom,
             index,
             leader,
-            config,
             mesh_client: None,
             fast_path: None,
             memory: Memories::default(),
+            interests: Arc::default(),
+            slots: Semaphore::new(config.concurrency.max(1)),
+            config,
         }
     }
 

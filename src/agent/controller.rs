@@ -16,7 +16,7 @@ use kube::runtime::finalizer::{self, finalizer};
 use kube::runtime::reflector;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
-use tokio::sync::watch;
+use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::apply;
@@ -24,7 +24,9 @@ use super::context::Context;
 use super::hand_back::hand_back;
 use super::observe::{self, Stop};
 use super::report::{self, Subject};
+use super::wake;
 use crate::act;
+use crate::k8s::index::Change;
 use crate::k8s::{bounded, is_status};
 use crate::model::GatewayKey;
 use crate::policy::ElasticGateway;
@@ -40,7 +42,7 @@ pub type WatchedGateway = DeserializeGuard<ElasticGateway>;
 /// `config.shutdown_grace` to finish: shutdown is bounded whatever the API server does.
 pub async fn run(
     ctx: Arc<Context>,
-    index_changes: watch::Receiver<u64>,
+    index_changes: UnboundedReceiver<Change>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), crate::Error> {
     let shutdown = shutdown.boxed().shared();
@@ -50,14 +52,9 @@ pub async fn run(
         r = preflight(&egws, ctx.config.api_timeout) => r,
         () = shutdown.clone() => return Ok(()),
     }
-    let changes = futures::stream::unfold(index_changes, |mut rx| async move {
-        rx.changed().await.ok()?;
-        Some(((), rx))
-    });
     // Wake on what the user changed (generation), on deletion and on finalizers, never on
     // spillway's own status writes. Changes to the target (scaled by hand, a rollout) show as
-    // changes of its pods, which the pod watch reports; nothing else needs watching
-    // cluster-wide to wake a reconcile.
+    // changes of its pods, which the pod watch reports.
     let (reader, writer) = reflector::store();
     let trigger = reflector::reflector(
         writer,
@@ -68,13 +65,26 @@ pub async fn run(
     .predicate_filter(wake_on, Default::default());
     let controller = Controller::for_stream(trigger, reader);
     let sweeper = sweep(ctx.clone(), controller.store());
+    // The index's changes wake only the gateways they concern (see `wake`).
+    let (wake_tx, wake_rx) = tokio::sync::mpsc::unbounded_channel();
+    let router = wake::route(
+        index_changes,
+        ctx.interests.clone(),
+        ctx.index.clone(),
+        controller.store(),
+        wake_tx,
+    );
+    let wakes =
+        futures::stream::unfold(
+            wake_rx,
+            |mut rx| async move { rx.recv().await.map(|r| (r, rx)) },
+        );
+    // No debounce: a request would push an object's scheduled run (the periodic one included)
+    // later each time, and a storm of them would hold every decision back. No limit on the
+    // runner either: the reconciles take their turn at `ctx.slots`, first come first served.
     let controller = controller
-        .with_config(
-            ControllerConfig::default()
-                .debounce(Duration::from_millis(500))
-                .concurrency(4),
-        )
-        .reconcile_all_on(changes)
+        .with_config(ControllerConfig::default().concurrency(0))
+        .reconcile_on(wakes)
         .graceful_shutdown_on(shutdown.clone())
         .run(reconcile, error_policy, ctx.clone())
         .for_each(|r| async move {
@@ -89,6 +99,7 @@ pub async fn run(
             warn!(?grace, "shutdown grace period over with work in flight; stopping anyway");
         }
         () = sweeper => {}
+        () = router => {}
     }
     Ok(())
 }
@@ -113,6 +124,7 @@ pub(super) fn forget_gone(ctx: &Context, live: &HashSet<GatewayKey>) {
         if let Some(f) = &ctx.fast_path {
             f.forget(&key);
         }
+        ctx.interests.remove(&key);
         ctx.metrics.forget(&key);
     }
 }
@@ -185,6 +197,10 @@ pub(super) async fn reconcile(
             };
             return Ok(held.instrument(span).await);
         }
+    };
+    // A slot first: the time bound is the reconcile's own, not its wait for a turn.
+    let Ok(_slot) = ctx.slots.acquire().await else {
+        return Ok(Action::await_change());
     };
     let limit = ctx.config.reconcile_timeout;
     // The finalizer helper needs the decoded object, as an `Arc` of its own.

@@ -5,6 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use tracing::info;
@@ -29,6 +30,8 @@ struct GatewayMemory {
     original: Option<OriginalPlacement>,
     /// The fast path's last read got nothing from any pod (logged once, when it starts).
     fast_path_failing: bool,
+    /// When the last reconcile ended, and when the next was due after it.
+    reconciled: Option<(Instant, Duration)>,
 }
 
 /// Every gateway's memory.
@@ -114,6 +117,20 @@ impl Memories {
 
     pub fn set_original(&self, key: &GatewayKey, original: OriginalPlacement) {
         self.with(key, |m| m.original = Some(original));
+    }
+
+    /// A reconcile ended (a decision or a hold); the next is due in `next`.
+    pub fn reconciled(&self, key: &GatewayKey, next: Duration) {
+        self.with(key, |m| m.reconciled = Some((Instant::now(), next)));
+    }
+
+    /// Whether this reconcile comes late: more than twice the interval (and a second) after the
+    /// last one ended. The agent is then short of slots, or its calls are slow.
+    pub fn behind(&self, key: &GatewayKey) -> bool {
+        self.with(key, |m| {
+            m.reconciled
+                .is_some_and(|(at, next)| at.elapsed() > next * 2 + Duration::from_secs(1))
+        })
     }
 
     /// Records whether the fast path's read failed for every pod; returns the previous value.

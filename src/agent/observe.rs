@@ -8,6 +8,7 @@ use kube::api::{Api, ApiResource, DynamicObject};
 use tracing::{debug, info, warn};
 
 use super::context::{Context, reads_pods};
+use super::wake::Interest;
 use crate::act::Scope;
 use crate::engine::Observation;
 use crate::fastpath;
@@ -30,6 +31,8 @@ pub struct Observed {
     pub loads: Vec<LoadSample>,
     pub pods: Vec<GatewayPod>,
     pub fast: Option<FastSample>,
+    /// This decision came more than twice the interval after the last one.
+    pub behind: bool,
 }
 
 impl Observed {
@@ -93,6 +96,7 @@ pub async fn observe(
     let spec = &egw.spec;
     let ns = key.namespace.as_str();
     let settled = ctx.config.interval * 6;
+    let behind = ctx.memory.behind(key);
     let errors = validation_errors(egw, key, ctx);
     if !errors.is_empty() {
         return Err(hold(
@@ -126,14 +130,18 @@ pub async fn observe(
     let target = bounded(ctx.config.api_timeout, read)
         .await
         .inspect_err(|_| ctx.metrics.error(key, ErrorKind::ApiRead))
-        .map_err(crate::Error::from)?
-        .ok_or_else(|| {
-            let msg = format!(
-                "{:?} {} not found in {ns}",
-                spec.target.kind, spec.target.name
-            );
-            hold("TargetNotFound", msg, ctx.tick(spec), None)
-        })?;
+        .map_err(crate::Error::from)?;
+    // Wake on what this decision reads: the pools' nodes, and the target's pods (any pod of
+    // the namespace while the target is missing: it may be coming).
+    let selector = target.as_ref().map(|t| t.selector.clone());
+    ctx.interests.set(key, interest(spec, ns, selector));
+    let target = target.ok_or_else(|| {
+        let msg = format!(
+            "{:?} {} not found in {ns}",
+            spec.target.kind, spec.target.name
+        );
+        hold("TargetNotFound", msg, ctx.tick(spec), None)
+    })?;
     ctx.metrics.set_held(key, None);
     let hpas = competing_hpas(spec, key, ctx).await;
     let now = crate::clock::unix_now();
@@ -155,7 +163,17 @@ pub async fn observe(
         loads,
         pods,
         fast,
+        behind,
     })
+}
+
+fn interest(spec: &ElasticGatewaySpec, ns: &str, pods: Option<kube::core::Selector>) -> Interest {
+    Interest {
+        namespace: ns.to_string(),
+        pods,
+        ecs: spec.pools.ecs.node_selector.clone(),
+        eci: spec.pools.eci.node_selector.clone(),
+    }
 }
 
 fn hold(

@@ -87,7 +87,10 @@ pub async fn report(
     );
     let marks = crate::policy::marks::parse(egw.metadata.annotations.as_ref());
     ctx.metrics.record_drills(key, &marks, now);
-    let requeue = Action::requeue(ctx.tick(spec));
+    let next = ctx.tick(spec);
+    ctx.metrics.reconciled(key, next);
+    ctx.memory.reconciled(key, next);
+    let requeue = Action::requeue(next);
     // A follower, or a replica that lost the Lease mid-plan, reports nothing: the leader does.
     if !applied.leading || applied.fenced {
         return Ok(requeue);
@@ -139,6 +142,8 @@ pub async fn report(
 /// Event when it starts, and the `Ready` condition on the status.
 pub async fn held(subject: &Subject, key: &GatewayKey, ctx: &Context, hold: Hold) -> Action {
     ctx.metrics.set_held(key, Some(hold.reason));
+    ctx.metrics.reconciled(key, hold.requeue);
+    ctx.memory.reconciled(key, hold.requeue);
     if let Some(kind) = hold.error {
         ctx.metrics.error(key, kind);
     }
@@ -219,6 +224,12 @@ pub fn conditions(
             condition("Applied", false, "WriteFailed", &msg, generation)
         });
     }
+    out.push(if observed.behind {
+        let msg = "this decision came more than twice the interval after the last one: the agent is short of reconcile slots (--concurrency) or its calls are slow";
+        condition("OnSchedule", false, "Behind", msg, generation)
+    } else {
+        condition("OnSchedule", true, "OnSchedule", "decisions come every interval", generation)
+    });
     out.push(ready_condition(spec, generation));
     out
 }
@@ -322,6 +333,7 @@ fn turned_bad(c: &Condition) -> bool {
     (c.type_ == "MetricsAvailable" && c.status == "False")
         || (c.type_ == "HpaConflict" && c.status != "False")
         || (c.type_ == "AsmAutoscaling" && c.status == "True")
+        || (c.type_ == "OnSchedule" && c.status == "False")
 }
 
 /// The status after a decision; `original` is how the gateway was before spillway first
@@ -578,6 +590,7 @@ mod tests {
             loads: vec![load],
             pods: vec![],
             fast: None,
+            behind: false,
         }
     }
 
@@ -616,6 +629,7 @@ mod tests {
                     ("MetricsAvailable", "True", "QueriesSucceeded"),
                     ("HpaConflict", "False", "NoHpa"),
                     ("Applied", "True", "WritesSucceeded"),
+                    ("OnSchedule", "True", "OnSchedule"),
                     ("Ready", "True", "Deciding"),
                 ],
             ),
@@ -628,6 +642,7 @@ mod tests {
                     ("MetricsAvailable", "False", "QueryFailed"),
                     ("HpaConflict", "False", "NoHpa"),
                     ("Applied", "True", "WritesSucceeded"),
+                    ("OnSchedule", "True", "OnSchedule"),
                     ("Ready", "True", "Deciding"),
                 ],
             ),
@@ -640,6 +655,7 @@ mod tests {
                     ("MetricsAvailable", "True", "QueriesSucceeded"),
                     ("HpaConflict", "True", "HpaTargetsGateway"),
                     ("Applied", "True", "WritesSucceeded"),
+                    ("OnSchedule", "True", "OnSchedule"),
                     ("Ready", "True", "Deciding"),
                 ],
             ),
@@ -652,6 +668,7 @@ mod tests {
                     ("MetricsAvailable", "True", "QueriesSucceeded"),
                     ("HpaConflict", "Unknown", "HpaListFailed"),
                     ("Applied", "True", "WritesSucceeded"),
+                    ("OnSchedule", "True", "OnSchedule"),
                     ("Ready", "True", "Deciding"),
                 ],
             ),
@@ -664,6 +681,7 @@ mod tests {
                     ("MetricsAvailable", "True", "QueriesSucceeded"),
                     ("HpaConflict", "False", "NoHpa"),
                     ("Applied", "False", "WriteFailed"),
+                    ("OnSchedule", "True", "OnSchedule"),
                     ("Ready", "True", "Deciding"),
                 ],
             ),
@@ -675,6 +693,7 @@ mod tests {
                 &[
                     ("MetricsAvailable", "True", "QueriesSucceeded"),
                     ("HpaConflict", "False", "NoHpa"),
+                    ("OnSchedule", "True", "OnSchedule"),
                     ("Ready", "True", "DryRun"),
                 ],
             ),
@@ -686,7 +705,24 @@ mod tests {
                 &[
                     ("MetricsAvailable", "True", "QueriesSucceeded"),
                     ("HpaConflict", "False", "NoHpa"),
+                    ("OnSchedule", "True", "OnSchedule"),
                     ("Ready", "True", "Paused"),
+                ],
+            ),
+            (
+                "behind",
+                |_| {},
+                Observed {
+                    behind: true,
+                    ..observed(ok(), Ok(vec![]), &[])
+                },
+                &applied_ok,
+                &[
+                    ("MetricsAvailable", "True", "QueriesSucceeded"),
+                    ("HpaConflict", "False", "NoHpa"),
+                    ("Applied", "True", "WritesSucceeded"),
+                    ("OnSchedule", "False", "Behind"),
+                    ("Ready", "True", "Deciding"),
                 ],
             ),
             (
@@ -699,6 +735,7 @@ mod tests {
                     ("HpaConflict", "False", "NoHpa"),
                     ("AsmAutoscaling", "True", "AsmAutoscalingEnabled"),
                     ("Applied", "True", "WritesSucceeded"),
+                    ("OnSchedule", "True", "OnSchedule"),
                     ("Ready", "True", "Deciding"),
                 ],
             ),
@@ -712,6 +749,7 @@ mod tests {
                     ("HpaConflict", "False", "NoHpa"),
                     ("AsmAutoscaling", "False", "NoAsmAutoscaling"),
                     ("Applied", "True", "WritesSucceeded"),
+                    ("OnSchedule", "True", "OnSchedule"),
                     ("Ready", "True", "Deciding"),
                 ],
             ),

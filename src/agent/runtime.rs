@@ -8,6 +8,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use kube::Client;
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
@@ -15,7 +16,7 @@ use tracing::{error, info, warn};
 use super::context::{Config, Context};
 use super::controller;
 use crate::fastpath::FastPath;
-use crate::k8s::index::ClusterIndex;
+use crate::k8s::index::{Change, ClusterIndex};
 use crate::k8s::leader::{self, Leadership, LeaseSettings, Tenure};
 use crate::k8s::watch as watches;
 use crate::metrics::Metrics;
@@ -35,6 +36,8 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// Namespaces whose pods may be gateway pods.
     pub gateway_namespaces: Vec<String>,
+    /// Reconciles at once.
+    pub concurrency: usize,
     /// Longest one API call may take.
     pub api_timeout: Duration,
     /// Leader election on this Lease; `None`: this replica always leads (one replica only).
@@ -135,13 +138,12 @@ async fn serve_admin(
     Ok((admin, tokio::spawn(serve)))
 }
 
-/// The node and pod watches feeding the index; the receiver ticks on every change that may
-/// matter to a gateway.
+/// The node and pod watches feeding the index; the receiver gets what each event changed there.
 fn start_watches(
     client: &Client,
     index: &Arc<RwLock<ClusterIndex>>,
-) -> (watch::Receiver<u64>, [JoinHandle<()>; 2]) {
-    let (changed_tx, changed_rx) = watch::channel(0u64);
+) -> (UnboundedReceiver<Change>, [JoinHandle<()>; 2]) {
+    let (changed_tx, changed_rx) = tokio::sync::mpsc::unbounded_channel();
     let tasks = [
         tokio::spawn(watches::nodes(
             client.clone(),
@@ -240,6 +242,7 @@ fn context(
         instance: Some(settings.identity.clone()),
         api_timeout: settings.api_timeout,
         shutdown_grace: settings.shutdown_grace,
+        concurrency: settings.concurrency,
         ..Config::new(settings.interval)
     };
     let mut ctx = Context::new(

@@ -450,7 +450,7 @@ async fn shutdown_is_bounded_by_the_grace_period() {
         },
     ));
     let (stop_tx, mut stop_rx) = watch::channel(false);
-    let (_changes_tx, changes_rx) = watch::channel(0u64);
+    let (_changes_tx, changes_rx) = tokio::sync::mpsc::unbounded_channel();
     let grace = ctx.config.shutdown_grace;
     let run = tokio::spawn(run(ctx, changes_rx, async move {
         let _ = stop_rx.wait_for(|s| *s).await;

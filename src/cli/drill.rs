@@ -105,6 +105,8 @@ pub struct Served {
     pub gw: spillway::model::GatewayKey,
     pub policy: spillway::policy::ElasticGatewaySpec,
     pub speed: f64,
+    /// How often the drill's spillway decides, in wall-clock time at this speed.
+    pub every: std::time::Duration,
     pub started: std::time::Instant,
     /// Unix time the served drill started.
     pub started_unix: f64,
@@ -130,6 +132,7 @@ impl Observer for DrillObserver {
         if let (Some(s), PolicyKind::Spillway) = (&self.serve, policy) {
             s.metrics
                 .record_decision(&s.gw, &s.policy, obs.pods, obs.fast, d, plan, seconds);
+            s.metrics.reconciled(&s.gw, s.every);
             // A served drill is a drill: marked as one while it runs, as `drill mark` would.
             s.metrics.record_drills(
                 &s.gw,
@@ -187,6 +190,9 @@ pub fn serve_drill(
             gw: spillway::model::GatewayKey::new("istio-system", &policy.target.name),
             policy: policy.clone(),
             speed,
+            every: std::time::Duration::from_secs_f64(
+                scenario.controllers.spillway_interval_seconds as f64 / speed,
+            ),
             started: std::time::Instant::now(),
             started_unix: unix_now(),
         }),

@@ -19,6 +19,10 @@ pub struct RunArgs {
     /// Decide for every gateway at least this often.
     #[arg(long, env = "SPILLWAY_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub interval: std::time::Duration,
+    /// Reconciles at once; the others wait their turn, first come first served
+    /// (`spillway_decision_age_seconds` shows when gateways wait longer than their interval).
+    #[arg(long, env = "SPILLWAY_CONCURRENCY", default_value_t = spillway::agent::context::DEFAULT_CONCURRENCY as u16, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub concurrency: u16,
     /// Address of the admin server (/metrics, /healthz, /readyz). Loopback by default; in a pod,
     /// deploy/ binds the pod's own IP (from the downward API) so that Prometheus and the kubelet
     /// reach it and nothing else on the node does.
@@ -84,6 +88,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         admin_addr: args.admin_addr,
         shutdown_grace: args.shutdown_grace,
         gateway_namespaces: args.gateway_namespaces.clone(),
+        concurrency: usize::from(args.concurrency),
         api_timeout: args.kube.api_timeout,
         lease,
     };

@@ -34,6 +34,26 @@ struct LeanPod {
     gw: Option<Box<GwInfo>>,
 }
 
+/// What an event changed in the index: what the agent needs to wake the gateways it concerns,
+/// and only those. An event that changes nothing the index keeps (a kubelet's heartbeat, a pod's
+/// status update that moves neither its node nor its requests) is no change at all.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Change {
+    /// A node's labels, taints, allocatable or schedulability changed, or it came or went: the
+    /// label sets it had and has (a relabelled node may leave one pool and join another).
+    Node(Vec<BTreeMap<String, String>>),
+    /// What the pods bound to this node request changed: room taken or freed there.
+    Room(String),
+    /// A pod of a gateway namespace changed what a gateway sees of it: the label sets it had
+    /// and has.
+    GatewayPod {
+        namespace: String,
+        labels: Vec<BTreeMap<String, String>>,
+    },
+    /// Anything may have changed: a (re)list completed, or a watch failed or recovered.
+    All,
+}
+
 /// The two watches behind the index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Watched {
@@ -113,20 +133,23 @@ impl ClusterIndex {
         Ok(())
     }
 
-    /// A watch returned an error: until its next event, the index may be stale.
-    pub fn watch_failed(&mut self, watch: Watched, error: String) {
-        match watch {
-            Watched::Nodes => self.nodes_failing = Some(error),
-            Watched::Pods => self.pods_failing = Some(error),
-        }
+    /// A watch returned an error: until its next event, the index may be stale. Returns whether
+    /// it was healthy until now.
+    pub fn watch_failed(&mut self, watch: Watched, error: String) -> bool {
+        let failing = match watch {
+            Watched::Nodes => &mut self.nodes_failing,
+            Watched::Pods => &mut self.pods_failing,
+        };
+        failing.replace(error).is_none()
     }
 
-    /// A watch delivered an event again.
-    pub fn watch_ok(&mut self, watch: Watched) {
-        match watch {
-            Watched::Nodes => self.nodes_failing = None,
-            Watched::Pods => self.pods_failing = None,
-        }
+    /// A watch delivered an event again. Returns whether it was failing until now.
+    pub fn watch_ok(&mut self, watch: Watched) -> bool {
+        let failing = match watch {
+            Watched::Nodes => &mut self.nodes_failing,
+            Watched::Pods => &mut self.pods_failing,
+        };
+        failing.take().is_some()
     }
 
     pub fn counts(&self) -> (usize, usize) {
@@ -135,24 +158,31 @@ impl ClusterIndex {
 
     // Nodes.
 
-    pub fn apply_node(&mut self, n: &KNode) {
+    pub fn apply_node(&mut self, n: &KNode) -> Option<Change> {
         let node = lean_node(n);
         match self.node_idx.get(&node.name) {
-            Some(i) => self.nodes[*i] = node,
+            Some(i) if self.nodes[*i] == node => None,
+            Some(i) => {
+                let old = std::mem::replace(&mut self.nodes[*i], node);
+                let labels = vec![old.labels, self.nodes[*i].labels.clone()];
+                Some(Change::Node(labels))
+            }
             None => {
+                let labels = vec![node.labels.clone()];
                 self.node_idx.insert(node.name.clone(), self.nodes.len());
                 self.nodes.push(node);
+                Some(Change::Node(labels))
             }
         }
     }
 
-    pub fn delete_node(&mut self, name: &str) {
-        if let Some(i) = self.node_idx.remove(name) {
-            self.nodes.swap_remove(i);
-            if let Some(moved) = self.nodes.get(i) {
-                self.node_idx.insert(moved.name.clone(), i);
-            }
+    pub fn delete_node(&mut self, name: &str) -> Option<Change> {
+        let i = self.node_idx.remove(name)?;
+        let gone = self.nodes.swap_remove(i);
+        if let Some(moved) = self.nodes.get(i) {
+            self.node_idx.insert(moved.name.clone(), i);
         }
+        Some(Change::Node(vec![gone.labels]))
     }
 
     /// A (re)list starts: objects not seen again before `nodes_init_done` are gone.
@@ -163,7 +193,9 @@ impl ClusterIndex {
     pub fn nodes_init_apply(&mut self, n: &KNode) {
         match &mut self.node_buffer {
             Some(buf) => buf.push(lean_node(n)),
-            None => self.apply_node(n),
+            None => {
+                self.apply_node(n);
+            }
         }
     }
 
@@ -181,29 +213,39 @@ impl ClusterIndex {
 
     // Pods.
 
-    pub fn apply_pod(&mut self, p: &Pod) {
-        let Some(key) = key_of(p) else { return };
+    pub fn apply_pod(&mut self, p: &Pod) -> Vec<Change> {
+        let Some(key) = key_of(p) else {
+            return vec![];
+        };
         if is_terminal(p) {
-            self.delete_pod_key(&key);
-            return;
+            return self.delete_pod_key(&key);
         }
         let lean = self.lean_pod(p, &key.0);
+        let old = self.pods.get(&key);
+        if old == Some(&lean) {
+            return vec![];
+        }
+        let changes = pod_changes(&key.0, old, Some(&lean));
         if let Some(old) = self.pods.insert(key, lean.clone()) {
             self.unaccount(&old);
         }
         self.account(&lean);
+        changes
     }
 
-    pub fn delete_pod(&mut self, p: &Pod) {
-        if let Some(key) = key_of(p) {
-            self.delete_pod_key(&key);
+    pub fn delete_pod(&mut self, p: &Pod) -> Vec<Change> {
+        match key_of(p) {
+            Some(key) => self.delete_pod_key(&key),
+            None => vec![],
         }
     }
 
-    fn delete_pod_key(&mut self, key: &(String, String)) {
-        if let Some(old) = self.pods.remove(key) {
-            self.unaccount(&old);
-        }
+    fn delete_pod_key(&mut self, key: &(String, String)) -> Vec<Change> {
+        let Some(old) = self.pods.remove(key) else {
+            return vec![];
+        };
+        self.unaccount(&old);
+        pod_changes(&key.0, Some(&old), None)
     }
 
     pub fn pods_init(&mut self) {
@@ -220,7 +262,9 @@ impl ClusterIndex {
             Some(buf) => {
                 buf.insert(key, lean);
             }
-            None => self.apply_pod(p),
+            None => {
+                self.apply_pod(p);
+            }
         }
     }
 
@@ -304,6 +348,11 @@ impl ClusterIndex {
         &self.nodes
     }
 
+    /// A node's labels, if the index has the node.
+    pub fn node_labels(&self, name: &str) -> Option<&BTreeMap<String, String>> {
+        self.node_idx.get(name).map(|i| &self.nodes[*i].labels)
+    }
+
     /// The address of a gateway-namespace pod (`status.podIP`), once it has one.
     pub fn pod_ip(&self, ns: &str, name: &str) -> Option<std::net::IpAddr> {
         self.pods
@@ -356,6 +405,38 @@ impl ClusterIndex {
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
     }
+}
+
+/// What replacing pod `old` by `new` (in namespace `ns`) changes: room on the nodes it leaves
+/// and takes, and what a gateway sees of it.
+fn pod_changes(ns: &str, old: Option<&LeanPod>, new: Option<&LeanPod>) -> Vec<Change> {
+    let mut out = vec![];
+    let placed = |p: Option<&LeanPod>| p.and_then(|p| p.node.clone().map(|n| (n, p.requests)));
+    let (was, is) = (placed(old), placed(new));
+    if was != is {
+        for (node, _) in [was, is].into_iter().flatten() {
+            if !out.contains(&Change::Room(node.clone())) {
+                out.push(Change::Room(node));
+            }
+        }
+    }
+    fn seen(p: Option<&LeanPod>) -> Option<(&GwInfo, &Option<String>)> {
+        p.and_then(|p| p.gw.as_deref().map(|g| (g, &p.node)))
+    }
+    if seen(old) != seen(new) {
+        let labels = [old, new]
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.gw.as_ref().map(|g| g.labels.clone()))
+            .collect::<Vec<_>>();
+        if !labels.is_empty() {
+            out.push(Change::GatewayPod {
+                namespace: ns.to_string(),
+                labels,
+            });
+        }
+    }
+    out
 }
 
 fn key_of(p: &Pod) -> Option<(String, String)> {
@@ -579,5 +660,77 @@ mod tests {
         )]);
         assert!(!s.matches(&labels));
         assert!(Selector::default().selects_all());
+    }
+
+    /// Only what the index keeps counts as a change: a kubelet's heartbeat or a status update
+    /// that moves nothing wakes no gateway; a relabelled node names both label sets; a pod's
+    /// binding is room taken on its node and, for a gateway pod, a change its gateway sees.
+    #[test]
+    fn changes_are_what_the_index_keeps() {
+        let mut ix = ClusterIndex::new(["istio-system".to_string()]);
+        let ecs = json!({"mykey4pod": "asmgateway"});
+        let n = node("ecs-1", ecs.clone(), "8");
+        assert_eq!(
+            ix.apply_node(&n),
+            Some(Change::Node(vec![
+                serde_json::from_value(ecs.clone()).unwrap()
+            ]))
+        );
+        let mut heartbeat = n.clone();
+        heartbeat.status.as_mut().unwrap().conditions = Some(vec![serde_json::from_value(
+            json!({"type": "Ready", "status": "True", "lastHeartbeatTime": "2026-12-06T00:00:00Z"}),
+        )
+        .unwrap()]);
+        assert_eq!(ix.apply_node(&heartbeat), None, "a heartbeat");
+        let relabelled = node("ecs-1", json!({"pool": "batch"}), "8");
+        assert_eq!(
+            ix.apply_node(&relabelled),
+            Some(Change::Node(vec![
+                serde_json::from_value(ecs).unwrap(),
+                [("pool".to_string(), "batch".to_string())].into()
+            ]))
+        );
+        assert_eq!(
+            ix.delete_node("ecs-1"),
+            Some(Change::Node(vec![
+                [("pool".to_string(), "batch".to_string())].into()
+            ]))
+        );
+        assert_eq!(ix.delete_node("ecs-1"), None);
+
+        let gw_labels: BTreeMap<String, String> =
+            [("app".to_string(), "istio-ingressgateway".to_string())].into();
+        let gw_pod = Change::GatewayPod {
+            namespace: "istio-system".into(),
+            labels: vec![gw_labels.clone()],
+        };
+        let gw_pod_twice = Change::GatewayPod {
+            namespace: "istio-system".into(),
+            labels: vec![gw_labels.clone(), gw_labels.clone()],
+        };
+        // A gateway pod created, then bound: room taken on its node, and its gateway sees it.
+        let pending = pod("istio-system", "gw-1", None, "1", false);
+        assert_eq!(ix.apply_pod(&pending), vec![gw_pod.clone()]);
+        let bound = pod("istio-system", "gw-1", Some("ecs-2"), "1", false);
+        assert_eq!(
+            ix.apply_pod(&bound),
+            vec![Change::Room("ecs-2".into()), gw_pod_twice.clone()]
+        );
+        // The same pod again (a status update that changes nothing kept): no change.
+        assert_eq!(ix.apply_pod(&bound), vec![]);
+        // Ready: only its gateway sees it.
+        let ready = pod("istio-system", "gw-1", Some("ecs-2"), "1", true);
+        assert_eq!(ix.apply_pod(&ready), vec![gw_pod_twice]);
+        // Another namespace's pod: only room, and no change at all while it moves nothing.
+        let other = pod("batch", "job-1", Some("ecs-2"), "2", false);
+        assert_eq!(ix.apply_pod(&other), vec![Change::Room("ecs-2".into())]);
+        let mut relabelled = other.clone();
+        relabelled.metadata.labels = Some([("x".to_string(), "y".to_string())].into());
+        assert_eq!(ix.apply_pod(&relabelled), vec![]);
+        assert_eq!(ix.delete_pod(&other), vec![Change::Room("ecs-2".into())]);
+        assert_eq!(
+            ix.delete_pod(&ready),
+            vec![Change::Room("ecs-2".into()), gw_pod.clone()]
+        );
     }
 }

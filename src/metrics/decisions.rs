@@ -2,7 +2,11 @@
 //! deciding and reacting took, and whether a gateway is held (no decision, and why).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -109,6 +113,28 @@ struct Memory {
     held: Option<String>,
 }
 
+/// `spillway_decision_age_seconds`, read at each scrape: how long since the agent last decided
+/// for (or held) each gateway, on the process's monotonic clock.
+#[derive(Debug, Default)]
+struct DecisionAge(Mutex<HashMap<GatewayKey, Instant>>);
+
+impl Collector for DecisionAge {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let ages: Family<GatewayLabels, FGauge> = Family::default();
+        for (k, at) in lock(&self.0).iter() {
+            ages.get_or_create(&GatewayLabels::from(k))
+                .set(at.elapsed().as_secs_f64());
+        }
+        let metric = encoder.encode_descriptor(
+            "decision_age",
+            "Seconds since spillway last decided for the gateway (or held it, saying why); alert when it passes a few times spillway_decision_interval_seconds",
+            Some(&Unit::Seconds),
+            ages.metric_type(),
+        )?;
+        ages.encode(metric)
+    }
+}
+
 pub struct DecisionMetrics {
     decisions: Family<DecisionLabels, Counter>,
     actions: Family<KindLabels, Counter>,
@@ -117,6 +143,8 @@ pub struct DecisionMetrics {
     reaction: HistFamily<GatewayLabels>,
     last: Family<GatewayLabels, FGauge>,
     held: Family<KindLabels, Gauge>,
+    interval: Family<GatewayLabels, FGauge>,
+    age: Arc<DecisionAge>,
     memory: Mutex<HashMap<GatewayKey, Memory>>,
 }
 
@@ -138,6 +166,8 @@ impl DecisionMetrics {
             reaction: Family::new_with_constructor(reaction_histogram),
             last: Family::default(),
             held: Family::default(),
+            interval: Family::default(),
+            age: Arc::default(),
             memory: Mutex::default(),
         };
         r.register(
@@ -178,7 +208,22 @@ impl DecisionMetrics {
             "1 while spillway makes no decision for the gateway, for the reason in `kind` (CachesNotSynced, WatchFailing, InvalidPolicy, Undecodable, NamespaceNotWatched, TargetNotFound); 0 for the others",
             m.held.clone(),
         );
+        r.register_with_unit(
+            "decision_interval",
+            "How soon spillway means to decide for the gateway again (its interval, the fast path's, or a hold's)",
+            Unit::Seconds,
+            m.interval.clone(),
+        );
+        r.register_collector(Box::new(m.age.clone()));
         m
+    }
+
+    /// A reconcile of the gateway ended (a decision or a hold); the next is due in `next`.
+    pub fn reconciled(&self, key: &GatewayKey, next: std::time::Duration) {
+        lock(&self.age.0).insert(key.clone(), Instant::now());
+        self.interval
+            .get_or_create(&GatewayLabels::from(key))
+            .set(next.as_secs_f64());
     }
 
     /// One decision; `applied` is what was actually changed (empty in dry-run).
@@ -274,5 +319,7 @@ impl DecisionMetrics {
         self.duration.remove(&gw);
         self.reaction.remove(&gw);
         self.last.remove(&gw);
+        self.interval.remove(&gw);
+        lock(&self.age.0).remove(key);
     }
 }

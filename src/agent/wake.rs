@@ -1,0 +1,250 @@
+//! Waking the gateways a change of the cluster concerns, and only those: a node event wakes the
+//! gateways whose pools the node is (or was) in, room taken or freed on an ECS pool node wakes
+//! that pool's gateways, a gateway pod's change wakes its gateway. Changes that arrive together
+//! are coalesced, so that a storm of events costs each gateway at most one extra decision per
+//! [`COALESCE`]; the periodic decision is scheduled apart and never pushed back by them.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use kube::ResourceExt;
+use kube::core::{Selector, SelectorExt};
+use kube::runtime::reflector::{ObjectRef, Store};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+
+use super::controller::WatchedGateway;
+use crate::k8s::index::{Change, ClusterIndex};
+use crate::model::GatewayKey;
+
+/// Changes that arrive within this long wake each concerned gateway once.
+pub const COALESCE: Duration = Duration::from_millis(500);
+
+/// What a gateway's decision depends on in the cluster index.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Interest {
+    pub namespace: String,
+    /// The target's pod selector, once a reconcile has read the target.
+    pub pods: Option<Selector>,
+    /// The pools' node selectors.
+    pub ecs: BTreeMap<String, String>,
+    pub eci: BTreeMap<String, String>,
+}
+
+impl Interest {
+    /// Whether `change` may change this gateway's decision; `node_labels` looks a node up.
+    pub fn concerns<'a>(
+        &self,
+        change: &Change,
+        node_labels: impl Fn(&str) -> Option<&'a BTreeMap<String, String>>,
+    ) -> bool {
+        let in_pool = |labels: &BTreeMap<String, String>, pool: &BTreeMap<String, String>| {
+            !pool.is_empty() && pool.iter().all(|(k, v)| labels.get(k) == Some(v))
+        };
+        match change {
+            Change::All => true,
+            Change::Node(labels) => labels
+                .iter()
+                .any(|l| in_pool(l, &self.ecs) || in_pool(l, &self.eci)),
+            // Room matters on the ECS pool: the virtual nodes' is all but unbounded.
+            Change::Room(node) => node_labels(node).is_some_and(|l| in_pool(l, &self.ecs)),
+            Change::GatewayPod { namespace, labels } => {
+                *namespace == self.namespace
+                    && self
+                        .pods
+                        .as_ref()
+                        .is_none_or(|sel| labels.iter().any(|l| sel.matches(l)))
+            }
+        }
+    }
+}
+
+/// Every gateway's interest, kept by its reconciles.
+#[derive(Default)]
+pub struct Interests(RwLock<HashMap<GatewayKey, Interest>>);
+
+impl Interests {
+    pub fn set(&self, key: &GatewayKey, interest: Interest) {
+        let mut all = self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if all.get(key) != Some(&interest) {
+            all.insert(key.clone(), interest);
+        }
+    }
+
+    pub fn remove(&self, key: &GatewayKey) {
+        self.0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(key);
+    }
+
+    /// The gateways the changes concern. A gateway with no interest yet (never reconciled) is
+    /// woken by its own creation.
+    pub fn concerned(&self, changes: &[Change], index: &ClusterIndex) -> HashSet<GatewayKey> {
+        let all = self
+            .0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        all.iter()
+            .filter(|(_, i)| {
+                changes
+                    .iter()
+                    .any(|c| i.concerns(c, |n| index.node_labels(n)))
+            })
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+}
+
+/// Turns the index's changes into reconcile requests for the gateways they concern, until the
+/// changes end. `All` wakes every ElasticGateway in `store`.
+pub async fn route(
+    mut changes: UnboundedReceiver<Change>,
+    interests: Arc<Interests>,
+    index: Arc<RwLock<ClusterIndex>>,
+    store: Store<WatchedGateway>,
+    wake: UnboundedSender<ObjectRef<WatchedGateway>>,
+) {
+    while let Some(first) = changes.recv().await {
+        let mut batch = vec![first];
+        let window = tokio::time::sleep(COALESCE);
+        tokio::pin!(window);
+        loop {
+            tokio::select! {
+                () = &mut window => break,
+                c = changes.recv() => match c {
+                    Some(c) => batch.push(c),
+                    None => break,
+                },
+            }
+        }
+        let keys: HashSet<GatewayKey> = if batch.contains(&Change::All) {
+            store
+                .state()
+                .iter()
+                .map(|g| GatewayKey::new(&g.namespace().unwrap_or_default(), &g.name_any()))
+                .collect()
+        } else {
+            let ix = index
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            interests.concerned(&batch, &ix)
+        };
+        for k in keys {
+            if wake
+                .send(ObjectRef::new(&k.name).within(&k.namespace))
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn interest(ns: &str, app: Option<&str>) -> Interest {
+        Interest {
+            namespace: ns.into(),
+            pods: app.map(|a| Selector::from_iter([("app".to_string(), a.to_string())])),
+            ecs: labels(&[("mykey4pod", "asmgateway")]),
+            eci: labels(&[("type", "virtual-kubelet")]),
+        }
+    }
+
+    /// Each kind of change wakes the gateways whose inputs it changes, and no others.
+    #[test]
+    fn changes_wake_only_the_gateways_they_concern() {
+        let nodes: BTreeMap<String, BTreeMap<String, String>> = [
+            ("ecs-1".to_string(), labels(&[("mykey4pod", "asmgateway")])),
+            ("vk".to_string(), labels(&[("type", "virtual-kubelet")])),
+            ("other".to_string(), labels(&[("pool", "batch")])),
+        ]
+        .into_iter()
+        .collect();
+        let look = |n: &str| nodes.get(n);
+        let gw = interest("istio-system", Some("gw"));
+        let elsewhere = Interest {
+            ecs: labels(&[("pool", "gw-b")]),
+            eci: labels(&[("type", "virtual-kubelet")]),
+            ..interest("team-b", Some("gw-b"))
+        };
+        let cases = [
+            (Change::All, true, true),
+            (
+                Change::Node(vec![labels(&[("mykey4pod", "asmgateway")])]),
+                true,
+                false,
+            ),
+            (
+                Change::Node(vec![labels(&[("type", "virtual-kubelet")])]),
+                true,
+                true,
+            ),
+            (
+                Change::Node(vec![labels(&[("pool", "batch")])]),
+                false,
+                false,
+            ),
+            // Relabelled out of the pool: its old labels still concern the gateway.
+            (
+                Change::Node(vec![labels(&[("mykey4pod", "asmgateway")]), labels(&[])]),
+                true,
+                false,
+            ),
+            (Change::Room("ecs-1".into()), true, false),
+            (Change::Room("vk".into()), false, false),
+            (Change::Room("other".into()), false, false),
+            (Change::Room("unknown".into()), false, false),
+            (
+                Change::GatewayPod {
+                    namespace: "istio-system".into(),
+                    labels: vec![labels(&[("app", "gw")])],
+                },
+                true,
+                false,
+            ),
+            (
+                Change::GatewayPod {
+                    namespace: "istio-system".into(),
+                    labels: vec![labels(&[("app", "istiod")])],
+                },
+                false,
+                false,
+            ),
+            (
+                Change::GatewayPod {
+                    namespace: "team-b".into(),
+                    labels: vec![labels(&[("app", "gw-b")])],
+                },
+                false,
+                true,
+            ),
+        ];
+        for (c, a, b) in cases {
+            assert_eq!(gw.concerns(&c, look), a, "{c:?} for istio-system/gw");
+            assert_eq!(elsewhere.concerns(&c, look), b, "{c:?} for team-b/gw-b");
+        }
+        // Before its target is read, any pod of the gateway's namespace concerns it.
+        let unread = interest("istio-system", None);
+        assert!(unread.concerns(
+            &Change::GatewayPod {
+                namespace: "istio-system".into(),
+                labels: vec![labels(&[("app", "istiod")])],
+            },
+            look
+        ));
+    }
+}
