@@ -567,6 +567,10 @@ pub struct OriginalPlacement {
     /// spillway found it (empty: there was none).
     #[serde(default)]
     pub preferred_terms: Vec<k8s_openapi::api::core::v1::PreferredSchedulingTerm>,
+    /// The UID of the workload they were found on: a target deleted and made again under the
+    /// same name is not handed these back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_uid: Option<String>,
 }
 
 /// The last decision that changed something, with its reason.

@@ -133,6 +133,7 @@ async fn record_original(
 ) -> Result<(), crate::Error> {
     let original = OriginalPlacement {
         preferred_terms: observed.target.preferred_terms.clone(),
+        target_uid: observed.target.uid.clone(),
     };
     let status = ElasticGatewayStatus {
         original: Some(original.clone()),

@@ -12,11 +12,11 @@ use super::wake::Interest;
 use crate::act::Scope;
 use crate::engine::Observation;
 use crate::fastpath;
-use crate::k8s::bounded;
 use crate::k8s::target::{self, TargetView};
+use crate::k8s::{bounded, is_status};
 use crate::metrics::ErrorKind;
 use crate::model::{FastSample, GatewayKey, GatewayPod, LoadSample, Node};
-use crate::policy::{ElasticGateway, ElasticGatewaySpec};
+use crate::policy::{ElasticGateway, ElasticGatewaySpec, TargetKind};
 
 /// What a reconcile observed: all the engine's inputs but the nodes (read under the index's
 /// lock when deciding), and what the status reports beside the decision.
@@ -127,10 +127,18 @@ pub async fn observe(
         ));
     }
     let read = target::read(ctx.target_client(spec), &ctx.client, ns, spec);
-    let target = bounded(ctx.config.api_timeout, read)
-        .await
-        .inspect_err(|_| ctx.metrics.error(key, ErrorKind::ApiRead))
-        .map_err(crate::Error::from)?;
+    let target = match bounded(ctx.config.api_timeout, read).await {
+        Ok(t) => t,
+        Err(e) if is_status(&e, 403) => {
+            ctx.metrics.error(key, ErrorKind::ApiRead);
+            let msg = forbidden_target(spec, ns, &e);
+            return Err(hold("TargetForbidden", msg, ctx.tick(spec), None));
+        }
+        Err(e) => {
+            ctx.metrics.error(key, ErrorKind::ApiRead);
+            return Err(Stop::Failed(e.into()));
+        }
+    };
     // Wake on what this decision reads: the pools' nodes, and the target's pods (any pod of
     // the namespace while the target is missing: it may be coming).
     let selector = target.as_ref().map(|t| t.selector.clone());
@@ -165,6 +173,25 @@ pub async fn observe(
         fast,
         behind,
     })
+}
+
+/// What to grant when the target may not be read: the Role and the rule, by name.
+fn forbidden_target(spec: &ElasticGatewaySpec, ns: &str, e: &kube::Error) -> String {
+    let name = &spec.target.name;
+    let (what, chart) = match spec.target.kind {
+        TargetKind::Deployment => (
+            "deployments and deployments/scale (apps)",
+            "gatewayWorkloads.deployments",
+        ),
+        TargetKind::IstioGateway => (
+            "istiogateways (istio.alibabacloud.com)",
+            "gatewayWorkloads.istioGateways",
+        ),
+    };
+    format!(
+        "spillway may not read {:?} {name} in {ns} ({e}): add {name} to the resourceNames of the rule for {what} in the Role spillway-gateway in {ns} (deploy/rbac.yaml; the chart's {chart}), with the verbs get and patch",
+        spec.target.kind
+    )
 }
 
 fn interest(spec: &ElasticGatewaySpec, ns: &str, pods: Option<kube::core::Selector>) -> Interest {

@@ -584,6 +584,7 @@ mod tests {
                 selector: kube::core::Selector::from_iter([("app".to_string(), "gw".to_string())]),
                 preferred_terms: vec![],
                 asm_autoscaling: asm.iter().map(|s| s.to_string()).collect(),
+                uid: Some("u-1".into()),
             },
             hpas,
             queries: vec!["sum(load)".into()],
@@ -795,6 +796,7 @@ mod tests {
         };
         let original = Some(OriginalPlacement {
             preferred_terms: vec![],
+            target_uid: Some("u-1".into()),
         });
         let s = status(
             Some(&old),

@@ -41,6 +41,8 @@ pub struct TargetView {
     /// ASM's own autoscaling settings on an IstioGateway (ASM then runs an HPA on the gateway),
     /// as `field=value` pairs; empty when there are none.
     pub asm_autoscaling: Vec<String>,
+    /// The workload's UID: a target deleted and made again under the same name is another.
+    pub uid: Option<String>,
 }
 
 /// ASM's annotation on an IstioGateway: `"false"` stops ASM from copying `replicaCount` into the
@@ -108,6 +110,7 @@ pub async fn read(
                 return Ok(None);
             };
             let mut view = istio_gateway_view(&g.data, name, policy);
+            view.uid = g.metadata.uid.clone();
             // What ASM rendered: its rollout and its selector, when it is there yet; and its
             // replicas, when ASM leaves them to others.
             if let Some(d) = Api::<Deployment>::namespaced(data.clone(), ns)
@@ -158,6 +161,7 @@ pub fn deployment_view(d: &Deployment, policy: &ElasticGatewaySpec) -> TargetVie
         weights: pod_spec.and_then(|p| weights_from_pod_spec(p, policy)),
         rollout_in_progress: observed < generation || total > updated,
         asm_autoscaling: vec![],
+        uid: d.metadata.uid.clone(),
         // A selector kube cannot parse (an unknown operator) selects nothing, rather than more.
         selector: selector
             .cloned()
@@ -201,6 +205,7 @@ pub fn istio_gateway_view(data: &Value, name: &str, policy: &ElasticGatewaySpec)
                 set.then(|| format!("spec.{group}.{field}={v}"))
             })
             .collect(),
+        uid: data["metadata"]["uid"].as_str().map(String::from),
     }
 }
 

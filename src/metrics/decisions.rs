@@ -95,13 +95,14 @@ impl ErrorKind {
 }
 
 /// Every `kind` of `spillway_held` (the reasons the agent holds a gateway without deciding).
-pub const HELD: [&str; 6] = [
+pub const HELD: [&str; 7] = [
     "CachesNotSynced",
     "WatchFailing",
     "InvalidPolicy",
     "Undecodable",
     "NamespaceNotWatched",
     "TargetNotFound",
+    "TargetForbidden",
 ];
 
 /// Per gateway, between decisions.
@@ -205,7 +206,7 @@ impl DecisionMetrics {
         );
         r.register(
             "held",
-            "1 while spillway makes no decision for the gateway, for the reason in `kind` (CachesNotSynced, WatchFailing, InvalidPolicy, Undecodable, NamespaceNotWatched, TargetNotFound); 0 for the others",
+            "1 while spillway makes no decision for the gateway, for the reason in `kind` (CachesNotSynced, WatchFailing, InvalidPolicy, Undecodable, NamespaceNotWatched, TargetNotFound, TargetForbidden); 0 for the others",
             m.held.clone(),
         );
         r.register_with_unit(
