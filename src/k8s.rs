@@ -6,6 +6,7 @@ pub mod index;
 pub mod leader;
 pub mod target;
 pub mod watch;
+pub mod workloads;
 
 use std::time::Duration;
 

@@ -293,6 +293,11 @@ impl Metrics {
         self.decisions.reconciled(key, next);
     }
 
+    /// Whether another writer contests the gateway's replica count.
+    pub fn contested(&self, key: &GatewayKey, contested: bool) {
+        self.decisions.contested(key, contested);
+    }
+
     /// Marks the gateway as held (no decision) for `reason`, or deciding again with `None`.
     pub fn set_held(&self, key: &GatewayKey, reason: Option<&str>) {
         self.decisions.set_held(key, reason);

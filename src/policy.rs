@@ -583,6 +583,9 @@ pub struct DecisionRecord {
     pub kind: String,
     /// Why, in words.
     pub reason: String,
+    /// The replica count decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired: Option<i32>,
 }
 
 /// Estimated cost per hour.

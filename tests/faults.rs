@@ -99,42 +99,44 @@ async fn holds_while_it_cannot_see_the_nodes_or_the_hpas() {
     })
     .await;
 
-    // The HPAs cannot be listed: it fails closed. It decides (6 replicas for 3000 rps) and says
-    // why it does not scale, but the count stays.
+    // The HPAs cannot be watched (the watch drops and its relist is refused): it fails closed.
+    // An HPA made meanwhile would be unseen, so it decides nothing for the gateway, says why,
+    // and the count stays.
     a.proxy.with(|st| {
         st.faults
-            .push(fault("GET", "/horizontalpodautoscalers", 403))
+            .push(fault("GET", "/horizontalpodautoscalers", 403));
+        st.drop_watches();
     });
     load.set(3000.0);
-    wait_for("the HPA check reported as failed", 60, || async {
-        condition(&tb, "HpaConflict")
-            .await
-            .is_some_and(|c| c["reason"] == "HpaListFailed" && c["status"] == "Unknown")
+    wait_for("the failing HPA watch reported", 60, || async {
+        condition(&tb, "Ready").await.is_some_and(|c| {
+            c["reason"] == "WatchFailing"
+                && c["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("horizontalpodautoscalers")
+        })
     })
     .await;
-    wait_for("the decision sees 6 but holds 12", 60, || async {
-        let s = status(&tb).await;
-        s["desiredReplicas"] == 6 && s["currentReplicas"] == 12
-    })
-    .await;
-    let decided = a.decisions();
-    wait_for(
-        "three more decisions while the HPAs are unknown",
-        30,
-        || async { a.decisions() >= decided + 3.0 },
-    )
-    .await;
-    assert_eq!(
-        tb.replicas().await,
-        12,
-        "scaled without checking for an HPA"
-    );
-    assert!(
-        event_reasons(&tb)
-            .await
+    let refused_before = a.proxy.with(|st| {
+        st.log
             .iter()
-            .any(|r| r == "HpaListFailed"),
-        "the failed HPA check is announced"
+            .filter(|l| l.path.contains("/horizontalpodautoscalers") && l.status == 403)
+            .count()
+    });
+    wait_for("the HPA watch retried and refused again", 30, || async {
+        a.proxy.with(|st| {
+            st.log
+                .iter()
+                .filter(|l| l.path.contains("/horizontalpodautoscalers") && l.status == 403)
+                .count()
+        }) > refused_before
+    })
+    .await;
+    assert_eq!(tb.replicas().await, 12, "scaled without seeing the HPAs");
+    assert!(
+        event_reasons(&tb).await.iter().any(|r| r == "WatchFailing"),
+        "the failing watch is announced"
     );
     a.proxy.with(|st| st.faults.clear());
     wait_for("6 replicas once the HPAs can be listed", 60, || async {

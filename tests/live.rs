@@ -154,7 +154,7 @@ async fn survives_injected_faults_without_losing_or_doubling_a_change() {
             ("PATCH", "/scale", 500, 2),
             ("PATCH", "/pods/", 500, 3),
             ("PATCH", "/status", 429, 2),
-            ("GET", "/deployments/", 503, 2),
+            ("GET", "/deployments?", 503, 2),
         ] {
             st.faults.push(Fault {
                 method,

@@ -109,10 +109,8 @@ async fn the_agent_needs_nothing_beyond_deploys_rbac() {
     for (method, fragment) in [
         ("GET", "/api/v1/nodes"),
         ("GET", "/api/v1/pods"),
-        (
-            "GET",
-            "/apis/apps/v1/namespaces/istio-system/deployments/istio-ingressgateway",
-        ),
+        // The gateway namespace's Deployments, watched (the target is read from that cache).
+        ("GET", "/apis/apps/v1/namespaces/istio-system/deployments?"),
         ("GET", "/apis/spillway.io/v1alpha1/elasticgateways"),
         ("GET", "/horizontalpodautoscalers"),
         ("PATCH", "/deployments/istio-ingressgateway/scale"),

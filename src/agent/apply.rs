@@ -78,7 +78,10 @@ pub async fn apply(
     if let Some(r) = plan.replicas {
         match scale(egw, ctx, &oref, key, planned, r).await {
             Err(_) => return Ok(Applied::fenced(applied, errors)),
-            Ok(Ok(())) => applied.replicas = Some(r),
+            Ok(Ok(())) => {
+                applied.replicas = Some(r);
+                ctx.memory.count_written(key);
+            }
             Ok(Err(msg)) => errors.push(msg),
         }
     }
@@ -103,8 +106,8 @@ pub async fn apply(
                 .await;
             }
             Ok(Err(e)) => {
-                let what = "applying the affinity weights";
-                errors.push(write_failed(ctx, &oref, key, "ApplyAffinity", what, &e).await);
+                let what = forbidden_hint("applying the affinity weights", &e, egw, key);
+                errors.push(write_failed(ctx, &oref, key, "ApplyAffinity", &what, &e).await);
             }
         }
     }
@@ -230,7 +233,10 @@ async fn scale(
                 .await;
             Ok(())
         }
-        Err(e) => Err(write_failed(ctx, oref, key, "Scale", "scaling the gateway", &e).await),
+        Err(e) => {
+            let what = forbidden_hint("scaling the gateway", &e, egw, key);
+            Err(write_failed(ctx, oref, key, "Scale", &what, &e).await)
+        }
     })
 }
 
@@ -285,6 +291,16 @@ where
             Ok(bounded(t, call()).await)
         }
         other => Ok(other),
+    }
+}
+
+/// `what`, and when the API server refused it for RBAC, what to grant.
+fn forbidden_hint(what: &str, e: &kube::Error, egw: &ElasticGateway, key: &GatewayKey) -> String {
+    if is_status(e, 403) {
+        let hint = target::rbac_hint(&egw.spec, &key.namespace);
+        format!("{what} (forbidden: {hint})")
+    } else {
+        what.to_string()
     }
 }
 

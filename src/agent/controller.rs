@@ -109,7 +109,7 @@ async fn sweep(ctx: Arc<Context>, store: reflector::Store<WatchedGateway>) {
     let mut tick = tokio::time::interval(ctx.config.interval);
     loop {
         tick.tick().await;
-        if store.is_empty() && ctx.memory.is_empty() {
+        if store.is_empty() && ctx.memory.is_empty() && !ctx.interests.any() {
             continue;
         }
         let live: HashSet<GatewayKey> = store.state().iter().map(|e| key_of(e.as_ref())).collect();
@@ -117,14 +117,18 @@ async fn sweep(ctx: Arc<Context>, store: reflector::Store<WatchedGateway>) {
     }
 }
 
-/// Forgets every gateway not in `live`: its memory, its fast-path counters, its series.
+/// Forgets every gateway not in `live`: its memory, its interest, its fast-path counters, its
+/// series.
 pub(super) fn forget_gone(ctx: &Context, live: &HashSet<GatewayKey>) {
-    for key in ctx.memory.forget_missing(live) {
+    let mut gone = ctx.memory.forget_missing(live);
+    gone.extend(ctx.interests.retain(live));
+    gone.sort();
+    gone.dedup();
+    for key in gone {
         info!(namespace = %key.namespace, name = %key.name, "ElasticGateway deleted; removing its series");
         if let Some(f) = &ctx.fast_path {
             f.forget(&key);
         }
-        ctx.interests.remove(&key);
         ctx.metrics.forget(&key);
     }
 }

@@ -76,6 +76,15 @@ async fn give_back(
     ctx: &Context,
 ) -> Result<Vec<String>, crate::Error> {
     let (spec, ns, t) = (&egw.spec, key.namespace.as_str(), ctx.config.api_timeout);
+    // `status.original` is recorded before spillway's first change: without it, this policy
+    // changed nothing (dry-run, held, another policy's workload) and there is nothing to undo.
+    let original = egw.status.as_ref().and_then(|s| s.original.clone());
+    // Recorded by this replica a moment ago, the cache may not show it yet.
+    let Some(original) = original.or_else(|| ctx.memory.original(key)) else {
+        return Ok(vec![
+            "spillway changed nothing for this policy: nothing to hand back".into(),
+        ]);
+    };
     let read = target::read(ctx.target_client(spec), &ctx.client, ns, spec);
     let found = match bounded(t, read).await {
         Ok(Some(found)) => found,
@@ -88,7 +97,7 @@ async fn give_back(
         Err(e) => return Err(e.into()),
     };
     let mut done = vec![];
-    if let Some(original) = egw.status.as_ref().and_then(|s| s.original.as_ref()) {
+    {
         let same = original.target_uid.is_none() || original.target_uid == found.uid;
         if same {
             let client = ctx.target_client(spec);
@@ -101,6 +110,9 @@ async fn give_back(
                     original.preferred_terms.len()
                 )),
                 Err(e) if is_status(&e, 404) => {}
+                Err(e) if is_status(&e, 403) => done.push(format!(
+                    "spillway may not restore the affinity it found ({e}): restore status.original.preferredTerms by hand"
+                )),
                 Err(e) => return Err(e.into()),
             }
         } else {

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use tracing::info;
 
+use super::observe::ContestSeen;
 use crate::engine::EngineState;
 use crate::model::GatewayKey;
 use crate::policy::OriginalPlacement;
@@ -32,6 +33,10 @@ struct GatewayMemory {
     fast_path_failing: bool,
     /// When the last reconcile ended, and when the next was due after it.
     reconciled: Option<(Instant, Duration)>,
+    /// This replica has written the target's replica count.
+    wrote_count: bool,
+    /// Another writer of the count, as last seen.
+    contest: Option<ContestSeen>,
 }
 
 /// Every gateway's memory.
@@ -117,6 +122,23 @@ impl Memories {
 
     pub fn set_original(&self, key: &GatewayKey, original: OriginalPlacement) {
         self.with(key, |m| m.original = Some(original));
+    }
+
+    /// This replica wrote the target's replica count.
+    pub fn count_written(&self, key: &GatewayKey) {
+        self.with(key, |m| m.wrote_count = true);
+    }
+
+    pub fn wrote_count(&self, key: &GatewayKey) -> bool {
+        self.with(key, |m| m.wrote_count)
+    }
+
+    pub fn contest(&self, key: &GatewayKey) -> Option<ContestSeen> {
+        self.with(key, |m| m.contest)
+    }
+
+    pub fn set_contest(&self, key: &GatewayKey, seen: Option<ContestSeen>) {
+        self.with(key, |m| m.contest = seen);
     }
 
     /// A reconcile ended (a decision or a hold); the next is due in `next`.

@@ -12,7 +12,7 @@ use super::wake::Interest;
 use crate::act::Scope;
 use crate::engine::Observation;
 use crate::fastpath;
-use crate::k8s::target::{self, TargetView};
+use crate::k8s::target::{self, ReplicaWriter, TargetView};
 use crate::k8s::{bounded, is_status};
 use crate::metrics::ErrorKind;
 use crate::model::{FastSample, GatewayKey, GatewayPod, LoadSample, Node};
@@ -24,8 +24,8 @@ pub struct Observed {
     /// Unix time of the observation.
     pub now: f64,
     pub target: TargetView,
-    /// The HorizontalPodAutoscalers on the target, or why they could not be listed.
-    pub hpas: Result<Vec<String>, String>,
+    /// The HorizontalPodAutoscalers on the target.
+    pub hpas: Vec<String>,
     /// The effective PromQL of each policy metric, in the policy's order.
     pub queries: Vec<String>,
     pub loads: Vec<LoadSample>,
@@ -33,6 +33,8 @@ pub struct Observed {
     pub fast: Option<FastSample>,
     /// This decision came more than twice the interval after the last one.
     pub behind: bool,
+    /// Other writers of the replica count, lately ([`contest`]).
+    pub contenders: Vec<ReplicaWriter>,
 }
 
 impl Observed {
@@ -52,11 +54,12 @@ impl Observed {
     }
 
     /// What the plan may change: an HPA on the target, ASM's own autoscaling on the
-    /// IstioGateway, or HPAs that cannot be listed (fail closed) hold the replica count.
+    /// IstioGateway, or another writer of the count lately hold the replica count.
     pub fn scope(&self) -> Scope {
         Scope {
-            replicas_held: !matches!(&self.hpas, Ok(h) if h.is_empty())
-                || !self.target.asm_autoscaling.is_empty(),
+            replicas_held: !self.hpas.is_empty()
+                || !self.target.asm_autoscaling.is_empty()
+                || !self.contenders.is_empty(),
             replicas_only: false,
         }
     }
@@ -108,7 +111,7 @@ pub async fn observe(
     }
     let (watched, health) = {
         let ix = ctx.index();
-        (ix.watches_namespace(ns), ix.health())
+        (ix.watches_namespace(ns), ix.health(ns))
     };
     if !watched {
         let msg = format!(
@@ -126,8 +129,7 @@ pub async fn observe(
             Some(ErrorKind::WatchUnsynced),
         ));
     }
-    let read = target::read(ctx.target_client(spec), &ctx.client, ns, spec);
-    let target = match bounded(ctx.config.api_timeout, read).await {
+    let target = match read_target(spec, ns, ctx).await {
         Ok(t) => t,
         Err(e) if is_status(&e, 403) => {
             ctx.metrics.error(key, ErrorKind::ApiRead);
@@ -139,10 +141,17 @@ pub async fn observe(
             return Err(Stop::Failed(e.into()));
         }
     };
-    // Wake on what this decision reads: the pools' nodes, and the target's pods (any pod of
-    // the namespace while the target is missing: it may be coming).
+    // Wake on what this decision reads: the pools' nodes, the target's Deployments and pods (any
+    // pod of the namespace while the target is missing: it may be coming), the HPAs.
     let selector = target.as_ref().map(|t| t.selector.clone());
     ctx.interests.set(key, interest(spec, ns, selector));
+    if let Some(other) = sharing(key, ctx) {
+        let msg = format!(
+            "ElasticGateway {other} also steers {:?} {}; spillway holds both until one of them is removed (two policies on one workload would fight over its replicas and weights)",
+            spec.target.kind, spec.target.name
+        );
+        return Err(hold("TargetShared", msg, ctx.tick(spec), None));
+    }
     let target = target.ok_or_else(|| {
         let msg = format!(
             "{:?} {} not found in {ns}",
@@ -151,8 +160,15 @@ pub async fn observe(
         hold("TargetNotFound", msg, ctx.tick(spec), None)
     })?;
     ctx.metrics.set_held(key, None);
-    let hpas = competing_hpas(spec, key, ctx).await;
+    let hpas = competing_hpas(spec, ns, ctx);
     let now = crate::clock::unix_now();
+    let (contenders, seen) = contest(
+        &target,
+        ctx.memory.wrote_count(key),
+        ctx.memory.contest(key),
+        now,
+    );
+    ctx.memory.set_contest(key, Some(seen));
     let (queries, loads) = read_load(spec, key, ctx, now).await;
     // The gateway's pods, as the cache shows them now: the fast path reads these, the engine
     // decides from them.
@@ -172,25 +188,17 @@ pub async fn observe(
         pods,
         fast,
         behind,
+        contenders,
     })
 }
 
-/// What to grant when the target may not be read: the Role and the rule, by name.
+/// What to grant when the target may not be read.
 fn forbidden_target(spec: &ElasticGatewaySpec, ns: &str, e: &kube::Error) -> String {
-    let name = &spec.target.name;
-    let (what, chart) = match spec.target.kind {
-        TargetKind::Deployment => (
-            "deployments and deployments/scale (apps)",
-            "gatewayWorkloads.deployments",
-        ),
-        TargetKind::IstioGateway => (
-            "istiogateways (istio.alibabacloud.com)",
-            "gatewayWorkloads.istioGateways",
-        ),
-    };
     format!(
-        "spillway may not read {:?} {name} in {ns} ({e}): add {name} to the resourceNames of the rule for {what} in the Role spillway-gateway in {ns} (deploy/rbac.yaml; the chart's {chart}), with the verbs get and patch",
-        spec.target.kind
+        "spillway may not read {:?} {} in {ns} ({e}): {}",
+        spec.target.kind,
+        spec.target.name,
+        target::rbac_hint(spec, ns)
     )
 }
 
@@ -200,6 +208,7 @@ fn interest(spec: &ElasticGatewaySpec, ns: &str, pods: Option<kube::core::Select
         pods,
         ecs: spec.pools.ecs.node_selector.clone(),
         eci: spec.pools.eci.node_selector.clone(),
+        workloads: target::workload_names(spec),
     }
 }
 
@@ -215,6 +224,70 @@ fn hold(
         requeue,
         error,
     })
+}
+
+/// How long spillway leaves the replica count alone after another writer last changed it.
+pub const CONTEST_QUIET_SECONDS: f64 = 120.0;
+
+/// What the agent remembers of a gateway's replica count and its other writers.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ContestSeen {
+    /// The count when last observed.
+    pub replicas: i32,
+    /// When another writer was last seen changing the count (unix seconds); `None`: never.
+    pub active_at: Option<f64>,
+}
+
+/// Another writer of the count, and what to remember of it. A field manager other than
+/// spillway holds `spec.replicas` after spillway wrote it, or changed the count since spillway
+/// last looked: it wrote the count (a person's `kubectl scale`, a CronHPA, ASM's resync, a
+/// re-applied manifest). It counts as active while it keeps changing the count, and for
+/// [`CONTEST_QUIET_SECONDS`] after; spillway leaves the count alone meanwhile and names it.
+/// Whoever made the workload owns the count until then: no contest.
+pub fn contest(
+    target: &TargetView,
+    wrote_before: bool,
+    seen: Option<ContestSeen>,
+    now: f64,
+) -> (Vec<ReplicaWriter>, ContestSeen) {
+    let others: Vec<ReplicaWriter> = target
+        .replica_writers
+        .iter()
+        .filter(|w| w.manager != target::FIELD_MANAGER)
+        .cloned()
+        .collect();
+    let changed = seen.is_some_and(|s| s.replicas != target.replicas);
+    let before = seen.and_then(|s| s.active_at);
+    let quiet = |replicas| ContestSeen {
+        replicas,
+        active_at: None,
+    };
+    if others.is_empty() || !(wrote_before || changed || before.is_some()) {
+        return (vec![], quiet(target.replicas));
+    }
+    let recorded = others
+        .iter()
+        .filter_map(|w| w.at)
+        .fold(f64::NEG_INFINITY, f64::max);
+    let active_at = match before {
+        Some(at) if !changed => at,
+        _ => now,
+    }
+    .max(recorded);
+    let seen = ContestSeen {
+        replicas: target.replicas,
+        active_at: Some(active_at),
+    };
+    if now - active_at <= CONTEST_QUIET_SECONDS {
+        (others, seen)
+    } else {
+        (vec![], quiet(target.replicas))
+    }
+}
+
+/// Another ElasticGateway of the namespace that steers the same workload, if any.
+fn sharing(key: &GatewayKey, ctx: &Context) -> Option<GatewayKey> {
+    ctx.interests.sharing(key)
 }
 
 /// An ElasticGateway that does not decode, held: the message names the fields that keep it
@@ -272,22 +345,33 @@ pub(super) fn validation_errors(
     errors
 }
 
-/// The HPAs that would fight over the count. When they cannot be listed, the caller assumes
-/// one is there (fail closed): the count is held, the rest decided.
-async fn competing_hpas(
+/// The HPAs on the target, from the index's watch of the namespace's HPAs.
+fn competing_hpas(spec: &ElasticGatewaySpec, ns: &str, ctx: &Context) -> Vec<String> {
+    let targets = target::autoscaler_targets(spec);
+    let targets: Vec<(&str, &str)> = targets.iter().map(|(k, n)| (*k, n.as_str())).collect();
+    ctx.index().workloads.autoscalers_of(ns, &targets)
+}
+
+/// The target: its Deployments from the index (watched in the namespace), an IstioGateway from
+/// the mesh's API server.
+async fn read_target(
     spec: &ElasticGatewaySpec,
-    key: &GatewayKey,
+    ns: &str,
     ctx: &Context,
-) -> Result<Vec<String>, String> {
-    bounded(
-        ctx.config.api_timeout,
-        target::competing_hpas(&ctx.client, &key.namespace, spec),
-    )
-    .await
-    .map_err(|e| {
-        ctx.metrics.error(key, ErrorKind::ApiRead);
-        warn!(error = %e, "cannot list HorizontalPodAutoscalers; holding the replica count");
-        e.to_string()
+) -> Result<Option<TargetView>, kube::Error> {
+    let deployment = |name: &str| ctx.index().workloads.deployment(ns, name);
+    Ok(match spec.target.kind {
+        TargetKind::Deployment => {
+            let d = deployment(&spec.target.name);
+            target::assemble(spec, d.as_deref(), None, None)
+        }
+        TargetKind::IstioGateway => {
+            let mesh = ctx.target_client(spec);
+            let read = target::read_istio_gateway(mesh, ns, &spec.target.name);
+            let gateway = bounded(ctx.config.api_timeout, read).await?;
+            let rendered = deployment(&target::rendered_deployment(&spec.target.name));
+            target::assemble(spec, None, gateway.as_ref(), rendered.as_deref())
+        }
     })
 }
 
@@ -355,4 +439,83 @@ async fn read_fast_path(
         info!("fast path: reading the gateway pods' counters again");
     }
     sample
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Resources;
+
+    fn view(writers: &[&str], generation: i64) -> TargetView {
+        TargetView {
+            replicas: 4,
+            pod_requests: Resources::pod(1000, 1 << 30),
+            weights: None,
+            rollout_in_progress: false,
+            selector: kube::core::Selector::from_iter([("app".to_string(), "gw".to_string())]),
+            preferred_terms: vec![],
+            asm_autoscaling: vec![],
+            uid: None,
+            replica_writers: writers
+                .iter()
+                .map(|m| ReplicaWriter {
+                    manager: m.to_string(),
+                    operation: "Update".into(),
+                    subresource: Some("scale".into()),
+                    at: None,
+                })
+                .collect(),
+            generation: Some(generation),
+        }
+    }
+
+    /// Another writer holds the count after spillway wrote it, or changed it since spillway
+    /// looked: named while it keeps changing the count, and for the quiet period after; never
+    /// the workload's maker before anything changed, never spillway itself.
+    #[test]
+    fn another_writer_of_the_count_is_a_contest_while_it_writes() {
+        let spillway = target::FIELD_MANAGER;
+        let with = |replicas: i32, writers: &[&str]| TargetView {
+            replicas,
+            ..view(writers, 1)
+        };
+        // The workload's maker owns the count, nothing changed: no contest.
+        let (c, seen) = contest(&with(4, &["helm"]), false, None, 0.0);
+        assert!(c.is_empty());
+        // A template change by the maker (the count unchanged): still none.
+        let (c, seen) = contest(&with(4, &["helm"]), false, Some(seen), 10.0);
+        assert!(c.is_empty());
+        // spillway's own write.
+        let (c, seen) = contest(&with(6, &[spillway]), true, Some(seen), 20.0);
+        assert!(c.is_empty());
+        // kubectl took it since.
+        let (c, seen) = contest(&with(5, &["kubectl"]), true, Some(seen), 100.0);
+        assert_eq!(
+            c.iter().map(|w| w.manager.as_str()).collect::<Vec<_>>(),
+            ["kubectl"]
+        );
+        // It writes again: the quiet period restarts.
+        let (c, seen) = contest(&with(6, &["kubectl"]), true, Some(seen), 200.0);
+        assert_eq!((c.len(), seen.active_at), (1, Some(200.0)));
+        // Unchanged within the quiet period: still contested; quiet for longer: spillway's again.
+        let (c, seen) = contest(
+            &with(6, &["kubectl"]),
+            true,
+            Some(seen),
+            200.0 + CONTEST_QUIET_SECONDS,
+        );
+        assert_eq!(c.len(), 1);
+        let (c, _) = contest(
+            &with(6, &["kubectl"]),
+            true,
+            Some(seen),
+            201.0 + CONTEST_QUIET_SECONDS,
+        );
+        assert!(c.is_empty());
+        // After a restart (spillway has not written yet), a change of the count by another
+        // field manager is a contest too.
+        let (_, seen) = contest(&with(4, &["cron-scaler"]), false, None, 0.0);
+        let (c, _) = contest(&with(5, &["cron-scaler"]), false, Some(seen), 3.0);
+        assert_eq!(c.len(), 1);
+    }
 }

@@ -19,10 +19,11 @@ use tracing::{debug, warn};
 
 use super::apply::Applied;
 use super::context::Context;
-use super::observe::{Hold, Observed};
+use super::observe::{CONTEST_QUIET_SECONDS, Hold, Observed};
 use crate::act::Planned;
 use crate::clock::rfc3339;
 use crate::k8s::bounded;
+use crate::k8s::target::ReplicaWriter;
 use crate::metrics::ErrorKind;
 use crate::model::GatewayKey;
 use crate::policy::{
@@ -89,6 +90,7 @@ pub async fn report(
     ctx.metrics.record_drills(key, &marks, now);
     let next = ctx.tick(spec);
     ctx.metrics.reconciled(key, next);
+    ctx.metrics.contested(key, !observed.contenders.is_empty());
     ctx.memory.reconciled(key, next);
     let requeue = Action::requeue(next);
     // A follower, or a replica that lost the Lease mid-plan, reports nothing: the leader does.
@@ -195,6 +197,7 @@ pub fn conditions(
 ) -> Vec<Condition> {
     let mut out = vec![metrics_available(generation, observed, planned)];
     out.push(hpa_conflict(generation, &observed.hpas));
+    out.push(replicas_contested(generation, &observed.contenders));
     if spec.target.kind == TargetKind::IstioGateway {
         let asm = &observed.target.asm_autoscaling;
         out.push(if asm.is_empty() {
@@ -264,38 +267,42 @@ fn metrics_available(generation: Option<i64>, observed: &Observed, planned: &Pla
     }
 }
 
-fn hpa_conflict(generation: Option<i64>, hpas: &Result<Vec<String>, String>) -> Condition {
-    match hpas {
-        Ok(h) if h.is_empty() => condition(
+fn hpa_conflict(generation: Option<i64>, hpas: &[String]) -> Condition {
+    if hpas.is_empty() {
+        condition(
             "HpaConflict",
             false,
             "NoHpa",
             "no HorizontalPodAutoscaler targets the gateway",
             generation,
-        ),
-        Ok(h) => condition(
-            "HpaConflict",
-            true,
-            "HpaTargetsGateway",
-            &format!(
-                "HorizontalPodAutoscaler {} also scales the gateway; spillway holds the replica count",
-                h.join(", ")
-            ),
-            generation,
-        ),
-        Err(e) => Condition {
-            status: "Unknown".into(),
-            ..condition(
-                "HpaConflict",
-                false,
-                "HpaListFailed",
-                &format!(
-                    "cannot list HorizontalPodAutoscalers ({e}); spillway holds the replica count until it can check"
-                ),
-                generation,
-            )
-        },
+        )
+    } else {
+        let msg = format!(
+            "HorizontalPodAutoscaler {} also scales the gateway; spillway holds the replica count",
+            hpas.join(", ")
+        );
+        condition("HpaConflict", true, "HpaTargetsGateway", &msg, generation)
     }
+}
+
+fn replicas_contested(generation: Option<i64>, contenders: &[ReplicaWriter]) -> Condition {
+    if contenders.is_empty() {
+        let msg = "nothing but spillway wrote the replica count lately";
+        return condition("ReplicasContested", false, "SoleWriter", msg, generation);
+    }
+    let mut who: Vec<String> = contenders
+        .iter()
+        .map(|w| match &w.subresource {
+            Some(sub) => format!("{} ({sub})", w.manager),
+            None => w.manager.clone(),
+        })
+        .collect();
+    who.dedup();
+    let msg = format!(
+        "field manager {} wrote the replica count in the last {CONTEST_QUIET_SECONDS:.0} s: spillway leaves the count alone while it writes (pause the ElasticGateway to hand the count over for good, or stop the other writer)",
+        who.join(", ")
+    );
+    condition("ReplicasContested", true, "OtherWriter", &msg, generation)
 }
 
 /// The Ready condition of a policy spillway acts on: its message says what spillway may do,
@@ -334,6 +341,7 @@ fn turned_bad(c: &Condition) -> bool {
         || (c.type_ == "HpaConflict" && c.status != "False")
         || (c.type_ == "AsmAutoscaling" && c.status == "True")
         || (c.type_ == "OnSchedule" && c.status == "False")
+        || (c.type_ == "ReplicasContested" && c.status == "True")
 }
 
 /// The status after a decision; `original` is how the gateway was before spillway first
@@ -349,14 +357,21 @@ pub fn status(
     original: Option<OriginalPlacement>,
 ) -> ElasticGatewayStatus {
     let d = &planned.decision;
-    let record =
-        (!applied.plan.is_empty() || d.replicas.desired != d.replicas.current).then(|| {
-            DecisionRecord {
-                time: rfc3339(observed.now),
-                kind: d.replicas.direction.as_str().into(),
-                reason: d.replicas.reason.clone(),
-            }
-        });
+    let previous = old.and_then(|s| s.last_decision.clone());
+    // A new record when something was applied, or when a change is decided that the last
+    // record does not already say (a count held back by an HPA, dry-run): not on every decision,
+    // or the status would be written every few seconds for nothing.
+    let kind = d.replicas.direction.as_str();
+    let wanted = d.replicas.desired != d.replicas.current;
+    let said = previous
+        .as_ref()
+        .is_some_and(|r| r.kind == kind && r.desired == Some(d.replicas.desired));
+    let record = (!applied.plan.is_empty() || (wanted && !said)).then(|| DecisionRecord {
+        time: rfc3339(observed.now),
+        kind: kind.into(),
+        reason: d.replicas.reason.clone(),
+        desired: Some(d.replicas.desired),
+    });
     ElasticGatewayStatus {
         observed_generation: generation,
         phase: Some(d.phase.as_str().into()),
@@ -366,7 +381,7 @@ pub fn status(
         eci_replicas: d.survey.eci_pods,
         ecs_capacity: d.survey.ecs_capacity,
         weights: Some(d.weights.target),
-        last_decision: record.or_else(|| old.and_then(|s| s.last_decision.clone())),
+        last_decision: record.or(previous),
         cost_per_hour: Some(CostStatus {
             currency: d.cost.currency.clone(),
             ecs: round(d.cost.ecs_per_hour),
@@ -573,7 +588,7 @@ mod tests {
     }
 
     /// What a reconcile saw: the built-in policy's one metric, a Deployment at 4 replicas.
-    fn observed(load: LoadSample, hpas: Result<Vec<String>, String>, asm: &[&str]) -> Observed {
+    fn observed(load: LoadSample, hpas: Vec<String>, asm: &[&str]) -> Observed {
         Observed {
             now: 1_800_000_000.0,
             target: TargetView {
@@ -585,6 +600,8 @@ mod tests {
                 preferred_terms: vec![],
                 asm_autoscaling: asm.iter().map(|s| s.to_string()).collect(),
                 uid: Some("u-1".into()),
+                replica_writers: vec![],
+                generation: Some(1),
             },
             hpas,
             queries: vec!["sum(load)".into()],
@@ -592,6 +609,7 @@ mod tests {
             pods: vec![],
             fast: None,
             behind: false,
+            contenders: vec![],
         }
     }
 
@@ -624,11 +642,12 @@ mod tests {
             (
                 "deciding",
                 |_| {},
-                observed(ok(), Ok(vec![]), &[]),
+                observed(ok(), vec![], &[]),
                 &applied_ok,
                 &[
                     ("MetricsAvailable", "True", "QueriesSucceeded"),
                     ("HpaConflict", "False", "NoHpa"),
+                    ("ReplicasContested", "False", "SoleWriter"),
                     ("Applied", "True", "WritesSucceeded"),
                     ("OnSchedule", "True", "OnSchedule"),
                     ("Ready", "True", "Deciding"),
@@ -637,11 +656,12 @@ mod tests {
             (
                 "a metric missing",
                 |_| {},
-                observed(missing(), Ok(vec![]), &[]),
+                observed(missing(), vec![], &[]),
                 &applied_ok,
                 &[
                     ("MetricsAvailable", "False", "QueryFailed"),
                     ("HpaConflict", "False", "NoHpa"),
+                    ("ReplicasContested", "False", "SoleWriter"),
                     ("Applied", "True", "WritesSucceeded"),
                     ("OnSchedule", "True", "OnSchedule"),
                     ("Ready", "True", "Deciding"),
@@ -650,24 +670,12 @@ mod tests {
             (
                 "an HPA",
                 |_| {},
-                observed(ok(), Ok(vec!["gw-hpa".into()]), &[]),
+                observed(ok(), vec!["gw-hpa".into()], &[]),
                 &applied_ok,
                 &[
                     ("MetricsAvailable", "True", "QueriesSucceeded"),
                     ("HpaConflict", "True", "HpaTargetsGateway"),
-                    ("Applied", "True", "WritesSucceeded"),
-                    ("OnSchedule", "True", "OnSchedule"),
-                    ("Ready", "True", "Deciding"),
-                ],
-            ),
-            (
-                "HPAs unlisted",
-                |_| {},
-                observed(ok(), Err("403".into()), &[]),
-                &applied_ok,
-                &[
-                    ("MetricsAvailable", "True", "QueriesSucceeded"),
-                    ("HpaConflict", "Unknown", "HpaListFailed"),
+                    ("ReplicasContested", "False", "SoleWriter"),
                     ("Applied", "True", "WritesSucceeded"),
                     ("OnSchedule", "True", "OnSchedule"),
                     ("Ready", "True", "Deciding"),
@@ -676,11 +684,12 @@ mod tests {
             (
                 "a write refused",
                 |_| {},
-                observed(ok(), Ok(vec![]), &[]),
+                observed(ok(), vec![], &[]),
                 &refused,
                 &[
                     ("MetricsAvailable", "True", "QueriesSucceeded"),
                     ("HpaConflict", "False", "NoHpa"),
+                    ("ReplicasContested", "False", "SoleWriter"),
                     ("Applied", "False", "WriteFailed"),
                     ("OnSchedule", "True", "OnSchedule"),
                     ("Ready", "True", "Deciding"),
@@ -689,11 +698,12 @@ mod tests {
             (
                 "dry-run",
                 |s| s.dry_run = true,
-                observed(ok(), Ok(vec![]), &[]),
+                observed(ok(), vec![], &[]),
                 &applied_ok,
                 &[
                     ("MetricsAvailable", "True", "QueriesSucceeded"),
                     ("HpaConflict", "False", "NoHpa"),
+                    ("ReplicasContested", "False", "SoleWriter"),
                     ("OnSchedule", "True", "OnSchedule"),
                     ("Ready", "True", "DryRun"),
                 ],
@@ -701,13 +711,36 @@ mod tests {
             (
                 "paused",
                 |s| s.paused = true,
-                observed(ok(), Ok(vec![]), &[]),
+                observed(ok(), vec![], &[]),
                 &applied_ok,
                 &[
                     ("MetricsAvailable", "True", "QueriesSucceeded"),
                     ("HpaConflict", "False", "NoHpa"),
+                    ("ReplicasContested", "False", "SoleWriter"),
                     ("OnSchedule", "True", "OnSchedule"),
                     ("Ready", "True", "Paused"),
+                ],
+            ),
+            (
+                "another writer",
+                |_| {},
+                Observed {
+                    contenders: vec![ReplicaWriter {
+                        manager: "kubectl".into(),
+                        operation: "Update".into(),
+                        subresource: Some("scale".into()),
+                        at: Some(1_799_999_990.0),
+                    }],
+                    ..observed(ok(), vec![], &[])
+                },
+                &applied_ok,
+                &[
+                    ("MetricsAvailable", "True", "QueriesSucceeded"),
+                    ("HpaConflict", "False", "NoHpa"),
+                    ("ReplicasContested", "True", "OtherWriter"),
+                    ("Applied", "True", "WritesSucceeded"),
+                    ("OnSchedule", "True", "OnSchedule"),
+                    ("Ready", "True", "Deciding"),
                 ],
             ),
             (
@@ -715,12 +748,13 @@ mod tests {
                 |_| {},
                 Observed {
                     behind: true,
-                    ..observed(ok(), Ok(vec![]), &[])
+                    ..observed(ok(), vec![], &[])
                 },
                 &applied_ok,
                 &[
                     ("MetricsAvailable", "True", "QueriesSucceeded"),
                     ("HpaConflict", "False", "NoHpa"),
+                    ("ReplicasContested", "False", "SoleWriter"),
                     ("Applied", "True", "WritesSucceeded"),
                     ("OnSchedule", "False", "Behind"),
                     ("Ready", "True", "Deciding"),
@@ -729,11 +763,12 @@ mod tests {
             (
                 "ASM autoscaling",
                 |s| s.target.kind = TargetKind::IstioGateway,
-                observed(ok(), Ok(vec![]), &["cpu.targetAverageUtilization=80"]),
+                observed(ok(), vec![], &["cpu.targetAverageUtilization=80"]),
                 &applied_ok,
                 &[
                     ("MetricsAvailable", "True", "QueriesSucceeded"),
                     ("HpaConflict", "False", "NoHpa"),
+                    ("ReplicasContested", "False", "SoleWriter"),
                     ("AsmAutoscaling", "True", "AsmAutoscalingEnabled"),
                     ("Applied", "True", "WritesSucceeded"),
                     ("OnSchedule", "True", "OnSchedule"),
@@ -743,11 +778,12 @@ mod tests {
             (
                 "an IstioGateway without",
                 |s| s.target.kind = TargetKind::IstioGateway,
-                observed(ok(), Ok(vec![]), &[]),
+                observed(ok(), vec![], &[]),
                 &applied_ok,
                 &[
                     ("MetricsAvailable", "True", "QueriesSucceeded"),
                     ("HpaConflict", "False", "NoHpa"),
+                    ("ReplicasContested", "False", "SoleWriter"),
                     ("AsmAutoscaling", "False", "NoAsmAutoscaling"),
                     ("Applied", "True", "WritesSucceeded"),
                     ("OnSchedule", "True", "OnSchedule"),
@@ -779,7 +815,7 @@ mod tests {
     #[test]
     fn status_from_a_decision() {
         let spec = ElasticGateway::scenario_default().spec;
-        let obs = observed(LoadSample::Total(2000.0), Ok(vec![]), &[]);
+        let obs = observed(LoadSample::Total(2000.0), vec![], &[]);
         let planned = act::plan(
             &spec,
             &obs.observation(&[]),
@@ -791,6 +827,7 @@ mod tests {
                 time: "2026-01-01T00:00:00Z".into(),
                 kind: "scale_up".into(),
                 reason: "earlier".into(),
+                desired: Some(9),
             }),
             ..Default::default()
         };
@@ -831,5 +868,40 @@ mod tests {
         let record = s.last_decision.unwrap();
         assert_eq!(record.time, crate::clock::rfc3339(obs.now));
         assert_eq!(record.kind, d.replicas.direction.as_str());
+    }
+
+    /// A change decided but not made (an HPA holds the count, dry-run) is recorded once, not
+    /// on every decision: the status is not rewritten every few seconds for nothing.
+    #[test]
+    fn a_held_change_is_recorded_once() {
+        let spec = ElasticGateway::scenario_default().spec;
+        let obs = observed(LoadSample::Total(8000.0), vec!["gw-hpa".into()], &[]);
+        let planned = act::plan(
+            &spec,
+            &obs.observation(&[]),
+            &EngineState::default(),
+            obs.scope(),
+        );
+        assert_ne!(
+            planned.decision.replicas.desired,
+            planned.decision.replicas.current
+        );
+        assert!(planned.plan.replicas.is_none(), "the HPA holds the count");
+        let nothing = Applied::default();
+        let first = status(None, Some(7), &obs, &planned, &nothing, vec![], None);
+        let record = first.last_decision.clone().unwrap();
+        assert_eq!(record.desired, Some(planned.decision.replicas.desired));
+        let mut later = observed(LoadSample::Total(8000.0), vec!["gw-hpa".into()], &[]);
+        later.now += 30.0;
+        let again = status(
+            Some(&first),
+            Some(7),
+            &later,
+            &planned,
+            &nothing,
+            vec![],
+            None,
+        );
+        assert_eq!(again.last_decision, first.last_decision);
     }
 }

@@ -65,7 +65,8 @@ pub async fn run(
     let index = Arc::new(RwLock::new(ClusterIndex::new(
         settings.gateway_namespaces.clone(),
     )));
-    let (changes, watch_tasks) = start_watches(&clients.watches, &index);
+    let (changes, watch_tasks) =
+        start_watches(&clients.watches, &index, &settings.gateway_namespaces);
     gate_readiness(index.clone(), admin, prom.clone());
     let (release_tx, release_rx) = watch::channel(false);
     let Some((leadership, mut lease_task)) =
@@ -138,24 +139,38 @@ async fn serve_admin(
     Ok((admin, tokio::spawn(serve)))
 }
 
-/// The node and pod watches feeding the index; the receiver gets what each event changed there.
+/// The watches feeding the index (nodes and pods cluster-wide; Deployments and HPAs in each
+/// gateway namespace); the receiver gets what each event changed there.
 fn start_watches(
     client: &Client,
     index: &Arc<RwLock<ClusterIndex>>,
-) -> (UnboundedReceiver<Change>, [JoinHandle<()>; 2]) {
-    let (changed_tx, changed_rx) = tokio::sync::mpsc::unbounded_channel();
-    let tasks = [
-        tokio::spawn(watches::nodes(
-            client.clone(),
-            index.clone(),
-            changed_tx.clone(),
-        )),
-        tokio::spawn(watches::pods(client.clone(), index.clone(), changed_tx)),
+    namespaces: &[String],
+) -> (UnboundedReceiver<Change>, Vec<JoinHandle<()>>) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut tasks = vec![
+        tokio::spawn(watches::nodes(client.clone(), index.clone(), tx.clone())),
+        tokio::spawn(watches::pods(client.clone(), index.clone(), tx.clone())),
     ];
-    (changed_rx, tasks)
+    for ns in namespaces {
+        let (c, ix) = (client.clone(), index.clone());
+        tasks.push(tokio::spawn(watches::deployments(
+            c,
+            ix,
+            tx.clone(),
+            ns.clone(),
+        )));
+        let (c, ix) = (client.clone(), index.clone());
+        tasks.push(tokio::spawn(watches::autoscalers(
+            c,
+            ix,
+            tx.clone(),
+            ns.clone(),
+        )));
+    }
+    (rx, tasks)
 }
 
-/// Ready once both caches have listed and Prometheus has answered once.
+/// Ready once every watch has listed and Prometheus has answered once.
 fn gate_readiness(index: Arc<RwLock<ClusterIndex>>, admin: Admin, prom: Prometheus) {
     tokio::spawn(async move {
         loop {

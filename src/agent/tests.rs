@@ -167,9 +167,16 @@ fn pod(name: &str, node: &str) -> Pod {
     .unwrap()
 }
 
-/// An index with two ECS nodes and four gateway pods; synced or not.
+/// An index with two ECS nodes, four gateway pods and their Deployment at 4 replicas; synced
+/// or not.
 fn index(synced: bool) -> Arc<RwLock<ClusterIndex>> {
+    index_with(synced, deployment_json(4))
+}
+
+fn index_with(synced: bool, deployment: Value) -> Arc<RwLock<ClusterIndex>> {
     let mut ix = ClusterIndex::new([NS.to_string()]);
+    ix.workloads
+        .apply_deployment(serde_json::from_value(deployment).unwrap());
     ix.apply_node(&node("ecs-1"));
     ix.apply_node(&node("ecs-2"));
     for i in 0..4 {
@@ -181,6 +188,8 @@ fn index(synced: bool) -> Arc<RwLock<ClusterIndex>> {
     if synced {
         ix.nodes_init_done();
         ix.pods_init_done();
+        ix.listed(Watched::Deployments(NS.into()));
+        ix.listed(Watched::Autoscalers(NS.into()));
     }
     Arc::new(RwLock::new(ix))
 }
@@ -302,7 +311,7 @@ async fn no_decision_while_a_watch_is_failing() {
             .any(|b| b.contains("WatchFailing") && b.contains("403"))
     );
     // Recovered: the next reconcile decides (and scales up for the load).
-    ix.write().unwrap().watch_ok(Watched::Nodes);
+    ix.write().unwrap().watch_ok(&Watched::Nodes);
     reconcile(gateway(egw_json()), ctx.clone()).await.unwrap();
     assert_eq!(count(&seen, "PATCH", "/scale"), 1);
     let text = ctx.metrics.prometheus_text();
@@ -339,25 +348,40 @@ async fn an_undecodable_gateway_is_reported_and_skipped() {
 }
 
 #[tokio::test]
-async fn an_hpa_list_failure_holds_the_replica_count() {
-    let (client, seen) = fake_api(cluster(|s| {
-        s.path
-            .contains("/horizontalpodautoscalers")
-            .then(|| Some(status(403, "Forbidden")))
-    }));
-    let ctx = context(client, index(true), prometheus(10_000.0).await, true);
-    reconcile(gateway(egw_json()), ctx).await.unwrap();
-    assert_eq!(
-        count(&seen, "PATCH", "/scale"),
-        0,
-        "scaled despite an unknown HPA"
-    );
+async fn an_hpa_on_the_target_holds_the_replica_count_and_a_failing_hpa_watch_holds_all() {
+    // An HPA on the target (as the namespace's watch shows it): the count is held, the rest
+    // decided, and the status says which HPA.
+    let (client, seen) = fake_api(cluster(|_| None));
+    let ix = index(true);
+    let hpa = serde_json::from_value(json!({
+        "metadata": {"name": "gw-hpa", "namespace": NS},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": TARGET}, "maxReplicas": 10}
+    }))
+    .unwrap();
+    ix.write().unwrap().workloads.apply_autoscaler(&hpa);
+    let ctx = context(client, ix.clone(), prometheus(10_000.0).await, true);
+    reconcile(gateway(egw_json()), ctx.clone()).await.unwrap();
+    assert_eq!(count(&seen, "PATCH", "/scale"), 0, "scaled despite an HPA");
     let patches = status_patches(&seen);
     assert!(
         patches
             .iter()
-            .any(|b| b.contains("HpaListFailed") && b.contains("Unknown")),
+            .any(|b| b.contains("HpaTargetsGateway") && b.contains("gw-hpa")),
         "{patches:?}"
+    );
+    // The HPA watch fails (its RBAC taken away, say): no decision at all until it recovers,
+    // since an HPA could be made meanwhile unseen.
+    ix.write()
+        .unwrap()
+        .watch_failed(Watched::Autoscalers(NS.into()), "403 Forbidden".into());
+    reconcile(gateway(egw_json()), ctx).await.unwrap();
+    assert!(
+        status_patches(&seen)
+            .iter()
+            .any(|b| b.contains("WatchFailing")
+                && b.contains("horizontalpodautoscalers in istio-system")),
+        "{:?}",
+        status_patches(&seen)
     );
 }
 
@@ -412,20 +436,26 @@ async fn refused_deletion_costs_make_one_event_per_decision() {
 
 #[tokio::test(start_paused = true)]
 async fn a_hung_api_call_ends_at_its_timeout() {
-    // The Deployment read never answers: the reconcile fails at the API timeout instead of
-    // holding the gateway (and shutdown) forever.
-    let (client, _seen) = fake_api(cluster(|s| s.is("GET", "/deployments/").then_some(None)));
-    let ctx = context(client, index(true), prometheus(10.0).await, true);
-    let err = reconcile(gateway(egw_json()), ctx).await.unwrap_err();
-    assert!(err.to_string().contains("no answer"), "{err}");
+    // The scale write never answers: the reconcile fails at the API timeout instead of holding
+    // the gateway (and shutdown) forever.
+    let (client, _seen) = fake_api(cluster(|s| s.is("PATCH", "/scale").then_some(None)));
+    let ctx = context(client, index(true), prometheus(10_000.0).await, true);
+    reconcile(gateway(egw_json()), ctx.clone()).await.unwrap();
+    let text = ctx.metrics.prometheus_text();
+    assert!(
+        text.contains(
+            r#"spillway_errors_total{namespace="istio-system",name="gw",kind="api_write"} 1"#
+        ),
+        "{text}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_is_bounded_by_the_grace_period() {
-    // One ElasticGateway; its reconcile's first read never answers, and (to isolate the bound
+    // One ElasticGateway; its reconcile's first write never answers, and (to isolate the bound
     // on shutdown) neither the API timeout nor the reconcile timeout would end it for an hour.
-    let (client, _seen) = fake_api(Arc::new(|s: &Seen| {
-        if s.path.contains("/elasticgateways") && !s.path.contains("watch=") {
+    let (client, seen) = fake_api(Arc::new(|s: &Seen| {
+        if s.is("GET", "/elasticgateways") && !s.path.contains("watch=") {
             Some((
                 200,
                 json!({"apiVersion": "spillway.io/v1alpha1", "kind": "ElasticGatewayList",
@@ -462,7 +492,8 @@ async fn shutdown_is_bounded_by_the_grace_period() {
     let took = stopped_at.elapsed();
     assert!(
         took >= grace && took <= grace + Duration::from_secs(1),
-        "{took:?}"
+        "{took:?} {:?}",
+        seen.lock().unwrap()
     );
 }
 
@@ -526,16 +557,13 @@ async fn a_refused_weight_change_is_retried_on_the_next_decision() {
     let refusals = Arc::new(Mutex::new(1));
     let r = refusals.clone();
     let (client, seen) = fake_api(cluster(move |s| {
-        if s.is("GET", "/deployments/") {
-            return Some(Some((200, d.clone())));
-        }
         let mut left = r.lock().unwrap();
         (s.is("PATCH", "/deployments/") && !s.path.contains("/scale") && *left > 0).then(|| {
             *left -= 1;
             Some(status(422, "Invalid"))
         })
     }));
-    let ctx = context(client, index(true), prometheus(400.0).await, true);
+    let ctx = context(client, index_with(true, d), prometheus(400.0).await, true);
     reconcile(gateway(egw_json()), ctx.clone()).await.unwrap();
     reconcile(gateway(egw_json()), ctx.clone()).await.unwrap();
     let weight_patches = seen

@@ -29,6 +29,8 @@ pub struct Interest {
     /// The pools' node selectors.
     pub ecs: BTreeMap<String, String>,
     pub eci: BTreeMap<String, String>,
+    /// The Deployments its target is read from (the target, or the one ASM renders).
+    pub workloads: Vec<String>,
 }
 
 impl Interest {
@@ -48,6 +50,10 @@ impl Interest {
                 .any(|l| in_pool(l, &self.ecs) || in_pool(l, &self.eci)),
             // Room matters on the ECS pool: the virtual nodes' is all but unbounded.
             Change::Room(node) => node_labels(node).is_some_and(|l| in_pool(l, &self.ecs)),
+            Change::Workload { namespace, name } => {
+                *namespace == self.namespace && self.workloads.contains(name)
+            }
+            Change::Autoscalers(namespace) => *namespace == self.namespace,
             Change::GatewayPod { namespace, labels } => {
                 *namespace == self.namespace
                     && self
@@ -72,6 +78,44 @@ impl Interests {
         if all.get(key) != Some(&interest) {
             all.insert(key.clone(), interest);
         }
+    }
+
+    /// Another gateway of the same namespace whose target reads one of the same workloads.
+    pub fn sharing(&self, key: &GatewayKey) -> Option<GatewayKey> {
+        let all = self
+            .0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mine = all.get(key)?;
+        all.iter()
+            .filter(|(k, _)| *k != key)
+            .find(|(_, i)| {
+                i.namespace == mine.namespace
+                    && i.workloads.iter().any(|w| mine.workloads.contains(w))
+            })
+            .map(|(k, _)| k.clone())
+    }
+
+    /// Whether any gateway has an interest.
+    pub fn any(&self) -> bool {
+        !self
+            .0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_empty()
+    }
+
+    /// Forgets the gateways not in `live`; returns them.
+    pub fn retain(&self, live: &HashSet<GatewayKey>) -> Vec<GatewayKey> {
+        let mut all = self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let gone: Vec<GatewayKey> = all.keys().filter(|k| !live.contains(*k)).cloned().collect();
+        for k in &gone {
+            all.remove(k);
+        }
+        gone
     }
 
     pub fn remove(&self, key: &GatewayKey) {
@@ -161,6 +205,7 @@ mod tests {
             pods: app.map(|a| Selector::from_iter([("app".to_string(), a.to_string())])),
             ecs: labels(&[("mykey4pod", "asmgateway")]),
             eci: labels(&[("type", "virtual-kubelet")]),
+            workloads: app.map(String::from).into_iter().collect(),
         }
     }
 
@@ -224,6 +269,23 @@ mod tests {
                 false,
                 false,
             ),
+            (
+                Change::Workload {
+                    namespace: "istio-system".into(),
+                    name: "gw".into(),
+                },
+                true,
+                false,
+            ),
+            (
+                Change::Workload {
+                    namespace: "istio-system".into(),
+                    name: "istiod".into(),
+                },
+                false,
+                false,
+            ),
+            (Change::Autoscalers("team-b".into()), false, true),
             (
                 Change::GatewayPod {
                     namespace: "team-b".into(),

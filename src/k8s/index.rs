@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use k8s_openapi::api::core::v1::{Node as KNode, Pod, PodSpec};
 use kube::core::{Selector, SelectorExt};
 
+use super::workloads::Workloads;
 use crate::model::{
     GatewayPod, Node, POD_DELETION_COST, Pool, Resources, Taint, TaintEffect, classify_node,
     quantity,
@@ -50,15 +51,33 @@ pub enum Change {
         namespace: String,
         labels: Vec<BTreeMap<String, String>>,
     },
+    /// A Deployment of a gateway namespace changed (its spec, its status, who wrote it).
+    Workload { namespace: String, name: String },
+    /// The HorizontalPodAutoscalers of a gateway namespace changed.
+    Autoscalers(String),
     /// Anything may have changed: a (re)list completed, or a watch failed or recovered.
     All,
 }
 
-/// The two watches behind the index.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The watches behind the index: nodes and pods cluster-wide, Deployments and HPAs in each
+/// gateway namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Watched {
     Nodes,
     Pods,
+    Deployments(String),
+    Autoscalers(String),
+}
+
+impl std::fmt::Display for Watched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Watched::Nodes => write!(f, "nodes"),
+            Watched::Pods => write!(f, "pods"),
+            Watched::Deployments(ns) => write!(f, "deployments in {ns}"),
+            Watched::Autoscalers(ns) => write!(f, "horizontalpodautoscalers in {ns}"),
+        }
+    }
 }
 
 /// Why the index cannot be trusted for a decision now.
@@ -66,10 +85,10 @@ pub enum Watched {
 pub enum Unsynced {
     /// The first list has not completed.
     #[error("the {0} watch has not listed yet; holding until it has")]
-    NotListed(&'static str),
+    NotListed(Watched),
     /// The watch's last attempt failed and it is retrying.
     #[error("the {0} watch is failing ({1}); holding until it recovers")]
-    Failing(&'static str, String),
+    Failing(Watched, String),
 }
 
 impl Unsynced {
@@ -92,11 +111,12 @@ pub struct ClusterIndex {
     requested: HashMap<String, Resources>,
     node_buffer: Option<Vec<Node>>,
     pod_buffer: Option<HashMap<(String, String), LeanPod>>,
-    nodes_synced: bool,
-    pods_synced: bool,
-    /// The last error of a watch that has not delivered an event since.
-    nodes_failing: Option<String>,
-    pods_failing: Option<String>,
+    /// The gateway namespaces' Deployments and HPAs.
+    pub workloads: Workloads,
+    /// The watches that have listed once.
+    synced: HashSet<Watched>,
+    /// The last error of each watch that has not delivered an event since.
+    failing: HashMap<Watched, String>,
 }
 
 impl ClusterIndex {
@@ -111,24 +131,43 @@ impl ClusterIndex {
         self.gateway_namespaces.contains(ns)
     }
 
-    /// Both watches have listed once.
-    pub fn synced(&self) -> bool {
-        self.nodes_synced && self.pods_synced
+    /// The watches a gateway in `ns` decides from.
+    fn watches_for(ns: &str) -> [Watched; 4] {
+        [
+            Watched::Nodes,
+            Watched::Pods,
+            Watched::Deployments(ns.to_string()),
+            Watched::Autoscalers(ns.to_string()),
+        ]
     }
 
-    /// Whether a decision may be made from the index now: both watches have listed, and neither
-    /// is failing (an error not yet followed by an event). `Err` says why not, for the status.
-    pub fn health(&self) -> Result<(), Unsynced> {
-        match (self.nodes_synced, self.pods_synced) {
-            (false, _) => return Err(Unsynced::NotListed("nodes")),
-            (_, false) => return Err(Unsynced::NotListed("pods")),
-            _ => {}
+    /// Every watch has listed once.
+    pub fn synced(&self) -> bool {
+        self.gateway_namespaces
+            .iter()
+            .flat_map(|ns| Self::watches_for(ns))
+            .chain([Watched::Nodes, Watched::Pods])
+            .all(|w| self.synced.contains(&w))
+    }
+
+    /// A watch listed (or relisted) completely.
+    pub fn listed(&mut self, watch: Watched) {
+        self.synced.insert(watch);
+    }
+
+    /// Whether a decision may be made for a gateway in `ns` from the index now: the watches it
+    /// reads have listed, and none is failing (an error not yet followed by an event). `Err`
+    /// says why not, for the status.
+    pub fn health(&self, ns: &str) -> Result<(), Unsynced> {
+        let watches = Self::watches_for(ns);
+        if let Some(w) = watches.iter().find(|w| !self.synced.contains(*w)) {
+            return Err(Unsynced::NotListed(w.clone()));
         }
-        if let Some(e) = &self.nodes_failing {
-            return Err(Unsynced::Failing("nodes", e.clone()));
-        }
-        if let Some(e) = &self.pods_failing {
-            return Err(Unsynced::Failing("pods", e.clone()));
+        if let Some((w, e)) = watches
+            .iter()
+            .find_map(|w| self.failing.get(w).map(|e| (w, e)))
+        {
+            return Err(Unsynced::Failing(w.clone(), e.clone()));
         }
         Ok(())
     }
@@ -136,20 +175,17 @@ impl ClusterIndex {
     /// A watch returned an error: until its next event, the index may be stale. Returns whether
     /// it was healthy until now.
     pub fn watch_failed(&mut self, watch: Watched, error: String) -> bool {
-        let failing = match watch {
-            Watched::Nodes => &mut self.nodes_failing,
-            Watched::Pods => &mut self.pods_failing,
-        };
-        failing.replace(error).is_none()
+        self.failing.insert(watch, error).is_none()
     }
 
     /// A watch delivered an event again. Returns whether it was failing until now.
-    pub fn watch_ok(&mut self, watch: Watched) -> bool {
-        let failing = match watch {
-            Watched::Nodes => &mut self.nodes_failing,
-            Watched::Pods => &mut self.pods_failing,
-        };
-        failing.take().is_some()
+    pub fn watch_ok(&mut self, watch: &Watched) -> bool {
+        self.failing.remove(watch).is_some()
+    }
+
+    /// The gateway namespaces.
+    pub fn gateway_namespaces(&self) -> impl Iterator<Item = &String> {
+        self.gateway_namespaces.iter()
     }
 
     pub fn counts(&self) -> (usize, usize) {
@@ -208,7 +244,7 @@ impl ClusterIndex {
                 .collect();
             self.nodes = buf;
         }
-        self.nodes_synced = true;
+        self.synced.insert(Watched::Nodes);
     }
 
     // Pods.
@@ -277,7 +313,7 @@ impl ClusterIndex {
                 self.account(p);
             }
         }
-        self.pods_synced = true;
+        self.synced.insert(Watched::Pods);
     }
 
     fn lean_pod(&self, p: &Pod, ns: &str) -> LeanPod {
@@ -634,7 +670,18 @@ mod tests {
         ix.pods_init();
         ix.pods_init_apply(&pod("istio-system", "kept", Some("new"), "1", true));
         ix.pods_init_done();
+        // Nodes and pods listed, but not yet the gateway namespace's Deployments and HPAs.
+        assert!(!ix.synced());
+        assert_eq!(
+            ix.health("istio-system"),
+            Err(Unsynced::NotListed(Watched::Deployments(
+                "istio-system".into()
+            )))
+        );
+        ix.listed(Watched::Deployments("istio-system".into()));
+        ix.listed(Watched::Autoscalers("istio-system".into()));
         assert!(ix.synced());
+        assert_eq!(ix.health("istio-system"), Ok(()));
         assert_eq!(ix.counts(), (1, 1));
         let n = ix.nodes();
         assert_eq!(

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Pod, PodSpec, PreferredSchedulingTerm};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
 use kube::api::{Api, DynamicObject, EvictParams, ListParams, Patch, PatchParams};
 use kube::discovery::ApiResource;
@@ -43,6 +44,45 @@ pub struct TargetView {
     pub asm_autoscaling: Vec<String>,
     /// The workload's UID: a target deleted and made again under the same name is another.
     pub uid: Option<String>,
+    /// The field managers of the replica count where spillway writes it (the Deployment's
+    /// `spec.replicas`, or an ASM-managed IstioGateway's `spec.replicaCount`).
+    pub replica_writers: Vec<ReplicaWriter>,
+    /// That object's generation: it moves whenever its spec (the count included) changes.
+    pub generation: Option<i64>,
+}
+
+/// A field manager that owns the replica count, from the object's managedFields.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReplicaWriter {
+    pub manager: String,
+    /// `Update` or `Apply`.
+    pub operation: String,
+    /// `scale` when written through the scale subresource.
+    pub subresource: Option<String>,
+    /// Unix seconds of its last write, when the API server records one (it does not for
+    /// writes through the scale subresource).
+    pub at: Option<f64>,
+}
+
+/// The managers of the field `spec.<field>` in an object's managedFields.
+pub fn replica_writers(meta: &ObjectMeta, field: &str) -> Vec<ReplicaWriter> {
+    let key = format!("f:{field}");
+    meta.managed_fields
+        .iter()
+        .flatten()
+        .filter(|m| {
+            m.fields_v1
+                .as_ref()
+                .and_then(|f| serde_json::to_value(f).ok())
+                .is_some_and(|v: Value| v["f:spec"].get(&key).is_some())
+        })
+        .map(|m| ReplicaWriter {
+            manager: m.manager.clone().unwrap_or_default(),
+            operation: m.operation.clone().unwrap_or_default(),
+            subresource: m.subresource.clone().filter(|s| !s.is_empty()),
+            at: m.time.as_ref().map(|t| t.0.as_second() as f64),
+        })
+        .collect()
 }
 
 /// ASM's annotation on an IstioGateway: `"false"` stops ASM from copying `replicaCount` into the
@@ -84,8 +124,8 @@ pub fn istio_gateway_resource() -> ApiResource {
     }
 }
 
-/// Reads the target; `Ok(None)` when it does not exist. `mesh` holds the IstioGateway (the
-/// ASM API server, or the data plane itself), `data` the Deployments.
+/// Reads the target from the API servers: the Deployment, or the IstioGateway (on `mesh`) and
+/// the Deployment ASM renders from it (on `data`). `None`: the target does not exist.
 pub async fn read(
     mesh: &Client,
     data: &Client,
@@ -93,37 +133,65 @@ pub async fn read(
     policy: &ElasticGatewaySpec,
 ) -> Result<Option<TargetView>, kube::Error> {
     let name = &policy.target.name;
-    let mut view = match policy.target.kind {
-        TargetKind::Deployment => {
-            let Some(d) = Api::<Deployment>::namespaced(data.clone(), ns)
-                .get_opt(name)
-                .await?
-            else {
-                return Ok(None);
-            };
-            deployment_view(&d, policy)
-        }
+    let deployments = Api::<Deployment>::namespaced(data.clone(), ns);
+    match policy.target.kind {
+        TargetKind::Deployment => Ok(deployments
+            .get_opt(name)
+            .await?
+            .and_then(|d| assemble(policy, Some(&d), None, None))),
         TargetKind::IstioGateway => {
-            let api =
-                Api::<DynamicObject>::namespaced_with(mesh.clone(), ns, &istio_gateway_resource());
-            let Some(g) = api.get_opt(name).await? else {
-                return Ok(None);
+            let gateway = read_istio_gateway(mesh, ns, name).await?;
+            let rendered = match &gateway {
+                Some(_) => deployments.get_opt(&rendered_deployment(name)).await?,
+                None => None,
             };
+            Ok(assemble(policy, None, gateway.as_ref(), rendered.as_ref()))
+        }
+    }
+}
+
+/// The IstioGateway `ns/name` on the mesh's API server.
+pub async fn read_istio_gateway(
+    mesh: &Client,
+    ns: &str,
+    name: &str,
+) -> Result<Option<DynamicObject>, kube::Error> {
+    Api::<DynamicObject>::namespaced_with(mesh.clone(), ns, &istio_gateway_resource())
+        .get_opt(name)
+        .await
+}
+
+/// The view of the target from the objects read: its Deployment (kind Deployment), or its
+/// IstioGateway and the Deployment ASM rendered from it (which may not be there yet). `None`:
+/// the target does not exist.
+pub fn assemble(
+    policy: &ElasticGatewaySpec,
+    deployment: Option<&Deployment>,
+    gateway: Option<&DynamicObject>,
+    rendered: Option<&Deployment>,
+) -> Option<TargetView> {
+    let name = &policy.target.name;
+    let mut view = match policy.target.kind {
+        TargetKind::Deployment => deployment_view(deployment?, policy),
+        TargetKind::IstioGateway => {
+            let g = gateway?;
             let mut view = istio_gateway_view(&g.data, name, policy);
             view.uid = g.metadata.uid.clone();
+            view.replica_writers = replica_writers(&g.metadata, "replicaCount");
+            view.generation = g.metadata.generation;
             // What ASM rendered: its rollout and its selector, when it is there yet; and its
             // replicas, when ASM leaves them to others.
-            if let Some(d) = Api::<Deployment>::namespaced(data.clone(), ns)
-                .get_opt(&rendered_deployment(name))
-                .await?
-            {
-                let rendered = deployment_view(&d, policy);
+            if let Some(d) = rendered {
+                let rendered = deployment_view(d, policy);
                 view.rollout_in_progress = rendered.rollout_in_progress;
                 if !rendered.selector.to_string().is_empty() {
                     view.selector = rendered.selector;
                 }
-                if !replicas_managed_by_asm(&g) {
+                if !replicas_managed_by_asm(g) {
+                    // spillway scales the rendered Deployment: its writers are the ones that count.
                     view.replicas = rendered.replicas;
+                    view.replica_writers = rendered.replica_writers;
+                    view.generation = rendered.generation;
                 }
             }
             view
@@ -132,7 +200,45 @@ pub async fn read(
     if let Some(sel) = &policy.target.pod_selector {
         view.selector = Selector::from_iter(sel.clone());
     }
-    Ok(Some(view))
+    Some(view)
+}
+
+/// What to grant when spillway may not change the target: the Role, the rule and the name.
+pub fn rbac_hint(policy: &ElasticGatewaySpec, ns: &str) -> String {
+    let name = &policy.target.name;
+    let (what, chart) = match policy.target.kind {
+        TargetKind::Deployment => (
+            "deployments and deployments/scale (apps)",
+            "gatewayWorkloads.deployments",
+        ),
+        TargetKind::IstioGateway => (
+            "istiogateways (istio.alibabacloud.com)",
+            "gatewayWorkloads.istioGateways",
+        ),
+    };
+    format!(
+        "add {name} to the resourceNames of the rule for {what} in the Role spillway-gateway in {ns} (deploy/rbac.yaml; the chart's {chart}), with the verbs get and patch"
+    )
+}
+
+/// The Deployments the target's view is read from: the target, or the one ASM renders.
+pub fn workload_names(policy: &ElasticGatewaySpec) -> Vec<String> {
+    match policy.target.kind {
+        TargetKind::Deployment => vec![policy.target.name.clone()],
+        TargetKind::IstioGateway => vec![rendered_deployment(&policy.target.name)],
+    }
+}
+
+/// The scale targets an HPA on this gateway would name: `(kind, name)`.
+pub fn autoscaler_targets(policy: &ElasticGatewaySpec) -> Vec<(&'static str, String)> {
+    let name = &policy.target.name;
+    match policy.target.kind {
+        TargetKind::Deployment => vec![("Deployment", name.clone())],
+        TargetKind::IstioGateway => vec![
+            ("IstioGateway", name.clone()),
+            ("Deployment", rendered_deployment(name)),
+        ],
+    }
 }
 
 /// Deployment → view. A rollout is in progress while the controller has not observed the
@@ -162,6 +268,8 @@ pub fn deployment_view(d: &Deployment, policy: &ElasticGatewaySpec) -> TargetVie
         rollout_in_progress: observed < generation || total > updated,
         asm_autoscaling: vec![],
         uid: d.metadata.uid.clone(),
+        replica_writers: replica_writers(&d.metadata, "replicas"),
+        generation: d.metadata.generation,
         // A selector kube cannot parse (an unknown operator) selects nothing, rather than more.
         selector: selector
             .cloned()
@@ -206,6 +314,8 @@ pub fn istio_gateway_view(data: &Value, name: &str, policy: &ElasticGatewaySpec)
             })
             .collect(),
         uid: data["metadata"]["uid"].as_str().map(String::from),
+        replica_writers: vec![],
+        generation: None,
     }
 }
 
@@ -274,8 +384,10 @@ pub async fn scale(
     dry_run: bool,
 ) -> Result<(), kube::Error> {
     let name = &policy.target.name;
+    // Named, so that the replica count's managedFields say spillway wrote it.
     let pp = PatchParams {
         dry_run,
+        field_manager: Some(FIELD_MANAGER.into()),
         ..PatchParams::default()
     };
     let scale_deployment = |d: &str| {
@@ -431,14 +543,7 @@ pub async fn competing_hpas(
     ns: &str,
     policy: &ElasticGatewaySpec,
 ) -> Result<Vec<String>, kube::Error> {
-    let name = &policy.target.name;
-    let targets = match policy.target.kind {
-        TargetKind::Deployment => vec![("Deployment", name.clone())],
-        TargetKind::IstioGateway => vec![
-            ("IstioGateway", name.clone()),
-            ("Deployment", rendered_deployment(name)),
-        ],
-    };
+    let targets = autoscaler_targets(policy);
     let hpas = Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), ns)
         .list(&ListParams::default())
         .await?;

@@ -95,7 +95,7 @@ impl ErrorKind {
 }
 
 /// Every `kind` of `spillway_held` (the reasons the agent holds a gateway without deciding).
-pub const HELD: [&str; 7] = [
+pub const HELD: [&str; 8] = [
     "CachesNotSynced",
     "WatchFailing",
     "InvalidPolicy",
@@ -103,6 +103,7 @@ pub const HELD: [&str; 7] = [
     "NamespaceNotWatched",
     "TargetNotFound",
     "TargetForbidden",
+    "TargetShared",
 ];
 
 /// Per gateway, between decisions.
@@ -145,6 +146,7 @@ pub struct DecisionMetrics {
     last: Family<GatewayLabels, FGauge>,
     held: Family<KindLabels, Gauge>,
     interval: Family<GatewayLabels, FGauge>,
+    contested: Family<GatewayLabels, Gauge>,
     age: Arc<DecisionAge>,
     memory: Mutex<HashMap<GatewayKey, Memory>>,
 }
@@ -168,6 +170,7 @@ impl DecisionMetrics {
             last: Family::default(),
             held: Family::default(),
             interval: Family::default(),
+            contested: Family::default(),
             age: Arc::default(),
             memory: Mutex::default(),
         };
@@ -206,7 +209,7 @@ impl DecisionMetrics {
         );
         r.register(
             "held",
-            "1 while spillway makes no decision for the gateway, for the reason in `kind` (CachesNotSynced, WatchFailing, InvalidPolicy, Undecodable, NamespaceNotWatched, TargetNotFound, TargetForbidden); 0 for the others",
+            "1 while spillway makes no decision for the gateway, for the reason in `kind` (CachesNotSynced, WatchFailing, InvalidPolicy, Undecodable, NamespaceNotWatched, TargetNotFound, TargetForbidden, TargetShared); 0 for the others",
             m.held.clone(),
         );
         r.register_with_unit(
@@ -215,8 +218,20 @@ impl DecisionMetrics {
             Unit::Seconds,
             m.interval.clone(),
         );
+        r.register(
+            "replicas_contested",
+            "1 while another field manager than spillway writes the gateway's replica count (kubectl scale, a CronHPA, ASM's resync, a re-applied manifest); spillway then holds the count and the ElasticGateway's ReplicasContested condition names the writer",
+            m.contested.clone(),
+        );
         r.register_collector(Box::new(m.age.clone()));
         m
+    }
+
+    /// Whether another writer contests the gateway's replica count.
+    pub fn contested(&self, key: &GatewayKey, contested: bool) {
+        self.contested
+            .get_or_create(&GatewayLabels::from(key))
+            .set(i64::from(contested));
     }
 
     /// A reconcile of the gateway ended (a decision or a hold); the next is due in `next`.
@@ -321,6 +336,7 @@ impl DecisionMetrics {
         self.reaction.remove(&gw);
         self.last.remove(&gw);
         self.interval.remove(&gw);
+        self.contested.remove(&gw);
         lock(&self.age.0).remove(key);
     }
 }

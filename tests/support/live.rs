@@ -273,7 +273,7 @@ pub async fn agent_with(
     }
 }
 
-fn egw_resource() -> ApiResource {
+pub fn egw_resource() -> ApiResource {
     ApiResource {
         group: "spillway.io".into(),
         version: "v1alpha1".into(),
