@@ -96,18 +96,49 @@ pub async fn observe(
     key: &GatewayKey,
     ctx: &Context,
 ) -> Result<Observed, Stop> {
-    let spec = &egw.spec;
+    let (spec, ns) = (&egw.spec, key.namespace.as_str());
+    let behind = ctx.memory.behind(key);
+    may_decide(egw, key, ctx)?;
+    let target = target(spec, key, ctx).await?;
+    ctx.metrics.set_held(key, None);
+    let hpas = competing_hpas(spec, ns, ctx);
+    let now = crate::clock::unix_now();
+    let seen = (ctx.memory.wrote_count(key), ctx.memory.contest(key));
+    let (contenders, seen) = contest(&target, seen.0, seen.1, now);
+    ctx.memory.set_contest(key, Some(seen));
+    let (queries, loads) = read_load(spec, key, ctx, now).await;
+    // The gateway's pods, as the cache shows them now: the fast path reads these, the engine
+    // decides from them.
+    let pods = ctx.index().gateway_pods(
+        ns,
+        &target.selector,
+        &spec.pools.ecs.node_selector,
+        &spec.pools.eci.node_selector,
+    );
+    let fast = read_fast_path(spec, key, ctx, &pods).await;
+    Ok(Observed {
+        now,
+        target,
+        hpas,
+        queries,
+        loads,
+        pods,
+        fast,
+        behind,
+        contenders,
+    })
+}
+
+/// Whether a decision may be made at all: a valid policy, in a watched namespace, from caches
+/// that have listed and whose watches work (otherwise ECS capacity would read as 0 and pods as
+/// absent).
+fn may_decide(egw: &ElasticGateway, key: &GatewayKey, ctx: &Context) -> Result<(), Stop> {
     let ns = key.namespace.as_str();
     let settled = ctx.config.interval * 6;
-    let behind = ctx.memory.behind(key);
     let errors = validation_errors(egw, key, ctx);
     if !errors.is_empty() {
-        return Err(hold(
-            "InvalidPolicy",
-            errors.join("; "),
-            settled,
-            Some(ErrorKind::InvalidPolicy),
-        ));
+        let kind = Some(ErrorKind::InvalidPolicy);
+        return Err(hold("InvalidPolicy", errors.join("; "), settled, kind));
     }
     let (watched, health) = {
         let ix = ctx.index();
@@ -119,16 +150,26 @@ pub async fn observe(
         );
         return Err(hold("NamespaceNotWatched", msg, settled, None));
     }
-    // No decision from a cache that has not listed, or whose watch is failing: ECS capacity
-    // would read as 0 and pods as absent.
     if let Err(why) = health {
+        let kind = Some(ErrorKind::WatchUnsynced);
         return Err(hold(
             why.reason(),
             why.to_string(),
-            ctx.tick(spec),
-            Some(ErrorKind::WatchUnsynced),
+            ctx.tick(&egw.spec),
+            kind,
         ));
     }
+    Ok(())
+}
+
+/// The target, which must exist, be readable, and be steered by this policy alone. Records what
+/// the gateway's decisions read, for waking it.
+async fn target(
+    spec: &ElasticGatewaySpec,
+    key: &GatewayKey,
+    ctx: &Context,
+) -> Result<TargetView, Stop> {
+    let ns = key.namespace.as_str();
     let target = match read_target(spec, ns, ctx).await {
         Ok(t) => t,
         Err(e) if is_status(&e, 403) => {
@@ -152,43 +193,10 @@ pub async fn observe(
         );
         return Err(hold("TargetShared", msg, ctx.tick(spec), None));
     }
-    let target = target.ok_or_else(|| {
-        let msg = format!(
-            "{:?} {} not found in {ns}",
-            spec.target.kind, spec.target.name
-        );
+    target.ok_or_else(|| {
+        let (kind, name) = (&spec.target.kind, &spec.target.name);
+        let msg = format!("{kind:?} {name} not found in {ns}");
         hold("TargetNotFound", msg, ctx.tick(spec), None)
-    })?;
-    ctx.metrics.set_held(key, None);
-    let hpas = competing_hpas(spec, ns, ctx);
-    let now = crate::clock::unix_now();
-    let (contenders, seen) = contest(
-        &target,
-        ctx.memory.wrote_count(key),
-        ctx.memory.contest(key),
-        now,
-    );
-    ctx.memory.set_contest(key, Some(seen));
-    let (queries, loads) = read_load(spec, key, ctx, now).await;
-    // The gateway's pods, as the cache shows them now: the fast path reads these, the engine
-    // decides from them.
-    let pods = ctx.index().gateway_pods(
-        ns,
-        &target.selector,
-        &spec.pools.ecs.node_selector,
-        &spec.pools.eci.node_selector,
-    );
-    let fast = read_fast_path(spec, key, ctx, &pods).await;
-    Ok(Observed {
-        now,
-        target,
-        hpas,
-        queries,
-        loads,
-        pods,
-        fast,
-        behind,
-        contenders,
     })
 }
 
