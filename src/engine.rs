@@ -77,6 +77,9 @@ pub struct EngineState {
     /// The ECI window learnt from flaps (unset: `eci.scaleDownWindow`); see [`eci_window`].
     #[serde(default)]
     pub eci_window: Option<f64>,
+    /// Since when the count has stood above the ECI cap's ceiling.
+    #[serde(default)]
+    pub over_cap_since: Option<f64>,
 }
 
 /// A release of ECI pods on the ECI window, waiting to be judged.
@@ -353,7 +356,7 @@ pub fn decide(policy: &ElasticGatewaySpec, obs: &Observation<'_>, prev: &EngineS
     let fast = fast_path(policy, obs.fast, &ctx, &mut state);
     let lead = forecast(policy, &readings, fast, &ctx);
     let mut plan = stabilise(policy, &ctx, &readings, lead, fast, &mut state);
-    cap(policy, obs.pod_requests, &ctx.survey, &mut plan);
+    cap(policy, obs, &ctx, &mut plan, &mut state);
     let weights = steer_weights(policy, obs, &ctx, &plan, &mut state);
     swap_back(policy, obs, &ctx, &weights, &mut plan, &mut state);
     if plan.desired != ctx.current && !policy.dry_run {
@@ -764,26 +767,56 @@ fn judge_eci_release(
 
 /// Stage 4: the ECI cap limits the pods on ECI, never the fleet ECS can hold: the ceiling is
 /// ECS's capacity (its pods plus free slots) plus the cap.
-fn cap(policy: &ElasticGatewaySpec, requests: Resources, survey: &Survey, plan: &mut ReplicaPlan) {
-    plan.eci_cap = eci_cap(policy, requests);
-    if let Some(cap) = plan.eci_cap {
-        let ceiling = survey
+fn cap(
+    policy: &ElasticGatewaySpec,
+    obs: &Observation<'_>,
+    ctx: &Context,
+    plan: &mut ReplicaPlan,
+    state: &mut EngineState,
+) {
+    let survey = &ctx.survey;
+    plan.eci_cap = eci_cap(policy, obs.pod_requests);
+    let ceiling = plan.eci_cap.map(|cap| {
+        survey
             .ecs_capacity
             .saturating_add(cap)
-            .max(policy.min_replicas);
-        if plan.desired > ceiling && !matches!(plan.why, Why::Paused | Why::ScaledToZero) {
-            plan.reason.push_str(&format!(
-                "; capped at {ceiling}: ECS holds {}, ECI at most {cap}",
-                survey.ecs_capacity
-            ));
-            plan.desired = ceiling.max(if plan.why == Why::MissingData {
-                plan.current
-            } else {
-                0
-            });
-            plan.direction = direction(plan.current, plan.desired);
-            plan.why = Why::EciCap;
+            .max(policy.min_replicas)
+    });
+    let over = ceiling
+        .filter(|c| plan.desired > *c && !matches!(plan.why, Why::Paused | Why::ScaledToZero));
+    // Above the ceiling now (ECS lost room, the cost cap came down): how long so far.
+    let above_now = ceiling.is_some_and(|c| plan.current > c);
+    state.over_cap_since = if above_now {
+        state.over_cap_since.or(Some(ctx.now))
+    } else {
+        None
+    };
+    if let (Some(ceiling), Some(cap)) = (over, plan.eci_cap) {
+        // The cap stops growth at once; it lowers the count only the way a falling load would:
+        // never on missing data, never while a rollout or the gateway's own pods coming and
+        // going move the capacity, and only once the excess has lasted the ECI window.
+        let transition =
+            obs.rollout_in_progress || survey.pending_pods > 0 || survey.terminating_pods > 0;
+        let lasted = state
+            .over_cap_since
+            .is_some_and(|t| ctx.now - t >= eci_window(policy, &ctx.down, state.eci_window));
+        let floor = if plan.why == Why::MissingData || transition || !lasted {
+            plan.current.min(plan.desired)
+        } else {
+            0
+        };
+        plan.reason.push_str(&format!(
+            "; capped at {ceiling}: ECS holds {}, ECI at most {cap}",
+            survey.ecs_capacity
+        ));
+        if floor > ceiling {
+            plan.reason.push_str(
+                " (the count comes down to it only through the ECI window, outside a rollout)",
+            );
         }
+        plan.desired = ceiling.max(floor);
+        plan.direction = direction(plan.current, plan.desired);
+        plan.why = Why::EciCap;
     }
     plan.expected_eci = (plan.desired - survey.ecs_capacity).max(0);
 }
@@ -1011,7 +1044,9 @@ fn steer_weights(
     // while ECS is full, the whole fleet lands on ECI, as the fidelity test saw on the real
     // scheduler.
     let surge = (f64::from(obs.spec_replicas.max(0)) * 0.25).ceil() as i32;
-    let room_to_roll = obs.spec_replicas.saturating_add(surge) <= ctx.survey.ecs_capacity;
+    // Room free now: slots that terminating pods are about to free do not take surge pods yet.
+    let free_now = ctx.survey.ecs_pods.saturating_add(ctx.survey.ecs_room);
+    let room_to_roll = obs.spec_replicas.saturating_add(surge) <= free_now;
     let quiet = !obs.rollout_in_progress
         && plan.direction != Direction::ScaleUp
         && room_to_roll

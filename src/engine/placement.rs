@@ -20,11 +20,17 @@ pub struct Survey {
     pub pending_pods: i32,
     pub other_pods: i32,
     pub ready_pods: i32,
+    /// The gateway's own pods being deleted (a rollout, a scale-in): the room they hold on
+    /// ECS is about to be free.
+    #[serde(default)]
+    pub terminating_pods: i32,
     /// ECS nodes the gateway may use (pool labels, taints tolerated, required affinity).
     pub ecs_nodes: i32,
     /// More gateway pods that fit on those nodes now, less the headroom and the pending pods.
     pub ecs_room: i32,
-    /// `ecs_pods + ecs_room`: the gateway pods ECS can hold.
+    /// The gateway pods ECS can hold: those running there, its own pending pods (bound for
+    /// ECS first) and the free slots, counting the room its terminating pods are about to free.
+    /// A rollout (surge pods pending, old pods terminating) leaves it unchanged.
     pub ecs_capacity: i32,
 }
 
@@ -36,7 +42,11 @@ pub fn survey(
     nodes: &[Node],
 ) -> Survey {
     let mut s = Survey::default();
-    for p in pods.iter().filter(|p| !p.terminating) {
+    for p in pods {
+        if p.terminating {
+            s.terminating_pods += 1;
+            continue;
+        }
         match p.pool {
             Pool::Ecs => s.ecs_pods += 1,
             Pool::Eci => s.eci_pods += 1,
@@ -49,7 +59,9 @@ pub fn survey(
         &policy.pools.ecs.node_selector,
         &policy.pools.eci.node_selector,
     );
-    let mut room: i64 = 0;
+    // Slots free now, and once the gateway's own terminating pods are gone (within their grace
+    // period): the room for more is what is free now; what ECS holds counts the room soon free.
+    let (mut now, mut soon): (i64, i64) = (0, 0);
     for node in nodes {
         if classify_node(node, ecs_sel, eci_sel) != Pool::Ecs
             || scheduler::static_fit(template, node).is_err()
@@ -57,12 +69,24 @@ pub fn survey(
             continue;
         }
         s.ecs_nodes += 1;
-        room += node.free().fits_count(&template.requests);
+        let free = node.free();
+        now += free.fits_count(&template.requests);
+        let mut freed = free;
+        for p in pods
+            .iter()
+            .filter(|p| p.terminating && p.node.as_deref() == Some(&node.name))
+        {
+            freed.add(&p.requests);
+        }
+        soon += freed.fits_count(&template.requests);
     }
-    // Pending pods will most likely take ECS room first (the weights prefer it).
-    let room = room - i64::from(policy.placement.ecs_headroom_pods) - i64::from(s.pending_pods);
+    let headroom = i64::from(policy.placement.ecs_headroom_pods);
+    // Pending pods will most likely take ECS room first (the weights prefer it): not room for
+    // more, but part of what ECS holds.
+    let room = now - headroom - i64::from(s.pending_pods);
     s.ecs_room = room.clamp(0, i64::from(i32::MAX)) as i32;
-    s.ecs_capacity = s.ecs_pods.saturating_add(s.ecs_room);
+    let held = (soon - headroom).clamp(0, i64::from(i32::MAX)) as i32;
+    s.ecs_capacity = s.ecs_pods.saturating_add(held.max(s.ecs_room));
     s
 }
 

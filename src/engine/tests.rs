@@ -1197,3 +1197,65 @@ fn spend_between_decisions_is_the_price_over_the_time_since() {
         "{cost:?}"
     );
 }
+
+/// A rollout moves the capacity, not the count: the gateway's own pending pods and the room its
+/// terminating pods are about to free still count as ECS capacity, and the ECI cap cuts no
+/// count while pods come and go (issue 26: `kubectl rollout restart` at peak cut 40 → 31).
+#[test]
+fn a_rollout_neither_shrinks_ecs_capacity_nor_lets_the_cap_cut_the_fleet() {
+    let mut p = policy();
+    p.eci.max_replicas = Some(3);
+    // 8 on ECS (full) and 3 on ECI: the ceiling, 11, is the count the load needs.
+    let mut c = cluster(2, 0, 8, 3);
+    // Mid-rollout: two old ECS pods terminating (still holding their room), two new pending.
+    for pod in c.pods.iter_mut().filter(|p| p.pool == Pool::Ecs).take(2) {
+        pod.terminating = true;
+    }
+    for i in 0..2 {
+        let mut new = pod(&format!("gw-new-{i}"), None, Pool::Pending, 2000.0);
+        new.ready = false;
+        c.pods.push(new);
+    }
+    let load = [LoadSample::Total(5500.0)];
+    let mut o = obs(3000.0, &c, &load, 11);
+    o.rollout_in_progress = true;
+    let d = decide(&p, &o, &EngineState::default()).decision;
+    assert_eq!(
+        (
+            d.survey.ecs_pods,
+            d.survey.pending_pods,
+            d.survey.terminating_pods
+        ),
+        (6, 2, 2)
+    );
+    assert_eq!(d.survey.ecs_capacity, 8, "{:?}", d.survey);
+    assert_eq!(d.survey.ecs_room, 0, "the room is not free yet");
+    assert_eq!(d.replicas.desired, 11, "{}", d.replicas.reason);
+}
+
+/// Outside a rollout, a ceiling that comes down below the count (the cost cap lowered, ECS
+/// room lost for good) brings the count down only once the excess has lasted the ECI window,
+/// as a falling load would.
+#[test]
+fn a_lower_ceiling_brings_the_count_down_through_the_eci_window() {
+    let mut p = policy();
+    p.eci.max_replicas = Some(1);
+    let c = cluster(2, 0, 8, 3);
+    let load = [LoadSample::Total(5500.0)];
+    let first = decide(&p, &obs(1000.0, &c, &load, 11), &EngineState::default());
+    assert_eq!(
+        first.decision.replicas.desired, 11,
+        "{}",
+        first.decision.replicas.reason
+    );
+    let window = p.eci.scale_down_window_seconds.map_or(40.0, |w| w as f64);
+    let soon = decide(&p, &obs(1000.0 + window / 2.0, &c, &load, 11), &first.state);
+    assert_eq!(soon.decision.replicas.desired, 11);
+    let later = decide(&p, &obs(1001.0 + window, &c, &load, 11), &soon.state);
+    assert_eq!(
+        (later.decision.replicas.desired, later.decision.replicas.why),
+        (9, Why::EciCap),
+        "{}",
+        later.decision.replicas.reason
+    );
+}
