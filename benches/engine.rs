@@ -114,6 +114,7 @@ fn bench_decision(c: &mut Criterion) {
             rollout_in_progress: false,
             pods: &pods,
             nodes: &nodes,
+            ecs_claimed_elsewhere: 0,
         };
         state = engine::decide(&policy, &obs, &state).state;
     }
@@ -133,6 +134,7 @@ fn bench_decision(c: &mut Criterion) {
                 rollout_in_progress: false,
                 pods: &pods,
                 nodes: &nodes,
+                ecs_claimed_elsewhere: 0,
             };
             engine::decide(&policy, &obs, &state)
         })

@@ -11,6 +11,7 @@ pub mod apply;
 pub mod context;
 pub mod controller;
 pub mod hand_back;
+pub mod ledger;
 pub mod memory;
 pub mod observe;
 pub mod report;

@@ -42,6 +42,9 @@ pub struct Observation<'a> {
     pub pods: &'a [GatewayPod],
     /// The nodes that matter: at least every node of either pool.
     pub nodes: &'a [Node],
+    /// ECS slots other gateways sharing these nodes have claimed for pods not placed yet (the
+    /// agent's ledger; 0 in a drill of one gateway): not free for this one.
+    pub ecs_claimed_elsewhere: i32,
 }
 
 /// What the engine remembers between decisions. Plain data: the caller keeps it.
@@ -263,6 +266,16 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// The ECS slots this decision counts on that no pod of the gateway occupies yet (pods
+    /// pending, or still to be made): what the agent's ledger keeps from the other gateways on
+    /// these nodes until they are placed. `count` is the replica count that stands (the
+    /// decision's, or the current one when the change was not made).
+    pub fn ecs_claim(&self, count: i32) -> i32 {
+        (count.min(self.survey.ecs_capacity) - self.survey.ecs_pods).max(0)
+    }
+}
+
+impl Decision {
     /// One line for logs and Events.
     pub fn summary(&self) -> String {
         format!(
@@ -335,7 +348,8 @@ impl Context {
             current: obs.spec_replicas,
             status_replicas: obs.pods.iter().filter(|p| !p.terminating).count() as i32,
             weights_now,
-            survey: placement::survey(policy, &template, obs.pods, obs.nodes),
+            survey: placement::survey(policy, &template, obs.pods, obs.nodes)
+                .less_claimed(obs.ecs_claimed_elsewhere),
             up: policy.behavior.scale_up.effective(true),
             down: policy.behavior.scale_down.effective(false),
         }

@@ -293,6 +293,11 @@ impl Metrics {
         self.decisions.reconciled(key, next);
     }
 
+    /// The ECS slots other gateways claimed on this one's nodes.
+    pub fn claimed_elsewhere(&self, key: &GatewayKey, slots: i32) {
+        self.fleet.claimed_elsewhere(key, slots);
+    }
+
     /// Whether another writer contests the gateway's replica count.
     pub fn contested(&self, key: &GatewayKey, contested: bool) {
         self.decisions.contested(key, contested);
@@ -449,6 +454,7 @@ mod tests {
             rollout_in_progress: false,
             pods: &[],
             nodes: &[],
+            ecs_claimed_elsewhere: 0,
         };
         let mut d = decide(&spec, &obs, &EngineState::default()).decision;
         d.readings[0].metric = metric.into();

@@ -148,6 +148,7 @@ fn decide_once(egw: &ElasticGateway, current: i32, load: f64, now: f64) {
             rollout_in_progress: false,
             pods: &[],
             nodes: &[],
+            ecs_claimed_elsewhere: 0,
         };
         state = engine::decide(&egw.spec, &obs, &state).state;
     }

@@ -11,6 +11,7 @@ use tracing::{debug, warn};
 
 use tokio::sync::Semaphore;
 
+use super::ledger::Ledger;
 use super::memory::Memories;
 use super::wake::Interests;
 use crate::fastpath::FastPath;
@@ -80,6 +81,8 @@ pub struct Context {
     pub memory: Memories,
     /// What each gateway's decision depends on in the index, for waking it on a change.
     pub interests: Arc<Interests>,
+    /// The ECS slots each gateway claimed for pods not placed yet.
+    pub ledger: Ledger,
     /// The reconcile slots, handed out in the order asked for (tokio's semaphore is fair), so
     /// that no gateway waits behind others that keep coming back.
     pub slots: Semaphore,
@@ -111,6 +114,7 @@ impl Context {
             fast_path: None,
             memory: Memories::default(),
             interests: Arc::default(),
+            ledger: Ledger::default(),
             slots: Semaphore::new(config.concurrency.max(1)),
             config,
         }

@@ -19,12 +19,12 @@ use kube::{Resource, ResourceExt};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
-use super::apply;
 use super::context::Context;
 use super::hand_back::hand_back;
 use super::observe::{self, Stop};
 use super::report::{self, Subject};
 use super::wake;
+use super::{apply, ledger};
 use crate::act;
 use crate::k8s::index::Change;
 use crate::k8s::{bounded, is_status};
@@ -274,11 +274,11 @@ async fn reconcile_one(
     };
     let (spec, leader) = (&egw.spec, ctx.is_leader());
     let prev = ctx.memory.engine_for(key, leader);
-    let mut planned = ctx
-        .with_nodes(|nodes| act::plan(spec, &observed.observation(nodes), &prev, observed.scope()));
+    let mut planned = ledger::plan(egw, key, ctx, &observed, &prev);
     let summary = planned.decision.summary();
     info!(decision = %summary, leader, dry_run = spec.dry_run, "decided");
     let applied = apply::apply(egw, key, ctx, leader, &observed, &planned).await?;
+    ledger::settle(egw, key, ctx, &planned, applied.plan.replicas);
     ctx.memory
         .decided(key, act::commit(&prev, &mut planned, spec, &applied.plan));
     report::report(egw, &subject, key, ctx, &observed, &planned, &applied).await

@@ -12,6 +12,7 @@ use super::wake::Interest;
 use crate::act::Scope;
 use crate::engine::Observation;
 use crate::fastpath;
+use crate::k8s::index::Unsynced;
 use crate::k8s::target::{self, ReplicaWriter, TargetView};
 use crate::k8s::{bounded, is_status};
 use crate::metrics::ErrorKind;
@@ -38,8 +39,9 @@ pub struct Observed {
 }
 
 impl Observed {
-    /// The engine's observation, the one place it is built.
-    pub fn observation<'a>(&'a self, nodes: &'a [Node]) -> Observation<'a> {
+    /// The engine's observation, the one place it is built; `claimed` are the ECS slots other
+    /// gateways on these nodes claimed ([`super::ledger`]).
+    pub fn observation<'a>(&'a self, nodes: &'a [Node], claimed: i32) -> Observation<'a> {
         Observation {
             now: self.now,
             loads: &self.loads,
@@ -50,6 +52,7 @@ impl Observed {
             rollout_in_progress: self.target.rollout_in_progress,
             pods: &self.pods,
             nodes,
+            ecs_claimed_elsewhere: claimed,
         }
     }
 
@@ -76,6 +79,10 @@ pub struct Hold {
     pub requeue: Duration,
     /// The error it counts as, if it is one.
     pub error: Option<ErrorKind>,
+    /// A wait, not a fault: the agent has just started and its watches are still listing. Not
+    /// written to the status nor announced by an Event (a restart would otherwise flip `Ready`
+    /// and warn every time).
+    pub quiet: bool,
 }
 
 /// How an observation ends without a decision.
@@ -140,9 +147,9 @@ fn may_decide(egw: &ElasticGateway, key: &GatewayKey, ctx: &Context) -> Result<(
         let kind = Some(ErrorKind::InvalidPolicy);
         return Err(hold("InvalidPolicy", errors.join("; "), settled, kind));
     }
-    let (watched, health) = {
+    let (watched, health, age) = {
         let ix = ctx.index();
-        (ix.watches_namespace(ns), ix.health(ns))
+        (ix.watches_namespace(ns), ix.health(ns), ix.age())
     };
     if !watched {
         let msg = format!(
@@ -152,12 +159,19 @@ fn may_decide(egw: &ElasticGateway, key: &GatewayKey, ctx: &Context) -> Result<(
     }
     if let Err(why) = health {
         let kind = Some(ErrorKind::WatchUnsynced);
-        return Err(hold(
-            why.reason(),
-            why.to_string(),
-            ctx.tick(&egw.spec),
-            kind,
-        ));
+        let starting = matches!(why, Unsynced::NotListed(_)) && age < settled.max(STARTUP_GRACE);
+        let requeue = if starting {
+            STARTUP_RETRY
+        } else {
+            ctx.tick(&egw.spec)
+        };
+        return Err(Stop::Held(Hold {
+            reason: why.reason(),
+            message: why.to_string(),
+            requeue,
+            error: kind,
+            quiet: starting,
+        }));
     }
     Ok(())
 }
@@ -231,8 +245,15 @@ fn hold(
         message,
         requeue,
         error,
+        quiet: false,
     })
 }
+
+/// How long after start a watch that has not listed yet is a wait rather than a fault (at least
+/// six intervals).
+const STARTUP_GRACE: Duration = Duration::from_secs(30);
+/// How soon a gateway held by a starting watch looks again.
+const STARTUP_RETRY: Duration = Duration::from_secs(1);
 
 /// How long spillway leaves the replica count alone after another writer last changed it.
 pub const CONTEST_QUIET_SECONDS: f64 = 120.0;
@@ -310,6 +331,7 @@ pub async fn undecodable(key: &GatewayKey, error: &str, ctx: &Context) -> Hold {
         message: format!("the ElasticGateway does not decode: {error}"),
         requeue: ctx.config.interval * 6,
         error: Some(ErrorKind::Undecodable),
+        quiet: false,
     }
 }
 

@@ -149,6 +149,10 @@ pub async fn held(subject: &Subject, key: &GatewayKey, ctx: &Context, hold: Hold
     if let Some(kind) = hold.error {
         ctx.metrics.error(key, kind);
     }
+    if hold.quiet {
+        debug!(reason = hold.reason, message = %hold.message, "waiting to see before deciding");
+        return Action::requeue(hold.requeue);
+    }
     let cond = condition(
         "Ready",
         false,
@@ -177,7 +181,7 @@ pub async fn held(subject: &Subject, key: &GatewayKey, ctx: &Context, hold: Hold
         let status = ElasticGatewayStatus {
             observed_generation: subject.generation,
             phase: Some("Holding".into()),
-            conditions: carry_transitions(&prev, vec![cond], crate::clock::unix_now()),
+            conditions: carry_transitions(&prev, with_ready(&prev, cond), crate::clock::unix_now()),
             ..subject.status.clone().unwrap_or_default()
         };
         if let Err(e) = write_status(ctx, subject, key, status).await {
@@ -393,6 +397,17 @@ pub fn status(
     }
 }
 
+/// The previous conditions with `Ready` replaced: a hold says why no decision is made, and
+/// leaves what the last decision found (its transition times too) as it was.
+fn with_ready(prev: &[Condition], ready: Condition) -> Vec<Condition> {
+    let mut next = prev.to_vec();
+    match next.iter_mut().find(|c| c.type_ == "Ready") {
+        Some(c) => *c = ready,
+        None => next.push(ready),
+    }
+    next
+}
+
 /// The conditions as last written: this replica's own write while it has led without a break,
 /// otherwise the object's status (after a restart or a leader change).
 fn previous_conditions(subject: &Subject, ctx: &Context, key: &GatewayKey) -> Vec<Condition> {
@@ -575,6 +590,30 @@ mod tests {
         );
         assert_eq!(again[0].last_transition_time, first[0].last_transition_time);
         assert!(!changed(&prev, &again[0]));
+    }
+
+    /// A hold replaces `Ready` and keeps what the last decision found, transition times too.
+    #[test]
+    fn a_hold_keeps_the_other_conditions() {
+        let prev = carry_transitions(
+            &[],
+            vec![
+                condition("MetricsAvailable", false, "QueryFailed", "m", Some(1)),
+                condition("Ready", true, "Deciding", "r", Some(1)),
+            ],
+            1000.0,
+        );
+        let hold = condition("Ready", false, "WatchFailing", "w", Some(1));
+        let next = carry_transitions(&prev, with_ready(&prev, hold), 2000.0);
+        assert_eq!(next.len(), 2);
+        assert_eq!(next[0], prev[0], "MetricsAvailable kept as it was");
+        assert_eq!(next[1].reason, "WatchFailing");
+        assert_eq!(next[1].last_transition_time.0.as_second(), 2000);
+        let once_more = with_ready(
+            &next,
+            condition("Ready", false, "WatchFailing", "w", Some(1)),
+        );
+        assert_eq!(carry_transitions(&next, once_more, 3000.0), next);
     }
 
     #[test]
@@ -797,7 +836,7 @@ mod tests {
             edit(&mut spec);
             let planned = act::plan(
                 &spec,
-                &obs.observation(&[]),
+                &obs.observation(&[], 0),
                 &EngineState::default(),
                 obs.scope(),
             );
@@ -818,7 +857,7 @@ mod tests {
         let obs = observed(LoadSample::Total(2000.0), vec![], &[]);
         let planned = act::plan(
             &spec,
-            &obs.observation(&[]),
+            &obs.observation(&[], 0),
             &EngineState::default(),
             obs.scope(),
         );
@@ -878,7 +917,7 @@ mod tests {
         let obs = observed(LoadSample::Total(8000.0), vec!["gw-hpa".into()], &[]);
         let planned = act::plan(
             &spec,
-            &obs.observation(&[]),
+            &obs.observation(&[], 0),
             &EngineState::default(),
             obs.scope(),
         );

@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::{Node as KNode, Pod};
 use kube::Client;
 use kube::client::Body;
 use kube::core::DeserializeGuard;
+use kube::runtime::controller::Action;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
@@ -275,10 +276,33 @@ fn count(seen: &Mutex<Vec<Seen>>, method: &str, part: &str) -> usize {
         .count()
 }
 
+/// Just after start, the watches still listing: a quiet wait (a restart flips no condition and
+/// sends no Event), but no decision either.
+#[tokio::test]
+async fn no_decision_and_no_noise_while_the_caches_list_at_start() {
+    let (client, seen) = fake_api(cluster(|_| None));
+    let ctx = context(client, index(false), prometheus(10_000.0).await, true);
+    let action = reconcile(gateway(egw_json()), ctx.clone()).await.unwrap();
+    assert_eq!(count(&seen, "GET", "/deployments/"), 0);
+    assert_eq!(count(&seen, "PATCH", "/scale"), 0);
+    assert_eq!(status_patches(&seen), Vec::<String>::new());
+    assert_eq!(count(&seen, "POST", "/events"), 0);
+    assert_eq!(action, Action::requeue(Duration::from_secs(1)));
+    assert!(
+        ctx.metrics.prometheus_text().contains(
+            r#"spillway_held{namespace="istio-system",name="gw",kind="CachesNotSynced"} 1"#
+        )
+    );
+}
+
 #[tokio::test]
 async fn no_decision_before_the_caches_have_synced() {
     let (client, seen) = fake_api(cluster(|_| None));
-    let ctx = context(client, index(false), prometheus(10_000.0).await, true);
+    let ix = index(false);
+    let ix = Arc::new(RwLock::new(
+        std::mem::take(&mut *ix.write().unwrap()).made_ago(Duration::from_secs(60)),
+    ));
+    let ctx = context(client, ix, prometheus(10_000.0).await, true);
     reconcile(gateway(egw_json()), ctx.clone()).await.unwrap();
     // Nothing read or written but the status (and its Event): no decision was made.
     assert_eq!(count(&seen, "GET", "/deployments/"), 0);

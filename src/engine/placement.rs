@@ -32,6 +32,24 @@ pub struct Survey {
     /// ECS first) and the free slots, counting the room its terminating pods are about to free.
     /// A rollout (surge pods pending, old pods terminating) leaves it unchanged.
     pub ecs_capacity: i32,
+    /// ECS slots other gateways on these nodes have claimed (see [`Survey::less_claimed`]).
+    #[serde(default)]
+    pub ecs_claimed_elsewhere: i32,
+}
+
+impl Survey {
+    /// The survey with `claimed` slots of ECS taken by other gateways' pods not placed yet: less
+    /// room, and less capacity (never below what this gateway's own pods already hold).
+    pub fn less_claimed(mut self, claimed: i32) -> Self {
+        let claimed = claimed.max(0);
+        self.ecs_claimed_elsewhere = claimed;
+        self.ecs_room = (self.ecs_room - claimed).max(0);
+        let own = self
+            .ecs_pods
+            .saturating_add(self.pending_pods.min(self.ecs_capacity - self.ecs_pods));
+        self.ecs_capacity = (self.ecs_capacity - claimed).max(own.min(self.ecs_capacity));
+        self
+    }
 }
 
 /// Counts the gateway's pods per pool and the ECS room for more.

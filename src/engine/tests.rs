@@ -109,6 +109,7 @@ fn obs<'a>(now: f64, c: &'a Cluster, loads: &'a [LoadSample], spec: i32) -> Obse
         rollout_in_progress: false,
         pods: &c.pods,
         nodes: &c.nodes,
+        ecs_claimed_elsewhere: 0,
     }
 }
 
@@ -1258,4 +1259,33 @@ fn a_lower_ceiling_brings_the_count_down_through_the_eci_window() {
         "{}",
         later.decision.replicas.reason
     );
+}
+
+/// Slots another gateway on the same nodes has claimed are not this one's room: the same burst
+/// sees a smaller ECS capacity, and claims only what is left.
+#[test]
+fn slots_claimed_elsewhere_are_not_free() {
+    let p = policy();
+    let c = cluster(3, 0, 4, 0);
+    let load = [LoadSample::Total(20_000.0)];
+    let alone = decide(&p, &obs(1000.0, &c, &load, 4), &EngineState::default()).decision;
+    let mut shared = obs(1000.0, &c, &load, 4);
+    shared.ecs_claimed_elsewhere = 6;
+    let shared = decide(&p, &shared, &EngineState::default()).decision;
+    assert_eq!(alone.survey.ecs_room - shared.survey.ecs_room, 6);
+    assert_eq!(alone.survey.ecs_capacity - shared.survey.ecs_capacity, 6);
+    assert_eq!(shared.survey.ecs_claimed_elsewhere, 6);
+    // 4 → 8 (rate limited): alone, 4 more on ECS; sharing, only the 2 slots left.
+    let count = alone.replicas.desired;
+    assert_eq!(
+        (count, alone.survey.ecs_capacity, shared.survey.ecs_capacity),
+        (8, 12, 6)
+    );
+    assert_eq!(alone.ecs_claim(count), 4);
+    assert_eq!(shared.ecs_claim(count), 2);
+    // Claims never take what the gateway's own pods hold.
+    let mut all = obs(1000.0, &c, &load, 4);
+    all.ecs_claimed_elsewhere = 1_000;
+    let all = decide(&p, &all, &EngineState::default()).decision;
+    assert_eq!((all.survey.ecs_room, all.survey.ecs_capacity), (0, 4));
 }

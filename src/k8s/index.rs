@@ -117,14 +117,28 @@ pub struct ClusterIndex {
     synced: HashSet<Watched>,
     /// The last error of each watch that has not delivered an event since.
     failing: HashMap<Watched, String>,
+    /// When the index was made: a watch that has not listed yet is only a problem after a while.
+    created: Option<std::time::Instant>,
 }
 
 impl ClusterIndex {
     pub fn new(gateway_namespaces: impl IntoIterator<Item = String>) -> Self {
         Self {
             gateway_namespaces: gateway_namespaces.into_iter().collect(),
+            created: Some(std::time::Instant::now()),
             ..Default::default()
         }
+    }
+
+    /// As if made `ago`: for tests of what happens once the watches have had their time.
+    pub fn made_ago(mut self, ago: std::time::Duration) -> Self {
+        self.created = std::time::Instant::now().checked_sub(ago);
+        self
+    }
+
+    /// How long the watches have had to list.
+    pub fn age(&self) -> std::time::Duration {
+        self.created.map(|t| t.elapsed()).unwrap_or_default()
     }
 
     pub fn watches_namespace(&self, ns: &str) -> bool {

@@ -26,6 +26,7 @@ pub struct FleetMetrics {
     ecs_capacity: Family<GatewayLabels, Gauge>,
     eci_cap: Family<GatewayLabels, Gauge>,
     weight: Family<PoolLabels, Gauge>,
+    claimed_elsewhere: Family<GatewayLabels, Gauge>,
 }
 
 impl FleetMetrics {
@@ -73,7 +74,19 @@ impl FleetMetrics {
             "Preferred node-affinity weight in the gateway's pod template, per pool",
             m.weight.clone(),
         );
+        r.register(
+            "ecs_claimed_elsewhere_pods",
+            "ECS slots on the gateway's nodes that other gateways claimed for pods not placed yet (first come, first served); not free for this one",
+            m.claimed_elsewhere.clone(),
+        );
         m
+    }
+
+    /// The slots other gateways claimed on this one's nodes, at its last decision.
+    pub fn claimed_elsewhere(&self, key: &GatewayKey, slots: i32) {
+        self.claimed_elsewhere
+            .get_or_create(&GatewayLabels::from(key))
+            .set(i64::from(slots));
     }
 
     /// The fleet as observed at a decision, and what was decided for it.
@@ -154,6 +167,7 @@ impl FleetMetrics {
             &self.ecs_free,
             &self.ecs_capacity,
             &self.eci_cap,
+            &self.claimed_elsewhere,
         ] {
             f.remove(&gw);
         }

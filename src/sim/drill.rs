@@ -363,6 +363,7 @@ fn run_policy(
                     rollout_in_progress: cluster.rollout_in_progress(),
                     pods: &pods,
                     nodes: &cluster.nodes,
+                    ecs_claimed_elsewhere: 0,
                 };
                 // The HPA only sets replicas.
                 let scope = act::Scope {
