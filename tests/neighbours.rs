@@ -18,8 +18,8 @@ use support::prom::{LoadExporter, Prom};
 use support::testbed::{Testbed, pool_counts};
 
 const B: &str = "gateway-b";
-/// Each gateway's ECI cap: with 6 free ECS slots between them, the one that decides first
-/// reaches the 12 its load asks for (10 on ECS, 2 on ECI), the other 8 (2 on ECS, 6 on ECI).
+/// Each gateway's ECI cap: with 6 free ECS slots between them, the one that decides first takes
+/// them, the other is held to its own ECS pods and the cap (12 and 8, or 10 and 12).
 const ECI_CAP: i32 = 6;
 
 /// The policy of the gateway that scrapes its load from the exporter on `port`.
@@ -118,23 +118,25 @@ async fn two_gateways_bursting_into_shared_ecs_room_neither_overcommit_nor_colla
     load_b.set(6000.0);
     let mut seen: Vec<(i32, i32)> = vec![];
     let mut claimed_max: f64 = 0.0;
-    let mut both_at: Option<Instant> = None;
-    // Sampled until both have held for 15 s (the load holds): nothing may come back down.
-    while both_at.is_none_or(|t| t.elapsed() < Duration::from_secs(15)) {
+    let mut changed_at = Instant::now();
+    // Sampled until the counts have risen and then held for 15 s (the load holds): nothing may
+    // come back down meanwhile.
+    loop {
         let now = (
             replicas(&tb, "istio-ingressgateway").await.unwrap_or(0),
             replicas(&tb, B).await.unwrap_or(0),
         );
         if seen.last() != Some(&now) {
             seen.push(now);
+            changed_at = Instant::now();
         }
         claimed_max = claimed_max.max(metric_sum(&a, "spillway_ecs_claimed_elsewhere_pods"));
-        if now == (12, 8) || now == (8, 12) {
-            both_at.get_or_insert_with(Instant::now);
+        if now.0 + now.1 >= 20 && changed_at.elapsed() >= Duration::from_secs(15) {
+            break;
         }
         assert!(
-            both_at.is_some() || burst.elapsed() < Duration::from_secs(60),
-            "the gateways did not reach 12 and 8 (ECS 12 + ECI 2 × 6) in 60 s: {seen:?}"
+            burst.elapsed() < Duration::from_secs(90),
+            "the counts did not settle at 20 or more within 90 s: {seen:?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -169,13 +171,16 @@ async fn two_gateways_bursting_into_shared_ecs_room_neither_overcommit_nor_colla
         scale_writes("istio-ingressgateway"),
         scale_writes(B)
     );
-    // The one that decided second planned without the slots the first had counted on.
-    assert!(
-        claimed_max >= 1.0,
-        "no decision saw the other gateway's claim"
-    );
-    // Every ECS slot holds a gateway pod, the rest overflowed to ECI, and the caps held.
+    // Whether the second decision came while the first one's pods were still unplaced (and so
+    // planned without the slots claimed) depends on timing; the outcome above must hold either way.
+    // Every ECS slot holds a gateway pod, the rest overflowed to ECI, the caps held, and each
+    // gateway has what its load asks, as far as its ECS pods and its cap allow.
+    let (count_a, count_b) = *seen.last().unwrap();
     assert_eq!(ecs_a + ecs_b, 12, "ECS left with room: {ecs_a} + {ecs_b}");
-    assert_eq!(ecs_a + eci_a + ecs_b + eci_b, 20);
+    assert_eq!(ecs_a + eci_a, count_a as usize);
+    assert_eq!(ecs_b + eci_b, count_b as usize);
     assert!(eci_a <= ECI_CAP as usize && eci_b <= ECI_CAP as usize);
+    for (count, ecs) in [(count_a, ecs_a), (count_b, ecs_b)] {
+        assert_eq!(count as usize, 12.min(ecs + ECI_CAP as usize), "{seen:?}");
+    }
 }

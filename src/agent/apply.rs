@@ -80,7 +80,7 @@ pub async fn apply(
             Err(_) => return Ok(Applied::fenced(applied, errors)),
             Ok(Ok(())) => {
                 applied.replicas = Some(r);
-                ctx.memory.count_written(key);
+                ctx.memory.count_written(key, r);
             }
             Ok(Err(msg)) => errors.push(msg),
         }

@@ -33,8 +33,8 @@ struct GatewayMemory {
     fast_path_failing: bool,
     /// When the last reconcile ended, and when the next was due after it.
     reconciled: Option<(Instant, Duration)>,
-    /// This replica has written the target's replica count.
-    wrote_count: bool,
+    /// The replica count this replica last wrote to the target.
+    wrote_count: Option<i32>,
     /// Another writer of the count, as last seen.
     contest: Option<ContestSeen>,
 }
@@ -124,12 +124,12 @@ impl Memories {
         self.with(key, |m| m.original = Some(original));
     }
 
-    /// This replica wrote the target's replica count.
-    pub fn count_written(&self, key: &GatewayKey) {
-        self.with(key, |m| m.wrote_count = true);
+    /// This replica wrote `count` as the target's replica count.
+    pub fn count_written(&self, key: &GatewayKey, count: i32) {
+        self.with(key, |m| m.wrote_count = Some(count));
     }
 
-    pub fn wrote_count(&self, key: &GatewayKey) -> bool {
+    pub fn wrote_count(&self, key: &GatewayKey) -> Option<i32> {
         self.with(key, |m| m.wrote_count)
     }
 

@@ -123,6 +123,10 @@ pub async fn observe(
         &spec.pools.eci.node_selector,
     );
     let fast = read_fast_path(spec, key, ctx, &pods).await;
+    if !hpas.is_empty() || !target.asm_autoscaling.is_empty() || !contenders.is_empty() {
+        let writers: Vec<&str> = contenders.iter().map(|w| w.manager.as_str()).collect();
+        debug!(?hpas, asm = ?target.asm_autoscaling, ?writers, "the replica count is held");
+    }
     Ok(Observed {
         now,
         target,
@@ -272,10 +276,12 @@ pub struct ContestSeen {
 /// last looked: it wrote the count (a person's `kubectl scale`, a CronHPA, ASM's resync, a
 /// re-applied manifest). It counts as active while it keeps changing the count, and for
 /// [`CONTEST_QUIET_SECONDS`] after; spillway leaves the count alone meanwhile and names it.
-/// Whoever made the workload owns the count until then: no contest.
+/// Whoever made the workload owns the count until then: no contest. Nor is a writer that set
+/// the count spillway last wrote (ASM rendering spillway's `replicaCount` into the Deployment
+/// that spillway then scales itself once ASM's sync is turned off).
 pub fn contest(
     target: &TargetView,
-    wrote_before: bool,
+    wrote: Option<i32>,
     seen: Option<ContestSeen>,
     now: f64,
 ) -> (Vec<ReplicaWriter>, ContestSeen) {
@@ -285,13 +291,16 @@ pub fn contest(
         .filter(|w| w.manager != target::FIELD_MANAGER)
         .cloned()
         .collect();
-    let changed = seen.is_some_and(|s| s.replicas != target.replicas);
+    // A change to the count spillway itself wrote is its own (seen late, or through ASM's copy).
+    let changed =
+        seen.is_some_and(|s| s.replicas != target.replicas) && wrote != Some(target.replicas);
     let before = seen.and_then(|s| s.active_at);
     let quiet = |replicas| ContestSeen {
         replicas,
         active_at: None,
     };
-    if others.is_empty() || !(wrote_before || changed || before.is_some()) {
+    let overwritten = wrote.is_some_and(|w| w != target.replicas);
+    if others.is_empty() || !(overwritten || changed || before.is_some()) {
         return (vec![], quiet(target.replicas));
     }
     let recorded = others
@@ -510,42 +519,57 @@ mod tests {
             ..view(writers, 1)
         };
         // The workload's maker owns the count, nothing changed: no contest.
-        let (c, seen) = contest(&with(4, &["helm"]), false, None, 0.0);
+        let (c, seen) = contest(&with(4, &["helm"]), None, None, 0.0);
         assert!(c.is_empty());
         // A template change by the maker (the count unchanged): still none.
-        let (c, seen) = contest(&with(4, &["helm"]), false, Some(seen), 10.0);
+        let (c, seen) = contest(&with(4, &["helm"]), None, Some(seen), 10.0);
         assert!(c.is_empty());
         // spillway's own write.
-        let (c, seen) = contest(&with(6, &[spillway]), true, Some(seen), 20.0);
+        let (c, seen) = contest(&with(6, &[spillway]), Some(6), Some(seen), 20.0);
         assert!(c.is_empty());
         // kubectl took it since.
-        let (c, seen) = contest(&with(5, &["kubectl"]), true, Some(seen), 100.0);
+        let (c, seen) = contest(&with(5, &["kubectl"]), Some(6), Some(seen), 100.0);
         assert_eq!(
             c.iter().map(|w| w.manager.as_str()).collect::<Vec<_>>(),
             ["kubectl"]
         );
         // It writes again: the quiet period restarts.
-        let (c, seen) = contest(&with(6, &["kubectl"]), true, Some(seen), 200.0);
+        let (c, seen) = contest(&with(7, &["kubectl"]), Some(6), Some(seen), 200.0);
         assert_eq!((c.len(), seen.active_at), (1, Some(200.0)));
         // Unchanged within the quiet period: still contested; quiet for longer: spillway's again.
         let (c, seen) = contest(
-            &with(6, &["kubectl"]),
-            true,
+            &with(7, &["kubectl"]),
+            Some(6),
             Some(seen),
             200.0 + CONTEST_QUIET_SECONDS,
         );
         assert_eq!(c.len(), 1);
         let (c, _) = contest(
-            &with(6, &["kubectl"]),
-            true,
+            &with(7, &["kubectl"]),
+            Some(6),
             Some(seen),
             201.0 + CONTEST_QUIET_SECONDS,
         );
         assert!(c.is_empty());
         // After a restart (spillway has not written yet), a change of the count by another
         // field manager is a contest too.
-        let (_, seen) = contest(&with(4, &["cron-scaler"]), false, None, 0.0);
-        let (c, _) = contest(&with(5, &["cron-scaler"]), false, Some(seen), 3.0);
+        let (_, seen) = contest(&with(4, &["cron-scaler"]), None, None, 0.0);
+        let (c, _) = contest(&with(5, &["cron-scaler"]), None, Some(seen), 3.0);
         assert_eq!(c.len(), 1);
+        // A writer that set the count spillway wrote (ASM rendering spillway's replicaCount into
+        // the Deployment spillway now scales itself): no contest, however recent its write.
+        let (_, seen) = contest(&with(2, &[spillway]), Some(2), None, 0.0);
+        let mut asm = view(&["asm-renderer"], 1);
+        asm.replicas = 2;
+        asm.replica_writers[0].at = Some(9.0);
+        let (c, _) = contest(&asm, Some(2), Some(seen), 10.0);
+        assert!(c.is_empty());
+        // Nor when spillway last looked before its own write (the count it saw was 20).
+        let stale = ContestSeen {
+            replicas: 20,
+            active_at: None,
+        };
+        let (c, _) = contest(&asm, Some(2), Some(stale), 10.0);
+        assert!(c.is_empty());
     }
 }

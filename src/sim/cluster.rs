@@ -67,6 +67,8 @@ pub struct SimPod {
     /// Set when deleted: it is gone at this time.
     pub gone_at: Option<f64>,
     pub deletion_cost: Option<i32>,
+    /// Stands for the apiserver's random UID: the ReplicaSet controller's last tie-break.
+    pub uid: u64,
 }
 
 impl SimPod {
@@ -331,32 +333,28 @@ impl SimCluster {
             ready_at: None,
             gone_at: None,
             deletion_cost: None,
+            uid: victims::uid(self.next_pod),
         });
     }
 
-    /// Deletes `n` of `candidates` in the ReplicaSet controller's order.
+    /// Deletes `n` of `candidates` in the ReplicaSet controller's order, ranked against every
+    /// active pod of the Deployment (all revisions), as `getIndirectlyRelatedPods` lists them.
     fn delete_some(&mut self, candidates: &[usize], n: usize, now: f64) {
-        let mut order = candidates.to_vec();
-        let ranks = self.related_on_node(candidates);
-        order.sort_by(|a, b| victim_order(&self.pods[*a], &self.pods[*b], ranks[a], ranks[b], now));
+        let ranked: Vec<victims::Candidate> = candidates
+            .iter()
+            .map(|i| candidate(&self.pods[*i], now))
+            .collect();
+        let related: Vec<Option<usize>> = self.live().map(|p| p.node).collect();
+        let chosen: Vec<usize> = victims::to_delete(&ranked, &related, n, now)
+            .into_iter()
+            .map(|k| candidates[k])
+            .collect();
         let grace = self.latencies.termination_seconds;
-        for i in order.into_iter().take(n) {
+        for i in chosen {
             let p = &mut self.pods[i];
             // An unbound pod has nothing to drain.
             p.gone_at = Some(if p.node.is_some() { now + grace } else { now });
         }
-    }
-
-    /// For each candidate, how many of the candidates share its node (the controller's rank).
-    fn related_on_node(&self, candidates: &[usize]) -> std::collections::HashMap<usize, usize> {
-        let mut per_node = std::collections::HashMap::<Option<usize>, usize>::new();
-        for i in candidates {
-            *per_node.entry(self.pods[*i].node).or_default() += 1;
-        }
-        candidates
-            .iter()
-            .map(|i| (*i, per_node[&self.pods[*i].node]))
-            .collect()
     }
 
     /// kube-scheduler, one pending pod at a time, oldest first.
@@ -415,43 +413,24 @@ fn unit(rng: &mut ChaCha8Rng) -> f64 {
     (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// `controller.ActivePodsWithRanks.Less` (pkg/controller/controller_utils.go): the pod sorted
-/// first is deleted first.
-/// 1. unassigned before assigned; 2. pending before running; 3. not ready before ready;
-/// 4. lower `pod-deletion-cost` first; 5. more pods of the set on the same node first;
-/// 6. ready for less time first (log2 buckets, LogarithmicScaleDown); 7. (restarts: none here);
-/// 8. newer first (log2 buckets), then by name for a total order.
-pub fn victim_order(
-    a: &SimPod,
-    b: &SimPod,
-    rank_a: usize,
-    rank_b: usize,
-    now: f64,
-) -> std::cmp::Ordering {
-    use std::cmp::Ordering;
-    let assigned = |p: &SimPod| p.node.is_some();
-    let running = |p: &SimPod| p.ready_at.is_some_and(|r| r <= now);
-    // LogarithmicScaleDown compares durations in powers of two.
-    let bucket = |d: f64| if d < 1.0 { 0 } else { d.log2().floor() as i64 };
-    assigned(a)
-        .cmp(&assigned(b))
-        .then_with(|| running(a).cmp(&running(b)))
-        .then_with(|| a.ready(now).cmp(&b.ready(now)))
-        .then_with(|| {
-            a.deletion_cost
-                .unwrap_or(0)
-                .cmp(&b.deletion_cost.unwrap_or(0))
-        })
-        .then_with(|| rank_b.cmp(&rank_a))
-        .then_with(|| match (a.ready_at, b.ready_at) {
-            (Some(ra), Some(rb)) if a.ready(now) && b.ready(now) => {
-                bucket(now - ra).cmp(&bucket(now - rb))
-            }
-            _ => Ordering::Equal,
-        })
-        .then_with(|| bucket(now - a.created_at).cmp(&bucket(now - b.created_at)))
-        .then_with(|| b.created_at.total_cmp(&a.created_at))
-        .then_with(|| a.name.cmp(&b.name))
+/// What the ReplicaSet controller reads of a simulated pod when it ranks victims. The model
+/// knows no restarts, and a bound pod that is not ready yet is still starting (Pending).
+pub fn candidate(p: &SimPod, now: f64) -> victims::Candidate {
+    let ready = p.ready(now);
+    victims::Candidate {
+        node: p.node,
+        phase: if ready {
+            victims::Phase::Running
+        } else {
+            victims::Phase::Pending
+        },
+        ready,
+        ready_since: p.ready_at.filter(|_| ready),
+        restarts: (0, 0),
+        deletion_cost: p.deletion_cost.unwrap_or(0),
+        created: Some(p.created_at),
+        uid: p.uid,
+    }
 }
 
 /// Pool classifier for the policy's selectors.
@@ -461,6 +440,8 @@ pub fn pool_classifier(
 ) -> impl Fn(&Node) -> Pool {
     move |n| classify_node(n, &ecs, &eci)
 }
+
+pub mod victims;
 
 #[cfg(test)]
 mod tests;

@@ -84,6 +84,7 @@ fn pod(
         ready_at,
         gone_at: None,
         deletion_cost: cost,
+        uid: victims::uid(name.bytes().map(u64::from).sum()),
     }
 }
 
@@ -91,7 +92,9 @@ fn pod(
 fn victim_order_follows_the_replicaset_controller() {
     let now = 1000.0;
     let sorted = |mut v: Vec<(SimPod, usize)>| -> Vec<String> {
-        v.sort_by(|a, b| victim_order(&a.0, &b.0, a.1, b.1, now));
+        v.sort_by(|a, b| {
+            victims::order(&candidate(&a.0, now), a.1, &candidate(&b.0, now), b.1, now)
+        });
         v.into_iter().map(|(p, _)| p.name).collect()
     };
     // 1. unassigned first; 2. not running before running; 3. not ready before ready.
