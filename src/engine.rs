@@ -414,7 +414,7 @@ fn size(
     series: &mut Vec<forecast::Series>,
 ) -> Vec<Reading> {
     let lead = &policy.behavior.lead_time;
-    let tolerance = policy.behavior.tolerance;
+    let tolerance = policy.behavior.tolerances();
     series.resize_with(policy.metrics.len(), Default::default);
     policy
         .metrics
@@ -476,7 +476,7 @@ fn size(
                         )
                     })
                     .flatten()
-                    .filter(|f| *f > v * (1.0 + 2.0 * tolerance))
+                    .filter(|f| *f > v * (1.0 + 2.0 * tolerance.up))
             });
             Reading {
                 metric: m.display_name(),
@@ -515,7 +515,7 @@ fn forecast(
                     ctx.status_replicas,
                     f,
                     m.target_per_replica,
-                    policy.behavior.tolerance,
+                    policy.behavior.tolerances(),
                 )
             })
         })
@@ -569,7 +569,7 @@ fn fast_path(
         || f.rps
             > f64::from(ctx.current)
                 * target
-                * (1.0 + FAST_RAISE_TOLERANCES * policy.behavior.tolerance);
+                * (1.0 + FAST_RAISE_TOLERANCES * policy.behavior.tolerances().up);
     Some(FastAnswer {
         proposal,
         burst,
@@ -688,8 +688,8 @@ fn stabilise(
         // around a steady load keeps the standard window, so the count does not flap).
         let eci_window = eci_window(policy, &ctx.down, state.eci_window);
         let recent = state.hpa.max_since(now - eci_window).unwrap_or(recommended);
-        let fell =
-            f64::from(recent) <= f64::from(desired) * (1.0 - 2.0 * policy.behavior.tolerance);
+        let fell = f64::from(recent)
+            <= f64::from(desired) * (1.0 - 2.0 * policy.behavior.tolerances().down);
         let eci_floor = recent
             .max(recommended)
             .max(ctx.survey.ecs_capacity.min(desired))

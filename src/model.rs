@@ -172,6 +172,23 @@ impl SelectorRequirement {
         }
     }
 
+    /// Whether `labels.NewRequirement` (k8s.io/apimachinery) accepts it: a valid key; `In` and
+    /// `NotIn` with values, `Exists` and `DoesNotExist` without, `Gt` and `Lt` with one integer;
+    /// every value a valid label value. In `matchFields` only `In`/`NotIn` with one value.
+    pub fn is_valid(&self, field: bool) -> bool {
+        let values_ok = self.values.iter().all(|v| valid_label_value(v));
+        let shape = match self.operator {
+            SelectorOperator::In | SelectorOperator::NotIn if field => self.values.len() == 1,
+            _ if field => false,
+            SelectorOperator::In | SelectorOperator::NotIn => !self.values.is_empty(),
+            SelectorOperator::Exists | SelectorOperator::DoesNotExist => self.values.is_empty(),
+            SelectorOperator::Gt | SelectorOperator::Lt => {
+                matches!(self.values.as_slice(), [v] if v.parse::<i64>().is_ok())
+            }
+        };
+        shape && values_ok && valid_label_key(&self.key)
+    }
+
     /// Semantics of `nodeaffinity.NodeSelectorRequirementsAsSelector` / `labels.Requirement.Matches`
     /// (k8s.io/apimachinery): `NotIn` and `DoesNotExist` match a node without the key; `Gt`/`Lt`
     /// compare the label parsed as an integer with the single value, and fail if either is not one.
@@ -196,6 +213,37 @@ impl SelectorRequirement {
     }
 }
 
+/// A label value as `validation.IsValidLabelValue` accepts it: empty, or up to 63 characters
+/// of `[A-Za-z0-9._-]` that begin and end with an alphanumeric.
+pub fn valid_label_value(v: &str) -> bool {
+    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    let ends = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    v.is_empty()
+        || (v.len() <= 63 && v.chars().all(ok) && ends(v.chars().next()) && ends(v.chars().last()))
+}
+
+/// A label key as `validation.IsQualifiedName` accepts it: a name (a non-empty label value),
+/// optionally after a DNS-subdomain prefix and `/`.
+pub fn valid_label_key(k: &str) -> bool {
+    let (prefix, name) = match k.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, k),
+    };
+    let prefix_ok = prefix.is_none_or(|p| {
+        !p.is_empty()
+            && p.len() <= 253
+            && p.split('.').all(|part| {
+                !part.is_empty()
+                    && part
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                    && !part.starts_with('-')
+                    && !part.ends_with('-')
+            })
+    });
+    !name.is_empty() && valid_label_value(name) && prefix_ok
+}
+
 /// A node-selector term (core/v1 `NodeSelectorTerm`): its requirements are ANDed.
 /// `matchFields` supports `metadata.name`, the only field the API allows there.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -215,9 +263,15 @@ impl SelectorTerm {
         }
     }
 
-    /// An empty term matches no node (component-helpers `nodeaffinity.NewNodeSelector`).
+    /// An empty term matches no node (component-helpers `nodeaffinity.NewNodeSelector`), nor
+    /// does a term with a requirement upstream cannot parse (the other terms still count).
     pub fn matches(&self, node_name: &str, labels: &BTreeMap<String, String>) -> bool {
         if self.match_expressions.is_empty() && self.match_fields.is_empty() {
+            return false;
+        }
+        let parses = self.match_expressions.iter().all(|r| r.is_valid(false))
+            && self.match_fields.iter().all(|r| r.is_valid(true));
+        if !parses {
             return false;
         }
         let fields = BTreeMap::from([("metadata.name".to_string(), node_name.to_string())]);
@@ -484,5 +538,36 @@ mod tests {
             Resources::new(-5, 0, 2).fits_count(&Resources::pod(1, 0)),
             0
         );
+    }
+
+    /// A term with a requirement upstream cannot parse matches no node; the other terms of
+    /// the selector still do (component-helpers `LazyErrorNodeSelector`).
+    #[test]
+    fn a_term_that_does_not_parse_matches_nothing() {
+        use SelectorOperator::*;
+        let node = labels(&[("zone", "a"), ("gpu", "4")]);
+        let term = |r: SelectorRequirement| SelectorTerm::with(vec![r]);
+        // Lenient reading would match these; upstream's term is invalid.
+        for bad in [
+            req("zone", NotIn, &["bad value"]),
+            req("zone", NotIn, &[]),
+            req("other", Exists, &["x"]),
+            req("gpu", Gt, &["1", "2"]),
+            req("gpu", Lt, &["ten"]),
+            req("bad key!", DoesNotExist, &[]),
+        ] {
+            assert!(!term(bad.clone()).matches("n", &node), "{bad:?}");
+        }
+        for good in [
+            req("zone", NotIn, &["b"]),
+            req("other", DoesNotExist, &[]),
+            req("gpu", Gt, &["1"]),
+            req("example.com/zone", NotIn, &["b"]),
+        ] {
+            assert!(term(good.clone()).matches("n", &node), "{good:?}");
+        }
+        assert!(valid_label_value("") && valid_label_value("a.b-c_d"));
+        assert!(!valid_label_value("-a") && !valid_label_value(&"a".repeat(64)));
+        assert!(valid_label_key("kubernetes.io/hostname") && !valid_label_key("Bad_Prefix/x"));
     }
 }

@@ -345,6 +345,36 @@ pub struct Behavior {
     pub lead_time: LeadTime,
 }
 
+/// The HPA's tolerances around a usage ratio of 1 (KEP-4951: one per direction,
+/// `behavior.scaleUp.tolerance` and `behavior.scaleDown.tolerance`, each falling back to the
+/// cluster-wide one). Both bounds are inclusive.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Tolerances {
+    pub up: f64,
+    pub down: f64,
+}
+
+impl Tolerances {
+    pub fn symmetric(t: f64) -> Self {
+        Self { up: t, down: t }
+    }
+
+    /// `isWithin`: no scaling for this ratio.
+    pub fn is_within(&self, ratio: f64) -> bool {
+        1.0 - self.down <= ratio && ratio <= 1.0 + self.up
+    }
+}
+
+impl Behavior {
+    /// The tolerance of each direction: its own, or `tolerance`.
+    pub fn tolerances(&self) -> Tolerances {
+        Tolerances {
+            up: self.scale_up.tolerance.unwrap_or(self.tolerance),
+            down: self.scale_down.tolerance.unwrap_or(self.tolerance),
+        }
+    }
+}
+
 impl Default for Behavior {
     fn default() -> Self {
         Self {
@@ -373,6 +403,13 @@ pub struct ScalingRules {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
     pub policies: Option<Vec<ScalingPolicy>>,
+    /// The tolerance for this direction (the HPA's `behavior.scaleUp.tolerance` and
+    /// `scaleDown.tolerance`, Kubernetes 1.33+): a usage ratio within it of 1 asks for no change
+    /// this way. Unset: `behavior.tolerance`. E.g. 0 up and 0.2 down scales up on any excess and
+    /// down only on a clear fall.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0))]
+    pub tolerance: Option<f64>,
 }
 
 /// `autoscaling/v2` `ScalingPolicySelect`.

@@ -108,10 +108,12 @@ pub fn resource_fit(pod: &PodTemplate, node: &Node) -> Result<(), Unfit> {
     if free.pods < 1 {
         return Err(Unfit::TooManyPods);
     }
-    if pod.requests.cpu_millis > free.cpu_millis {
+    // A resource the pod does not request is not checked, even on an overcommitted node
+    // (NodeResourcesFit's `fitsRequest`: `podRequest.MilliCPU > 0 && …`).
+    if pod.requests.cpu_millis > 0 && pod.requests.cpu_millis > free.cpu_millis {
         return Err(Unfit::InsufficientCpu);
     }
-    if pod.requests.memory_bytes > free.memory_bytes {
+    if pod.requests.memory_bytes > 0 && pod.requests.memory_bytes > free.memory_bytes {
         return Err(Unfit::InsufficientMemory);
     }
     Ok(())
@@ -551,5 +553,22 @@ mod tests {
     fn no_feasible_node_leaves_the_pod_pending() {
         let pod = gateway(80, 20);
         assert_eq!(pick(&pod, &[ecs("ecs-1", 8000)]), None);
+    }
+
+    /// A resource the pod does not request is not checked: a pod asking no CPU fits a node whose
+    /// CPU is overcommitted (NodeResourcesFit skips zero requests).
+    #[test]
+    fn a_zero_request_fits_an_overcommitted_node() {
+        let full = node(
+            "n",
+            &[],
+            Resources::new(4000, 16 * GI, 110),
+            Resources::new(5000, GI, 3),
+        );
+        let mut pod = PodTemplate::default();
+        pod.requests = Resources::pod(0, GI);
+        assert_eq!(resource_fit(&pod, &full), Ok(()));
+        pod.requests = Resources::pod(100, GI);
+        assert_eq!(resource_fit(&pod, &full), Err(Unfit::InsufficientCpu));
     }
 }

@@ -182,3 +182,27 @@ fn a_misplaced_eci_pod_is_swapped_back_to_ecs() {
     assert_eq!((sw.reversals, sw.underprovisioned_pod_seconds), (0, 0.0));
     assert_eq!(hpa.swap_changes, 0);
 }
+
+/// The HPA peer takes per-direction tolerances as its HorizontalPodAutoscaler sets them
+/// (`behavior.scaleUp.tolerance`, `scaleDown.tolerance`): a wide scale-down tolerance keeps
+/// more pods after the crowd, and a negative one is refused.
+#[test]
+fn the_hpa_peer_takes_per_direction_tolerances() {
+    let mut s = Scenario::default();
+    s.policies = vec![PolicyKind::Hpa];
+    let plain = run(&s, &mut Quiet);
+    s.controllers.hpa_scale_up_tolerance = Some(0.0);
+    s.controllers.hpa_scale_down_tolerance = Some(0.6);
+    let wide = run(&s, &mut Quiet);
+    let (p, w) = (&plain.runs[0].summary, &wide.runs[0].summary);
+    assert!(w.eci_pod_seconds > p.eci_pod_seconds, "{p:?}\n{w:?}");
+    assert!(w.final_replicas >= p.final_replicas, "{p:?}\n{w:?}");
+    s.controllers.hpa_scale_down_tolerance = Some(-1.0);
+    let errors = s.validate();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.path == "controllers.hpaScaleDownTolerance"),
+        "{errors:?}"
+    );
+}

@@ -6,17 +6,17 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::GatewayPod;
-use crate::policy::{EffectiveRules, ScalingPolicyType, SelectPolicy};
+use crate::policy::{EffectiveRules, ScalingPolicyType, SelectPolicy, Tolerances};
 
 /// `GetExternalPerPodMetricReplicas`: the total over a per-replica target, unless the usage
-/// ratio is within tolerance of 1.
-pub fn replicas_for_total(status_replicas: i32, total: f64, target: f64, tolerance: f64) -> i32 {
-    let current = status_replicas.max(1);
-    let ratio = total / (target * f64::from(current));
-    if (1.0 - ratio).abs() > tolerance {
-        ceil_i32(total / target)
-    } else {
+/// ratio (over the replicas the status counts) is within tolerance. With no replicas the ratio
+/// is infinite (or NaN for no usage): always outside.
+pub fn replicas_for_total(status_replicas: i32, total: f64, target: f64, tol: Tolerances) -> i32 {
+    let ratio = total / (target * f64::from(status_replicas));
+    if tol.is_within(ratio) {
         status_replicas
+    } else {
+        ceil_i32(total / target)
     }
 }
 
@@ -29,7 +29,7 @@ pub fn replicas_for_per_pod(
     samples: &[(String, f64)],
     pods: &[GatewayPod],
     target: f64,
-    tolerance: f64,
+    tol: Tolerances,
 ) -> Result<i32, String> {
     let mut metrics: Vec<(&str, f64)> = Vec::new();
     let (mut unready, mut missing) = (Vec::new(), Vec::new());
@@ -55,18 +55,22 @@ pub fn replicas_for_per_pod(
     let usage_ratio = ratio(&metrics);
     let scale_up_with_unready = !unready.is_empty() && usage_ratio > 1.0;
     if !scale_up_with_unready && missing.is_empty() {
-        if (1.0 - usage_ratio).abs() <= tolerance {
+        if tol.is_within(usage_ratio) {
             return Ok(current_replicas);
         }
         return Ok(ceil_i32(usage_ratio * f64::from(ready_count)));
     }
-    let fill = if usage_ratio < 1.0 { target } else { 0.0 };
-    metrics.extend(missing.iter().map(|n| (*n, fill)));
+    // Missing pods at the target on a scale-down, at 0 on a scale-up, and not at all at a ratio
+    // of exactly 1 (upstream adds them only on either side).
+    if usage_ratio != 1.0 {
+        let fill = if usage_ratio < 1.0 { target } else { 0.0 };
+        metrics.extend(missing.iter().map(|n| (*n, fill)));
+    }
     if scale_up_with_unready {
         metrics.extend(unready.iter().map(|n| (*n, 0.0)));
     }
     let new_ratio = ratio(&metrics);
-    if (1.0 - new_ratio).abs() <= tolerance
+    if tol.is_within(new_ratio)
         || (usage_ratio < 1.0 && new_ratio > 1.0)
         || (usage_ratio > 1.0 && new_ratio < 1.0)
     {
@@ -385,6 +389,9 @@ pub fn longest_period(up: &EffectiveRules, down: &EffectiveRules) -> i32 {
 }
 
 #[cfg(test)]
+mod upstream;
+
+#[cfg(test)]
 mod overflow_tests {
     use super::*;
     use crate::policy::{ScalingPolicy, ScalingPolicyType, SelectPolicy};
@@ -441,7 +448,7 @@ mod tests {
         ];
         for (cur, total, target, want) in cases {
             assert_eq!(
-                replicas_for_total(cur, total, target, 0.1),
+                replicas_for_total(cur, total, target, Tolerances::symmetric(0.1)),
                 want,
                 "{cur} {total} {target}"
             );
@@ -469,7 +476,7 @@ mod tests {
                 &s(&[("a", 200.0), ("b", 200.0), ("c", 200.0)]),
                 &pods,
                 100.0,
-                0.1
+                Tolerances::symmetric(0.1)
             ),
             Ok(6)
         );
@@ -477,17 +484,29 @@ mod tests {
         // ready: a=50,b=50, c missing; ratio 0.5 -> with c=100: 200/3/100=0.667 -> ceil(2)=2
         let ready = vec![pod("a", true), pod("b", true), pod("c", true)];
         assert_eq!(
-            replicas_for_per_pod(3, &s(&[("a", 50.0), ("b", 50.0)]), &ready, 100.0, 0.1),
+            replicas_for_per_pod(
+                3,
+                &s(&[("a", 50.0), ("b", 50.0)]),
+                &ready,
+                100.0,
+                Tolerances::symmetric(0.1)
+            ),
             Ok(2)
         );
         // Scale-up with a missing pod taken at 0 flipping the direction: hold.
         // a=105,b=105, c missing -> 210/3/100 = 0.7 < 1 while raw ratio 1.05 > 1 -> current
         assert_eq!(
-            replicas_for_per_pod(3, &s(&[("a", 105.0), ("b", 105.0)]), &ready, 100.0, 0.0),
+            replicas_for_per_pod(
+                3,
+                &s(&[("a", 105.0), ("b", 105.0)]),
+                &ready,
+                100.0,
+                Tolerances::symmetric(0.0)
+            ),
             Ok(3)
         );
         // No values at all is an error (the metric is missing).
-        assert!(replicas_for_per_pod(3, &[], &ready, 100.0, 0.1).is_err());
+        assert!(replicas_for_per_pod(3, &[], &ready, 100.0, Tolerances::symmetric(0.1)).is_err());
     }
 
     fn rules(up: &ScalingRules, down: &ScalingRules) -> (EffectiveRules, EffectiveRules) {
@@ -617,6 +636,7 @@ mod tests {
                 value: 2,
                 period_seconds: 60,
             }]),
+            tolerance: None,
         };
         let (up, down) = rules(&ScalingRules::default(), &down_rules);
         let mut m = HpaMemory::default();

@@ -515,17 +515,30 @@ pub fn pod_requests(spec: &PodSpec) -> Resources {
             .unwrap_or(0);
         (cpu, mem)
     };
+    // `k8s.io/component-helpers/resource.PodRequests`: the containers and the sidecars (init
+    // containers with `restartPolicy: Always`) run together; each init container in turn runs
+    // beside the sidecars declared before it, and the pod needs the larger of the two.
     let (mut cpu, mut mem) = (0, 0);
     for c in &spec.containers {
         let (c_cpu, c_mem) = one(c.resources.as_ref());
         cpu += c_cpu;
         mem += c_mem;
     }
+    let (mut side_cpu, mut side_mem, mut peak_cpu, mut peak_mem) = (0, 0, 0, 0);
     for c in spec.init_containers.iter().flatten() {
         let (c_cpu, c_mem) = one(c.resources.as_ref());
-        cpu = cpu.max(c_cpu);
-        mem = mem.max(c_mem);
+        if c.restart_policy.as_deref() == Some("Always") {
+            side_cpu += c_cpu;
+            side_mem += c_mem;
+            peak_cpu = peak_cpu.max(side_cpu);
+            peak_mem = peak_mem.max(side_mem);
+        } else {
+            peak_cpu = peak_cpu.max(c_cpu + side_cpu);
+            peak_mem = peak_mem.max(c_mem + side_mem);
+        }
     }
+    cpu = (cpu + side_cpu).max(peak_cpu);
+    mem = (mem + side_mem).max(peak_mem);
     if let Some(o) = &spec.overhead {
         cpu += o
             .get("cpu")
@@ -623,6 +636,37 @@ mod tests {
         assert_eq!(
             pod_requests(p.spec.as_ref().unwrap()),
             Resources::pod(4000, 1 << 30)
+        );
+    }
+
+    /// Sidecars (init containers with `restartPolicy: Always`) run beside the containers and
+    /// beside every init container declared after them (component-helpers `PodRequests`).
+    #[test]
+    fn sidecars_add_to_the_pod_as_upstream_counts_them() {
+        let spec = |inits: serde_json::Value| -> PodSpec {
+            serde_json::from_value(json!({
+                "containers": [{"name": "app", "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}}}],
+                "initContainers": inits
+            }))
+            .unwrap()
+        };
+        let sidecar = json!({"name": "proxy", "restartPolicy": "Always", "resources": {"requests": {"cpu": "100m"}}});
+        assert_eq!(
+            pod_requests(&spec(json!([sidecar]))).cpu_millis,
+            600,
+            "containers 500m + a 100m sidecar"
+        );
+        let init = json!({"name": "setup", "resources": {"requests": {"cpu": "550m"}}});
+        assert_eq!(
+            pod_requests(&spec(json!([sidecar, init]))).cpu_millis,
+            650,
+            "an init container after the sidecar runs beside it: 550m + 100m"
+        );
+        let init = json!({"name": "setup", "resources": {"requests": {"cpu": "550m"}}});
+        assert_eq!(
+            pod_requests(&spec(json!([init, sidecar]))).cpu_millis,
+            600,
+            "before the sidecar it runs alone: max(550m, 500m + 100m)"
         );
     }
 

@@ -425,6 +425,14 @@ impl Validator {
                 format!("must be within 0 and 1, got {}", b.tolerance),
             );
         }
+        for (path, t) in [
+            ("spec.behavior.scaleUp.tolerance", b.scale_up.tolerance),
+            ("spec.behavior.scaleDown.tolerance", b.scale_down.tolerance),
+        ] {
+            if let Some(t) = t.filter(|t| !(t.is_finite() && *t >= 0.0)) {
+                self.err(path, format!("must be 0 or more, got {t}"));
+            }
+        }
         let l = &b.lead_time;
         if !(0..=900).contains(&l.seconds) {
             self.err(
@@ -517,6 +525,8 @@ spec:
   behavior:
     scaleUp:
       policies: [{type: Pods, value: 0, periodSeconds: 15}]
+    scaleDown:
+      tolerance: -0.1
   cost:
     eciVcpuPricePerSecond: -1
 "#;
@@ -530,6 +540,7 @@ spec:
             "spec.placement.normalWeights.ecs",
             "spec.placement.normalWeights.eci",
             "spec.behavior.scaleUp.policies[0].value",
+            "spec.behavior.scaleDown.tolerance",
             "spec.cost.eciVcpuPricePerSecond",
         ] {
             assert!(got.iter().any(|p| p == want), "missing {want} in {got:?}");

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::cluster::{RollingUpdate, SimCluster, pool_classifier};
 use super::load::{LoadSeries, Surge};
-use super::scenario::{PolicyKind, Scenario};
+use super::scenario::{ControllerTiming, PolicyKind, Scenario};
 use crate::act::{self, Plan};
 use crate::engine::{self, Decision, EngineState, Observation, cost};
 use crate::model::LoadSample;
@@ -169,12 +169,15 @@ pub fn hpa_baseline(policy: &ElasticGatewaySpec) -> ElasticGatewaySpec {
     p
 }
 
-/// The `hpa` baseline with its HorizontalPodAutoscaler's scale-down window, when it sets one.
-fn hpa_with_window(mut p: ElasticGatewaySpec, window: Option<i32>) -> ElasticGatewaySpec {
-    if let Some(w) = window {
+/// The `hpa` baseline with its HorizontalPodAutoscaler's scale-down window and per-direction
+/// tolerances, where it sets them.
+fn hpa_as_set(mut p: ElasticGatewaySpec, c: &ControllerTiming) -> ElasticGatewaySpec {
+    if let Some(w) = c.hpa_scale_down_window_seconds {
         p.behavior.scale_down.stabilization_window_seconds = Some(w);
         p.eci.scale_down_window_seconds = Some(i64::from(w));
     }
+    p.behavior.scale_up.tolerance = c.hpa_scale_up_tolerance;
+    p.behavior.scale_down.tolerance = c.hpa_scale_down_tolerance;
     p
 }
 
@@ -274,10 +277,7 @@ fn run_policy(
             steer: true,
         },
         PolicyKind::Hpa => Policy::Engine {
-            policy: Box::new(hpa_with_window(
-                hpa_baseline(policy),
-                scenario.controllers.hpa_scale_down_window_seconds,
-            )),
+            policy: Box::new(hpa_as_set(hpa_baseline(policy), &scenario.controllers)),
             state: Box::default(),
             every: scenario.controllers.hpa_sync_seconds,
             offset: scenario

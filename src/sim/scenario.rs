@@ -100,6 +100,13 @@ pub struct ControllerTiming {
     /// shortens it, in both fleets alike (tests/hpa.rs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hpa_scale_down_window_seconds: Option<i32>,
+    /// The `hpa` policy's `behavior.scaleUp.tolerance` and `behavior.scaleDown.tolerance`
+    /// (Kubernetes 1.33+), when its HorizontalPodAutoscaler sets them (default: the cluster's
+    /// 0.1 both ways).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hpa_scale_up_tolerance: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hpa_scale_down_tolerance: Option<f64>,
     /// When in its period the HPA syncs: at `t ≡ offset (mod hpaSyncSeconds)` (default 0). A
     /// real HPA's phase is set by when kube-controller-manager first queued it; tests/hpa.rs
     /// reads it from the apiserver's audit log to predict the same run.
@@ -114,6 +121,8 @@ impl Default for ControllerTiming {
             hpa_sync_seconds: d_hpa_sync(),
             fast_path_seconds: d_fast_path(),
             hpa_scale_down_window_seconds: None,
+            hpa_scale_up_tolerance: None,
+            hpa_scale_down_tolerance: None,
             hpa_sync_offset_seconds: None,
         }
     }
@@ -383,6 +392,18 @@ impl Scenario {
         }
         if self.policies.is_empty() {
             bad("policies", "must name at least one policy".into());
+        }
+        let c = &self.controllers;
+        for (path, t) in [
+            ("controllers.hpaScaleUpTolerance", c.hpa_scale_up_tolerance),
+            (
+                "controllers.hpaScaleDownTolerance",
+                c.hpa_scale_down_tolerance,
+            ),
+        ] {
+            if let Some(t) = t.filter(|t| !(t.is_finite() && *t >= 0.0)) {
+                bad(path, format!("must be 0 or more, got {t}"));
+            }
         }
         for (path, q) in [
             ("cluster.ecs.cpu", &self.cluster.ecs.cpu),
