@@ -269,9 +269,14 @@ impl Decision {
     /// The ECS slots this decision counts on that no pod of the gateway occupies yet (pods
     /// pending, or still to be made): what the agent's ledger keeps from the other gateways on
     /// these nodes until they are placed. `count` is the replica count that stands (the
-    /// decision's, or the current one when the change was not made).
+    /// decision's, or the current one when the change was not made). Pods already bound
+    /// elsewhere (the scheduler sent them to ECI) claim nothing: only unplaced pods can still
+    /// take an ECS slot.
     pub fn ecs_claim(&self, count: i32) -> i32 {
-        (count.min(self.survey.ecs_capacity) - self.survey.ecs_pods).max(0)
+        let s = &self.survey;
+        let on_ecs = count.min(s.ecs_capacity) - s.ecs_pods;
+        let unplaced = count - (s.ecs_pods + s.eci_pods + s.other_pods);
+        on_ecs.min(unplaced).max(0)
     }
 }
 

@@ -2,9 +2,10 @@
 //! Deployment on the test bed is grown in staggered waves (so pods differ in age and readiness
 //! time, by seconds that often share a log2 bucket), random pods get random deletion costs, the
 //! scheduler spreads them over ECS nodes and the virtual node (so colocation ranks differ),
-//! then it is scaled in. The pods the real controller deleted must be the ones
-//! `sim::cluster::victims` picks from the same layout, in every trial; where upstream leaves a
-//! tie open (equal on every key, to the second) any member of the tie is accepted.
+//! then it is scaled in. No pod the real controller kept may rank before one it deleted on the
+//! keys upstream orders totally (placement, phase, readiness, cost, colocation rank, the ready
+//! time's log2 bucket), in every trial; how often the model's own pick was exactly the
+//! controller's is printed.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -21,7 +22,7 @@ use serde_json::json;
 use spillway::model::POD_DELETION_COST;
 use spillway::sim::Scenario;
 use spillway::sim::cluster::Latencies;
-use spillway::sim::cluster::victims::{Candidate, Phase, order};
+use spillway::sim::cluster::victims::{Candidate, Phase};
 use support::live::{wait_for, workdir};
 use support::testbed::Testbed;
 
@@ -133,32 +134,52 @@ fn candidates(ps: &[Pod]) -> Vec<Candidate> {
         .collect()
 }
 
+/// `floor(log2(age in ns))` of a whole-second time at `now`, -1 when not in the past.
+fn bucket(t: f64, now: f64) -> i64 {
+    let ns = (now - t.floor()) * 1e9;
+    if ns > 0.0 {
+        ns.log2().floor() as i64
+    } else {
+        -1
+    }
+}
+
+/// The part of upstream's ranking that is a total order: unassigned, phase, readiness, cost,
+/// rank, and (both ready) the ready time's log2 bucket. Beyond it upstream compares UIDs within
+/// a bucket and falls through on equal times, which is not transitive: with more than 12 pods
+/// (`sort.Sort` is then pdqsort) and the informer's map order, the pick among pods equal on
+/// these keys is not determined (the model's UID rule is checked against upstream's own tables
+/// in `src/sim/cluster/victims/tests.rs`).
+fn key(
+    c: &Candidate,
+    rank: usize,
+    now: f64,
+) -> (bool, Phase, bool, i32, std::cmp::Reverse<usize>, i64) {
+    let ready_bucket = match (c.ready, c.ready_since) {
+        (true, Some(t)) => bucket(t, now),
+        _ => i64::MIN,
+    };
+    (
+        c.node.is_some(),
+        c.phase,
+        c.ready,
+        c.deletion_cost,
+        std::cmp::Reverse(rank),
+        ready_bucket,
+    )
+}
+
 /// Whether deleting `real` (indices into `cands`) is what upstream's ranking allows at `now`:
-/// every pod ranked before the k-th goes, and the rest come from the k-th pod's tie (pods
-/// upstream holds equal, whose order it leaves open).
+/// no pod that stays ranks strictly before one that went.
 fn allowed(cands: &[Candidate], real: &BTreeSet<usize>, now: f64) -> bool {
     let related: Vec<Option<usize>> = cands.iter().map(|c| c.node).collect();
     let rank = spillway::sim::cluster::victims::ranks(cands, &related);
-    let mut sorted: Vec<usize> = (0..cands.len()).collect();
-    // Insertion sort by the model's order, as `to_delete` sorts.
-    for k in 1..sorted.len() {
-        let mut m = k;
-        while m > 0 && {
-            let (a, b) = (sorted[m], sorted[m - 1]);
-            order(&cands[a], rank[a], &cands[b], rank[b], now)
-                .then(cands[a].uid.cmp(&cands[b].uid))
-                .is_lt()
-        } {
-            sorted.swap(m, m - 1);
-            m -= 1;
-        }
-    }
-    let k = real.len();
-    let last = sorted[k - 1];
-    let tied = |i: usize| order(&cands[i], rank[i], &cands[last], rank[last], now).is_eq();
-    let before: BTreeSet<usize> = sorted[..k].iter().copied().filter(|i| !tied(*i)).collect();
-    let group: BTreeSet<usize> = sorted.iter().copied().filter(|i| tied(*i)).collect();
-    before.is_subset(real) && real.iter().all(|i| before.contains(i) || group.contains(i))
+    let k = |i: usize| key(&cands[i], rank[i], now);
+    real.iter().all(|&v| {
+        (0..cands.len())
+            .filter(|s| !real.contains(s))
+            .all(|s| k(s) >= k(v))
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -249,6 +270,21 @@ async fn the_model_deletes_the_pods_the_replicaset_controller_deletes() {
         let steps = (((seen_at - t0) / 0.05).ceil() as u32).max(1) + 2;
         let at = |d: u32| t0 + 0.05 * f64::from(d);
         let ok = (0..=steps).any(|d| allowed(&cands, &real, at(d)));
+        // The model's own pick respects the same keys at the same moment.
+        let picks = |now: f64| -> BTreeSet<usize> {
+            spillway::sim::cluster::victims::to_delete(
+                &cands,
+                &cands.iter().map(|c| c.node).collect::<Vec<_>>(),
+                k,
+                now,
+            )
+            .into_iter()
+            .collect()
+        };
+        assert!(
+            (0..=steps).all(|d| allowed(&cands, &picks(at(d)), at(d))),
+            "trial {trial}: the model's pick breaks upstream's ranking"
+        );
         let exact = (0..=steps).any(|d| {
             let now = at(d);
             spillway::sim::cluster::victims::to_delete(
@@ -275,6 +311,7 @@ async fn the_model_deletes_the_pods_the_replicaset_controller_deletes() {
         wait_for("back to 4", 60, || async { all_ready(&tb, 4).await }).await;
     }
     eprintln!(
-        "victims: the model agreed with kube-controller-manager in {agreed} of {TRIALS} scale-ins ({open_ties} decided within a tie upstream leaves open)"
+        "victims: kube-controller-manager's victims were allowed by the ranking in {agreed} of {TRIALS} scale-ins; the model's own pick was theirs in {} (the rest differ only among pods equal up to the ready-time bucket, where upstream's UID and equal-time rules are not transitive)",
+        TRIALS - open_ties
     );
 }

@@ -1283,6 +1283,12 @@ fn slots_claimed_elsewhere_are_not_free() {
     );
     assert_eq!(alone.ecs_claim(count), 4);
     assert_eq!(shared.ecs_claim(count), 2);
+    // Pods already bound claim nothing, wherever they landed: 4 on ECS and 4 sent to ECI by
+    // the scheduler, at a count of 8, leave no claim though ECS still had room.
+    let spread = cluster(3, 0, 4, 4);
+    let placed = decide(&p, &obs(1000.0, &spread, &load, 8), &EngineState::default()).decision;
+    assert!(placed.survey.ecs_capacity > 4, "{:?}", placed.survey);
+    assert_eq!(placed.ecs_claim(8), 0);
     // Claims never take what the gateway's own pods hold.
     let mut all = obs(1000.0, &c, &load, 4);
     all.ecs_claimed_elsewhere = 1_000;
