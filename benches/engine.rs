@@ -83,6 +83,7 @@ fn big_cluster() -> (Vec<Node>, Vec<GatewayPod>) {
             node: Some(nodes[node].name.clone()),
             pool,
             ready: true,
+            pending: false,
             terminating: false,
             requests: GW,
             deletion_cost: None,

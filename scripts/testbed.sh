@@ -20,6 +20,7 @@
 # that a test can answer at a pod's own IP (the Envoy stand-ins serve each pod's
 # /stats/prometheus there, for the agent's fast path).
 # SPILLWAY_TESTBED_APISERVER_ONLY=1 starts etcd and kube-apiserver alone (for bulk benchmarks).
+# SPILLWAY_TESTBED_HPA_SYNC_PERIOD (default upstream's 15s): how often the HPA controller syncs.
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -279,7 +280,7 @@ EOF
   "$bin/kube-controller-manager" --kubeconfig "$dir/controller-manager.kubeconfig" --leader-elect=false \
     --bind-address 127.0.0.1 --secure-port 0 --use-service-account-credentials=true \
     --root-ca-file "$c/ca.crt" --service-account-private-key-file "$c/sa.key" \
-    --controllers '*' \
+    --controllers '*' --horizontal-pod-autoscaler-sync-period "${SPILLWAY_TESTBED_HPA_SYNC_PERIOD:-15s}" \
     --concurrent-deployment-syncs 5 --concurrent-replicaset-syncs 5 \
     > "$dir/logs/kube-controller-manager.log" 2>&1 &
   echo $! > "$dir/kube-controller-manager.pid"

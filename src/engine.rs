@@ -451,6 +451,7 @@ fn size(
                         obs.pods,
                         target,
                         tolerance,
+                        policy.behavior.pod_grouping,
                     ) {
                         Ok(r) => (sample.total(), Some(r), None),
                         Err(e) => (None, None, Some(e)),

@@ -397,6 +397,10 @@ pub struct GatewayPod {
     pub node: Option<String>,
     pub pool: Pool,
     pub ready: bool,
+    /// Phase `Pending`: not bound, or its containers not started yet (the HPA counts such a pod
+    /// as unready whatever its metric says).
+    #[serde(default)]
+    pub pending: bool,
     /// Being deleted (has a deletionTimestamp): neither capacity nor a scale-in candidate.
     #[serde(default)]
     pub terminating: bool,

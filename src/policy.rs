@@ -343,6 +343,25 @@ pub struct Behavior {
     /// Size for the load expected this far ahead, when new pods would be ready.
     #[serde(default)]
     pub lead_time: LeadTime,
+    /// How a per-pod metric's pods are grouped: spillway's own reading, or upstream's for the
+    /// drill's `hpa` peer. Not part of the API: nobody asks spillway to be less careful.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub pod_grouping: PodGrouping,
+}
+
+/// Which pods of a per-pod metric count at their sample, before the HPA formula.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PodGrouping {
+    /// Any pod that is not Ready is unready, whatever its sample says: a gateway pod that is
+    /// not Ready takes no traffic, so its sample reads near 0 and would drag a scale-up down
+    /// (and deepen a scale-down). Samples of pods not listed (gone) are dropped.
+    #[default]
+    Serving,
+    /// kube-controller-manager's `groupPods` for a Pods metric: a Pending pod is unready, a
+    /// pod without a sample is missing, and every other pod counts at its sample, Ready or not
+    /// (readiness is only checked for CPU). Samples of pods not listed count in the average.
+    Upstream,
 }
 
 /// The HPA's tolerances around a usage ratio of 1 (KEP-4951: one per direction,
@@ -382,6 +401,7 @@ impl Default for Behavior {
             scale_down: ScalingRules::default(),
             tolerance: defaults::tolerance(),
             lead_time: LeadTime::default(),
+            pod_grouping: PodGrouping::default(),
         }
     }
 }

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::GatewayPod;
-use crate::policy::{EffectiveRules, ScalingPolicyType, SelectPolicy, Tolerances};
+use crate::policy::{EffectiveRules, PodGrouping, ScalingPolicyType, SelectPolicy, Tolerances};
 
 /// `GetExternalPerPodMetricReplicas`: the total over a per-replica target, unless the usage
 /// ratio (over the replicas the status counts) is within tolerance. With no replicas the ratio
@@ -20,38 +20,58 @@ pub fn replicas_for_total(status_replicas: i32, total: f64, target: f64, tol: To
     }
 }
 
-/// `GetMetricReplicas` → `calcPlainMetricReplicas` for per-pod values: pods being deleted are
-/// ignored; not-ready pods count as unready (a gateway that is not ready serves nothing); pods
-/// without a value are missing. Missing pods are taken at the target on a scale-down and at 0
-/// on a scale-up, unready pods at 0 on a scale-up; if that flips the direction, nothing changes.
+/// `GetMetricReplicas` → `groupPods` and `calcPlainMetricReplicas` for per-pod values: pods
+/// being deleted are ignored; unready and missing pods as `grouping` says. Missing pods are
+/// taken at the target on a scale-down and at 0 on a scale-up, unready pods at 0 on a
+/// scale-up; if that flips the direction, nothing changes.
 pub fn replicas_for_per_pod(
     current_replicas: i32,
     samples: &[(String, f64)],
     pods: &[GatewayPod],
     target: f64,
     tol: Tolerances,
+    grouping: PodGrouping,
 ) -> Result<i32, String> {
     let mut metrics: Vec<(&str, f64)> = Vec::new();
     let (mut unready, mut missing) = (Vec::new(), Vec::new());
     let mut ready_count = 0i32;
+    let sample = |name: &str| samples.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
     for pod in pods.iter().filter(|p| !p.terminating) {
-        let value = samples
-            .iter()
-            .find(|(n, _)| *n == pod.name)
-            .map(|(_, v)| *v);
-        if !pod.ready {
+        let unready_here = match grouping {
+            PodGrouping::Serving => !pod.ready,
+            PodGrouping::Upstream => pod.pending,
+        };
+        if unready_here {
             unready.push(pod.name.as_str());
-        } else if let Some(v) = value {
+        } else if let Some(v) = sample(&pod.name) {
             metrics.push((pod.name.as_str(), v));
             ready_count += 1;
         } else {
             missing.push(pod.name.as_str());
         }
     }
+    if grouping == PodGrouping::Upstream {
+        // Upstream removes the samples of ignored and unready pods from what the metrics API
+        // returned, and keeps the rest: a pod it does not list still counts in the average.
+        metrics.extend(
+            samples
+                .iter()
+                .filter(|(n, _)| !pods.iter().any(|p| p.name == *n))
+                .map(|(n, v)| (n.as_str(), *v)),
+        );
+    }
+    if pods.is_empty() {
+        return Err("no pods returned by the selector".into());
+    }
     if metrics.is_empty() {
         return Err("no ready pod reported a value".into());
     }
-    let ratio = |m: &[(&str, f64)]| m.iter().map(|(_, v)| v).sum::<f64>() / m.len() as f64 / target;
+    // Upstream's `GetMetricUsageRatio` works in milli-units (the quantities' `MilliValue`) and
+    // truncates the average before dividing by the target.
+    let milli = |v: f64| (v * 1000.0).round();
+    let ratio = |m: &[(&str, f64)]| {
+        (m.iter().map(|(_, v)| milli(*v)).sum::<f64>() / m.len() as f64).floor() / milli(target)
+    };
     let usage_ratio = ratio(&metrics);
     let scale_up_with_unready = !unready.is_empty() && usage_ratio > 1.0;
     if !scale_up_with_unready && missing.is_empty() {
@@ -427,6 +447,7 @@ mod tests {
             node: Some("n".into()),
             pool: Pool::Ecs,
             ready,
+            pending: !ready,
             terminating: false,
             requests: Resources::pod(1000, 1 << 30),
             deletion_cost: None,
@@ -476,7 +497,8 @@ mod tests {
                 &s(&[("a", 200.0), ("b", 200.0), ("c", 200.0)]),
                 &pods,
                 100.0,
-                Tolerances::symmetric(0.1)
+                Tolerances::symmetric(0.1),
+                PodGrouping::Serving
             ),
             Ok(6)
         );
@@ -489,7 +511,8 @@ mod tests {
                 &s(&[("a", 50.0), ("b", 50.0)]),
                 &ready,
                 100.0,
-                Tolerances::symmetric(0.1)
+                Tolerances::symmetric(0.1),
+                PodGrouping::Serving
             ),
             Ok(2)
         );
@@ -501,12 +524,17 @@ mod tests {
                 &s(&[("a", 105.0), ("b", 105.0)]),
                 &ready,
                 100.0,
-                Tolerances::symmetric(0.0)
+                Tolerances::symmetric(0.0),
+                PodGrouping::Serving
             ),
             Ok(3)
         );
         // No values at all is an error (the metric is missing).
-        assert!(replicas_for_per_pod(3, &[], &ready, 100.0, Tolerances::symmetric(0.1)).is_err());
+        for g in [PodGrouping::Serving, PodGrouping::Upstream] {
+            assert!(
+                replicas_for_per_pod(3, &[], &ready, 100.0, Tolerances::symmetric(0.1), g).is_err()
+            );
+        }
     }
 
     fn rules(up: &ScalingRules, down: &ScalingRules) -> (EffectiveRules, EffectiveRules) {

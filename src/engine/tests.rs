@@ -91,6 +91,7 @@ fn pod(name: &str, node: Option<&str>, pool: Pool, created_at: f64) -> GatewayPo
         node: node.map(String::from),
         pool,
         ready: true,
+        pending: false,
         terminating: false,
         requests: GW,
         deletion_cost: None,

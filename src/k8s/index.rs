@@ -21,6 +21,8 @@ use crate::model::{
 struct GwInfo {
     labels: BTreeMap<String, String>,
     ready: bool,
+    /// Phase `Pending` (or none yet).
+    pending: bool,
     terminating: bool,
     deletion_cost: Option<i32>,
     created_at: f64,
@@ -346,6 +348,11 @@ impl ClusterIndex {
             Box::new(GwInfo {
                 labels: meta.labels.clone().unwrap_or_default(),
                 ready,
+                pending: p
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.phase.as_deref())
+                    .is_none_or(|ph| ph == "Pending"),
                 terminating: meta.deletion_timestamp.is_some(),
                 deletion_cost: meta
                     .annotations
@@ -445,6 +452,7 @@ impl ClusterIndex {
                     node: p.node.clone(),
                     pool,
                     ready: gw.ready,
+                    pending: gw.pending,
                     terminating: gw.terminating,
                     requests: p.requests,
                     deletion_cost: gw.deletion_cost,
@@ -678,22 +686,25 @@ mod tests {
         ix.apply_pod(&pod("istio-system", "gw-1", Some("ecs-1"), "2", true));
         ix.apply_pod(&pod("istio-system", "gw-2", Some("vk"), "2", false));
         ix.apply_pod(&pod("shop", "cart", Some("ecs-1"), "1", true));
-        ix.apply_pod(&pod("istio-system", "gw-3", None, "2", false));
+        let mut unbound = pod("istio-system", "gw-3", None, "2", false);
+        unbound.status.as_mut().unwrap().phase = Some("Pending".into());
+        ix.apply_pod(&unbound);
         let n = ix.nodes();
         assert_eq!(n[0].requested, Resources::new(8000, 2 << 30, 2));
         assert_eq!(n[0].taints.len(), 1, "unknown effects are skipped");
         let (ecs, eci) = pools();
         let gws = ix.gateway_pods("istio-system", &selector(), &ecs, &eci);
-        let summary: Vec<(&str, Pool, bool, Option<i32>)> = gws
+        let summary: Vec<(&str, Pool, bool, bool, Option<i32>)> = gws
             .iter()
-            .map(|g| (g.name.as_str(), g.pool, g.ready, g.deletion_cost))
+            .map(|g| (g.name.as_str(), g.pool, g.ready, g.pending, g.deletion_cost))
             .collect();
+        // gw-2 is Running but not Ready; gw-3 is Pending (the HPA's two kinds of unready).
         assert_eq!(
             summary,
             vec![
-                ("gw-1", Pool::Ecs, true, Some(-100)),
-                ("gw-2", Pool::Eci, false, Some(-100)),
-                ("gw-3", Pool::Pending, false, Some(-100))
+                ("gw-1", Pool::Ecs, true, false, Some(-100)),
+                ("gw-2", Pool::Eci, false, false, Some(-100)),
+                ("gw-3", Pool::Pending, false, true, Some(-100))
             ]
         );
         // Pods outside the gateway namespaces count for capacity but are never gateway pods.

@@ -216,6 +216,8 @@ impl SimCluster {
                 node: p.node.map(|n| self.nodes[n].name.clone()),
                 pool: self.pool_of(p.node),
                 ready: p.ready(now),
+                // A simulated pod is Running once it started, and Ready with it.
+                pending: !p.ready(now),
                 terminating: p.gone_at.is_some(),
                 requests: self.template.requests,
                 deletion_cost: p.deletion_cost,

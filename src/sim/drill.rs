@@ -9,7 +9,7 @@ use crate::act::{self, Plan};
 use crate::engine::{self, Decision, EngineState, Observation, cost};
 use crate::model::LoadSample;
 use crate::model::Pool;
-use crate::policy::{Behavior, EciLimits, ElasticGatewaySpec};
+use crate::policy::{Behavior, EciLimits, ElasticGatewaySpec, PodGrouping};
 
 /// Per-policy results.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -148,6 +148,7 @@ pub fn hpa_baseline(policy: &ElasticGatewaySpec) -> ElasticGatewaySpec {
     let mut p = policy.clone();
     p.behavior = Behavior {
         tolerance: 0.1,
+        pod_grouping: PodGrouping::Upstream,
         ..Behavior::default()
     };
     p.behavior.lead_time.seconds = 0;
@@ -167,6 +168,12 @@ pub fn hpa_baseline(policy: &ElasticGatewaySpec) -> ElasticGatewaySpec {
     p.dry_run = false;
     p.paused = false;
     p
+}
+
+/// The policy a drill's `hpa` runs: the baseline, with the scenario's HorizontalPodAutoscaler
+/// settings. tests/hpa_steps.rs checks it against the real HPA, sync by sync.
+pub fn hpa_peer(policy: &ElasticGatewaySpec, c: &ControllerTiming) -> ElasticGatewaySpec {
+    hpa_as_set(hpa_baseline(policy), c)
 }
 
 /// The `hpa` baseline with its HorizontalPodAutoscaler's scale-down window and per-direction
@@ -277,7 +284,7 @@ fn run_policy(
             steer: true,
         },
         PolicyKind::Hpa => Policy::Engine {
-            policy: Box::new(hpa_as_set(hpa_baseline(policy), &scenario.controllers)),
+            policy: Box::new(hpa_peer(policy, &scenario.controllers)),
             state: Box::default(),
             every: scenario.controllers.hpa_sync_seconds,
             offset: scenario

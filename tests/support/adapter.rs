@@ -60,10 +60,21 @@ impl Adapter {
     /// Starts the adapter against `prometheus`, registers it, and waits until the apiserver
     /// serves `external.metrics.k8s.io` through it.
     pub async fn start(tb: &Testbed, dir: &Path, prometheus: &str, window_seconds: u64) -> Self {
+        Self::start_with_config(tb, dir, prometheus, &config(window_seconds)).await
+    }
+
+    /// [`Adapter::start`] with the caller's rules (custom `rules` are served as
+    /// `custom.metrics.k8s.io`, `externalRules` as `external.metrics.k8s.io`).
+    pub async fn start_with_config(
+        tb: &Testbed,
+        dir: &Path,
+        prometheus: &str,
+        rules: &str,
+    ) -> Self {
         let bin = binary();
         let dir = dir.join("adapter");
         std::fs::create_dir_all(dir.join("certs")).unwrap();
-        std::fs::write(dir.join("config.yaml"), config(window_seconds)).unwrap();
+        std::fs::write(dir.join("config.yaml"), rules).unwrap();
         let port = free_port();
         let kubeconfig = tb.kubeconfig();
         let log = dir.join("adapter.log");
@@ -143,24 +154,32 @@ pub fn parse_quantity(q: &str) -> f64 {
     num.parse::<f64>().map_or(f64::NAN, |n| n * mult)
 }
 
-/// The Service (an ExternalName for loopback) and the APIService.
+/// The Service (an ExternalName for loopback) and the APIServices (external and custom).
 fn registration(port: u16) -> String {
-    format!(
-        r#"apiVersion: v1
+    let service = r#"apiVersion: v1
 kind: Service
-metadata: {{name: prometheus-adapter, namespace: kube-system}}
-spec: {{type: ExternalName, externalName: localhost}}
----
+metadata: {name: prometheus-adapter, namespace: kube-system}
+spec: {type: ExternalName, externalName: localhost}
+"#;
+    let api = |group: &str| {
+        format!(
+            r#"---
 apiVersion: apiregistration.k8s.io/v1
 kind: APIService
-metadata: {{name: v1beta1.external.metrics.k8s.io}}
+metadata: {{name: v1beta1.{group}}}
 spec:
-  group: external.metrics.k8s.io
+  group: {group}
   version: v1beta1
   service: {{name: prometheus-adapter, namespace: kube-system, port: {port}}}
   insecureSkipTLSVerify: true
   groupPriorityMinimum: 100
   versionPriority: 100
 "#
+        )
+    };
+    format!(
+        "{service}{}{}",
+        api("external.metrics.k8s.io"),
+        api("custom.metrics.k8s.io")
     )
 }

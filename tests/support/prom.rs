@@ -61,6 +61,46 @@ impl LoadExporter {
     }
 }
 
+/// Serves the caller's exposition text, then `steps_clock <seconds since start>`: each scrape
+/// carries the time it was taken, so whoever reads the scrape later can tell which one it saw.
+#[derive(Clone)]
+pub struct TextExporter {
+    pub port: u16,
+    body: Arc<Mutex<String>>,
+}
+
+impl TextExporter {
+    pub fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let body = Arc::new(Mutex::new(String::new()));
+        let b = body.clone();
+        let start = Instant::now();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut stream = stream;
+                let mut buf = [0u8; 2048];
+                let _ = stream.read(&mut buf);
+                let text = format!(
+                    "{}steps_clock {:.3}\n",
+                    b.lock().unwrap(),
+                    start.elapsed().as_secs_f64()
+                );
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                    text.len()
+                );
+            }
+        });
+        Self { port, body }
+    }
+
+    pub fn set(&self, text: String) {
+        *self.body.lock().unwrap() = text;
+    }
+}
+
 /// A Prometheus that scrapes `targets` every second; it can be stopped and started again on
 /// the same port and storage.
 pub struct Prom {

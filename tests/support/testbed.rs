@@ -105,7 +105,14 @@ impl Testbed {
     /// Starts a bare control plane (no nodes, no objects) under `dir`, with kwok starting pods
     /// after the scenario's latencies.
     pub async fn start(dir: &Path, scenario: &Scenario, latencies: &Latencies) -> Self {
-        Self::start_with(dir, scenario, latencies, &[], false).await
+        Self::start_with(dir, scenario, latencies, &[], false, None).await
+    }
+
+    /// A bare control plane whose HPA controller syncs every `period` (a Go duration) instead
+    /// of upstream's 15 s.
+    pub async fn start_with_hpa_sync(dir: &Path, period: &str) -> Self {
+        let s = Scenario::default();
+        Self::start_with(dir, &s, &Latencies::default(), &[], false, Some(period)).await
     }
 
     /// [`Testbed::start`], with more virtual nodes than the scenario's (a test that registers
@@ -117,13 +124,21 @@ impl Testbed {
         latencies: &Latencies,
         extra_virtual_nodes: &[String],
     ) -> Self {
-        Self::start_with(dir, scenario, latencies, extra_virtual_nodes, false).await
+        Self::start_with(dir, scenario, latencies, extra_virtual_nodes, false, None).await
     }
 
     /// etcd and kube-apiserver alone: for benchmarks that bulk-create objects, with no
     /// controllers or kubelets to react to them.
     pub async fn start_apiserver_only(dir: &Path) -> Self {
-        Self::start_with(dir, &Scenario::default(), &Latencies::default(), &[], true).await
+        Self::start_with(
+            dir,
+            &Scenario::default(),
+            &Latencies::default(),
+            &[],
+            true,
+            None,
+        )
+        .await
     }
 
     async fn start_with(
@@ -132,6 +147,7 @@ impl Testbed {
         latencies: &Latencies,
         extra_virtual_nodes: &[String],
         apiserver_only: bool,
+        hpa_sync: Option<&str>,
     ) -> Self {
         install_crypto();
         let bin = binaries();
@@ -158,6 +174,10 @@ impl Testbed {
                     .cloned()
                     .collect::<Vec<_>>()
                     .join(","),
+            )
+            .env(
+                "SPILLWAY_TESTBED_HPA_SYNC_PERIOD",
+                hpa_sync.unwrap_or("15s"),
             )
             .env(
                 "SPILLWAY_TESTBED_APISERVER_ONLY",

@@ -1,9 +1,9 @@
 //! Upstream's own replica-calculator cases, transcribed as data (Kubernetes v1.37.2,
 //! `pkg/controller/podautoscaler/replica_calculator_test.go`), for the two calculations spillway
 //! runs: `GetMetricReplicas` on per-pod values and `GetExternalPerPodMetricReplicas` on a total.
-//! Left out: the two "unready hot-CPU pod" cases of `TestReplicaCalcPodMetric` (upstream counts a
-//! Running pod that is not ready, but has a value, as ready for a Pods metric; spillway takes a
-//! gateway pod that fails its readiness as serving nothing) and the CPU-utilization tests.
+//! The per-pod cases run with upstream's grouping (the drill's `hpa` peer); spillway's own
+//! grouping differs on purpose for Running pods that are not Ready (see `PodGrouping`). Left out:
+//! the CPU-utilization tests (spillway sizes by load, never by CPU).
 
 use super::*;
 use crate::model::{Pool, Resources};
@@ -15,6 +15,7 @@ fn pods(n: usize) -> Vec<GatewayPod> {
             node: Some("n".into()),
             pool: Pool::Ecs,
             ready: true,
+            pending: false,
             terminating: false,
             requests: Resources::pod(1000, 1 << 30),
             deletion_cost: None,
@@ -29,36 +30,62 @@ fn tol(up: f64, down: f64) -> Tolerances {
 
 const DEFAULT: Tolerances = Tolerances { up: 0.1, down: 0.1 };
 
-/// (name, current replicas, pods, levels of the first pods, target, tolerances, expected).
+/// (name, current replicas, pods, levels of the first pods, Running pods whose Ready condition
+/// is False, target, tolerances, expected).
 type PodCase = (
     &'static str,
     i32,
     usize,
     &'static [f64],
+    &'static [usize],
     f64,
     Tolerances,
     i32,
 );
 
-/// `TestReplicaCalcPodMetric`. Pods beyond the levels report no value (missing).
+/// `TestReplicaCalcPodMetric`, all eight cases, with upstream's grouping (the drill's `hpa`
+/// peer). Pods beyond the levels report no value (missing).
 #[test]
 fn upstream_replica_calc_pod_metric() {
-    let cases: [PodCase; 6] = [
+    let cases: [PodCase; 8] = [
         (
             "scale up",
             3,
             3,
             &[20000.0, 10000.0, 30000.0],
+            &[],
             15000.0,
             DEFAULT,
             4,
         ),
-        ("scale down", 5, 5, &[12000.0; 5], 20000.0, DEFAULT, 3),
+        // Readiness is only checked for CPU: the not-ready pod counts at its value.
+        (
+            "scale up: unready hot-CPU pod scales less",
+            3,
+            3,
+            &[50000.0, 10000.0, 30000.0],
+            &[2],
+            15000.0,
+            DEFAULT,
+            6,
+        ),
+        (
+            "scale up: unready hot-CPU pods avoid scale-down",
+            3,
+            3,
+            &[50000.0, 15000.0, 30000.0],
+            &[0, 2],
+            15000.0,
+            DEFAULT,
+            7,
+        ),
+        ("scale down", 5, 5, &[12000.0; 5], &[], 20000.0, DEFAULT, 3),
         (
             "within default tolerance",
             3,
             3,
             &[20000.0, 21000.0, 21000.0],
+            &[],
             20000.0,
             DEFAULT,
             3,
@@ -68,6 +95,7 @@ fn upstream_replica_calc_pod_metric() {
             3,
             3,
             &[20000.0, 21000.0, 21000.0],
+            &[],
             20000.0,
             tol(0.01, 0.1),
             4,
@@ -77,6 +105,7 @@ fn upstream_replica_calc_pod_metric() {
             5,
             5,
             &[20000.0, 19000.0, 21000.0],
+            &[],
             20000.0,
             DEFAULT,
             5,
@@ -86,18 +115,24 @@ fn upstream_replica_calc_pod_metric() {
             2,
             3,
             &[10000.0, 10000.0],
+            &[],
             17000.0,
             DEFAULT,
             2,
         ),
     ];
-    for (name, current, n, levels, target, tol, want) in cases {
+    for (name, current, n, levels, not_ready, target, tol, want) in cases {
         let samples: Vec<(String, f64)> = levels
             .iter()
             .enumerate()
             .map(|(i, v)| (format!("test-pod-{i}"), *v))
             .collect();
-        let got = replicas_for_per_pod(current, &samples, &pods(n), target, tol);
+        let mut pods = pods(n);
+        for i in not_ready {
+            pods[*i].ready = false;
+        }
+        let got =
+            replicas_for_per_pod(current, &samples, &pods, target, tol, PodGrouping::Upstream);
         assert_eq!(got, Ok(want), "{name}");
     }
 }
@@ -159,4 +194,56 @@ fn tolerance_bounds_are_inclusive_and_zero_replicas_scale() {
     assert_eq!(replicas_for_total(10, 1001.0, 100.0, t), 11);
     assert_eq!(replicas_for_total(10, 750.0, 100.0, t), 10);
     assert_eq!(replicas_for_total(10, 690.0, 100.0, t), 7);
+}
+
+/// `groupPods` for a Pods metric (`TestGroupPods`'s non-CPU rules, on the calculation): a pod
+/// being deleted is ignored even with a sample, a Pending pod is unready (0 on a scale-up), and a
+/// sample of a pod the lister does not have counts in the average but not in the ready count.
+#[test]
+fn upstream_group_pods_for_a_pods_metric() {
+    let s = |v: &[(&str, f64)]| {
+        v.iter()
+            .map(|(n, x)| ((*n).to_string(), *x))
+            .collect::<Vec<_>>()
+    };
+    let mut p = pods(3);
+    p[2].terminating = true;
+    // The deleted pod's 90000 is ignored: (30000 + 30000) / 2 / 15000 = 2 -> 4.
+    let samples = s(&[
+        ("test-pod-0", 30000.0),
+        ("test-pod-1", 30000.0),
+        ("test-pod-2", 90000.0),
+    ]);
+    assert_eq!(
+        replicas_for_per_pod(3, &samples, &p, 15000.0, DEFAULT, PodGrouping::Upstream),
+        Ok(4)
+    );
+    let mut p = pods(3);
+    p[2].pending = true;
+    p[2].ready = false;
+    // Pending at 0 on a scale-up: (30000 + 30000 + 0) / 3 / 15000 = 1.33 -> 4.
+    assert_eq!(
+        replicas_for_per_pod(3, &samples, &p, 15000.0, DEFAULT, PodGrouping::Upstream),
+        Ok(4)
+    );
+    // An unlisted pod's sample: (30000 + 30000 + 60000) / 3 = 40000 -> ratio 2.67 x 2 ready -> 6.
+    let p = pods(2);
+    let samples = s(&[
+        ("test-pod-0", 30000.0),
+        ("test-pod-1", 30000.0),
+        ("gone", 60000.0),
+    ]);
+    assert_eq!(
+        replicas_for_per_pod(2, &samples, &p, 15000.0, DEFAULT, PodGrouping::Upstream),
+        Ok(6)
+    );
+    // spillway's own grouping drops it: 30000 / 15000 x 2 -> 4.
+    assert_eq!(
+        replicas_for_per_pod(2, &samples, &p, 15000.0, DEFAULT, PodGrouping::Serving),
+        Ok(4)
+    );
+    // No pods at all is an error upstream, whatever the metrics API returned.
+    assert!(
+        replicas_for_per_pod(2, &samples, &[], 15000.0, DEFAULT, PodGrouping::Upstream).is_err()
+    );
 }
