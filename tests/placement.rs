@@ -1,0 +1,311 @@
+//! Which template keeps the gateway on ECS while ECS has room, on the real kube-scheduler
+//! (issue 34, the measurement the mechanism is chosen from).
+//!
+//! The cluster of the issue's target: 9 ECS nodes (16 vCPU, 6 of them taken by other workloads: 10
+//! gateway pods of 1 vCPU fit on each) and one virtual node, with or without zone labels (3 zones).
+//! are, or not). For each candidate template the gateway is scaled 10 → 20 → … → 60 (ECS room for
+//! all), then to 100 (past the 90 slots), and at each checkpoint the test counts the pods the
+//! scheduler sent to ECI and the spread of the ECS pods over the ECS nodes (most − fewest).
+//!
+//! `cargo test --test placement -- --ignored --nocapture` prints the table (about 3 minutes);
+//! docs/benchmarks.md quotes it and says what it chose.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use serde_json::{Value, json};
+use spillway::model::Pool;
+use spillway::policy::PoolWeights;
+use spillway::sim::Scenario;
+use spillway::sim::cluster::Latencies;
+use support::live::{wait_for, workdir};
+use support::testbed::Testbed;
+
+const ZONE: &str = "topology.kubernetes.io/zone";
+const GW: &str = "istio-ingressgateway";
+/// The key of the ECS pool's label (`mykey4pod=asmgateway`).
+const POOL_KEY: &str = "mykey4pod";
+
+fn latencies() -> Latencies {
+    Latencies {
+        ecs_start_seconds: 0.5,
+        eci_start_seconds: 1.0,
+        jitter: 0.0,
+        termination_seconds: 0.5,
+    }
+}
+
+fn scenario() -> Scenario {
+    let mut s = Scenario::default();
+    s.cluster.ecs.count = 9;
+    s.cluster.ecs.cpu = "16".into();
+    s.cluster.ecs.memory = "64Gi".into();
+    s.cluster.ecs.other_cpu = "6".into();
+    s.cluster.ecs.other_memory = "16Gi".into();
+    s.cluster.ecs.other_pods = 6;
+    s.gateway.cpu = "1".into();
+    s.gateway.memory = "2Gi".into();
+    s.gateway.replicas = 10;
+    s
+}
+
+/// A candidate: its preferred weights, its own spread constraints (`None`: the scheduler's
+/// system defaults apply), and whether the ECS nodes and the virtual node carry zone labels.
+struct Candidate {
+    name: &'static str,
+    weights: PoolWeights,
+    spread: Option<Value>,
+    ecs_zones: bool,
+    virtual_zone: bool,
+}
+
+fn constraint(key: &str, skew: i32) -> Value {
+    json!({"maxSkew": skew, "topologyKey": key, "whenUnsatisfiable": "ScheduleAnyway",
+        "labelSelector": {"matchLabels": {"app": GW}}})
+}
+
+fn candidates() -> Vec<Candidate> {
+    let guide = PoolWeights { ecs: 80, eci: 20 };
+    let ecs_only = PoolWeights { ecs: 100, eci: 0 };
+    vec![
+        Candidate {
+            name: "80/20, system default spread, no zone labels (the test bed's default)",
+            weights: guide,
+            spread: None,
+            ecs_zones: false,
+            virtual_zone: false,
+        },
+        Candidate {
+            name: "80/20, system default spread, virtual node without zone",
+            weights: guide,
+            spread: None,
+            ecs_zones: true,
+            virtual_zone: false,
+        },
+        Candidate {
+            name: "80/20, system default spread (today)",
+            weights: guide,
+            spread: None,
+            ecs_zones: true,
+            virtual_zone: true,
+        },
+        Candidate {
+            name: "100/0, system default spread",
+            weights: ecs_only,
+            spread: None,
+            ecs_zones: true,
+            virtual_zone: true,
+        },
+        Candidate {
+            name: "80/20, own hostname spread (skew 3)",
+            weights: guide,
+            spread: Some(json!([constraint("kubernetes.io/hostname", 3)])),
+            ecs_zones: true,
+            virtual_zone: true,
+        },
+        Candidate {
+            name: "80/20, own zone spread (skew 5)",
+            weights: guide,
+            spread: Some(json!([constraint(ZONE, 5)])),
+            ecs_zones: true,
+            virtual_zone: true,
+        },
+        Candidate {
+            name: "80/20, own zone spread, virtual node without zone",
+            weights: guide,
+            spread: Some(json!([constraint(ZONE, 5)])),
+            ecs_zones: true,
+            virtual_zone: false,
+        },
+        Candidate {
+            name: "100/0, own zone spread (skew 5)",
+            weights: ecs_only,
+            spread: Some(json!([constraint(ZONE, 5)])),
+            ecs_zones: true,
+            virtual_zone: true,
+        },
+        // The pool's own label as a topology key: only ECS nodes carry it, and a node without
+        // every key of the pod's own constraints is left out of spreading (scored 0), so the
+        // virtual node never wins on spread; hostname spreads the pods over the ECS nodes.
+        Candidate {
+            name: "80/20, own pool-label + hostname spread (skew 3), no zone labels",
+            weights: guide,
+            spread: Some(json!([
+                constraint(POOL_KEY, 3),
+                constraint("kubernetes.io/hostname", 3)
+            ])),
+            ecs_zones: false,
+            virtual_zone: false,
+        },
+        Candidate {
+            name: "80/20, own pool-label + hostname spread (skew 3)",
+            weights: guide,
+            spread: Some(json!([
+                constraint(POOL_KEY, 3),
+                constraint("kubernetes.io/hostname", 3)
+            ])),
+            ecs_zones: true,
+            virtual_zone: true,
+        },
+        Candidate {
+            name: "80/20, own pool-label + zone + hostname spread (3, 5, 3)",
+            weights: guide,
+            spread: Some(json!([
+                constraint(POOL_KEY, 3),
+                constraint(ZONE, 5),
+                constraint("kubernetes.io/hostname", 3)
+            ])),
+            ecs_zones: true,
+            virtual_zone: true,
+        },
+        Candidate {
+            name: "80/20, own zone spread (skew 5), ECS nodes without zone",
+            weights: guide,
+            spread: Some(json!([constraint(ZONE, 5)])),
+            ecs_zones: false,
+            virtual_zone: true,
+        },
+        Candidate {
+            name: "100/0, own zone + hostname spread (5, 3)",
+            weights: ecs_only,
+            spread: Some(json!([
+                constraint(ZONE, 5),
+                constraint("kubernetes.io/hostname", 3)
+            ])),
+            ecs_zones: true,
+            virtual_zone: true,
+        },
+    ]
+}
+
+/// (ECS pods, ECI pods, most − fewest ECS pods per ECS node) of the bound gateway pods.
+async fn census(tb: &Testbed, ecs_nodes: &[String]) -> (usize, usize, usize) {
+    let pods = tb.gateway_pods().await;
+    let mut per_node: BTreeMap<&str, usize> = ecs_nodes.iter().map(|n| (n.as_str(), 0)).collect();
+    let (mut ecs, mut eci) = (0, 0);
+    for p in &pods {
+        match (p.pool, p.node.as_deref()) {
+            (Some(Pool::Ecs), Some(n)) => {
+                ecs += 1;
+                *per_node.entry(n).or_default() += 1;
+            }
+            (Some(Pool::Eci), _) => eci += 1,
+            _ => {}
+        }
+    }
+    let most = per_node.values().max().copied().unwrap_or(0);
+    let fewest = per_node.values().min().copied().unwrap_or(0);
+    (ecs, eci, most - fewest)
+}
+
+/// Scales the gateway to `n` and waits until every pod is bound and none is terminating.
+async fn scale(tb: &Testbed, n: i32) {
+    let deployments: Api<Deployment> = Api::namespaced(tb.client.clone(), "istio-system");
+    deployments
+        .patch_scale(
+            GW,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": n}})),
+        )
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::namespaced(tb.client.clone(), "istio-system");
+    wait_for(&format!("{n} gateway pods bound"), 120, || async {
+        let all = pods
+            .list(&ListParams::default().labels(&format!("app={GW}")))
+            .await
+            .unwrap()
+            .items;
+        all.len() == n as usize
+            && all.iter().all(|p| {
+                p.metadata.deletion_timestamp.is_none()
+                    && p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some()
+            })
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement of about 3 minutes: cargo test --test placement -- --ignored --nocapture"]
+async fn which_template_keeps_the_gateway_on_ecs() {
+    let dir = workdir("placement");
+    let s = scenario();
+    let tb = Testbed::start(dir.path(), &s, &latencies()).await;
+    tb.seed(&s, &latencies(), None).await;
+    let pools = tb.node_pools().await;
+    let ecs_nodes: Vec<String> = pools
+        .iter()
+        .filter(|(_, p)| **p == Pool::Ecs)
+        .map(|(n, _)| n.clone())
+        .collect();
+    let virtual_nodes: Vec<String> = pools
+        .iter()
+        .filter(|(_, p)| **p == Pool::Eci)
+        .map(|(n, _)| n.clone())
+        .collect();
+    assert_eq!((ecs_nodes.len(), virtual_nodes.len()), (9, 1));
+    let deployments: Api<Deployment> = Api::namespaced(tb.client.clone(), "istio-system");
+    let mut table = String::from(
+        "| template | ECI pods at 20/30/40/50/60 (ECS room for all) | ECS spread (most − fewest) at 60 | at 100 (90 ECS slots): ECS/ECI |\n|---|---|---|---|\n",
+    );
+    for c in candidates() {
+        scale(&tb, 0).await;
+        let zone = if c.virtual_zone {
+            format!("{ZONE}=z1")
+        } else {
+            format!("{ZONE}-")
+        };
+        tb.kubectl_ok(
+            &["label", "node", &virtual_nodes[0], &zone, "--overwrite"],
+            None,
+        );
+        for (i, n) in ecs_nodes.iter().enumerate() {
+            let zone = if c.ecs_zones {
+                format!("{ZONE}=z{}", i % 3 + 1)
+            } else {
+                format!("{ZONE}-")
+            };
+            tb.kubectl_ok(&["label", "node", n, &zone, "--overwrite"], None);
+        }
+        // A preferred term of weight 0 is invalid: 100/0 is the ECS term alone.
+        let terms: Vec<Value> = spillway::k8s::target::preferred_terms(&s.policy, c.weights)
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["weight"] != 0)
+            .cloned()
+            .collect();
+        let patch = json!({"spec": {"template": {"spec": {
+            "affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": terms}},
+            "topologySpreadConstraints": c.spread.clone().unwrap_or(Value::Null)}}}});
+        deployments
+            .patch(GW, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+        let mut on_eci = vec![];
+        let mut spread_at_60 = 0;
+        for n in [10, 20, 30, 40, 50, 60] {
+            scale(&tb, n).await;
+            let (_, eci, spread) = census(&tb, &ecs_nodes).await;
+            if n > 10 {
+                on_eci.push(eci.to_string());
+            }
+            spread_at_60 = spread;
+        }
+        scale(&tb, 100).await;
+        let (ecs, eci, _) = census(&tb, &ecs_nodes).await;
+        let line = format!(
+            "| {} | {} | {spread_at_60} | {ecs}/{eci} |\n",
+            c.name,
+            on_eci.join("/")
+        );
+        eprint!("{line}");
+        table.push_str(&line);
+    }
+    println!("{table}");
+}
