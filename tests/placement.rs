@@ -3,7 +3,7 @@
 //!
 //! The cluster of the target: 9 ECS nodes (16 vCPU, 6 of them taken by other workloads: 10
 //! gateway pods of 1 vCPU fit on each) and one virtual node, with or without zone labels (3 zones).
-//! are, or not). For each candidate template the gateway is scaled 10 → 20 → … → 60 (ECS room for
+//! For each candidate template the gateway is scaled 10 → 20 → … → 60 (ECS room for
 //! all), then to 100 (past the 90 slots), and at each checkpoint the test counts the pods the
 //! scheduler sent to ECI and the spread of the ECS pods over the ECS nodes (most − fewest).
 //!
