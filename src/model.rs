@@ -304,6 +304,19 @@ pub struct PodTemplate {
     /// `spec.nodeSelector`: every pair must match.
     #[serde(default)]
     pub node_selector: BTreeMap<String, String>,
+    /// The pod's own `topologySpreadConstraints` (empty: the scheduler's system defaults).
+    #[serde(default)]
+    pub spread: Vec<SpreadConstraint>,
+}
+
+/// One `topologySpreadConstraints` entry as spillway writes them: `whenUnsatisfiable:
+/// ScheduleAnyway`, over the pods of the pod's own ReplicaSet (the gateway's labels and
+/// `matchLabelKeys: [pod-template-hash]`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SpreadConstraint {
+    pub topology_key: String,
+    pub max_skew: i64,
 }
 
 /// A node, with the sum of what the pods bound to it request.

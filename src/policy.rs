@@ -693,6 +693,7 @@ impl ElasticGatewaySpec {
                 },
             ],
             node_selector: BTreeMap::new(),
+            spread: Vec::new(),
         }
     }
 }

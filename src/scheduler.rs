@@ -15,6 +15,11 @@
 //!   on nodes that carry the zone label; the fidelity test (`tests/fidelity.rs`) found that
 //!   leaving this plugin out places no gateway pod on a virtual node while ECS has room, where
 //!   the real scheduler does;
+//! - PodTopologySpread with the pod's own constraints (they replace the defaults): a node that
+//!   lacks any of their topology keys is left out (`requireAllTopologies`) and scores 0; the
+//!   others as above. A domain's pods are counted on every node in it, feasible or not (a full
+//!   node's pods weigh on its zone). `tests/placement.rs` checks the model against the real
+//!   scheduler on 13 templates;
 //! - filters: `framework/plugins/{nodeunschedulable,tainttoleration,nodeaffinity,noderesources}`;
 //!   TaintToleration filters on `NoSchedule` and `NoExecute` taints only;
 //! - NodeAffinity score: sum of the weights of the matching preferred terms, then
@@ -27,7 +32,7 @@
 //! - ties between the best nodes are broken at random (`schedule_one.go` `selectHost`, reservoir
 //!   sampling): callers pass their own seeded choice.
 
-use crate::model::{Node, PodTemplate, TaintEffect};
+use crate::model::{Node, PodTemplate, SpreadConstraint, TaintEffect};
 
 /// The largest score a plugin gives a node (`framework.MaxNodeScore`).
 pub const MAX_NODE_SCORE: i64 = 100;
@@ -197,7 +202,7 @@ const DEFAULT_SPREAD: [(&str, i64); 2] = [
 
 /// PodTopologySpread's normalised scores under the system-default constraints; `same_set[i]` is
 /// the number of the pod's ReplicaSet's pods (not terminating) on `feasible[i]`.
-fn spread_scores(feasible: &[&Node], same_set: &[i64]) -> Vec<i64> {
+fn spread_scores(feasible: &[&Node], same_set: &[i64], elsewhere: &[(&Node, i64)]) -> Vec<i64> {
     // The hostname constraint spans the feasible nodes; a node is its own host whatever its
     // labels say (the real scheduler reads the label, which every kubelet sets to the name).
     let host_weight = ((feasible.len() + 2) as f64).ln();
@@ -206,6 +211,12 @@ fn spread_scores(feasible: &[&Node], same_set: &[i64]) -> Vec<i64> {
     for (n, c) in feasible.iter().zip(same_set) {
         if let Some(z) = zone_of(n) {
             *zones.entry(z).or_default() += c;
+        }
+    }
+    // A zone's pods on nodes that cannot take this pod count too.
+    for (n, c) in elsewhere {
+        if let Some(count) = zone_of(n).and_then(|z| zones.get_mut(&z)) {
+            *count += c;
         }
     }
     let zone_weight = ((zones.len() + 2) as f64).ln();
@@ -233,6 +244,90 @@ fn spread_scores(feasible: &[&Node], same_set: &[i64]) -> Vec<i64> {
         .collect()
 }
 
+/// PodTopologySpread's normalised scores under the pod's own (soft) constraints.
+fn own_spread_scores(
+    constraints: &[SpreadConstraint],
+    feasible: &[&Node],
+    same_set: &[i64],
+    elsewhere: &[(&Node, i64)],
+) -> Vec<i64> {
+    const HOSTNAME: &str = "kubernetes.io/hostname";
+    let value = |n: &Node, key: &str| -> Option<String> {
+        if key == HOSTNAME {
+            Some(n.name.clone())
+        } else {
+            n.labels.get(key).cloned()
+        }
+    };
+    let ignored: Vec<bool> = feasible
+        .iter()
+        .map(|n| {
+            constraints
+                .iter()
+                .any(|c| value(n, &c.topology_key).is_none())
+        })
+        .collect();
+    let kept = ignored.iter().filter(|i| !**i).count();
+    // Per constraint: the pods in each domain and the normalising weight ln(domains + 2).
+    let domains: Vec<(std::collections::BTreeMap<String, i64>, f64)> = constraints
+        .iter()
+        .map(|c| {
+            let mut counts = std::collections::BTreeMap::new();
+            for ((n, cnt), skip) in feasible.iter().zip(same_set).zip(&ignored) {
+                if !skip && let Some(v) = value(n, &c.topology_key) {
+                    *counts.entry(v).or_default() += cnt;
+                }
+            }
+            let size = if c.topology_key == HOSTNAME {
+                kept
+            } else {
+                counts.len()
+            };
+            // A domain's pods on nodes that cannot take this pod count too (nodes with every
+            // key, in a domain some candidate is in).
+            for (n, cnt) in elsewhere {
+                let all_keys = constraints
+                    .iter()
+                    .all(|k| value(n, &k.topology_key).is_some());
+                if c.topology_key != HOSTNAME
+                    && all_keys
+                    && let Some(d) = value(n, &c.topology_key).and_then(|v| counts.get_mut(&v))
+                {
+                    *d += cnt;
+                }
+            }
+            (counts, ((size + 2) as f64).ln())
+        })
+        .collect();
+    let raw: Vec<Option<i64>> = feasible
+        .iter()
+        .zip(&ignored)
+        .map(|(n, skip)| {
+            (!skip).then(|| {
+                constraints
+                    .iter()
+                    .zip(&domains)
+                    .map(|(c, (counts, weight))| {
+                        let v = value(n, &c.topology_key).unwrap_or_default();
+                        let cnt = counts.get(&v).copied().unwrap_or(0);
+                        cnt as f64 * weight + (c.max_skew - 1) as f64
+                    })
+                    .sum::<f64>()
+                    .round() as i64
+            })
+        })
+        .collect();
+    let max = raw.iter().flatten().copied().max().unwrap_or(0);
+    let min = raw.iter().flatten().copied().min().unwrap_or(0);
+    raw.iter()
+        .map(|s| match s {
+            None => 0,
+            Some(_) if max == 0 => MAX_NODE_SCORE,
+            Some(s) => MAX_NODE_SCORE * (max + min - s) / max,
+        })
+        .collect()
+}
+
 /// Scores the feasible nodes as the default profile does and returns each node's total, in
 /// the order given. `same_set[i]` counts the pod's ReplicaSet's pods on `feasible[i]` (empty:
 /// none anywhere).
@@ -240,13 +335,18 @@ pub fn score(
     pod: &PodTemplate,
     feasible: &[&Node],
     same_set: &[i64],
+    elsewhere: &[(&Node, i64)],
     weights: &Weights,
 ) -> Vec<i64> {
     let raw: Vec<RawScore> = feasible.iter().map(|n| raw_score(pod, n)).collect();
     let counts: Vec<i64> = (0..feasible.len())
         .map(|i| same_set.get(i).copied().unwrap_or(0))
         .collect();
-    let spread = spread_scores(feasible, &counts);
+    let spread = if pod.spread.is_empty() {
+        spread_scores(feasible, &counts, elsewhere)
+    } else {
+        own_spread_scores(&pod.spread, feasible, &counts, elsewhere)
+    };
     let max_affinity = raw.iter().map(|r| r.affinity).max().unwrap_or(0);
     let max_intolerable = raw.iter().map(|r| r.intolerable).max().unwrap_or(0);
     raw.iter()
@@ -283,12 +383,15 @@ pub fn select_node<'a>(
     same_set: impl Fn(&Node) -> i64,
     tie_break: impl FnOnce(usize) -> usize,
 ) -> Option<&'a Node> {
-    let feasible: Vec<&Node> = nodes
-        .into_iter()
-        .filter(|n| filter(pod, n).is_ok())
-        .collect();
+    let (feasible, infeasible): (Vec<&Node>, Vec<&Node>) =
+        nodes.into_iter().partition(|n| filter(pod, n).is_ok());
     let counts: Vec<i64> = feasible.iter().map(|n| same_set(n)).collect();
-    let scores = score(pod, &feasible, &counts, weights);
+    let elsewhere: Vec<(&Node, i64)> = infeasible
+        .into_iter()
+        .map(|n| (n, same_set(n)))
+        .filter(|(_, c)| *c > 0)
+        .collect();
+    let scores = score(pod, &feasible, &counts, &elsewhere, weights);
     let best = *scores.iter().max()?;
     let top: Vec<&Node> = feasible
         .iter()
@@ -396,6 +499,7 @@ mod tests {
                 },
             ],
             node_selector: BTreeMap::new(),
+            spread: vec![],
         }
     }
 
@@ -473,6 +577,49 @@ mod tests {
         );
     }
 
+    /// Measured on the real scheduler (tests/placement.rs): with the system defaults and no
+    /// zone labels, ECS nodes that already hold gateway pods lose to the empty virtual node on
+    /// spread; with the pod's own constraints on the pool's label key and hostname, the virtual
+    /// node (without the pool label) is left out of spreading and ECS wins.
+    #[test]
+    fn the_pool_label_as_topology_key_keeps_the_virtual_node_out_of_spreading() {
+        let nodes = vec![ecs("ecs-1", 2000), ecs("ecs-2", 2000), virtual_node()];
+        let same_set = |n: &Node| if n.name.starts_with("ecs") { 2 } else { 0 };
+        let pick_with = |pod: &PodTemplate| {
+            select_node(pod, &nodes, &Weights::default(), same_set, |_| 0).map(|n| n.name.clone())
+        };
+        assert_eq!(
+            pick_with(&gateway(80, 20)).as_deref(),
+            Some("virtual-kubelet-cn-hangzhou-k"),
+            "system defaults: the empty virtual node wins"
+        );
+        let mut pod = gateway(80, 20);
+        pod.spread = vec![
+            SpreadConstraint {
+                topology_key: "mykey4pod".into(),
+                max_skew: 3,
+            },
+            SpreadConstraint {
+                topology_key: "kubernetes.io/hostname".into(),
+                max_skew: 3,
+            },
+        ];
+        assert_eq!(pick_with(&pod).as_deref(), Some("ecs-1"));
+        let feasible: Vec<&Node> = nodes.iter().collect();
+        let counts: Vec<i64> = feasible.iter().map(|n| same_set(n)).collect();
+        assert_eq!(
+            own_spread_scores(&pod.spread, &feasible, &counts, &[]),
+            vec![MAX_NODE_SCORE, MAX_NODE_SCORE, 0],
+            "the virtual node, without the pool label, scores 0"
+        );
+        // Hostname alone: the virtual node has the key, 0 pods, and the best spread score.
+        pod.spread.remove(0);
+        assert_eq!(
+            pick_with(&pod).as_deref(),
+            Some("virtual-kubelet-cn-hangzhou-k")
+        );
+    }
+
     #[test]
     fn equal_weights_let_resource_scores_favour_the_virtual_node() {
         // The scenario's warning: a virtual node's huge capacity wins the resource scores.
@@ -495,7 +642,7 @@ mod tests {
         let pod = gateway(80, 20);
         let e = ecs("ecs-1", 2000); // after the pod: cpu 4000/8000, mem 6/32 GiB
         let v = virtual_node();
-        let s = score(&pod, &[&e, &v], &[], &Weights::default());
+        let s = score(&pod, &[&e, &v], &[], &[], &Weights::default());
         // ecs: affinity 80/80*100=100 (x2), spread 100 (x2: no pod of the set anywhere), taint
         // 100 (x3), least ((50)+(81))/2=65, balanced 1 - |0.5-0.1875|/2 = 0.84375 -> 84.
         assert_eq!(s[0], 200 + 200 + 300 + 65 + 84);
@@ -504,7 +651,7 @@ mod tests {
         assert_eq!(s[1], 50 + 200 + 300 + 99 + 99);
         // Three pods of the set on the ECS node: raw 3*ln(4)+2 = 6.16 -> 6 there, 2 on the
         // virtual node; normalised 100*(6+2-6)/6 = 33 and 100*(6+2-2)/6 = 100.
-        let s = score(&pod, &[&e, &v], &[3, 0], &Weights::default());
+        let s = score(&pod, &[&e, &v], &[3, 0], &[], &Weights::default());
         assert_eq!(s[0], 200 + 33 * 2 + 300 + 65 + 84);
         assert_eq!(s[1], 50 + 200 + 300 + 99 + 99);
     }
