@@ -116,6 +116,7 @@ fn bench_decision(c: &mut Criterion) {
             pods: &pods,
             nodes: &nodes,
             ecs_claimed_elsewhere: 0,
+            spread_missing: false,
         };
         state = engine::decide(&policy, &obs, &state).state;
     }
@@ -136,6 +137,7 @@ fn bench_decision(c: &mut Criterion) {
                 pods: &pods,
                 nodes: &nodes,
                 ecs_claimed_elsewhere: 0,
+                spread_missing: false,
             };
             engine::decide(&policy, &obs, &state)
         })

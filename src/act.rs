@@ -28,7 +28,7 @@ impl Plan {
         Self {
             deletion_costs: d.deletion_costs.clone(),
             replicas: (d.replicas.desired != d.replicas.current).then_some(d.replicas.desired),
-            weights: d.weights.changed().then_some(d.weights.target),
+            weights: (d.weights.changed() || d.adopt_spread).then_some(d.weights.target),
             evictions: d.moves.clone(),
         }
     }

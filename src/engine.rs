@@ -45,6 +45,9 @@ pub struct Observation<'a> {
     /// ECS slots other gateways sharing these nodes have claimed for pods not placed yet (the
     /// agent's ledger; 0 in a drill of one gateway): not free for this one.
     pub ecs_claimed_elsewhere: i32,
+    /// `placement.poolSpread` is on and the template lacks some of its constraints: the
+    /// weights are to be applied (with them) at the next quiet time. Never in a drill.
+    pub spread_missing: bool,
 }
 
 /// What the engine remembers between decisions. Plain data: the caller keeps it.
@@ -263,6 +266,10 @@ pub struct Decision {
     pub move_reason: String,
     pub cost: CostEstimate,
     pub readings: Vec<Reading>,
+    /// Apply the weights now, changed or not, to write the missing pool spread constraints
+    /// with them (`placement.poolSpread`): at a quiet time, as a weight change.
+    #[serde(default)]
+    pub adopt_spread: bool,
 }
 
 impl Decision {
@@ -376,7 +383,13 @@ pub fn decide(policy: &ElasticGatewaySpec, obs: &Observation<'_>, prev: &EngineS
     let lead = forecast(policy, &readings, fast, &ctx);
     let mut plan = stabilise(policy, &ctx, &readings, lead, fast, &mut state);
     cap(policy, obs, &ctx, &mut plan, &mut state);
-    let weights = steer_weights(policy, obs, &ctx, &plan, &mut state);
+    let mut weights = steer_weights(policy, obs, &ctx, &plan, &mut state);
+    let adopt_spread =
+        obs.spread_missing && !policy.paused && quiet(obs, &ctx, &plan, &state, policy);
+    if adopt_spread && !weights.changed() {
+        weights.reason =
+            "writing the pool spread constraints with the weights (once, at a quiet time)".into();
+    }
     swap_back(policy, obs, &ctx, &weights, &mut plan, &mut state);
     if plan.desired != ctx.current && !policy.dry_run {
         state.hpa.record_scale(
@@ -407,6 +420,7 @@ pub fn decide(policy: &ElasticGatewaySpec, obs: &Observation<'_>, prev: &EngineS
         move_reason,
         cost,
         readings,
+        adopt_spread,
     };
     Outcome { decision, state }
 }
@@ -1058,22 +1072,7 @@ fn steer_weights(
     }
     let since = state.last_decision.unwrap_or(f64::NEG_INFINITY);
     state.weights.misplaced += placement::misplaced(obs.pods, &ctx.survey, since);
-    let load_fraction = load_fraction(policy, obs, &ctx.survey);
-    // A template change rolls every pod: the new pods land on ECS only if ECS has room for them
-    // beside the old ones (the surge, `maxSurge: 25%` by default). Rolled
-    // while ECS is full, the whole fleet lands on ECI, as the fidelity test saw on the real
-    // scheduler.
-    let surge = (f64::from(obs.spec_replicas.max(0)) * 0.25).ceil() as i32;
-    // Room free now: slots that terminating pods are about to free do not take surge pods yet.
-    let free_now = ctx.survey.ecs_pods.saturating_add(ctx.survey.ecs_room);
-    let room_to_roll = obs.spec_replicas.saturating_add(surge) <= free_now;
-    let quiet = !obs.rollout_in_progress
-        && plan.direction != Direction::ScaleUp
-        && room_to_roll
-        && load_fraction.is_some_and(|f| f < QUIET_LOAD_FRACTION)
-        && state
-            .last_scale_up
-            .is_none_or(|t| ctx.now - t >= QUIET_AFTER_SCALE_UP_SECONDS);
+    let quiet = quiet(obs, ctx, plan, state, policy);
     placement::weights(
         policy,
         &mut state.weights,
@@ -1088,6 +1087,32 @@ fn steer_weights(
             quiet,
         },
     )
+}
+
+/// Whether the template may change now: a template change rolls every pod, and the new pods
+/// land on ECS only if ECS has room for them beside the old ones (the surge, `maxSurge: 25%`
+/// by default); rolled while ECS is full, the whole fleet lands on ECI, as the fidelity test saw
+/// on the real scheduler. So: no rollout under way, no scale-up now or in the last
+/// [`QUIET_AFTER_SCALE_UP_SECONDS`], room for the surge, and the load below
+/// [`QUIET_LOAD_FRACTION`] of the ready capacity.
+fn quiet(
+    obs: &Observation<'_>,
+    ctx: &Context,
+    plan: &ReplicaPlan,
+    state: &EngineState,
+    policy: &ElasticGatewaySpec,
+) -> bool {
+    let surge = (f64::from(obs.spec_replicas.max(0)) * 0.25).ceil() as i32;
+    // Room free now: slots that terminating pods are about to free do not take surge pods yet.
+    let free_now = ctx.survey.ecs_pods.saturating_add(ctx.survey.ecs_room);
+    let room_to_roll = obs.spec_replicas.saturating_add(surge) <= free_now;
+    !obs.rollout_in_progress
+        && plan.direction != Direction::ScaleUp
+        && room_to_roll
+        && load_fraction(policy, obs, &ctx.survey).is_some_and(|f| f < QUIET_LOAD_FRACTION)
+        && state
+            .last_scale_up
+            .is_none_or(|t| ctx.now - t >= QUIET_AFTER_SCALE_UP_SECONDS)
 }
 
 /// The first request-rate reading over the ready pods' capacity at its target.

@@ -455,6 +455,7 @@ mod tests {
             pods: &[],
             nodes: &[],
             ecs_claimed_elsewhere: 0,
+            spread_missing: false,
         };
         let mut d = decide(&spec, &obs, &EngineState::default()).decision;
         d.readings[0].metric = metric.into();

@@ -12,7 +12,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    PodTemplate, PreferredTerm, SelectorRequirement, SelectorTerm, TaintEffect, Toleration,
+    PodTemplate, PreferredTerm, SelectorRequirement, SelectorTerm, SpreadConstraint, TaintEffect,
+    Toleration,
 };
 
 pub mod marks;
@@ -306,6 +307,16 @@ pub struct PlacementSpec {
     #[serde(default = "defaults::rebalance_interval")]
     #[schemars(range(min = 0))]
     pub rebalance_interval_seconds: i64,
+    /// Give the gateway's pods their own `topologySpreadConstraints` (soft, maxSkew 3): on the
+    /// key of the ECS pool's first label and on `kubernetes.io/hostname`. They replace the
+    /// scheduler's system defaults, under which the empty virtual node wins the spread score
+    /// once every ECS node holds gateway pods; a node without the pool label is left out of
+    /// spreading, so the scheduler keeps pods on ECS while it has room and still spreads them
+    /// over the ECS nodes (measured: docs/benchmarks.md). Written once, with the weights, at a
+    /// quiet time; entries the gateway already has for the same key are kept and not added;
+    /// removed at hand-back. Deployment targets only.
+    #[serde(default = "defaults::pool_spread")]
+    pub pool_spread: bool,
 }
 
 impl Default for PlacementSpec {
@@ -321,6 +332,7 @@ impl Default for PlacementSpec {
             swap_back: defaults::swap_back(),
             rebalance: false,
             rebalance_interval_seconds: defaults::rebalance_interval(),
+            pool_spread: defaults::pool_spread(),
         }
     }
 }
@@ -693,10 +705,33 @@ impl ElasticGatewaySpec {
                 },
             ],
             node_selector: BTreeMap::new(),
-            spread: Vec::new(),
+            spread: self.pool_spread_constraints(),
         }
     }
+
+    /// The spread constraints `placement.poolSpread` gives the gateway's pods (none when it is
+    /// off, or the ECS pool has no label to key on).
+    pub fn pool_spread_constraints(&self) -> Vec<SpreadConstraint> {
+        let Some(key) = self.pools.ecs.node_selector.keys().next() else {
+            return vec![];
+        };
+        if !self.placement.pool_spread || self.target.kind != TargetKind::Deployment {
+            return vec![];
+        }
+        [key.as_str(), HOSTNAME_LABEL]
+            .into_iter()
+            .map(|k| SpreadConstraint {
+                topology_key: k.to_string(),
+                max_skew: POOL_SPREAD_MAX_SKEW,
+            })
+            .collect()
+    }
 }
+
+/// Every node's own name, as kubelets label them.
+pub const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
+/// The system defaults' skew on hostname, kept.
+pub const POOL_SPREAD_MAX_SKEW: i64 = 3;
 
 /// Defaults, named so the schema and `Default` impls agree.
 pub mod defaults {
@@ -755,6 +790,9 @@ pub mod defaults {
     }
     pub fn min_weight_interval() -> i64 {
         3600
+    }
+    pub fn pool_spread() -> bool {
+        true
     }
     pub fn swap_back() -> bool {
         true

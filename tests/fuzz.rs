@@ -149,6 +149,7 @@ fn decide_once(egw: &ElasticGateway, current: i32, load: f64, now: f64) {
             pods: &[],
             nodes: &[],
             ecs_claimed_elsewhere: 0,
+            spread_missing: false,
         };
         state = engine::decide(&egw.spec, &obs, &state).state;
     }

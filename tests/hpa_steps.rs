@@ -552,6 +552,7 @@ fn drill_answer(
         pods: &pods,
         nodes: &[],
         ecs_claimed_elsewhere: 0,
+        spread_missing: false,
     };
     let out = engine::decide(policy, &obs, state);
     *state = out.state;

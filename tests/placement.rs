@@ -19,13 +19,14 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
 use spillway::model::{Pool, SpreadConstraint};
 use spillway::policy::PoolWeights;
 use spillway::sim::Scenario;
 use spillway::sim::cluster::{Latencies, SimCluster, pool_classifier};
-use support::live::{wait_for, workdir};
+use support::live::{agent, bed, egw_resource, policy, wait_for, workdir};
+use support::prom::{LoadExporter, Prom};
 use support::testbed::Testbed;
 
 const ZONE: &str = "topology.kubernetes.io/zone";
@@ -449,4 +450,116 @@ async fn which_template_keeps_the_gateway_on_ecs() {
         of += r.real_eci.len();
     }
     println!("{table}\nthe drill's model: the same ECI count at {agree} of {of} checkpoints");
+}
+
+/// The spread constraints of the template, as the apiserver holds them.
+async fn spread_of(tb: &Testbed) -> Vec<Value> {
+    let d = tb.gateway().await;
+    d.spec
+        .template
+        .spec
+        .and_then(|s| s.topology_spread_constraints)
+        .unwrap_or_default()
+        .iter()
+        .map(|c| serde_json::to_value(c).unwrap())
+        .collect()
+}
+
+/// `placement.poolSpread` by the real agent on the real apiserver: at a quiet time it applies
+/// the weights with the constraints, once, beside the gateway's own soft hostname constraint
+/// (kept as it is, and none of spillway's added on that key); the rollout completes; the
+/// deletion of the ElasticGateway takes spillway's entry away and leaves the gateway's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_writes_the_pool_spread_once_and_hands_it_back() {
+    let _one = SERIAL.lock().await;
+    let dir = workdir("pool-spread");
+    // 400 rps: one pod's worth, 2 replicas at least: 40 % of the ready capacity, a quiet time.
+    let load = LoadExporter::start(400.0);
+    let prom = Prom::start(dir.path(), &[load.port]);
+    let tb = bed(dir.path(), policy()).await;
+    let deployments: Api<Deployment> = Api::namespaced(tb.client.clone(), "istio-system");
+    let own = json!({"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+        "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": {"matchLabels": {"app": GW}}});
+    deployments
+        .patch(
+            GW,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"template": {"spec": {"topologySpreadConstraints": [own.clone()]}}}})),
+        )
+        .await
+        .unwrap();
+    let a = agent(&tb, dir.path(), &prom.url(), "agent-a", false, &[]).await;
+    wait_for("the pool-label constraint in the template", 90, || async {
+        spread_of(&tb)
+            .await
+            .iter()
+            .any(|c| c["topologyKey"] == POOL_KEY)
+    })
+    .await;
+    let template_writes = || {
+        a.writes()
+            .into_iter()
+            .filter(|w| {
+                w.method == "PATCH"
+                    && w.path.contains(&format!("/deployments/{GW}?"))
+                    && w.forwarded
+            })
+            .count()
+    };
+    // The rollout completes, and a dozen decisions later nothing more was written.
+    let seen = a.decisions();
+    wait_for("the rollout and a dozen more decisions", 90, || async {
+        let d = tb.gateway().await;
+        let st = d.status.clone().unwrap_or_default();
+        let replicas = d.spec.replicas.unwrap_or(0);
+        a.decisions() >= seen + 12.0
+            && st.observed_generation == d.metadata.generation
+            && st.updated_replicas == Some(replicas)
+            && st.ready_replicas == Some(replicas)
+    })
+    .await;
+    let spread = spread_of(&tb).await;
+    eprintln!(
+        "pool spread: {} template write(s); constraints {spread:?}",
+        template_writes()
+    );
+    assert_eq!(
+        template_writes(),
+        1,
+        "one apply establishes the constraints"
+    );
+    let keys: Vec<&str> = spread
+        .iter()
+        .map(|c| c["topologyKey"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys.len(), 2, "{spread:?}");
+    assert!(keys.contains(&POOL_KEY) && keys.contains(&"kubernetes.io/hostname"));
+    let hostname = spread
+        .iter()
+        .find(|c| c["topologyKey"] == "kubernetes.io/hostname")
+        .unwrap();
+    assert_eq!(hostname["maxSkew"], 1, "the gateway's own entry, untouched");
+    let pool = spread
+        .iter()
+        .find(|c| c["topologyKey"] == POOL_KEY)
+        .unwrap();
+    assert_eq!(pool["whenUnsatisfiable"], "ScheduleAnyway");
+    assert_eq!(pool["matchLabelKeys"], json!(["pod-template-hash"]));
+
+    // Hand-back: the ElasticGateway goes, spillway's entry with it.
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(tb.client.clone(), "istio-system", &egw_resource());
+    api.delete("ingressgateway", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for(
+        "the ElasticGateway to be handed back and gone",
+        90,
+        || async { api.get_opt("ingressgateway").await.unwrap().is_none() },
+    )
+    .await;
+    let after = spread_of(&tb).await;
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!(after[0]["topologyKey"], "kubernetes.io/hostname");
+    assert_eq!(after[0]["maxSkew"], 1);
 }

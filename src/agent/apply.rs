@@ -89,7 +89,7 @@ pub async fn apply(
         let client = ctx.target_client(&egw.spec);
         let ns = key.namespace.as_str();
         let write = fenced_write(ctx, "weights", true, || {
-            target::apply_weights(client, ns, &egw.spec, w)
+            target::apply_weights(client, ns, &egw.spec, w, &observed.target.spread.to_apply)
         });
         match write.await {
             Err(_) => return Ok(Applied::fenced(applied, errors)),

@@ -53,6 +53,7 @@ impl Observed {
             pods: &self.pods,
             nodes,
             ecs_claimed_elsewhere: claimed,
+            spread_missing: self.target.spread.missing,
         }
     }
 
@@ -505,6 +506,7 @@ mod tests {
                 })
                 .collect(),
             generation: Some(generation),
+            spread: target::PoolSpread::default(),
         }
     }
 

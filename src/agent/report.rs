@@ -641,6 +641,7 @@ mod tests {
                 uid: Some("u-1".into()),
                 replica_writers: vec![],
                 generation: Some(1),
+                spread: crate::k8s::target::PoolSpread::default(),
             },
             hpas,
             queries: vec!["sum(load)".into()],

@@ -111,6 +111,7 @@ fn obs<'a>(now: f64, c: &'a Cluster, loads: &'a [LoadSample], spec: i32) -> Obse
         pods: &c.pods,
         nodes: &c.nodes,
         ecs_claimed_elsewhere: 0,
+        spread_missing: false,
     }
 }
 
@@ -1295,4 +1296,46 @@ fn slots_claimed_elsewhere_are_not_free() {
     all.ecs_claimed_elsewhere = 1_000;
     let all = decide(&p, &all, &EngineState::default()).decision;
     assert_eq!((all.survey.ecs_room, all.survey.ecs_capacity), (0, 4));
+}
+
+/// `placement.poolSpread`: a template without the constraints gets them with one weights apply
+/// at a quiet time, never under load, and only once (the next observation has them).
+#[test]
+fn the_pool_spread_is_adopted_once_at_a_quiet_time() {
+    let mut p = policy();
+    p.target.kind = crate::policy::TargetKind::Deployment;
+    let c = cluster(3, 0, 4, 0);
+    let adopt = |load: f64, missing: bool| {
+        let loads = [LoadSample::Total(load)];
+        let mut o = obs(1000.0, &c, &loads, 4);
+        o.spread_missing = missing;
+        let planned = crate::act::plan(&p, &o, &EngineState::default(), Default::default());
+        (planned.decision.adopt_spread, planned.plan.weights)
+    };
+    // 4 ready pods of 500 rps: 800 rps is 40 % of the capacity, quiet.
+    assert_eq!(
+        adopt(800.0, true),
+        (true, Some(PoolWeights { ecs: 80, eci: 20 })),
+        "the weights as they are, applied with the constraints"
+    );
+    assert_eq!(adopt(800.0, false), (false, None), "already there");
+    assert_eq!(
+        adopt(1600.0, true),
+        (false, None),
+        "80 % of the capacity: not now"
+    );
+    let mut off = p.clone();
+    off.placement.pool_spread = false;
+    assert!(off.pool_spread_constraints().is_empty());
+    assert!(
+        policy().pool_spread_constraints().is_empty(),
+        "an IstioGateway: ASM renders the template"
+    );
+    let on = p.pool_spread_constraints();
+    assert_eq!(
+        on.iter()
+            .map(|c| c.topology_key.as_str())
+            .collect::<Vec<_>>(),
+        ["mykey4pod", "kubernetes.io/hostname"]
+    );
 }

@@ -6,7 +6,7 @@
 //! the Deployment `istio-<name>` of each data-plane cluster (the `data` client), whose rollout
 //! and pod selector spillway reads there. Weights are
 //! written with server-side apply under spillway's field manager, owning only the preferred
-//! node-affinity terms. Every write is absolute (a count, a weight, an annotation value), so a
+//! node-affinity terms and its own spread constraints (`placement.poolSpread`). Every write is absolute (a count, a weight, an annotation value), so a
 //! retry after an error can neither lose nor double a change.
 
 use std::collections::BTreeMap;
@@ -49,6 +49,75 @@ pub struct TargetView {
     pub replica_writers: Vec<ReplicaWriter>,
     /// That object's generation: it moves whenever its spec (the count included) changes.
     pub generation: Option<i64>,
+    /// `placement.poolSpread`: the constraints spillway's apply carries ([`pool_spread`]).
+    pub spread: PoolSpread,
+}
+
+/// The pool spread constraints against the template as it is: which of them spillway's apply
+/// carries (those the gateway has no entry of its own for, on the same key), and whether any
+/// of those is not in the template yet (adoption still to do).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PoolSpread {
+    pub to_apply: Vec<Value>,
+    pub missing: bool,
+}
+
+/// One of spillway's spread constraints as the API takes it: soft, over the pods of the
+/// gateway's own ReplicaSet (its selector and `pod-template-hash`, as the system defaults count).
+fn spread_entry(key: &str, max_skew: i64, selector: &Value) -> Value {
+    json!({
+        "maxSkew": max_skew,
+        "topologyKey": key,
+        "whenUnsatisfiable": "ScheduleAnyway",
+        "labelSelector": selector,
+        "matchLabelKeys": ["pod-template-hash"],
+    })
+}
+
+/// [`PoolSpread`] for a pod spec and the Deployment's selector.
+pub fn pool_spread(
+    policy: &ElasticGatewaySpec,
+    pod: Option<&PodSpec>,
+    selector: &Value,
+) -> PoolSpread {
+    let have: Vec<Value> = pod
+        .and_then(|p| p.topology_spread_constraints.as_ref())
+        .map(|cs| {
+            cs.iter()
+                .filter_map(|c| serde_json::to_value(c).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut out = PoolSpread::default();
+    for c in policy.pool_spread_constraints() {
+        let ours = spread_entry(&c.topology_key, c.max_skew, selector);
+        let same_key = have.iter().find(|h| {
+            h["topologyKey"] == ours["topologyKey"] && h["whenUnsatisfiable"] == "ScheduleAnyway"
+        });
+        match same_key {
+            // The gateway's own entry on this key: kept as it is, not taken over.
+            Some(h) if !same_entry(h, &ours) => {}
+            Some(_) => out.to_apply.push(ours),
+            None => {
+                out.missing = true;
+                out.to_apply.push(ours);
+            }
+        }
+    }
+    out
+}
+
+/// Whether an entry read back from the API server is the one spillway writes.
+fn same_entry(have: &Value, ours: &Value) -> bool {
+    [
+        "maxSkew",
+        "topologyKey",
+        "whenUnsatisfiable",
+        "labelSelector",
+        "matchLabelKeys",
+    ]
+    .iter()
+    .all(|k| have[k] == ours[k])
 }
 
 /// A field manager that owns the replica count, from the object's managedFields.
@@ -254,7 +323,11 @@ pub fn deployment_view(d: &Deployment, policy: &ElasticGatewaySpec) -> TargetVie
     let total = status.and_then(|s| s.replicas).unwrap_or(0);
     let updated = status.and_then(|s| s.updated_replicas).unwrap_or(0);
     let selector = spec.map(|s| &s.selector);
+    let selector_json = selector
+        .and_then(|s| serde_json::to_value(s).ok())
+        .unwrap_or(Value::Null);
     TargetView {
+        spread: pool_spread(policy, pod_spec, &selector_json),
         replicas,
         preferred_terms: pod_spec
             .and_then(|p| p.affinity.as_ref()?.node_affinity.as_ref())
@@ -316,6 +389,8 @@ pub fn istio_gateway_view(data: &Value, name: &str, policy: &ElasticGatewaySpec)
         uid: data["metadata"]["uid"].as_str().map(String::from),
         replica_writers: vec![],
         generation: None,
+        // Deployment targets only (ASM renders the IstioGateway's template).
+        spread: PoolSpread::default(),
     }
 }
 
@@ -427,16 +502,22 @@ pub async fn apply_weights(
     ns: &str,
     policy: &ElasticGatewaySpec,
     w: PoolWeights,
+    spread: &[Value],
 ) -> Result<(), kube::Error> {
     let name = &policy.target.name;
     let terms = preferred_terms(policy, w);
     let pp = PatchParams::apply(FIELD_MANAGER).force();
     match policy.target.kind {
         TargetKind::Deployment => {
+            // Every apply carries every field spillway owns: one left out would be removed.
+            let mut pod = json!({"affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": terms}}});
+            if !spread.is_empty() {
+                pod["topologySpreadConstraints"] = json!(spread);
+            }
             let patch = json!({
                 "apiVersion": "apps/v1", "kind": "Deployment",
                 "metadata": {"name": name, "namespace": ns},
-                "spec": {"template": {"spec": {"affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": terms}}}}}
+                "spec": {"template": {"spec": pod}}
             });
             Api::<Deployment>::namespaced(client.clone(), ns)
                 .patch(name, &pp, &Patch::Apply(&patch))
@@ -461,7 +542,8 @@ pub async fn apply_weights(
 
 /// Hands the preferred node-affinity terms back as they were before spillway's first change:
 /// applies `original` under spillway's field manager, or, when there were none, an apply without
-/// them, which removes the list spillway owns.
+/// them, which removes the list spillway owns. The apply carries no spread constraints: those
+/// spillway wrote go, the gateway's own stay.
 pub async fn restore_preferred_terms(
     client: &Client,
     ns: &str,
@@ -594,6 +676,55 @@ mod tests {
         assert_eq!(v.selector.to_string(), "app=istio-ingressgateway");
         assert!(deployment_view(&deployment(4, 3, 4, 4), &policy).rollout_in_progress);
         assert!(deployment_view(&deployment(3, 3, 6, 2), &policy).rollout_in_progress);
+    }
+
+    /// `placement.poolSpread` against the template: added where the gateway has no entry of
+    /// its own on the key, kept (and carried by every apply) once written, never taking over
+    /// the gateway's own entry.
+    #[test]
+    fn the_pool_spread_composes_with_the_gateways_own_constraints() {
+        let mut policy = ElasticGateway::scenario_default().spec;
+        policy.target.kind = TargetKind::Deployment;
+        let sel = json!({"matchLabels": {"app": "istio-ingressgateway"}});
+        let spec = |cs: Value| -> PodSpec {
+            serde_json::from_value(json!({"containers": [], "topologySpreadConstraints": cs}))
+                .unwrap()
+        };
+        let none = pool_spread(&policy, Some(&spec(json!([]))), &sel);
+        assert!(none.missing);
+        let keys = |p: &PoolSpread| -> Vec<String> {
+            p.to_apply
+                .iter()
+                .map(|c| c["topologyKey"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(keys(&none), ["mykey4pod", "kubernetes.io/hostname"]);
+        assert_eq!(none.to_apply[1]["labelSelector"], sel);
+        assert_eq!(
+            none.to_apply[1]["matchLabelKeys"],
+            json!(["pod-template-hash"])
+        );
+        // Written: nothing missing, and every apply still carries both.
+        let written = pool_spread(&policy, Some(&spec(json!(none.to_apply))), &sel);
+        assert!(!written.missing);
+        assert_eq!(written.to_apply, none.to_apply);
+        // The gateway's own soft hostname entry stays its own; a hard one is another key.
+        let own = json!([{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+            "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": sel}]);
+        let composed = pool_spread(&policy, Some(&spec(own)), &sel);
+        assert!(composed.missing);
+        assert_eq!(keys(&composed), ["mykey4pod"]);
+        let hard = json!([{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+            "whenUnsatisfiable": "DoNotSchedule", "labelSelector": sel}]);
+        assert_eq!(
+            keys(&pool_spread(&policy, Some(&spec(hard)), &sel)),
+            ["mykey4pod", "kubernetes.io/hostname"]
+        );
+        policy.placement.pool_spread = false;
+        assert_eq!(
+            pool_spread(&policy, Some(&spec(json!([]))), &sel),
+            PoolSpread::default()
+        );
     }
 
     #[test]

@@ -165,6 +165,8 @@ pub fn hpa_baseline(policy: &ElasticGatewaySpec) -> ElasticGatewaySpec {
     p.placement.strong_weights = p.placement.normal_weights;
     p.placement.rebalance = false;
     p.placement.swap_back = false;
+    // Nor does it write spread constraints: the template keeps the scheduler's defaults.
+    p.placement.pool_spread = false;
     p.dry_run = false;
     p.paused = false;
     p
@@ -255,7 +257,12 @@ fn run_policy(
 ) -> PolicyRun {
     let policy = &scenario.policy;
     let requests = scenario.gateway_requests();
-    let template = policy.gateway_template(requests, policy.placement.normal_weights);
+    let mut template = policy.gateway_template(requests, policy.placement.normal_weights);
+    // Only spillway writes its spread constraints (at a quiet time long before a drill's
+    // peaks, taken as done at the start); every other policy runs the template as it is.
+    if kind != PolicyKind::Spillway {
+        template.spread.clear();
+    }
     let classify = pool_classifier(
         policy.pools.ecs.node_selector.clone(),
         policy.pools.eci.node_selector.clone(),
@@ -371,6 +378,7 @@ fn run_policy(
                     pods: &pods,
                     nodes: &cluster.nodes,
                     ecs_claimed_elsewhere: 0,
+                    spread_missing: false,
                 };
                 // The HPA only sets replicas.
                 let scope = act::Scope {
