@@ -259,6 +259,7 @@ impl Doctor {
                 format!("a dry-run write was refused: {}", api_error(&e)),
             ),
         }
+        pool_spread(r, spec, &view);
         if view.asm_autoscaling.is_empty() {
             if spec.target.kind == TargetKind::IstioGateway {
                 r.push(Outcome::Ok, "ASM autoscaling", "none on the IstioGateway");
@@ -562,5 +563,65 @@ impl Doctor {
                 ),
             ),
         }
+    }
+}
+/// What `placement.poolSpread` will do to the template, said before the agent does it.
+fn pool_spread(
+    r: &mut Report,
+    spec: &crate::policy::ElasticGatewaySpec,
+    view: &target::TargetView,
+) {
+    let what = "pool spread (placement.poolSpread)";
+    let wanted = spec.pool_spread_constraints();
+    if !spec.placement.pool_spread {
+        r.push(
+            Outcome::Warn,
+            what,
+            "off: the scheduler's default spreading applies, under which pods can land on ECI while ECS has room",
+        );
+        return;
+    }
+    if spec.target.kind == TargetKind::IstioGateway {
+        r.push(
+            Outcome::Skip,
+            what,
+            "not written: ASM renders the IstioGateway's template",
+        );
+        return;
+    }
+    let keys = |cs: &[serde_json::Value]| {
+        cs.iter()
+            .filter_map(|c| c["topologyKey"].as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let kept: Vec<&str> = wanted
+        .iter()
+        .map(|c| c.topology_key.as_str())
+        .filter(|k| !view.spread.to_apply.iter().any(|c| c["topologyKey"] == *k))
+        .collect();
+    let kept = if kept.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; the gateway's own entry on {} is kept instead",
+            kept.join(", ")
+        )
+    };
+    if view.spread.missing {
+        r.push(
+            Outcome::Ok,
+            what,
+            format!(
+                "to be written with the weights at the next quiet time (one rollout): soft spreading on {}{kept}",
+                keys(&view.spread.to_apply)
+            ),
+        );
+    } else {
+        r.push(
+            Outcome::Ok,
+            what,
+            format!("in place: {}{kept}", keys(&view.spread.to_apply)),
+        );
     }
 }

@@ -108,6 +108,12 @@ async fn doctor_passes_a_healthy_setup_and_names_each_broken_check() {
         "ok   target Deployment istio-system/istio-ingressgateway writable:",
     );
     line(&out, "ok   HPA:");
+    // Said before the agent writes it: what the template gets, and when.
+    assert!(
+        line(&out, "ok   pool spread (placement.poolSpread):")
+            .contains("to be written with the weights at the next quiet time (one rollout): soft spreading on mykey4pod, kubernetes.io/hostname"),
+        "{out}"
+    );
     assert!(line(&out, "ok   lease spillway-system/spillway:").contains("writable"));
     assert!(
         line(&out, "ok   fast path:").contains("from 4 of 4 ready pod(s)"),
