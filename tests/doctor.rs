@@ -139,7 +139,23 @@ async fn doctor_passes_a_healthy_setup_and_names_each_broken_check() {
         .local_addr()
         .unwrap()
         .port();
+    // And a virtual node carrying the ECS pool's label by mistake: a warning naming it.
+    let virtual_node = tb
+        .node_pools()
+        .await
+        .into_iter()
+        .find(|(_, p)| *p == spillway::model::Pool::Eci)
+        .map(|(n, _)| n)
+        .unwrap();
+    tb.kubectl_ok(
+        &["label", "node", &virtual_node, "mykey4pod=asmgateway"],
+        None,
+    );
     let (code, out) = doctor(&agent, &prom.url(), &broken, closed);
+    assert!(
+        line(&out, "warn pool labels:").contains(&virtual_node),
+        "{out}"
+    );
     assert_eq!(code, 1, "{out}");
     assert!(line(&out, "FAIL prometheus rps:").contains("empty result"));
     assert!(line(&out, "FAIL HPA:").contains("gw-hpa"));

@@ -7,7 +7,10 @@
 //! (under the cluster index's lock), a claim stands until the claimant's next decision (when
 //! its pods are placed, they hold the room themselves) or [`CLAIM_TTL`], and what one gateway
 //! claimed is what the next sees as taken (`spillway_ecs_claimed_elsewhere_pods`, and the
-//! decision's reason).
+//! decision's reason). Not a priority or a fair share: the ledger only sets how many pods each
+//! gateway counts on, and the scheduler gives free ECS slots to the pods that exist first, so a
+//! share it does not enforce would only be a plan that overflows to ECI anyway. A rule that holds
+//! needs placement per gateway.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
