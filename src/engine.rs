@@ -383,9 +383,10 @@ pub fn decide(policy: &ElasticGatewaySpec, obs: &Observation<'_>, prev: &EngineS
     let lead = forecast(policy, &readings, fast, &ctx);
     let mut plan = stabilise(policy, &ctx, &readings, lead, fast, &mut state);
     cap(policy, obs, &ctx, &mut plan, &mut state);
-    let mut weights = steer_weights(policy, obs, &ctx, &plan, &mut state);
-    let adopt_spread =
-        obs.spread_missing && !policy.paused && quiet(obs, &ctx, &plan, &state, policy);
+    // One reading of the quiet-time rule serves the weights and the spread adoption.
+    let quiet = quiet(obs, &ctx, &plan, &state, policy);
+    let mut weights = steer_weights(policy, obs, &ctx, &plan, quiet, &mut state);
+    let adopt_spread = obs.spread_missing && !policy.paused && quiet;
     if adopt_spread && !weights.changed() {
         weights.reason =
             "writing the pool spread constraints with the weights (once, at a quiet time)".into();
@@ -1061,6 +1062,7 @@ fn steer_weights(
     obs: &Observation<'_>,
     ctx: &Context,
     plan: &ReplicaPlan,
+    quiet: bool,
     state: &mut EngineState,
 ) -> WeightPlan {
     if policy.paused {
@@ -1072,7 +1074,6 @@ fn steer_weights(
     }
     let since = state.last_decision.unwrap_or(f64::NEG_INFINITY);
     state.weights.misplaced += placement::misplaced(obs.pods, &ctx.survey, since);
-    let quiet = quiet(obs, ctx, plan, state, policy);
     placement::weights(
         policy,
         &mut state.weights,

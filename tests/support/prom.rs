@@ -31,27 +31,34 @@ pub struct LoadExporter {
     pub rps: Arc<Mutex<f64>>,
 }
 
+/// Serves, on a loopback port, the exposition text `body()` gives at each scrape; the port.
+fn serve_exposition(body: impl Fn() -> String + Send + 'static) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut buf = [0u8; 2048];
+            let _ = stream.read(&mut buf);
+            let text = body();
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                text.len()
+            );
+        }
+    });
+    port
+}
+
 impl LoadExporter {
     pub fn start(rps: f64) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
         let value = Arc::new(Mutex::new(rps));
         let v = value.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let mut stream = stream;
-                let mut buf = [0u8; 2048];
-                let _ = stream.read(&mut buf);
-                let body = format!(
-                    "# HELP spillway_test_gateway_requests_per_second Load of the test gateway.\n# TYPE spillway_test_gateway_requests_per_second gauge\nspillway_test_gateway_requests_per_second{{namespace=\"istio-system\"}} {}\n",
-                    *v.lock().unwrap()
-                );
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-            }
+        let port = serve_exposition(move || {
+            format!(
+                "# HELP spillway_test_gateway_requests_per_second Load of the test gateway.\n# TYPE spillway_test_gateway_requests_per_second gauge\nspillway_test_gateway_requests_per_second{{namespace=\"istio-system\"}} {}\n",
+                *v.lock().unwrap()
+            )
         });
         Self { port, rps: value }
     }
@@ -71,27 +78,15 @@ pub struct TextExporter {
 
 impl TextExporter {
     pub fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
         let body = Arc::new(Mutex::new(String::new()));
         let b = body.clone();
         let start = Instant::now();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let mut stream = stream;
-                let mut buf = [0u8; 2048];
-                let _ = stream.read(&mut buf);
-                let text = format!(
-                    "{}steps_clock {:.3}\n",
-                    b.lock().unwrap(),
-                    start.elapsed().as_secs_f64()
-                );
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
-                    text.len()
-                );
-            }
+        let port = serve_exposition(move || {
+            format!(
+                "{}steps_clock {:.3}\n",
+                b.lock().unwrap(),
+                start.elapsed().as_secs_f64()
+            )
         });
         Self { port, body }
     }
