@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{FastSample, GatewayPod, LoadSample, Node, Pool, Resources};
+use crate::model::{FastSample, GatewayPod, LoadSample, Node, PodTemplate, Pool, Resources};
 use crate::policy::{ElasticGatewaySpec, PoolWeights};
 
 pub mod cost;
@@ -270,6 +270,9 @@ pub struct Decision {
     /// with them (`placement.poolSpread`): at a quiet time, as a weight change.
     #[serde(default)]
     pub adopt_spread: bool,
+    /// What `placement.swapBack` did, if anything.
+    #[serde(default)]
+    pub swap: Option<placement::SwapEvent>,
 }
 
 impl Decision {
@@ -346,6 +349,9 @@ struct Context {
     current: i32,
     status_replicas: i32,
     weights_now: PoolWeights,
+    /// The gateway's pod as the scheduler will see the next one: the weights as they stand,
+    /// the pool spread constraints once they are in the template.
+    template: PodTemplate,
     survey: Survey,
     up: crate::policy::EffectiveRules,
     down: crate::policy::EffectiveRules,
@@ -354,7 +360,10 @@ struct Context {
 impl Context {
     fn new(policy: &ElasticGatewaySpec, obs: &Observation<'_>) -> Self {
         let weights_now = obs.weights.unwrap_or(policy.placement.normal_weights);
-        let template = policy.gateway_template(obs.pod_requests, weights_now);
+        let mut template = policy.gateway_template(obs.pod_requests, weights_now);
+        if obs.spread_missing {
+            template.spread.clear();
+        }
         Self {
             now: obs.now,
             current: obs.spec_replicas,
@@ -362,6 +371,7 @@ impl Context {
             weights_now,
             survey: placement::survey(policy, &template, obs.pods, obs.nodes)
                 .less_claimed(obs.ecs_claimed_elsewhere),
+            template,
             up: policy.behavior.scale_up.effective(true),
             down: policy.behavior.scale_down.effective(false),
         }
@@ -391,7 +401,7 @@ pub fn decide(policy: &ElasticGatewaySpec, obs: &Observation<'_>, prev: &EngineS
         weights.reason =
             "writing the pool spread constraints with the weights (once, at a quiet time)".into();
     }
-    swap_back(policy, obs, &ctx, &weights, &mut plan, &mut state);
+    let swap = swap_back(policy, obs, &ctx, &weights, &mut plan, &mut state);
     if plan.desired != ctx.current && !policy.dry_run {
         state.hpa.record_scale(
             ctx.now,
@@ -422,6 +432,7 @@ pub fn decide(policy: &ElasticGatewaySpec, obs: &Observation<'_>, prev: &EngineS
         cost,
         readings,
         adopt_spread,
+        swap,
     };
     Outcome { decision, state }
 }
@@ -858,14 +869,15 @@ fn cap(
 
 /// Stage 5a: move ECI pods back to ECS make-before-break (`placement.swapBack`). When the
 /// fleet is steady (the load asks for the count it has, nothing pending, not ready or rolling)
-/// and ECS has a free slot while gateway pods run on ECI, ask for one pod more. The ECI pods
-/// still count for the scheduler's topology spreading, so the new pod lands on ECS (an
-/// eviction would empty the virtual node and the spread score could send the replacement right
-/// back). Once the added pod is ready, ask for the count before: the ReplicaSet removes an ECI
-/// pod first (lowest deletion cost). The count never dips below what the load asked for. If
-/// the load rises meanwhile the added pod simply stays; if it falls, the scale-down removes ECI
-/// pods first anyway. A swap whose added pod lands on ECI too is a miss: the next waits twice
-/// as long.
+/// and ECS has a free slot while gateway pods run on ECI, ask for one pod more, if the
+/// scheduler model puts it on ECS: the ECI pods still count for the scheduler's topology
+/// spreading, and where that (or the resource scores) outweighs the weights the pod would land
+/// on ECI, a cold start and a deletion for nothing; the swap is then held, and said so. Once
+/// the added pod is ready, ask for the count before: the ReplicaSet removes an ECI pod first
+/// (lowest deletion cost). The count never dips below what the load asked for. If the load
+/// rises meanwhile the added pod simply stays; if it falls, the scale-down removes ECI pods
+/// first anyway. A swap whose added pod lands on ECI anyway (a tie, a model miss) is a miss:
+/// the next waits twice as long.
 fn swap_back(
     policy: &ElasticGatewaySpec,
     obs: &Observation<'_>,
@@ -873,7 +885,14 @@ fn swap_back(
     weights: &WeightPlan,
     plan: &mut ReplicaPlan,
     state: &mut EngineState,
-) {
+) -> Option<placement::SwapEvent> {
+    use placement::{Landing, SwapEvent};
+    fn set(plan: &mut ReplicaPlan, desired: i32, note: String) {
+        plan.desired = desired;
+        plan.direction = direction(plan.current, desired);
+        plan.why = Why::Rebalance;
+        plan.reason.push_str(&format!("; {note}"));
+    }
     let now = ctx.now;
     let enabled = policy.placement.swap_back && !policy.placement.rebalance && !policy.dry_run;
     let live: Vec<&GatewayPod> = obs.pods.iter().filter(|p| !p.terminating).collect();
@@ -884,6 +903,8 @@ fn swap_back(
     );
     // An added pod may land on ECI: never past the ECI cap.
     let below_cap = plan.eci_cap.is_none_or(|c| ctx.survey.eci_pods < c);
+    let plan_pods =
+        |most: i32| placement::pods_until_ecs(policy, &ctx.template, obs.pods, obs.nodes, most);
     if let Some(s) = state.swap {
         // The count was changed by someone else, the load asks for more (the added pod
         // stays), or for fewer than before the swap (the scale-down takes ECI pods first).
@@ -893,7 +914,7 @@ fn swap_back(
             || plan.desired != plan.desired.clamp(s.base, ctx.current)
         {
             state.swap = None;
-            return;
+            return None;
         }
         let timed_out = now - s.started >= placement::SWAP_TIMEOUT_SECONDS;
         let landed = ctx.survey.ecs_pods > s.ecs_pods;
@@ -904,9 +925,10 @@ fn swap_back(
             && s.added < placement::SWAP_MAX_ADDED
             && ctx.current < policy.max_replicas
             && below_cap
+            && plan_pods(placement::SWAP_MAX_ADDED - s.added).is_ok()
         {
-            // Each pod added on ECI raises the virtual node's spread count: the next one
-            // weighs affinity against a less empty virtual node.
+            // Each pod added off ECS raises that node's spread count: the next one weighs
+            // affinity against a less empty virtual node (the model says when it wins).
             state.swap = Some(placement::Swap {
                 added: s.added + 1,
                 ..s
@@ -916,7 +938,9 @@ fn swap_back(
                 ctx.current + 1,
                 "swap: the added pod landed on ECI too; one more".into(),
             );
-        } else if settled || timed_out {
+            return Some(SwapEvent::OneMore);
+        }
+        if settled || timed_out {
             state.swap_misses = if landed {
                 0
             } else {
@@ -948,14 +972,20 @@ fn swap_back(
                     )
                 },
             );
-        } else {
-            set(
-                plan,
-                ctx.current,
-                "swap: waiting for the added pod to be ready".into(),
-            );
+            return Some(if landed {
+                SwapEvent::LandedEcs
+            } else if timed_out && !settled {
+                SwapEvent::GaveUp
+            } else {
+                SwapEvent::Missed
+            });
         }
-        return;
+        set(
+            plan,
+            ctx.current,
+            "swap: waiting for the added pod to be ready".into(),
+        );
+        return None;
     }
     let interval = policy.placement.rebalance_interval_seconds as f64;
     let steady = enabled
@@ -979,30 +1009,54 @@ fn swap_back(
                     state.swap_misses,
                 )
         });
-    if steady && ctx.survey.eci_pods > 0 && ctx.survey.ecs_room > 0 {
-        state.swap = Some(placement::Swap {
-            base: ctx.current,
-            added: 1,
-            ecs_pods: ctx.survey.ecs_pods,
-            started: now,
-        });
-        set(
-            plan,
-            ctx.current + 1,
+    if !(steady && ctx.survey.eci_pods > 0 && ctx.survey.ecs_room > 0) {
+        return None;
+    }
+    let pods = match plan_pods(placement::SWAP_MAX_ADDED) {
+        Ok(k) => k,
+        Err(first) => {
+            let node = match first {
+                Landing::Elsewhere { node, .. } => node,
+                _ => "no node (it would stay Pending)".to_string(),
+            };
+            // Looked at again after the rebalance interval: the nodes may have changed.
+            state.last_move = Some(now);
+            plan.reason.push_str(&format!(
+                "; no swap: ECS has room for {} while {} run on ECI, but the scheduler would \
+                 place the next {} pods off ECS, the first on {node} (its scores outweigh the \
+                 weights; placement.poolSpread keeps a Deployment's pods on ECS)",
+                ctx.survey.ecs_room,
+                ctx.survey.eci_pods,
+                placement::SWAP_MAX_ADDED
+            ));
+            return Some(SwapEvent::Held);
+        }
+    };
+    state.swap = Some(placement::Swap {
+        base: ctx.current,
+        added: 1,
+        ecs_pods: ctx.survey.ecs_pods,
+        started: now,
+    });
+    set(
+        plan,
+        ctx.current + 1,
+        if pods == 1 {
             format!(
-                "swap: ECS has room for {} while {} run on ECI; one pod more (it lands on ECS), \
-                 then one fewer",
+                "swap: ECS has room for {} while {} run on ECI; one pod more (it lands on \
+                 ECS), then one fewer",
                 ctx.survey.ecs_room, ctx.survey.eci_pods
-            ),
-        );
-    }
-
-    fn set(plan: &mut ReplicaPlan, desired: i32, note: String) {
-        plan.desired = desired;
-        plan.direction = direction(plan.current, desired);
-        plan.why = Why::Rebalance;
-        plan.reason.push_str(&format!("; {note}"));
-    }
+            )
+        } else {
+            format!(
+                "swap: ECS has room for {} while {} run on ECI; one pod more, {pods} in all \
+                 until one lands on ECS (the scheduler's spreading sends the first to ECI), \
+                 then as many fewer, ECI pods first",
+                ctx.survey.ecs_room, ctx.survey.eci_pods
+            )
+        },
+    );
+    Some(SwapEvent::Started)
 }
 
 /// Stage 5: deletion costs (ECI pods go first on scale-in) and, if enabled, one move back to

@@ -336,6 +336,158 @@ pub fn swap_wait(interval_seconds: i64, misses: u32) -> f64 {
     (base * 2f64.powi(misses.min(16) as i32)).min(SWAP_MAX_BACKOFF_SECONDS.max(base))
 }
 
+/// Where the scheduler would put one more gateway pod now, by the model of its default profile
+/// ([`scheduler`]): the pools of the best-scoring nodes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Landing {
+    /// Every best node is an ECS node.
+    Ecs,
+    /// Every best node is outside ECS: `node` is one of them.
+    Elsewhere { node: String, pool: Pool },
+    /// The best nodes are in both (a tie the scheduler breaks at random).
+    Either,
+    /// No node passes the filters: the pod would stay Pending.
+    Nowhere,
+}
+
+/// Predicts [`Landing`] for the next pod of `template` among `nodes`, counting the gateway's
+/// live pods on each node for the topology spreading (its pods are one ReplicaSet when no
+/// rollout runs, which is when a swap may start).
+pub fn landing(
+    policy: &ElasticGatewaySpec,
+    template: &PodTemplate,
+    pods: &[GatewayPod],
+    nodes: &[Node],
+) -> Landing {
+    landing_with(policy, template, nodes, &|node: &Node| live_on(pods, node))
+}
+
+fn live_on(pods: &[GatewayPod], node: &Node) -> i64 {
+    pods.iter()
+        .filter(|p| !p.terminating && p.node.as_deref() == Some(node.name.as_str()))
+        .count() as i64
+}
+
+fn landing_with(
+    policy: &ElasticGatewaySpec,
+    template: &PodTemplate,
+    nodes: &[Node],
+    on: &dyn Fn(&Node) -> i64,
+) -> Landing {
+    let (feasible, infeasible): (Vec<&Node>, Vec<&Node>) = nodes
+        .iter()
+        .partition(|n| scheduler::filter(template, n).is_ok());
+    let counts: Vec<i64> = feasible.iter().map(|n| on(n)).collect();
+    let elsewhere: Vec<(&Node, i64)> = infeasible
+        .into_iter()
+        .map(|n| (n, on(n)))
+        .filter(|(_, c)| *c > 0)
+        .collect();
+    let scores = scheduler::score(
+        template,
+        &feasible,
+        &counts,
+        &elsewhere,
+        &scheduler::Weights::default(),
+    );
+    let Some(best) = scores.iter().max() else {
+        return Landing::Nowhere;
+    };
+    let (ecs_sel, eci_sel) = (
+        &policy.pools.ecs.node_selector,
+        &policy.pools.eci.node_selector,
+    );
+    let top: Vec<(&Node, Pool)> = feasible
+        .iter()
+        .zip(&scores)
+        .filter(|(_, s)| *s == best)
+        .map(|(n, _)| (*n, classify_node(n, ecs_sel, eci_sel)))
+        .collect();
+    let on_ecs = top.iter().filter(|(_, p)| *p == Pool::Ecs).count();
+    match top.iter().find(|(_, p)| *p != Pool::Ecs) {
+        None => Landing::Ecs,
+        Some((node, pool)) if on_ecs == 0 => Landing::Elsewhere {
+            node: node.name.clone(),
+            pool: *pool,
+        },
+        Some(_) => Landing::Either,
+    }
+}
+
+/// How many pods a swap must add, one after another, until the scheduler model puts one on
+/// ECS (a tie counts): each pod placed off ECS raises that node's count for the topology
+/// spreading and takes its room, so the next weighs differently. `Err` with where the first
+/// would go when none of `most` does.
+pub fn pods_until_ecs(
+    policy: &ElasticGatewaySpec,
+    template: &PodTemplate,
+    pods: &[GatewayPod],
+    nodes: &[Node],
+    most: i32,
+) -> Result<i32, Landing> {
+    let mut nodes = nodes.to_vec();
+    let mut added: std::collections::BTreeMap<String, i64> = Default::default();
+    let mut first = None;
+    for k in 1..=most.max(0) {
+        let on = |n: &Node| live_on(pods, n) + added.get(&n.name).copied().unwrap_or(0);
+        let l = landing_with(policy, template, &nodes, &on);
+        match &l {
+            Landing::Ecs | Landing::Either => return Ok(k),
+            Landing::Nowhere => return Err(first.unwrap_or(l)),
+            Landing::Elsewhere { node, .. } => {
+                *added.entry(node.clone()).or_default() += 1;
+                if let Some(n) = nodes.iter_mut().find(|n| n.name == *node) {
+                    n.requested.add(&template.requests);
+                }
+            }
+        }
+        first.get_or_insert(l);
+    }
+    Err(first.unwrap_or(Landing::Nowhere))
+}
+
+/// What `placement.swapBack` did in one decision: the drill's report and the agent's metrics
+/// count them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SwapEvent {
+    /// One pod added: the scheduler model puts it (or one of the next two) on ECS.
+    Started,
+    /// An added pod landed off ECS, as the model planned: one more.
+    OneMore,
+    /// An added pod runs on ECS: the count goes back, ECI pods first.
+    LandedEcs,
+    /// The added pods all landed off ECS, against the model: the count goes back.
+    Missed,
+    /// The added pods were not ready in time: the count goes back.
+    GaveUp,
+    /// Not started: the model puts the next pods off ECS (the scheduler's scores outweigh the
+    /// weights), so a swap would pay ECI starts and deletions for nothing.
+    Held,
+}
+
+impl SwapEvent {
+    pub const ALL: [SwapEvent; 6] = [
+        SwapEvent::Started,
+        SwapEvent::OneMore,
+        SwapEvent::LandedEcs,
+        SwapEvent::Missed,
+        SwapEvent::GaveUp,
+        SwapEvent::Held,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SwapEvent::Started => "started",
+            SwapEvent::OneMore => "one_more",
+            SwapEvent::LandedEcs => "landed_ecs",
+            SwapEvent::Missed => "missed",
+            SwapEvent::GaveUp => "gave_up",
+            SwapEvent::Held => "held",
+        }
+    }
+}
+
 /// Chooses at most one ECI pod to move back to ECS, when the fleet is steady, fully ready, ECS
 /// has room and the weights prefer ECS (so the replacement lands there).
 pub struct MoveInput<'a> {

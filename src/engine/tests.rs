@@ -1339,3 +1339,114 @@ fn the_pool_spread_is_adopted_once_at_a_quiet_time() {
         ["mykey4pod", "kubernetes.io/hostname"]
     );
 }
+
+/// Issue 34's root: ECS nodes that each hold many gateway pods, a virtual node with few.
+/// Under the scheduler's system-default spreading the next pods score best on the virtual node,
+/// so a swap would pay ECI starts and deletions for nothing: it is held, and said so. With the
+/// pool spread constraints in the template (a Deployment target), the virtual node lacks the
+/// pool's key and scores nothing on spread: the swap goes ahead.
+#[test]
+fn a_swap_the_scheduler_would_send_to_eci_is_held() {
+    let loads = [LoadSample::Total(16000.0)]; // 32 replicas on target
+    // 4 ECS nodes of 16 vCPU: eight gateway pods fit on each. 31 run there (one slot free, on
+    // a node that holds seven), 1 on ECI.
+    let mut c = cluster(4, 0, 31, 1);
+    for n in c.nodes.iter_mut().filter(|n| n.name.starts_with("ecs-")) {
+        n.allocatable = Resources::new(16000, 64 * GI, 110);
+    }
+    let istio = policy();
+    let template = istio.gateway_template(GW, PoolWeights { ecs: 80, eci: 20 });
+    assert!(matches!(
+        placement::landing(&istio, &template, &c.pods, &c.nodes),
+        placement::Landing::Elsewhere {
+            pool: Pool::Eci,
+            ..
+        }
+    ));
+    assert!(
+        placement::pods_until_ecs(&istio, &template, &c.pods, &c.nodes, 3).is_err(),
+        "three pods added one by one all go to the virtual node"
+    );
+    let out = decide(
+        &istio,
+        &obs(1000.0, &c, &loads, 32),
+        &EngineState::default(),
+    );
+    let d = &out.decision;
+    assert_eq!(d.replicas.desired, 32, "{}", d.replicas.reason);
+    assert_eq!(d.swap, Some(placement::SwapEvent::Held));
+    assert!(
+        d.replicas.reason.contains("the first on virtual-kubelet"),
+        "{}",
+        d.replicas.reason
+    );
+    // Looked at again only after the rebalance interval.
+    let again = decide(&istio, &obs(1010.0, &c, &loads, 32), &out.state).decision;
+    assert_eq!(again.swap, None);
+
+    // The same cluster, the gateway a Deployment with the pool spread in its template.
+    let mut deployment = policy();
+    deployment.target.kind = crate::policy::TargetKind::Deployment;
+    let out = decide(
+        &deployment,
+        &obs(1000.0, &c, &loads, 32),
+        &EngineState::default(),
+    );
+    assert_eq!(out.decision.swap, Some(placement::SwapEvent::Started));
+    assert_eq!(out.decision.replicas.desired, 33);
+    // Not while the constraints are still to be written: the template is as today's.
+    let mut missing = obs(1000.0, &c, &loads, 32);
+    missing.spread_missing = true;
+    let d = decide(&deployment, &missing, &EngineState::default()).decision;
+    assert_eq!(d.swap, Some(placement::SwapEvent::Held));
+
+    // The added pod ran on ECS: back to 32, counted as landed on ECS.
+    c = with_added(c, true, true, "gw-new");
+    let back = decide(&deployment, &obs(1030.0, &c, &loads, 33), &out.state).decision;
+    assert_eq!(
+        (back.replicas.desired, back.swap),
+        (32, Some(placement::SwapEvent::LandedEcs)),
+        "{}",
+        back.replicas.reason
+    );
+}
+
+/// Where the first added pod goes to the virtual node but raises its spread count enough for
+/// the second to land on ECS, the model plans two, and the swap says so up front.
+#[test]
+fn a_swap_plans_the_pods_the_scheduler_sends_to_eci_first() {
+    let loads = [LoadSample::Total(8000.0)]; // 16 replicas on target
+    // 4 ECS nodes of 8 vCPU: four gateway pods fit on each; 15 there, 1 on ECI.
+    let c = cluster(4, 0, 15, 1);
+    let p = policy();
+    let template = p.gateway_template(GW, PoolWeights { ecs: 80, eci: 20 });
+    assert_eq!(
+        placement::pods_until_ecs(&p, &template, &c.pods, &c.nodes, 3),
+        Ok(2)
+    );
+    let out = decide(&p, &obs(1000.0, &c, &loads, 16), &EngineState::default());
+    assert_eq!(out.decision.swap, Some(placement::SwapEvent::Started));
+    assert!(
+        out.decision.replicas.reason.contains("2 in all"),
+        "{}",
+        out.decision.replicas.reason
+    );
+    // The first landed on the virtual node, as planned: one more.
+    let c = with_added(c, false, true, "gw-new-1");
+    let out = decide(&p, &obs(1030.0, &c, &loads, 17), &out.state);
+    assert_eq!(
+        (out.decision.replicas.desired, out.decision.swap),
+        (18, Some(placement::SwapEvent::OneMore)),
+        "{}",
+        out.decision.replicas.reason
+    );
+    // The second runs on ECS: back to 16, ECI pods first.
+    let c = with_added(c, true, true, "gw-new-2");
+    let d = decide(&p, &obs(1060.0, &c, &loads, 18), &out.state).decision;
+    assert_eq!(
+        (d.replicas.desired, d.swap),
+        (16, Some(placement::SwapEvent::LandedEcs)),
+        "{}",
+        d.replicas.reason
+    );
+}

@@ -147,6 +147,7 @@ pub struct DecisionMetrics {
     held: Family<KindLabels, Gauge>,
     interval: Family<GatewayLabels, FGauge>,
     contested: Family<GatewayLabels, Gauge>,
+    swaps: Family<KindLabels, Counter>,
     age: Arc<DecisionAge>,
     memory: Mutex<HashMap<GatewayKey, Memory>>,
 }
@@ -171,6 +172,7 @@ impl DecisionMetrics {
             held: Family::default(),
             interval: Family::default(),
             contested: Family::default(),
+            swaps: Family::default(),
             age: Arc::default(),
             memory: Mutex::default(),
         };
@@ -222,6 +224,11 @@ impl DecisionMetrics {
             "replicas_contested",
             "1 while another field manager than spillway writes the gateway's replica count (kubectl scale, a CronHPA, ASM's resync, a re-applied manifest); spillway then holds the count and the ElasticGateway's ReplicasContested condition names the writer",
             m.contested.clone(),
+        );
+        r.register(
+            "swaps",
+            "Moves of ECI pods back to ECS (placement.swapBack): started, one_more (an added pod landed off ECS as the scheduler model planned), landed_ecs, missed (every added pod off ECS, against the model), gave_up (not ready in time), held (not started: the model puts the next pods off ECS)",
+            m.swaps.clone(),
         );
         r.register_collector(Box::new(m.age.clone()));
         m
@@ -281,6 +288,14 @@ impl DecisionMetrics {
                 .errors
                 .get_or_create(&KindLabels::new(key, kind.as_str()));
         }
+        for kind in crate::engine::placement::SwapEvent::ALL {
+            let swaps = self
+                .swaps
+                .get_or_create(&KindLabels::new(key, kind.as_str()));
+            if d.swap == Some(kind) {
+                swaps.inc();
+            }
+        }
         self.duration.get_or_create(&gw).observe(seconds);
         self.last.get_or_create(&gw).set(d.at);
         // A decision: held for no reason (every kind present, so alerts can see the series).
@@ -328,6 +343,9 @@ impl DecisionMetrics {
         }
         for kind in ErrorKind::ALL {
             self.errors.remove(&KindLabels::new(key, kind.as_str()));
+        }
+        for kind in crate::engine::placement::SwapEvent::ALL {
+            self.swaps.remove(&KindLabels::new(key, kind.as_str()));
         }
         for kind in HELD.iter().copied().chain(m.held.as_deref()) {
             self.held.remove(&KindLabels::new(key, kind));

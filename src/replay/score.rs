@@ -305,6 +305,7 @@ pub fn observed_run(h: &History, t: &Target, w: &Window, surges: &[Surge]) -> Po
         pending_pod_seconds: pending_s,
         // Recorded history does not tell a swap from a scale: any are in `reversals`.
         swap_changes: 0,
+        swaps: Default::default(),
         peak_pending_pods: peak_pending,
         cost_ecs_fixed: cost_ecs,
     };

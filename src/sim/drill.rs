@@ -49,9 +49,49 @@ pub struct Summary {
     /// changes for placement, not in answer to the load, and capacity never dips.
     #[serde(default)]
     pub swap_changes: u32,
+    /// What the swaps did, per added pod (`placement.swapBack`).
+    #[serde(default)]
+    pub swaps: SwapTally,
     pub peak_pending_pods: i32,
     /// The dedicated ECS nodes' price over the run: paid whatever the policy does.
     pub cost_ecs_fixed: f64,
+}
+
+/// Swap outcomes over a run (`placement.swapBack`): swaps started and how they ended, the pods
+/// added past the first (the model planned them to land off ECS), and the swaps the model held
+/// back.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwapTally {
+    pub started: u32,
+    pub one_more: u32,
+    pub landed_ecs: u32,
+    pub missed: u32,
+    pub gave_up: u32,
+    pub held: u32,
+}
+
+impl SwapTally {
+    pub fn count(&mut self, e: engine::placement::SwapEvent) {
+        use engine::placement::SwapEvent as E;
+        let n = match e {
+            E::Started => &mut self.started,
+            E::OneMore => &mut self.one_more,
+            E::LandedEcs => &mut self.landed_ecs,
+            E::Missed => &mut self.missed,
+            E::GaveUp => &mut self.gave_up,
+            E::Held => &mut self.held,
+        };
+        *n += 1;
+    }
+
+    pub fn add(&mut self, o: &SwapTally) {
+        self.started += o.started;
+        self.one_more += o.one_more;
+        self.landed_ecs += o.landed_ecs;
+        self.missed += o.missed;
+        self.gave_up += o.gave_up;
+        self.held += o.held;
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -399,6 +439,9 @@ fn run_policy(
                 **state = act::commit(state, &mut planned, policy, &applied);
                 let out = planned;
                 let swap = out.decision.replicas.why == engine::Why::Rebalance;
+                if let Some(e) = out.decision.swap {
+                    tally.swaps.count(e);
+                }
                 apply(
                     &mut cluster,
                     &out.plan,
@@ -529,6 +572,7 @@ struct Tally {
     pending_pod_seconds: f64,
     peak_pending: i32,
     swap_changes: u32,
+    swaps: SwapTally,
     /// Indices of the ECS-pool nodes.
     ecs_nodes: Vec<usize>,
     /// All ECS-pool nodes' price per second.
@@ -603,6 +647,7 @@ impl Tally {
             pending_pod_seconds: 0.0,
             peak_pending: 0,
             swap_changes: 0,
+            swaps: SwapTally::default(),
             ecs_nodes,
             ecs_fixed_per_second,
             requests: req,
@@ -714,6 +759,7 @@ impl Tally {
             eci_pod_seconds_ecs_free: self.eci_while_ecs_free,
             pending_pod_seconds: self.pending_pod_seconds,
             swap_changes: self.swap_changes,
+            swaps: self.swaps,
             peak_pending_pods: self.peak_pending,
             cost_ecs_fixed: self.cost_ecs,
         }

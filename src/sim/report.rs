@@ -100,5 +100,16 @@ pub fn table(report: &DrillReport) -> String {
             s.rollouts
         );
     }
+    for run in &report.runs {
+        let (s, w) = (&run.summary, &run.summary.swaps);
+        if w.started + w.held > 0 {
+            let _ = writeln!(
+                out,
+                "{}: {} swap(s) back to ECS: ended on ECS {}, missed {}, not ready {}; pods \
+                 added off ECS as planned {}; held {} (the scheduler would place the pods off ECS)",
+                s.policy, w.started, w.landed_ecs, w.missed, w.gave_up, w.one_more, w.held
+            );
+        }
+    }
     out
 }

@@ -128,6 +128,9 @@ pub struct Verdict {
     pub rollouts_under_load: u32,
     /// Σ ECI pod·s while ECS had a free slot over Σ ECI pod·s.
     pub eci_while_ecs_free_fraction: f64,
+    /// spillway's swaps back to ECS over all loads (`placement.swapBack`).
+    #[serde(default)]
+    pub swaps: super::drill::SwapTally,
 }
 
 pub fn verdict(results: &[LoadResult]) -> Verdict {
@@ -164,6 +167,7 @@ pub fn verdict(results: &[LoadResult]) -> Verdict {
         v.rollouts_under_load += sw.rollouts_under_load;
         eci_free += sw.eci_pod_seconds_ecs_free;
         eci_all += sw.eci_pod_seconds;
+        v.swaps.add(&sw.swaps);
     }
     if v.ttc_over_reactive_s == f64::NEG_INFINITY {
         v.ttc_over_reactive_s = 0.0;
@@ -270,7 +274,8 @@ pub fn scorecard(results: &[LoadResult]) -> String {
         out,
         "\nsummary: ECI spend vs hpa geomean {:.2}x (over hpa on: {}); short pod·s vs hpa geomean \
          {:.2}x on surging loads (over hpa on: {}); time to capacity ≤ reactive + {:.0} s; \
-         reversals > hpa+1 on: {}; rollouts under load {}; ECI while ECS free {:.1}%",
+         reversals > hpa+1 on: {}; rollouts under load {}; ECI while ECS free {:.1}%; swaps: \
+         {} started, ended on ECS {}, missed {}, not ready {}, held {}",
         v.eci_spend_geomean,
         list(&v.eci_spend_over_hpa),
         v.short_geomean,
@@ -279,6 +284,11 @@ pub fn scorecard(results: &[LoadResult]) -> String {
         list(&v.reversals_over_hpa),
         v.rollouts_under_load,
         100.0 * v.eci_while_ecs_free_fraction,
+        v.swaps.started,
+        v.swaps.landed_ecs,
+        v.swaps.missed,
+        v.swaps.gave_up,
+        v.swaps.held,
     );
     out
 }

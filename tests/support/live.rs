@@ -294,6 +294,14 @@ pub async fn status(tb: &Testbed) -> Value {
     egw(tb).await["status"].clone()
 }
 
+/// [`status`], or `None` when the read fails (for a sampler that reads again later).
+pub async fn try_status(tb: &Testbed) -> Option<Value> {
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(tb.client.clone(), "istio-system", &egw_resource());
+    let o = api.get("ingressgateway").await.ok()?;
+    Some(serde_json::to_value(o).ok()?["status"].clone())
+}
+
 pub async fn condition(tb: &Testbed, kind: &str) -> Option<Value> {
     status(tb).await["conditions"]
         .as_array()
@@ -319,4 +327,14 @@ pub async fn lease_holder(tb: &Testbed) -> Option<String> {
         .ok()
         .flatten()
         .and_then(|l| l.spec.and_then(|s| s.holder_identity))
+}
+
+/// A spawned task that ends with its owner, also when a failed assertion unwinds past it (a
+/// task left running then would outlive the test bed it reads).
+pub struct AbortOnDrop<T>(pub tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
