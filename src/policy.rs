@@ -291,12 +291,13 @@ pub struct PlacementSpec {
     /// steady and every pod ready, add one pod, and once it is ready on ECS scale back by one
     /// (the ReplicaSet removes an ECI pod first: lowest deletion cost). Capacity never dips, and
     /// the ECI pod still counts for the scheduler's default topology spreading while the new
-    /// pod is placed, so the new pod lands on ECS; an eviction leaves the virtual node empty,
-    /// and the spread score can send the replacement straight back to ECI. While an added pod
-    /// lands on ECI too, one more is added (at most three: each raises the virtual node's spread
-    /// count); if none reaches ECS, the next swap waits twice as long (at most an hour). The
-    /// added pods use ECS slots, paid for anyway; a missed one costs an ECI start. Ignored while
-    /// `rebalance` (eviction) is on.
+    /// pod is placed; an eviction leaves the virtual node empty, and the spread score can send
+    /// the replacement straight back to ECI. A swap starts only when the scheduler model (the
+    /// default profile's filters and scores on the nodes as they are) puts one of the next three
+    /// pods on ECS: each one placed on ECI raises the virtual node's spread count for the next.
+    /// Otherwise it is held and the decision says why; if the added pods miss anyway, the next
+    /// swap waits twice as long (at most an hour). The added pods use ECS slots, paid for
+    /// anyway; one on ECI costs an ECI start. Ignored while `rebalance` (eviction) is on.
     #[serde(default = "defaults::swap_back")]
     pub swap_back: bool,
     /// After a peak, move ECI pods back to ECS by eviction, one at a time, when ECS has room
