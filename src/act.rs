@@ -115,6 +115,9 @@ pub fn commit(
         next.weights.last_change = prev.weights.last_change;
         next.weights.changes = prev.weights.changes;
     }
+    if d.adopt_spread && applied.weights != Some(d.weights.target) {
+        next.spread = prev.spread;
+    }
     if !d.moves.is_empty() && applied.evictions.is_empty() {
         next.last_move = prev.last_move;
     }

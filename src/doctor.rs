@@ -459,16 +459,7 @@ impl Doctor {
         r.push(outcome, "pools", detail);
         // A virtual node with the ECS pool's label: the agent counts it as virtual, but the
         // label lets it into the pool spread's domains, where an empty node wins the spread.
-        let both: Vec<&str> = all
-            .iter()
-            .filter(|n| {
-                !pools.ecs.node_selector.is_empty()
-                    && !pools.eci.node_selector.is_empty()
-                    && n.has_labels(&pools.ecs.node_selector)
-                    && n.has_labels(&pools.eci.node_selector)
-            })
-            .map(|n| n.name.as_str())
-            .collect();
+        let both = egw.spec.pools_overlap(all);
         if !both.is_empty() {
             r.push(
                 Outcome::Warn,

@@ -86,7 +86,23 @@ pub struct EngineState {
     /// Since when the count has stood above the ECI cap's ceiling.
     #[serde(default)]
     pub over_cap_since: Option<f64>,
+    /// The pool spread constraints as spillway wrote them (`placement.poolSpread`).
+    #[serde(default)]
+    pub spread: SpreadMemory,
 }
+
+/// When spillway wrote the pool spread constraints, and whether the template showed them
+/// since: a template that loses them afterwards was rewritten by another writer, and writing
+/// them again would roll the gateway at every quiet time in a fight with it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SpreadMemory {
+    pub written_at: Option<f64>,
+    pub seen: bool,
+}
+
+/// A write not seen in the template after this long is taken as undone (the watch shows a
+/// template change within seconds).
+pub const SPREAD_SETTLE_SECONDS: f64 = 120.0;
 
 /// A release of ECI pods on the ECI window, waiting to be judged.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -273,6 +289,14 @@ pub struct Decision {
     /// What `placement.swapBack` did, if anything.
     #[serde(default)]
     pub swap: Option<placement::SwapEvent>,
+    /// The pool spread constraints spillway wrote are gone from the template: another writer
+    /// replaced it. They are not written again (see [`SpreadMemory`]).
+    #[serde(default)]
+    pub spread_removed: bool,
+    /// Nodes that carry both pools' labels: counted as virtual nodes, but the ECS label lets
+    /// them into the pool spread's domains, where an empty one draws gateway pods.
+    #[serde(default)]
+    pub pools_overlap: Vec<String>,
 }
 
 impl Decision {
@@ -396,7 +420,7 @@ pub fn decide(policy: &ElasticGatewaySpec, obs: &Observation<'_>, prev: &EngineS
     // One reading of the quiet-time rule serves the weights and the spread adoption.
     let quiet = quiet(obs, &ctx, &plan, &state, policy);
     let mut weights = steer_weights(policy, obs, &ctx, &plan, quiet, &mut state);
-    let adopt_spread = obs.spread_missing && !policy.paused && quiet;
+    let (adopt_spread, spread_removed) = spread(policy, obs, quiet, &mut state);
     if adopt_spread && !weights.changed() {
         weights.reason =
             "writing the pool spread constraints with the weights (once, at a quiet time)".into();
@@ -433,6 +457,8 @@ pub fn decide(policy: &ElasticGatewaySpec, obs: &Observation<'_>, prev: &EngineS
         readings,
         adopt_spread,
         swap,
+        spread_removed,
+        pools_overlap: policy.pools_overlap(obs.nodes),
     };
     Outcome { decision, state }
 }
@@ -865,6 +891,37 @@ fn cap(
         plan.why = Why::EciCap;
     }
     plan.expected_eci = (plan.desired - survey.ecs_capacity).max(0);
+}
+
+/// Stage 4b: the pool spread constraints (`placement.poolSpread`): whether to write them now
+/// (missing, at a quiet time, never written before), and whether they were removed after
+/// spillway wrote them. Turning the field off forgets the write, so that turning it on again
+/// writes them once more.
+fn spread(
+    policy: &ElasticGatewaySpec,
+    obs: &Observation<'_>,
+    quiet: bool,
+    state: &mut EngineState,
+) -> (bool, bool) {
+    if policy.pool_spread_constraints().is_empty() {
+        state.spread = SpreadMemory::default();
+        return (false, false);
+    }
+    let m = &mut state.spread;
+    if !obs.spread_missing && m.written_at.is_some() {
+        m.seen = true;
+    }
+    let removed = obs.spread_missing
+        && m.written_at
+            .is_some_and(|at| m.seen || obs.now - at >= SPREAD_SETTLE_SECONDS);
+    let adopt = obs.spread_missing && !policy.paused && quiet && m.written_at.is_none();
+    if adopt {
+        *m = SpreadMemory {
+            written_at: Some(obs.now),
+            seen: false,
+        };
+    }
+    (adopt, removed)
 }
 
 /// Stage 5a: move ECI pods back to ECS make-before-break (`placement.swapBack`). When the

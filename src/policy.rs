@@ -710,6 +710,21 @@ impl ElasticGatewaySpec {
         }
     }
 
+    /// Nodes carrying both pools' labels: counted as virtual nodes, but the ECS label lets them
+    /// into `placement.poolSpread`'s spreading, where an empty one draws gateway pods while ECS
+    /// has room.
+    pub fn pools_overlap(&self, nodes: &[crate::model::Node]) -> Vec<String> {
+        let (ecs, eci) = (&self.pools.ecs.node_selector, &self.pools.eci.node_selector);
+        if ecs.is_empty() || eci.is_empty() {
+            return vec![];
+        }
+        nodes
+            .iter()
+            .filter(|n| n.has_labels(ecs) && n.has_labels(eci))
+            .map(|n| n.name.clone())
+            .collect()
+    }
+
     /// The spread constraints `placement.poolSpread` gives the gateway's pods (none when it is
     /// off, or the ECS pool has no label to key on).
     pub fn pool_spread_constraints(&self) -> Vec<SpreadConstraint> {

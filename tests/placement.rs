@@ -563,3 +563,111 @@ async fn the_agent_writes_the_pool_spread_once_and_hands_it_back() {
     assert_eq!(after[0]["topologyKey"], "kubernetes.io/hostname");
     assert_eq!(after[0]["maxSkew"], 1);
 }
+
+/// Issue 34's bad input, by the real agent on the real apiserver: a virtual node carrying the
+/// ECS pool's label (it would join the pool spread) is named in `PoolSpread=False
+/// VirtualNodeInPool` with a Warning Event, and nothing is written meanwhile; once the label is
+/// gone the constraints are written; another writer then replaces the template without them
+/// (a whole-object update, as a pipeline applying the full manifest does): `PoolSpread=False
+/// RemovedByAnotherWriter`, a Warning Event, and spillway does not write them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mislabelled_node_and_a_rewritten_template_are_reported_not_fought() {
+    let _one = SERIAL.lock().await;
+    let dir = workdir("pool-spread-fought");
+    let load = LoadExporter::start(400.0);
+    let prom = Prom::start(dir.path(), &[load.port]);
+    let tb = bed(dir.path(), policy()).await;
+    let pools = tb.node_pools().await;
+    let virtual_node = pools
+        .iter()
+        .find(|(_, p)| **p == Pool::Eci)
+        .map(|(n, _)| n.clone())
+        .unwrap();
+    tb.kubectl_ok(
+        &[
+            "label",
+            "node",
+            &virtual_node,
+            &format!("{POOL_KEY}=asmgateway"),
+            "--overwrite",
+        ],
+        None,
+    );
+    let a = agent(&tb, dir.path(), &prom.url(), "agent-a", false, &[]).await;
+    wait_for("PoolSpread=False VirtualNodeInPool", 60, || async {
+        spread_reason(&tb).await.as_deref() == Some("VirtualNodeInPool")
+    })
+    .await;
+    let msg = support::live::condition(&tb, "PoolSpread").await.unwrap()["message"].clone();
+    assert!(msg.as_str().unwrap().contains(&virtual_node), "{msg}");
+    assert!(
+        support::live::event_reasons(&tb)
+            .await
+            .contains(&"VirtualNodeInPool".to_string())
+    );
+    tb.kubectl_ok(
+        &["label", "node", &virtual_node, &format!("{POOL_KEY}-")],
+        None,
+    );
+    wait_for("the constraints written (PoolSpread=True)", 90, || async {
+        spread_reason(&tb).await.as_deref() == Some("InPlace")
+    })
+    .await;
+    let template_writes = || {
+        a.writes()
+            .into_iter()
+            .filter(|w| {
+                w.method == "PATCH"
+                    && w.path.contains(&format!("/deployments/{GW}?"))
+                    && w.forwarded
+            })
+            .count()
+    };
+    assert_eq!(template_writes(), 1);
+
+    // Another writer replaces the whole Deployment, without spillway's constraints.
+    let deployments: Api<Deployment> = Api::namespaced(tb.client.clone(), "istio-system");
+    let mut d = deployments.get(GW).await.unwrap();
+    d.metadata.managed_fields = None;
+    if let Some(spec) = d.spec.template.spec.as_mut() {
+        spec.topology_spread_constraints = None;
+    }
+    deployments
+        .replace(
+            GW,
+            &kube::api::PostParams {
+                field_manager: Some("pipeline".into()),
+                ..Default::default()
+            },
+            &d,
+        )
+        .await
+        .unwrap();
+    wait_for("PoolSpread=False RemovedByAnotherWriter", 60, || async {
+        spread_reason(&tb).await.as_deref() == Some("RemovedByAnotherWriter")
+    })
+    .await;
+    assert!(
+        support::live::event_reasons(&tb)
+            .await
+            .contains(&"RemovedByAnotherWriter".to_string())
+    );
+    let seen = a.decisions();
+    wait_for("a dozen more decisions", 60, || async {
+        a.decisions() >= seen + 12.0
+    })
+    .await;
+    assert_eq!(
+        template_writes(),
+        1,
+        "spillway wrote the constraints again, in a fight with the other writer"
+    );
+    assert!(spread_of(&tb).await.is_empty());
+}
+
+/// The reason of the ElasticGateway's `PoolSpread` condition.
+async fn spread_reason(tb: &Testbed) -> Option<String> {
+    support::live::condition(tb, "PoolSpread")
+        .await
+        .map(|c| c["reason"].as_str().unwrap_or_default().to_string())
+}

@@ -214,6 +214,9 @@ pub fn conditions(
             condition("AsmAutoscaling", true, "AsmAutoscalingEnabled", &msg, generation)
         });
     }
+    if let Some(c) = pool_spread(spec, generation, observed, planned) {
+        out.push(c);
+    }
     if !spec.dry_run && !spec.paused {
         out.push(if applied.errors.is_empty() {
             condition(
@@ -269,6 +272,55 @@ fn metrics_available(generation: Option<i64>, observed: &Observed, planned: &Pla
         );
         condition("MetricsAvailable", false, "QueryFailed", &msg, generation)
     }
+}
+
+/// `PoolSpread`, for a gateway `placement.poolSpread` applies to: the constraints in place, to
+/// be written at a quiet time, removed by another writer (not written again: each write rolls
+/// the gateway), or undermined by nodes that carry both pools' labels.
+fn pool_spread(
+    spec: &ElasticGatewaySpec,
+    generation: Option<i64>,
+    observed: &Observed,
+    planned: &Planned,
+) -> Option<Condition> {
+    let keys: Vec<String> = spec
+        .pool_spread_constraints()
+        .into_iter()
+        .map(|c| c.topology_key)
+        .collect();
+    if keys.is_empty() {
+        return None;
+    }
+    let d = &planned.decision;
+    let keys = keys.join(", ");
+    Some(if !d.pools_overlap.is_empty() {
+        let msg = format!(
+            "node(s) {} carry both pools' labels: counted as virtual nodes, but the ECS label puts them in the pool spread on {keys}, where an empty one draws gateway pods while ECS has room; take the ECS label off them",
+            d.pools_overlap.join(", ")
+        );
+        condition("PoolSpread", false, "VirtualNodeInPool", &msg, generation)
+    } else if d.spread_removed {
+        let msg = format!(
+            "the spread constraints on {keys} that spillway wrote are gone from the template: another writer replaced it (a controller or a pipeline that applies the whole Deployment); spillway does not write them again, since every write rolls the gateway. Let that writer keep topologySpreadConstraints, then set placement.poolSpread to false and back to true to have spillway write them once more"
+        );
+        condition(
+            "PoolSpread",
+            false,
+            "RemovedByAnotherWriter",
+            &msg,
+            generation,
+        )
+    } else if observed.target.spread.missing {
+        let msg = format!(
+            "soft spread constraints on {keys} are to be written with the weights at the next quiet time (load under half the ready capacity, no scale-up for 10 min, no rollout): one rollout"
+        );
+        condition("PoolSpread", false, "ToBeWritten", &msg, generation)
+    } else {
+        let msg = format!(
+            "the gateway's pods spread on {keys}: a node without the ECS pool's label is left out, so the scheduler keeps them on ECS while it has room"
+        );
+        condition("PoolSpread", true, "InPlace", &msg, generation)
+    })
 }
 
 fn hpa_conflict(generation: Option<i64>, hpas: &[String]) -> Condition {
@@ -346,6 +398,11 @@ fn turned_bad(c: &Condition) -> bool {
         || (c.type_ == "AsmAutoscaling" && c.status == "True")
         || (c.type_ == "OnSchedule" && c.status == "False")
         || (c.type_ == "ReplicasContested" && c.status == "True")
+        || (c.type_ == "PoolSpread"
+            && matches!(
+                c.reason.as_str(),
+                "VirtualNodeInPool" | "RemovedByAnotherWriter"
+            ))
 }
 
 /// The status after a decision; `original` is how the gateway was before spillway first
@@ -834,6 +891,8 @@ mod tests {
         for (name, edit, obs, applied, want) in cases {
             let mut spec = ElasticGateway::scenario_default().spec;
             spec.target.kind = TargetKind::Deployment;
+            // Its own rows below.
+            spec.placement.pool_spread = false;
             edit(&mut spec);
             let planned = act::plan(
                 &spec,
@@ -848,6 +907,62 @@ mod tests {
                 .collect();
             assert_eq!(got, want, "{name}");
         }
+    }
+
+    /// `PoolSpread` for a Deployment gateway: in place, to be written, removed by another
+    /// writer, undermined by a node carrying both pools' labels (the worst one shows, and the
+    /// last two turn into Warning Events).
+    #[test]
+    fn the_pool_spread_condition_says_what_stands() {
+        let mut spec = ElasticGateway::scenario_default().spec;
+        spec.target.kind = TargetKind::Deployment;
+        let obs = observed(LoadSample::Total(2000.0), vec![], &[]);
+        let plan = |obs: &Observed| {
+            act::plan(
+                &spec,
+                &obs.observation(&[], 0),
+                &EngineState::default(),
+                obs.scope(),
+            )
+        };
+        let of = |obs: &Observed, planned: &Planned| {
+            let c = pool_spread(&spec, Some(3), obs, planned).unwrap();
+            (
+                c.status.clone(),
+                c.reason.clone(),
+                turned_bad(&c),
+                c.message,
+            )
+        };
+        let (status, reason, bad, _) = of(&obs, &plan(&obs));
+        assert_eq!(
+            (status.as_str(), reason.as_str(), bad),
+            ("True", "InPlace", false)
+        );
+        let mut missing = observed(LoadSample::Total(2000.0), vec![], &[]);
+        missing.target.spread.missing = true;
+        let (status, reason, bad, _) = of(&missing, &plan(&missing));
+        assert_eq!(
+            (status.as_str(), reason.as_str(), bad),
+            ("False", "ToBeWritten", false)
+        );
+        let mut removed = plan(&missing);
+        removed.decision.spread_removed = true;
+        let (_, reason, bad, msg) = of(&missing, &removed);
+        assert_eq!((reason.as_str(), bad), ("RemovedByAnotherWriter", true));
+        assert!(msg.contains("does not write them again"), "{msg}");
+        removed.decision.pools_overlap = vec!["virtual-kubelet-a".into()];
+        let (_, reason, bad, msg) = of(&missing, &removed);
+        assert_eq!((reason.as_str(), bad), ("VirtualNodeInPool", true));
+        assert!(msg.contains("virtual-kubelet-a"), "{msg}");
+        // Off, or an IstioGateway (ASM renders the template): no such condition.
+        let planned = plan(&obs);
+        let mut istio = spec.clone();
+        istio.target.kind = TargetKind::IstioGateway;
+        assert!(pool_spread(&istio, Some(3), &obs, &planned).is_none());
+        let mut off = spec.clone();
+        off.placement.pool_spread = false;
+        assert!(pool_spread(&off, Some(3), &obs, &planned).is_none());
     }
 
     /// The status is a pure function too: the decision's numbers, the last decision kept when

@@ -1450,3 +1450,54 @@ fn a_swap_plans_the_pods_the_scheduler_sends_to_eci_first() {
         d.replicas.reason
     );
 }
+
+/// `placement.poolSpread`: written once at a quiet time; once the template showed them, a
+/// template without them was replaced by another writer: reported, never written again (each
+/// write rolls the gateway), until the field is turned off and on.
+#[test]
+fn the_pool_spread_is_written_once_and_a_removal_is_reported_not_fought() {
+    let mut p = policy();
+    p.target.kind = crate::policy::TargetKind::Deployment;
+    let c = cluster(4, 0, 4, 0);
+    let loads = [LoadSample::Total(800.0)]; // 40 % of the ready capacity: a quiet time
+    let at = |now: f64, missing: bool| {
+        let mut o = obs(now, &c, &loads, 4);
+        o.spread_missing = missing;
+        o
+    };
+    let first = decide(&p, &at(1000.0, true), &EngineState::default());
+    assert!(first.decision.adopt_spread && !first.decision.spread_removed);
+    // Not seen yet (the watch lags): no second write, no alarm.
+    let lag = decide(&p, &at(1005.0, true), &first.state);
+    assert!(!lag.decision.adopt_spread && !lag.decision.spread_removed);
+    let seen = decide(&p, &at(1010.0, false), &lag.state);
+    assert!(!seen.decision.adopt_spread && !seen.decision.spread_removed);
+    // Gone again: another writer replaced the template.
+    let gone = decide(&p, &at(2000.0, true), &seen.state);
+    assert!(!gone.decision.adopt_spread && gone.decision.spread_removed);
+    let later = decide(&p, &at(9000.0, true), &gone.state);
+    assert!(!later.decision.adopt_spread && later.decision.spread_removed);
+    // A write never seen counts as undone after SPREAD_SETTLE_SECONDS.
+    let unseen = decide(&p, &at(1000.0 + SPREAD_SETTLE_SECONDS, true), &lag.state);
+    assert!(unseen.decision.spread_removed);
+    // Off and on again: written once more.
+    let mut off = p.clone();
+    off.placement.pool_spread = false;
+    let reset = decide(&off, &at(9010.0, false), &later.state);
+    let again = decide(&p, &at(9020.0, true), &reset.state);
+    assert!(again.decision.adopt_spread);
+    // A write that failed is not remembered: the next quiet decision writes.
+    let mut planned = crate::act::plan(
+        &p,
+        &at(1000.0, true),
+        &EngineState::default(),
+        Default::default(),
+    );
+    let state = crate::act::commit(
+        &EngineState::default(),
+        &mut planned,
+        &p,
+        &crate::act::Plan::default(),
+    );
+    assert!(decide(&p, &at(1010.0, true), &state).decision.adopt_spread);
+}
