@@ -671,3 +671,107 @@ async fn spread_reason(tb: &Testbed) -> Option<String> {
         .await
         .map(|c| c["reason"].as_str().unwrap_or_default().to_string())
 }
+
+/// Bound gateway pods once the Deployment asks for a count in `n` and every pod is bound and
+/// none is terminating: (ECS pods, ECI pods, most − fewest ECS pods per ECS node). On the way
+/// down the HPA's tolerance may stop the count a pod or so above the load's.
+async fn settled_at(
+    tb: &Testbed,
+    n: std::ops::RangeInclusive<i32>,
+    ecs_nodes: &[String],
+) -> (usize, usize, usize) {
+    let pods: Api<Pod> = Api::namespaced(tb.client.clone(), "istio-system");
+    wait_for(
+        &format!("the agent's {n:?} gateway pods bound"),
+        120,
+        || async {
+            let Ok(list) = pods
+                .list(&ListParams::default().labels(&format!("app={GW}")))
+                .await
+            else {
+                return false;
+            };
+            let replicas = tb.replicas().await;
+            n.contains(&replicas)
+                && list.items.len() == replicas as usize
+                && list.items.iter().all(|p| {
+                    p.metadata.deletion_timestamp.is_none()
+                        && p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some()
+                })
+        },
+    )
+    .await;
+    census(tb, ecs_nodes).await
+}
+
+/// Issue 34's live target, through the real agent: 9 ECS nodes carrying other work (10 gateway
+/// pods fit on each) and a virtual node. The agent writes its pool spread at a quiet time, then
+/// the load takes the gateway 10 → 20 → … → 60 pods: none on ECI at any step, the ECS pods
+/// spread within the skew (3); past ECS room (100 pods for 90 slots) the overflow goes to ECI;
+/// when the load falls back to 60 the ECI pods go first, and at 10 every pod is on ECS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_keeps_the_gateway_on_ecs_from_10_to_60_and_back() {
+    let _one = SERIAL.lock().await;
+    let dir = workdir("pool-spread-steps");
+    let s = scenario();
+    // 2,000 rps on 10 pods: 40 % of the ready capacity, a quiet time to write the spread.
+    let load = LoadExporter::start(2000.0);
+    let prom = Prom::start(dir.path(), &[load.port]);
+    let mut egw = policy();
+    egw["spec"]["minReplicas"] = json!(10);
+    egw["spec"]["maxReplicas"] = json!(100);
+    egw["spec"]["behavior"]["scaleUp"]["policies"][0]["value"] = json!(100);
+    egw["spec"]["behavior"]["scaleDown"]["policies"][0]["value"] = json!(100);
+    let tb = Testbed::start(dir.path(), &s, &latencies()).await;
+    tb.seed(&s, &latencies(), Some(egw)).await;
+    let pools = tb.node_pools().await;
+    let ecs_nodes: Vec<String> = pools
+        .iter()
+        .filter(|(_, p)| **p == Pool::Ecs)
+        .map(|(n, _)| n.clone())
+        .collect();
+    assert_eq!(ecs_nodes.len(), 9);
+    let _a = agent(&tb, dir.path(), &prom.url(), "agent-a", false, &[]).await;
+    wait_for("the pool spread written and rolled out", 120, || async {
+        let d = tb.gateway().await;
+        let st = d.status.clone().unwrap_or_default();
+        spread_of(&tb)
+            .await
+            .iter()
+            .any(|c| c["topologyKey"] == POOL_KEY)
+            && st.observed_generation == d.metadata.generation
+            && st.updated_replicas == Some(10)
+            && st.replicas == Some(10)
+    })
+    .await;
+    let mut seen = vec![];
+    for n in [10, 20, 30, 40, 50, 60] {
+        // Just under n pods' worth: the count the HPA formula gives is n.
+        load.set(f64::from(n) * 500.0 - 100.0);
+        let (ecs, eci, spread) = settled_at(&tb, n..=n, &ecs_nodes).await;
+        eprintln!("{n} pods: {ecs} on ECS, {eci} on ECI, ECS spread {spread}");
+        seen.push((n, eci, spread));
+    }
+    for (n, eci, spread) in &seen {
+        assert_eq!(*eci, 0, "{n} pods with ECS room for all: {seen:?}");
+        assert!(*spread <= 3, "{n} pods spread {spread} over ECS: {seen:?}");
+    }
+    load.set(100.0 * 500.0 - 100.0);
+    let (ecs, eci, _) = settled_at(&tb, 100..=100, &ecs_nodes).await;
+    eprintln!("100 pods: {ecs} on ECS, {eci} on ECI");
+    assert_eq!(
+        (ecs, eci),
+        (90, 10),
+        "ECS filled first, the overflow on ECI"
+    );
+    load.set(60.0 * 500.0 - 100.0);
+    let (ecs, eci, _) = settled_at(&tb, 60..=66, &ecs_nodes).await;
+    eprintln!("back to 60: {ecs} on ECS, {eci} on ECI");
+    assert_eq!(
+        eci, 0,
+        "the ECI pods went first: {ecs} on ECS, {eci} on ECI"
+    );
+    load.set(10.0 * 500.0 * 0.5);
+    let (ecs, eci, _) = settled_at(&tb, 10..=10, &ecs_nodes).await;
+    assert_eq!((ecs, eci), (10, 0));
+}
