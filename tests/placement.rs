@@ -65,6 +65,10 @@ struct Candidate {
     spread: Option<Value>,
     ecs_zones: bool,
     virtual_zone: bool,
+    /// A preferred pod affinity (weight 100) to the gateway's own pods over the pool label's
+    /// key: what an IstioGateway's `affinity` can carry where its template takes no spread
+    /// constraints. The drill's model does not score pod affinity.
+    pod_affinity: bool,
 }
 
 fn constraint(key: &str, skew: i32) -> Value {
@@ -82,6 +86,7 @@ fn candidates() -> Vec<Candidate> {
             spread: None,
             ecs_zones: false,
             virtual_zone: false,
+            pod_affinity: false,
         },
         Candidate {
             name: "80/20, system default spread, virtual node without zone",
@@ -89,6 +94,7 @@ fn candidates() -> Vec<Candidate> {
             spread: None,
             ecs_zones: true,
             virtual_zone: false,
+            pod_affinity: false,
         },
         Candidate {
             name: "80/20, system default spread (today)",
@@ -96,6 +102,7 @@ fn candidates() -> Vec<Candidate> {
             spread: None,
             ecs_zones: true,
             virtual_zone: true,
+            pod_affinity: false,
         },
         Candidate {
             name: "100/0, system default spread",
@@ -103,6 +110,7 @@ fn candidates() -> Vec<Candidate> {
             spread: None,
             ecs_zones: true,
             virtual_zone: true,
+            pod_affinity: false,
         },
         Candidate {
             name: "80/20, own hostname spread (skew 3)",
@@ -110,6 +118,7 @@ fn candidates() -> Vec<Candidate> {
             spread: Some(json!([constraint("kubernetes.io/hostname", 3)])),
             ecs_zones: true,
             virtual_zone: true,
+            pod_affinity: false,
         },
         Candidate {
             name: "80/20, own zone spread (skew 5)",
@@ -117,6 +126,7 @@ fn candidates() -> Vec<Candidate> {
             spread: Some(json!([constraint(ZONE, 5)])),
             ecs_zones: true,
             virtual_zone: true,
+            pod_affinity: false,
         },
         Candidate {
             name: "80/20, own zone spread, virtual node without zone",
@@ -124,6 +134,7 @@ fn candidates() -> Vec<Candidate> {
             spread: Some(json!([constraint(ZONE, 5)])),
             ecs_zones: true,
             virtual_zone: false,
+            pod_affinity: false,
         },
         Candidate {
             name: "100/0, own zone spread (skew 5)",
@@ -131,6 +142,7 @@ fn candidates() -> Vec<Candidate> {
             spread: Some(json!([constraint(ZONE, 5)])),
             ecs_zones: true,
             virtual_zone: true,
+            pod_affinity: false,
         },
         // The pool's own label as a topology key: only ECS nodes carry it, and a node without
         // every key of the pod's own constraints is left out of spreading (scored 0), so the
@@ -144,6 +156,7 @@ fn candidates() -> Vec<Candidate> {
             ])),
             ecs_zones: false,
             virtual_zone: false,
+            pod_affinity: false,
         },
         Candidate {
             name: "80/20, own pool-label + hostname spread (skew 3)",
@@ -154,6 +167,7 @@ fn candidates() -> Vec<Candidate> {
             ])),
             ecs_zones: true,
             virtual_zone: true,
+            pod_affinity: false,
         },
         Candidate {
             name: "80/20, own pool-label + zone + hostname spread (3, 5, 3)",
@@ -165,6 +179,7 @@ fn candidates() -> Vec<Candidate> {
             ])),
             ecs_zones: true,
             virtual_zone: true,
+            pod_affinity: false,
         },
         Candidate {
             name: "80/20, own zone spread (skew 5), ECS nodes without zone",
@@ -172,6 +187,7 @@ fn candidates() -> Vec<Candidate> {
             spread: Some(json!([constraint(ZONE, 5)])),
             ecs_zones: false,
             virtual_zone: true,
+            pod_affinity: false,
         },
         Candidate {
             name: "100/0, own zone + hostname spread (5, 3)",
@@ -182,6 +198,27 @@ fn candidates() -> Vec<Candidate> {
             ])),
             ecs_zones: true,
             virtual_zone: true,
+            pod_affinity: false,
+        },
+        // For an IstioGateway, whose template ASM renders from `affinity` (no spread field):
+        // the system default spread stays, and a preferred pod affinity to the gateway's own
+        // pods over the pool label's key scores the ECS nodes (InterPodAffinity, weight 2) and
+        // never the virtual node, which lacks the key.
+        Candidate {
+            name: "80/20 + pod affinity on the pool label, system default spread",
+            weights: guide,
+            spread: None,
+            ecs_zones: true,
+            virtual_zone: true,
+            pod_affinity: true,
+        },
+        Candidate {
+            name: "80/20 + pod affinity on the pool label, system default spread, no zone labels",
+            weights: guide,
+            spread: None,
+            ecs_zones: false,
+            virtual_zone: false,
+            pod_affinity: true,
         },
     ]
 }
@@ -352,8 +389,16 @@ async fn measure(name: &str, chosen: &[usize]) -> Vec<Row> {
             .filter(|t| t["weight"] != 0)
             .cloned()
             .collect();
+        let pod_affinity = if c.pod_affinity {
+            json!({"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100,
+                "podAffinityTerm": {"topologyKey": POOL_KEY,
+                    "labelSelector": {"matchLabels": {"app": GW}}}}]})
+        } else {
+            Value::Null
+        };
         let patch = json!({"spec": {"template": {"spec": {
-            "affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": terms}},
+            "affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": terms},
+                "podAffinity": pod_affinity},
             "topologySpreadConstraints": c.spread.clone().unwrap_or(Value::Null)}}}});
         deployments
             .patch(GW, &PatchParams::default(), &Patch::Merge(&patch))
