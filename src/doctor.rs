@@ -578,12 +578,16 @@ impl Doctor {
         }
     }
 }
-/// What `placement.poolSpread` will do to the template, said before the agent does it.
+/// What `placement.poolSpread` will do to the template, said before the agent does it; and the
+/// policy's settings that move the fleet in ways users rarely mean ([`ElasticGatewaySpec::advice`]).
 fn pool_spread(
     r: &mut Report,
     spec: &crate::policy::ElasticGatewaySpec,
     view: &target::TargetView,
 ) {
+    for a in spec.advice() {
+        r.push(Outcome::Warn, "policy", a);
+    }
     let what = "pool spread (placement.poolSpread)";
     let wanted = spec.pool_spread_constraints();
     if !spec.placement.pool_spread {

@@ -725,6 +725,27 @@ impl ElasticGatewaySpec {
             .collect()
     }
 
+    /// Settings that are valid but move the fleet in ways users rarely mean: `spillway check`
+    /// and `spillway doctor` print them as warnings, each with what it costs.
+    pub fn advice(&self) -> Vec<String> {
+        let p = &self.placement;
+        let mut out = vec![];
+        let prefers_eci = |w: PoolWeights| w.eci > w.ecs;
+        if prefers_eci(p.normal_weights) {
+            out.push(format!(
+                "spec.placement.normalWeights {{ecs: {}, eci: {}}} prefers ECI: new gateway pods go to the virtual node while ECS has room, and ECI is paid per second on top of the ECS nodes paid anyway (the default is 80/20)",
+                p.normal_weights.ecs, p.normal_weights.eci
+            ));
+        }
+        if prefers_eci(p.exhausted_weights) {
+            out.push(format!(
+                "spec.placement.exhaustedWeights {{ecs: {}, eci: {}}} prefers ECI (yield mode): once ECS has stayed exhausted for {} s the template changes, which rolls every gateway pod, and every new pod goes to ECI, emptying ECS nodes paid for anyway (the default keeps the normal weights)",
+                p.exhausted_weights.ecs, p.exhausted_weights.eci, p.exhausted_after_seconds
+            ));
+        }
+        out
+    }
+
     /// The spread constraints `placement.poolSpread` gives the gateway's pods (none when it is
     /// off, or the ECS pool has no label to key on).
     pub fn pool_spread_constraints(&self) -> Vec<SpreadConstraint> {

@@ -40,6 +40,31 @@ fn check_accepts_the_examples() {
     }
 }
 
+/// Valid settings that move the fleet to ECI (issue 27's "no fleet flip by accident") pass, with
+/// a warning that says what they cost; the examples carry none.
+#[test]
+fn check_warns_about_eci_preferring_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("yield.yaml");
+    std::fs::write(
+        &f,
+        "apiVersion: spillway.io/v1alpha1\nkind: ElasticGateway\nmetadata: {name: gw, namespace: istio-system}\nspec:\n  target: {name: istio-ingressgateway}\n  placement:\n    exhaustedWeights: {ecs: 20, eci: 80}\n",
+    )
+    .unwrap();
+    let (code, out, _) = spillway(&["check", f.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(
+            "warning: spec.placement.exhaustedWeights {ecs: 20, eci: 80} prefers ECI (yield mode)"
+        ) && out.contains("rolls every gateway pod"),
+        "{out}"
+    );
+    for example in ["elasticgateway.yaml", "elasticgateway-full.yaml"] {
+        let (_, out, _) = spillway(&["check", &format!("{ROOT}/deploy/examples/{example}")]);
+        assert!(!out.contains("warning"), "{example}: {out}");
+    }
+}
+
 #[test]
 fn check_names_every_bad_field() {
     let (code, out, _) = spillway(&["check", &format!("{ROOT}/tests/fixtures/bad-policy.yaml")]);

@@ -35,11 +35,16 @@ pub fn check(files: &[PathBuf]) -> ExitCode {
                 f.display().to_string()
             };
             match doc {
-                Ok(egw) => println!(
-                    "{at}: ok (ElasticGateway {}/{})",
-                    egw.metadata.namespace.as_deref().unwrap_or("default"),
-                    egw.metadata.name.as_deref().unwrap_or("")
-                ),
+                Ok(egw) => {
+                    println!(
+                        "{at}: ok (ElasticGateway {}/{})",
+                        egw.metadata.namespace.as_deref().unwrap_or("default"),
+                        egw.metadata.name.as_deref().unwrap_or("")
+                    );
+                    for a in egw.spec.advice() {
+                        println!("  warning: {a}");
+                    }
+                }
                 Err(errors) => {
                     failed = true;
                     println!(
