@@ -307,6 +307,19 @@ pub struct PodTemplate {
     /// The pod's own `topologySpreadConstraints` (empty: the scheduler's system defaults).
     #[serde(default)]
     pub spread: Vec<SpreadConstraint>,
+    /// Preferred pod affinity to the gateway's own pods (`affinity.podAffinity`).
+    #[serde(default)]
+    pub pod_affinity: Vec<OwnPodAffinity>,
+}
+
+/// One preferred `podAffinity` term to the gateway's own pods, as spillway writes it into an
+/// IstioGateway (whose template takes no spread constraints): nodes in a domain of `topologyKey`
+/// that holds gateway pods score higher; a node without the key scores nothing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OwnPodAffinity {
+    pub topology_key: String,
+    pub weight: i32,
 }
 
 /// One `topologySpreadConstraints` entry as spillway writes them: `whenUnsatisfiable:

@@ -707,6 +707,7 @@ impl ElasticGatewaySpec {
             ],
             node_selector: BTreeMap::new(),
             spread: self.pool_spread_constraints(),
+            pod_affinity: vec![],
         }
     }
 

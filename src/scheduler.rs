@@ -4,9 +4,10 @@
 //!
 //! Upstream references (kubernetes/kubernetes, `pkg/scheduler`):
 //! - default plugins and weights: `apis/config/v1/default_plugins.go` — TaintToleration 3,
-//!   NodeAffinity 2, PodTopologySpread 2, NodeResourcesFit 1, NodeResourcesBalancedAllocation 1
-//!   (InterPodAffinity and ImageLocality score equally here: the gateway has no pod affinity,
-//!   and every node is taken to have the image);
+//!   NodeAffinity 2, InterPodAffinity 2, PodTopologySpread 2, NodeResourcesFit 1,
+//!   NodeResourcesBalancedAllocation 1 (ImageLocality scores equally here: every node is taken
+//!   to have the image). InterPodAffinity only for a preferred affinity to the gateway's own
+//!   pods (what spillway writes into an IstioGateway);
 //! - PodTopologySpread with the system-default constraints (`maxSkew: 3` on
 //!   `kubernetes.io/hostname`, `maxSkew: 5` on the zone, both `ScheduleAnyway`), selecting the
 //!   pods of the gateway's ReplicaSet (`podtopologyspread/scoring.go`): a node's raw score is
@@ -32,7 +33,7 @@
 //! - ties between the best nodes are broken at random (`schedule_one.go` `selectHost`, reservoir
 //!   sampling): callers pass their own seeded choice.
 
-use crate::model::{Node, PodTemplate, SpreadConstraint, TaintEffect};
+use crate::model::{Node, OwnPodAffinity, PodTemplate, SpreadConstraint, TaintEffect};
 
 /// The largest score a plugin gives a node (`framework.MaxNodeScore`).
 pub const MAX_NODE_SCORE: i64 = 100;
@@ -42,6 +43,7 @@ pub const MAX_NODE_SCORE: i64 = 100;
 pub struct Weights {
     pub taint_toleration: i64,
     pub node_affinity: i64,
+    pub inter_pod_affinity: i64,
     pub topology_spread: i64,
     pub resources_fit: i64,
     pub balanced_allocation: i64,
@@ -52,6 +54,7 @@ impl Default for Weights {
         Self {
             taint_toleration: 3,
             node_affinity: 2,
+            inter_pod_affinity: 2,
             topology_spread: 2,
             resources_fit: 1,
             balanced_allocation: 1,
@@ -244,6 +247,59 @@ fn spread_scores(feasible: &[&Node], same_set: &[i64], elsewhere: &[(&Node, i64)
         .collect()
 }
 
+/// InterPodAffinity's normalised scores for the pod's preferred affinity to its own pods
+/// (`interpodaffinity/scoring.go`): a node scores each term's weight for every gateway pod in
+/// its domain of the term's key (on any node, feasible or not; a node without the key scores
+/// nothing), then `100 * (s - min) / (max - min)` over the feasible nodes. Each existing pod
+/// carries the same term and matches the incoming pod, which doubles every raw score upstream
+/// and changes nothing after normalising.
+fn pod_affinity_scores(
+    terms: &[OwnPodAffinity],
+    feasible: &[&Node],
+    same_set: &[i64],
+    elsewhere: &[(&Node, i64)],
+) -> Vec<i64> {
+    if terms.is_empty() {
+        return vec![0; feasible.len()];
+    }
+    let everywhere: Vec<(&Node, i64)> = feasible
+        .iter()
+        .copied()
+        .zip(same_set.iter().copied())
+        .chain(elsewhere.iter().copied())
+        .collect();
+    let raw: Vec<i64> = feasible
+        .iter()
+        .map(|n| {
+            terms
+                .iter()
+                .map(|t| {
+                    let Some(v) = n.labels.get(&t.topology_key) else {
+                        return 0;
+                    };
+                    let pods: i64 = everywhere
+                        .iter()
+                        .filter(|(m, _)| m.labels.get(&t.topology_key) == Some(v))
+                        .map(|(_, c)| c)
+                        .sum();
+                    i64::from(t.weight) * pods
+                })
+                .sum()
+        })
+        .collect();
+    let max = raw.iter().copied().max().unwrap_or(0);
+    let min = raw.iter().copied().min().unwrap_or(0);
+    raw.iter()
+        .map(|s| {
+            if max > min {
+                (MAX_NODE_SCORE as f64 * ((s - min) as f64 / (max - min) as f64)) as i64
+            } else {
+                0
+            }
+        })
+        .collect()
+}
+
 /// PodTopologySpread's normalised scores under the pod's own (soft) constraints.
 fn own_spread_scores(
     constraints: &[SpreadConstraint],
@@ -347,11 +403,13 @@ pub fn score(
     } else {
         own_spread_scores(&pod.spread, feasible, &counts, elsewhere)
     };
+    let pod_affinity = pod_affinity_scores(&pod.pod_affinity, feasible, &counts, elsewhere);
     let max_affinity = raw.iter().map(|r| r.affinity).max().unwrap_or(0);
     let max_intolerable = raw.iter().map(|r| r.intolerable).max().unwrap_or(0);
     raw.iter()
         .zip(&spread)
-        .map(|(r, spread)| {
+        .zip(&pod_affinity)
+        .map(|((r, spread), pod_affinity)| {
             // DefaultNormalizeScore(MaxNodeScore, reverse=false): all zero stays zero.
             let affinity = if max_affinity > 0 {
                 r.affinity * MAX_NODE_SCORE / max_affinity
@@ -365,6 +423,7 @@ pub fn score(
                 MAX_NODE_SCORE
             };
             affinity * weights.node_affinity
+                + pod_affinity * weights.inter_pod_affinity
                 + spread * weights.topology_spread
                 + taint * weights.taint_toleration
                 + r.least_allocated * weights.resources_fit
@@ -416,6 +475,40 @@ mod tests {
     use std::collections::BTreeMap;
 
     const GI: i64 = 1 << 30;
+
+    /// A preferred affinity to the gateway's own pods over the pool label: every node of the
+    /// pool's domain holding gateway pods scores the most, a node without the key nothing.
+    #[test]
+    fn pod_affinity_scores_the_pool_domain() {
+        let n = |name: &str, pool: bool| Node {
+            name: name.into(),
+            labels: if pool {
+                [("mykey4pod".to_string(), "asmgateway".to_string())].into()
+            } else {
+                BTreeMap::new()
+            },
+            ..Node::default()
+        };
+        let (a, b, v, full) = (n("a", true), n("b", true), n("v", false), n("full", true));
+        let terms = [OwnPodAffinity {
+            topology_key: "mykey4pod".into(),
+            weight: 100,
+        }];
+        // Pods only on a node that cannot take this one: its domain still counts.
+        assert_eq!(
+            pod_affinity_scores(&terms, &[&a, &b, &v], &[0, 0, 3], &[(&full, 5)]),
+            vec![100, 100, 0]
+        );
+        // No gateway pod in any domain: no preference.
+        assert_eq!(
+            pod_affinity_scores(&terms, &[&a, &v], &[0, 0], &[]),
+            vec![0, 0]
+        );
+        assert_eq!(
+            pod_affinity_scores(&[], &[&a, &v], &[1, 1], &[]),
+            vec![0, 0]
+        );
+    }
 
     fn node(name: &str, labels: &[(&str, &str)], alloc: Resources, used: Resources) -> Node {
         Node {
@@ -500,6 +593,7 @@ mod tests {
             ],
             node_selector: BTreeMap::new(),
             spread: vec![],
+            pod_affinity: vec![],
         }
     }
 

@@ -233,6 +233,12 @@ const STEPS: [i32; 6] = [20, 30, 40, 50, 60, 100];
 fn simulate(s: &Scenario, c: &Candidate) -> Vec<usize> {
     let p = &s.policy;
     let mut template = p.gateway_template(s.gateway_requests(), c.weights);
+    if c.pod_affinity {
+        template.pod_affinity = vec![spillway::model::OwnPodAffinity {
+            topology_key: POOL_KEY.into(),
+            weight: 100,
+        }];
+    }
     template.spread = c
         .spread
         .as_ref()
@@ -448,20 +454,24 @@ fn line(r: &Row) -> String {
     )
 }
 
-/// The mechanism issue 34 adopts, against today's template, on the real scheduler: the pool
-/// label and hostname as the pod's own spreading keys keep every pod on ECS while it has room,
-/// with or without zone labels, spread within the skew; today's template (no zone labels) does
-/// not; and the drill's model agrees within one pod at every checkpoint.
+/// The mechanisms issue 34 adopts, against today's template, on the real scheduler: the pool
+/// label and hostname as the pod's own spreading keys (a Deployment), or a preferred pod
+/// affinity on the pool label (an IstioGateway), keep every pod on ECS while it has room,
+/// spread within the skew; today's template (no zone labels) does not; and the drill's model
+/// agrees within one pod at every checkpoint.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pool_label_spread_keeps_the_gateway_on_ecs() {
     let _one = SERIAL.lock().await;
-    let rows = measure("placement-ci", &[0, 8, 9]).await;
-    let (today, pool_no_zones, pool_zoned) = (&rows[0], &rows[1], &rows[2]);
+    let rows = measure("placement-ci", &[0, 8, 9, 14]).await;
+    let (today, pool_no_zones, pool_zoned, affinity_no_zones) =
+        (&rows[0], &rows[1], &rows[2], &rows[3]);
     assert!(
         today.real_eci[..5].iter().any(|e| *e > 0),
         "today's template kept every pod on ECS here: the measurement lost its contrast"
     );
-    for r in [pool_no_zones, pool_zoned] {
+    // The spread for a Deployment, the pod affinity for an IstioGateway (no zone labels: the
+    // case where today's template loses pods to ECI).
+    for r in [pool_no_zones, pool_zoned, affinity_no_zones] {
         assert_eq!(r.real_eci[..5], [0; 5], "{}", line(r));
         assert!(r.spread_at_60 <= 3, "{}", line(r));
         assert_eq!(r.real_at_100, (90, 10), "ECS is filled first: {}", line(r));
