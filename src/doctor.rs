@@ -599,10 +599,20 @@ fn pool_spread(
         return;
     }
     if spec.target.kind == TargetKind::IstioGateway {
+        let keys = spec.pool_placement_keys().join(", ");
+        let what_it_is = format!(
+            "a preferred pod affinity to the gateway's own pods on {keys} in the IstioGateway's affinity (ASM renders no spread constraints)"
+        );
         r.push(
-            Outcome::Skip,
+            Outcome::Ok,
             what,
-            "not written: ASM renders the IstioGateway's template",
+            if view.spread.missing {
+                format!(
+                    "to be written with the weights at the next quiet time (one rollout): {what_it_is}"
+                )
+            } else {
+                format!("in place: {what_it_is}")
+            },
         );
         return;
     }

@@ -387,6 +387,7 @@ impl Context {
         let mut template = policy.gateway_template(obs.pod_requests, weights_now);
         if obs.spread_missing {
             template.spread.clear();
+            template.pod_affinity.clear();
         }
         Self {
             now: obs.now,
@@ -903,7 +904,7 @@ fn spread(
     quiet: bool,
     state: &mut EngineState,
 ) -> (bool, bool) {
-    if policy.pool_spread_constraints().is_empty() {
+    if policy.pool_placement_keys().is_empty() {
         state.spread = SpreadMemory::default();
         return (false, false);
     }

@@ -315,7 +315,11 @@ pub struct PlacementSpec {
     /// spreading, so the scheduler keeps pods on ECS while it has room and still spreads them
     /// over the ECS nodes (measured: docs/benchmarks.md). Written once, with the weights, at a
     /// quiet time; entries the gateway already has for the same key are kept and not added;
-    /// removed at hand-back. Deployment targets only.
+    /// removed at hand-back. An IstioGateway's template is ASM's to render and takes no spread
+    /// constraints: there the same field writes a preferred pod affinity (weight 100) to the
+    /// gateway's own pods over the ECS pool's label key into the IstioGateway's `affinity`,
+    /// which scores every ECS node and never a node without the pool label (the measurement is
+    /// in the same place).
     #[serde(default = "defaults::pool_spread")]
     pub pool_spread: bool,
 }
@@ -707,7 +711,7 @@ impl ElasticGatewaySpec {
             ],
             node_selector: BTreeMap::new(),
             spread: self.pool_spread_constraints(),
-            pod_affinity: vec![],
+            pod_affinity: self.pool_affinity(),
         }
     }
 
@@ -747,6 +751,31 @@ impl ElasticGatewaySpec {
         out
     }
 
+    /// The preferred pod affinity `placement.poolSpread` gives an IstioGateway's pods (none for
+    /// a Deployment, when it is off, or when the ECS pool has no label to key on).
+    pub fn pool_affinity(&self) -> Vec<crate::model::OwnPodAffinity> {
+        let Some(key) = self.pools.ecs.node_selector.keys().next() else {
+            return vec![];
+        };
+        if !self.placement.pool_spread || self.target.kind != TargetKind::IstioGateway {
+            return vec![];
+        }
+        vec![crate::model::OwnPodAffinity {
+            topology_key: key.clone(),
+            weight: POOL_AFFINITY_WEIGHT,
+        }]
+    }
+
+    /// The topology keys `placement.poolSpread` writes for this target, spread constraints or
+    /// pod affinity (empty: nothing to write).
+    pub fn pool_placement_keys(&self) -> Vec<String> {
+        self.pool_spread_constraints()
+            .into_iter()
+            .map(|c| c.topology_key)
+            .chain(self.pool_affinity().into_iter().map(|a| a.topology_key))
+            .collect()
+    }
+
     /// The spread constraints `placement.poolSpread` gives the gateway's pods (none when it is
     /// off, or the ECS pool has no label to key on).
     pub fn pool_spread_constraints(&self) -> Vec<SpreadConstraint> {
@@ -770,6 +799,8 @@ impl ElasticGatewaySpec {
 pub const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
 /// The system defaults' skew on hostname, kept.
 pub const POOL_SPREAD_MAX_SKEW: i64 = 3;
+/// The pool affinity's weight: the most a preferred term may have.
+pub const POOL_AFFINITY_WEIGHT: i32 = 100;
 
 /// Defaults, named so the schema and `Default` impls agree.
 pub mod defaults {

@@ -153,10 +153,12 @@ fn diurnal_day_with_two_flash_crowds() {
     );
 }
 
-/// A steady load one pod above what ECS holds: the scheduler's topology spreading put two of
-/// the 13 pods on ECI at the start, leaving an ECS slot free. The HPA keeps them there for the
-/// whole run; spillway swaps one back (one pod more, then one fewer), without a reversal or a
-/// moment short.
+/// A steady load one pod above what ECS holds. With `placement.poolSpread` (an IstioGateway:
+/// the pool affinity) the scheduler fills ECS first: one pod on ECI, never one while ECS has a
+/// free slot, no swap needed. Without it the scheduler's topology spreading put two of the 13
+/// pods on ECI at the start, leaving an ECS slot free: the HPA keeps them there for the whole
+/// run; spillway swaps one back (one pod more, then one fewer), without a reversal or a moment
+/// short.
 #[test]
 fn a_misplaced_eci_pod_is_swapped_back_to_ecs() {
     let path = concat!(
@@ -172,6 +174,19 @@ fn a_misplaced_eci_pod_is_swapped_back_to_ecs() {
         hpa.eci_pod_seconds_ecs_free > 0.9 * s.duration_seconds as f64,
         "{hpa:?}"
     );
+    assert_eq!(
+        (
+            sw.eci_pod_seconds_ecs_free,
+            sw.swap_changes,
+            sw.final_eci_pods
+        ),
+        (0.0, 0, 1),
+        "{sw:?}"
+    );
+
+    s.policy.placement.pool_spread = false;
+    let report = run(&s, &mut Quiet);
+    let sw = &by_policy(&report.runs, "spillway").summary;
     assert!(
         sw.eci_pod_seconds_ecs_free <= 0.02 * sw.eci_pod_seconds,
         "{sw:?}"

@@ -112,16 +112,12 @@ async fn replica_count(mesh: &Testbed) -> i64 {
         .unwrap_or(-1)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn spillway_scales_the_istio_gateway_on_the_mesh_and_asm_renders_it_into_the_data_plane() {
-    let dir = workdir("mesh");
-    let scenario = Scenario::default();
-    let load = LoadExporter::start(2000.0);
-    let prom = Prom::start(dir.path(), &[load.port]);
-
+/// The mesh control plane: the IstioGateway CRD, `gateway`, spillway's RBAC there, and a
+/// kubeconfig with the mesh ServiceAccount's token.
+async fn mesh_plane(dir: &std::path::Path, gateway: Value) -> (Testbed, std::path::PathBuf) {
     // The mesh control plane: IstioGateway CRD, the gateway, and spillway's RBAC there.
-    std::fs::create_dir_all(dir.path().join("mesh")).unwrap();
-    let mesh = Testbed::start_apiserver_only(&dir.path().join("mesh")).await;
+    std::fs::create_dir_all(dir.join("mesh")).unwrap();
+    let mesh = Testbed::start_apiserver_only(&dir.join("mesh")).await;
     mesh.kubectl_ok(&["create", "namespace", "istio-system"], None);
     mesh.kubectl_ok(
         &[
@@ -151,7 +147,7 @@ async fn spillway_scales_the_istio_gateway_on_the_mesh_and_asm_renders_it_into_t
     )
     .create(
         &PostParams::default(),
-        &serde_json::from_value(istio_gateway(&scenario)).unwrap(),
+        &serde_json::from_value(gateway).unwrap(),
     )
     .await
     .unwrap();
@@ -170,10 +166,22 @@ async fn spillway_scales_the_istio_gateway_on_the_mesh_and_asm_renders_it_into_t
         .trim()
         .to_string();
     let mesh_kubeconfig = mesh.kubeconfig_for(
-        &dir.path().join("mesh-kubeconfig"),
+        &dir.join("mesh-kubeconfig"),
         &format!("https://127.0.0.1:{}", mesh.api_port()),
         &token,
     );
+
+    (mesh, mesh_kubeconfig)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spillway_scales_the_istio_gateway_on_the_mesh_and_asm_renders_it_into_the_data_plane() {
+    let dir = workdir("mesh");
+    let scenario = Scenario::default();
+    let load = LoadExporter::start(2000.0);
+    let prom = Prom::start(dir.path(), &[load.port]);
+
+    let (mesh, mesh_kubeconfig) = mesh_plane(dir.path(), istio_gateway(&scenario)).await;
 
     // The data plane, with the gateway ASM rendered and the ElasticGateway.
     std::fs::create_dir_all(dir.path().join("data")).unwrap();
@@ -325,4 +333,111 @@ async fn spillway_scales_the_istio_gateway_on_the_mesh_and_asm_renders_it_into_t
         tb.gateway_pods().await.len() == 6
     })
     .await;
+}
+
+/// `placement.poolSpread` for an IstioGateway (issue 34): at a quiet time spillway writes a
+/// preferred pod affinity to the gateway's own pods on the ECS pool's label key into the
+/// IstioGateway's `affinity`, beside the gateway's own pod-affinity entry (kept as it is), once;
+/// ASM's stand-in renders it into the data plane's template; the hand-back takes spillway's term
+/// away and leaves the gateway's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spillway_writes_the_pool_affinity_into_the_istio_gateway_and_hands_it_back() {
+    let dir = workdir("mesh-affinity");
+    let scenario = Scenario::default();
+    // 800 rps on 4 pods: 40 % of the ready capacity, a quiet time.
+    let load = LoadExporter::start(800.0);
+    let prom = Prom::start(dir.path(), &[load.port]);
+    let own = json!({"weight": 10, "podAffinityTerm": {"topologyKey": "topology.kubernetes.io/zone",
+        "labelSelector": {"matchLabels": {"app": "cache"}}}});
+    let mut gateway = istio_gateway(&scenario);
+    gateway["spec"]["affinity"]["podAffinity"] =
+        json!({"preferredDuringSchedulingIgnoredDuringExecution": [own.clone()]});
+    let (mesh, mesh_kubeconfig) = mesh_plane(dir.path(), gateway).await;
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    let tb = Testbed::start(&dir.path().join("data"), &scenario, &latencies()).await;
+    let mut egw = policy();
+    egw["spec"]["minReplicas"] = json!(4);
+    tb.seed(&scenario, &latencies(), Some(egw)).await;
+    let _asm = renderer(mesh.client.clone(), tb.client.clone());
+    let a = agent(
+        &tb,
+        dir.path(),
+        &prom.url(),
+        "agent-a",
+        false,
+        &["--mesh-kubeconfig", mesh_kubeconfig.to_str().unwrap()],
+    )
+    .await;
+    let gws: Api<DynamicObject> = Api::namespaced_with(
+        mesh.client.clone(),
+        "istio-system",
+        &istio_gateway_resource(),
+    );
+    let entries = || async {
+        gws.get("ingressgateway").await.unwrap().data["spec"]["affinity"]["podAffinity"]
+            ["preferredDuringSchedulingIgnoredDuringExecution"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let ours = |e: &Value| {
+        e["weight"] == 100
+            && e["podAffinityTerm"]["topologyKey"] == "mykey4pod"
+            && e["podAffinityTerm"]["labelSelector"]["matchLabels"]["istio"] == "ingressgateway"
+    };
+    wait_for("the pool affinity in the IstioGateway", 90, || async {
+        entries().await.iter().any(ours)
+    })
+    .await;
+    let written = entries().await;
+    assert_eq!(written.len(), 2, "{written:?}");
+    assert_eq!(written[0], own, "the gateway's own entry, as it was");
+    wait_for("the rendered template with it", 30, || async {
+        let d = serde_json::to_value(tb.gateway().await).unwrap();
+        d["spec"]["template"]["spec"]["affinity"]["podAffinity"]
+            ["preferredDuringSchedulingIgnoredDuringExecution"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(ours))
+    })
+    .await;
+    wait_for("PoolSpread=True", 30, || async {
+        condition(&tb, "PoolSpread")
+            .await
+            .is_some_and(|c| c["status"] == "True")
+    })
+    .await;
+    // Written once: the IstioGateway's spec does not change again over a dozen decisions.
+    let generation = || async {
+        gws.get("ingressgateway")
+            .await
+            .unwrap()
+            .metadata
+            .generation
+            .unwrap_or_default()
+    };
+    let (before, seen) = (generation().await, a.decisions());
+    wait_for("a dozen more decisions", 60, || async {
+        a.decisions() >= seen + 12.0
+    })
+    .await;
+    assert_eq!(
+        generation().await,
+        before,
+        "the IstioGateway was written again"
+    );
+
+    // Hand-back: spillway's term goes, the gateway's own stays.
+    let egws: Api<DynamicObject> = Api::namespaced_with(
+        tb.client.clone(),
+        "istio-system",
+        &support::live::egw_resource(),
+    );
+    egws.delete("ingressgateway", &Default::default())
+        .await
+        .unwrap();
+    wait_for("the ElasticGateway handed back and gone", 90, || async {
+        egws.get_opt("ingressgateway").await.unwrap().is_none()
+    })
+    .await;
+    assert_eq!(entries().await, vec![own]);
 }

@@ -233,12 +233,15 @@ const STEPS: [i32; 6] = [20, 30, 40, 50, 60, 100];
 fn simulate(s: &Scenario, c: &Candidate) -> Vec<usize> {
     let p = &s.policy;
     let mut template = p.gateway_template(s.gateway_requests(), c.weights);
-    if c.pod_affinity {
-        template.pod_affinity = vec![spillway::model::OwnPodAffinity {
+    // The candidate's own placement terms only (not what the scenario's policy would write).
+    template.pod_affinity = if c.pod_affinity {
+        vec![spillway::model::OwnPodAffinity {
             topology_key: POOL_KEY.into(),
             weight: 100,
-        }];
-    }
+        }]
+    } else {
+        vec![]
+    };
     template.spread = c
         .spread
         .as_ref()

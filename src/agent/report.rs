@@ -283,25 +283,28 @@ fn pool_spread(
     observed: &Observed,
     planned: &Planned,
 ) -> Option<Condition> {
-    let keys: Vec<String> = spec
-        .pool_spread_constraints()
-        .into_iter()
-        .map(|c| c.topology_key)
-        .collect();
+    let keys = spec.pool_placement_keys();
     if keys.is_empty() {
         return None;
     }
     let d = &planned.decision;
-    let keys = keys.join(", ");
+    let keys = if spec.target.kind == TargetKind::IstioGateway {
+        format!(
+            "a preferred pod affinity to the gateway's own pods on {}",
+            keys.join(", ")
+        )
+    } else {
+        format!("soft spread constraints on {}", keys.join(", "))
+    };
     Some(if !d.pools_overlap.is_empty() {
         let msg = format!(
-            "node(s) {} carry both pools' labels: counted as virtual nodes, but the ECS label puts them in the pool spread on {keys}, where an empty one draws gateway pods while ECS has room; take the ECS label off them",
+            "node(s) {} carry both pools' labels: counted as virtual nodes, but the ECS label puts them among the nodes that {keys} favours, where an empty one draws gateway pods while ECS has room; take the ECS label off them",
             d.pools_overlap.join(", ")
         );
         condition("PoolSpread", false, "VirtualNodeInPool", &msg, generation)
     } else if d.spread_removed {
         let msg = format!(
-            "the spread constraints on {keys} that spillway wrote are gone from the template: another writer replaced it (a controller or a pipeline that applies the whole Deployment); spillway does not write them again, since every write rolls the gateway. Let that writer keep topologySpreadConstraints, then set placement.poolSpread to false and back to true to have spillway write them once more"
+            "{keys}, which spillway wrote, is gone from the template: another writer replaced it (a controller or a pipeline that applies the whole object); spillway does not write it again, since every write rolls the gateway. Let that writer keep it, then set placement.poolSpread to false and back to true to have spillway write it once more"
         );
         condition(
             "PoolSpread",
@@ -312,12 +315,12 @@ fn pool_spread(
         )
     } else if observed.target.spread.missing {
         let msg = format!(
-            "soft spread constraints on {keys} are to be written with the weights at the next quiet time (load under half the ready capacity, no scale-up for 10 min, no rollout): one rollout"
+            "{keys}: to be written with the weights at the next quiet time (load under half the ready capacity, no scale-up for 10 min, no rollout): one rollout"
         );
         condition("PoolSpread", false, "ToBeWritten", &msg, generation)
     } else {
         let msg = format!(
-            "the gateway's pods spread on {keys}: a node without the ECS pool's label is left out, so the scheduler keeps them on ECS while it has room"
+            "{keys} in place: a node without the ECS pool's label does not score on it, so the scheduler keeps the gateway's pods on ECS while it has room"
         );
         condition("PoolSpread", true, "InPlace", &msg, generation)
     })
@@ -950,16 +953,17 @@ mod tests {
         removed.decision.spread_removed = true;
         let (_, reason, bad, msg) = of(&missing, &removed);
         assert_eq!((reason.as_str(), bad), ("RemovedByAnotherWriter", true));
-        assert!(msg.contains("does not write them again"), "{msg}");
+        assert!(msg.contains("does not write it again"), "{msg}");
         removed.decision.pools_overlap = vec!["virtual-kubelet-a".into()];
         let (_, reason, bad, msg) = of(&missing, &removed);
         assert_eq!((reason.as_str(), bad), ("VirtualNodeInPool", true));
         assert!(msg.contains("virtual-kubelet-a"), "{msg}");
-        // Off, or an IstioGateway (ASM renders the template): no such condition.
+        // An IstioGateway: the pod affinity; off: no such condition.
         let planned = plan(&obs);
         let mut istio = spec.clone();
         istio.target.kind = TargetKind::IstioGateway;
-        assert!(pool_spread(&istio, Some(3), &obs, &planned).is_none());
+        let c = pool_spread(&istio, Some(3), &obs, &planned).unwrap();
+        assert!(c.message.contains("pod affinity"), "{}", c.message);
         let mut off = spec.clone();
         off.placement.pool_spread = false;
         assert!(pool_spread(&off, Some(3), &obs, &planned).is_none());

@@ -1342,9 +1342,9 @@ fn the_pool_spread_is_adopted_once_at_a_quiet_time() {
 
 /// Issue 34's root: ECS nodes that each hold many gateway pods, a virtual node with few.
 /// Under the scheduler's system-default spreading the next pods score best on the virtual node,
-/// so a swap would pay ECI starts and deletions for nothing: it is held, and said so. With the
-/// pool spread constraints in the template (a Deployment target), the virtual node lacks the
-/// pool's key and scores nothing on spread: the swap goes ahead.
+/// so a swap would pay ECI starts and deletions for nothing: it is held, and said so. With
+/// `placement.poolSpread` (spread constraints for a Deployment, a pod affinity for an
+/// IstioGateway), the virtual node lacks the pool's key: the swap goes ahead.
 #[test]
 fn a_swap_the_scheduler_would_send_to_eci_is_held() {
     let loads = [LoadSample::Total(16000.0)]; // 32 replicas on target
@@ -1354,7 +1354,9 @@ fn a_swap_the_scheduler_would_send_to_eci_is_held() {
     for n in c.nodes.iter_mut().filter(|n| n.name.starts_with("ecs-")) {
         n.allocatable = Resources::new(16000, 64 * GI, 110);
     }
-    let istio = policy();
+    // placement.poolSpread off: the template is the scheduler's system defaults alone.
+    let mut istio = policy();
+    istio.placement.pool_spread = false;
     let template = istio.gateway_template(GW, PoolWeights { ecs: 80, eci: 20 });
     assert!(matches!(
         placement::landing(&istio, &template, &c.pods, &c.nodes),
@@ -1384,6 +1386,14 @@ fn a_swap_the_scheduler_would_send_to_eci_is_held() {
     let again = decide(&istio, &obs(1010.0, &c, &loads, 32), &out.state).decision;
     assert_eq!(again.swap, None);
 
+    // With it on, an IstioGateway carries the pool affinity: the virtual node lacks the
+    // pool's key and scores nothing on it; the swap goes ahead.
+    let out = decide(
+        &policy(),
+        &obs(1000.0, &c, &loads, 32),
+        &EngineState::default(),
+    );
+    assert_eq!(out.decision.swap, Some(placement::SwapEvent::Started));
     // The same cluster, the gateway a Deployment with the pool spread in its template.
     let mut deployment = policy();
     deployment.target.kind = crate::policy::TargetKind::Deployment;
@@ -1416,9 +1426,11 @@ fn a_swap_the_scheduler_would_send_to_eci_is_held() {
 #[test]
 fn a_swap_plans_the_pods_the_scheduler_sends_to_eci_first() {
     let loads = [LoadSample::Total(8000.0)]; // 16 replicas on target
-    // 4 ECS nodes of 8 vCPU: four gateway pods fit on each; 15 there, 1 on ECI.
+    // 4 ECS nodes of 8 vCPU: four gateway pods fit on each; 15 there, 1 on ECI. The template
+    // as the scheduler's defaults leave it (placement.poolSpread off).
     let c = cluster(4, 0, 15, 1);
-    let p = policy();
+    let mut p = policy();
+    p.placement.pool_spread = false;
     let template = p.gateway_template(GW, PoolWeights { ecs: 80, eci: 20 });
     assert_eq!(
         placement::pods_until_ecs(&p, &template, &c.pods, &c.nodes, 3),

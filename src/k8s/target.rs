@@ -107,6 +107,61 @@ pub fn pool_spread(
     out
 }
 
+/// The pool affinity term spillway writes into an IstioGateway's
+/// `affinity.podAffinity.preferredDuringSchedulingIgnoredDuringExecution`: toward the gateway's
+/// own pods (`selector`), over the ECS pool's label key.
+fn affinity_entry(key: &str, weight: i32, selector: &Value) -> Value {
+    json!({
+        "weight": weight,
+        "podAffinityTerm": {"topologyKey": key, "labelSelector": selector},
+    })
+}
+
+/// [`PoolSpread`] for an IstioGateway's spec: the preferred pod-affinity list spillway's apply
+/// carries (the gateway's own entries as they are, then spillway's term: the list is one value
+/// in the CRD), and whether spillway's term is missing.
+pub fn pool_affinity(policy: &ElasticGatewaySpec, spec: &Value, selector: &Value) -> PoolSpread {
+    let ours: Vec<Value> = policy
+        .pool_affinity()
+        .iter()
+        .map(|a| affinity_entry(&a.topology_key, a.weight, selector))
+        .collect();
+    if ours.is_empty() {
+        return PoolSpread::default();
+    }
+    let have = own_affinity(spec, policy, selector);
+    let mut out = PoolSpread {
+        to_apply: have.clone(),
+        missing: false,
+    };
+    let present =
+        spec["affinity"]["podAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+    for o in ours {
+        out.missing |= !present.contains(&o);
+        out.to_apply.push(o);
+    }
+    out
+}
+
+/// The gateway's own preferred pod-affinity entries: all but spillway's.
+pub fn own_affinity(spec: &Value, policy: &ElasticGatewaySpec, selector: &Value) -> Vec<Value> {
+    let keys = policy.pools.ecs.node_selector.keys().next().cloned();
+    spec["affinity"]["podAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| {
+            keys.as_deref().is_none_or(|k| {
+                *e != affinity_entry(k, crate::policy::POOL_AFFINITY_WEIGHT, selector)
+            })
+        })
+        .collect()
+}
+
 /// Whether an entry read back from the API server is the one spillway writes.
 fn same_entry(have: &Value, ours: &Value) -> bool {
     [
@@ -389,9 +444,14 @@ pub fn istio_gateway_view(data: &Value, name: &str, policy: &ElasticGatewaySpec)
         uid: data["metadata"]["uid"].as_str().map(String::from),
         replica_writers: vec![],
         generation: None,
-        // Deployment targets only (ASM renders the IstioGateway's template).
-        spread: PoolSpread::default(),
+        // ASM renders the template from `affinity`: a pod affinity, not spread constraints.
+        spread: pool_affinity(policy, spec, &istio_selector(name)),
     }
+}
+
+/// The label selector of an IstioGateway's pods, as its pod-affinity term names them.
+fn istio_selector(name: &str) -> Value {
+    json!({"matchLabels": {"istio": name}})
 }
 
 fn weights_from_pod_spec(p: &PodSpec, policy: &ElasticGatewaySpec) -> Option<PoolWeights> {
@@ -524,10 +584,16 @@ pub async fn apply_weights(
                 .await?;
         }
         TargetKind::IstioGateway => {
+            let mut affinity =
+                json!({"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": terms}});
+            if !spread.is_empty() {
+                affinity["podAffinity"] =
+                    json!({"preferredDuringSchedulingIgnoredDuringExecution": spread});
+            }
             let patch = json!({
                 "apiVersion": "istio.alibabacloud.com/v1beta1", "kind": "IstioGateway",
                 "metadata": {"name": name, "namespace": ns},
-                "spec": {"affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": terms}}}
+                "spec": {"affinity": affinity}
             });
             let api = Api::<DynamicObject>::namespaced_with(
                 client.clone(),
@@ -569,16 +635,27 @@ pub async fn restore_preferred_terms(
                 .await?;
         }
         TargetKind::IstioGateway => {
-            let patch = json!({
-                "apiVersion": "istio.alibabacloud.com/v1beta1", "kind": "IstioGateway",
-                "metadata": {"name": name, "namespace": ns},
-                "spec": affinity
-            });
             let api = Api::<DynamicObject>::namespaced_with(
                 client.clone(),
                 ns,
                 &istio_gateway_resource(),
             );
+            // The preferred pod-affinity list is one value in the CRD and spillway's apply took
+            // it whole: the gateway's own entries go back with this apply, spillway's term not.
+            let mut affinity = affinity;
+            if let Some(g) = api.get_opt(name).await? {
+                let data = serde_json::to_value(&g).unwrap_or_default();
+                let own = own_affinity(&data["spec"], policy, &istio_selector(name));
+                if !own.is_empty() {
+                    affinity["affinity"]["podAffinity"] =
+                        json!({"preferredDuringSchedulingIgnoredDuringExecution": own});
+                }
+            }
+            let patch = json!({
+                "apiVersion": "istio.alibabacloud.com/v1beta1", "kind": "IstioGateway",
+                "metadata": {"name": name, "namespace": ns},
+                "spec": affinity
+            });
             api.patch(name, &pp, &Patch::Apply(&patch)).await?;
         }
     }
@@ -733,6 +810,36 @@ mod tests {
         let d = deployment(1, 1, 4, 4);
         policy.pools.eci.node_selector = [("type".to_string(), "other".to_string())].into();
         assert_eq!(deployment_view(&d, &policy).weights, None);
+    }
+
+    #[test]
+    /// An IstioGateway's pool affinity: the gateway's own preferred pod-affinity entries are
+    /// carried as they are (the list is one value in the CRD), spillway's term after them;
+    /// missing until the spec has it; off with `placement.poolSpread`.
+    fn an_istio_gateway_gets_the_pool_affinity_beside_its_own() {
+        let mut policy = ElasticGateway::scenario_default().spec;
+        let sel = istio_selector("ingressgateway");
+        let own = json!({"weight": 10, "podAffinityTerm": {"topologyKey": "topology.kubernetes.io/zone",
+            "labelSelector": {"matchLabels": {"app": "cache"}}}});
+        let spec = |entries: Value| json!({"affinity": {"podAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": entries}}});
+        let ours = affinity_entry("mykey4pod", 100, &sel);
+        let fresh = pool_affinity(&policy, &spec(json!([own.clone()])), &sel);
+        assert!(fresh.missing);
+        assert_eq!(fresh.to_apply, vec![own.clone(), ours.clone()]);
+        let written = pool_affinity(&policy, &spec(json!([own.clone(), ours.clone()])), &sel);
+        assert!(!written.missing);
+        assert_eq!(written.to_apply, vec![own.clone(), ours.clone()]);
+        assert_eq!(
+            own_affinity(&spec(json!([own.clone(), ours])), &policy, &sel),
+            vec![own.clone()]
+        );
+        let view = istio_gateway_view(&json!({"spec": spec(json!([]))}), "ingressgateway", &policy);
+        assert!(view.spread.missing);
+        policy.placement.pool_spread = false;
+        assert_eq!(
+            pool_affinity(&policy, &spec(json!([own])), &sel),
+            PoolSpread::default()
+        );
     }
 
     #[test]

@@ -298,10 +298,11 @@ fn run_policy(
     let policy = &scenario.policy;
     let requests = scenario.gateway_requests();
     let mut template = policy.gateway_template(requests, policy.placement.normal_weights);
-    // Only spillway writes its spread constraints (at a quiet time long before a drill's
+    // Only spillway writes its spread constraints or pod affinity (at a quiet time long before a drill's
     // peaks, taken as done at the start); every other policy runs the template as it is.
     if kind != PolicyKind::Spillway {
         template.spread.clear();
+        template.pod_affinity.clear();
     }
     let classify = pool_classifier(
         policy.pools.ecs.node_selector.clone(),
