@@ -96,7 +96,10 @@ fn sequence() -> Vec<Step> {
 /// The model: the same steps on `SimCluster`, each run until the cluster is still.
 fn simulate(scenario: &Scenario, steps: &[Step]) -> Vec<Placement> {
     let p = &scenario.policy;
-    let template = p.gateway_template(scenario.gateway_requests(), p.placement.normal_weights);
+    let mut template = p.gateway_template(scenario.gateway_requests(), p.placement.normal_weights);
+    // The test bed's gateway is the guide's template: none of placement.poolSpread's terms.
+    template.spread.clear();
+    template.pod_affinity.clear();
     let classify = pool_classifier(
         p.pools.ecs.node_selector.clone(),
         p.pools.eci.node_selector.clone(),
