@@ -916,7 +916,8 @@ fn spread(
         && m.written_at
             .is_some_and(|at| m.seen || obs.now - at >= SPREAD_SETTLE_SECONDS);
     let adopt = obs.spread_missing && !policy.paused && quiet && m.written_at.is_none();
-    if adopt {
+    // Dry-run shows the write and makes none: nothing to remember, nothing to miss later.
+    if adopt && !policy.dry_run {
         *m = SpreadMemory {
             written_at: Some(obs.now),
             seen: false,

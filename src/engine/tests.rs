@@ -1498,6 +1498,17 @@ fn the_pool_spread_is_written_once_and_a_removal_is_reported_not_fought() {
     let reset = decide(&off, &at(9010.0, false), &later.state);
     let again = decide(&p, &at(9020.0, true), &reset.state);
     assert!(again.decision.adopt_spread);
+    // Dry-run says it would write, writes nothing, and never takes the template for rewritten.
+    let mut dry = p.clone();
+    dry.dry_run = true;
+    let shown = decide(&dry, &at(1000.0, true), &EngineState::default());
+    assert!(shown.decision.adopt_spread);
+    let much_later = decide(
+        &dry,
+        &at(1000.0 + 2.0 * SPREAD_SETTLE_SECONDS, true),
+        &shown.state,
+    );
+    assert!(much_later.decision.adopt_spread && !much_later.decision.spread_removed);
     // A write that failed is not remembered: the next quiet decision writes.
     let mut planned = crate::act::plan(
         &p,
