@@ -510,6 +510,16 @@ async fn which_template_keeps_the_gateway_on_ecs() {
     println!("{table}\nthe drill's model: the same ECI count at {agree} of {of} checkpoints");
 }
 
+/// The agent's writes of the gateway Deployment's template (its applies, not scale writes).
+fn template_writes(a: &support::live::Agent) -> usize {
+    a.writes()
+        .into_iter()
+        .filter(|w| {
+            w.method == "PATCH" && w.path.contains(&format!("/deployments/{GW}?")) && w.forwarded
+        })
+        .count()
+}
+
 /// The spread constraints of the template, as the apiserver holds them.
 async fn spread_of(tb: &Testbed) -> Vec<Value> {
     let d = tb.gateway().await;
@@ -554,16 +564,7 @@ async fn the_agent_writes_the_pool_spread_once_and_hands_it_back() {
             .any(|c| c["topologyKey"] == POOL_KEY)
     })
     .await;
-    let template_writes = || {
-        a.writes()
-            .into_iter()
-            .filter(|w| {
-                w.method == "PATCH"
-                    && w.path.contains(&format!("/deployments/{GW}?"))
-                    && w.forwarded
-            })
-            .count()
-    };
+    let template_writes = || template_writes(&a);
     // The rollout completes, and a dozen decisions later nothing more was written.
     let seen = a.decisions();
     wait_for("the rollout and a dozen more decisions", 90, || async {
@@ -671,16 +672,7 @@ async fn a_mislabelled_node_and_a_rewritten_template_are_reported_not_fought() {
         spread_reason(&tb).await.as_deref() == Some("InPlace")
     })
     .await;
-    let template_writes = || {
-        a.writes()
-            .into_iter()
-            .filter(|w| {
-                w.method == "PATCH"
-                    && w.path.contains(&format!("/deployments/{GW}?"))
-                    && w.forwarded
-            })
-            .count()
-    };
+    let template_writes = || template_writes(&a);
     assert_eq!(template_writes(), 1);
 
     // Another writer replaces the whole Deployment, without spillway's constraints.
