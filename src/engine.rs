@@ -89,6 +89,32 @@ pub struct EngineState {
     /// The pool spread constraints as spillway wrote them (`placement.poolSpread`).
     #[serde(default)]
     pub spread: SpreadMemory,
+    /// The last release of pods ECS held, until it is judged.
+    #[serde(default)]
+    pub ecs_release: Option<EciRelease>,
+    /// The ECS hold learnt from flaps (unset: `behavior.ecsHoldSeconds`); see [`ecs_hold`].
+    #[serde(default)]
+    pub ecs_hold: Option<f64>,
+    /// The replicas the load asked for over the ECS hold, as a sliding
+    /// maximum: `(time, replicas)`, times rising, replicas falling.
+    #[serde(default)]
+    pub demand: Vec<(f64, i32)>,
+}
+
+impl EngineState {
+    /// Notes what the load asks for now and forgets what is older than `hold`.
+    fn note_demand(&mut self, now: f64, replicas: i32, hold: f64) {
+        while self.demand.last().is_some_and(|(_, r)| *r <= replicas) {
+            self.demand.pop();
+        }
+        self.demand.push((now, replicas));
+        self.demand.retain(|(t, _)| *t >= now - hold);
+    }
+
+    /// The most the load asked for within the hold.
+    fn demand_peak(&self) -> Option<i32> {
+        self.demand.first().map(|(_, r)| *r)
+    }
 }
 
 /// When spillway wrote the pool spread constraints, and whether the template showed them
@@ -104,11 +130,12 @@ pub struct SpreadMemory {
 /// template change within seconds).
 pub const SPREAD_SETTLE_SECONDS: f64 = 120.0;
 
-/// A release of ECI pods on the ECI window, waiting to be judged.
+/// A release of ECI pods on the ECI window, or of ECS pods after the ECS hold, waiting to be
+/// judged.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EciRelease {
     pub at: f64,
-    /// The ECI window it was released after.
+    /// The window (or hold) it was released after.
     pub window: f64,
     /// A scale-up until then (the standard window after the release) is a flap.
     pub flap_until: f64,
@@ -153,6 +180,9 @@ pub enum Why {
     Burst,
     /// The load fell: the pods above what ECS holds (on ECI) go after the shorter ECI window.
     EciScaleDown,
+    /// The load fell, but the pods ECS holds stay for `behavior.ecsHoldSeconds` (or longer, as
+    /// learnt from flaps): ECS is paid for either way.
+    EcsHold,
     /// A make-before-break move of an ECI pod back to ECS: one pod more, then one fewer.
     Rebalance,
     /// Some or all load data is missing: no scale-down.
@@ -165,7 +195,7 @@ pub enum Why {
 
 impl Why {
     /// Every reason, for metrics that export (and forget) one series per reason.
-    pub const ALL: [Why; 13] = [
+    pub const ALL: [Why; 14] = [
         Why::Load,
         Why::LeadTime,
         Why::Steady,
@@ -175,6 +205,7 @@ impl Why {
         Why::EciCap,
         Why::Burst,
         Why::EciScaleDown,
+        Why::EcsHold,
         Why::Rebalance,
         Why::MissingData,
         Why::Paused,
@@ -192,6 +223,7 @@ impl Why {
             Why::EciCap => "eci_cap",
             Why::Burst => "burst",
             Why::EciScaleDown => "eci_scale_down",
+            Why::EcsHold => "ecs_hold",
             Why::Rebalance => "rebalance",
             Why::MissingData => "missing_data",
             Why::Paused => "paused",
@@ -440,6 +472,7 @@ pub fn decide(policy: &ElasticGatewaySpec, obs: &Observation<'_>, prev: &EngineS
         }
     }
     judge_eci_release(policy, &ctx, &plan, &mut state);
+    judge_ecs_release(policy, &ctx, &plan, &mut state);
     let (deletion_costs, moves, move_reason) =
         place(policy, obs, &ctx, &plan, &weights, &mut state);
     let cost = price(policy, obs, &mut state);
@@ -708,6 +741,17 @@ fn stabilise(
         );
     }
     state.hpa.seed(now, current);
+    if let Some(f) = fast.filter(|f| f.proposal > recommended) {
+        state.hpa.floor(now, f.proposal.min(policy.max_replicas));
+    }
+    let hold = ecs_hold(policy, &ctx.down, state.ecs_hold);
+    state.note_demand(
+        now,
+        recommended
+            .max(fast.map_or(0, |f| f.proposal))
+            .min(policy.max_replicas),
+        hold.unwrap_or(0.0),
+    );
     let n = hpa::Normalize {
         now,
         current,
@@ -762,6 +806,24 @@ fn stabilise(
             why = Why::EciScaleDown;
         }
     }
+    // The pods ECS holds stay for the ECS hold after the load that needed them: the nodes are
+    // paid for either way, so releasing them sooner saves nothing, and a load that comes back
+    // within the hold would pay a start and reset connections twice.
+    if desired < current && hold.is_some() {
+        let held = state
+            .demand_peak()
+            .unwrap_or(0)
+            .min(ctx.survey.ecs_capacity)
+            .min(current);
+        if held > desired {
+            desired = held;
+            why = Why::EcsHold;
+            notes.push(format!(
+                "the pods ECS holds stay {:.0}s after the load that needed them",
+                hold.unwrap_or(0.0)
+            ));
+        }
+    }
     let load = readings
         .iter()
         .filter_map(|r| {
@@ -787,6 +849,74 @@ fn stabilise(
         reason.push_str(&format!(" (missing: {})", missing.join("; ")));
     }
     plan(desired, why, reason)
+}
+
+/// The longest the ECS hold grows to by learning from flaps.
+pub const MAX_ECS_HOLD_SECONDS: f64 = 3600.0;
+
+/// How long the pods ECS holds stay after the load that needed them: `behavior.ecsHoldSeconds`
+/// (by default the longer of the scale-down window and [`FLAP_WINDOW_SECONDS`]: the dedicated
+/// ECS nodes are paid for either way, so a release saves nothing and risks a reversal), or
+/// longer as learnt from flaps (see [`judge_ecs_release`]), at most [`MAX_ECS_HOLD_SECONDS`].
+/// `None` when the hold is no longer than the scale-down window, which is then alone in
+/// charge.
+fn ecs_hold(
+    policy: &ElasticGatewaySpec,
+    down: &crate::policy::EffectiveRules,
+    learnt: Option<f64>,
+) -> Option<f64> {
+    let base = policy.behavior.ecs_hold() as f64;
+    (base > f64::from(down.stabilization_window_seconds)).then(|| {
+        learnt
+            .unwrap_or(base)
+            .clamp(base, MAX_ECS_HOLD_SECONDS.max(base))
+    })
+}
+
+/// Judges the last release of ECS pods as [`judge_eci_release`] judges ECI releases. A
+/// scale-up for the load within [`FLAP_WINDOW_SECONDS`] of it is a flap (as between the teeth
+/// of a sawtooth whose gaps are shorter than the hold plus ten minutes): the hold grows to what
+/// would have bridged it (the hold plus the gap), at least double, at most
+/// [`MAX_ECS_HOLD_SECONDS`]. A release that stands for [`FLAP_WINDOW_SECONDS`] halves it back
+/// towards `behavior.ecsHoldSeconds`. Then notes this decision's release: a scale-down below
+/// what ECS holds.
+fn judge_ecs_release(
+    policy: &ElasticGatewaySpec,
+    ctx: &Context,
+    plan: &ReplicaPlan,
+    state: &mut EngineState,
+) {
+    let Some(hold) = ecs_hold(policy, &ctx.down, state.ecs_hold) else {
+        state.ecs_release = None;
+        state.ecs_hold = None;
+        return;
+    };
+    if let Some(r) = state.ecs_release {
+        let rose = plan.desired > ctx.current && plan.why != Why::Rebalance;
+        if rose {
+            if ctx.now <= r.flap_until {
+                let bridge = r.window + (ctx.now - r.at);
+                state.ecs_hold = Some(bridge.max(2.0 * r.window).min(MAX_ECS_HOLD_SECONDS));
+            }
+            state.ecs_release = None;
+        } else if ctx.now - r.at > FLAP_WINDOW_SECONDS {
+            state.ecs_hold = state
+                .ecs_hold
+                .map(|w| w / 2.0)
+                .filter(|w| *w > policy.behavior.ecs_hold() as f64);
+            state.ecs_release = None;
+        }
+    }
+    if plan.desired < ctx.current
+        && plan.desired < ctx.survey.ecs_capacity
+        && plan.why != Why::Rebalance
+    {
+        state.ecs_release = Some(EciRelease {
+            at: ctx.now,
+            window: hold,
+            flap_until: ctx.now + FLAP_WINDOW_SECONDS,
+        });
+    }
 }
 
 /// The ECI pods' scale-down window: `eci.scaleDownWindow` (by default the ECI start latency:
@@ -958,7 +1088,12 @@ fn swap_back(
     let all_ready = ctx.survey.pending_pods == 0 && live.iter().all(|p| p.ready);
     let normal = matches!(
         plan.why,
-        Why::Load | Why::Steady | Why::Stabilized | Why::RateLimited | Why::EciScaleDown
+        Why::Load
+            | Why::Steady
+            | Why::Stabilized
+            | Why::RateLimited
+            | Why::EciScaleDown
+            | Why::EcsHold
     );
     // An added pod may land on ECI: never past the ECI cap.
     let below_cap = plan.eci_cap.is_none_or(|c| ctx.survey.eci_pods < c);
@@ -1049,8 +1184,11 @@ fn swap_back(
     let interval = policy.placement.rebalance_interval_seconds as f64;
     let steady = enabled
         && plan.direction == Direction::Hold
-        && matches!(plan.why, Why::Steady | Why::Load)
-        && plan.hpa.is_some_and(|h| h >= ctx.current)
+        // The ECS hold keeps the count above the load's need for up to an hour: an ECI pod is
+        // still worth moving then (the standard window's short hold is not: its scale-down
+        // takes the ECI pods first).
+        && (matches!(plan.why, Why::Steady | Why::Load) && plan.hpa.is_some_and(|h| h >= ctx.current)
+            || plan.why == Why::EcsHold)
         && plan.lead.is_none()
         && ctx.current == ctx.status_replicas
         && ctx.current < policy.max_replicas
@@ -1229,14 +1367,21 @@ fn quiet(
             .is_none_or(|t| ctx.now - t >= QUIET_AFTER_SCALE_UP_SECONDS)
 }
 
-/// The first request-rate reading over the ready pods' capacity at its target.
+/// The first metric's reading over the ready pods' capacity at its target. For the request
+/// rate, the fast path's reading counts when it is higher: Prometheus's smoothed rate lags a
+/// rise by about its window, and a rollout started in that lag would roll under load.
 fn load_fraction(
     policy: &ElasticGatewaySpec,
     obs: &Observation<'_>,
     survey: &Survey,
 ) -> Option<f64> {
     let (i, m) = policy.metrics.iter().enumerate().next()?;
-    let v = obs.loads.get(i)?.total()?;
+    let mut v = obs.loads.get(i)?.total()?;
+    if m.preset == Some(crate::policy::Preset::RequestRate)
+        && let Some(f) = obs.fast.filter(|f| f.rps.is_finite() && f.pods_read > 0)
+    {
+        v = v.max(f.rps);
+    }
     let capacity = f64::from(survey.ready_pods) * m.target_per_replica;
     (capacity > 0.0).then(|| v / capacity)
 }

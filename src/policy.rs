@@ -360,6 +360,15 @@ pub struct Behavior {
     /// Size for the load expected this far ahead, when new pods would be ready.
     #[serde(default)]
     pub lead_time: LeadTime,
+    /// How long the pods ECS holds stay after the load that needed them (0 to 86400). Dedicated
+    /// ECS nodes are paid for whether the gateway's pods run or not, so releasing one early
+    /// saves nothing, while a load that returns within 10 minutes turns the release into a
+    /// reversal: a pod started again, connections reset twice. Unset: the longer of the
+    /// scale-down window and 600 s. A value at or below the scale-down window leaves the window
+    /// alone in charge. Pods above what ECS holds go by `eci.scaleDownWindowSeconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub ecs_hold_seconds: Option<i64>,
     /// How a per-pod metric's pods are grouped: spillway's own reading, or upstream's for the
     /// drill's `hpa` peer. Not part of the API: nobody asks spillway to be less careful.
     #[serde(skip)]
@@ -418,8 +427,23 @@ impl Default for Behavior {
             scale_down: ScalingRules::default(),
             tolerance: defaults::tolerance(),
             lead_time: LeadTime::default(),
+            ecs_hold_seconds: None,
             pod_grouping: PodGrouping::default(),
         }
+    }
+}
+
+impl Behavior {
+    /// `ecsHoldSeconds` or its default: the longer of the scale-down window and 600 s.
+    pub fn ecs_hold(&self) -> i64 {
+        self.ecs_hold_seconds.unwrap_or_else(|| {
+            i64::from(
+                self.scale_down
+                    .effective(false)
+                    .stabilization_window_seconds,
+            )
+            .max(600)
+        })
     }
 }
 

@@ -118,10 +118,11 @@ fn ceil_i32(x: f64) -> i32 {
 pub struct Recommendation {
     pub at: f64,
     pub replicas: i32,
-    /// Recorded while load data was missing: the count held then. It counts for the scale-down
-    /// window only, so that the first readings after a gap (often partial: a restarted
-    /// Prometheus has no `rate()` for a series until it has two fresh samples) cannot shrink the
-    /// fleet before the window has seen them settle; scale-ups are not delayed.
+    /// Counts for the scale-down window only; scale-ups are not delayed. Recorded while load data
+    /// was missing (the count held then), so that the first readings after a gap (often
+    /// partial: a restarted Prometheus has no `rate()` for a series until it has two fresh
+    /// samples) cannot shrink the fleet before the window has seen them settle; and for what the
+    /// fast path reads above the recommendation (see [`HpaMemory::floor`]).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub held: bool,
 }
@@ -198,6 +199,19 @@ impl HpaMemory {
                 held: false,
             });
         }
+    }
+
+    /// A level the count must not fall below for the scale-down window: what the pods' own
+    /// counters read right now. Without it a count raised by the fast path (which sees every
+    /// second) would be lowered by the window of Prometheus's smoothed recommendations, which
+    /// never saw the level, and raised again at the next peak of the same load: a reversal
+    /// each time, on noise alone.
+    pub fn floor(&mut self, now: f64, replicas: i32) {
+        self.recommendations.push(Recommendation {
+            at: now,
+            replicas,
+            held: true,
+        });
     }
 
     /// Stabilization, then rate limits, then bounds: the replica count the HPA would set.

@@ -213,6 +213,8 @@ fn scale_down_after_stabilization_window() {
 fn readings_right_after_a_data_gap_wait_a_full_window_before_scale_down() {
     let mut p = policy();
     p.behavior.scale_down.stabilization_window_seconds = Some(20);
+    // The window alone: no ECS hold beyond it.
+    p.behavior.ecs_hold_seconds = Some(0);
     let c = cluster(3, 0, 40, 0);
     let mut state = EngineState::default();
     let mut desired = vec![];
@@ -985,9 +987,10 @@ fn the_fast_path_only_raises_and_ignores_bad_readings() {
 }
 
 #[test]
-fn eci_pods_go_after_the_short_window_and_ecs_pods_after_the_standard_one() {
+fn eci_pods_go_after_the_short_window_and_ecs_pods_after_the_ecs_hold() {
     let p = policy();
     assert_eq!(p.eci.scale_down_window(), 40);
+    assert_eq!(p.behavior.ecs_hold(), 600);
     // 24 pods: 12 on ECS (full), 12 on ECI; the load falls to 2,000 rps (4 pods) at t=0.
     let c = cluster(4, 2000, 12, 12);
     let high = [LoadSample::Total(12_000.0)];
@@ -996,12 +999,13 @@ fn eci_pods_go_after_the_short_window_and_ecs_pods_after_the_standard_one() {
     let out = decide(&p, &obs(-10.0, &c, &high, 24), &state);
     state = out.state;
     let mut desired = Vec::new();
-    for t in (0..=400).step_by(20) {
+    for t in (0..=700).step_by(20) {
         let out = decide(&p, &obs(f64::from(t), &c, &low, 24), &state);
         state = out.state;
         desired.push((t, out.decision.replicas.desired, out.decision.replicas.why));
     }
-    // Held through the ECI window, then down to what ECS holds; the rest waits 300 s.
+    // Held through the ECI window, then down to what ECS holds; the rest waits for the ECS hold
+    // (600 s after the load that needed them, at t=-10), past the standard window's 300 s.
     assert!(
         desired
             .iter()
@@ -1018,14 +1022,100 @@ fn eci_pods_go_after_the_short_window_and_ecs_pods_after_the_standard_one() {
     assert!(
         desired
             .iter()
-            .filter(|(t, ..)| (60..300).contains(t))
+            .filter(|(t, ..)| (60..580).contains(t))
             .all(|(_, d, _)| *d == 12),
         "{desired:?}"
     );
     assert!(
-        desired.iter().any(|(t, d, _)| *t >= 300 && *d == 4),
+        desired
+            .iter()
+            .any(|(t, d, w)| (300..580).contains(t) && *d == 12 && *w == Why::EcsHold),
         "{desired:?}"
     );
+    assert!(
+        desired.iter().any(|(t, d, _)| *t >= 600 && *d == 4),
+        "{desired:?}"
+    );
+    // With `ecsHoldSeconds` at or below the window, the window alone decides, as the HPA's.
+    let mut p = p;
+    p.behavior.ecs_hold_seconds = Some(0);
+    let mut state = decide(&p, &obs(-10.0, &c, &high, 24), &EngineState::default()).state;
+    let mut at_300 = None;
+    for t in (0..=320).step_by(20) {
+        let out = decide(&p, &obs(f64::from(t), &c, &low, 24), &state);
+        state = out.state;
+        if t >= 300 {
+            at_300.get_or_insert(out.decision.replicas.desired);
+        }
+    }
+    assert_eq!(at_300, Some(4));
+}
+
+/// A sawtooth whose teeth come back within ten minutes of each release: the first release of
+/// ECS pods is a flap, so the hold grows to bridge the gap and the next tooth finds its pods
+/// still there; once the load stays low, releases that stand halve the hold back.
+#[test]
+fn the_ecs_hold_grows_on_a_flap_and_shrinks_back_when_releases_stand() {
+    let p = policy();
+    // 20 ECS slots, no ECI; the gateway pods all on ECS.
+    let c = cluster(6, 0, 20, 0);
+    let high = [LoadSample::Total(9_500.0)];
+    let low = [LoadSample::Total(2000.0)];
+    let mut state = EngineState::default();
+    let mut count = 20;
+    let mut changes = vec![];
+    // Teeth of 100 s every 1,000 s: a release 600 s after a tooth is reversed 300 s later.
+    for t in (0..=6000).step_by(5) {
+        let tooth = t % 1000 < 100 && t < 3000;
+        let load = if tooth { &high } else { &low };
+        let out = decide(&p, &obs(f64::from(t), &c, load, count), &state);
+        state = out.state;
+        let d = out.decision.replicas.desired;
+        if d != count {
+            changes.push((t, count, d));
+            count = d;
+        }
+    }
+    let downs_before_3000 = changes
+        .iter()
+        .filter(|(t, from, to)| *t < 3000 && to < from)
+        .count();
+    // The first release (at 600 s) flaps; after it the hold (1,200 s) bridges every gap.
+    assert_eq!(downs_before_3000, 1, "{changes:?}");
+    assert!(
+        changes.iter().any(|(t, from, to)| *t >= 3000 && to < from),
+        "the hold ends once the teeth stop: {changes:?}"
+    );
+    assert_eq!(count, 4, "{changes:?}");
+    assert_eq!(state.ecs_hold, None, "halved back to the default");
+}
+
+/// The fast path raises the count on what the pods' counters read; the window then keeps what
+/// they read, so a load that keeps touching that level is not scaled down and up again.
+#[test]
+fn a_level_the_fast_path_keeps_reading_is_not_scaled_away() {
+    let mut p = policy();
+    // The window alone (the ECS hold would keep the pods too).
+    p.behavior.ecs_hold_seconds = Some(0);
+    let c = cluster(6, 0, 20, 0);
+    // Prometheus reads 5,000 rps (10 pods); the pods' counters touch 7,500 (15 pods) every
+    // 60 s, for 5 s.
+    let loads = [LoadSample::Total(5000.0)];
+    let mut state = EngineState::default();
+    let mut count = 10;
+    let mut changes = vec![];
+    for t in (0..=1800).step_by(2) {
+        let mut o = obs(f64::from(t), &c, &loads, count);
+        o.fast = fast(if t % 60 < 5 { 7500.0 } else { 5000.0 });
+        let out = decide(&p, &o, &state);
+        state = out.state;
+        let d = out.decision.replicas.desired;
+        if d != count {
+            changes.push((t, count, d));
+            count = d;
+        }
+    }
+    assert_eq!(changes, vec![(0, 10, 15)]);
 }
 
 /// Drives a fleet of 24 (12 on ECS, 12 on ECI) through a fall to 4 pods' worth at `fall`;
@@ -1136,6 +1226,16 @@ fn misplaced_pods_strengthen_the_ecs_preference_at_a_quiet_time_only() {
         busy.decision.weights.reason
     );
     assert_eq!(busy.state.weights.misplaced, 1);
+    // Prometheus reads a low load, but the pods' own counters show a surge under way (the
+    // smoothed rate lags it): not a quiet time either.
+    let mut rising = obs(1000.0, &c, &[LoadSample::Total(500.0)], 5);
+    rising.fast = fast(1500.0);
+    let rising = decide(&p, &rising, &busy.state);
+    assert!(
+        !rising.decision.weights.changed(),
+        "{}",
+        rising.decision.weights.reason
+    );
     // Quiet: low load, nothing scaled up for 10 minutes, no rollout.
     let quiet = decide(
         &p,

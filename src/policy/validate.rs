@@ -291,6 +291,16 @@ pub fn validate(spec: &ElasticGatewaySpec, namespace: &str) -> Vec<FieldError> {
             );
         }
     }
+    if let Some(x) = spec
+        .behavior
+        .ecs_hold_seconds
+        .filter(|x| !(0..=86400).contains(x))
+    {
+        v.err(
+            "spec.behavior.ecsHoldSeconds",
+            format!("must be within 0..86400 seconds, got {x}"),
+        );
+    }
     if p.normal_weights.ecs <= p.normal_weights.eci {
         v.err(
             "spec.placement.normalWeights",
@@ -527,6 +537,7 @@ spec:
       policies: [{type: Pods, value: 0, periodSeconds: 15}]
     scaleDown:
       tolerance: -0.1
+    ecsHoldSeconds: -5
   cost:
     eciVcpuPricePerSecond: -1
 "#;
@@ -541,6 +552,7 @@ spec:
             "spec.placement.normalWeights.eci",
             "spec.behavior.scaleUp.policies[0].value",
             "spec.behavior.scaleDown.tolerance",
+            "spec.behavior.ecsHoldSeconds",
             "spec.cost.eciVcpuPricePerSecond",
         ] {
             assert!(got.iter().any(|p| p == want), "missing {want} in {got:?}");

@@ -192,6 +192,8 @@ pub fn hpa_baseline(policy: &ElasticGatewaySpec) -> ElasticGatewaySpec {
         ..Behavior::default()
     };
     p.behavior.lead_time.seconds = 0;
+    // Nor does it hold ECS pods past its window.
+    p.behavior.ecs_hold_seconds = Some(0);
     p.eci = EciLimits::default();
     // The HPA has one scale-down window for every pod.
     p.eci.scale_down_window_seconds = Some(i64::from(
