@@ -108,7 +108,7 @@ impl EngineState {
             self.demand.pop();
         }
         self.demand.push((now, replicas));
-        self.demand.retain(|(t, _)| *t >= now - hold);
+        self.demand.retain(|(t, _)| *t > now - hold);
     }
 
     /// The most the load asked for within the hold.
@@ -745,13 +745,18 @@ fn stabilise(
         state.hpa.floor(now, f.proposal.min(policy.max_replicas));
     }
     let hold = ecs_hold(policy, &ctx.down, state.ecs_hold);
-    state.note_demand(
-        now,
-        recommended
-            .max(fast.map_or(0, |f| f.proposal))
-            .min(policy.max_replicas),
-        hold.unwrap_or(0.0),
-    );
+    match hold {
+        Some(h) => {
+            // A fresh memory (a restart, a new leader) starts from the count, as the window
+            // does: it has not seen the load that asked for it.
+            if state.demand.is_empty() {
+                state.note_demand(now, current, h);
+            }
+            let asked = recommended.max(fast.map_or(0, |f| f.proposal));
+            state.note_demand(now, asked.min(policy.max_replicas), h);
+        }
+        None => state.demand.clear(),
+    }
     let n = hpa::Normalize {
         now,
         current,
@@ -855,8 +860,9 @@ fn stabilise(
 pub const MAX_ECS_HOLD_SECONDS: f64 = 3600.0;
 
 /// How long the pods ECS holds stay after the load that needed them: `behavior.ecsHoldSeconds`
-/// (by default the longer of the scale-down window and [`FLAP_WINDOW_SECONDS`]: the dedicated
-/// ECS nodes are paid for either way, so a release saves nothing and risks a reversal), or
+/// (by default twice the scale-down window, [`FLAP_WINDOW_SECONDS`] for the HPA's: the
+/// dedicated ECS nodes are paid for either way, so a release saves nothing and risks a
+/// reversal), or
 /// longer as learnt from flaps (see [`judge_ecs_release`]), at most [`MAX_ECS_HOLD_SECONDS`].
 /// `None` when the hold is no longer than the scale-down window, which is then alone in
 /// charge.

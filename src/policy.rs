@@ -362,10 +362,13 @@ pub struct Behavior {
     pub lead_time: LeadTime,
     /// How long the pods ECS holds stay after the load that needed them (0 to 86400). Dedicated
     /// ECS nodes are paid for whether the gateway's pods run or not, so releasing one early
-    /// saves nothing, while a load that returns within 10 minutes turns the release into a
-    /// reversal: a pod started again, connections reset twice. Unset: the longer of the
-    /// scale-down window and 600 s. A value at or below the scale-down window leaves the window
-    /// alone in charge. Pods above what ECS holds go by `eci.scaleDownWindowSeconds`.
+    /// saves nothing, while a load that returns within minutes turns the release into a
+    /// reversal: a pod started again, connections reset twice. Unset: twice the scale-down
+    /// window (600 s for the HPA's 300 s: the 10 minutes within which a change the other way
+    /// counts as a reversal). It grows after a release the load undoes within 10 minutes (to
+    /// bridge that gap, at most an hour) and halves back after each release that stands. A
+    /// value at or below the scale-down window leaves the window alone in charge, as the HPA's.
+    /// Pods above what ECS holds go by `eci.scaleDownWindowSeconds`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 86400))]
     pub ecs_hold_seconds: Option<i64>,

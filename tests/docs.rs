@@ -398,7 +398,7 @@ fn render_full_example() -> String {
          # Empty by default, and what that means:\n\
          # - behavior.scaleUp: the HPA's rules, {}\n\
          # - behavior.scaleDown: the HPA's rules, {}\n\
-         # - behavior.ecsHoldSeconds: the pods ECS holds stay {} s after the load that needed them (the longer of the scale-down window and 600 s; longer after a flap)\n\
+         # - behavior.ecsHoldSeconds: the pods ECS holds stay {} s after the load that needed them (twice the scale-down window; longer after a flap)\n\
          # - eci: no cap beyond maxReplicas; ECI start taken as {} s, ECI pods released after {} s\n\
          # - cost.ecsNodePricePerHour: every ECS node at ecsDefaultNodePricePerHour\n\
          # A short policy that keeps the defaults: deploy/examples/elasticgateway.yaml.\n{body}",

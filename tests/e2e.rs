@@ -987,18 +987,19 @@ async fn flash_crowd_through_the_whole_chain() {
         "takeover took {takeover:?}"
     );
     // A new leader starts its engine memory afresh and scales down no sooner than one
-    // stabilization window (20 s) after taking over; the load, back at its base, wants fewer
-    // pods than the peak left, so its first write is that scale-down (a status that did not
-    // change is not rewritten).
+    // stabilization window (20 s) after taking over, and the pods ECS holds no sooner than the
+    // ECS hold (twice the window); the load, back at its base, wants fewer pods than the peak
+    // left, so its first write is that scale-down (a status that did not change is not
+    // rewritten).
     let new_leader = agents[1 - idx].as_ref().unwrap();
     let writes_before = new_leader.writes().len();
-    let acted = try_wait_for(20 + 15, || async {
+    let acted = try_wait_for(2 * 20 + 15, || async {
         new_leader.writes().len() > writes_before
     })
     .await;
     assert!(
         acted,
-        "the new leader wrote nothing within its stabilization window + 15 s of taking the Lease; its log ends:\n{}",
+        "the new leader wrote nothing within its ECS hold + 15 s of taking the Lease; its log ends:\n{}",
         new_leader.log_tail(40)
     );
     story.say(format!(

@@ -189,21 +189,27 @@ fn missing_data_never_scales_down() {
     assert_eq!(d.replicas.hpa, Some(9));
 }
 
+/// A fresh memory (a restart, a new leader) waits one window before scaling down, as the HPA's
+/// `recordInitialRecommendation`; the pods ECS holds wait the ECS hold (twice the window).
 #[test]
 fn scale_down_after_stabilization_window() {
-    let p = policy();
     let c = cluster(3, 0, 10, 0);
     let loads = [LoadSample::Total(1000.0)];
-    let mut state = EngineState::default();
-    let mut first_drop = None;
-    for t in (0..=400).step_by(15) {
-        let out = decide(&p, &obs(f64::from(t), &c, &loads, 10), &state);
-        state = out.state;
-        if out.decision.replicas.desired < 10 && first_drop.is_none() {
-            first_drop = Some((t, out.decision.replicas.desired));
+    let first_drop = |p: &ElasticGatewaySpec| {
+        let mut state = EngineState::default();
+        for t in (0..=700).step_by(15) {
+            let out = decide(p, &obs(f64::from(t), &c, &loads, 10), &state);
+            state = out.state;
+            if out.decision.replicas.desired < 10 {
+                return Some((t, out.decision.replicas.desired));
+            }
         }
-    }
-    assert_eq!(first_drop, Some((300, 2)));
+        None
+    };
+    let mut p = policy();
+    assert_eq!(first_drop(&p), Some((600, 2)));
+    p.behavior.ecs_hold_seconds = Some(0);
+    assert_eq!(first_drop(&p), Some((300, 2)));
 }
 
 /// After a gap in the data (a Prometheus restart), the first readings are partial: `rate()`
