@@ -744,19 +744,7 @@ fn stabilise(
     if let Some(f) = fast.filter(|f| f.proposal > recommended) {
         state.hpa.floor(now, f.proposal.min(policy.max_replicas));
     }
-    let hold = ecs_hold(policy, &ctx.down, state.ecs_hold);
-    match hold {
-        Some(h) => {
-            // A fresh memory (a restart, a new leader) starts from the count, as the window
-            // does: it has not seen the load that asked for it.
-            if state.demand.is_empty() {
-                state.note_demand(now, current, h);
-            }
-            let asked = recommended.max(fast.map_or(0, |f| f.proposal));
-            state.note_demand(now, asked.min(policy.max_replicas), h);
-        }
-        None => state.demand.clear(),
-    }
+    let hold = note_demand(policy, ctx, recommended, fast, state);
     let n = hpa::Normalize {
         now,
         current,
@@ -811,23 +799,12 @@ fn stabilise(
             why = Why::EciScaleDown;
         }
     }
-    // The pods ECS holds stay for the ECS hold after the load that needed them: the nodes are
-    // paid for either way, so releasing them sooner saves nothing, and a load that comes back
-    // within the hold would pay a start and reset connections twice.
-    if desired < current && hold.is_some() {
-        let held = state
-            .demand_peak()
-            .unwrap_or(0)
-            .min(ctx.survey.ecs_capacity)
-            .min(current);
-        if held > desired {
-            desired = held;
-            why = Why::EcsHold;
-            notes.push(format!(
-                "the pods ECS holds stay {:.0}s after the load that needed them",
-                hold.unwrap_or(0.0)
-            ));
-        }
+    if let (Some(h), Some(held)) = (hold, hold_ecs_pods(ctx, desired, state)) {
+        desired = held;
+        why = Why::EcsHold;
+        notes.push(format!(
+            "the pods ECS holds stay {h:.0}s after the load that needed them"
+        ));
     }
     let load = readings
         .iter()
@@ -854,6 +831,43 @@ fn stabilise(
         reason.push_str(&format!(" (missing: {})", missing.join("; ")));
     }
     plan(desired, why, reason)
+}
+
+/// Notes what the load asks for now (the recommendation, or the fast path's reading when
+/// higher) for the ECS hold, and returns the hold (`None`: off).
+fn note_demand(
+    policy: &ElasticGatewaySpec,
+    ctx: &Context,
+    recommended: i32,
+    fast: Option<FastAnswer>,
+    state: &mut EngineState,
+) -> Option<f64> {
+    let hold = ecs_hold(policy, &ctx.down, state.ecs_hold);
+    match hold {
+        Some(h) => {
+            // A fresh memory (a restart, a new leader) starts from the count, as the window
+            // does: it has not seen the load that asked for it.
+            if state.demand.is_empty() {
+                state.note_demand(ctx.now, ctx.current, h);
+            }
+            let asked = recommended.max(fast.map_or(0, |f| f.proposal));
+            state.note_demand(ctx.now, asked.min(policy.max_replicas), h);
+        }
+        None => state.demand.clear(),
+    }
+    hold
+}
+
+/// The count the ECS hold keeps when `desired` would go below it: the most the load asked for
+/// within the hold, as far as ECS holds it. The nodes are paid for either way, so releasing
+/// their pods sooner saves nothing, and a load that comes back within the hold would pay a
+/// start and reset connections twice.
+fn hold_ecs_pods(ctx: &Context, desired: i32, state: &EngineState) -> Option<i32> {
+    let held = state
+        .demand_peak()?
+        .min(ctx.survey.ecs_capacity)
+        .min(ctx.current);
+    (held > desired).then_some(held)
 }
 
 /// The longest the ECS hold grows to by learning from flaps.
