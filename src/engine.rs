@@ -742,7 +742,9 @@ fn stabilise(
     }
     state.hpa.seed(now, current);
     if let Some(f) = fast.filter(|f| f.proposal > recommended) {
-        state.hpa.floor(now, f.proposal.min(policy.max_replicas));
+        state
+            .hpa
+            .floor(now, f.proposal.min(policy.max_replicas), &ctx.up, &ctx.down);
     }
     let hold = note_demand(policy, ctx, recommended, fast, state);
     let n = hpa::Normalize {
@@ -876,8 +878,8 @@ pub const MAX_ECS_HOLD_SECONDS: f64 = 3600.0;
 /// How long the pods ECS holds stay after the load that needed them: `behavior.ecsHoldSeconds`
 /// (by default twice the scale-down window, [`FLAP_WINDOW_SECONDS`] for the HPA's: the
 /// dedicated ECS nodes are paid for either way, so a release saves nothing and risks a
-/// reversal), or
-/// longer as learnt from flaps (see [`judge_ecs_release`]), at most [`MAX_ECS_HOLD_SECONDS`].
+/// reversal), or longer as learnt from flaps (see [`judge_ecs_release`]), at most
+/// [`MAX_ECS_HOLD_SECONDS`].
 /// `None` when the hold is no longer than the scale-down window, which is then alone in
 /// charge.
 fn ecs_hold(

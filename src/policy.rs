@@ -437,15 +437,14 @@ impl Default for Behavior {
 }
 
 impl Behavior {
-    /// `ecsHoldSeconds` or its default: the longer of the scale-down window and 600 s.
+    /// `ecsHoldSeconds` or its default: twice the scale-down window.
     pub fn ecs_hold(&self) -> i64 {
         self.ecs_hold_seconds.unwrap_or_else(|| {
-            i64::from(
+            2 * i64::from(
                 self.scale_down
                     .effective(false)
                     .stabilization_window_seconds,
             )
-            .max(600)
         })
     }
 }

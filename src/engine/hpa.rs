@@ -206,12 +206,13 @@ impl HpaMemory {
     /// second) would be lowered by the window of Prometheus's smoothed recommendations, which
     /// never saw the level, and raised again at the next peak of the same load: a reversal
     /// each time, on noise alone.
-    pub fn floor(&mut self, now: f64, replicas: i32) {
+    pub fn floor(&mut self, now: f64, replicas: i32, up: &EffectiveRules, down: &EffectiveRules) {
         self.recommendations.push(Recommendation {
             at: now,
             replicas,
             held: true,
         });
+        self.prune(now, up, down);
     }
 
     /// Stabilization, then rate limits, then bounds: the replica count the HPA would set.

@@ -1630,3 +1630,34 @@ fn the_pool_spread_is_written_once_and_a_removal_is_reported_not_fought() {
     );
     assert!(decide(&p, &at(1010.0, true), &state).decision.adopt_spread);
 }
+
+/// The ECS hold follows the policy's window: twice it by default, so a policy that scales down
+/// at once (window 0) answers every step down at once, as tests/churn.rs's storm needs.
+#[test]
+fn the_ecs_hold_is_twice_the_window_and_off_with_it() {
+    let mut p = policy();
+    assert_eq!(p.behavior.ecs_hold(), 600);
+    p.behavior.scale_down.stabilization_window_seconds = Some(4);
+    assert_eq!(p.behavior.ecs_hold(), 8);
+    p.behavior.scale_down.stabilization_window_seconds = Some(0);
+    assert_eq!(p.behavior.ecs_hold(), 0);
+    let c = cluster(3, 0, 4, 0);
+    let mut state = EngineState::default();
+    let mut count = 4;
+    let mut downs = vec![];
+    for t in 0..200 {
+        let rps = if (t / 20) % 2 == 0 { 5000.0 } else { 2000.0 };
+        let out = decide(
+            &p,
+            &obs(f64::from(t), &c, &[LoadSample::Total(rps)], count),
+            &state,
+        );
+        state = out.state;
+        let d = out.decision.replicas.desired;
+        if d < count {
+            downs.push(t);
+        }
+        count = d;
+    }
+    assert_eq!(downs, vec![20, 60, 100, 140, 180]);
+}
