@@ -779,27 +779,12 @@ fn stabilise(
         desired = current;
         why = Why::Burst;
         notes.push("burst mode holds the count".to_string());
-    } else if desired > recommended && desired > ctx.survey.ecs_capacity {
-        // Scale-down held by the standard window: the pods above what ECS holds run on ECI,
-        // billed per second; they go after the shorter ECI window, when the load has really
-        // fallen (below the count by more than twice the tolerance through the window: noise
-        // around a steady load keeps the standard window, so the count does not flap).
-        let eci_window = eci_window(policy, &ctx.down, state.eci_window);
-        let recent = state.hpa.max_since(now - eci_window).unwrap_or(recommended);
-        let fell = f64::from(recent)
-            <= f64::from(desired) * (1.0 - 2.0 * policy.behavior.tolerances().down);
-        let eci_floor = recent
-            .max(recommended)
-            .max(ctx.survey.ecs_capacity.min(desired))
-            .max(fast.map_or(0, |f| f.proposal.min(desired)));
-        if fell && eci_floor < desired {
-            notes.push(format!(
-                "ECI pods above ECS capacity {} go after {eci_window:.0}s low",
-                ctx.survey.ecs_capacity
-            ));
-            desired = eci_floor.max(policy.min_replicas);
-            why = Why::EciScaleDown;
-        }
+    } else if desired > recommended
+        && let Some((floor, note)) = release_eci(policy, ctx, state, desired, recommended, fast)
+    {
+        notes.push(note);
+        desired = floor;
+        why = Why::EciScaleDown;
     }
     if let (Some(h), Some(held)) = (hold, hold_ecs_pods(ctx, desired, state)) {
         desired = held;
@@ -808,31 +793,98 @@ fn stabilise(
             "the pods ECS holds stay {h:.0}s after the load that needed them"
         ));
     }
-    let load = readings
-        .iter()
-        .filter_map(|r| {
-            r.value
-                .map(|v| format!("{} {v:.1} / {} per replica", r.metric, r.target_per_replica))
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
-    let mut reason = format!("{load} → {answer}");
-    if let Some(l) = lead {
-        reason.push_str(&format!(
-            ", {l} for the load forecast {}s ahead",
-            policy.behavior.lead_time.seconds
-        ));
+    let reason = Reason {
+        readings,
+        answer,
+        lead,
+        limit,
+        desired,
+        notes,
+        missing: &missing,
     }
-    if limit != hpa::Limit::DesiredWithinRange {
-        reason.push_str(&format!(", {} to {desired}", limit.as_str()));
-    }
-    for n in notes {
-        reason.push_str(&format!("; {n}"));
-    }
-    if !missing.is_empty() {
-        reason.push_str(&format!(" (missing: {})", missing.join("; ")));
-    }
+    .text(policy);
     plan(desired, why, reason)
+}
+
+/// The ECI pods' early release: when the standard window holds a count above what ECS holds,
+/// the pods above it run on ECI, billed per second; they go after the shorter ECI window, when
+/// the load has really fallen (below the count by more than twice the tolerance through the
+/// window: noise around a steady load keeps the standard window, so the count does not flap).
+/// Returns the count to keep and the note saying so.
+fn release_eci(
+    policy: &ElasticGatewaySpec,
+    ctx: &Context,
+    state: &EngineState,
+    desired: i32,
+    recommended: i32,
+    fast: Option<FastAnswer>,
+) -> Option<(i32, String)> {
+    if desired <= ctx.survey.ecs_capacity {
+        return None;
+    }
+    let eci_window = eci_window(policy, &ctx.down, state.eci_window);
+    let recent = state
+        .hpa
+        .max_since(ctx.now - eci_window)
+        .unwrap_or(recommended);
+    let fell =
+        f64::from(recent) <= f64::from(desired) * (1.0 - 2.0 * policy.behavior.tolerances().down);
+    let floor = recent
+        .max(recommended)
+        .max(ctx.survey.ecs_capacity.min(desired))
+        .max(fast.map_or(0, |f| f.proposal.min(desired)));
+    (fell && floor < desired).then(|| {
+        (
+            floor.max(policy.min_replicas),
+            format!(
+                "ECI pods above ECS capacity {} go after {eci_window:.0}s low",
+                ctx.survey.ecs_capacity
+            ),
+        )
+    })
+}
+
+/// What a replica plan says about itself: the readings, the HPA's answer, the forecast, the
+/// limit that applied, the notes of the later stages and the data missing.
+struct Reason<'a> {
+    readings: &'a [Reading],
+    answer: i32,
+    lead: Option<i32>,
+    limit: hpa::Limit,
+    desired: i32,
+    notes: Vec<String>,
+    missing: &'a [String],
+}
+
+impl Reason<'_> {
+    fn text(self, policy: &ElasticGatewaySpec) -> String {
+        let load = self
+            .readings
+            .iter()
+            .filter_map(|r| {
+                r.value
+                    .map(|v| format!("{} {v:.1} / {} per replica", r.metric, r.target_per_replica))
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut reason = format!("{load} → {}", self.answer);
+        if let Some(l) = self.lead {
+            reason.push_str(&format!(
+                ", {l} for the load forecast {}s ahead",
+                policy.behavior.lead_time.seconds
+            ));
+        }
+        if self.limit != hpa::Limit::DesiredWithinRange {
+            reason.push_str(&format!(", {} to {}", self.limit.as_str(), self.desired));
+        }
+        for n in self.notes {
+            reason.push_str(&format!("; {n}"));
+        }
+        if !self.missing.is_empty() {
+            reason.push_str(&format!(" (missing: {})", self.missing.join("; ")));
+        }
+        reason
+    }
 }
 
 /// Notes what the load asks for now (the recommendation, or the fast path's reading when
