@@ -79,7 +79,7 @@ pub struct EngineState {
     pub swap_misses: u32,
     /// The last release of ECI pods on the shorter ECI window, until it is judged.
     #[serde(default)]
-    pub eci_release: Option<EciRelease>,
+    pub eci_release: Option<Release>,
     /// The ECI window learnt from flaps (unset: `eci.scaleDownWindow`); see [`eci_window`].
     #[serde(default)]
     pub eci_window: Option<f64>,
@@ -91,7 +91,7 @@ pub struct EngineState {
     pub spread: SpreadMemory,
     /// The last release of pods ECS held, until it is judged.
     #[serde(default)]
-    pub ecs_release: Option<EciRelease>,
+    pub ecs_release: Option<Release>,
     /// The ECS hold learnt from flaps (unset: `behavior.ecsHoldSeconds`); see [`ecs_hold`].
     #[serde(default)]
     pub ecs_hold: Option<f64>,
@@ -133,7 +133,7 @@ pub const SPREAD_SETTLE_SECONDS: f64 = 120.0;
 /// A release of ECI pods on the ECI window, or of ECS pods after the ECS hold, waiting to be
 /// judged.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct EciRelease {
+pub struct Release {
     pub at: f64,
     /// The window (or hold) it was released after.
     pub window: f64,
@@ -965,27 +965,17 @@ fn judge_ecs_release(
         state.ecs_hold = None;
         return;
     };
-    if let Some(r) = state.ecs_release {
-        let rose = plan.desired > ctx.current && plan.why != Why::Rebalance;
-        if rose {
-            if ctx.now <= r.flap_until {
-                let bridge = r.window + (ctx.now - r.at);
-                state.ecs_hold = Some(bridge.max(2.0 * r.window).min(MAX_ECS_HOLD_SECONDS));
-            }
-            state.ecs_release = None;
-        } else if ctx.now - r.at > FLAP_WINDOW_SECONDS {
-            state.ecs_hold = state
-                .ecs_hold
-                .map(|w| w / 2.0)
-                .filter(|w| *w > policy.behavior.ecs_hold() as f64);
-            state.ecs_release = None;
-        }
-    }
+    judge_release(&mut state.ecs_release, &mut state.ecs_hold, ctx, plan);
+    // Halved back to the configured hold is no learnt hold at all.
+    state.ecs_hold = state
+        .ecs_hold
+        .map(|w| w.min(MAX_ECS_HOLD_SECONDS))
+        .filter(|w| *w > policy.behavior.ecs_hold() as f64);
     if plan.desired < ctx.current
         && plan.desired < ctx.survey.ecs_capacity
         && plan.why != Why::Rebalance
     {
-        state.ecs_release = Some(EciRelease {
+        state.ecs_release = Some(Release {
             at: ctx.now,
             window: hold,
             flap_until: ctx.now + FLAP_WINDOW_SECONDS,
@@ -1006,6 +996,29 @@ fn eci_window(
     learnt.unwrap_or(base).clamp(base, standard)
 }
 
+/// Judges a pending release of either pool: a scale-up for the load by its `flap_until` is a
+/// flap, and the learnt window grows to what would have bridged it (the window plus the gap),
+/// at least double; a release that stands for [`FLAP_WINDOW_SECONDS`] halves it. Either way
+/// the release is then forgotten.
+fn judge_release(
+    pending: &mut Option<Release>,
+    learnt: &mut Option<f64>,
+    ctx: &Context,
+    plan: &ReplicaPlan,
+) {
+    let Some(r) = *pending else { return };
+    if plan.desired > ctx.current && plan.why != Why::Rebalance {
+        if ctx.now <= r.flap_until {
+            let bridge = r.window + (ctx.now - r.at);
+            *learnt = Some(bridge.max(2.0 * r.window));
+        }
+        *pending = None;
+    } else if ctx.now - r.at > FLAP_WINDOW_SECONDS {
+        *learnt = learnt.map(|w| w / 2.0);
+        *pending = None;
+    }
+}
+
 /// Judges the last ECI release. A scale-up for the load within the standard window after it
 /// is a flap: holding the pods as long as the HPA does would have bridged the dip, and the
 /// release paid a cold start and two changes of the count instead. The ECI window then grows
@@ -1020,21 +1033,9 @@ fn judge_eci_release(
     plan: &ReplicaPlan,
     state: &mut EngineState,
 ) {
-    if let Some(r) = state.eci_release {
-        let rose = plan.desired > ctx.current && plan.why != Why::Rebalance;
-        if rose {
-            if ctx.now <= r.flap_until {
-                let bridge = r.window + (ctx.now - r.at);
-                state.eci_window = Some(bridge.max(2.0 * r.window));
-            }
-            state.eci_release = None;
-        } else if ctx.now - r.at > FLAP_WINDOW_SECONDS {
-            state.eci_window = state.eci_window.map(|w| w / 2.0);
-            state.eci_release = None;
-        }
-    }
+    judge_release(&mut state.eci_release, &mut state.eci_window, ctx, plan);
     if plan.why == Why::EciScaleDown && plan.desired < ctx.current {
-        state.eci_release = Some(EciRelease {
+        state.eci_release = Some(Release {
             at: ctx.now,
             window: eci_window(policy, &ctx.down, state.eci_window),
             flap_until: ctx.now + f64::from(ctx.down.stabilization_window_seconds),
