@@ -6,6 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod ledger;
+
 use crate::engine::{self, Decision, EngineState, Observation};
 use crate::policy::{ElasticGatewaySpec, PoolWeights};
 

@@ -221,3 +221,159 @@ fn the_hpa_peer_takes_per_direction_tolerances() {
         "{errors:?}"
     );
 }
+
+/// Every spillway decision of a two-gateway drill, per second: the gateway, the ECS pods it
+/// counts on (its count, up to the ECS capacity it planned with), and the slots it saw claimed.
+#[derive(Default)]
+struct Fleet {
+    decisions: Vec<(u64, String, i32, i32, bool)>,
+}
+
+impl spillway::sim::drill::Observer for Fleet {
+    fn decision(
+        &mut self,
+        policy: PolicyKind,
+        gateway: &str,
+        obs: &spillway::engine::Observation<'_>,
+        d: &spillway::engine::Decision,
+        plan: &spillway::act::Plan,
+        _seconds: f64,
+    ) {
+        if policy == PolicyKind::Spillway {
+            let count = plan.replicas.unwrap_or(d.replicas.current);
+            self.decisions.push((
+                obs.now as u64,
+                gateway.into(),
+                count.min(d.survey.ecs_capacity),
+                d.survey.ecs_claimed_elsewhere,
+                plan.replicas.is_some(),
+            ));
+        }
+    }
+}
+
+/// Two gateways on the same dedicated ECS nodes (12 slots) step from 2k to 10k rps in the same
+/// second (20 pods each). One agent, one ledger: no two decisions count on the same free slot,
+/// the scheduler never puts more gateway pods on ECS than fit (the nodes are shared, not
+/// copied), the rest overflows to ECI and comes back, and each gateway sizes its burst in a
+/// few writes, not a tug of war (issue 26: 4 → 14 and 4 → 15 for 16 slots, then a collapse).
+#[test]
+fn gateways_bursting_into_shared_ecs_never_count_on_the_same_slot() {
+    let burst = |at: f64| LoadProfile {
+        components: vec![
+            Component::Constant { rps: 2000.0 },
+            Component::Spike {
+                at_seconds: at,
+                rise_seconds: 0.0,
+                hold_seconds: 900.0,
+                fall_seconds: 60.0,
+                rps: 8000.0,
+            },
+        ],
+    };
+    let mut s = Scenario::default();
+    s.duration_seconds = 2400;
+    s.load = burst(600.0);
+    s.neighbours = vec![spillway::sim::scenario::Neighbour {
+        name: "gateway-b".into(),
+        gateway: None,
+        load: burst(600.0),
+        policy: None,
+    }];
+    s.policies = vec![PolicyKind::Spillway, PolicyKind::Hpa];
+    assert_eq!(s.validate(), vec![]);
+    let mut fleet = Fleet::default();
+    let report = run(&s, &mut fleet);
+    let slots = 12;
+    let mut by_second = std::collections::BTreeMap::<u64, i32>::new();
+    for (t, _, on_ecs, _, _) in &fleet.decisions {
+        *by_second.entry(*t).or_default() += on_ecs;
+    }
+    let worst = by_second.values().max().copied().unwrap_or(0);
+    assert!(
+        worst <= slots,
+        "the gateways counted on {worst} ECS slots of {slots}"
+    );
+    assert_eq!(
+        worst, slots,
+        "both wanted more ECS than there is: {by_second:?}"
+    );
+    assert!(
+        fleet.decisions.iter().any(|d| d.3 > 0),
+        "the second gateway saw the first one's claim"
+    );
+    for gw in ["gateway", "gateway-b"] {
+        let writes = fleet
+            .decisions
+            .iter()
+            .filter(|d| d.1 == gw && d.4 && (600..720).contains(&d.0))
+            .count();
+        assert!(
+            writes <= 3,
+            "{gw}: {writes} scale writes in the burst's first 2 minutes"
+        );
+    }
+    for policy in ["spillway", "hpa"] {
+        let r = by_policy(&report.runs, policy);
+        let most_on_ecs = r.timeline.iter().map(|p| p.ecs_pods).max().unwrap();
+        assert!(
+            most_on_ecs <= slots,
+            "{policy}: {most_on_ecs} pods on 12 ECS slots"
+        );
+        assert!(r.summary.peak_eci_pods >= 20, "{policy}: {:?}", r.summary);
+        assert_eq!(r.summary.final_eci_pods, 0, "{policy}: {:?}", r.summary);
+    }
+    let sw = &by_policy(&report.runs, "spillway").summary;
+    assert_eq!(sw.eci_pod_seconds_ecs_free, 0.0, "{sw:?}");
+    // The fleet's surges, named per gateway, and its decisions.
+    assert_eq!(report.surges.len(), 2);
+    assert!(
+        report.surges[1].name.starts_with("gateway-b: "),
+        "{:?}",
+        report.surges
+    );
+    assert_eq!(sw.time_to_capacity_s.len(), 2);
+}
+
+/// A neighbour is checked as the drill's own gateway is, each error under its own path.
+#[test]
+fn a_bad_neighbour_is_named() {
+    let text = r#"
+neighbours:
+  - name: gateway
+    load: {components: []}
+    gateway: {replicas: 0}
+"#;
+    let errors = Scenario::parse(text).unwrap_err();
+    let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+    for want in [
+        "neighbours[0].name",
+        "neighbours[0].gateway.replicas",
+        "neighbours[0].load.components",
+    ] {
+        assert!(paths.contains(&want), "{want} missing from {errors:?}");
+    }
+    // Its own policy may differ, but not in the pools the nodes are labelled for.
+    let mut s = Scenario::default();
+    let mut policy = s.policy.clone();
+    policy.max_replicas = 30;
+    s.neighbours = vec![spillway::sim::scenario::Neighbour {
+        name: "b".into(),
+        gateway: None,
+        load: s.load.clone(),
+        policy: Some(policy.clone()),
+    }];
+    assert_eq!(s.validate(), vec![]);
+    policy.pools.ecs.node_selector = [("pool".to_string(), "other".to_string())].into();
+    policy.min_replicas = 0;
+    s.neighbours[0].policy = Some(policy);
+    let paths: Vec<String> = s.validate().into_iter().map(|e| e.path).collect();
+    assert!(
+        paths.contains(&"neighbours[0].policy.pools".into()),
+        "{paths:?}"
+    );
+    assert!(
+        paths.contains(&"neighbours[0].policy.minReplicas".into()),
+        "{paths:?}"
+    );
+}

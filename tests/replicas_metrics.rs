@@ -52,6 +52,7 @@ impl Observer for Both {
     fn decision(
         &mut self,
         policy: PolicyKind,
+        _gateway: &str,
         obs: &spillway::engine::Observation<'_>,
         d: &spillway::engine::Decision,
         plan: &spillway::act::Plan,

@@ -11,9 +11,9 @@ use tracing::{debug, warn};
 
 use tokio::sync::Semaphore;
 
-use super::ledger::Ledger;
 use super::memory::Memories;
 use super::wake::Interests;
+use crate::act::ledger::Ledger;
 use crate::fastpath::FastPath;
 use crate::k8s::bounded;
 use crate::k8s::index::ClusterIndex;

@@ -124,18 +124,27 @@ impl Observer for DrillObserver {
     fn decision(
         &mut self,
         policy: PolicyKind,
+        gateway: &str,
         obs: &spillway::engine::Observation<'_>,
         d: &spillway::engine::Decision,
         plan: &spillway::act::Plan,
         seconds: f64,
     ) {
         if let (Some(s), PolicyKind::Spillway) = (&self.serve, policy) {
+            // A neighbour's series carry its own name, in the drill gateway's namespace.
+            let neighbour;
+            let gw = if gateway == "gateway" {
+                &s.gw
+            } else {
+                neighbour = spillway::model::GatewayKey::new(&s.gw.namespace, gateway);
+                &neighbour
+            };
             s.metrics
-                .record_decision(&s.gw, &s.policy, obs.pods, obs.fast, d, plan, seconds);
-            s.metrics.reconciled(&s.gw, s.every);
+                .record_decision(gw, &s.policy, obs.pods, obs.fast, d, plan, seconds);
+            s.metrics.reconciled(gw, s.every);
             // A served drill is a drill: marked as one while it runs, as `drill mark` would.
             s.metrics.record_drills(
-                &s.gw,
+                gw,
                 &[spillway::policy::marks::Mark {
                     name: "served-drill".into(),
                     start: s.started_unix,

@@ -207,6 +207,18 @@ impl SimCluster {
         }
     }
 
+    /// What this Deployment's pods hold on each node: bound ones, draining included (they
+    /// hold their room until gone). A drill of several gateways adds the others' to each view.
+    pub fn held_per_node(&self) -> Vec<crate::model::Resources> {
+        let mut held = vec![crate::model::Resources::default(); self.nodes.len()];
+        for p in &self.pods {
+            if let Some(n) = p.node {
+                held[n].add(&self.template.requests);
+            }
+        }
+        held
+    }
+
     /// The gateway's pods as the engine sees them.
     pub fn gateway_pods(&self, now: f64) -> Vec<GatewayPod> {
         self.pods

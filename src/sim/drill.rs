@@ -4,9 +4,11 @@ use serde::{Deserialize, Serialize};
 
 use super::cluster::{RollingUpdate, SimCluster, pool_classifier};
 use super::load::{LoadSeries, Surge};
-use super::scenario::{ControllerTiming, PolicyKind, Scenario};
+use super::scenario::{ControllerTiming, Lane, PolicyKind, Scenario};
+use crate::act::ledger::Ledger;
 use crate::act::{self, Plan};
 use crate::engine::{self, Decision, EngineState, Observation, cost};
+use crate::model::GatewayKey;
 use crate::model::LoadSample;
 use crate::model::Pool;
 use crate::policy::{Behavior, EciLimits, ElasticGatewaySpec, PodGrouping};
@@ -165,11 +167,12 @@ pub fn surge_result(s: &Surge, last_short: Option<u64>, dt: f64) -> SurgeResult 
 pub trait Observer {
     /// Called after each step of each policy.
     fn step(&mut self, _policy: PolicyKind, _t: u64, _point: &Point) {}
-    /// Called with every engine decision of the `spillway` and `hpa` policies, with what the
-    /// engine saw and how long it took.
+    /// Called with every engine decision of the `spillway` and `hpa` policies, with the gateway
+    /// it is for (`gateway`, or a neighbour's name), what the engine saw and how long it took.
     fn decision(
         &mut self,
         _policy: PolicyKind,
+        _gateway: &str,
         _obs: &Observation<'_>,
         _decision: &Decision,
         _plan: &Plan,
@@ -265,22 +268,31 @@ const REACTIVE_DOWN_WINDOW: u64 = 300;
 /// Runs every policy of the scenario.
 pub fn run(scenario: &Scenario, observer: &mut dyn Observer) -> DrillReport {
     let duration = scenario.duration_seconds as usize;
-    let load = LoadSeries::new(
-        &scenario.load,
-        duration,
-        scenario.prometheus.clone(),
-        scenario.signals.clone(),
-    );
+    let lanes = scenario.lanes();
+    let loads: Vec<LoadSeries> = lanes
+        .iter()
+        .map(|l| {
+            LoadSeries::new(
+                l.load,
+                duration,
+                scenario.prometheus.clone(),
+                scenario.signals.clone(),
+            )
+        })
+        .collect();
     let runs = scenario
         .policies
         .iter()
-        .map(|k| run_policy(scenario, &load, *k, observer))
+        .map(|k| run_policy(scenario, &lanes, &loads, *k, observer))
         .collect();
     DrillReport {
         scenario: scenario.name.clone(),
         seed: scenario.seed,
         duration_s: scenario.duration_seconds,
-        surges: scenario.load.surges(),
+        surges: lanes
+            .iter()
+            .flat_map(|l| surges_of(l, lanes.len()))
+            .collect(),
         capacity_per_pod_rps: scenario.gateway.capacity_per_pod_rps,
         runs,
         data_notes: Vec::new(),
@@ -291,93 +303,227 @@ pub fn run(scenario: &Scenario, observer: &mut dyn Observer) -> DrillReport {
     }
 }
 
+/// A lane's surges, named after its gateway when the drill has several.
+fn surges_of(lane: &Lane<'_>, lanes: usize) -> Vec<Surge> {
+    let mut surges = lane.load.surges();
+    if lanes > 1 {
+        for s in &mut surges {
+            s.name = format!("{}: {}", lane.name, s.name);
+        }
+    }
+    surges
+}
+
+/// One gateway under one policy: its Deployment on the shared nodes, its controller, its tally.
+struct Runner<'a> {
+    lane: Lane<'a>,
+    key: GatewayKey,
+    load: &'a LoadSeries,
+    cluster: SimCluster,
+    policy: Policy,
+    tally: Tally,
+    decisions: Vec<DecisionLog>,
+    requests: crate::model::Resources,
+}
+
 fn run_policy(
     scenario: &Scenario,
-    load: &LoadSeries,
+    lanes: &[Lane<'_>],
+    loads: &[LoadSeries],
     kind: PolicyKind,
     observer: &mut dyn Observer,
 ) -> PolicyRun {
-    let policy = &scenario.policy;
-    let requests = scenario.gateway_requests();
-    let mut template = policy.gateway_template(requests, policy.placement.normal_weights);
-    // Only spillway writes its spread constraints or pod affinity (at a quiet time long before a drill's
-    // peaks, taken as done at the start); every other policy runs the template as it is.
-    if kind != PolicyKind::Spillway {
-        template.spread.clear();
-        template.pod_affinity.clear();
-    }
-    let classify = pool_classifier(
-        policy.pools.ecs.node_selector.clone(),
-        policy.pools.eci.node_selector.clone(),
-    );
-    let mut cluster = SimCluster::new(
-        scenario.nodes(),
-        template,
-        scenario.gateway.replicas,
-        scenario.latencies.clone(),
-        scenario.seed,
-        classify,
-    );
-    cluster.rolling = RollingUpdate {
-        max_surge: scenario.gateway.max_surge,
-        max_unavailable: scenario.gateway.max_unavailable,
-    };
-    cluster.settle();
-
-    let target = policy.metrics.first().map_or(1.0, |m| m.target_per_replica);
-    let mut policy_run = match kind {
-        PolicyKind::Spillway => Policy::Engine {
-            policy: Box::new(policy.clone()),
-            state: Box::default(),
-            every: scenario.controllers.spillway_interval_seconds,
-            offset: 0,
-            steer: true,
-        },
-        PolicyKind::Hpa => Policy::Engine {
-            policy: Box::new(hpa_peer(policy, &scenario.controllers)),
-            state: Box::default(),
-            every: scenario.controllers.hpa_sync_seconds,
-            offset: scenario
-                .controllers
-                .hpa_sync_offset_seconds
-                .unwrap_or(0)
-                .checked_rem(scenario.controllers.hpa_sync_seconds)
-                .unwrap_or(0),
-            steer: false,
-        },
-        PolicyKind::Static => {
-            let peak = load.rps.iter().copied().fold(0.0, f64::max);
-            cluster.replicas = scenario
-                .static_replicas
-                .unwrap_or((peak / target).ceil() as i32)
-                .clamp(1, scenario.policy.max_replicas.max(1));
-            Policy::Static
-        }
-        PolicyKind::Oracle => Policy::Oracle {
-            lookahead: (scenario.latencies.eci_start_seconds * (1.0 + scenario.latencies.jitter))
-                .ceil() as usize
-                + 1,
-            target,
-            min: policy.min_replicas,
-            max: policy.max_replicas,
-        },
-        PolicyKind::Reactive => Policy::Reactive {
-            target,
-            min: policy.min_replicas,
-            max: policy.max_replicas,
-            history: std::collections::VecDeque::new(),
-        },
-    };
-    let fast_every = scenario.controllers.fast_path_seconds;
-
-    let mut tally = Tally::new(scenario, kind, &cluster);
+    let mut runners: Vec<Runner<'_>> = lanes
+        .iter()
+        .zip(loads)
+        .enumerate()
+        .map(|(i, (lane, load))| Runner::new(scenario, *lane, load, kind, i, lanes.len()))
+        .collect();
+    // What other work holds on each node: the base every lane's view adds its neighbours' pods to.
+    let base = scenario.nodes();
+    share_nodes(&base, &mut runners);
+    // One agent runs every gateway under `spillway`: one ledger of ECS room (issue 26).
+    let ledger = Ledger::default();
     let step = scenario.step_seconds.max(1);
-    let mut decisions = Vec::new();
+    let multi = runners.len() > 1;
+    let mut fleet = Fleet::default();
     let mut t = 0u64;
     while t <= scenario.duration_seconds {
+        for i in 0..runners.len() {
+            if multi {
+                share_nodes(&base, &mut runners);
+            }
+            runners[i].tick(scenario, t, kind, &ledger, observer);
+        }
+        if multi {
+            share_nodes(&base, &mut runners);
+        }
+        let points: Vec<Option<Point>> = runners
+            .iter_mut()
+            .map(|r| r.tally.record(t, step, r.load.at(t as usize), &r.cluster))
+            .collect();
+        fleet.record(step, &runners);
+        if let Some(p) = merge_points(points) {
+            observer.step(kind, t, &p);
+            fleet.timeline.push(p);
+        }
+        t += step;
+    }
+    // Invariant: `Scenario::lanes` starts with the drill's own gateway, so there is a first.
+    #[allow(clippy::expect_used)]
+    let (first, rest) = runners.split_first().expect("a drill has its own gateway");
+    let summary = fleet.summary(
+        first.tally.finish(&first.cluster),
+        rest.iter().map(|r| r.tally.finish(&r.cluster)),
+    );
+    PolicyRun {
+        summary,
+        timeline: fleet.timeline,
+        decisions: runners
+            .into_iter()
+            .flat_map(|r| {
+                let name = multi.then(|| r.lane.name.to_string());
+                r.decisions.into_iter().map(move |mut d| {
+                    if let Some(n) = &name {
+                        d.summary = format!("{n}: {}", d.summary);
+                    }
+                    d
+                })
+            })
+            .collect(),
+    }
+}
+
+/// Every lane's view of the nodes: the other work, plus every gateway's pods bound there
+/// (draining ones too: they hold their room until gone). A lane's own pods are in its view as
+/// its own model keeps them; the neighbours' are what it cannot move. No-op for one lane.
+fn share_nodes(base: &[crate::model::Node], runners: &mut [Runner<'_>]) {
+    if runners.len() < 2 {
+        return;
+    }
+    let held: Vec<Vec<crate::model::Resources>> =
+        runners.iter().map(|r| r.cluster.held_per_node()).collect();
+    for r in runners.iter_mut() {
+        for (n, node) in r.cluster.nodes.iter_mut().enumerate() {
+            let mut requested = base[n].requested;
+            for h in &held {
+                requested.add(&h[n]);
+            }
+            node.requested = requested;
+        }
+    }
+}
+
+impl<'a> Runner<'a> {
+    fn new(
+        scenario: &Scenario,
+        lane: Lane<'a>,
+        load: &'a LoadSeries,
+        kind: PolicyKind,
+        index: usize,
+        lanes: usize,
+    ) -> Self {
+        let policy = lane.policy;
+        let requests = lane.gateway.requests();
+        let mut template = policy.gateway_template(requests, policy.placement.normal_weights);
+        // Only spillway writes its spread constraints or pod affinity (at a quiet time long
+        // before a drill's peaks, taken as done at the start); every other policy runs the
+        // template as it is.
+        if kind != PolicyKind::Spillway {
+            template.spread.clear();
+            template.pod_affinity.clear();
+        }
+        let classify = pool_classifier(
+            policy.pools.ecs.node_selector.clone(),
+            policy.pools.eci.node_selector.clone(),
+        );
+        let mut cluster = SimCluster::new(
+            scenario.nodes(),
+            template,
+            lane.gateway.replicas,
+            scenario.latencies.clone(),
+            scenario.seed.wrapping_add(index as u64),
+            classify,
+        );
+        cluster.rolling = RollingUpdate {
+            max_surge: lane.gateway.max_surge,
+            max_unavailable: lane.gateway.max_unavailable,
+        };
+        cluster.settle();
+
+        let target = policy.metrics.first().map_or(1.0, |m| m.target_per_replica);
+        let policy_run = match kind {
+            PolicyKind::Spillway => Policy::Engine {
+                policy: Box::new(policy.clone()),
+                state: Box::default(),
+                every: scenario.controllers.spillway_interval_seconds,
+                offset: 0,
+                steer: true,
+            },
+            PolicyKind::Hpa => Policy::Engine {
+                policy: Box::new(hpa_peer(policy, &scenario.controllers)),
+                state: Box::default(),
+                every: scenario.controllers.hpa_sync_seconds,
+                offset: scenario
+                    .controllers
+                    .hpa_sync_offset_seconds
+                    .unwrap_or(0)
+                    .checked_rem(scenario.controllers.hpa_sync_seconds)
+                    .unwrap_or(0),
+                steer: false,
+            },
+            PolicyKind::Static => {
+                let peak = load.rps.iter().copied().fold(0.0, f64::max);
+                cluster.replicas = scenario
+                    .static_replicas
+                    .filter(|_| index == 0)
+                    .unwrap_or((peak / target).ceil() as i32)
+                    .clamp(1, policy.max_replicas.max(1));
+                Policy::Static
+            }
+            PolicyKind::Oracle => Policy::Oracle {
+                lookahead: (scenario.latencies.eci_start_seconds
+                    * (1.0 + scenario.latencies.jitter))
+                    .ceil() as usize
+                    + 1,
+                target,
+                min: policy.min_replicas,
+                max: policy.max_replicas,
+            },
+            PolicyKind::Reactive => Policy::Reactive {
+                target,
+                min: policy.min_replicas,
+                max: policy.max_replicas,
+                history: std::collections::VecDeque::new(),
+            },
+        };
+        let tally = Tally::new(scenario, &lane, kind, &cluster, index == 0, lanes);
+        Self {
+            key: GatewayKey::new("istio-system", lane.name),
+            lane,
+            load,
+            cluster,
+            policy: policy_run,
+            tally,
+            decisions: Vec::new(),
+            requests,
+        }
+    }
+
+    /// One second of this gateway: the cluster moves, then its controller runs if due.
+    fn tick(
+        &mut self,
+        scenario: &Scenario,
+        t: u64,
+        kind: PolicyKind,
+        ledger: &Ledger,
+        observer: &mut dyn Observer,
+    ) {
         let now = t as f64;
+        let fast_every = scenario.controllers.fast_path_seconds;
+        let (cluster, load, tally) = (&mut self.cluster, self.load, &mut self.tally);
         cluster.step(now);
-        match &mut policy_run {
+        match &mut self.policy {
             Policy::Engine {
                 policy,
                 state,
@@ -410,17 +556,24 @@ fn run_policy(
                             as i32,
                     })
                     .filter(|f| f.pods_read > 0);
+                // The HPA knows no other gateway: only spillway's agent keeps a ledger.
+                let pool = &policy.pools.ecs.node_selector;
+                let claimed = if *steer {
+                    ledger.elsewhere(&self.key, pool, &cluster.nodes, now)
+                } else {
+                    0
+                };
                 let obs = Observation {
                     now,
                     loads: &loads,
                     fast,
                     spec_replicas: cluster.replicas,
-                    pod_requests: requests,
+                    pod_requests: self.requests,
                     weights: cluster.weights(),
                     rollout_in_progress: cluster.rollout_in_progress(),
                     pods: &pods,
                     nodes: &cluster.nodes,
-                    ecs_claimed_elsewhere: 0,
+                    ecs_claimed_elsewhere: claimed,
                     spread_missing: false,
                 };
                 // The HPA only sets replicas.
@@ -431,12 +584,23 @@ fn run_policy(
                 let mut planned = act::plan(policy, &obs, state, scope);
                 let plan = &planned.plan;
                 if plan.replicas.is_some() || plan.weights.is_some() || !plan.evictions.is_empty() {
-                    decisions.push(DecisionLog {
+                    self.decisions.push(DecisionLog {
                         t,
                         summary: planned.decision.summary(),
                     });
                 }
-                observer.decision(kind, &obs, &planned.decision, plan, planned.seconds);
+                observer.decision(
+                    kind,
+                    self.lane.name,
+                    &obs,
+                    &planned.decision,
+                    plan,
+                    planned.seconds,
+                );
+                if *steer {
+                    let count = plan.replicas.unwrap_or(planned.decision.replicas.current);
+                    ledger.claim(&self.key, pool, planned.decision.ecs_claim(count), now);
+                }
                 // The simulated cluster takes every change it is given.
                 let applied = planned.plan.clone();
                 **state = act::commit(state, &mut planned, policy, &applied);
@@ -445,14 +609,7 @@ fn run_policy(
                 if let Some(e) = out.decision.swap {
                     tally.swaps.count(e);
                 }
-                apply(
-                    &mut cluster,
-                    &out.plan,
-                    now,
-                    load.at(t as usize),
-                    swap,
-                    &mut tally,
-                );
+                apply(cluster, &out.plan, now, load.at(t as usize), swap, tally);
             }
             Policy::Oracle {
                 lookahead,
@@ -501,18 +658,87 @@ fn run_policy(
             }
             _ => {}
         }
-        let point = tally.record(t, step, load.at(t as usize), &cluster);
-        if let Some(p) = point {
-            observer.step(kind, t, &p);
+    }
+}
+
+/// What only the whole fleet shows: peaks of the sum, ECI paid while any ECS slot was free,
+/// the summed timeline. With one gateway it is that gateway's own.
+#[derive(Default)]
+struct Fleet {
+    peak_replicas: i32,
+    peak_eci: i32,
+    peak_pending: i32,
+    eci_while_ecs_free: f64,
+    timeline: Vec<Point>,
+}
+
+impl Fleet {
+    fn record(&mut self, dt: u64, runners: &[Runner<'_>]) {
+        let sum = |f: fn(&Tally) -> i32| runners.iter().map(|r| f(&r.tally)).sum::<i32>();
+        self.peak_replicas = self.peak_replicas.max(sum(|t| t.now.live));
+        self.peak_eci = self.peak_eci.max(sum(|t| t.now.eci));
+        self.peak_pending = self.peak_pending.max(sum(|t| t.now.pending));
+        // Free ECS slots counted in the first gateway's pod size, on the shared nodes.
+        if let Some(first) = runners.first() {
+            let eci = sum(|t| t.now.eci);
+            if eci > 0 {
+                self.eci_while_ecs_free += first
+                    .tally
+                    .free_ecs_slots(&first.cluster)
+                    .min(i64::from(eci)) as f64
+                    * dt as f64;
+            }
         }
-        t += step;
     }
-    let summary = tally.finish(&cluster);
-    PolicyRun {
-        summary,
-        timeline: tally.timeline,
-        decisions,
+
+    /// The fleet's summary: counts and costs added up (the dedicated ECS nodes paid once, by the
+    /// first gateway's tally), peaks and ECI-while-ECS-free of the fleet, every surge.
+    fn summary(&self, mut s: Summary, rest: impl Iterator<Item = Summary>) -> Summary {
+        for p in rest {
+            s.time_to_capacity_s.extend(p.time_to_capacity_s);
+            s.underprovisioned_pod_seconds += p.underprovisioned_pod_seconds;
+            s.short_seconds += p.short_seconds;
+            s.final_eci_pods += p.final_eci_pods;
+            s.final_replicas += p.final_replicas;
+            s.eci_pod_seconds += p.eci_pod_seconds;
+            s.cost_total += p.cost_total;
+            s.cost_ecs += p.cost_ecs;
+            s.cost_eci += p.cost_eci;
+            s.weight_changes += p.weight_changes;
+            s.rollouts += p.rollouts;
+            s.scale_changes += p.scale_changes;
+            s.reversals += p.reversals;
+            s.rollouts_under_load += p.rollouts_under_load;
+            s.pending_pod_seconds += p.pending_pod_seconds;
+            s.swap_changes += p.swap_changes;
+            s.swaps.add(&p.swaps);
+            s.cost_ecs_fixed += p.cost_ecs_fixed;
+        }
+        s.peak_replicas = self.peak_replicas;
+        s.peak_eci_pods = self.peak_eci;
+        s.peak_pending_pods = self.peak_pending;
+        s.eci_pod_seconds_ecs_free = self.eci_while_ecs_free;
+        s
     }
+}
+
+/// The fleet's point: every lane's sampled at the same instant, added up.
+fn merge_points(points: Vec<Option<Point>>) -> Option<Point> {
+    let mut points = points.into_iter().flatten();
+    let mut p = points.next()?;
+    for q in points {
+        p.load_rps += q.load_rps;
+        p.capacity_rps += q.capacity_rps;
+        p.desired += q.desired;
+        p.ready += q.ready;
+        p.ecs_pods += q.ecs_pods;
+        p.eci_pods += q.eci_pods;
+        p.pending_pods += q.pending_pods;
+        p.cost_rate_ecs_per_hour += q.cost_rate_ecs_per_hour;
+        p.cost_rate_eci_per_hour += q.cost_rate_eci_per_hour;
+        p.cost_cumulative += q.cost_cumulative;
+    }
+    Some(p)
 }
 
 fn apply(
@@ -547,7 +773,15 @@ fn apply(
     }
 }
 
-/// Accumulates the summary and the sampled timeline.
+/// Pods of one gateway at an instant.
+#[derive(Clone, Copy, Debug, Default)]
+struct Counts {
+    live: i32,
+    eci: i32,
+    pending: i32,
+}
+
+/// Accumulates one gateway's summary and sampled timeline.
 struct Tally {
     kind: PolicyKind,
     capacity_per_pod: f64,
@@ -557,11 +791,10 @@ struct Tally {
     last_short: Vec<Option<u64>>,
     sample_every: u64,
     currency: String,
-    timeline: Vec<Point>,
+    /// The pods at the last record.
+    now: Counts,
     under: f64,
     short_seconds: f64,
-    peak_replicas: i32,
-    peak_eci: i32,
     eci_pod_seconds: f64,
     cost_ecs: f64,
     cost_eci: f64,
@@ -571,9 +804,7 @@ struct Tally {
     /// `(time, +1 or -1)` of the last scale change.
     last_scale: Option<(u64, i32)>,
     rollouts_under_load: u32,
-    eci_while_ecs_free: f64,
     pending_pod_seconds: f64,
-    peak_pending: i32,
     swap_changes: u32,
     swaps: SwapTally,
     /// Indices of the ECS-pool nodes.
@@ -602,42 +833,54 @@ impl Tally {
         self.last_scale = Some((t, dir));
     }
 
-    fn new(s: &Scenario, kind: PolicyKind, cluster: &SimCluster) -> Self {
+    /// `pays_ecs`: this tally pays the dedicated ECS nodes (the first gateway's; a fleet pays
+    /// them once).
+    fn new(
+        s: &Scenario,
+        lane: &Lane<'_>,
+        kind: PolicyKind,
+        cluster: &SimCluster,
+        pays_ecs: bool,
+        lanes: usize,
+    ) -> Self {
         let req = cluster.template.requests;
+        let cost_model = &lane.policy.cost;
         let node_cost = cluster
             .nodes
             .iter()
             .enumerate()
             .map(|(i, n)| match cluster.pool_of(Some(i)) {
-                Pool::Eci => (Pool::Eci, cost::eci_pod_per_second(&req, &s.policy.cost)),
+                Pool::Eci => (Pool::Eci, cost::eci_pod_per_second(&req, cost_model)),
                 Pool::Ecs => (
                     Pool::Ecs,
-                    cost::ecs_pod_per_hour(&req, n, &s.policy.cost) / 3600.0,
+                    cost::ecs_pod_per_hour(&req, n, cost_model) / 3600.0,
                 ),
                 other => (other, 0.0),
             })
             .collect();
-        let surges = s.load.surges();
+        let surges = surges_of(lane, lanes);
         let ecs_nodes: Vec<usize> = (0..cluster.nodes.len())
             .filter(|i| cluster.pool_of(Some(*i)) == Pool::Ecs)
             .collect();
-        let ecs_fixed_per_second = ecs_nodes
-            .iter()
-            .map(|i| cost::node_price_per_hour(&cluster.nodes[*i], &s.policy.cost) / 3600.0)
-            .sum();
+        let ecs_fixed_per_second = if pays_ecs {
+            ecs_nodes
+                .iter()
+                .map(|i| cost::node_price_per_hour(&cluster.nodes[*i], cost_model) / 3600.0)
+                .sum()
+        } else {
+            0.0
+        };
         Self {
             kind,
-            capacity_per_pod: s.gateway.capacity_per_pod_rps,
+            capacity_per_pod: lane.gateway.capacity_per_pod_rps,
             node_cost,
             last_short: vec![None; surges.len()],
             surges,
             sample_every: (s.duration_seconds / 1500).max(s.step_seconds).max(1),
-            currency: s.policy.cost.currency.clone(),
-            timeline: Vec::new(),
+            currency: cost_model.currency.clone(),
+            now: Counts::default(),
             under: 0.0,
             short_seconds: 0.0,
-            peak_replicas: 0,
-            peak_eci: 0,
             eci_pod_seconds: 0.0,
             cost_ecs: 0.0,
             cost_eci: 0.0,
@@ -646,9 +889,7 @@ impl Tally {
             reversals: 0,
             last_scale: None,
             rollouts_under_load: 0,
-            eci_while_ecs_free: 0.0,
             pending_pod_seconds: 0.0,
-            peak_pending: 0,
             swap_changes: 0,
             swaps: SwapTally::default(),
             ecs_nodes,
@@ -681,16 +922,8 @@ impl Tally {
                 None => pending += i32::from(p.gone_at.is_none()),
             }
         }
-        if eci > 0 {
-            let free: i64 = self
-                .ecs_nodes
-                .iter()
-                .map(|i| c.nodes[*i].free().fits_count(&self.requests))
-                .sum();
-            self.eci_while_ecs_free += free.min(i64::from(eci)) as f64 * dt;
-        }
+        self.now = Counts { live, eci, pending };
         self.pending_pod_seconds += f64::from(pending) * dt;
-        self.peak_pending = self.peak_pending.max(pending);
         let capacity = f64::from(ready) * self.capacity_per_pod;
         let needed = pods_needed(load, self.capacity_per_pod);
         if needed > ready {
@@ -702,8 +935,6 @@ impl Tally {
                 }
             }
         }
-        self.peak_replicas = self.peak_replicas.max(live);
-        self.peak_eci = self.peak_eci.max(eci);
         // Dedicated ECS nodes are paid for whether the gateway uses them or not.
         self.cost_ecs += self.ecs_fixed_per_second * dt;
         self.cost_eci += rate_eci * dt;
@@ -723,8 +954,15 @@ impl Tally {
             cost_rate_eci_per_hour: rate_eci * 3600.0,
             cost_cumulative: self.cost_ecs + self.cost_eci,
         };
-        self.timeline.push(point.clone());
         Some(point)
+    }
+
+    /// Gateway pods of this tally's size that fit on the ECS nodes as `c` sees them.
+    fn free_ecs_slots(&self, c: &SimCluster) -> i64 {
+        self.ecs_nodes
+            .iter()
+            .map(|i| c.nodes[*i].free().fits_count(&self.requests))
+            .sum()
     }
 
     fn finish(&self, c: &SimCluster) -> Summary {
@@ -745,8 +983,9 @@ impl Tally {
                 .collect(),
             underprovisioned_pod_seconds: self.under,
             short_seconds: self.short_seconds,
-            peak_replicas: self.peak_replicas,
-            peak_eci_pods: self.peak_eci,
+            // The fleet's peaks and ECI-while-ECS-free are set by [`Fleet::summary`].
+            peak_replicas: 0,
+            peak_eci_pods: 0,
             final_eci_pods: final_eci,
             final_replicas: c.live().count() as i32,
             eci_pod_seconds: self.eci_pod_seconds,
@@ -759,11 +998,11 @@ impl Tally {
             scale_changes: self.scale_changes,
             reversals: self.reversals,
             rollouts_under_load: self.rollouts_under_load,
-            eci_pod_seconds_ecs_free: self.eci_while_ecs_free,
+            eci_pod_seconds_ecs_free: 0.0,
             pending_pod_seconds: self.pending_pod_seconds,
             swap_changes: self.swap_changes,
             swaps: self.swaps,
-            peak_pending_pods: self.peak_pending,
+            peak_pending_pods: 0,
             cost_ecs_fixed: self.cost_ecs,
         }
     }

@@ -50,6 +50,36 @@ pub struct Scenario {
     /// How often each controller runs.
     #[serde(default)]
     pub controllers: ControllerTiming,
+    /// Other gateways on the same nodes, each with its own Deployment, load and policy, run by
+    /// the same kind of controller as the gateway (under `spillway`, one agent with one ECS
+    /// ledger). The scorecard then counts the fleet: what one gateway's surge costs the others.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub neighbours: Vec<Neighbour>,
+}
+
+/// Another gateway sharing the drill's nodes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Neighbour {
+    /// Names it in the scorecard's surges and the decision log.
+    pub name: String,
+    /// Its workload; default: the same as the drill's `gateway`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewaySpec>,
+    pub load: LoadProfile,
+    /// Its ElasticGateway spec; default: the drill's `policy`. Its pools must be the drill's:
+    /// the nodes are labelled for one pair.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<ElasticGatewaySpec>,
+}
+
+/// One gateway of a drill, its defaults filled in: the drill's own, then each neighbour.
+#[derive(Clone, Copy, Debug)]
+pub struct Lane<'a> {
+    pub name: &'a str,
+    pub gateway: &'a GatewaySpec,
+    pub load: &'a LoadProfile,
+    pub policy: &'a ElasticGatewaySpec,
 }
 
 /// The policies a drill can compare.
@@ -214,6 +244,49 @@ pub struct GatewaySpec {
     pub max_unavailable: f64,
 }
 
+impl GatewaySpec {
+    /// Requests of one pod (validated quantities; 0 where one does not parse).
+    pub fn requests(&self) -> Resources {
+        Resources::pod(
+            quantity::cpu_millis(&self.cpu).unwrap_or(0),
+            quantity::bytes(&self.memory).unwrap_or(0),
+        )
+    }
+
+    /// Everything wrong with it, each under `at` (`gateway` or `neighbours[i].gateway`).
+    fn validate(&self, at: &str, bad: &mut dyn FnMut(&str, String)) {
+        if let Err(err) = quantity::cpu_millis(&self.cpu) {
+            bad(&format!("{at}.cpu"), err.to_string());
+        }
+        if let Err(err) = quantity::bytes(&self.memory) {
+            bad(&format!("{at}.memory"), err.to_string());
+        }
+        if self.replicas < 1 {
+            bad(
+                &format!("{at}.replicas"),
+                format!("must be at least 1, got {}", self.replicas),
+            );
+        }
+        if !(self.capacity_per_pod_rps.is_finite() && self.capacity_per_pod_rps > 0.0) {
+            bad(
+                &format!("{at}.capacityPerPodRps"),
+                format!("must be greater than 0, got {}", self.capacity_per_pod_rps),
+            );
+        }
+        for (field, f) in [
+            ("maxSurge", self.max_surge),
+            ("maxUnavailable", self.max_unavailable),
+        ] {
+            if !(0.0..=1.0).contains(&f) {
+                bad(
+                    &format!("{at}.{field}"),
+                    format!("must be a fraction within 0..1, got {f}"),
+                );
+            }
+        }
+    }
+}
+
 impl Default for GatewaySpec {
     fn default() -> Self {
         Self {
@@ -318,6 +391,35 @@ fn d_load() -> LoadProfile {
     }
 }
 
+/// Everything wrong with a load profile, each under `at`.
+fn validate_load(load: &LoadProfile, at: &str, bad: &mut dyn FnMut(&str, String)) {
+    if load.components.is_empty() {
+        bad(
+            &format!("{at}.components"),
+            "must have at least one component".into(),
+        );
+    }
+    for (i, c) in load.components.iter().enumerate() {
+        if let super::load::Component::Recorded {
+            step_seconds, rps, ..
+        } = c
+        {
+            if !(step_seconds.is_finite() && *step_seconds > 0.0) {
+                bad(
+                    &format!("{at}.components[{i}].stepSeconds"),
+                    format!("must be greater than 0, got {step_seconds}"),
+                );
+            }
+            if rps.is_empty() || rps.iter().any(|v| !(v.is_finite() && *v >= 0.0)) {
+                bad(
+                    &format!("{at}.components[{i}].rps"),
+                    "must hold at least one value, each finite and not negative".into(),
+                );
+            }
+        }
+    }
+}
+
 impl Default for Scenario {
     fn default() -> Self {
         Self {
@@ -335,6 +437,7 @@ impl Default for Scenario {
             policies: d_policies(),
             static_replicas: None,
             controllers: ControllerTiming::default(),
+            neighbours: Vec::new(),
         }
     }
 }
@@ -349,9 +452,16 @@ impl Scenario {
             )]
         })?;
         let mut s = Self::parse(&text)?;
-        s.load
-            .resolve(path.parent().unwrap_or(Path::new(".")))
-            .map_err(|e| vec![e])?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        s.load.resolve(base).map_err(|e| vec![e])?;
+        for (i, n) in s.neighbours.iter_mut().enumerate() {
+            n.load.resolve(base).map_err(|e| {
+                vec![FieldError::new(
+                    format!("neighbours[{i}].{}", e.path),
+                    e.message,
+                )]
+            })?;
+        }
         Ok(s)
     }
 
@@ -408,7 +518,6 @@ impl Scenario {
         for (path, q) in [
             ("cluster.ecs.cpu", &self.cluster.ecs.cpu),
             ("cluster.ecs.otherCpu", &self.cluster.ecs.other_cpu),
-            ("gateway.cpu", &self.gateway.cpu),
         ] {
             if let Err(err) = quantity::cpu_millis(q) {
                 bad(path, err.to_string());
@@ -417,37 +526,13 @@ impl Scenario {
         for (path, q) in [
             ("cluster.ecs.memory", &self.cluster.ecs.memory),
             ("cluster.ecs.otherMemory", &self.cluster.ecs.other_memory),
-            ("gateway.memory", &self.gateway.memory),
         ] {
             if let Err(err) = quantity::bytes(q) {
                 bad(path, err.to_string());
             }
         }
-        if self.gateway.replicas < 1 {
-            bad(
-                "gateway.replicas",
-                format!("must be at least 1, got {}", self.gateway.replicas),
-            );
-        }
-        if !(self.gateway.capacity_per_pod_rps.is_finite()
-            && self.gateway.capacity_per_pod_rps > 0.0)
-        {
-            bad(
-                "gateway.capacityPerPodRps",
-                format!(
-                    "must be greater than 0, got {}",
-                    self.gateway.capacity_per_pod_rps
-                ),
-            );
-        }
-        for (path, f) in [
-            ("gateway.maxSurge", self.gateway.max_surge),
-            ("gateway.maxUnavailable", self.gateway.max_unavailable),
-        ] {
-            if !(0.0..=1.0).contains(&f) {
-                bad(path, format!("must be a fraction within 0..1, got {f}"));
-            }
-        }
+        self.gateway
+            .validate("gateway", &mut |p: &str, m: String| bad(p, m));
         let l = &self.latencies;
         for (path, v) in [
             ("latencies.ecsStartSeconds", l.ecs_start_seconds),
@@ -501,24 +586,38 @@ impl Scenario {
                 ),
             );
         }
-        if self.load.components.is_empty() {
-            bad("load.components", "must have at least one component".into());
-        }
-        for (i, c) in self.load.components.iter().enumerate() {
-            if let super::load::Component::Recorded {
-                step_seconds, rps, ..
-            } = c
-            {
-                if !(step_seconds.is_finite() && *step_seconds > 0.0) {
+        validate_load(&self.load, "load", &mut bad);
+        let mut names = std::collections::BTreeSet::from(["gateway"]);
+        for (i, n) in self.neighbours.iter().enumerate() {
+            let at = format!("neighbours[{i}]");
+            if n.name.trim().is_empty() || !names.insert(n.name.as_str()) {
+                bad(
+                    &format!("{at}.name"),
+                    format!(
+                        "must be a name no other gateway of the drill has (`gateway` is the \
+                         drill's own), got {:?}",
+                        n.name
+                    ),
+                );
+            }
+            if let Some(g) = &n.gateway {
+                g.validate(&format!("{at}.gateway"), &mut |p: &str, m: String| {
+                    bad(p, m)
+                });
+            }
+            validate_load(&n.load, &format!("{at}.load"), &mut bad);
+            if let Some(p) = &n.policy {
+                if p.pools != self.policy.pools {
                     bad(
-                        &format!("load.components[{i}].stepSeconds"),
-                        format!("must be greater than 0, got {step_seconds}"),
+                        &format!("{at}.policy.pools"),
+                        "must be the drill's policy.pools: the nodes are labelled for one pair"
+                            .into(),
                     );
                 }
-                if rps.is_empty() || rps.iter().any(|v| !(v.is_finite() && *v >= 0.0)) {
+                for f in crate::policy::validate(p, "istio-system") {
                     bad(
-                        &format!("load.components[{i}].rps"),
-                        "must hold at least one value, each finite and not negative".into(),
+                        &f.path.replacen("spec.", &format!("{at}.policy."), 1),
+                        f.message,
                     );
                 }
             }
@@ -527,10 +626,24 @@ impl Scenario {
     }
 
     pub fn gateway_requests(&self) -> Resources {
-        Resources::pod(
-            quantity::cpu_millis(&self.gateway.cpu).unwrap_or(0),
-            quantity::bytes(&self.gateway.memory).unwrap_or(0),
-        )
+        self.gateway.requests()
+    }
+
+    /// Every gateway of the drill: its own first (named `gateway`), then each neighbour.
+    pub fn lanes(&self) -> Vec<Lane<'_>> {
+        std::iter::once(Lane {
+            name: "gateway",
+            gateway: &self.gateway,
+            load: &self.load,
+            policy: &self.policy,
+        })
+        .chain(self.neighbours.iter().map(|n| Lane {
+            name: &n.name,
+            gateway: n.gateway.as_ref().unwrap_or(&self.gateway),
+            load: &n.load,
+            policy: n.policy.as_ref().unwrap_or(&self.policy),
+        }))
+        .collect()
     }
 
     /// The nodes: ECS nodes labelled and tainted per the policy's ECS pool, workers, virtual nodes.
