@@ -497,3 +497,34 @@ fn the_readme_shows_the_builtin_drill_as_it_runs() {
         );
     }
 }
+
+/// Every real-trace extract of the suite is the one its README records (source, window,
+/// licence and SHA-256): an edit to the numbers shows as a changed checksum, and no extract is
+/// committed without its row.
+#[test]
+fn the_suites_traces_are_the_recorded_extracts() {
+    let suite = Path::new(ROOT).join("drills/suite");
+    let readme = std::fs::read_to_string(suite.join("README.md")).unwrap();
+    let mut files: Vec<String> = std::fs::read_dir(&suite)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("trace-") && n.ends_with(".csv"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 8, "{files:?}");
+    for f in files {
+        let row = readme
+            .lines()
+            .find(|l| l.starts_with(&format!("| `{f}`")))
+            .unwrap_or_else(|| panic!("drills/suite/README.md has no row for {f}"));
+        let digest = ring::digest::digest(
+            &ring::digest::SHA256,
+            &std::fs::read(suite.join(&f)).unwrap(),
+        );
+        let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        assert!(
+            row.contains(&format!("`{hex}`")),
+            "{f}: its SHA-256 is {hex}, not the README's"
+        );
+    }
+}

@@ -131,11 +131,35 @@ pub struct Verdict {
     /// spillway's swaps back to ECS over all loads (`placement.swapBack`).
     #[serde(default)]
     pub swaps: super::drill::SwapTally,
+    /// Issue 27's limits, per load. Loads where spillway's ECI spend exceeds the reactive
+    /// bound's × [`REACTIVE_SPEND_SLACK`] (less is only fair through foresight, more is waste).
+    #[serde(default)]
+    pub eci_spend_over_reactive: Vec<String>,
+    /// Loads where spillway is short for more than the reactive bound's × 1.1 + 60 pod·s.
+    #[serde(default)]
+    pub short_over_reactive: Vec<String>,
+    /// Loads where ECI pod·s while ECS had a free slot pass 2 % of spillway's ECI pod·s.
+    #[serde(default)]
+    pub eci_while_ecs_free_over: Vec<String>,
+    /// Geometric mean over the loads of spillway's total cost over the oracle's.
+    #[serde(default)]
+    pub cost_vs_oracle_geomean: f64,
 }
+
+/// Issue 27: ECI spend within the reactive bound's × 1.05 on every load.
+pub const REACTIVE_SPEND_SLACK: f64 = 1.05;
+
+/// Issue 27: under-provisioned pod·s within the reactive bound's × 1.1 + 60 on every load.
+pub fn short_limit(reactive: f64) -> f64 {
+    reactive * 1.1 + 60.0
+}
+
+/// Issue 27: ECI pod·s while ECS had a free slot within 2 % of the ECI pod·s on every load.
+pub const ECI_WHILE_ECS_FREE_LIMIT: f64 = 0.02;
 
 pub fn verdict(results: &[LoadResult]) -> Verdict {
     let mut v = Verdict::default();
-    let (mut spend, mut short) = (Vec::new(), Vec::new());
+    let (mut spend, mut short, mut cost) = (Vec::new(), Vec::new(), Vec::new());
     let (mut eci_free, mut eci_all) = (0.0, 0.0);
     v.ttc_over_reactive_s = f64::NEG_INFINITY;
     for r in results.iter().filter(|r| !r.opt_in) {
@@ -161,6 +185,20 @@ pub fn verdict(results: &[LoadResult]) -> Verdict {
         ) {
             v.ttc_over_reactive_s = v.ttc_over_reactive_s.max(a - b);
         }
+        if let Some(re) = summary(r, "reactive") {
+            if sw.cost_eci > re.cost_eci * REACTIVE_SPEND_SLACK + 1e-9 {
+                v.eci_spend_over_reactive.push(r.load.clone());
+            }
+            if sw.underprovisioned_pod_seconds > short_limit(re.underprovisioned_pod_seconds) {
+                v.short_over_reactive.push(r.load.clone());
+            }
+        }
+        if let Some(o) = summary(r, "oracle").filter(|o| o.cost_total > 0.0) {
+            cost.push(sw.cost_total / o.cost_total);
+        }
+        if sw.eci_pod_seconds_ecs_free > ECI_WHILE_ECS_FREE_LIMIT * sw.eci_pod_seconds {
+            v.eci_while_ecs_free_over.push(r.load.clone());
+        }
         if sw.reversals > hpa.reversals + 1 {
             v.reversals_over_hpa.push(r.load.clone());
         }
@@ -174,6 +212,7 @@ pub fn verdict(results: &[LoadResult]) -> Verdict {
     }
     v.eci_spend_geomean = geomean(&spend);
     v.short_geomean = geomean(&short);
+    v.cost_vs_oracle_geomean = geomean(&cost);
     v.eci_while_ecs_free_fraction = if eci_all > 0.0 {
         eci_free / eci_all
     } else {
@@ -275,7 +314,9 @@ pub fn scorecard(results: &[LoadResult]) -> String {
         "\nsummary: ECI spend vs hpa geomean {:.2}x (over hpa on: {}); short pod·s vs hpa geomean \
          {:.2}x on surging loads (over hpa on: {}); time to capacity ≤ reactive + {:.0} s; \
          reversals > hpa+1 on: {}; rollouts under load {}; ECI while ECS free {:.1}%; swaps: \
-         {} started, ended on ECS {}, missed {}, not ready {}, held {}",
+         {} started, ended on ECS {}, missed {}, not ready {}, held {}\n\
+         against the limits: ECI spend > reactive × 1.05 on: {}; short pod·s > reactive × 1.1 + \
+         60 on: {}; ECI while ECS free > 2% on: {}; total cost vs oracle geomean {:.3}x",
         v.eci_spend_geomean,
         list(&v.eci_spend_over_hpa),
         v.short_geomean,
@@ -289,6 +330,10 @@ pub fn scorecard(results: &[LoadResult]) -> String {
         v.swaps.missed,
         v.swaps.gave_up,
         v.swaps.held,
+        list(&v.eci_spend_over_reactive),
+        list(&v.short_over_reactive),
+        list(&v.eci_while_ecs_free_over),
+        v.cost_vs_oracle_geomean,
     );
     out
 }
