@@ -377,3 +377,21 @@ neighbours:
         "{paths:?}"
     );
 }
+
+/// The suite keeps the limits it meets today (issue 27): on every load, reversals at most the
+/// HPA's + 1, no rollout under load, ECI while ECS had a free slot within 2 %, ECI spend within
+/// the reactive bound's × 1.05; the total cost within 1.02× the oracle's (geometric mean). The
+/// short-pod·s limit against the reactive bound is not met on every load yet (docs/drills.md).
+#[test]
+fn the_suite_keeps_the_limits_it_meets() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("drills/suite");
+    let loads = spillway::sim::suite::load(&dir).unwrap();
+    assert!(loads.len() >= 20, "{} loads", loads.len());
+    let results = spillway::sim::suite::run(&loads, &mut Quiet);
+    let v = spillway::sim::suite::verdict(&results);
+    assert_eq!(v.reversals_over_hpa, Vec::<String>::new());
+    assert_eq!(v.rollouts_under_load, 0);
+    assert_eq!(v.eci_while_ecs_free_over, Vec::<String>::new());
+    assert_eq!(v.eci_spend_over_reactive, Vec::<String>::new());
+    assert!(v.cost_vs_oracle_geomean <= 1.02, "{v:?}");
+}
