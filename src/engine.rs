@@ -1222,7 +1222,8 @@ fn swap_back(
                 s.base,
                 if landed {
                     format!(
-                        "swap: an added pod runs on ECS; back to {}, ECI pods go first",
+                        "swap: {} added pods run on ECS; back to {}, ECI pods go first",
+                        ctx.survey.ecs_pods - s.ecs_pods,
                         s.base
                     )
                 } else {
@@ -1259,11 +1260,11 @@ fn swap_back(
     let interval = policy.placement.rebalance_interval_seconds as f64;
     let steady = enabled
         && plan.direction == Direction::Hold
-        // The ECS hold keeps the count above the load's need for up to an hour: an ECI pod is
-        // still worth moving then (the standard window's short hold is not: its scale-down
-        // takes the ECI pods first).
+        // The ECS hold keeps the count above the load's need for up to an hour, the standard
+        // window for up to five minutes: an ECI pod is still worth moving then (the scale-down
+        // that follows takes the ECI pods first, and the swap ends with it).
         && (matches!(plan.why, Why::Steady | Why::Load) && plan.hpa.is_some_and(|h| h >= ctx.current)
-            || plan.why == Why::EcsHold)
+            || matches!(plan.why, Why::EcsHold | Why::Stabilized))
         && plan.lead.is_none()
         && ctx.current == ctx.status_replicas
         && ctx.current < policy.max_replicas
@@ -1304,16 +1305,38 @@ fn swap_back(
             return Some(SwapEvent::Held);
         }
     };
+    // The model puts the first pod on ECS: as many as ECS has room for go at once (several
+    // ECI pods at a time when a neighbour's release frees many slots), at most a quarter of the
+    // count, as a Deployment's default maxSurge, and never past the ECI cap should some land
+    // there after all; the count goes back by as many, ECI pods first.
+    let batch = if pods == 1 {
+        let cap_room = plan.eci_cap.map_or(i32::MAX, |c| c - ctx.survey.eci_pods);
+        ctx.survey
+            .ecs_room
+            .min(ctx.survey.eci_pods)
+            .min((ctx.current + 3) / 4)
+            .min(policy.max_replicas - ctx.current)
+            .min(cap_room)
+            .max(1)
+    } else {
+        1
+    };
     state.swap = Some(placement::Swap {
         base: ctx.current,
-        added: 1,
+        added: batch,
         ecs_pods: ctx.survey.ecs_pods,
         started: now,
     });
     set(
         plan,
-        ctx.current + 1,
-        if pods == 1 {
+        ctx.current + batch,
+        if batch > 1 {
+            format!(
+                "swap: ECS has room for {} while {} run on ECI; {batch} pods more (they land \
+                 on ECS), then as many fewer, ECI pods first",
+                ctx.survey.ecs_room, ctx.survey.eci_pods
+            )
+        } else if pods == 1 {
             format!(
                 "swap: ECS has room for {} while {} run on ECI; one pod more (it lands on \
                  ECS), then one fewer",

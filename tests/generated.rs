@@ -106,23 +106,81 @@ fn generate(seed: u64, variant: Variant) -> Generated {
     let peak_pods = ((ecs_slots as f64 / room).ceil() as i64).max(ecs_slots + 1);
     let peak = peak_pods as f64 * TARGET * 0.95;
     let base = peak * uniform(&mut rng, 0.15, 0.4);
+    let (components, what) = shape(&mut rng, seed, base, peak, ecs_slots);
+    // Start latencies nobody told the policy (its `eci.startSeconds` stays at 40).
+    s.latencies.ecs_start_seconds = uniform(&mut rng, 3.0, 15.0);
+    s.latencies.eci_start_seconds = uniform(&mut rng, 10.0, 90.0);
+    s.load = LoadProfile { components };
+    s.gateway.replicas = ((base / TARGET).ceil() as i32).max(2);
+    s.policy.max_replicas = (peak_pods as i32 + 10).max(s.policy.max_replicas);
+    let neighbour = neighbour(seed, &mut s, peak, ecs_slots);
+    s.name = format!("seed {seed}: {what}{neighbour}");
+    let what = format!(
+        "{what}{neighbour}; {count}×{cpu} vCPU ECS, {} other work, {per_node} gateway pods a node, room {:.2}× the peak's {peak_pods} pods",
+        if cpu_heavy {
+            "CPU-heavy"
+        } else {
+            "memory-heavy"
+        },
+        room
+    );
+    Generated {
+        scenario: s,
+        what,
+        ecs_slots,
+        peak_pods,
+    }
+}
+
+/// A quarter of the seeds put a second gateway on the same ECS nodes (a shared pool, as issue
+/// 26's clusters have): its own load of one of the eight shapes, peaking at 0.3–0.8× this
+/// one's, the same policy, one agent with one ledger under spillway. Drawn from a stream of its
+/// own, so the other seeds' loads are what they were. The invariants then hold for the fleet.
+fn neighbour(seed: u64, s: &mut Scenario, peak: f64, ecs_slots: i64) -> String {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6e65_6967_6862_6f75);
+    if !rng.next_u64().is_multiple_of(4) {
+        return String::new();
+    }
+    let peak = peak * uniform(&mut rng, 0.3, 0.8);
+    let base = peak * uniform(&mut rng, 0.15, 0.4);
+    let (components, what) = shape(&mut rng, seed.wrapping_add(7919), base, peak, ecs_slots);
+    s.neighbours.push(spillway::sim::scenario::Neighbour {
+        name: "neighbour".into(),
+        gateway: Some(spillway::sim::scenario::GatewaySpec {
+            replicas: ((base / TARGET).ceil() as i32).max(2),
+            ..s.gateway.clone()
+        }),
+        load: LoadProfile { components },
+        policy: None,
+    });
+    format!(" + a neighbour on the same ECS: {what}")
+}
+
+/// One of the eight load shapes, on `base` rps with its peak at `peak` rps.
+fn shape(
+    rng: &mut ChaCha8Rng,
+    seed: u64,
+    base: f64,
+    peak: f64,
+    ecs_slots: i64,
+) -> (Vec<Component>, String) {
     let shape = rng.next_u64() % 8;
     let mut components = vec![Component::Constant { rps: base }];
     let what = match shape {
         0 => {
-            let rise = uniform(&mut rng, 30.0, 300.0);
-            let hold = uniform(&mut rng, 300.0, 1800.0);
+            let rise = uniform(rng, 30.0, 300.0);
+            let hold = uniform(rng, 300.0, 1800.0);
             components.push(Component::Spike {
-                at_seconds: uniform(&mut rng, 600.0, 1800.0),
+                at_seconds: uniform(rng, 600.0, 1800.0),
                 rise_seconds: rise,
                 hold_seconds: hold,
-                fall_seconds: uniform(&mut rng, 120.0, 900.0),
+                fall_seconds: uniform(rng, 120.0, 900.0),
                 rps: peak - base,
             });
             format!("flash crowd (rise {rise:.0} s, hold {hold:.0} s)")
         }
         1 => {
-            let up = uniform(&mut rng, 1200.0, 2400.0);
+            let up = uniform(rng, 1200.0, 2400.0);
             components.push(Component::Ramp {
                 start_seconds: 300.0,
                 end_seconds: 300.0 + up,
@@ -137,15 +195,15 @@ fn generate(seed: u64, variant: Variant) -> Generated {
         }
         2 => {
             let n = 3 + rng.next_u64() % 4;
-            let len = uniform(&mut rng, 120.0, 300.0);
-            let every = uniform(&mut rng, 600.0, 1500.0);
+            let len = uniform(rng, 120.0, 300.0);
+            let every = uniform(rng, 600.0, 1500.0);
             for i in 0..n {
                 components.push(Component::Spike {
                     at_seconds: 900.0 + i as f64 * every,
                     rise_seconds: 20.0,
                     hold_seconds: len,
                     fall_seconds: 30.0,
-                    rps: (peak - base) * uniform(&mut rng, 0.6, 1.0),
+                    rps: (peak - base) * uniform(rng, 0.6, 1.0),
                 });
             }
             format!("sawtooth ({n} spikes of {len:.0} s every {every:.0} s)")
@@ -157,8 +215,8 @@ fn generate(seed: u64, variant: Variant) -> Generated {
                 period_seconds: 7200.0,
                 peak_at_seconds: 3600.0,
             });
-            let noise = uniform(&mut rng, 0.02, 0.12);
-            let every = uniform(&mut rng, 5.0, 120.0);
+            let noise = uniform(rng, 0.02, 0.12);
+            let every = uniform(rng, 5.0, 120.0);
             components.push(Component::Noise {
                 rps: noise * peak,
                 every_seconds: every,
@@ -171,9 +229,9 @@ fn generate(seed: u64, variant: Variant) -> Generated {
         }
         4 => {
             // A plateau just above what ECS holds: the ECI share is small and long.
-            let level = (ecs_slots as f64 + uniform(&mut rng, 1.0, 6.0)) * TARGET * 0.95;
-            let at = uniform(&mut rng, 300.0, 1200.0);
-            let hold = uniform(&mut rng, 1800.0, 4500.0);
+            let level = (ecs_slots as f64 + uniform(rng, 1.0, 6.0)) * TARGET * 0.95;
+            let at = uniform(rng, 300.0, 1200.0);
+            let hold = uniform(rng, 1800.0, 4500.0);
             components.push(Component::Step {
                 at_seconds: at,
                 rps: (level - base).max(0.0),
@@ -191,8 +249,8 @@ fn generate(seed: u64, variant: Variant) -> Generated {
         }
         5 => {
             // Traffic cut off (an upstream outage, a DNS switch) and back, then a surge.
-            let at = uniform(&mut rng, 600.0, 2400.0);
-            let off = uniform(&mut rng, 120.0, 900.0);
+            let at = uniform(rng, 600.0, 2400.0);
+            let off = uniform(rng, 120.0, 900.0);
             components.push(Component::Step {
                 at_seconds: at,
                 rps: -base,
@@ -201,28 +259,28 @@ fn generate(seed: u64, variant: Variant) -> Generated {
                 at_seconds: at + off,
                 rps: base,
             });
-            let surge = at + off + uniform(&mut rng, 300.0, 1800.0);
+            let surge = at + off + uniform(rng, 300.0, 1800.0);
             components.push(Component::Spike {
                 at_seconds: surge,
-                rise_seconds: uniform(&mut rng, 10.0, 120.0),
-                hold_seconds: uniform(&mut rng, 300.0, 1200.0),
-                fall_seconds: uniform(&mut rng, 60.0, 600.0),
+                rise_seconds: uniform(rng, 10.0, 120.0),
+                hold_seconds: uniform(rng, 300.0, 1200.0),
+                fall_seconds: uniform(rng, 60.0, 600.0),
                 rps: peak - base,
             });
             format!("drop to zero for {off:.0} s, surge at {surge:.0} s")
         }
         6 => {
             // A trend with jitter: a launch that grows all afternoon, per-scrape noise.
-            let up = uniform(&mut rng, 2400.0, 6000.0);
+            let up = uniform(rng, 2400.0, 6000.0);
             components.push(Component::Ramp {
                 start_seconds: 0.0,
                 end_seconds: up,
                 rps: peak - base,
             });
-            let noise = uniform(&mut rng, 0.03, 0.15);
+            let noise = uniform(rng, 0.03, 0.15);
             components.push(Component::Noise {
                 rps: noise * peak,
-                every_seconds: uniform(&mut rng, 2.0, 30.0),
+                every_seconds: uniform(rng, 2.0, 30.0),
                 seed,
             });
             format!("trend over {up:.0} s with ±{:.0} % jitter", noise * 100.0)
@@ -233,54 +291,33 @@ fn generate(seed: u64, variant: Variant) -> Generated {
                 mean_rps: (peak - base) / 4.0,
                 amplitude_rps: (peak - base) / 4.0,
                 period_seconds: 7200.0,
-                peak_at_seconds: uniform(&mut rng, 0.0, 7200.0),
+                peak_at_seconds: uniform(rng, 0.0, 7200.0),
             });
             components.push(Component::Spike {
-                at_seconds: uniform(&mut rng, 600.0, 4800.0),
-                rise_seconds: uniform(&mut rng, 30.0, 600.0),
-                hold_seconds: uniform(&mut rng, 120.0, 1200.0),
-                fall_seconds: uniform(&mut rng, 60.0, 900.0),
+                at_seconds: uniform(rng, 600.0, 4800.0),
+                rise_seconds: uniform(rng, 30.0, 600.0),
+                hold_seconds: uniform(rng, 120.0, 1200.0),
+                fall_seconds: uniform(rng, 60.0, 900.0),
                 rps: (peak - base) / 2.0,
             });
             for _ in 0..(rng.next_u64() % 4) {
                 components.push(Component::Spike {
-                    at_seconds: uniform(&mut rng, 300.0, 6600.0),
+                    at_seconds: uniform(rng, 300.0, 6600.0),
                     rise_seconds: 5.0,
-                    hold_seconds: uniform(&mut rng, 10.0, 90.0),
+                    hold_seconds: uniform(rng, 10.0, 90.0),
                     fall_seconds: 5.0,
-                    rps: (peak - base) * uniform(&mut rng, 0.1, 0.4),
+                    rps: (peak - base) * uniform(rng, 0.1, 0.4),
                 });
             }
             components.push(Component::Noise {
                 rps: 0.05 * peak,
-                every_seconds: uniform(&mut rng, 5.0, 60.0),
+                every_seconds: uniform(rng, 5.0, 60.0),
                 seed,
             });
             "a day with a surge, bursts and noise".to_string()
         }
     };
-    // Start latencies nobody told the policy (its `eci.startSeconds` stays at 40).
-    s.latencies.ecs_start_seconds = uniform(&mut rng, 3.0, 15.0);
-    s.latencies.eci_start_seconds = uniform(&mut rng, 10.0, 90.0);
-    s.load = LoadProfile { components };
-    s.gateway.replicas = ((base / TARGET).ceil() as i32).max(2);
-    s.policy.max_replicas = (peak_pods as i32 + 10).max(s.policy.max_replicas);
-    s.name = format!("seed {seed}: {what}");
-    let what = format!(
-        "{what}; {count}×{cpu} vCPU ECS, {} other work, {per_node} gateway pods a node, room {:.2}× the peak's {peak_pods} pods",
-        if cpu_heavy {
-            "CPU-heavy"
-        } else {
-            "memory-heavy"
-        },
-        room
-    );
-    Generated {
-        scenario: s,
-        what,
-        ecs_slots,
-        peak_pods,
-    }
+    (components, what)
 }
 
 struct Measured {

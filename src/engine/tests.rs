@@ -689,83 +689,121 @@ fn with_added(mut c: Cluster, on_ecs: bool, ready: bool, name: &str) -> Cluster 
 }
 
 #[test]
-fn swap_back_adds_a_pod_then_gives_back_an_eci_one() {
+fn swap_back_adds_pods_then_gives_back_as_many_eci_ones() {
     let p = policy();
     let loads = [LoadSample::Total(4000.0)]; // 8 replicas on target
-    // 6 on ECS (room for 6 more), 2 on ECI, steady: one pod more.
+    // 6 on ECS (room for 6 more), 2 on ECI, steady: as many more as run on ECI, at most a
+    // quarter of the count.
     let c = cluster(4, 0, 6, 2);
     let out = decide(&p, &obs(1000.0, &c, &loads, 8), &EngineState::default());
     let d = &out.decision;
     assert_eq!(
         (d.replicas.desired, d.replicas.why),
-        (9, Why::Rebalance),
+        (10, Why::Rebalance),
         "{}",
         d.replicas.reason
     );
     assert!(d.moves.is_empty(), "no eviction: make-before-break");
-    // While the added pod starts, the count holds at 9 though the load asks for 8.
-    let starting = with_added(cluster(4, 0, 6, 2), true, false, "gw-new");
-    let out = decide(&p, &obs(1002.0, &starting, &loads, 9), &out.state);
+    // While the added pods start, the count holds at 10 though the load asks for 8.
+    let starting = with_added(
+        with_added(cluster(4, 0, 6, 2), true, false, "gw-new-1"),
+        true,
+        false,
+        "gw-new-2",
+    );
+    let out = decide(&p, &obs(1002.0, &starting, &loads, 10), &out.state);
     assert_eq!(
         (out.decision.replicas.desired, out.decision.replicas.why),
-        (9, Why::Rebalance),
+        (10, Why::Rebalance),
         "{}",
         out.decision.replicas.reason
     );
-    // Ready on ECS: back to 8 (the ReplicaSet removes an ECI pod: lowest deletion cost).
-    let landed = with_added(cluster(4, 0, 6, 2), true, true, "gw-new");
-    let out = decide(&p, &obs(1010.0, &landed, &loads, 9), &out.state);
+    // Ready on ECS: back to 8 (the ReplicaSet removes the ECI pods: lowest deletion cost).
+    let landed = with_added(
+        with_added(cluster(4, 0, 6, 2), true, true, "gw-new-1"),
+        true,
+        true,
+        "gw-new-2",
+    );
+    let out = decide(&p, &obs(1010.0, &landed, &loads, 10), &out.state);
     let d = &out.decision;
     assert_eq!((d.replicas.desired, d.replicas.why), (8, Why::Rebalance));
-    assert!(
-        d.deletion_costs
-            .iter()
-            .any(|(n, c)| n == "gw-eci-0" && *c == placement::ECI_DELETION_COST)
-    );
+    for eci in ["gw-eci-0", "gw-eci-1"] {
+        assert!(
+            d.deletion_costs
+                .iter()
+                .any(|(n, c)| n == eci && *c == placement::ECI_DELETION_COST)
+        );
+    }
     assert_eq!((out.state.swap, out.state.swap_misses), (None, 0));
-    // Not again before the rebalance interval.
+    // Not again before the rebalance interval; one pod at a time when one runs on ECI.
     let after = cluster(4, 0, 7, 1);
     let d = decide(&p, &obs(1030.0, &after, &loads, 8), &out.state).decision;
     assert_eq!(d.replicas.desired, 8, "{}", d.replicas.reason);
     let d = decide(&p, &obs(1070.0, &after, &loads, 8), &out.state).decision;
     assert_eq!((d.replicas.desired, d.replicas.why), (9, Why::Rebalance));
+    // The standard window holding the count above what the load asks (7 of 8, not low enough
+    // for the ECI pods' early release) is no reason to wait: they may stay five minutes.
+    let d = decide(
+        &p,
+        &obs(1000.0, &c, &[LoadSample::Total(3400.0)], 8),
+        &EngineState::default(),
+    )
+    .decision;
+    assert_eq!(d.replicas.desired, 10, "{}", d.replicas.reason);
+    // A larger fleet: a quarter of the count at once, however many run on ECI.
+    let big = cluster(8, 0, 12, 12);
+    let d = decide(
+        &p,
+        &obs(1000.0, &big, &[LoadSample::Total(12_000.0)], 24),
+        &EngineState::default(),
+    )
+    .decision;
+    assert_eq!(
+        (d.replicas.desired, d.replicas.why),
+        (30, Why::Rebalance),
+        "{}",
+        d.replicas.reason
+    );
 }
 
 #[test]
 fn swap_back_adds_up_to_three_while_they_land_on_eci_then_backs_off() {
     let p = policy();
     let loads = [LoadSample::Total(4000.0)];
-    let mut state = decide(
+    let out = decide(
         &p,
         &obs(1000.0, &cluster(4, 0, 6, 2), &loads, 8),
         &EngineState::default(),
-    )
-    .state;
-    let mut c = cluster(4, 0, 6, 2);
-    for (i, t) in [(1, 1050.0), (2, 1100.0)] {
-        c = with_added(c, false, true, &format!("gw-new-{i}"));
-        let out = decide(&p, &obs(t, &c, &loads, 8 + i), &state);
-        assert_eq!(
-            (out.decision.replicas.desired, out.decision.replicas.why),
-            (9 + i, Why::Rebalance),
-            "{}",
-            out.decision.replicas.reason
-        );
-        state = out.state;
-    }
-    // The third added pod landed on ECI too: back to 8, and the next try waits twice as long.
-    c = with_added(c, false, true, "gw-new-3");
-    let out = decide(&p, &obs(1150.0, &c, &loads, 11), &state);
+    );
+    assert_eq!(out.decision.replicas.desired, 10);
+    // Both added pods landed on ECI, against the model: one more, three in all.
+    let c = with_added(
+        with_added(cluster(4, 0, 6, 2), false, true, "gw-new-1"),
+        false,
+        true,
+        "gw-new-2",
+    );
+    let out = decide(&p, &obs(1050.0, &c, &loads, 10), &out.state);
+    assert_eq!(
+        (out.decision.replicas.desired, out.decision.replicas.why),
+        (11, Why::Rebalance),
+        "{}",
+        out.decision.replicas.reason
+    );
+    // The third landed on ECI too: back to 8, and the next try waits twice as long.
+    let c = with_added(c, false, true, "gw-new-3");
+    let out = decide(&p, &obs(1100.0, &c, &loads, 11), &out.state);
     assert_eq!(
         (out.decision.replicas.desired, out.decision.replicas.why),
         (8, Why::Rebalance)
     );
     assert_eq!(out.state.swap_misses, 1);
     let back = cluster(4, 0, 6, 2);
-    let d = decide(&p, &obs(1150.0 + 90.0, &back, &loads, 8), &out.state).decision;
+    let d = decide(&p, &obs(1100.0 + 90.0, &back, &loads, 8), &out.state).decision;
     assert_eq!(d.replicas.desired, 8, "{}", d.replicas.reason);
-    let d = decide(&p, &obs(1150.0 + 120.0, &back, &loads, 8), &out.state).decision;
-    assert_eq!(d.replicas.desired, 9, "{}", d.replicas.reason);
+    let d = decide(&p, &obs(1100.0 + 120.0, &back, &loads, 8), &out.state).decision;
+    assert_eq!(d.replicas.desired, 10, "{}", d.replicas.reason);
     assert_eq!(placement::swap_wait(60, 0), 60.0);
     assert_eq!(placement::swap_wait(60, 3), 480.0);
     assert_eq!(placement::swap_wait(60, 30), 3600.0);
