@@ -1216,7 +1216,10 @@ fn swap_back(
                 state.swap_misses.saturating_add(1)
             };
             state.swap = None;
-            state.last_move = Some(now);
+            // A swap that moved every pod it added proved the model right: while ECS has room
+            // and pods run on ECI, the next may start at once (each is make-before-break).
+            let all_landed = ctx.survey.ecs_pods - s.ecs_pods >= s.added;
+            state.last_move = (!all_landed).then_some(now);
             set(
                 plan,
                 s.base,

@@ -287,9 +287,10 @@ pub struct PlacementSpec {
     #[serde(default = "defaults::min_weight_interval")]
     #[schemars(range(min = 0))]
     pub min_weight_change_interval_seconds: i64,
-    /// Move gateway pods off ECI while ECS has a free slot, make-before-break: when the fleet is
-    /// steady and every pod ready, add one pod, and once it is ready on ECS scale back by one
-    /// (the ReplicaSet removes an ECI pod first: lowest deletion cost). Capacity never dips, and
+    /// Move gateway pods off ECI while ECS has free slots, make-before-break: when the fleet is
+    /// steady and every pod ready, add as many pods as ECS has room for and run on ECI (at most
+    /// a quarter of the count), and once they are ready on ECS scale back by as many (the
+    /// ReplicaSet removes ECI pods first: lowest deletion cost). Capacity never dips, and
     /// the ECI pod still counts for the scheduler's default topology spreading while the new
     /// pod is placed; an eviction leaves the virtual node empty, and the spread score can send
     /// the replacement straight back to ECI. A swap starts only when the scheduler model (the
@@ -304,7 +305,8 @@ pub struct PlacementSpec {
     /// (break-before-make: for fleets that cannot take one more pod; see `swapBack`).
     #[serde(default)]
     pub rebalance: bool,
-    /// Minimum time between two moves, and after the last scale-up, before one.
+    /// Minimum time between two moves, and after the last scale-up, before one; a swap that
+    /// moved every pod it added is followed at once.
     #[serde(default = "defaults::rebalance_interval")]
     #[schemars(range(min = 0))]
     pub rebalance_interval_seconds: i64,

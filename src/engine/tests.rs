@@ -736,8 +736,24 @@ fn swap_back_adds_pods_then_gives_back_as_many_eci_ones() {
         );
     }
     assert_eq!((out.state.swap, out.state.swap_misses), (None, 0));
-    // Not again before the rebalance interval; one pod at a time when one runs on ECI.
+    // Every added pod landed: the next swap need not wait (one pod when one runs on ECI).
     let after = cluster(4, 0, 7, 1);
+    let d = decide(&p, &obs(1012.0, &after, &loads, 8), &out.state).decision;
+    assert_eq!((d.replicas.desired, d.replicas.why), (9, Why::Rebalance));
+    // One that did not land them all waits the rebalance interval.
+    let partly = with_added(
+        with_added(cluster(4, 0, 6, 2), true, true, "gw-new-1"),
+        false,
+        true,
+        "gw-new-2",
+    );
+    let started = decide(&p, &obs(1000.0, &c, &loads, 8), &EngineState::default()).state;
+    let out = decide(&p, &obs(1010.0, &partly, &loads, 10), &started);
+    assert_eq!(
+        out.decision.replicas.desired, 8,
+        "{}",
+        out.decision.replicas.reason
+    );
     let d = decide(&p, &obs(1030.0, &after, &loads, 8), &out.state).decision;
     assert_eq!(d.replicas.desired, 8, "{}", d.replicas.reason);
     let d = decide(&p, &obs(1070.0, &after, &loads, 8), &out.state).decision;
