@@ -458,7 +458,14 @@ pub fn decide(policy: &ElasticGatewaySpec, obs: &Observation<'_>, prev: &EngineS
         weights.reason =
             "writing the pool spread constraints with the weights (once, at a quiet time)".into();
     }
-    let swap = swap_back(policy, obs, &ctx, &weights, &mut plan, &mut state);
+    let swap = swap_back(
+        policy,
+        obs,
+        &ctx,
+        &weights,
+        (&mut plan, need(&readings)),
+        &mut state,
+    );
     if plan.desired != ctx.current && !policy.dry_run {
         state.hpa.record_scale(
             ctx.now,
@@ -806,6 +813,19 @@ fn stabilise(
     plan(desired, why, reason)
 }
 
+/// The pods the load needs now at each metric's target, no tolerance, no window: what a swap
+/// may not go back below.
+fn need(readings: &[Reading]) -> Option<i32> {
+    readings
+        .iter()
+        .filter_map(|r| {
+            let v = r.value?;
+            (r.target_per_replica > 0.0)
+                .then(|| (v / r.target_per_replica).ceil().min(f64::from(i32::MAX)) as i32)
+        })
+        .max()
+}
+
 /// The ECI pods' early release: when the standard window holds a count above what ECS holds,
 /// the pods above it run on ECI, billed per second; they go after the shorter ECI window, when
 /// the load has really fallen (below the count by more than twice the tolerance through the
@@ -1147,7 +1167,7 @@ fn swap_back(
     obs: &Observation<'_>,
     ctx: &Context,
     weights: &WeightPlan,
-    plan: &mut ReplicaPlan,
+    (plan, need): (&mut ReplicaPlan, Option<i32>),
     state: &mut EngineState,
 ) -> Option<placement::SwapEvent> {
     use placement::{Landing, SwapEvent};
@@ -1216,28 +1236,31 @@ fn swap_back(
                 state.swap_misses.saturating_add(1)
             };
             state.swap = None;
-            // A swap that moved every pod it added proved the model right: while ECS has room
-            // and pods run on ECI, the next may start at once (each is make-before-break).
-            let all_landed = ctx.survey.ecs_pods - s.ecs_pods >= s.added;
+            // A swap that moved every pod it added, each ready, proved the model right: while
+            // ECS has room and pods run on ECI, the next may start at once (each is
+            // make-before-break).
+            let all_landed = settled && ctx.survey.ecs_pods - s.ecs_pods >= s.added;
             state.last_move = (!all_landed).then_some(now);
+            // Back to the count before the swap, or to what the load needs now if it rose since
+            // (the added pods that serve it stay). The stabilized count cannot say: its window
+            // holds the swap's own raised count.
+            let back = need.map_or(s.base, |n| n.clamp(s.base, ctx.current));
             set(
                 plan,
-                s.base,
+                back,
                 if landed {
                     format!(
-                        "swap: {} added pods run on ECS; back to {}, ECI pods go first",
+                        "swap: {} added pods run on ECS; back to {back}, ECI pods go first",
                         ctx.survey.ecs_pods - s.ecs_pods,
-                        s.base
                     )
                 } else {
                     format!(
-                        "swap: the added pods {}; back to {} (next try in {:.0}s)",
+                        "swap: the added pods {}; back to {back} (next try in {:.0}s)",
                         if timed_out {
                             "are not ready"
                         } else {
                             "landed on ECI too"
                         },
-                        s.base,
                         placement::swap_wait(
                             policy.placement.rebalance_interval_seconds,
                             state.swap_misses
@@ -1256,7 +1279,7 @@ fn swap_back(
         set(
             plan,
             ctx.current,
-            "swap: waiting for the added pod to be ready".into(),
+            "swap: waiting for the added pods to be ready".into(),
         );
         return None;
     }
@@ -1267,7 +1290,9 @@ fn swap_back(
         // window for up to five minutes: an ECI pod is still worth moving then (the scale-down
         // that follows takes the ECI pods first, and the swap ends with it).
         && (matches!(plan.why, Why::Steady | Why::Load) && plan.hpa.is_some_and(|h| h >= ctx.current)
-            || matches!(plan.why, Why::EcsHold | Why::Stabilized))
+            || plan.why == Why::EcsHold
+            // Held above what the load asks on the way down; never a scale-up held back.
+            || plan.why == Why::Stabilized && plan.hpa.is_some_and(|h| h < ctx.current))
         && plan.lead.is_none()
         && ctx.current == ctx.status_replicas
         && ctx.current < policy.max_replicas

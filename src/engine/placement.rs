@@ -307,23 +307,25 @@ pub fn deletion_costs(pods: &[GatewayPod]) -> Vec<(String, i32)> {
 }
 
 /// A make-before-break move in progress (`placement.swapBack`): pods were added to a steady
-/// fleet of `base` pods while `ecs_pods` ran on ECS; once one runs ready on ECS the count goes
-/// back to `base`, and the ReplicaSet removes ECI pods first (lowest deletion cost).
+/// fleet of `base` pods while `ecs_pods` ran on ECS; once they run ready (on ECS, as planned)
+/// the count goes back to `base` (or what the load asks since, if more), and the ReplicaSet
+/// removes ECI pods first (lowest deletion cost).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Swap {
     pub base: i32,
-    /// Pods added so far (at most [`SWAP_MAX_ADDED`]).
+    /// Pods added so far: a batch of up to a quarter of the count where the model puts the
+    /// first on ECS, or one at a time up to [`SWAP_MAX_ADDED`] while they land on ECI.
     pub added: i32,
     pub ecs_pods: i32,
     pub started: f64,
 }
 
-/// Most pods one swap adds. While an added pod lands on ECI as well, the next is added: each
+/// Most pods one swap adds one at a time. While an added pod lands on ECI as well, the next is added: each
 /// raises the virtual node's count for the scheduler's topology spreading (which favours the
 /// node with fewer of the set), until affinity wins; once one runs on ECS, the count goes back
 /// and every surplus pod goes, ECI first. Three covers an ECS node holding three gateway pods.
 pub const SWAP_MAX_ADDED: i32 = 3;
-/// A swap gives up waiting for its added pod after this long (an ECI start is well under it).
+/// A swap gives up waiting for its added pods after this long (an ECI start is well under it).
 pub const SWAP_TIMEOUT_SECONDS: f64 = 300.0;
 /// The longest wait between two swaps after misses (added pods that landed on ECI as well).
 pub const SWAP_MAX_BACKOFF_SECONDS: f64 = 3600.0;

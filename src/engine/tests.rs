@@ -736,6 +736,17 @@ fn swap_back_adds_pods_then_gives_back_as_many_eci_ones() {
         );
     }
     assert_eq!((out.state.swap, out.state.swap_misses), (None, 0));
+    // Had the load risen meanwhile to need the added pods (9.6 of them), the swap ends there:
+    // the count goes back only as far as the load allows.
+    let started = decide(&p, &obs(1000.0, &c, &loads, 8), &EngineState::default()).state;
+    let risen = [LoadSample::Total(4800.0)];
+    let d = decide(&p, &obs(1010.0, &landed, &risen, 10), &started).decision;
+    assert_eq!(
+        (d.replicas.desired, d.swap),
+        (10, Some(placement::SwapEvent::LandedEcs)),
+        "{}",
+        d.replicas.reason
+    );
     // Every added pod landed: the next swap need not wait (one pod when one runs on ECI).
     let after = cluster(4, 0, 7, 1);
     let d = decide(&p, &obs(1012.0, &after, &loads, 8), &out.state).decision;

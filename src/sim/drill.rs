@@ -22,7 +22,8 @@ pub struct Summary {
     pub time_to_capacity_s: Vec<SurgeResult>,
     /// Σ over time of the pods missing to serve the load (ceil(load / capacity per pod) − ready).
     pub underprovisioned_pod_seconds: f64,
-    /// Seconds during which the gateway was short of capacity.
+    /// Seconds during which the gateway was short of capacity (with neighbours, added up over
+    /// the gateways: gateway·s).
     pub short_seconds: f64,
     pub peak_replicas: i32,
     pub peak_eci_pods: i32,
@@ -46,12 +47,12 @@ pub struct Summary {
     pub eci_pod_seconds_ecs_free: f64,
     /// Σ over time of gateway pods not bound to any node.
     pub pending_pod_seconds: f64,
-    /// Replica changes of make-before-break moves back to ECS (`placement.swapBack`: one pod
-    /// more, then one fewer). They are not counted in `scale_changes` and `reversals`: the count
+    /// Replica changes of make-before-break moves back to ECS (`placement.swapBack`: pods more,
+    /// then as many fewer). They are not counted in `scale_changes` and `reversals`: the count
     /// changes for placement, not in answer to the load, and capacity never dips.
     #[serde(default)]
     pub swap_changes: u32,
-    /// What the swaps did, per added pod (`placement.swapBack`).
+    /// What the swaps did: their events (`placement.swapBack`).
     #[serde(default)]
     pub swaps: SwapTally,
     pub peak_pending_pods: i32,
@@ -333,14 +334,26 @@ fn run_policy(
     kind: PolicyKind,
     observer: &mut dyn Observer,
 ) -> PolicyRun {
-    let mut runners: Vec<Runner<'_>> = lanes
-        .iter()
-        .zip(loads)
-        .enumerate()
-        .map(|(i, (lane, load))| Runner::new(scenario, *lane, load, kind, i, lanes.len()))
-        .collect();
     // What other work holds on each node: the base every lane's view adds its neighbours' pods to.
     let base = scenario.nodes();
+    // Each gateway's first pods are placed where the gateways before it left room.
+    let mut runners: Vec<Runner<'_>> = Vec::with_capacity(lanes.len());
+    for (i, (lane, load)) in lanes.iter().zip(loads).enumerate() {
+        let mut nodes = base.clone();
+        for r in &runners {
+            for (node, held) in nodes.iter_mut().zip(r.cluster.held_per_node()) {
+                node.requested.add(&held);
+            }
+        }
+        runners.push(Runner::new(
+            scenario,
+            *lane,
+            load,
+            kind,
+            (i, lanes.len()),
+            nodes,
+        ));
+    }
     share_nodes(&base, &mut runners);
     // One agent runs every gateway under `spillway`: one ledger of ECS room (issue 26).
     let ledger = Ledger::default();
@@ -415,13 +428,15 @@ fn share_nodes(base: &[crate::model::Node], runners: &mut [Runner<'_>]) {
 }
 
 impl<'a> Runner<'a> {
+    /// `(index, lanes)`: this gateway's place among the drill's; `nodes`: the cluster as the
+    /// gateways before it left it.
     fn new(
         scenario: &Scenario,
         lane: Lane<'a>,
         load: &'a LoadSeries,
         kind: PolicyKind,
-        index: usize,
-        lanes: usize,
+        (index, lanes): (usize, usize),
+        nodes: Vec<crate::model::Node>,
     ) -> Self {
         let policy = lane.policy;
         let requests = lane.gateway.requests();
@@ -438,7 +453,7 @@ impl<'a> Runner<'a> {
             policy.pools.eci.node_selector.clone(),
         );
         let mut cluster = SimCluster::new(
-            scenario.nodes(),
+            nodes,
             template,
             lane.gateway.replicas,
             scenario.latencies.clone(),
@@ -661,8 +676,8 @@ impl<'a> Runner<'a> {
     }
 }
 
-/// What only the whole fleet shows: peaks of the sum, ECI paid while any ECS slot was free,
-/// the summed timeline. With one gateway it is that gateway's own.
+/// What only the whole fleet shows: peaks of the sum, ECI paid while ECS had a slot free for
+/// it, the summed timeline. With one gateway it is that gateway's own.
 #[derive(Default)]
 struct Fleet {
     peak_replicas: i32,
@@ -678,17 +693,15 @@ impl Fleet {
         self.peak_replicas = self.peak_replicas.max(sum(|t| t.now.live));
         self.peak_eci = self.peak_eci.max(sum(|t| t.now.eci));
         self.peak_pending = self.peak_pending.max(sum(|t| t.now.pending));
-        // Free ECS slots counted in the first gateway's pod size, on the shared nodes.
-        if let Some(first) = runners.first() {
-            let eci = sum(|t| t.now.eci);
-            if eci > 0 {
-                self.eci_while_ecs_free += first
-                    .tally
-                    .free_ecs_slots(&first.cluster)
-                    .min(i64::from(eci)) as f64
-                    * dt as f64;
-            }
+        // Each gateway's ECI pods beside ECS slots its own pods would fit, the free slots
+        // counted once: at most as many as the smallest pod size fits.
+        let (mut beside, mut most) = (0i64, 0i64);
+        for r in runners.iter().filter(|r| r.tally.now.eci > 0) {
+            let free = r.tally.free_ecs_slots(&r.cluster);
+            beside += free.min(i64::from(r.tally.now.eci));
+            most = most.max(free);
         }
+        self.eci_while_ecs_free += beside.min(most) as f64 * dt as f64;
     }
 
     /// The fleet's summary: counts and costs added up (the dedicated ECS nodes paid once, by the

@@ -44,7 +44,8 @@ pub struct Scenario {
     /// Which policies run side by side on the same load.
     #[serde(default = "d_policies")]
     pub policies: Vec<PolicyKind>,
-    /// Replica count of the `static` policy; default: sized for the peak at the target load.
+    /// Replica count of the `static` policy for the drill's own gateway; default (and for
+    /// neighbours): sized for the peak at the target load.
     #[serde(default)]
     pub static_replicas: Option<i32>,
     /// How often each controller runs.
@@ -590,12 +591,19 @@ impl Scenario {
         let mut names = std::collections::BTreeSet::from(["gateway"]);
         for (i, n) in self.neighbours.iter().enumerate() {
             let at = format!("neighbours[{i}]");
-            if n.name.trim().is_empty() || !names.insert(n.name.as_str()) {
+            let label = !n.name.is_empty()
+                && n.name.len() <= 63
+                && n.name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !n.name.starts_with('-')
+                && !n.name.ends_with('-');
+            if !label || !names.insert(n.name.as_str()) {
                 bad(
                     &format!("{at}.name"),
                     format!(
-                        "must be a name no other gateway of the drill has (`gateway` is the \
-                         drill's own), got {:?}",
+                        "must be a DNS label (lowercase letters, digits, '-') no other gateway \
+                         of the drill has (`gateway` is the drill's own), got {:?}",
                         n.name
                     ),
                 );
