@@ -663,7 +663,7 @@ fn fast_path(
     if burst {
         state.burst_until = Some(ctx.now + BURST_HOLD_SECONDS);
     }
-    let proposal = (f.rps / target).ceil().min(f64::from(i32::MAX)) as i32;
+    let proposal = pods_for(f.rps, target);
     let raise = burst
         || f.rps
             > f64::from(ctx.current)
@@ -813,6 +813,11 @@ fn stabilise(
     plan(desired, why, reason)
 }
 
+/// Pods that serve `rate` at `target` each, rounded up.
+fn pods_for(rate: f64, target: f64) -> i32 {
+    (rate / target).ceil().min(f64::from(i32::MAX)) as i32
+}
+
 /// The pods the load needs now at each metric's target, no tolerance, no window: what a swap
 /// may not go back below.
 fn need(readings: &[Reading]) -> Option<i32> {
@@ -820,8 +825,7 @@ fn need(readings: &[Reading]) -> Option<i32> {
         .iter()
         .filter_map(|r| {
             let v = r.value?;
-            (r.target_per_replica > 0.0)
-                .then(|| (v / r.target_per_replica).ceil().min(f64::from(i32::MAX)) as i32)
+            (r.target_per_replica > 0.0).then(|| pods_for(v, r.target_per_replica))
         })
         .max()
 }

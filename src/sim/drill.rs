@@ -338,23 +338,15 @@ fn run_policy(
     let base = scenario.nodes();
     // Each gateway's first pods are placed where the gateways before it left room.
     let mut runners: Vec<Runner<'_>> = Vec::with_capacity(lanes.len());
+    // What each gateway's pods hold on each node, kept as each one moves.
+    let mut held: Vec<Vec<crate::model::Resources>> = Vec::with_capacity(lanes.len());
     for (i, (lane, load)) in lanes.iter().zip(loads).enumerate() {
         let mut nodes = base.clone();
-        for r in &runners {
-            for (node, held) in nodes.iter_mut().zip(r.cluster.held_per_node()) {
-                node.requested.add(&held);
-            }
-        }
-        runners.push(Runner::new(
-            scenario,
-            *lane,
-            load,
-            kind,
-            (i, lanes.len()),
-            nodes,
-        ));
+        set_requested(&mut nodes, &requested(&base, &held));
+        let r = Runner::new(scenario, *lane, load, kind, (i, lanes.len()), nodes);
+        held.push(r.cluster.held_per_node());
+        runners.push(r);
     }
-    share_nodes(&base, &mut runners);
     // One agent runs every gateway under `spillway`: one ledger of ECS room (issue 26).
     let ledger = Ledger::default();
     let step = scenario.step_seconds.max(1);
@@ -362,14 +354,22 @@ fn run_policy(
     let mut fleet = Fleet::default();
     let mut t = 0u64;
     while t <= scenario.duration_seconds {
-        for i in 0..runners.len() {
+        // A gateway's own step changes only what its pods hold: each sees the others' as they
+        // left them before it moves, and all see the end of the second before it is recorded.
+        for (i, r) in runners.iter_mut().enumerate() {
             if multi {
-                share_nodes(&base, &mut runners);
+                set_requested(&mut r.cluster.nodes, &requested(&base, &held));
             }
-            runners[i].tick(scenario, t, kind, &ledger, observer);
+            r.tick(scenario, t, kind, &ledger, observer);
+            if multi {
+                held[i] = r.cluster.held_per_node();
+            }
         }
         if multi {
-            share_nodes(&base, &mut runners);
+            let now = requested(&base, &held);
+            for r in &mut runners {
+                set_requested(&mut r.cluster.nodes, &now);
+            }
         }
         let points: Vec<Option<Point>> = runners
             .iter_mut()
@@ -407,23 +407,27 @@ fn run_policy(
     }
 }
 
-/// Every lane's view of the nodes: the other work, plus every gateway's pods bound there
-/// (draining ones too: they hold their room until gone). A lane's own pods are in its view as
-/// its own model keeps them; the neighbours' are what it cannot move. No-op for one lane.
-fn share_nodes(base: &[crate::model::Node], runners: &mut [Runner<'_>]) {
-    if runners.len() < 2 {
-        return;
-    }
-    let held: Vec<Vec<crate::model::Resources>> =
-        runners.iter().map(|r| r.cluster.held_per_node()).collect();
-    for r in runners.iter_mut() {
-        for (n, node) in r.cluster.nodes.iter_mut().enumerate() {
-            let mut requested = base[n].requested;
-            for h in &held {
-                requested.add(&h[n]);
+/// Each node's requests as every gateway's view has them: the other work, plus every gateway's
+/// pods bound there (draining ones too: they hold their room until gone).
+fn requested(
+    base: &[crate::model::Node],
+    held: &[Vec<crate::model::Resources>],
+) -> Vec<crate::model::Resources> {
+    base.iter()
+        .enumerate()
+        .map(|(n, node)| {
+            let mut r = node.requested;
+            for h in held {
+                r.add(&h[n]);
             }
-            node.requested = requested;
-        }
+            r
+        })
+        .collect()
+}
+
+fn set_requested(nodes: &mut [crate::model::Node], requested: &[crate::model::Resources]) {
+    for (node, r) in nodes.iter_mut().zip(requested) {
+        node.requested = *r;
     }
 }
 
