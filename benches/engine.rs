@@ -117,6 +117,7 @@ fn bench_decision(c: &mut Criterion) {
             nodes: &nodes,
             ecs_claimed_elsewhere: 0,
             spread_missing: false,
+            pool_usage: None,
         };
         state = engine::decide(&policy, &obs, &state).state;
     }
@@ -138,6 +139,7 @@ fn bench_decision(c: &mut Criterion) {
                 nodes: &nodes,
                 ecs_claimed_elsewhere: 0,
                 spread_missing: false,
+                pool_usage: None,
             };
             engine::decide(&policy, &obs, &state)
         })

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::{FastSample, GatewayPod, LoadSample, Node, PodTemplate, Pool, Resources};
 use crate::policy::{ElasticGatewaySpec, PoolWeights};
 
+pub mod capacity;
 pub mod cost;
 pub mod forecast;
 pub mod hpa;
@@ -48,6 +49,9 @@ pub struct Observation<'a> {
     /// `placement.poolSpread` is on and the template lacks some of its constraints: the
     /// weights are to be applied (with them) at the next quiet time. Never in a drill.
     pub spread_missing: bool,
+    /// What each pool's ready pods serve and spend in CPU now, when both can be read: the
+    /// evidence for how much an ECI pod serves beside an ECS pod ([`capacity`]).
+    pub pool_usage: Option<capacity::PoolUsage>,
 }
 
 /// What the engine remembers between decisions. Plain data: the caller keeps it.
@@ -99,6 +103,9 @@ pub struct EngineState {
     /// maximum: `(time, replicas)`, times rising, replicas falling.
     #[serde(default)]
     pub demand: Vec<(f64, i32)>,
+    /// What each pool's pods spend per request, learnt ([`capacity`]).
+    #[serde(default)]
+    pub capacity: capacity::CapacityMemory,
 }
 
 impl EngineState {
@@ -329,6 +336,9 @@ pub struct Decision {
     /// them into the pool spread's domains, where an empty one draws gateway pods.
     #[serde(default)]
     pub pools_overlap: Vec<String>,
+    /// What an ECI pod serves beside an ECS pod, as this decision counted it.
+    #[serde(default)]
+    pub relative: capacity::Relative,
 }
 
 impl Decision {
@@ -411,23 +421,49 @@ struct Context {
     survey: Survey,
     up: crate::policy::EffectiveRules,
     down: crate::policy::EffectiveRules,
+    relative: capacity::Relative,
+    /// The fleet as the pools hold it: ECS the first pods, ECI the rest at their share.
+    mix: capacity::Mix,
+    /// What the ready pods serve, in ECS pods.
+    ready_serves: f64,
 }
 
 impl Context {
-    fn new(policy: &ElasticGatewaySpec, obs: &Observation<'_>) -> Self {
+    fn new(
+        policy: &ElasticGatewaySpec,
+        obs: &Observation<'_>,
+        learnt: &capacity::CapacityMemory,
+    ) -> Self {
         let weights_now = obs.weights.unwrap_or(policy.placement.normal_weights);
         let mut template = policy.gateway_template(obs.pod_requests, weights_now);
         if obs.spread_missing {
             template.spread.clear();
             template.pod_affinity.clear();
         }
+        let survey = placement::survey(policy, &template, obs.pods, obs.nodes)
+            .less_claimed(obs.ecs_claimed_elsewhere);
+        let relative = capacity::relative(policy.eci.relative_capacity, learnt);
+        let ready_serves = obs
+            .pods
+            .iter()
+            .filter(|p| p.ready && !p.terminating)
+            .map(|p| match p.pool {
+                Pool::Eci => relative.eci,
+                _ => 1.0,
+            })
+            .sum();
         Self {
             now: obs.now,
             current: obs.spec_replicas,
             status_replicas: obs.pods.iter().filter(|p| !p.terminating).count() as i32,
             weights_now,
-            survey: placement::survey(policy, &template, obs.pods, obs.nodes)
-                .less_claimed(obs.ecs_claimed_elsewhere),
+            mix: capacity::Mix {
+                relative: relative.eci,
+                ecs_capacity: survey.ecs_capacity,
+            },
+            relative,
+            ready_serves,
+            survey,
             template,
             up: policy.behavior.scale_up.effective(true),
             down: policy.behavior.scale_down.effective(false),
@@ -444,7 +480,10 @@ impl Context {
 /// [`price`] (fixed ECS, marginal ECI).
 pub fn decide(policy: &ElasticGatewaySpec, obs: &Observation<'_>, prev: &EngineState) -> Outcome {
     let mut state = prev.clone();
-    let ctx = Context::new(policy, obs);
+    if let Some(target) = request_target(policy) {
+        state.capacity.learn(obs.pool_usage, target, obs.now);
+    }
+    let ctx = Context::new(policy, obs, &state.capacity);
     let readings = size(policy, obs, &ctx, &mut state.series);
     let fast = fast_path(policy, obs.fast, &ctx, &mut state);
     let lead = forecast(policy, &readings, fast, &ctx);
@@ -463,7 +502,7 @@ pub fn decide(policy: &ElasticGatewaySpec, obs: &Observation<'_>, prev: &EngineS
         obs,
         &ctx,
         &weights,
-        (&mut plan, need(&readings)),
+        (&mut plan, need(policy, &ctx, &readings)),
         &mut state,
     );
     if plan.desired != ctx.current && !policy.dry_run {
@@ -500,6 +539,7 @@ pub fn decide(policy: &ElasticGatewaySpec, obs: &Observation<'_>, prev: &EngineS
         swap,
         spread_removed,
         pools_overlap: policy.pools_overlap(obs.nodes),
+        relative: ctx.relative,
     };
     Outcome { decision, state }
 }
@@ -529,12 +569,7 @@ fn size(
                 }
                 LoadSample::Total(v) => (
                     Some(*v),
-                    Some(hpa::replicas_for_total(
-                        ctx.status_replicas,
-                        *v,
-                        target,
-                        tolerance,
-                    )),
+                    Some(replicas_for_total(ctx, m, *v, tolerance)),
                     None,
                 ),
                 LoadSample::PerPod(samples) => {
@@ -546,6 +581,9 @@ fn size(
                         tolerance,
                         policy.behavior.pod_grouping,
                     ) {
+                        Ok(r) if r != ctx.current && pooled(m) => {
+                            (sample.total(), Some(ctx.mix.replicas(r)), None)
+                        }
                         Ok(r) => (sample.total(), Some(r), None),
                         Err(e) => (None, None, Some(e)),
                     }
@@ -609,14 +647,8 @@ fn forecast(
         .filter_map(|(m, r)| {
             // The HPA's tolerance applies to the forecast too: noise on a steady load at exactly
             // the target must not add a pod.
-            r.forecast.map(|f| {
-                hpa::replicas_for_total(
-                    ctx.status_replicas,
-                    f,
-                    m.target_per_replica,
-                    policy.behavior.tolerances(),
-                )
-            })
+            r.forecast
+                .map(|f| replicas_for_total(ctx, m, f, policy.behavior.tolerances()))
         })
         .max()
         .map(|l| observed.map_or(l, |o| l.min(o)))
@@ -658,15 +690,15 @@ fn fast_path(
         .find(|m| m.preset == Some(crate::policy::Preset::RequestRate))
         .map(|m| m.target_per_replica)?;
     let f = fast.filter(|f| f.rps.is_finite() && f.rps >= 0.0 && f.pods_read > 0)?;
-    let ready_capacity = f64::from(ctx.survey.ready_pods.max(1)) * target;
+    let ready_capacity = ctx.ready_serves.max(1.0) * target;
     let burst = f.rps > BURST_THRESHOLD * ready_capacity;
     if burst {
         state.burst_until = Some(ctx.now + BURST_HOLD_SECONDS);
     }
-    let proposal = pods_for(f.rps, target);
+    let proposal = ctx.mix.replicas(pods_for(f.rps, target));
     let raise = burst
         || f.rps
-            > f64::from(ctx.current)
+            > ctx.mix.serves(ctx.current)
                 * target
                 * (1.0 + FAST_RAISE_TOLERANCES * policy.behavior.tolerances().up);
     Some(FastAnswer {
@@ -820,14 +852,56 @@ fn pods_for(rate: f64, target: f64) -> i32 {
 
 /// The pods the load needs now at each metric's target, no tolerance, no window: what a swap
 /// may not go back below.
-fn need(readings: &[Reading]) -> Option<i32> {
-    readings
+fn need(policy: &ElasticGatewaySpec, ctx: &Context, readings: &[Reading]) -> Option<i32> {
+    policy
+        .metrics
         .iter()
-        .filter_map(|r| {
+        .zip(readings)
+        .filter_map(|(m, r)| {
             let v = r.value?;
-            (r.target_per_replica > 0.0).then(|| pods_for(v, r.target_per_replica))
+            let pods = (r.target_per_replica > 0.0).then(|| pods_for(v, r.target_per_replica))?;
+            Some(if pooled(m) {
+                ctx.mix.replicas(pods)
+            } else {
+                pods
+            })
         })
         .max()
+}
+
+/// The HPA formula for a total, with the pods above what ECS holds counted at the ECI pods'
+/// share of an ECS pod: the usage ratio is taken over what the fleet serves, and a change
+/// sizes the overflow in ECI pods.
+fn replicas_for_total(
+    ctx: &Context,
+    m: &crate::policy::MetricSpec,
+    total: f64,
+    tol: crate::policy::Tolerances,
+) -> i32 {
+    let (status, target) = (ctx.status_replicas, m.target_per_replica);
+    if !pooled(m) || ctx.mix.relative >= 1.0 {
+        return hpa::replicas_for_total(status, total, target, tol);
+    }
+    if status > 0 && tol.is_within(total / (target * ctx.mix.serves(status))) {
+        status
+    } else {
+        ctx.mix.replicas(pods_for(total, target))
+    }
+}
+
+/// Whether a metric's per-pod figure depends on the pool: a CPU reading already shows a
+/// weaker pod working harder, so it is counted as read; a request or connection count is not.
+fn pooled(m: &crate::policy::MetricSpec) -> bool {
+    m.preset != Some(crate::policy::Preset::Cpu)
+}
+
+/// The request-rate metric's target, the scale the pools' usage is read against.
+fn request_target(policy: &ElasticGatewaySpec) -> Option<f64> {
+    policy
+        .metrics
+        .iter()
+        .find(|m| m.preset == Some(crate::policy::Preset::RequestRate))
+        .map(|m| m.target_per_replica)
 }
 
 /// The ECI pods' early release: when the standard window holds a count above what ECS holds,
@@ -1491,7 +1565,7 @@ fn quiet(
     !obs.rollout_in_progress
         && plan.direction != Direction::ScaleUp
         && room_to_roll
-        && load_fraction(policy, obs, &ctx.survey).is_some_and(|f| f < QUIET_LOAD_FRACTION)
+        && load_fraction(policy, obs, ctx).is_some_and(|f| f < QUIET_LOAD_FRACTION)
         && state
             .last_scale_up
             .is_none_or(|t| ctx.now - t >= QUIET_AFTER_SCALE_UP_SECONDS)
@@ -1500,11 +1574,7 @@ fn quiet(
 /// The first metric's reading over the ready pods' capacity at its target. For the request
 /// rate, the fast path's reading counts when it is higher: Prometheus's smoothed rate lags a
 /// rise by about its window, and a rollout started in that lag would roll under load.
-fn load_fraction(
-    policy: &ElasticGatewaySpec,
-    obs: &Observation<'_>,
-    survey: &Survey,
-) -> Option<f64> {
+fn load_fraction(policy: &ElasticGatewaySpec, obs: &Observation<'_>, ctx: &Context) -> Option<f64> {
     let (i, m) = policy.metrics.iter().enumerate().next()?;
     let mut v = obs.loads.get(i)?.total()?;
     if m.preset == Some(crate::policy::Preset::RequestRate)
@@ -1512,7 +1582,12 @@ fn load_fraction(
     {
         v = v.max(f.rps);
     }
-    let capacity = f64::from(survey.ready_pods) * m.target_per_replica;
+    let ready = if pooled(m) {
+        ctx.ready_serves
+    } else {
+        f64::from(ctx.survey.ready_pods)
+    };
+    let capacity = ready * m.target_per_replica;
     (capacity > 0.0).then(|| v / capacity)
 }
 

@@ -184,6 +184,8 @@ fn skip_labels(s: &str) -> Option<&str> {
 pub struct Round {
     /// Request rate of each pod that gave one (per second).
     pub rates: Vec<f64>,
+    /// The same rates by pod, for what each pool's pods serve ([`crate::engine::capacity`]).
+    pub per_pod: Vec<(String, f64)>,
     /// Ready pods that gave no rate this time (not in the sample, failed, or a first read) but
     /// have been ready for [`WARM_SECONDS`]: each is taken to serve the mean of those read.
     pub unread_serving: usize,
@@ -288,7 +290,9 @@ impl Counters {
                 .copied();
             history.push_back((at, value));
             if let Some((t0, v0)) = reference {
-                round.rates.push((value - v0) / (at - t0));
+                let rate = (value - v0) / (at - t0);
+                round.rates.push(rate);
+                round.per_pod.push((pod.clone(), rate));
                 with_rate.insert(pod);
             }
         }

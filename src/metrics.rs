@@ -456,6 +456,7 @@ mod tests {
             nodes: &[],
             ecs_claimed_elsewhere: 0,
             spread_missing: false,
+            pool_usage: None,
         };
         let mut d = decide(&spec, &obs, &EngineState::default()).decision;
         d.readings[0].metric = metric.into();

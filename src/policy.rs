@@ -20,7 +20,7 @@ pub mod marks;
 mod presets;
 mod validate;
 
-pub use presets::Preset;
+pub use presets::{Preset, cpu_per_pod_query};
 pub use validate::{
     FieldError, check_query, load_policy_file, load_policy_files, parse_policies, parse_policy,
     validate,
@@ -142,6 +142,12 @@ pub struct EciLimits {
     /// stands for 10 minutes halves it back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale_down_window_seconds: Option<i64>,
+    /// What one ECI pod serves as a share of one ECS pod (0.1 to 1). Unset: learnt from the
+    /// CPU each pool's gateway pods spend per request while both pools serve (1 until then).
+    /// Set it where ECI pods are capped by something CPU does not show, such as bandwidth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.1, max = 1.0))]
+    pub relative_capacity: Option<f64>,
 }
 
 impl EciLimits {

@@ -104,6 +104,8 @@ const POLICY_PATHS: &[&str] = &[
     "/spec/cost/ecsDefaultNodePricePerHour",
     "/spec/cost/eciVcpuPricePerSecond",
     "/spec/cost/eciGibPricePerSecond",
+    "/spec/eci/relativeCapacity",
+    "/spec/metrics/0/preset",
 ];
 
 fn base_policy() -> Value {
@@ -150,6 +152,19 @@ fn decide_once(egw: &ElasticGateway, current: i32, load: f64, now: f64) {
             nodes: &[],
             ecs_claimed_elsewhere: 0,
             spread_missing: false,
+            // Each pool's usage as hostile as the load: learnt from, it must not overflow.
+            pool_usage: Some(engine::capacity::PoolUsage {
+                ecs: engine::capacity::Usage {
+                    pods: current,
+                    rps: load,
+                    cpu: 1.0,
+                },
+                eci: engine::capacity::Usage {
+                    pods: current,
+                    rps: load,
+                    cpu: load,
+                },
+            }),
         };
         state = engine::decide(&egw.spec, &obs, &state).state;
     }

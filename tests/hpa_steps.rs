@@ -553,6 +553,7 @@ fn drill_answer(
         nodes: &[],
         ecs_claimed_elsewhere: 0,
         spread_missing: false,
+        pool_usage: None,
     };
     let out = engine::decide(policy, &obs, state);
     *state = out.state;

@@ -11,6 +11,7 @@ use super::context::{Context, reads_pods};
 use super::wake::Interest;
 use crate::act::Scope;
 use crate::engine::Observation;
+use crate::engine::capacity::PoolUsage;
 use crate::fastpath;
 use crate::k8s::index::Unsynced;
 use crate::k8s::target::{self, ReplicaWriter, TargetView};
@@ -32,6 +33,8 @@ pub struct Observed {
     pub loads: Vec<LoadSample>,
     pub pods: Vec<GatewayPod>,
     pub fast: Option<FastSample>,
+    /// What each pool's pods serve and spend in CPU, while both pools serve.
+    pub pool_usage: Option<PoolUsage>,
     /// This decision came more than twice the interval after the last one.
     pub behind: bool,
     /// Other writers of the replica count, lately ([`contest`]).
@@ -54,6 +57,7 @@ impl Observed {
             nodes,
             ecs_claimed_elsewhere: claimed,
             spread_missing: self.target.spread.missing,
+            pool_usage: self.pool_usage,
         }
     }
 
@@ -123,7 +127,8 @@ pub async fn observe(
         &spec.pools.ecs.node_selector,
         &spec.pools.eci.node_selector,
     );
-    let fast = read_fast_path(spec, key, ctx, &pods).await;
+    let (fast, rates) = read_fast_path(spec, key, ctx, &pods).await;
+    let pool_usage = read_pool_usage(spec, key, ctx, &pods, &rates, now).await;
     if !hpas.is_empty() || !target.asm_autoscaling.is_empty() || !contenders.is_empty() {
         let writers: Vec<&str> = contenders.iter().map(|w| w.manager.as_str()).collect();
         debug!(?hpas, asm = ?target.asm_autoscaling, ?writers, "the replica count is held");
@@ -136,6 +141,7 @@ pub async fn observe(
         loads,
         pods,
         fast,
+        pool_usage,
         behind,
         contenders,
     })
@@ -441,22 +447,63 @@ async fn read_load(
     (queries, loads)
 }
 
-/// The fast path's reading of the gateway's ready pods, scaled to the serving fleet; `None` when
-/// it is off, does not apply, or no pod gave a rate. Each pod that failed is counted by kind;
-/// the log says when every pod read fails and when reads work again.
+/// What each pool's ready pods serve (the fast path's per-pod rates) and spend in CPU
+/// (cAdvisor through Prometheus), joined by pod: the evidence for how much an ECI pod serves
+/// beside an ECS pod. Read only while both pools have ready pods the fast path read, and not
+/// when the policy states the share (`eci.relativeCapacity`): one more query per decision at
+/// peaks, none in normal times. A failed query teaches nothing and holds nothing.
+async fn read_pool_usage(
+    spec: &ElasticGatewaySpec,
+    key: &GatewayKey,
+    ctx: &Context,
+    pods: &[GatewayPod],
+    rates: &[(String, f64)],
+    now: f64,
+) -> Option<PoolUsage> {
+    if spec.eci.relative_capacity.is_some() {
+        return None;
+    }
+    let read_in = |pool: crate::model::Pool| {
+        pods.iter()
+            .any(|p| p.pool == pool && p.ready && rates.iter().any(|(n, _)| *n == p.name))
+    };
+    if !(read_in(crate::model::Pool::Ecs) && read_in(crate::model::Pool::Eci)) {
+        return None;
+    }
+    let query = crate::policy::cpu_per_pod_query(&key.namespace, &spec.target.name);
+    match ctx.prom.query(&query, now).await {
+        LoadSample::PerPod(cpu) => {
+            let usage = PoolUsage::of(pods, rates, &cpu);
+            if usage.is_none() {
+                debug!("pool usage: no pod of each pool has both a request rate and a CPU reading");
+            }
+            usage
+        }
+        other => {
+            debug!(?other, %query, "pool usage: no per-pod CPU; ECI pods keep the share learnt so far");
+            None
+        }
+    }
+}
+
+/// The fast path's reading of the gateway's ready pods, scaled to the serving fleet (`None` when
+/// it is off, does not apply, or no pod gave a rate), and each pod's rate. Each pod that failed
+/// is counted by kind; the log says when every pod read fails and when reads work again.
 async fn read_fast_path(
     spec: &ElasticGatewaySpec,
     key: &GatewayKey,
     ctx: &Context,
     pods: &[GatewayPod],
-) -> Option<FastSample> {
-    let fast_path = ctx.fast_path.as_ref().filter(|_| reads_pods(spec))?;
+) -> (Option<FastSample>, Vec<(String, f64)>) {
+    let Some(fast_path) = ctx.fast_path.as_ref().filter(|_| reads_pods(spec)) else {
+        return (None, Vec::new());
+    };
     let targets = {
         let ix = ctx.index();
         fastpath::targets(pods, |pod| ix.pod_ip(&key.namespace, pod))
     };
     if targets.is_empty() {
-        return None;
+        return (None, Vec::new());
     }
     let round = fast_path.read(key, &targets).await;
     for (pod, e) in &round.failures {
@@ -478,7 +525,7 @@ async fn read_fast_path(
     } else if was_failing && sample.is_some() {
         info!("fast path: reading the gateway pods' counters again");
     }
-    sample
+    (sample, round.per_pod)
 }
 
 #[cfg(test)]

@@ -708,6 +708,7 @@ mod tests {
             loads: vec![load],
             pods: vec![],
             fast: None,
+            pool_usage: None,
             behind: false,
             contenders: vec![],
         }

@@ -112,6 +112,7 @@ fn obs<'a>(now: f64, c: &'a Cluster, loads: &'a [LoadSample], spec: i32) -> Obse
         nodes: &c.nodes,
         ecs_claimed_elsewhere: 0,
         spread_missing: false,
+        pool_usage: None,
     }
 }
 
@@ -1725,4 +1726,81 @@ fn the_ecs_hold_is_twice_the_window_and_off_with_it() {
         count = d;
     }
     assert_eq!(downs, vec![20, 60, 100, 140, 180]);
+}
+
+/// Issue 27's per-pool capacity: 12 ECS slots (3 nodes of 4 pods), full; 4 pods on ECI.
+#[test]
+fn weaker_eci_pods_are_counted_at_their_share_of_an_ecs_pod() {
+    let mut p = policy();
+    let c = cluster(3, 0, 12, 4);
+    let at = |p: &ElasticGatewaySpec, c: &Cluster, rps: f64, spec: i32| {
+        once(p, c, LoadSample::Total(rps), spec)
+    };
+    // Counted as equals, 16 pods serve 8,000 rps at 500 each.
+    let d = at(&p, &c, 8000.0, 16);
+    assert_eq!(d.replicas.desired, 16, "{}", d.summary());
+    assert_eq!(d.relative.source, capacity::Source::Default);
+    // Stated at half an ECS pod: the 4 ECI pods serve 2 pods' worth, the 2 more missing
+    // take 4 ECI pods.
+    p.eci.relative_capacity = Some(0.5);
+    let d = at(&p, &c, 8000.0, 16);
+    assert_eq!(d.replicas.desired, 20, "{}", d.summary());
+    assert_eq!(d.relative.source, capacity::Source::Policy);
+    // There, the fleet serves the load: noise within the tolerance moves nothing.
+    let c = cluster(3, 0, 12, 8);
+    for rps in [7700.0, 8000.0, 8500.0] {
+        let d = at(&p, &c, rps, 20);
+        assert_eq!(d.replicas.desired, 20, "{rps}: {}", d.summary());
+    }
+    // Within what ECS holds, the share changes nothing.
+    let c = cluster(3, 0, 10, 0);
+    assert_eq!(at(&p, &c, 6000.0, 10).replicas.desired, 12);
+}
+
+#[test]
+fn the_eci_share_is_learnt_from_both_pools_cpu_per_request_and_sizes_the_fast_path() {
+    let p = policy();
+    let c = cluster(3, 0, 12, 4);
+    let loads = [LoadSample::Total(8000.0)];
+    // Each pod serves 500 rps; an ECI pod spends twice the CPU on it.
+    let usage = capacity::PoolUsage {
+        ecs: capacity::Usage {
+            pods: 12,
+            rps: 6000.0,
+            cpu: 6.0,
+        },
+        eci: capacity::Usage {
+            pods: 4,
+            rps: 2000.0,
+            cpu: 4.0,
+        },
+    };
+    let mut state = EngineState::default();
+    let mut last = None;
+    for i in 0..capacity::MIN_SAMPLES {
+        let mut o = obs(1000.0 + f64::from(i) * 2.0, &c, &loads, 16);
+        o.pool_usage = Some(usage);
+        o.fast = Some(FastSample {
+            rps: 8000.0,
+            pods_read: 10,
+        });
+        let out = decide(&p, &o, &state);
+        state = out.state;
+        last = Some(out.decision);
+    }
+    let d = last.unwrap();
+    assert_eq!(d.relative.eci, 0.5);
+    assert_eq!(d.relative.source, capacity::Source::Learnt);
+    assert_eq!(d.replicas.desired, 20, "{}", d.summary());
+    // 12 + 12 pods serve 18 pods' worth, 9,000 rps. The fast path reads 12,000 (24 pods'
+    // worth, a third over): 12 on ECS and 24 on ECI.
+    let c = cluster(3, 0, 12, 12);
+    let loads = [LoadSample::Total(9000.0)];
+    let mut o = obs(1010.0, &c, &loads, 24);
+    o.fast = Some(FastSample {
+        rps: 12_000.0,
+        pods_read: 10,
+    });
+    let d = decide(&p, &o, &state).decision;
+    assert_eq!(d.replicas.desired, 36, "{}", d.summary());
 }

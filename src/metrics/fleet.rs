@@ -5,7 +5,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use super::{GatewayLabels, PhaseLabels, PodLabels, PoolLabels};
+use super::{FGauge, GatewayLabels, PhaseLabels, PodLabels, PoolLabels};
 use crate::engine::{Decision, Phase};
 use crate::model::{GatewayKey, GatewayPod, Pool};
 use crate::policy::ElasticGatewaySpec;
@@ -27,6 +27,8 @@ pub struct FleetMetrics {
     eci_cap: Family<GatewayLabels, Gauge>,
     weight: Family<PoolLabels, Gauge>,
     claimed_elsewhere: Family<GatewayLabels, Gauge>,
+    pod_share: Family<PoolLabels, FGauge>,
+    eci_share_learnt: Family<GatewayLabels, Gauge>,
 }
 
 impl FleetMetrics {
@@ -78,6 +80,16 @@ impl FleetMetrics {
             "ecs_claimed_elsewhere_pods",
             "ECS slots on the gateway's nodes that other gateways claimed for pods not placed yet (first come, first served); not free for this one",
             m.claimed_elsewhere.clone(),
+        );
+        r.register(
+            "pod_capacity_share",
+            "What one gateway pod of the pool serves as a share of an ECS pod, as spillway counts it when it sizes the overflow (ecs: 1; eci: spec.eci.relativeCapacity, else learnt from each pool's CPU per request, else 1)",
+            m.pod_share.clone(),
+        );
+        r.register(
+            "eci_capacity_learnt",
+            "1 when the ECI pods' share of an ECS pod comes from what both pools' pods showed (CPU per request), 0 when it comes from the policy or is the default 1",
+            m.eci_share_learnt.clone(),
         );
         m
     }
@@ -146,6 +158,15 @@ impl FleetMetrics {
                 .get_or_create(&PoolLabels::new(key, pool))
                 .set(i64::from(v));
         }
+        for (pool, share) in [(Pool::Ecs, 1.0), (Pool::Eci, d.relative.eci)] {
+            self.pod_share
+                .get_or_create(&PoolLabels::new(key, pool))
+                .set(share);
+        }
+        let learnt = d.relative.source == crate::engine::capacity::Source::Learnt;
+        self.eci_share_learnt
+            .get_or_create(&gw)
+            .set(i64::from(learnt));
     }
 
     pub fn forget(&self, key: &GatewayKey) {
@@ -155,6 +176,7 @@ impl FleetMetrics {
                 self.pods.remove(&PodLabels::new(key, pool, state));
             }
             self.weight.remove(&PoolLabels::new(key, pool));
+            self.pod_share.remove(&PoolLabels::new(key, pool));
         }
         for phase in Phase::ALL {
             self.phase.remove(&PhaseLabels::new(key, phase));
@@ -168,6 +190,7 @@ impl FleetMetrics {
             &self.ecs_capacity,
             &self.eci_cap,
             &self.claimed_elsewhere,
+            &self.eci_share_learnt,
         ] {
             f.remove(&gw);
         }

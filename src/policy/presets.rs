@@ -50,6 +50,15 @@ impl Preset {
     }
 }
 
+/// CPU cores each of the gateway's `istio-proxy` containers uses, by pod (cAdvisor's own `pod`
+/// label, which no scrape relabelling changes): with each pod's request rate it shows what a
+/// request costs on each pool.
+pub fn cpu_per_pod_query(namespace: &str, workload: &str) -> String {
+    format!(
+        r#"sum by (pod) (rate(container_cpu_usage_seconds_total{{namespace="{namespace}",pod=~"{workload}-.*",container="istio-proxy"}}[1m]))"#
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,6 +69,8 @@ mod tests {
             let q = p.query("istio-system", "istio-ingressgateway");
             promql_parser::parser::parse(&q).unwrap_or_else(|e| panic!("{q}: {e}"));
             assert!(q.contains("istio-ingressgateway"), "{q}");
+            let per_pod = cpu_per_pod_query("istio-system", "istio-ingressgateway");
+            promql_parser::parser::parse(&per_pod).unwrap_or_else(|e| panic!("{per_pod}: {e}"));
             // Only metrics a default Istio install exports.
             assert!(
                 !q.contains("envoy_http_") && !q.contains("envoy_listener_"),

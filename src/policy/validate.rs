@@ -292,6 +292,16 @@ pub fn validate(spec: &ElasticGatewaySpec, namespace: &str) -> Vec<FieldError> {
         }
     }
     if let Some(x) = spec
+        .eci
+        .relative_capacity
+        .filter(|x| !(x.is_finite() && (0.1..=1.0).contains(x)))
+    {
+        v.err(
+            "spec.eci.relativeCapacity",
+            format!("must be within 0.1..1 (an ECI pod's share of an ECS pod), got {x}"),
+        );
+    }
+    if let Some(x) = spec
         .behavior
         .ecs_hold_seconds
         .filter(|x| !(0..=86400).contains(x))
@@ -538,6 +548,8 @@ spec:
     scaleDown:
       tolerance: -0.1
     ecsHoldSeconds: -5
+  eci:
+    relativeCapacity: 0.05
   cost:
     eciVcpuPricePerSecond: -1
 "#;
@@ -553,6 +565,7 @@ spec:
             "spec.behavior.scaleUp.policies[0].value",
             "spec.behavior.scaleDown.tolerance",
             "spec.behavior.ecsHoldSeconds",
+            "spec.eci.relativeCapacity",
             "spec.cost.eciVcpuPricePerSecond",
         ] {
             assert!(got.iter().any(|p| p == want), "missing {want} in {got:?}");

@@ -58,7 +58,32 @@ pub struct Summary {
     pub peak_pending_pods: i32,
     /// The dedicated ECS nodes' price over the run: paid whatever the policy does.
     pub cost_ecs_fixed: f64,
+    /// How the policy counted an ECI pod beside an ECS pod while ECI pods served (spillway
+    /// only), against what the drill's ECI pods serve.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eci_capacity: Option<CapacityEstimate>,
 }
+
+/// The per-pool capacity estimate over a run: ECS pods are the reference (the policy's
+/// target), ECI pods a share of one, counted by the engine at each decision taken while ECI
+/// pods were ready.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CapacityEstimate {
+    /// What an ECI pod serves as a share of an ECS pod in the drill.
+    pub truth: f64,
+    /// What the last such decision counted, and from where (`learnt`, `policy`, `default`).
+    pub last: f64,
+    pub source: String,
+    /// Mean of (counted − truth) / truth over those decisions: below 0 the fleet was sized
+    /// short on ECI.
+    pub mean_error: f64,
+    /// Mean of |counted − truth| / truth.
+    pub mean_abs_error: f64,
+    pub decisions: u32,
+}
+
+/// An idle gateway pod's own CPU (cores): what the drill's pods spend beside their requests.
+pub const IDLE_CPU_CORES: f64 = 0.02;
 
 /// Swap outcomes over a run (`placement.swapBack`): swaps started and how they ended, the pods
 /// added past the first (the model planned them to land off ECS), and the swaps the model held
@@ -325,6 +350,8 @@ struct Runner<'a> {
     tally: Tally,
     decisions: Vec<DecisionLog>,
     requests: crate::model::Resources,
+    /// Σ (counted − truth) / truth, Σ |…|, decisions, last counted: see [`CapacityEstimate`].
+    counted: (f64, f64, u32, Option<engine::capacity::Relative>),
 }
 
 fn run_policy(
@@ -385,10 +412,11 @@ fn run_policy(
     // Invariant: `Scenario::lanes` starts with the drill's own gateway, so there is a first.
     #[allow(clippy::expect_used)]
     let (first, rest) = runners.split_first().expect("a drill has its own gateway");
-    let summary = fleet.summary(
+    let mut summary = fleet.summary(
         first.tally.finish(&first.cluster),
         rest.iter().map(|r| r.tally.finish(&r.cluster)),
     );
+    summary.eci_capacity = runners.iter().find_map(Runner::estimate);
     PolicyRun {
         summary,
         timeline: fleet.timeline,
@@ -405,6 +433,51 @@ fn run_policy(
             })
             .collect(),
     }
+}
+
+/// Replicas that serve `want` ECS pods' worth, ECI pods at the `share` of one they truly serve
+/// (the oracle and the reactive bound know it): ECS holds the gateway's pods there and what
+/// fits in its free slots.
+fn truly_needed(c: &SimCluster, tally: &Tally, share: f64, want: i32) -> i32 {
+    if share >= 1.0 {
+        return want;
+    }
+    let own = c
+        .pods
+        .iter()
+        .filter(|p| p.gone_at.is_none() && c.pool_of(p.node) == Pool::Ecs)
+        .count() as i64;
+    let ecs_capacity = i32::try_from(own + tally.free_ecs_slots(c)).unwrap_or(i32::MAX);
+    engine::capacity::Mix {
+        relative: share,
+        ecs_capacity,
+    }
+    .replicas(want)
+}
+
+/// Each ready pod's request rate and CPU when every ready pod serves an equal share of
+/// `rate` (an ECI pod spends `1 / eci_share` times the CPU per request, beside an idle Envoy's
+/// own), joined as the agent joins the fast path's rates with cAdvisor's CPU.
+fn pool_usage(
+    pods: &[crate::model::GatewayPod],
+    rate: f64,
+    cpu_per_request: f64,
+    eci_share: f64,
+) -> Option<engine::capacity::PoolUsage> {
+    let serving = pods.iter().filter(|p| p.ready && !p.terminating).count();
+    let share = rate / serving.max(1) as f64;
+    let rps: Vec<(String, f64)> = pods.iter().map(|p| (p.name.clone(), share)).collect();
+    let cpu: Vec<(String, f64)> = pods
+        .iter()
+        .map(|p| {
+            let cost = match p.pool {
+                Pool::Eci => cpu_per_request / eci_share,
+                _ => cpu_per_request,
+            };
+            (p.name.clone(), IDLE_CPU_CORES + share * cost)
+        })
+        .collect();
+    engine::capacity::PoolUsage::of(pods, &rps, &cpu)
 }
 
 /// Each node's requests as every gateway's view has them: the other work, plus every gateway's
@@ -526,7 +599,21 @@ impl<'a> Runner<'a> {
             tally,
             decisions: Vec::new(),
             requests,
+            counted: (0.0, 0.0, 0, None),
         }
+    }
+
+    fn estimate(&self) -> Option<CapacityEstimate> {
+        let (sum, abs, n, last) = self.counted;
+        let last = last?;
+        Some(CapacityEstimate {
+            truth: self.lane.gateway.eci_relative_capacity,
+            last: last.eci,
+            source: last.source.as_str().into(),
+            mean_error: sum / f64::from(n),
+            mean_abs_error: abs / f64::from(n),
+            decisions: n,
+        })
     }
 
     /// One second of this gateway: the cluster moves, then its controller runs if due.
@@ -540,6 +627,7 @@ impl<'a> Runner<'a> {
     ) {
         let now = t as f64;
         let fast_every = scenario.controllers.fast_path_seconds;
+        let eci_share = self.lane.gateway.eci_relative_capacity;
         let (cluster, load, tally) = (&mut self.cluster, self.load, &mut self.tally);
         cluster.step(now);
         match &mut self.policy {
@@ -552,12 +640,29 @@ impl<'a> Runner<'a> {
             } if (t >= *offset && (t - *offset).is_multiple_of(*every))
                 || (*steer && fast_every > 0 && t.is_multiple_of(fast_every)) =>
             {
+                let pods = cluster.gateway_pods(now);
+                // Weaker ECI pods spend more CPU per request: a CPU metric shows it.
+                let ready = |eci: bool| {
+                    pods.iter()
+                        .filter(|p| p.ready && (p.pool == Pool::Eci) == eci)
+                        .count() as f64
+                };
+                let (ready_ecs, ready_eci) = (ready(false), ready(true));
+                let cpu_scale = if ready_ecs + ready_eci > 0.0 {
+                    (ready_ecs + ready_eci / eci_share) / (ready_ecs + ready_eci)
+                } else {
+                    1.0
+                };
                 let loads: Vec<LoadSample> = policy
                     .metrics
                     .iter()
-                    .map(|m| load.sample(m, t as usize))
+                    .map(|m| match load.sample(m, t as usize) {
+                        LoadSample::Total(v) if m.preset == Some(crate::policy::Preset::Cpu) => {
+                            LoadSample::Total(v * cpu_scale)
+                        }
+                        other => other,
+                    })
                     .collect();
-                let pods = cluster.gateway_pods(now);
                 // The fast path (spillway only): the pods' own request counters, read every
                 // `fastPathSeconds`, a bounded sample of them scaled to the fleet. In the drill
                 // every ready pod serves an equal share, so the sample's mean times the ready
@@ -594,6 +699,9 @@ impl<'a> Runner<'a> {
                     nodes: &cluster.nodes,
                     ecs_claimed_elsewhere: claimed,
                     spread_missing: false,
+                    pool_usage: fast.and_then(|f| {
+                        pool_usage(&pods, f.rps, load.cpu_seconds_per_request(), eci_share)
+                    }),
                 };
                 // The HPA only sets replicas.
                 let scope = act::Scope {
@@ -619,6 +727,12 @@ impl<'a> Runner<'a> {
                 if *steer {
                     let count = plan.replicas.unwrap_or(planned.decision.replicas.current);
                     ledger.claim(&self.key, pool, planned.decision.ecs_claim(count), now);
+                    if ready_eci > 0.0 {
+                        let counted = planned.decision.relative;
+                        let err = (counted.eci - eci_share) / eci_share;
+                        let c = &mut self.counted;
+                        *c = (c.0 + err, c.1 + err.abs(), c.2 + 1, Some(counted));
+                    }
                 }
                 // The simulated cluster takes every change it is given.
                 let applied = planned.plan.clone();
@@ -637,7 +751,7 @@ impl<'a> Runner<'a> {
                 max,
             } => {
                 let want = (load.max_ahead(t as usize, *lookahead) / *target).ceil() as i32;
-                let want = want.clamp(*min, *max);
+                let want = truly_needed(cluster, tally, eci_share, want).clamp(*min, *max);
                 if t.is_multiple_of(5) {
                     let pods = cluster.gateway_pods(now);
                     for (pod, c) in engine::placement::deletion_costs(&pods) {
@@ -655,7 +769,8 @@ impl<'a> Runner<'a> {
                 max,
                 history,
             } => {
-                let now_want = ((load.at(t as usize) / *target).ceil() as i32).clamp(*min, *max);
+                let now_want = (load.at(t as usize) / *target).ceil() as i32;
+                let now_want = truly_needed(cluster, tally, eci_share, now_want).clamp(*min, *max);
                 history.push_back((t, now_want));
                 while history
                     .front()
@@ -802,6 +917,8 @@ struct Counts {
 struct Tally {
     kind: PolicyKind,
     capacity_per_pod: f64,
+    /// What an ECI pod serves as a share of an ECS pod.
+    eci_share: f64,
     /// Per node: (pool, cost of one gateway pod there per second).
     node_cost: Vec<(Pool, f64)>,
     surges: Vec<Surge>,
@@ -890,6 +1007,7 @@ impl Tally {
         Self {
             kind,
             capacity_per_pod: lane.gateway.capacity_per_pod_rps,
+            eci_share: lane.gateway.eci_relative_capacity,
             node_cost,
             last_short: vec![None; surges.len()],
             surges,
@@ -919,6 +1037,7 @@ impl Tally {
         let now = t as f64;
         let dt = dt as f64;
         let (mut ready, mut ecs, mut eci, mut pending, mut live) = (0, 0, 0, 0, 0);
+        let mut ready_eci = 0;
         let mut rate_eci = 0.0;
         for p in &c.pods {
             if p.gone_at.is_none() {
@@ -933,6 +1052,7 @@ impl Tally {
                 Some((Pool::Eci, c)) => {
                     rate_eci += c;
                     eci += i32::from(p.gone_at.is_none());
+                    ready_eci += i32::from(p.gone_at.is_none() && p.ready(now));
                     self.eci_pod_seconds += dt;
                 }
                 Some(_) => {}
@@ -941,10 +1061,12 @@ impl Tally {
         }
         self.now = Counts { live, eci, pending };
         self.pending_pod_seconds += f64::from(pending) * dt;
-        let capacity = f64::from(ready) * self.capacity_per_pod;
-        let needed = pods_needed(load, self.capacity_per_pod);
-        if needed > ready {
-            self.under += f64::from(needed - ready) * dt;
+        // What the ready pods serve, in ECS pods: an ECI pod serves its share of one.
+        let serves = f64::from(ready - ready_eci) + f64::from(ready_eci) * self.eci_share;
+        let capacity = serves * self.capacity_per_pod;
+        let needed = f64::from(pods_needed(load, self.capacity_per_pod));
+        if needed > serves + 1e-9 {
+            self.under += (needed - serves) * dt;
             self.short_seconds += dt;
             for (i, s) in self.surges.iter().enumerate() {
                 if now >= s.start && now <= s.end {
@@ -991,6 +1113,7 @@ impl Tally {
             })
             .count() as i32;
         Summary {
+            eci_capacity: None,
             policy: self.kind.as_str().into(),
             time_to_capacity_s: self
                 .surges

@@ -429,6 +429,11 @@ impl LoadSeries {
         }
     }
 
+    /// CPU seconds one request costs an ECS pod.
+    pub fn cpu_seconds_per_request(&self) -> f64 {
+        self.signals.cpu_seconds_per_request
+    }
+
     /// The mean rate between two whole seconds, as two reads of a request counter give it.
     pub fn rate_between(&self, from: usize, to: usize) -> Option<f64> {
         (to > from && to < self.counter.len())

@@ -110,6 +110,26 @@ pub fn table(report: &DrillReport) -> String {
                 s.policy, w.started, w.landed_ecs, w.missed, w.gave_up, w.one_more, w.held
             );
         }
+        // Said where the pools differ, or were counted as differing.
+        if let Some(e) = s
+            .eci_capacity
+            .as_ref()
+            .filter(|e| e.truth != 1.0 || e.last != 1.0)
+        {
+            let _ = writeln!(
+                out,
+                "{}: per-pool capacity: ECS pods at the policy's target; ECI pods counted as \
+                 {:.2} of one at the end ({}), true {:.2}; error over {} decisions with ECI \
+                 pods ready: mean {:+.1} %, mean absolute {:.1} %",
+                s.policy,
+                e.last,
+                e.source,
+                e.truth,
+                e.decisions,
+                e.mean_error * 100.0,
+                e.mean_abs_error * 100.0
+            );
+        }
     }
     out
 }

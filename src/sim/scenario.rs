@@ -238,6 +238,10 @@ pub struct GatewaySpec {
     /// Requests per second one ready pod can serve; beyond it the gateway is short.
     #[serde(default = "d_capacity")]
     pub capacity_per_pod_rps: f64,
+    /// What one ECI pod serves as a share of one ECS pod (a slower vCPU, a bandwidth cap, cold
+    /// caches): it also spends `1 / this` times the CPU per request. 1: the same.
+    #[serde(default = "d_one")]
+    pub eci_relative_capacity: f64,
     /// Deployment `maxSurge`/`maxUnavailable` as fractions.
     #[serde(default = "d_quarter")]
     pub max_surge: f64,
@@ -274,6 +278,14 @@ impl GatewaySpec {
                 format!("must be greater than 0, got {}", self.capacity_per_pod_rps),
             );
         }
+        if !(self.eci_relative_capacity.is_finite()
+            && (0.1..=2.0).contains(&self.eci_relative_capacity))
+        {
+            bad(
+                &format!("{at}.eciRelativeCapacity"),
+                format!("must be within 0.1..2, got {}", self.eci_relative_capacity),
+            );
+        }
         for (field, f) in [
             ("maxSurge", self.max_surge),
             ("maxUnavailable", self.max_unavailable),
@@ -295,6 +307,7 @@ impl Default for GatewaySpec {
             cpu: d_gw_cpu(),
             memory: d_gw_memory(),
             capacity_per_pod_rps: d_capacity(),
+            eci_relative_capacity: d_one(),
             max_surge: d_quarter(),
             max_unavailable: d_quarter(),
         }
@@ -351,6 +364,9 @@ fn d_gw_memory() -> String {
 }
 fn d_capacity() -> f64 {
     700.0
+}
+fn d_one() -> f64 {
+    1.0
 }
 fn d_quarter() -> f64 {
     0.25

@@ -68,6 +68,54 @@ impl LoadExporter {
     }
 }
 
+/// Serves what the kubelet's cAdvisor exports for each container: the counter
+/// `container_cpu_usage_seconds_total{namespace, pod, container}`, advancing at the cores set for
+/// it (read at each scrape, so `rate()` over the scrapes gives the cores back).
+#[derive(Clone)]
+pub struct CadvisorExporter {
+    pub port: u16,
+    containers: Arc<Mutex<Vec<Container>>>,
+}
+
+/// `(namespace, pod, container)` → (CPU seconds up to the instant, cores since then, the instant).
+type Container = ((String, String, String), (f64, f64, Instant));
+
+impl CadvisorExporter {
+    pub fn start() -> Self {
+        let containers: Arc<Mutex<Vec<_>>> = Arc::new(Mutex::new(Vec::new()));
+        let c = containers.clone();
+        let port = serve_exposition(move || {
+            let mut out = String::from(
+                "# HELP container_cpu_usage_seconds_total Cumulative cpu time consumed in seconds.\n# TYPE container_cpu_usage_seconds_total counter\n",
+            );
+            let list: &Vec<Container> = &c.lock().unwrap();
+            for ((ns, pod, container), (base, cores, since)) in list {
+                out.push_str(&format!(
+                    "container_cpu_usage_seconds_total{{namespace=\"{ns}\",pod=\"{pod}\",container=\"{container}\"}} {:.6}\n",
+                    base + cores * since.elapsed().as_secs_f64()
+                ));
+            }
+            out
+        });
+        Self { port, containers }
+    }
+
+    /// The container uses `cores` from now on.
+    pub fn set(&self, namespace: &str, pod: &str, container: &str, cores: f64) {
+        let key = (
+            namespace.to_string(),
+            pod.to_string(),
+            container.to_string(),
+        );
+        let mut list = self.containers.lock().unwrap();
+        let now = Instant::now();
+        match list.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => *v = (v.0 + v.1 * v.2.elapsed().as_secs_f64(), cores, now),
+            None => list.push((key, (0.0, cores, now))),
+        }
+    }
+}
+
 /// Serves the caller's exposition text, then `steps_clock <seconds since start>`: each scrape
 /// carries the time it was taken, so whoever reads the scrape later can tell which one it saw.
 #[derive(Clone)]
