@@ -1,8 +1,11 @@
-//! Per-pool capacity (issue 27) read through a real Prometheus (Debian's package): cAdvisor's
-//! per-container CPU counters, scraped every second, queried with the agent's own per-pod CPU
-//! query, joined with the fast path's per-pod rates and learnt by the engine's own code. Other
+//! Per-pool capacity (issue 27) on real parts. Through a real Prometheus (Debian's package):
+//! cAdvisor's per-container CPU counters, scraped every second, queried with the agent's own
+//! per-pod CPU query, joined with per-pod rates and learnt by the engine's own code; other
 //! containers of the pods, other namespaces and pods of no gateway are in the scrape too, and
-//! must not count.
+//! must not count. And the live agent on the real control plane: a peak overflows onto the
+//! virtual node, whose pods spend twice the CPU per request; the agent learns it from the
+//! Envoys' per-pod counters (its fast path) and their CPU (Prometheus), and sizes the overflow
+//! in ECI pods at half an ECS pod each.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -12,7 +15,10 @@ use std::time::{Duration, Instant};
 use spillway::engine::capacity::{CapacityMemory, PoolUsage, Source, relative};
 use spillway::model::{GatewayPod, LoadSample, Pool, Resources};
 use spillway::prom::{PromAuth, PromConfig, Prometheus};
+use support::envoy::Envoys;
+use support::live::{AbortOnDrop, agent, bed, metric_sum, policy, wait_for, workdir};
 use support::prom::{CadvisorExporter, Prom};
+use support::testbed::pool_counts;
 
 fn now() -> f64 {
     std::time::SystemTime::now()
@@ -62,7 +68,7 @@ async fn eci_pods_that_spend_more_cpu_per_request_are_counted_as_weaker() {
         9.0,
     );
     cadvisor.set(ns, "istiod-5c4f-abcde", "discovery", 9.0);
-    let work = support::live::workdir("capacity");
+    let work = workdir("capacity");
     let prom = Prom::start(work.path(), &[cadvisor.port]);
     let client = Prometheus::new(PromConfig {
         url: prom.url(),
@@ -85,15 +91,12 @@ async fn eci_pods_that_spend_more_cpu_per_request_are_counted_as_weaker() {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
-    // `rate()` over a window Prometheus has not filled yet reads low, by the same factor for
-    // every series scraped together: the pods' CPU in proportion is what the engine uses.
-    let got = |name: &str| cpu.iter().find(|(n, _)| n == name).unwrap().1;
-    let scale = got(gateway[0].0) / gateway[0].2;
+    // `irate` over the last two scrapes: each pod's cores as set, from the first answer on.
     for (name, _, cores) in gateway {
+        let got = cpu.iter().find(|(n, _)| n == name).unwrap().1;
         assert!(
-            (got(name) / cores - scale).abs() < 0.05 * scale,
-            "{name}: {} cores, set {cores} (the first pod reads {scale} of what was set)",
-            got(name)
+            (got - cores).abs() < 0.05 * cores,
+            "{name}: {got} cores, set {cores}"
         );
     }
     let pods: Vec<GatewayPod> = gateway.iter().map(|(n, p, _)| pod(n, *p)).collect();
@@ -101,7 +104,7 @@ async fn eci_pods_that_spend_more_cpu_per_request_are_counted_as_weaker() {
         .iter()
         .map(|(n, ..)| (n.to_string(), 400.0))
         .collect();
-    let usage = PoolUsage::of(&pods, &rates, &cpu).unwrap();
+    let usage = PoolUsage::of(&pods, &rates, &cpu, now()).unwrap();
     assert_eq!((usage.ecs.pods, usage.eci.pods), (2, 2));
     let mut memory = CapacityMemory::default();
     for i in 0..spillway::engine::capacity::MIN_SAMPLES {
@@ -110,4 +113,112 @@ async fn eci_pods_that_spend_more_cpu_per_request_are_counted_as_weaker() {
     let r = relative(None, &memory);
     assert_eq!(r.source, Source::Learnt);
     assert!((r.eci - 0.64).abs() <= 0.05, "ECI share {}", r.eci);
+}
+
+/// The live agent's reading of the ECI share, from its own `/metrics`.
+fn eci_share(a: &support::live::Agent) -> Option<f64> {
+    let (_, text) = support::prom::try_http_get(a.admin, "/metrics")?;
+    text.lines()
+        .find(|l| l.starts_with("spillway_pod_capacity_share{") && l.contains("pool=\"eci\""))?
+        .rsplit(' ')
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_agent_learns_that_eci_pods_serve_half_and_sizes_the_overflow_for_it() {
+    let dir = workdir("capacity-live");
+    // The Envoys of the gateway's pods: request counters for the fast path and Prometheus, and
+    // the CPU the kubelet's cAdvisor would report (0.001 s a request on ECS, twice on ECI).
+    let envoy_sd = dir.path().join("envoy-sd.json");
+    let envoys = Envoys::start(envoy_sd.clone());
+    envoys.set_load(2000.0);
+    envoys.set_cpu(0.001, 0.5);
+    std::fs::write(
+        dir.path().join("prometheus.yml"),
+        format!(
+            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n- job_name: envoy\n  file_sd_configs: [{{files: ['{}'], refresh_interval: 1s}}]\n",
+            envoy_sd.display()
+        ),
+    )
+    .unwrap();
+    let prom = Prom::start_configured(dir.path());
+    // The request-rate preset (the fast path reads it), over a 10 s window for 1 s scrapes.
+    let mut egw = policy();
+    egw["spec"]["metrics"] = serde_json::json!([{"name": "rps", "preset": "RequestRate",
+        "query": "sum(rate(istio_requests_total{reporter=\"source\",source_workload=\"istio-ingressgateway\",source_workload_namespace=\"istio-system\"}[10s]))",
+        "targetPerReplica": 500}]);
+    egw["spec"]["maxReplicas"] = serde_json::json!(40);
+    let tb = bed(dir.path(), egw).await;
+    let _feeder = {
+        let (tb, envoys) = (tb.handle(), envoys.clone());
+        AbortOnDrop(tokio::spawn(async move {
+            loop {
+                if let Ok(pods) = tb.try_pods_of("istio-ingressgateway").await {
+                    envoys.update(&pods);
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }))
+    };
+    let port = envoys.port.to_string();
+    let a = agent(
+        &tb,
+        dir.path(),
+        &prom.url(),
+        "agent",
+        false,
+        &["--fast-path-port", &port],
+    )
+    .await;
+    // No ECI pod yet: an ECI pod counts as an ECS pod.
+    wait_for(
+        "a decision at rest: 4 pods on ECS, the ECI share 1",
+        90,
+        || async {
+            let pods = tb.gateway_pods().await;
+            pods.len() == 4
+                && pods.iter().all(|p| p.ready)
+                && pool_counts(&pods).1 == 0
+                && eci_share(&a) == Some(1.0)
+        },
+    )
+    .await;
+
+    // 9,000 rps: 18 pods' worth at 500 each; ECS holds 12 of the scenario's gateway pods.
+    envoys.set_load(9000.0);
+    wait_for("ECI pods serving beside ECS pods", 90, || async {
+        let pods = tb.gateway_pods().await;
+        pods.iter().any(|p| p.ready && p.pool == Some(Pool::Eci))
+    })
+    .await;
+    // Once the ECI pods are old enough for their CPU to count, the share is learnt…
+    wait_for("the agent learns the ECI pods' share", 150, || async {
+        metric_sum(&a, "spillway_eci_capacity_learnt") == 1.0
+            && eci_share(&a).is_some_and(|s| s < 0.6)
+    })
+    .await;
+    let share = eci_share(&a).unwrap();
+    assert!((share - 0.5).abs() <= 0.05, "ECI share {share}");
+    // …and the overflow sized for it: the pods serve what 18 ECS pods serve (counted as ECS
+    // pods, 12 + 6 would serve 15), and not a pod's worth more than the HPA's tolerance allows.
+    let serves = |ecs: usize, eci: usize| ecs as f64 + 0.5 * eci as f64;
+    let sized = support::live::try_wait_for(60, || async {
+        let pods = tb.gateway_pods().await;
+        let (ecs, eci) = pool_counts(&pods);
+        ecs >= 12 && serves(ecs, eci) >= 18.0 && pods.iter().all(|p| p.ready)
+    })
+    .await;
+    let (ecs, eci) = pool_counts(&tb.gateway_pods().await);
+    println!(
+        "9,000 rps: ECS {ecs} + ECI {eci} pods, ECI counted at {share} of an ECS pod: {} ECS pods' worth",
+        serves(ecs, eci)
+    );
+    assert!(
+        sized && serves(ecs, eci) <= 18.0 * 1.1 + 1.0,
+        "ECS {ecs} + ECI {eci} at a true ECI share of 0.5 serve {} ECS pods' worth; the load needs 18",
+        serves(ecs, eci)
+    );
+    drop(a);
 }

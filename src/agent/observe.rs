@@ -473,7 +473,7 @@ async fn read_pool_usage(
     let query = crate::policy::cpu_per_pod_query(&key.namespace, &spec.target.name);
     match ctx.prom.query(&query, now).await {
         LoadSample::PerPod(cpu) => {
-            let usage = PoolUsage::of(pods, rates, &cpu);
+            let usage = PoolUsage::of(pods, rates, &cpu, now);
             if usage.is_none() {
                 debug!("pool usage: no pod of each pool has both a request rate and a CPU reading");
             }

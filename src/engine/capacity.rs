@@ -45,14 +45,23 @@ pub struct PoolUsage {
 impl PoolUsage {
     /// Each pool's ready pods that gave both a request rate (`rps`, per pod) and a CPU reading
     /// (`cpu`, cores per pod), summed; `None` unless both pools have one. Pods in neither
-    /// pool, not ready or being deleted are left out: a draining pod's CPU is not serving.
-    pub fn of(pods: &[GatewayPod], rps: &[(String, f64)], cpu: &[(String, f64)]) -> Option<Self> {
+    /// pool, not ready or being deleted are left out (a draining pod's CPU is not serving), and
+    /// so are pods younger than [`MIN_POD_AGE_SECONDS`] at `now`.
+    pub fn of(
+        pods: &[GatewayPod],
+        rps: &[(String, f64)],
+        cpu: &[(String, f64)],
+        now: f64,
+    ) -> Option<Self> {
         let (rps, cpu) = (index(rps), index(cpu));
         let find = |v: &std::collections::HashMap<&str, f64>, name: &str| {
             v.get(name).copied().filter(|x| x.is_finite() && *x >= 0.0)
         };
         let mut out = PoolUsage::default();
-        for p in pods.iter().filter(|p| p.ready && !p.terminating) {
+        for p in pods
+            .iter()
+            .filter(|p| p.ready && !p.terminating && now - p.created_at >= MIN_POD_AGE_SECONDS)
+        {
             let u = match p.pool {
                 Pool::Ecs => &mut out.ecs,
                 Pool::Eci => &mut out.eci,
@@ -71,6 +80,14 @@ impl PoolUsage {
 fn index(v: &[(String, f64)]) -> std::collections::HashMap<&str, f64> {
     v.iter().map(|(n, x)| (n.as_str(), *x)).collect()
 }
+
+/// A pod's CPU counts only once it is this old: its series needs two scrapes (at Prometheus's
+/// common 15 s) for `irate` to give a value, and a new Envoy's start-up and cold caches are not
+/// its steady cost. (The query takes `irate`, the last two scrapes, not `rate(…[1m])`: over a
+/// window a young series does not fill, `rate` reads low, since Prometheus extrapolates a
+/// series that starts inside the window by half a scrape interval only, so a pod 10 s old would
+/// read about a sixth of its CPU and a pool of new pods would look strong.)
+pub const MIN_POD_AGE_SECONDS: f64 = 45.0;
 
 /// A pool's pods count toward learning only while each carries at least this share of the
 /// target.
@@ -339,7 +356,8 @@ mod tests {
         ]);
         // b has no CPU reading; d is not ready; e is in neither pool.
         let cpu = v(&[("a", 0.2), ("c", 0.5), ("d", 9.0), ("e", 9.0)]);
-        let u = PoolUsage::of(&pods, &rps, &cpu).expect("both pools");
+        let now = MIN_POD_AGE_SECONDS;
+        let u = PoolUsage::of(&pods, &rps, &cpu, now).expect("both pools");
         assert_eq!(
             u.ecs,
             Usage {
@@ -357,9 +375,13 @@ mod tests {
             }
         );
         // No ECI pod with both readings: nothing to compare.
-        assert_eq!(PoolUsage::of(&pods[..2], &rps, &cpu), None);
+        assert_eq!(PoolUsage::of(&pods[..2], &rps, &cpu, now), None);
         let nan = v(&[("a", 0.2), ("c", f64::NAN)]);
-        assert_eq!(PoolUsage::of(&pods, &rps, &nan), None);
+        assert_eq!(PoolUsage::of(&pods, &rps, &nan, now), None);
+        // The ECI pod is too young for its CPU rate to cover the window.
+        let mut young = pods.clone();
+        young[2].created_at = 1.0;
+        assert_eq!(PoolUsage::of(&young, &rps, &cpu, now), None);
     }
 
     #[test]

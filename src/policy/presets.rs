@@ -51,11 +51,12 @@ impl Preset {
 }
 
 /// CPU cores each of the gateway's `istio-proxy` containers uses, by pod (cAdvisor's own `pod`
-/// label, which no scrape relabelling changes): with each pod's request rate it shows what a
-/// request costs on each pool.
+/// label, which no scrape relabelling changes), over its last two scrapes (`irate`: a pod that
+/// started inside a longer window would read low through `rate`): with each pod's request rate
+/// it shows what a request costs on each pool.
 pub fn cpu_per_pod_query(namespace: &str, workload: &str) -> String {
     format!(
-        r#"sum by (pod) (rate(container_cpu_usage_seconds_total{{namespace="{namespace}",pod=~"{workload}-.*",container="istio-proxy"}}[1m]))"#
+        r#"sum by (pod) (irate(container_cpu_usage_seconds_total{{namespace="{namespace}",pod=~"{workload}-.*",container="istio-proxy"}}[2m]))"#
     )
 }
 

@@ -460,6 +460,7 @@ fn truly_needed(c: &SimCluster, tally: &Tally, share: f64, want: i32) -> i32 {
 /// own), joined as the agent joins the fast path's rates with cAdvisor's CPU.
 fn pool_usage(
     pods: &[crate::model::GatewayPod],
+    now: f64,
     rate: f64,
     cpu_per_request: f64,
     eci_share: f64,
@@ -477,7 +478,7 @@ fn pool_usage(
             (p.name.clone(), IDLE_CPU_CORES + share * cost)
         })
         .collect();
-    engine::capacity::PoolUsage::of(pods, &rps, &cpu)
+    engine::capacity::PoolUsage::of(pods, &rps, &cpu, now)
 }
 
 /// Each node's requests as every gateway's view has them: the other work, plus every gateway's
@@ -700,7 +701,7 @@ impl<'a> Runner<'a> {
                     ecs_claimed_elsewhere: claimed,
                     spread_missing: false,
                     pool_usage: fast.and_then(|f| {
-                        pool_usage(&pods, f.rps, load.cpu_seconds_per_request(), eci_share)
+                        pool_usage(&pods, now, f.rps, load.cpu_seconds_per_request(), eci_share)
                     }),
                 };
                 // The HPA only sets replicas.

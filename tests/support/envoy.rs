@@ -25,6 +25,9 @@ struct PodStats {
     /// counters advance with every request.
     rate: f64,
     active: f64,
+    /// The `istio-proxy` container's CPU seconds up to the last update, and cores since.
+    cpu_seconds: f64,
+    cores: f64,
 }
 
 struct Fleet {
@@ -33,6 +36,9 @@ struct Fleet {
     /// Pod by address, for `/stats/prometheus`.
     by_ip: BTreeMap<IpAddr, String>,
     last: Option<Instant>,
+    /// When set, each pod's scrape also carries cAdvisor's CPU counter for it: (CPU seconds per
+    /// request on ECS, the share of an ECS pod an ECI pod serves: it spends 1/share as much).
+    cpu: Option<(f64, f64)>,
 }
 
 #[derive(Clone)]
@@ -60,6 +66,7 @@ impl Envoys {
             pods: BTreeMap::new(),
             by_ip: BTreeMap::new(),
             last: None,
+            cpu: None,
         }));
         let f = fleet.clone();
         std::thread::spawn(move || {
@@ -82,8 +89,19 @@ impl Envoys {
                             .unwrap_or(""),
                     };
                     let since = fleet.last.map_or(0.0, |l| l.elapsed().as_secs_f64());
+                    let with_cpu = fleet.cpu.is_some();
                     fleet.pods.get(pod).map(|s| {
                         let requests = s.requests + s.rate * since;
+                        // Target labels (file SD) add `pod` and `namespace`, as the kubelet's
+                        // cAdvisor series carry them.
+                        let cpu = if with_cpu {
+                            format!(
+                                "# TYPE container_cpu_usage_seconds_total counter\ncontainer_cpu_usage_seconds_total{{container=\"istio-proxy\"}} {:.6}\n",
+                                s.cpu_seconds + s.cores * since
+                            )
+                        } else {
+                            String::new()
+                        };
                         let ok = (requests * 0.99).floor();
                         let labels = |code: u16| {
                             format!(
@@ -91,7 +109,7 @@ impl Envoys {
                             )
                         };
                         format!(
-                            "# TYPE istio_requests_total counter\nistio_requests_total{{{}}} {ok}\nistio_requests_total{{{}}} {}\n# TYPE envoy_server_total_connections gauge\nenvoy_server_total_connections{{}} {}\n",
+                            "# TYPE istio_requests_total counter\nistio_requests_total{{{}}} {ok}\nistio_requests_total{{{}}} {}\n# TYPE envoy_server_total_connections gauge\nenvoy_server_total_connections{{}} {}\n{cpu}",
                             labels(200),
                             labels(503),
                             requests.floor() - ok,
@@ -123,6 +141,12 @@ impl Envoys {
         self.fleet.lock().unwrap().rps = rps;
     }
 
+    /// Exports each pod's CPU too: `cpu_per_request` seconds on ECS (an idle Envoy's 0.02
+    /// cores beside), `1 / eci_share` times as much on ECI.
+    pub fn set_cpu(&self, cpu_per_request: f64, eci_share: f64) {
+        self.fleet.lock().unwrap().cpu = Some((cpu_per_request, eci_share));
+    }
+
     /// Advances the counters to now and follows the pod set (the live pods, as listed).
     pub fn update(&self, pods: &[super::testbed::GatewayPod]) {
         let mut fleet = self.fleet.lock().unwrap();
@@ -145,8 +169,18 @@ impl Envoys {
             .iter()
             .filter_map(|p| Some((p.ip?, p.name.clone())))
             .collect();
+        let cpu = fleet.cpu;
         for p in pods {
             let s = fleet.pods.entry(p.name.clone()).or_default();
+            s.cpu_seconds += s.cores * dt;
+            s.cores = cpu.map_or(0.0, |(cost, eci_share)| {
+                let cost = if p.pool == Some(spillway::model::Pool::Eci) {
+                    cost / eci_share
+                } else {
+                    cost
+                };
+                0.02 + if p.ready { share * cost } else { 0.0 }
+            });
             if p.ready {
                 s.requests += s.rate * dt;
                 s.rate = share;
