@@ -157,7 +157,60 @@ impl Doctor {
             index.as_ref(),
         )
         .await;
+        self.capacity(&mut r, egw, &ns).await;
         r
+    }
+
+    /// Whether the ECI pods' share of an ECS pod can be learnt: stated by the policy, or the
+    /// gateway pods' CPU in Prometheus (cAdvisor) beside the fast path's per-pod rates.
+    async fn capacity(&self, r: &mut Report, egw: &ElasticGateway, ns: &str) {
+        const WHAT: &str = "per-pool capacity";
+        let spec = &egw.spec;
+        if let Some(share) = spec.eci.relative_capacity {
+            r.push(
+                Outcome::Ok,
+                WHAT,
+                format!("an ECI pod counts as {share} of an ECS pod (eci.relativeCapacity)"),
+            );
+            return;
+        }
+        let rate = spec
+            .metrics
+            .iter()
+            .any(|m| m.preset == Some(crate::policy::Preset::RequestRate));
+        if !rate || self.fast_path.is_none() {
+            r.push(
+                Outcome::Skip,
+                WHAT,
+                "not learnt without a requestRate metric and the fast path: an ECI pod counts as an ECS pod unless eci.relativeCapacity says otherwise",
+            );
+            return;
+        }
+        let q = crate::policy::cpu_per_pod_query(ns, &spec.target.name);
+        match self.prom.query(&q, self.now).await {
+            LoadSample::PerPod(pods) => r.push(
+                Outcome::Ok,
+                WHAT,
+                format!(
+                    "CPU of {} gateway pod(s) in Prometheus: the ECI pods' share is learnt while both pools serve (check that ECI pods are among them at a peak) ({q})",
+                    pods.len()
+                ),
+            ),
+            LoadSample::Total(_) => r.push(
+                Outcome::Ok,
+                WHAT,
+                format!(
+                    "CPU of one gateway pod in Prometheus: the ECI pods' share is learnt while both pools serve ({q})"
+                ),
+            ),
+            LoadSample::Missing(why) => r.push(
+                Outcome::Warn,
+                WHAT,
+                format!(
+                    "no per-pod CPU ({why}): ECI pods count as ECS pods; Prometheus needs cAdvisor's container_cpu_usage_seconds_total for the gateway's pods, or set eci.relativeCapacity ({q})"
+                ),
+            ),
+        }
     }
 
     async fn queries(&self, r: &mut Report, egw: &ElasticGateway, ns: &str) {

@@ -119,6 +119,11 @@ async fn doctor_passes_a_healthy_setup_and_names_each_broken_check() {
         line(&out, "ok   fast path:").contains("from 4 of 4 ready pod(s)"),
         "{out}"
     );
+    // No cAdvisor series in this Prometheus: ECI pods would count as ECS pods, and it says so.
+    assert!(
+        line(&out, "warn per-pool capacity:").contains("container_cpu_usage_seconds_total"),
+        "{out}"
+    );
     assert!(out.contains("no check would stop the agent"), "{out}");
 
     // A query that matches nothing, and an HPA on the gateway: both named, exit 1.
