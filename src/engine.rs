@@ -424,6 +424,8 @@ struct Context {
     relative: capacity::Relative,
     /// The fleet as the pools hold it: ECS the first pods, ECI the rest at their share.
     mix: capacity::Mix,
+    /// The scale-up tolerance.
+    tolerance_up: f64,
     /// What the ready pods serve, in ECS pods.
     ready_serves: f64,
 }
@@ -463,6 +465,7 @@ impl Context {
             },
             relative,
             ready_serves,
+            tolerance_up: policy.behavior.tolerances().up,
             survey,
             template,
             up: policy.behavior.scale_up.effective(true),
@@ -581,9 +584,11 @@ fn size(
                         tolerance,
                         policy.behavior.pod_grouping,
                     ) {
-                        Ok(r) if r != ctx.current && pooled(m) => {
-                            (sample.total(), Some(ctx.mix.replicas(r)), None)
-                        }
+                        Ok(r) if pooled(m) && ctx.mix.relative < 1.0 => (
+                            sample.total(),
+                            Some(per_pod_pooled(ctx, m, sample, r)),
+                            None,
+                        ),
                         Ok(r) => (sample.total(), Some(r), None),
                         Err(e) => (None, None, Some(e)),
                     }
@@ -889,6 +894,27 @@ fn replicas_for_total(
     }
 }
 
+/// The HPA's per-pod answer `r` with the ECI pods at their share: a change sizes the overflow
+/// in ECI pods; a hold (the pods' mean within the tolerance of the target) is looked at again
+/// over what the fleet serves, and raised if the pods' total is past it. Never lower than `r`.
+fn per_pod_pooled(
+    ctx: &Context,
+    m: &crate::policy::MetricSpec,
+    sample: &LoadSample,
+    r: i32,
+) -> i32 {
+    if r != ctx.current {
+        return ctx.mix.replicas(r).max(r);
+    }
+    let target = m.target_per_replica;
+    match sample.total() {
+        Some(total) if total > target * ctx.mix.serves(r) * (1.0 + ctx.tolerance_up) => {
+            ctx.mix.replicas(pods_for(total, target)).max(r)
+        }
+        _ => r,
+    }
+}
+
 /// Whether a metric's per-pod figure depends on the pool: a CPU reading already shows a
 /// weaker pod working harder, so it is counted as read; a request or connection count is not.
 fn pooled(m: &crate::policy::MetricSpec) -> bool {
@@ -925,8 +951,10 @@ fn release_eci(
         .hpa
         .max_since(ctx.now - eci_window)
         .unwrap_or(recommended);
-    let fell =
-        f64::from(recent) <= f64::from(desired) * (1.0 - 2.0 * policy.behavior.tolerances().down);
+    // In what the counts serve: above ECS, weaker ECI pods make a count fall faster than the
+    // capacity it stands for.
+    let fell = ctx.mix.serves(recent)
+        <= ctx.mix.serves(desired) * (1.0 - 2.0 * policy.behavior.tolerances().down);
     let floor = recent
         .max(recommended)
         .max(ctx.survey.ecs_capacity.min(desired))

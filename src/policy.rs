@@ -143,8 +143,10 @@ pub struct EciLimits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale_down_window_seconds: Option<i64>,
     /// What one ECI pod serves as a share of one ECS pod (0.1 to 1). Unset: learnt from the
-    /// CPU each pool's gateway pods spend per request while both pools serve (1 until then).
-    /// Set it where ECI pods are capped by something CPU does not show, such as bandwidth.
+    /// CPU each pool's gateway pods spend per request while both pools serve (1 until then),
+    /// which needs a `RequestRate` metric, the fast path and cAdvisor's per-pod CPU in
+    /// Prometheus (`spillway doctor` says whether it is there). Set it where ECI pods are
+    /// capped by something CPU does not show, such as bandwidth.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.1, max = 1.0))]
     pub relative_capacity: Option<f64>,

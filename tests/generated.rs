@@ -413,6 +413,10 @@ const SHORT_SLACK_POD_SECONDS: f64 = 60.0;
 /// drill's pods spend an idle Envoy's CPU beside their requests, which biases the estimate).
 const CAPACITY_ERROR: f64 = 0.05;
 
+/// Decisions with ECI pods ready (one every 2 s) within which a weaker ECI pool must be learnt:
+/// 5 minutes, past the pods' 45 s and three readings 10 s apart.
+const LEARN_WITHIN_DECISIONS: u32 = 150;
+
 /// What must hold on every load (issue 27's invariants and issue 34's placement), each broken
 /// one named with its seed so it can be replayed (`SPILLWAY_SEED=<seed>` prints the decisions).
 fn broken(m: &Measured) -> Vec<String> {
@@ -440,13 +444,23 @@ fn broken(m: &Measured) -> Vec<String> {
     if sw.rollouts_under_load > 0 {
         out.push(format!("{} rollouts under load", sw.rollouts_under_load));
     }
-    if let Some(e) = sw.eci_capacity.as_ref().filter(|e| e.source == "learnt")
-        && (e.last - e.truth).abs() > CAPACITY_ERROR * e.truth
-    {
-        out.push(format!(
-            "ECI pods counted as {:.2} of an ECS pod, true {:.2}",
-            e.last, e.truth
-        ));
+    if let Some(e) = &sw.eci_capacity {
+        // Weaker ECI pods that served through a few minutes of decisions must be learnt.
+        if e.truth < 1.0 - spillway::engine::capacity::ALIKE
+            && e.decisions >= LEARN_WITHIN_DECISIONS
+            && e.source != "learnt"
+        {
+            out.push(format!(
+                "ECI pods at {:.2} of an ECS pod served through {} decisions, never learnt ({})",
+                e.truth, e.decisions, e.source
+            ));
+        }
+        if e.source == "learnt" && (e.last - e.truth).abs() > CAPACITY_ERROR * e.truth {
+            out.push(format!(
+                "ECI pods counted as {:.2} of an ECS pod, true {:.2}",
+                e.last, e.truth
+            ));
+        }
     }
     if sw.underprovisioned_pod_seconds > hpa.underprovisioned_pod_seconds + SHORT_SLACK_POD_SECONDS
     {

@@ -37,6 +37,8 @@ struct GatewayMemory {
     wrote_count: Option<i32>,
     /// Another writer of the count, as last seen.
     contest: Option<ContestSeen>,
+    /// When the pods' CPU was last read (for the ECI pods' share).
+    cpu_read_at: Option<f64>,
 }
 
 /// Every gateway's memory.
@@ -156,6 +158,18 @@ impl Memories {
     }
 
     /// Records whether the fast path's read failed for every pod; returns the previous value.
+    /// Whether the pods' CPU is due to be read at `now` (Unix seconds): at most once every
+    /// `every`; noted as read when it is.
+    pub fn cpu_read_due(&self, key: &GatewayKey, now: f64, every: f64) -> bool {
+        self.with(key, |m| {
+            let due = m.cpu_read_at.is_none_or(|at| now - at >= every || now < at);
+            if due {
+                m.cpu_read_at = Some(now);
+            }
+            due
+        })
+    }
+
     pub fn fast_path_failing(&self, key: &GatewayKey, failing: bool) -> bool {
         self.with(key, |m| {
             std::mem::replace(&mut m.fast_path_failing, failing)

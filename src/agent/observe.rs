@@ -127,8 +127,19 @@ pub async fn observe(
         &spec.pools.ecs.node_selector,
         &spec.pools.eci.node_selector,
     );
-    let (fast, rates) = read_fast_path(spec, key, ctx, &pods).await;
-    let pool_usage = read_pool_usage(spec, key, ctx, &pods, &rates, now).await;
+    // The pods' CPU is read beside their counters, not after them.
+    let ((fast, rates), cpu) = futures::future::join(
+        read_fast_path(spec, key, ctx, &pods),
+        read_pool_cpu(spec, key, ctx, &pods, now),
+    )
+    .await;
+    let pool_usage = cpu.and_then(|cpu| {
+        let usage = PoolUsage::of(&pods, &rates, &cpu, now);
+        if usage.is_none() {
+            debug!("pool usage: no pod of each pool has both a request rate and a CPU reading");
+        }
+        usage
+    });
     if !hpas.is_empty() || !target.asm_autoscaling.is_empty() || !contenders.is_empty() {
         let writers: Vec<&str> = contenders.iter().map(|w| w.manager.as_str()).collect();
         debug!(?hpas, asm = ?target.asm_autoscaling, ?writers, "the replica count is held");
@@ -447,38 +458,36 @@ async fn read_load(
     (queries, loads)
 }
 
-/// What each pool's ready pods serve (the fast path's per-pod rates) and spend in CPU
-/// (cAdvisor through Prometheus), joined by pod: the evidence for how much an ECI pod serves
-/// beside an ECS pod. Read only while both pools have ready pods the fast path read, and not
-/// when the policy states the share (`eci.relativeCapacity`): one more query per decision at
-/// peaks, none in normal times. A failed query teaches nothing and holds nothing.
-async fn read_pool_usage(
+/// How often the pods' CPU is read for the ECI pods' share: about a scrape interval, since
+/// the engine takes a reading at most every [`crate::engine::capacity::READING_SECONDS`].
+const CPU_READ_SECONDS: f64 = 10.0;
+
+/// Each gateway pod's CPU (cAdvisor through Prometheus), to join with the fast path's per-pod
+/// rates: the evidence for how much an ECI pod serves beside an ECS pod. Read only while both
+/// pools have ready pods and the fast path applies, not when the policy states the share
+/// (`eci.relativeCapacity`), and at most every [`CPU_READ_SECONDS`]: a query every ten seconds
+/// at peaks, none in normal times. A failed query teaches nothing and holds nothing (the
+/// share learnt so far stays).
+async fn read_pool_cpu(
     spec: &ElasticGatewaySpec,
     key: &GatewayKey,
     ctx: &Context,
     pods: &[GatewayPod],
-    rates: &[(String, f64)],
     now: f64,
-) -> Option<PoolUsage> {
-    if spec.eci.relative_capacity.is_some() {
+) -> Option<Vec<(String, f64)>> {
+    if spec.eci.relative_capacity.is_some() || ctx.fast_path.is_none() || !reads_pods(spec) {
         return None;
     }
-    let read_in = |pool: crate::model::Pool| {
-        pods.iter()
-            .any(|p| p.pool == pool && p.ready && rates.iter().any(|(n, _)| *n == p.name))
-    };
-    if !(read_in(crate::model::Pool::Ecs) && read_in(crate::model::Pool::Eci)) {
+    let ready_in = |pool: crate::model::Pool| pods.iter().any(|p| p.pool == pool && p.ready);
+    let due = ready_in(crate::model::Pool::Ecs)
+        && ready_in(crate::model::Pool::Eci)
+        && ctx.memory.cpu_read_due(key, now, CPU_READ_SECONDS);
+    if !due {
         return None;
     }
     let query = crate::policy::cpu_per_pod_query(&key.namespace, &spec.target.name);
     match ctx.prom.query(&query, now).await {
-        LoadSample::PerPod(cpu) => {
-            let usage = PoolUsage::of(pods, rates, &cpu, now);
-            if usage.is_none() {
-                debug!("pool usage: no pod of each pool has both a request rate and a CPU reading");
-            }
-            usage
-        }
+        LoadSample::PerPod(cpu) => Some(cpu),
         other => {
             debug!(?other, %query, "pool usage: no per-pod CPU; ECI pods keep the share learnt so far");
             None

@@ -31,7 +31,7 @@ impl Usage {
             && self.cpu.is_finite()
             && self.cpu > 0.0
             && self.rps / f64::from(self.pods) >= MIN_LOAD_SHARE * target;
-        usable.then(|| self.cpu / self.rps)
+        Some(self.cpu / self.rps).filter(|c| usable && c.is_finite() && *c > 0.0)
     }
 }
 
@@ -94,7 +94,16 @@ pub const MIN_POD_AGE_SECONDS: f64 = 45.0;
 pub const MIN_LOAD_SHARE: f64 = 0.2;
 
 /// Readings (of both pools at once) before the learnt ratio is used.
-pub const MIN_SAMPLES: u32 = 4;
+pub const MIN_SAMPLES: u32 = 3;
+
+/// A reading counts only this long after the last one that counted: decisions come every
+/// couple of seconds in a surge, faster than Prometheus scrapes the CPU, and readings of the
+/// same scrape are one reading, not several.
+pub const READING_SECONDS: f64 = 10.0;
+
+/// A learnt share this close to 1 is taken as 1: the pools are alike within what a reading
+/// can tell, and an ECI share of 0.99 would still add a pod to every overflow.
+pub const ALIKE: f64 = 0.05;
 
 /// The learnt figures follow the pools over about this long (an exponential average's
 /// half-life): long enough to ride out one noisy scrape, short enough to follow a change of
@@ -124,8 +133,11 @@ impl CapacityMemory {
         let (Some(ecs), Some(eci)) = (u.ecs.cost(target), u.eci.cost(target)) else {
             return;
         };
+        // The first readings are averaged alike, then each weighs by the time since the last.
         let w = match self.at {
-            Some(at) if now > at => 1.0 - 0.5f64.powf((now - at) / HALF_LIFE_SECONDS),
+            Some(at) if now - at >= READING_SECONDS => (1.0
+                - 0.5f64.powf((now - at) / HALF_LIFE_SECONDS))
+            .max(1.0 / f64::from(self.samples.saturating_add(1))),
             Some(_) => return,
             None => 1.0,
         };
@@ -137,14 +149,15 @@ impl CapacityMemory {
     }
 
     /// The learnt ratio, once there are enough readings, to the nearest hundredth (a finer
-    /// figure is noise, and would add a pod to a fleet of equal pods).
+    /// figure is noise); within [`ALIKE`] of 1, 1.
     pub fn relative(&self) -> Option<f64> {
-        match (self.ecs, self.eci) {
-            (Some(ecs), Some(eci)) if self.samples >= MIN_SAMPLES && eci > 0.0 => {
-                Some(((ecs / eci).clamp(MIN_RELATIVE, 1.0) * 100.0).round() / 100.0)
-            }
-            _ => None,
+        let (ecs, eci) = (self.ecs?, self.eci?);
+        let ratio = ecs / eci;
+        if self.samples < MIN_SAMPLES || !ratio.is_finite() {
+            return None;
         }
+        let r = (ratio.clamp(MIN_RELATIVE, 1.0) * 100.0).round() / 100.0;
+        Some(if r >= 1.0 - ALIKE { 1.0 } else { r })
     }
 }
 
@@ -291,7 +304,7 @@ mod tests {
             m.learn(
                 usage((4, 2000.0, 4.0), (2, 1000.0, 200.0)),
                 700.0,
-                f64::from(i),
+                f64::from(i) * 15.0,
             );
         }
         assert_eq!(m.relative(), Some(MIN_RELATIVE));
@@ -300,7 +313,7 @@ mod tests {
             m.learn(
                 usage((4, 2000.0, 4.0), (2, 1000.0, 0.5)),
                 700.0,
-                f64::from(i),
+                f64::from(i) * 15.0,
             );
         }
         assert_eq!(m.relative(), Some(1.0));
@@ -405,5 +418,54 @@ mod tests {
         };
         assert_eq!(same.replicas(30), 30);
         assert_eq!(same.serves(30), 30.0);
+    }
+}
+
+#[cfg(test)]
+mod cadence {
+    use super::*;
+
+    fn u(eci_cpu: f64) -> Option<PoolUsage> {
+        Some(PoolUsage {
+            ecs: Usage {
+                pods: 4,
+                rps: 2000.0,
+                cpu: 4.0,
+            },
+            eci: Usage {
+                pods: 2,
+                rps: 1000.0,
+                cpu: eci_cpu,
+            },
+        })
+    }
+
+    #[test]
+    fn readings_of_one_scrape_count_once_and_the_first_ones_are_averaged_alike() {
+        let mut m = CapacityMemory::default();
+        // Decisions every 2 s: five readings within one scrape interval are one.
+        for i in 0..5 {
+            m.learn(u(4.0), 700.0, f64::from(i) * 2.0);
+        }
+        assert_eq!(m.samples, 1);
+        assert_eq!(m.relative(), None);
+        // Two more, READING_SECONDS apart, averaged alike with the first: ECI CPU per request
+        // 2, 1 and 1 times ECS's, a mean of 4/3: a share of 0.75.
+        m.learn(u(2.0), 700.0, 20.0);
+        m.learn(u(2.0), 700.0, 30.0);
+        assert_eq!(m.samples, 3);
+        assert_eq!(m.relative(), Some(0.75));
+        // An infinite cost (a zero rate sneaking through) teaches nothing.
+        m.learn(u(f64::INFINITY), 700.0, 45.0);
+        assert_eq!(m.samples, 3);
+    }
+
+    #[test]
+    fn pools_alike_within_a_readings_reach_count_as_equal() {
+        let mut m = CapacityMemory::default();
+        for i in 0..10 {
+            m.learn(u(2.06), 700.0, f64::from(i) * 15.0);
+        }
+        assert_eq!(m.relative(), Some(1.0));
     }
 }

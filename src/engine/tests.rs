@@ -1778,7 +1778,12 @@ fn the_eci_share_is_learnt_from_both_pools_cpu_per_request_and_sizes_the_fast_pa
     let mut state = EngineState::default();
     let mut last = None;
     for i in 0..capacity::MIN_SAMPLES {
-        let mut o = obs(1000.0 + f64::from(i) * 2.0, &c, &loads, 16);
+        let mut o = obs(
+            1000.0 + f64::from(i) * capacity::READING_SECONDS,
+            &c,
+            &loads,
+            16,
+        );
         o.pool_usage = Some(usage);
         o.fast = Some(FastSample {
             rps: 8000.0,
@@ -1796,11 +1801,34 @@ fn the_eci_share_is_learnt_from_both_pools_cpu_per_request_and_sizes_the_fast_pa
     // worth, a third over): 12 on ECS and 24 on ECI.
     let c = cluster(3, 0, 12, 12);
     let loads = [LoadSample::Total(9000.0)];
-    let mut o = obs(1010.0, &c, &loads, 24);
+    let mut o = obs(1100.0, &c, &loads, 24);
     o.fast = Some(FastSample {
         rps: 12_000.0,
         pods_read: 10,
     });
     let d = decide(&p, &o, &state).decision;
     assert_eq!(d.replicas.desired, 36, "{}", d.summary());
+}
+
+#[test]
+fn a_per_pod_metric_counts_weaker_eci_pods_as_a_total_does() {
+    let mut p = policy();
+    p.eci.relative_capacity = Some(0.5);
+    p.metrics[0].preset = None;
+    p.metrics[0].query = Some("sum by (pod) (rate(requests[1m]))".into());
+    // 12 ECS + 8 ECI pods serve 16 ECS pods' worth.
+    let c = cluster(3, 0, 12, 8);
+    let each =
+        |rps: f64| LoadSample::PerPod(c.pods.iter().map(|p| (p.name.clone(), rps)).collect());
+    // 475 a pod is within the tolerance of 500 pod by pod, but 9,500 in all is 19 ECS pods'
+    // worth: 12 on ECS and 14 on ECI, as the same total would ask.
+    let d = once(&p, &c, each(475.0), 20);
+    assert_eq!(d.replicas.desired, 26, "{}", d.summary());
+    assert_eq!(
+        once(&p, &c, LoadSample::Total(9500.0), 20).replicas.desired,
+        26
+    );
+    // 400 a pod, 8,000 in all: what the 20 serve.
+    let d = once(&p, &c, each(400.0), 20);
+    assert_eq!(d.replicas.desired, 20, "{}", d.summary());
 }

@@ -74,8 +74,8 @@ pub struct CapacityEstimate {
     /// What the last such decision counted, and from where (`learnt`, `policy`, `default`).
     pub last: f64,
     pub source: String,
-    /// Mean of (counted − truth) / truth over those decisions: below 0 the fleet was sized
-    /// short on ECI.
+    /// Mean of (counted − truth) / truth over those decisions: below 0 ECI pods were counted
+    /// weaker than they are (more of them than needed), above 0 stronger (the fleet short).
     pub mean_error: f64,
     /// Mean of |counted − truth| / truth.
     pub mean_abs_error: f64,
@@ -1062,12 +1062,18 @@ impl Tally {
         }
         self.now = Counts { live, eci, pending };
         self.pending_pod_seconds += f64::from(pending) * dt;
-        // What the ready pods serve, in ECS pods: an ECI pod serves its share of one.
+        // What the ready pods serve, in ECS pods: an ECI pod serves its share of one. The pods
+        // missing are whole pods: ceil(load / capacity − what they serve), which with equal
+        // pools is ceil(load / capacity) − ready.
         let serves = f64::from(ready - ready_eci) + f64::from(ready_eci) * self.eci_share;
         let capacity = serves * self.capacity_per_pod;
-        let needed = f64::from(pods_needed(load, self.capacity_per_pod));
-        if needed > serves + 1e-9 {
-            self.under += (needed - serves) * dt;
+        let missing = if self.eci_share == 1.0 {
+            f64::from(pods_needed(load, self.capacity_per_pod) - ready)
+        } else {
+            (load / self.capacity_per_pod - serves).ceil()
+        };
+        if missing > 0.0 {
+            self.under += missing * dt;
             self.short_seconds += dt;
             for (i, s) in self.surges.iter().enumerate() {
                 if now >= s.start && now <= s.end {
