@@ -659,6 +659,10 @@ pub struct ElasticGatewayStatus {
     /// Estimated cost per hour of the gateway on each pool, and the saving.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost_per_hour: Option<CostStatus>,
+    /// What one ECI pod serves as a share of an ECS pod, as learnt from the pools' CPU per
+    /// request (absent until learnt): a restarted agent or a new leader starts from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eci_relative_capacity: Option<f64>,
     /// The gateway as spillway found it before its first change, restored when the
     /// ElasticGateway is deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]

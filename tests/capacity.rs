@@ -201,6 +201,13 @@ async fn the_live_agent_learns_that_eci_pods_serve_half_and_sizes_the_overflow_f
     .await;
     let share = eci_share(&a).unwrap();
     assert!((share - 0.5).abs() <= 0.05, "ECI share {share}");
+    // The status keeps it, for a restarted agent or a new leader to start from.
+    wait_for("the status to carry the learnt share", 30, || async {
+        support::live::status(&tb).await["eciRelativeCapacity"]
+            .as_f64()
+            .is_some_and(|s| (s - share).abs() < 0.03)
+    })
+    .await;
     // …and the overflow sized for it: the pods serve what 18 ECS pods serve (counted as ECS
     // pods, 12 + 6 would serve 15), and not a pod's worth more than the HPA's tolerance allows.
     let serves = |ecs: usize, eci: usize| ecs as f64 + 0.5 * eci as f64;

@@ -273,7 +273,10 @@ async fn reconcile_one(
         Err(Stop::Failed(e)) => return Err(e),
     };
     let (spec, leader) = (&egw.spec, ctx.is_leader());
-    let prev = ctx.memory.engine_for(key, leader);
+    let mut prev = ctx.memory.engine_for(key, leader);
+    // A memory started afresh (a restart, a new leader) takes the ECI share learnt before.
+    prev.capacity
+        .seed(egw.status.as_ref().and_then(|s| s.eci_relative_capacity));
     let mut planned = ledger::plan(egw, key, ctx, &observed, &prev);
     let summary = planned.decision.summary();
     info!(decision = %summary, leader, dry_run = spec.dry_run, "decided");

@@ -436,7 +436,11 @@ pub fn status(
         reason: d.replicas.reason.clone(),
         desired: Some(d.replicas.desired),
     });
+    let learnt = d.relative.source == crate::engine::capacity::Source::Learnt;
     ElasticGatewayStatus {
+        eci_relative_capacity: learnt
+            .then_some(d.relative.eci)
+            .or_else(|| old.and_then(|s| s.eci_relative_capacity)),
         observed_generation: generation,
         phase: Some(d.phase.as_str().into()),
         desired_replicas: d.replicas.desired,

@@ -124,6 +124,10 @@ pub struct CapacityMemory {
     pub samples: u32,
     /// When the last reading was taken.
     pub at: Option<f64>,
+    /// The share learnt before this memory started (the ElasticGateway's status), used until
+    /// this memory has learnt its own.
+    #[serde(default)]
+    pub seeded: Option<f64>,
 }
 
 impl CapacityMemory {
@@ -148,14 +152,21 @@ impl CapacityMemory {
         self.at = Some(now);
     }
 
-    /// The learnt ratio, once there are enough readings, to the nearest hundredth (a finer
-    /// figure is noise); within [`ALIKE`] of 1, 1.
-    pub fn relative(&self) -> Option<f64> {
-        let (ecs, eci) = (self.ecs?, self.eci?);
-        let ratio = ecs / eci;
-        if self.samples < MIN_SAMPLES || !ratio.is_finite() {
-            return None;
+    /// Starts a fresh memory from the share learnt before, if it is a usable one.
+    pub fn seed(&mut self, learnt: Option<f64>) {
+        if self.samples == 0 {
+            self.seeded = learnt.filter(|r| r.is_finite() && (MIN_RELATIVE..=1.0).contains(r));
         }
+    }
+
+    /// The learnt ratio, once there are enough readings, to the nearest hundredth (a finer
+    /// figure is noise); within [`ALIKE`] of 1, 1. Before that, the one learnt before, if any.
+    pub fn relative(&self) -> Option<f64> {
+        let own = self.ecs.zip(self.eci).map(|(ecs, eci)| ecs / eci);
+        let ratio = match own {
+            Some(r) if self.samples >= MIN_SAMPLES && r.is_finite() => r,
+            _ => return self.seeded,
+        };
         let r = (ratio.clamp(MIN_RELATIVE, 1.0) * 100.0).round() / 100.0;
         Some(if r >= 1.0 - ALIKE { 1.0 } else { r })
     }
@@ -467,5 +478,44 @@ mod cadence {
             m.learn(u(2.06), 700.0, f64::from(i) * 15.0);
         }
         assert_eq!(m.relative(), Some(1.0));
+    }
+}
+
+#[cfg(test)]
+mod restart {
+    use super::*;
+
+    #[test]
+    fn a_fresh_memory_starts_from_the_share_learnt_before_until_it_learns_its_own() {
+        let mut m = CapacityMemory::default();
+        m.seed(Some(0.6));
+        assert_eq!(m.relative(), Some(0.6));
+        assert_eq!(relative(None, &m).source, Source::Learnt);
+        // Its own readings take over once there are enough: equal pools.
+        let equal = Some(PoolUsage {
+            ecs: Usage {
+                pods: 4,
+                rps: 2000.0,
+                cpu: 4.0,
+            },
+            eci: Usage {
+                pods: 2,
+                rps: 1000.0,
+                cpu: 2.0,
+            },
+        });
+        for i in 0..MIN_SAMPLES {
+            assert_eq!(m.relative(), Some(0.6));
+            m.learn(equal, 700.0, f64::from(i) * 15.0);
+        }
+        assert_eq!(m.relative(), Some(1.0));
+        // A memory that has readings is not reseeded; a garbage status is ignored.
+        m.seed(Some(0.3));
+        assert_eq!(m.relative(), Some(1.0));
+        for bad in [f64::NAN, 5.0, 0.0, -1.0] {
+            let mut m = CapacityMemory::default();
+            m.seed(Some(bad));
+            assert_eq!(m.relative(), None, "{bad}");
+        }
     }
 }
