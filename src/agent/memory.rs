@@ -39,6 +39,8 @@ struct GatewayMemory {
     contest: Option<ContestSeen>,
     /// When the pods' CPU was last read (for the ECI pods' share).
     cpu_read_at: Option<f64>,
+    /// The last CPU read had no ECI pod of the gateway.
+    eci_cpu_missing: bool,
 }
 
 /// Every gateway's memory.
@@ -157,7 +159,6 @@ impl Memories {
         })
     }
 
-    /// Records whether the fast path's read failed for every pod; returns the previous value.
     /// Whether the pods' CPU is due to be read at `now` (Unix seconds): at most once every
     /// `every`; noted as read when it is.
     pub fn cpu_read_due(&self, key: &GatewayKey, now: f64, every: f64) -> bool {
@@ -170,6 +171,13 @@ impl Memories {
         })
     }
 
+    /// Records whether Prometheus had CPU for no ECI pod of the gateway while they served;
+    /// returns the previous value (the log says so once, when it starts).
+    pub fn eci_cpu_missing(&self, key: &GatewayKey, missing: bool) -> bool {
+        self.with(key, |m| std::mem::replace(&mut m.eci_cpu_missing, missing))
+    }
+
+    /// Records whether the fast path's read failed for every pod; returns the previous value.
     pub fn fast_path_failing(&self, key: &GatewayKey, failing: bool) -> bool {
         self.with(key, |m| {
             std::mem::replace(&mut m.fast_path_failing, failing)

@@ -487,7 +487,25 @@ async fn read_pool_cpu(
     }
     let query = crate::policy::cpu_per_pod_query(&key.namespace, &spec.target.name);
     match ctx.prom.query(&query, now).await {
-        LoadSample::PerPod(cpu) => Some(cpu),
+        LoadSample::PerPod(cpu) => {
+            // The virtual node may not export its pods' cAdvisor series: then nothing is
+            // learnt, and the operator should know (once). Judged on ECI pods old enough to
+            // have been scraped twice.
+            let mut settled = pods.iter().filter(|p| {
+                p.pool == crate::model::Pool::Eci
+                    && p.ready
+                    && now - p.created_at >= crate::engine::capacity::MIN_POD_AGE_SECONDS
+            });
+            let judged = settled.clone().next().is_some();
+            let eci_read = settled.any(|p| cpu.iter().any(|(n, _)| *n == p.name));
+            if judged && !ctx.memory.eci_cpu_missing(key, !eci_read) && !eci_read {
+                warn!(
+                    %query,
+                    "per-pool capacity: Prometheus has CPU for none of the gateway's ECI pods; they count as ECS pods (set eci.relativeCapacity if they serve less)"
+                );
+            }
+            Some(cpu)
+        }
         other => {
             debug!(?other, %query, "pool usage: no per-pod CPU; ECI pods keep the share learnt so far");
             None
