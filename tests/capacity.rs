@@ -16,7 +16,7 @@ use spillway::engine::capacity::{CapacityMemory, PoolUsage, Source, relative};
 use spillway::model::{GatewayPod, LoadSample, Pool, Resources};
 use spillway::prom::{PromAuth, PromConfig, Prometheus};
 use support::envoy::Envoys;
-use support::live::{AbortOnDrop, agent, bed, metric_sum, policy, wait_for, workdir};
+use support::live::{agent, bed, metric_sum, policy, wait_for, workdir};
 use support::prom::{CadvisorExporter, Prom};
 use support::testbed::pool_counts;
 
@@ -151,17 +151,7 @@ async fn the_live_agent_learns_that_eci_pods_serve_half_and_sizes_the_overflow_f
         "targetPerReplica": 500}]);
     egw["spec"]["maxReplicas"] = serde_json::json!(40);
     let tb = bed(dir.path(), egw).await;
-    let _feeder = {
-        let (tb, envoys) = (tb.handle(), envoys.clone());
-        AbortOnDrop(tokio::spawn(async move {
-            loop {
-                if let Ok(pods) = tb.try_pods_of("istio-ingressgateway").await {
-                    envoys.update(&pods);
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }))
-    };
+    let _feeder = envoys.follow(tb.handle(), "istio-ingressgateway");
     let port = envoys.port.to_string();
     let a = agent(
         &tb,

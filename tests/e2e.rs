@@ -25,7 +25,7 @@ use spillway::sim::cluster::Latencies;
 use spillway::sim::load::{Component, LoadProfile};
 use spillway::sim::{PolicyKind, Scenario};
 use support::envoy::Envoys;
-use support::live::{AbortOnDrop, Agent, agent, lease_holder, status, try_status};
+use support::live::{Agent, agent, lease_holder, status, try_status};
 use support::prom::{Prom, encode, free_port, try_http_get};
 use support::testbed::Testbed;
 
@@ -379,20 +379,7 @@ async fn flash_crowd_through_the_whole_chain() {
     let envoy_sd = dir.join("envoy-sd.json");
     let envoys = Envoys::start(envoy_sd.clone());
     envoys.set_load(BASE);
-    let feeder = {
-        let (tb, envoys) = (tb.handle(), envoys.clone());
-        // A read the apiserver drops (a busy machine, or the test bed going away while a
-        // failed assertion unwinds) skips one update: a panic here would print its backtrace
-        // after the failing assertion's own message and hide it.
-        AbortOnDrop(tokio::spawn(async move {
-            loop {
-                if let Ok(pods) = tb.try_pods_of("istio-ingressgateway").await {
-                    envoys.update(&pods);
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }))
-    };
+    let feeder = envoys.follow(tb.handle(), "istio-ingressgateway");
     let admin_ports = [free_port(), free_port()];
     write_prometheus_config(&dir, &envoy_sd, admin_ports);
     let mut prom = Prom::start_configured(&dir);

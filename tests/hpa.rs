@@ -549,19 +549,6 @@ async fn replica_sets(c: &Cluster, app: &str) -> i64 {
         .len() as i64
 }
 
-/// Keeps a fleet's Envoys following its pods.
-fn feed(c: Cluster, app: &'static str, envoys: Envoys) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            // A dropped connection on a busy machine skips one update.
-            if let Ok(pods) = c.try_pods_of(app).await {
-                envoys.update(&pods);
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    })
-}
-
 /// One run of a profile; returns the table.
 async fn side_by_side(profile: Profile) -> String {
     let work = workdir(&format!("hpa-{}", profile.name.replace(' ', "-")));
@@ -626,8 +613,8 @@ async fn side_by_side(profile: Profile) -> String {
     envoys_a.set_load(load_of(0.0));
     envoys_b.set_load(load_of(0.0));
     let feeders = [
-        feed(tb.handle(), HPA_APP, envoys_a.clone()),
-        feed(tb.handle(), SPILLWAY_APP, envoys_b.clone()),
+        envoys_a.follow(tb.handle(), HPA_APP),
+        envoys_b.follow(tb.handle(), SPILLWAY_APP),
     ];
     std::fs::write(
         dir.join("prometheus.yml"),
@@ -749,9 +736,7 @@ async fn side_by_side(profile: Profile) -> String {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    for f in &feeders {
-        f.abort();
-    }
+    drop(feeders);
 
     // Who wrote which scale: the HPA controller copy A's only, spillway copy B's only.
     let writes_a = scale_writes(&tb, HPA_APP);

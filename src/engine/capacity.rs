@@ -430,25 +430,10 @@ mod tests {
         assert_eq!(same.replicas(30), 30);
         assert_eq!(same.serves(30), 30.0);
     }
-}
 
-#[cfg(test)]
-mod cadence {
-    use super::*;
-
+    /// 4 ECS pods at 500 rps for 1 core each; 2 ECI pods at 500 rps for `eci_cpu` cores in all.
     fn u(eci_cpu: f64) -> Option<PoolUsage> {
-        Some(PoolUsage {
-            ecs: Usage {
-                pods: 4,
-                rps: 2000.0,
-                cpu: 4.0,
-            },
-            eci: Usage {
-                pods: 2,
-                rps: 1000.0,
-                cpu: eci_cpu,
-            },
-        })
+        usage((4, 2000.0, 4.0), (2, 1000.0, eci_cpu))
     }
 
     #[test]
@@ -479,11 +464,6 @@ mod cadence {
         }
         assert_eq!(m.relative(), Some(1.0));
     }
-}
-
-#[cfg(test)]
-mod restart {
-    use super::*;
 
     #[test]
     fn a_fresh_memory_starts_from_the_share_learnt_before_until_it_learns_its_own() {
@@ -492,18 +472,7 @@ mod restart {
         assert_eq!(m.relative(), Some(0.6));
         assert_eq!(relative(None, &m).source, Source::Learnt);
         // Its own readings take over once there are enough: equal pools.
-        let equal = Some(PoolUsage {
-            ecs: Usage {
-                pods: 4,
-                rps: 2000.0,
-                cpu: 4.0,
-            },
-            eci: Usage {
-                pods: 2,
-                rps: 1000.0,
-                cpu: 2.0,
-            },
-        });
+        let equal = usage((4, 2000.0, 4.0), (2, 1000.0, 2.0));
         for i in 0..MIN_SAMPLES {
             assert_eq!(m.relative(), Some(0.6));
             m.learn(equal, 700.0, f64::from(i) * 15.0);

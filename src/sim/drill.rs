@@ -465,8 +465,18 @@ fn pool_usage(
     cpu_per_request: f64,
     eci_share: f64,
 ) -> Option<engine::capacity::PoolUsage> {
+    let serving = |pool: Pool| {
+        pods.iter()
+            .filter(|p| p.ready && !p.terminating && p.pool == pool)
+            .count()
+    };
+    // Nothing to compare (and nothing to build per pod) unless both pools serve.
+    let (ecs, eci) = (serving(Pool::Ecs), serving(Pool::Eci));
+    if ecs == 0 || eci == 0 {
+        return None;
+    }
     let serving = pods.iter().filter(|p| p.ready && !p.terminating).count();
-    let share = rate / serving.max(1) as f64;
+    let share = rate / serving as f64;
     let rps: Vec<(String, f64)> = pods.iter().map(|p| (p.name.clone(), share)).collect();
     let cpu: Vec<(String, f64)> = pods
         .iter()

@@ -137,6 +137,26 @@ impl Envoys {
         e
     }
 
+    /// Keeps these Envoys following the live pods labelled `app=<app>` (every 200 ms) until the
+    /// guard is dropped. A read the apiserver drops (a busy machine, or the test bed going away
+    /// while a failed assertion unwinds) skips one update: a panic here would print its
+    /// backtrace after the failing assertion's own message and hide it.
+    pub fn follow(
+        &self,
+        cluster: super::testbed::Cluster,
+        app: &str,
+    ) -> super::live::AbortOnDrop<()> {
+        let (envoys, app) = (self.clone(), app.to_string());
+        super::live::AbortOnDrop(tokio::spawn(async move {
+            loop {
+                if let Ok(pods) = cluster.try_pods_of(&app).await {
+                    envoys.update(&pods);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }))
+    }
+
     pub fn set_load(&self, rps: f64) {
         self.fleet.lock().unwrap().rps = rps;
     }
