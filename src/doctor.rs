@@ -394,7 +394,7 @@ impl Doctor {
         let reads = fp.probe(&targets).await;
         let ok: Vec<f64> = reads
             .iter()
-            .filter_map(|(_, _, v)| v.as_ref().ok().copied())
+            .filter_map(|(_, _, v)| v.as_ref().ok().map(crate::fastpath::Series::total))
             .collect();
         let c = fp.config();
         let endpoint = format!(":{}{} {}", c.port, c.path, c.metric);

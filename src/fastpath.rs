@@ -4,14 +4,21 @@
 //! Through Prometheus a surge is seen a scrape interval plus a `rate()` window late; the pods'
 //! counters show it within one read. The engine lets this reading only *raise* the count
 //! ([`crate::model::FastSample`]); Prometheus stays the source for scale-down. So every fault
-//! here (a pod that cannot be reached, a timeout, a body that is not an exposition, a counter
-//! that went back to zero on a restart, a pod gone mid-read) makes that pod missing from this
-//! read and nothing else: a read with no usable pod is no reading at all.
+//! here (a pod that cannot be reached, a timeout, a redirect, a body that is not an exposition
+//! or too large, a counter that went back to zero on a restart, a pod gone mid-read) makes that
+//! pod missing from this read and nothing else: a read with no usable pod is no reading at all.
+//!
+//! One pod must not be able to steer the fleet: its body is parsed as it streams in, within a
+//! byte cap, holding one line at a time; its counter is followed series by series, so a series
+//! that vanishes and comes back is not a reset and then a jump of its whole count; and its rate
+//! counts at most [`PEER_FACTOR`] times the busiest of its peers (or the policy's target per
+//! pod, whichever is higher) before it can raise the count.
 //!
 //! [`Counters`] holds the arithmetic and is pure (the caller passes the time); [`FastPath`] does
 //! the HTTP.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -33,8 +40,22 @@ pub const MAX_RATE_SECONDS: f64 = 15.0;
 /// load balancer's sync), so counting it at the others' mean would overstate the load exactly
 /// when the fleet grows.
 pub const WARM_SECONDS: f64 = 5.0;
-/// Largest body read from one pod (Envoy's full stats on a big mesh run to a few MiB).
-const MAX_BODY_BYTES: usize = 16 << 20;
+/// Largest body read from one pod (Envoy's full stats on a big mesh run to a few MiB). The
+/// body is parsed as it arrives, so this bounds the time a read takes, not its memory.
+pub const MAX_BODY_BYTES: usize = 16 << 20;
+/// Longest line held while a body streams in (Envoy's lines run to a few hundred bytes): a
+/// longer sample of the counter is an error, any other longer line is skipped.
+pub const MAX_LINE_BYTES: usize = 64 << 10;
+/// Most series of the counter one pod may show (a gateway's `istio_requests_total` has one per
+/// destination, response code and flags: hundreds, a few thousand on a big mesh).
+pub const MAX_SERIES: usize = 20_000;
+/// A pod's rate counts at most this many times the busiest other pod read at the same time,
+/// or the policy's target per pod when that is higher. Behind one load balancer pods serve
+/// within a small factor of each other (long-lived connections pinned to old pods make the
+/// widest spread); a pod far above every peer is broken or lying, and one pod alone must not
+/// take the fleet to `maxReplicas`. Prometheus, which follows every pod, still sees a real
+/// surge that only one pod carries.
+pub const PEER_FACTOR: f64 = 4.0;
 
 /// How the fast path reads the pods.
 #[derive(Clone, Debug)]
@@ -106,6 +127,9 @@ pub enum PodError {
     /// The counter went down: the proxy restarted. This read is the new baseline.
     #[error("counter reset from {from} to {to}")]
     Reset { from: f64, to: f64 },
+    /// A rate far above every peer's (and the target per pod): counted at the bound only.
+    #[error("rate {}/s above {bound:.0}/s, {PEER_FACTOR} times its busiest peer or the target per pod: counted at that", shown(*.rate))]
+    Implausible { rate: f64, bound: f64 },
 }
 
 impl PodError {
@@ -117,49 +141,181 @@ impl PodError {
             PodError::Status(_) => "http_status",
             PodError::Garbage(_) => "garbage",
             PodError::Reset { .. } => "reset",
+            PodError::Implausible { .. } => "implausible",
         }
     }
 }
 
 /// Every `kind` of [`PodError`].
-pub const FAILURE_KINDS: [&str; 5] = ["unreachable", "timeout", "http_status", "garbage", "reset"];
+pub const FAILURE_KINDS: [&str; 6] = [
+    "unreachable",
+    "timeout",
+    "http_status",
+    "garbage",
+    "reset",
+    "implausible",
+];
 
-/// The sum of `metric`'s samples in a Prometheus text exposition (version 0.0.4, as Envoy
-/// serves it): the lines `metric{…} value [timestamp]` and `metric value [timestamp]`.
-/// Other families are skipped unparsed; a sample of this one that is not a finite number, or
-/// no sample at all, is an error.
-pub fn counter_sum(body: &str, metric: &str) -> Result<f64, String> {
-    let mut sum = 0.0;
-    let mut seen = 0usize;
-    for line in body.lines() {
-        let Some(rest) = line.strip_prefix(metric) else {
-            continue;
-        };
-        let after_labels = match rest.as_bytes().first() {
-            Some(b'{') => {
-                skip_labels(rest).ok_or_else(|| format!("unterminated labels: {line}"))?
-            }
-            Some(b' ' | b'\t') => rest,
-            // Another family sharing the prefix (`metric_bucket`, `metricfoo`), or a bare name.
-            _ => continue,
-        };
-        let value = after_labels
-            .split_whitespace()
-            .next()
-            .ok_or_else(|| format!("no value: {line}"))?;
-        let v: f64 = value
-            .parse()
-            .map_err(|_| format!("not a number {value:?} in: {line}"))?;
-        if !v.is_finite() || v < 0.0 {
-            return Err(format!("counter value {v} in: {line}"));
+/// One reading of a pod's counter: each series' value, keyed by a hash of its label set (the
+/// label text as the pod wrote it; Envoy writes a series' labels in one order).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Series(HashMap<u64, f64>);
+
+impl Series {
+    /// A counter of one unlabelled series.
+    pub fn one(value: f64) -> Self {
+        Self(HashMap::from([(series_key(""), value)]))
+    }
+
+    /// The sum over the series.
+    pub fn total(&self) -> f64 {
+        self.0.values().sum()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+fn series_key(labels: &str) -> u64 {
+    // SipHash with fixed keys: the same label text gives the same key in every reading.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    labels.hash(&mut h);
+    h.finish()
+}
+
+/// Parses one exposition of `metric` as it streams in, chunk by chunk, holding at most one
+/// line ([`MAX_LINE_BYTES`]) beside the series read so far: a pod's large body costs time
+/// within [`MAX_BODY_BYTES`], not memory.
+pub struct CounterParser<'m> {
+    metric: &'m str,
+    line: Vec<u8>,
+    overlong: bool,
+    bytes: usize,
+    series: HashMap<u64, f64>,
+}
+
+impl<'m> CounterParser<'m> {
+    pub fn new(metric: &'m str) -> Self {
+        Self {
+            metric,
+            line: Vec::new(),
+            overlong: false,
+            bytes: 0,
+            series: HashMap::new(),
         }
-        sum += v;
-        seen += 1;
     }
-    if seen == 0 {
-        return Err(format!("no {metric} sample"));
+
+    /// Takes the next bytes of the body.
+    pub fn feed(&mut self, mut chunk: &[u8]) -> Result<(), String> {
+        self.bytes += chunk.len();
+        if self.bytes > MAX_BODY_BYTES {
+            return Err(format!("body larger than {MAX_BODY_BYTES} bytes"));
+        }
+        while let Some(end) = chunk.iter().position(|b| *b == b'\n') {
+            self.hold(&chunk[..end]);
+            self.end_line()?;
+            chunk = &chunk[end + 1..];
+        }
+        self.hold(chunk);
+        Ok(())
     }
-    Ok(sum)
+
+    /// The series read, once the body has ended. No sample of the counter is an error.
+    pub fn finish(mut self) -> Result<Series, String> {
+        if !self.line.is_empty() || self.overlong {
+            self.end_line()?;
+        }
+        if self.series.is_empty() {
+            return Err(format!("no {} sample", self.metric));
+        }
+        Ok(Series(self.series))
+    }
+
+    fn hold(&mut self, part: &[u8]) {
+        let room = MAX_LINE_BYTES - self.line.len();
+        if part.len() > room {
+            self.overlong = true;
+        }
+        self.line.extend_from_slice(&part[..part.len().min(room)]);
+    }
+
+    /// Takes the line held, then clears it (the buffer is kept for the next).
+    fn end_line(&mut self) -> Result<(), String> {
+        let overlong = std::mem::take(&mut self.overlong);
+        let mut line = std::mem::take(&mut self.line);
+        let taken = self.take_line(&line, overlong);
+        line.clear();
+        self.line = line;
+        taken
+    }
+
+    fn take_line(&mut self, line: &[u8], overlong: bool) -> Result<(), String> {
+        let Some(rest) = line.strip_prefix(self.metric.as_bytes()) else {
+            return Ok(());
+        };
+        // Another family sharing the prefix (`metric_bucket`, `metricfoo`), or a bare name.
+        if !matches!(rest.first(), Some(b'{' | b' ' | b'\t')) {
+            return Ok(());
+        }
+        if overlong {
+            return Err(format!(
+                "a {} line longer than {MAX_LINE_BYTES} bytes",
+                self.metric
+            ));
+        }
+        let text = std::str::from_utf8(line)
+            .map_err(|_| format!("a {} line that is not UTF-8", self.metric))?;
+        let (labels, value) = sample(text, self.metric.len())?;
+        let key = series_key(labels);
+        if !self.series.contains_key(&key) && self.series.len() >= MAX_SERIES {
+            return Err(format!("more than {MAX_SERIES} series of {}", self.metric));
+        }
+        *self.series.entry(key).or_insert(0.0) += value;
+        Ok(())
+    }
+}
+
+/// The label text and the value of a sample line `metric{…} value [timestamp]` or
+/// `metric value [timestamp]`; `name_len` is the length of `metric`. The value must be a
+/// finite number, not negative.
+fn sample(line: &str, name_len: usize) -> Result<(&str, f64), String> {
+    let rest = &line[name_len..];
+    let after_labels = if rest.starts_with('{') {
+        skip_labels(rest).ok_or_else(|| format!("unterminated labels: {line}"))?
+    } else {
+        rest
+    };
+    let labels = &rest[..rest.len() - after_labels.len()];
+    let value = after_labels
+        .split_whitespace()
+        .next()
+        .ok_or_else(|| format!("no value: {line}"))?;
+    let v: f64 = value
+        .parse()
+        .map_err(|_| format!("not a number {value:?} in: {line}"))?;
+    if !v.is_finite() || v < 0.0 {
+        return Err(format!("counter value {v} in: {line}"));
+    }
+    Ok((labels, v))
+}
+
+/// `metric`'s series in a whole Prometheus text exposition (version 0.0.4, as Envoy serves
+/// it). Other families are skipped unparsed; a sample of this one that is not a finite number,
+/// or no sample at all, is an error.
+pub fn parse_counter(body: &str, metric: &str) -> Result<Series, String> {
+    let mut p = CounterParser::new(metric);
+    p.feed(body.as_bytes())?;
+    p.finish()
+}
+
+/// The sum of `metric`'s samples in a whole exposition ([`parse_counter`]).
+pub fn counter_sum(body: &str, metric: &str) -> Result<f64, String> {
+    parse_counter(body, metric).map(|s| s.total())
 }
 
 /// What follows the label set `{…}` at the start of `s`, honouring quoted values and their
@@ -189,7 +345,9 @@ pub struct Round {
     /// Ready pods that gave no rate this time (not in the sample, failed, or a first read) but
     /// have been ready for [`WARM_SECONDS`]: each is taken to serve the mean of those read.
     pub unread_serving: usize,
-    /// The pods that gave none, and why (a first read of a pod gives a baseline, not a failure).
+    /// The pods that gave none, and why (a first read of a pod gives a baseline, not a
+    /// failure), and those whose rate was out of bounds ([`PodError::Implausible`]: counted at
+    /// the bound).
     pub failures: Vec<(String, PodError)>,
 }
 
@@ -214,8 +372,10 @@ impl Round {
 /// a monotonic clock, in seconds).
 #[derive(Clone, Debug, Default)]
 pub struct Counters {
-    /// `(time, counter)` per pod over the last [`MAX_RATE_SECONDS`], oldest first.
-    readings: HashMap<String, VecDeque<(f64, f64)>>,
+    /// `(time, series)` per pod, oldest first: the newest reading at least
+    /// [`MIN_RATE_SECONDS`] old (the next rate's reference; older ones can never be again) and
+    /// those after it, none older than [`MAX_RATE_SECONDS`].
+    readings: HashMap<String, VecDeque<(f64, Series)>>,
     /// When each ready pod was first seen ready.
     ready_since: HashMap<String, f64>,
 }
@@ -239,14 +399,20 @@ impl Counters {
     }
 
     /// Takes one read at `now`: `(pod, time of the answer, counter or error)` per pod read;
-    /// `live` are the ready pods. Pods not in `live` (gone, not ready) are forgotten. A pod
-    /// gives a rate when one of its readings is [`MIN_RATE_SECONDS`] to [`MAX_RATE_SECONDS`]
-    /// old; a counter lower than the last reading (a restart) starts its readings afresh.
+    /// `live` are the ready pods; `floor` is the rate per pod that is plausible whatever the
+    /// peers read (the policy's target per pod). Pods not in `live` (gone, not ready) are
+    /// forgotten. A pod gives a rate when one of its readings is [`MIN_RATE_SECONDS`] to
+    /// [`MAX_RATE_SECONDS`] old: what its series present in both readings added (a series that
+    /// appeared since adds nothing yet, one that went down adds nothing this time). When most
+    /// of its series went down (a restart), or none is left of the last reading's, its
+    /// readings start afresh. Each rate counts at most [`PEER_FACTOR`] times the higher of
+    /// `floor` and the busiest other pod's rate.
     pub fn observe(
         &mut self,
         now: f64,
-        reads: Vec<(String, f64, Result<f64, PodError>)>,
+        reads: Vec<(String, f64, Result<Series, PodError>)>,
         live: &HashSet<&str>,
+        floor: f64,
     ) -> Round {
         self.readings.retain(|pod, _| live.contains(pod.as_str()));
         self.ready_since
@@ -265,16 +431,12 @@ impl Counters {
                 }
             };
             let history = self.readings.entry(pod.clone()).or_default();
-            if let Some(&(_, last)) = history.back().filter(|(_, v)| value < *v) {
+            if let Some((_, last)) = history.back().filter(|(_, last)| restarted(last, &value)) {
+                let from = last.total();
+                let to = value.total();
                 history.clear();
                 history.push_back((at, value));
-                round.failures.push((
-                    pod,
-                    PodError::Reset {
-                        from: last,
-                        to: value,
-                    },
-                ));
+                round.failures.push((pod, PodError::Reset { from, to }));
                 continue;
             }
             while history
@@ -285,23 +447,76 @@ impl Counters {
             }
             let reference = history
                 .iter()
-                .rev()
-                .find(|(t, _)| at - t >= MIN_RATE_SECONDS)
-                .copied();
+                .rposition(|(t, _)| at - t >= MIN_RATE_SECONDS);
+            let rate = reference.map(|i| {
+                let (t0, v0) = &history[i];
+                added(v0, &value) / (at - t0)
+            });
+            // A later read's reference is this one or a newer reading: older ones go.
+            history.drain(..reference.unwrap_or(0));
             history.push_back((at, value));
-            if let Some((t0, v0)) = reference {
-                let rate = (value - v0) / (at - t0);
-                round.rates.push(rate);
+            if let Some(rate) = rate {
                 round.per_pod.push((pod.clone(), rate));
                 with_rate.insert(pod);
             }
         }
+        bound_by_peers(&mut round, floor);
+        round.rates = round.per_pod.iter().map(|(_, r)| *r).collect();
         round.unread_serving = self
             .ready_since
             .iter()
             .filter(|(pod, since)| !with_rate.contains(*pod) && now - **since >= WARM_SECONDS)
             .count();
         round
+    }
+}
+
+/// Whether `now` is the counter of a restarted proxy, against its `last` reading: most of
+/// the series both show went down, or none of the last reading's series is left.
+fn restarted(last: &Series, now: &Series) -> bool {
+    let (mut common, mut down) = (0usize, 0usize);
+    for (key, v) in &now.0 {
+        if let Some(v0) = last.0.get(key) {
+            common += 1;
+            down += usize::from(v < v0);
+        }
+    }
+    common == 0 || down * 2 > common
+}
+
+/// What the series present in both readings added from `then` to `now`. A series new since
+/// (it may be one that vanished and came back with its whole count) adds nothing yet; one
+/// that went down (its own reset) adds nothing this time: the fast path may only raise the
+/// count, so it errs low.
+fn added(then: &Series, now: &Series) -> f64 {
+    now.0
+        .iter()
+        .filter_map(|(key, v)| then.0.get(key).map(|v0| (v - v0).max(0.0)))
+        .sum()
+}
+
+/// Bounds each pod's rate by [`PEER_FACTOR`] times the higher of `floor` and the busiest other
+/// pod's rate, and says which pods were bounded. A bound that is not positive (no floor and
+/// idle peers) bounds nothing.
+fn bound_by_peers(round: &mut Round, floor: f64) {
+    let (mut first, mut second) = (0.0_f64, 0.0_f64);
+    for (_, r) in &round.per_pod {
+        if *r > first {
+            second = first;
+            first = *r;
+        } else if *r > second {
+            second = *r;
+        }
+    }
+    for (pod, rate) in &mut round.per_pod {
+        let busiest_other = if *rate >= first { second } else { first };
+        let bound = PEER_FACTOR * busiest_other.max(floor);
+        if bound > 0.0 && *rate > bound {
+            round
+                .failures
+                .push((pod.clone(), PodError::Implausible { rate: *rate, bound }));
+            *rate = bound;
+        }
     }
 }
 
@@ -319,6 +534,9 @@ impl FastPath {
         let client = reqwest::Client::builder()
             // Pod addresses are in-cluster: a proxy set for the agent's egress must not catch them.
             .no_proxy()
+            // A pod's stats endpoint answers itself: a redirect would make the agent fetch
+            // whatever address a pod names, every read.
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(config.timeout)
             .connect_timeout(config.timeout)
             .pool_max_idle_per_host(1)
@@ -337,8 +555,14 @@ impl FastPath {
     }
 
     /// Reads a sample of `targets` (the gateway's ready pods with an address) and returns what
-    /// they say; [`Round::sample`] scales it to the serving fleet.
-    pub async fn read(&self, gateway: &crate::model::GatewayKey, targets: &[Target]) -> Round {
+    /// they say; [`Round::sample`] scales it to the serving fleet. `floor` is the rate per pod
+    /// that is plausible whatever its peers read ([`Counters::observe`]).
+    pub async fn read(
+        &self,
+        gateway: &crate::model::GatewayKey,
+        targets: &[Target],
+        floor: f64,
+    ) -> Round {
         let sample: Vec<Target> = {
             let gws = self.gateways();
             let counters = gws.get(gateway);
@@ -356,12 +580,12 @@ impl FastPath {
         self.gateways()
             .entry(gateway.clone())
             .or_default()
-            .observe(now, reads, &live)
+            .observe(now, reads, &live, floor)
     }
 
     /// Reads every one of `targets` once, concurrently: `(pod, when answered, counter)`, the
     /// time on the clock [`Counters`] is given.
-    pub async fn probe(&self, targets: &[Target]) -> Vec<(String, f64, Result<f64, PodError>)> {
+    pub async fn probe(&self, targets: &[Target]) -> Vec<(String, f64, Result<Series, PodError>)> {
         futures::future::join_all(targets.iter().map(|t| async move {
             let read = self.read_pod(t).await;
             (t.pod.clone(), self.origin.elapsed().as_secs_f64(), read)
@@ -380,7 +604,7 @@ impl FastPath {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    async fn read_pod(&self, t: &Target) -> Result<f64, PodError> {
+    async fn read_pod(&self, t: &Target) -> Result<Series, PodError> {
         let url = format!(
             "http://{}{}",
             std::net::SocketAddr::new(t.ip, self.config.port),
@@ -397,18 +621,28 @@ impl FastPath {
         if !resp.status().is_success() {
             return Err(PodError::Status(resp.status().as_u16()));
         }
-        let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(classify)? {
-            if body.len() + chunk.len() > MAX_BODY_BYTES {
-                return Err(PodError::Garbage(format!(
-                    "body larger than {MAX_BODY_BYTES} bytes"
-                )));
-            }
-            body.extend_from_slice(&chunk);
+        if resp
+            .content_length()
+            .is_some_and(|n| n > MAX_BODY_BYTES as u64)
+        {
+            return Err(PodError::Garbage(format!(
+                "body larger than {MAX_BODY_BYTES} bytes"
+            )));
         }
-        let text = std::str::from_utf8(&body)
-            .map_err(|_| PodError::Garbage("body is not UTF-8".into()))?;
-        counter_sum(text, &self.config.metric).map_err(PodError::Garbage)
+        let mut parser = CounterParser::new(&self.config.metric);
+        while let Some(chunk) = resp.chunk().await.map_err(classify)? {
+            parser.feed(&chunk).map_err(PodError::Garbage)?;
+        }
+        parser.finish().map_err(PodError::Garbage)
+    }
+}
+
+/// A rate for a message: whole numbers, or powers of ten when a forged counter makes it huge.
+fn shown(rate: f64) -> String {
+    if rate < 1e12 {
+        format!("{rate:.0}")
+    } else {
+        format!("{rate:.2e}")
     }
 }
 

@@ -203,9 +203,26 @@ struct Series {
     value: (f64, String),
 }
 
+/// Redirects within Prometheus's own origin only (a proxy's path rewrite), at most 5: the
+/// credential headers (`--prometheus-header-file`, an API key) go with every request, and
+/// reqwest strips only `Authorization` and cookies on a hop to another host.
+fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let first = attempt.previous().first().map(reqwest::Url::origin);
+        if attempt.previous().len() > 5 {
+            attempt.error("more than 5 redirects")
+        } else if first.is_some_and(|o| o != attempt.url().origin()) {
+            attempt.stop()
+        } else {
+            attempt.follow()
+        }
+    })
+}
+
 impl Prometheus {
     pub fn new(cfg: PromConfig) -> Result<Self, crate::Error> {
         let mut b = reqwest::Client::builder()
+            .redirect(same_origin_redirects())
             .timeout(cfg.timeout)
             .user_agent(concat!("spillway/", env!("CARGO_PKG_VERSION")));
         if let Some(pem) = &cfg.ca_pem {

@@ -627,8 +627,10 @@ async fn the_agent_writes_the_pool_spread_once_and_hands_it_back() {
 /// ECS pool's label (it would join the pool spread) is named in `PoolSpread=False
 /// VirtualNodeInPool` with a Warning Event, and nothing is written meanwhile; once the label is
 /// gone the constraints are written; another writer then replaces the template without them
-/// (a whole-object update, as a pipeline applying the full manifest does): `PoolSpread=False
-/// RemovedByAnotherWriter`, a Warning Event, and spillway does not write them again.
+/// and with weights of its own (a whole-object update, as a pipeline applying the full manifest
+/// does): `PoolSpread=False RemovedByAnotherWriter`, a Warning Event; spillway puts the
+/// policy's weights back (it owns those) and that write does not carry the constraints: they
+/// are not written again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mislabelled_node_and_a_rewritten_template_are_reported_not_fought() {
     let _one = SERIAL.lock().await;
@@ -675,12 +677,24 @@ async fn a_mislabelled_node_and_a_rewritten_template_are_reported_not_fought() {
     let template_writes = || template_writes(&a);
     assert_eq!(template_writes(), 1);
 
-    // Another writer replaces the whole Deployment, without spillway's constraints.
+    // Another writer replaces the whole Deployment, without spillway's constraints and with
+    // its own weights.
     let deployments: Api<Deployment> = Api::namespaced(tb.client.clone(), "istio-system");
     let mut d = deployments.get(GW).await.unwrap();
     d.metadata.managed_fields = None;
     if let Some(spec) = d.spec.template.spec.as_mut() {
         spec.topology_spread_constraints = None;
+        let terms = spec
+            .affinity
+            .as_mut()
+            .and_then(|a| a.node_affinity.as_mut())
+            .and_then(|n| {
+                n.preferred_during_scheduling_ignored_during_execution
+                    .as_mut()
+            })
+            .unwrap();
+        terms[0].weight = 60;
+        terms[1].weight = 40;
     }
     deployments
         .replace(
@@ -702,6 +716,10 @@ async fn a_mislabelled_node_and_a_rewritten_template_are_reported_not_fought() {
             .await
             .contains(&"RemovedByAnotherWriter".to_string())
     );
+    wait_for("spillway puts the policy's weights back", 120, || async {
+        weights_of(&tb.gateway().await) == [80, 20]
+    })
+    .await;
     let seen = a.decisions();
     wait_for("a dozen more decisions", 60, || async {
         a.decisions() >= seen + 12.0
@@ -709,10 +727,29 @@ async fn a_mislabelled_node_and_a_rewritten_template_are_reported_not_fought() {
     .await;
     assert_eq!(
         template_writes(),
-        1,
+        2,
+        "one write of the constraints with the weights, one of the weights alone"
+    );
+    assert!(
+        spread_of(&tb).await.is_empty(),
         "spillway wrote the constraints again, in a fight with the other writer"
     );
-    assert!(spread_of(&tb).await.is_empty());
+}
+
+/// The preferred node-affinity weights of the template, in order (ECS, ECI).
+fn weights_of(d: &Deployment) -> Vec<i32> {
+    d.spec
+        .template
+        .spec
+        .as_ref()
+        .and_then(|s| s.affinity.as_ref())
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|n| {
+            n.preferred_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
+        .map(|t| t.iter().map(|t| t.weight).collect())
+        .unwrap_or_default()
 }
 
 /// The reason of the ElasticGateway's `PoolSpread` condition.

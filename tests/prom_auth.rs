@@ -383,3 +383,110 @@ async fn bearer_token_and_headers_from_files_through_an_auth_proxy() {
     write(&token, "arms-t0ken-1");
     assert_eq!(p.query("vector(4)", now()).await, LoadSample::Total(4.0));
 }
+
+/// A front on 127.0.0.1 that sends `/same/<path>` to `/<path>` on itself (a proxy's path
+/// rewrite), `/away/<path>` to `http://127.0.0.2:<away>/<path>` (another origin), and forwards
+/// anything else to `upstream` with the request's credential headers.
+async fn redirecting_front(upstream: String, away: u16) -> u16 {
+    use http_body_util::Full;
+    use hyper::service::service_fn;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let http = reqwest::Client::new();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (http, upstream) = (http.clone(), upstream.clone());
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let (http, upstream) = (http.clone(), upstream.clone());
+                    async move {
+                        let path = req
+                            .uri()
+                            .path_and_query()
+                            .map(|p| p.to_string())
+                            .unwrap_or_default();
+                        let mut resp = if let Some(rest) = path.strip_prefix("/same") {
+                            redirect(rest.to_string())
+                        } else if let Some(rest) = path.strip_prefix("/away") {
+                            redirect(format!("http://127.0.0.2:{away}{rest}"))
+                        } else {
+                            let mut fwd = http.get(format!("{upstream}{path}"));
+                            for h in ["authorization", "x-scope-orgid"] {
+                                if let Some(v) = req.headers().get(h) {
+                                    fwd = fwd.header(h, v.as_bytes());
+                                }
+                            }
+                            let r = fwd.send().await.unwrap();
+                            let status = r.status().as_u16();
+                            let mut resp =
+                                hyper::Response::new(Full::new(r.bytes().await.unwrap()));
+                            *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                            resp
+                        };
+                        resp.headers_mut()
+                            .insert("content-type", "application/json".parse().unwrap());
+                        Ok::<_, std::convert::Infallible>(resp)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    port
+}
+
+fn redirect(to: String) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
+    let mut resp = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::new()));
+    *resp.status_mut() = hyper::StatusCode::FOUND;
+    resp.headers_mut().insert("location", to.parse().unwrap());
+    resp
+}
+
+/// Issue 30: a custom credential header (an API key, a tenant) went on across a redirect to
+/// another host; reqwest strips only `Authorization`. Redirects are followed within
+/// Prometheus's own origin, headers and all; a hop to another origin is not taken: the query
+/// is missing, with the status said, and the other host sees nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_follow_redirects_within_prometheus_only() {
+    support::testbed::install_crypto();
+    let dir = tempfile::tempdir().unwrap();
+    let (_prom, port) = secured_prometheus(dir.path());
+    let ca = std::fs::read(dir.path().join("ca.crt")).unwrap();
+    let proxy = auth_proxy(
+        format!("https://127.0.0.1:{port}"),
+        ca,
+        "arms-t0ken-1",
+        "tenant-a",
+    )
+    .await;
+    // The other origin: counts the requests it gets.
+    let away = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let away_port = away.local_addr().unwrap().port();
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let h = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = away.accept().await {
+            h.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(s);
+        }
+    });
+    let front = redirecting_front(format!("http://127.0.0.1:{proxy}"), away_port).await;
+    let auth = PromAuth {
+        bearer_token_file: Some(write(&dir.path().join("token"), "arms-t0ken-1")),
+        header_files: vec![(
+            "X-Scope-OrgID".into(),
+            write(&dir.path().join("tenant"), "tenant-a"),
+        )],
+        ..PromAuth::default()
+    };
+    let direct = client(format!("http://127.0.0.1:{front}"), auth.clone(), None);
+    until_up(&direct).await;
+    let same = client(format!("http://127.0.0.1:{front}/same"), auth.clone(), None);
+    assert_eq!(same.query("vector(5)", now()).await, LoadSample::Total(5.0));
+    let elsewhere = client(format!("http://127.0.0.1:{front}/away"), auth, None);
+    let why = missing(elsewhere.query("vector(5)", now()).await);
+    assert!(why.contains("302"), "{why}");
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+}

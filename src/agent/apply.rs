@@ -88,8 +88,12 @@ pub async fn apply(
     if let Some(w) = plan.weights {
         let client = ctx.target_client(&egw.spec);
         let ns = key.namespace.as_str();
+        let spread = observed
+            .target
+            .spread
+            .carried(planned.decision.adopt_spread);
         let write = fenced_write(ctx, "weights", true, || {
-            target::apply_weights(client, ns, &egw.spec, w, &observed.target.spread.to_apply)
+            target::apply_weights(client, ns, &egw.spec, w, spread)
         });
         match write.await {
             Err(_) => return Ok(Applied::fenced(applied, errors)),

@@ -31,6 +31,7 @@ struct GatewayMemory {
     original: Option<OriginalPlacement>,
     /// The fast path's last read got nothing from any pod (logged once, when it starts).
     fast_path_failing: bool,
+    fast_path_implausible: bool,
     /// When the last reconcile ended, and when the next was due after it.
     reconciled: Option<(Instant, Duration)>,
     /// The replica count this replica last wrote to the target.
@@ -181,6 +182,14 @@ impl Memories {
     pub fn fast_path_failing(&self, key: &GatewayKey, failing: bool) -> bool {
         self.with(key, |m| {
             std::mem::replace(&mut m.fast_path_failing, failing)
+        })
+    }
+
+    /// Records whether a pod's fast-path rate was out of bounds in this read; returns the
+    /// previous value (the log warns once per episode, the metric counts every one).
+    pub fn fast_path_implausible(&self, key: &GatewayKey, implausible: bool) -> bool {
+        self.with(key, |m| {
+            std::mem::replace(&mut m.fast_path_implausible, implausible)
         })
     }
 

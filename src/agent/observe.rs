@@ -532,10 +532,29 @@ async fn read_fast_path(
     if targets.is_empty() {
         return (None, Vec::new());
     }
-    let round = fast_path.read(key, &targets).await;
+    // A pod at its target is plausible whatever its peers read (PEER_FACTOR times that).
+    let floor = spec
+        .metrics
+        .iter()
+        .find(|m| m.preset == Some(crate::policy::Preset::RequestRate))
+        .map_or(0.0, |m| m.target_per_replica);
+    let round = fast_path.read(key, &targets, floor).await;
     for (pod, e) in &round.failures {
         ctx.metrics.fast_path_failure(key, e.kind());
         debug!(%pod, error = %e, "fast path: no reading from this pod");
+    }
+    let implausible = round
+        .failures
+        .iter()
+        .find(|(_, e)| matches!(e, fastpath::PodError::Implausible { .. }));
+    if !ctx.memory.fast_path_implausible(key, implausible.is_some())
+        && let Some((pod, e)) = implausible
+    {
+        warn!(
+            %pod,
+            error = %e,
+            "fast path: a gateway pod's request rate is far above its peers' (a broken or forged counter?); it counts at the bound until it reads like its peers"
+        );
     }
     let sample = round.sample();
     let all_failed = sample.is_none() && !round.failures.is_empty();

@@ -54,12 +54,28 @@ pub struct TargetView {
 }
 
 /// The pool spread constraints against the template as it is: which of them spillway's apply
-/// carries (those the gateway has no entry of its own for, on the same key), and whether any
-/// of those is not in the template yet (adoption still to do).
+/// carries when it writes them (those the gateway has no entry of its own for, on the same
+/// key), which of those the template holds now, and whether any is not in the template yet
+/// (adoption still to do, or another writer took them out).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PoolSpread {
     pub to_apply: Vec<Value>,
+    pub in_place: Vec<Value>,
     pub missing: bool,
+}
+
+impl PoolSpread {
+    /// What an apply of the weights carries: all of [`Self::to_apply`] when the engine adopts
+    /// the spread with this write, otherwise only what the template holds. A weight change
+    /// before the quiet time, or after another writer removed the entries, must not write them
+    /// back behind the engine's back (a fight with that writer, and a rollout it did not plan).
+    pub fn carried(&self, adopt: bool) -> &[Value] {
+        if adopt {
+            &self.to_apply
+        } else {
+            &self.in_place
+        }
+    }
 }
 
 /// One of spillway's spread constraints as the API takes it: soft, over the pods of the
@@ -97,7 +113,10 @@ pub fn pool_spread(
         match same_key {
             // The gateway's own entry on this key: kept as it is, not taken over.
             Some(h) if !same_entry(h, &ours) => {}
-            Some(_) => out.to_apply.push(ours),
+            Some(_) => {
+                out.in_place.push(ours.clone());
+                out.to_apply.push(ours);
+            }
             None => {
                 out.missing = true;
                 out.to_apply.push(ours);
@@ -132,6 +151,7 @@ pub fn pool_affinity(policy: &ElasticGatewaySpec, spec: &Value, selector: &Value
     let have = own_affinity(spec, policy, selector);
     let mut out = PoolSpread {
         to_apply: have.clone(),
+        in_place: have.clone(),
         missing: false,
     };
     let present =
@@ -140,7 +160,11 @@ pub fn pool_affinity(policy: &ElasticGatewaySpec, spec: &Value, selector: &Value
             .cloned()
             .unwrap_or_default();
     for o in ours {
-        out.missing |= !present.contains(&o);
+        if present.contains(&o) {
+            out.in_place.push(o.clone());
+        } else {
+            out.missing = true;
+        }
         out.to_apply.push(o);
     }
     out
@@ -781,10 +805,18 @@ mod tests {
             none.to_apply[1]["matchLabelKeys"],
             json!(["pod-template-hash"])
         );
+        // Only the adopting write carries what is missing.
+        assert_eq!(none.carried(true), none.to_apply);
+        assert!(none.carried(false).is_empty());
         // Written: nothing missing, and every apply still carries both.
         let written = pool_spread(&policy, Some(&spec(json!(none.to_apply))), &sel);
         assert!(!written.missing);
         assert_eq!(written.to_apply, none.to_apply);
+        assert_eq!(written.carried(false), none.to_apply);
+        // One taken out by another writer: a weight change carries the other one only.
+        let one_left = pool_spread(&policy, Some(&spec(json!([none.to_apply[0]]))), &sel);
+        assert!(one_left.missing);
+        assert_eq!(one_left.carried(false), &none.to_apply[..1]);
         // The gateway's own soft hostname entry stays its own; a hard one is another key.
         let own = json!([{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
             "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": sel}]);
@@ -826,6 +858,7 @@ mod tests {
         let fresh = pool_affinity(&policy, &spec(json!([own.clone()])), &sel);
         assert!(fresh.missing);
         assert_eq!(fresh.to_apply, vec![own.clone(), ours.clone()]);
+        assert_eq!(fresh.carried(false), vec![own.clone()]);
         let written = pool_affinity(&policy, &spec(json!([own.clone(), ours.clone()])), &sel);
         assert!(!written.missing);
         assert_eq!(written.to_apply, vec![own.clone(), ours.clone()]);
