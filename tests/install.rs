@@ -144,6 +144,10 @@ async fn the_helm_chart_installs_on_a_real_control_plane() {
         ("spillway-system", "serviceaccount/spillway"),
         ("spillway-system", "service/spillway"),
         ("istio-system", "role/spillway-gateway"),
+        (
+            "spillway-system",
+            "validatingadmissionpolicybinding/spillway-pod-deletion-cost-only",
+        ),
     ] {
         tb.kubectl_ok(&["-n", ns, "get", object], None);
     }

@@ -203,3 +203,95 @@ async fn requests_outside_the_role_are_denied() {
     );
     assert!(deployments.get("istio-ingressgateway").await.is_ok());
 }
+
+/// Issue 30: `pods: patch` in the gateway namespace let spillway's ServiceAccount swap any pod's
+/// image (istiod's included) or relabel a pod into the gateway's Service. deploy/admission.yaml's
+/// ValidatingAdmissionPolicy, enforced by the real apiserver, leaves it the deletion-cost
+/// annotation only: set and cleared as the agent does, everything else refused and named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_account_may_change_only_the_deletion_cost_of_a_pod() {
+    let dir = workdir("rbac-admission");
+    let scenario = Scenario::default();
+    let tb = Testbed::start(dir.path(), &scenario, &latencies()).await;
+    tb.seed(&scenario, &latencies(), Some(policy())).await;
+    let c = agent_client(&tb, dir.path()).await;
+    let admin_pods = Api::<Pod>::namespaced(tb.client.clone(), "istio-system");
+    let pod = admin_pods
+        .list(&ListParams::default().labels("app=istio-ingressgateway"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .next()
+        .and_then(|p| p.metadata.name)
+        .unwrap();
+    let pods = Api::<Pod>::namespaced(c.clone(), "istio-system");
+    // What the agent does, through its own functions.
+    spillway::k8s::target::set_deletion_cost(&c, "istio-system", &pod, -100)
+        .await
+        .unwrap();
+    let cost = |p: Pod| {
+        p.metadata
+            .annotations
+            .unwrap_or_default()
+            .get(spillway::model::POD_DELETION_COST)
+            .cloned()
+    };
+    assert_eq!(
+        cost(admin_pods.get(&pod).await.unwrap()).as_deref(),
+        Some("-100")
+    );
+    spillway::k8s::target::clear_deletion_cost(&c, "istio-system", &pod)
+        .await
+        .unwrap();
+    assert_eq!(cost(admin_pods.get(&pod).await.unwrap()), None);
+    // Everything else on a pod is refused, with the policy's reason.
+    let refused = |what: &str, patch: serde_json::Value| {
+        let pods = pods.clone();
+        let (what, pod) = (what.to_string(), pod.clone());
+        async move {
+            // Strategic: the containers merge by name, so the image is all that changes.
+            let r = pods
+                .patch(&pod, &PatchParams::default(), &Patch::Strategic(&patch))
+                .await;
+            match r {
+                Err(kube::Error::Api(s)) if s.code == 403 => {
+                    assert!(s.message.contains("deletion-cost"), "{what}: {}", s.message)
+                }
+                other => panic!("{what}: not refused: {other:?}"),
+            }
+        }
+    };
+    let container = admin_pods.get(&pod).await.unwrap().spec.unwrap().containers[0]
+        .name
+        .clone();
+    refused(
+        "an image",
+        json!({"spec": {"containers": [{"name": container, "image": "evil:latest"}]}}),
+    )
+    .await;
+    refused(
+        "a label",
+        json!({"metadata": {"labels": {"app": "something-else"}}}),
+    )
+    .await;
+    refused(
+        "another annotation",
+        json!({"metadata": {"annotations": {"sidecar.istio.io/inject": "false"}}}),
+    )
+    .await;
+    refused(
+        "a finalizer",
+        json!({"metadata": {"finalizers": ["example.com/hold"]}}),
+    )
+    .await;
+    // The cluster's own writers are not spillway: an administrator still labels the pod.
+    admin_pods
+        .patch(
+            &pod,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"checked": "yes"}}})),
+        )
+        .await
+        .unwrap();
+}

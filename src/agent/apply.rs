@@ -18,7 +18,7 @@ use crate::k8s::leader::Fenced;
 use crate::k8s::{bounded, is_status, target};
 use crate::metrics::ErrorKind;
 use crate::model::GatewayKey;
-use crate::policy::{ElasticGateway, ElasticGatewayStatus, OriginalPlacement};
+use crate::policy::{ElasticGateway, ElasticGatewayStatus, OriginalPlacement, PoolWeights};
 
 /// What [`apply`] did: what was applied, what failed, and whether the fence stopped it (then
 /// the rest of the plan was dropped, and the replica reports nothing: the new leader does).
@@ -86,33 +86,10 @@ pub async fn apply(
         }
     }
     if let Some(w) = plan.weights {
-        let client = ctx.target_client(&egw.spec);
-        let ns = key.namespace.as_str();
-        let spread = observed
-            .target
-            .spread
-            .carried(planned.decision.adopt_spread);
-        let write = fenced_write(ctx, "weights", true, || {
-            target::apply_weights(client, ns, &egw.spec, w, spread)
-        });
-        match write.await {
+        match weights(egw, ctx, &oref, key, observed, planned, w).await {
             Err(_) => return Ok(Applied::fenced(applied, errors)),
-            Ok(Ok(())) => {
-                applied.weights = Some(w);
-                let note = &planned.decision.weights.reason;
-                ctx.publish(
-                    &oref,
-                    EventType::Normal,
-                    "WeightsChanged",
-                    "ApplyAffinity",
-                    note,
-                )
-                .await;
-            }
-            Ok(Err(e)) => {
-                let what = forbidden_hint("applying the affinity weights", &e, egw, key);
-                errors.push(write_failed(ctx, &oref, key, "ApplyAffinity", &what, &e).await);
-            }
+            Ok(Ok(())) => applied.weights = Some(w),
+            Ok(Err(msg)) => errors.push(msg),
         }
     }
     for pod in &plan.evictions {
@@ -240,6 +217,46 @@ async fn scale(
         Err(e) => {
             let what = forbidden_hint("scaling the gateway", &e, egw, key);
             Err(write_failed(ctx, oref, key, "Scale", &what, &e).await)
+        }
+    })
+}
+
+/// Applies the preferred weights, with the pool spread constraints the template holds (all of
+/// them when the engine adopts the spread with this write).
+async fn weights(
+    egw: &ElasticGateway,
+    ctx: &Context,
+    oref: &ObjectReference,
+    key: &GatewayKey,
+    observed: &Observed,
+    planned: &Planned,
+    w: PoolWeights,
+) -> Result<Result<(), String>, Fenced> {
+    let client = ctx.target_client(&egw.spec);
+    let ns = key.namespace.as_str();
+    let spread = observed
+        .target
+        .spread
+        .carried(planned.decision.adopt_spread);
+    let write = fenced_write(ctx, "weights", true, || {
+        target::apply_weights(client, ns, &egw.spec, w, spread)
+    });
+    Ok(match write.await? {
+        Ok(()) => {
+            let note = &planned.decision.weights.reason;
+            ctx.publish(
+                oref,
+                EventType::Normal,
+                "WeightsChanged",
+                "ApplyAffinity",
+                note,
+            )
+            .await;
+            Ok(())
+        }
+        Err(e) => {
+            let what = forbidden_hint("applying the affinity weights", &e, egw, key);
+            Err(write_failed(ctx, oref, key, "ApplyAffinity", &what, &e).await)
         }
     })
 }

@@ -278,6 +278,8 @@ impl Testbed {
                     &format!("{ROOT}/deploy/crd.yaml"),
                     "-f",
                     &format!("{ROOT}/deploy/rbac.yaml"),
+                    "-f",
+                    &format!("{ROOT}/deploy/admission.yaml"),
                 ],
                 None,
             );
