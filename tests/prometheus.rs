@@ -372,6 +372,55 @@ fn promtool_accepts_the_rules() {
     );
 }
 
+/// Every alert has a `promtool test rules` case where it fires and one where it stays quiet
+/// (deploy/prometheus/spillway-rules.test.yaml), and promtool, evaluating the real rules, passes
+/// them all: the spillway-down alert fires with no series at all.
+#[test]
+fn every_alert_fires_when_it_matters_and_only_then() {
+    require("promtool");
+    let rules: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(rules_file()).unwrap()).unwrap();
+    let test_file = format!("{ROOT}/deploy/prometheus/spillway-rules.test.yaml");
+    let cases: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(&test_file).unwrap()).unwrap();
+    let checks: Vec<&Value> = cases["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|t| t["alert_rule_test"].as_array().into_iter().flatten())
+        .collect();
+    for group in rules["groups"].as_array().unwrap() {
+        for alert in group["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["alert"].as_str())
+        {
+            let of = |firing: bool| {
+                checks.iter().any(|c| {
+                    c["alertname"] == alert
+                        && c["exp_alerts"]
+                            .as_array()
+                            .is_some_and(|a| a.is_empty() != firing)
+                })
+            };
+            assert!(of(true), "{alert}: no case where it fires");
+            assert!(of(false), "{alert}: no case where it stays quiet");
+        }
+    }
+    let out = Command::new("promtool")
+        .args(["test", "rules"])
+        .arg(&test_file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn prometheusrule_manifest_carries_the_same_rules() {
     let plain: Value =

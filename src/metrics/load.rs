@@ -56,7 +56,7 @@ impl LoadMetrics {
         );
         r.register(
             "fast_path_failures",
-            "Gateway pods whose counters the fast path could not use, by kind (unreachable, timeout, http_status, garbage, reset); each is missing from that read, never a reason to scale down",
+            "Gateway pods whose counters the fast path could not use, by kind (unreachable, timeout, http_status, garbage, reset; implausible: a rate far above every peer's, counted at the bound); each is missing from that read, never a reason to scale down",
             m.fast_failures.clone(),
         );
         m
