@@ -1,5 +1,10 @@
 //! The admin HTTP server: `/metrics`, `/healthz` (the process is alive), `/readyz` (caches
 //! synced and Prometheus reached once). Plain hyper 1, as kubert's admin server.
+//!
+//! The probes may also have a listener of their own ([`bind_probes`]): the admin port is open
+//! to Prometheus's pods, and clients there that open connections and never finish them hold
+//! its slots until their header timeout; the kubelet's probes, on a port no pod may reach (the
+//! NetworkPolicy admits none to it), are answered whatever happens on the admin port.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,7 +42,7 @@ impl Admin {
         self.ready.store(ready, Ordering::Relaxed);
     }
 
-    fn respond(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    fn respond(&self, req: &Request<Incoming>, probes_only: bool) -> Response<Full<Bytes>> {
         let text = |status: StatusCode, body: &str| {
             let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
             *r.status_mut() = status;
@@ -51,7 +56,7 @@ impl Admin {
             return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
         }
         match req.uri().path() {
-            "/metrics" => {
+            "/metrics" if !probes_only => {
                 let openmetrics = req
                     .headers()
                     .get(ACCEPT)
@@ -84,6 +89,7 @@ impl Admin {
                     )
                 }
             }
+            "/" if probes_only => text(StatusCode::OK, "spillway probes: /healthz /readyz\n"),
             "/" => text(
                 StatusCode::OK,
                 "spillway admin: /metrics /healthz /readyz\n",
@@ -115,6 +121,18 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// The probe listener's: the kubelet sends a probe's headers at once and waits 1 s for the
+    /// answer by default, so a client slower than that is not a kubelet.
+    pub fn probes() -> Self {
+        Self {
+            max_connections: 16,
+            header_read_timeout: Duration::from_secs(1),
+            connection_lifetime: Duration::from_secs(10),
+        }
+    }
+}
+
 /// Binds `addr` now (so a bad address fails at start-up) and returns the bound address and the
 /// serving future, which ends when `shutdown` turns true.
 pub async fn bind(
@@ -125,12 +143,32 @@ pub async fn bind(
     bind_with(addr, admin, shutdown, Limits::default()).await
 }
 
+/// A listener for the probes alone (`/healthz`, `/livez`, `/readyz`; no `/metrics`), with
+/// [`Limits::probes`]: the kubelet's port, apart from the one Prometheus's pods reach.
+pub async fn bind_probes(
+    addr: SocketAddr,
+    admin: Admin,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<(SocketAddr, impl std::future::Future<Output = ()>)> {
+    serve(addr, admin, shutdown, Limits::probes(), true).await
+}
+
 /// [`bind`] with explicit limits.
 pub async fn bind_with(
     addr: SocketAddr,
     admin: Admin,
+    shutdown: watch::Receiver<bool>,
+    limits: Limits,
+) -> std::io::Result<(SocketAddr, impl std::future::Future<Output = ()>)> {
+    serve(addr, admin, shutdown, limits, false).await
+}
+
+async fn serve(
+    addr: SocketAddr,
+    admin: Admin,
     mut shutdown: watch::Receiver<bool>,
     limits: Limits,
+    probes_only: bool,
 ) -> std::io::Result<(SocketAddr, impl std::future::Future<Output = ()>)> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
@@ -179,7 +217,7 @@ pub async fn bind_with(
             tokio::spawn(async move {
                 let _permit = permit;
                 let svc = service_fn(move |req| {
-                    let resp = admin.respond(&req);
+                    let resp = admin.respond(&req, probes_only);
                     async move { Ok::<_, std::convert::Infallible>(resp) }
                 });
                 let conn = hyper::server::conn::http1::Builder::new()
@@ -270,5 +308,54 @@ mod tests {
             let _ = s.read_to_end(&mut buf).await;
         }
         assert!(started.elapsed() <= Duration::from_secs(6));
+    }
+
+    /// Issue 30: 200 clients re-opening slowloris connections to the admin port left 0 of 20
+    /// `/healthz` answered within the kubelet's 1 s. With 500 such clients holding every admin
+    /// slot and filling its backlog, a probe on the admin port waits for a header timeout; on
+    /// the probe listener each of 100 probes is answered at once (virtual time: a wait on
+    /// any timer would show), and it serves no `/metrics`.
+    #[tokio::test(start_paused = true)]
+    async fn probes_on_their_own_listener_are_answered_under_a_flood() {
+        let (_stop, stopped) = watch::channel(false);
+        let admin = Admin::new(Arc::new(Metrics::new()));
+        admin.set_ready(true);
+        let any = "127.0.0.1:0".parse().unwrap();
+        let (admin_addr, serve) = bind(any, admin.clone(), stopped.clone()).await.unwrap();
+        tokio::spawn(serve);
+        let (probe_addr, serve) = bind_probes(any, admin, stopped).await.unwrap();
+        tokio::spawn(serve);
+        let mut flood = vec![];
+        for _ in 0..500 {
+            let mut s = tokio::net::TcpStream::connect(admin_addr).await.unwrap();
+            let _ = s.write_all(b"GET /metr").await;
+            flood.push(s);
+        }
+        for _ in 0..100 {
+            let started = tokio::time::Instant::now();
+            for path in ["/healthz", "/readyz"] {
+                let answer = get(probe_addr, path).await;
+                assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(1),
+                "{:?}",
+                started.elapsed()
+            );
+        }
+        assert!(
+            get(probe_addr, "/metrics")
+                .await
+                .starts_with("HTTP/1.1 404")
+        );
+        let started = tokio::time::Instant::now();
+        let answer = get(admin_addr, "/healthz").await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(
+            started.elapsed() >= Duration::from_secs(4),
+            "{:?}",
+            started.elapsed()
+        );
+        drop(flood);
     }
 }

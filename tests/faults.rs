@@ -79,8 +79,10 @@ async fn holds_while_it_cannot_see_the_nodes_or_the_hpas() {
         })
     })
     .await;
-    let readyz = try_http_get(a.admin, "/readyz").map(|(code, _)| code);
-    assert_eq!(readyz, Some(503), "not ready while blind");
+    for port in [a.admin, a.probes] {
+        let readyz = try_http_get(port, "/readyz").map(|(code, _)| code);
+        assert_eq!(readyz, Some(503), "not ready while blind (port {port})");
+    }
     assert!(
         a.writes().iter().all(|w| !w.path.contains("/deployments/")),
         "wrote to the gateway while blind: {:?}",
@@ -95,9 +97,11 @@ async fn holds_while_it_cannot_see_the_nodes_or_the_hpas() {
     })
     .await;
     wait_for("ready once it sees", 30, || async {
-        try_http_get(a.admin, "/readyz").is_some_and(|(code, _)| code == 200)
+        try_http_get(a.probes, "/readyz").is_some_and(|(code, _)| code == 200)
     })
     .await;
+    assert_eq!(try_http_get(a.admin, "/readyz").map(|r| r.0), Some(200));
+    assert_eq!(try_http_get(a.probes, "/metrics").map(|r| r.0), Some(404));
 
     // The HPAs cannot be watched (the watch drops and its relist is refused): it fails closed.
     // An HPA made meanwhile would be unseen, so it decides nothing for the gateway, says why,

@@ -32,6 +32,8 @@ pub struct Settings {
     /// Decide for every gateway at least this often.
     pub interval: Duration,
     pub admin_addr: SocketAddr,
+    /// The probes' own listener, if any ([`server::bind_probes`]).
+    pub probe_addr: Option<SocketAddr>,
     /// After SIGTERM, how long in-flight work may still run.
     pub shutdown_grace: Duration,
     /// Namespaces whose pods may be gateway pods.
@@ -61,7 +63,7 @@ pub async fn run(
 ) -> Result<(), crate::Error> {
     let stop = shutdown_signal();
     let metrics = Arc::new(Metrics::new());
-    let (admin, server) = serve_admin(settings.admin_addr, metrics.clone(), stop.clone()).await?;
+    let (admin, server) = serve_admin(&settings, metrics.clone(), stop.clone()).await?;
     let index = Arc::new(RwLock::new(ClusterIndex::new(
         settings.gateway_namespaces.clone(),
     )));
@@ -125,18 +127,40 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
-/// Binds the admin server (/metrics, /healthz, /readyz) and serves it until shutdown.
+/// Binds the admin server (/metrics, /healthz, /readyz) and the probes' own listener when one
+/// is set, and serves them until shutdown.
 async fn serve_admin(
-    addr: SocketAddr,
+    settings: &Settings,
     metrics: Arc<Metrics>,
     stop: watch::Receiver<bool>,
 ) -> Result<(Admin, JoinHandle<()>), crate::Error> {
     let admin = Admin::new(metrics);
-    let (bound, serve) = server::bind(addr, admin.clone(), stop)
+    let addr = settings.admin_addr;
+    let (bound, serve) = server::bind(addr, admin.clone(), stop.clone())
         .await
         .map_err(|e| crate::Error::Config(format!("binding the admin server on {addr}: {e}")))?;
     info!(addr = %bound, "admin server listening");
-    Ok((admin, tokio::spawn(serve)))
+    let probes = match settings.probe_addr {
+        Some(addr) => {
+            let (bound, serve) = server::bind_probes(addr, admin.clone(), stop)
+                .await
+                .map_err(|e| {
+                    crate::Error::Config(format!("binding the probe listener on {addr}: {e}"))
+                })?;
+            info!(addr = %bound, "probe listener listening");
+            Some(serve)
+        }
+        None => None,
+    };
+    let both = async move {
+        match probes {
+            Some(probes) => {
+                tokio::join!(serve, probes);
+            }
+            None => serve.await,
+        }
+    };
+    Ok((admin, tokio::spawn(both)))
 }
 
 /// The watches feeding the index (nodes and pods cluster-wide; Deployments and HPAs in each

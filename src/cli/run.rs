@@ -28,6 +28,12 @@ pub struct RunArgs {
     /// reach it and nothing else on the node does.
     #[arg(long, env = "SPILLWAY_ADMIN_ADDR", default_value = "127.0.0.1:8080", value_parser = parse_addr)]
     pub admin_addr: std::net::SocketAddr,
+    /// A listener for the kubelet's probes alone (/healthz, /readyz), apart from the admin
+    /// server: clients of the admin port that open connections and never finish them cannot
+    /// delay the probes. deploy/ binds the pod's IP on 8081, which its NetworkPolicy admits no
+    /// pod to. Unset: the probes are served on the admin server only.
+    #[arg(long, env = "SPILLWAY_PROBE_ADDR", value_parser = parse_addr)]
+    pub probe_addr: Option<std::net::SocketAddr>,
     /// On SIGTERM, how long in-flight work may still run before the process exits anyway (keep
     /// it below the pod's terminationGracePeriodSeconds).
     #[arg(long, env = "SPILLWAY_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
@@ -86,6 +92,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         identity,
         interval: args.interval,
         admin_addr: args.admin_addr,
+        probe_addr: args.probe_addr,
         shutdown_grace: args.shutdown_grace,
         gateway_namespaces: args.gateway_namespaces.clone(),
         concurrency: usize::from(args.concurrency),

@@ -142,6 +142,8 @@ where
 pub struct Agent {
     pub who: String,
     pub admin: u16,
+    /// The probe listener's port (`--probe-addr`), as the kubelet reaches it.
+    pub probes: u16,
     pub proxy: FaultProxy,
     pub process: Killed,
     pub log: PathBuf,
@@ -234,6 +236,8 @@ pub async fn agent_with(
     if given("--admin-addr").is_none() {
         args.extend(["--admin-addr".into(), format!("127.0.0.1:{admin}")]);
     }
+    let probes = free_port();
+    args.extend(["--probe-addr".into(), format!("127.0.0.1:{probes}")]);
     // A write goes out only with --api-timeout left on the Lease, renewed every retry period.
     for (flag, value) in [
         ("--lease-duration", "4s"),
@@ -267,6 +271,7 @@ pub async fn agent_with(
     Agent {
         who: who.into(),
         admin,
+        probes,
         proxy,
         process: Killed(child),
         log,
