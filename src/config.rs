@@ -26,6 +26,30 @@ impl fmt::Display for FieldError {
     }
 }
 
+/// Largest scenario or policy file read (a hand-written one is a few KiB; a manifest of many
+/// ElasticGateways a few hundred).
+pub const MAX_DOCUMENT_BYTES: u64 = 4 << 20;
+/// Largest CSV load read: a month at one sample a second is about 40 MiB.
+pub const MAX_CSV_BYTES: u64 = 64 << 20;
+
+/// Reads a text file of at most `max` bytes: a larger one (or an endless one, `/dev/zero`) is
+/// refused after `max` bytes, not read whole into memory.
+pub fn read_bounded(path: &std::path::Path, max: u64) -> Result<String, String> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
+    let mut text = String::new();
+    file.take(max + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if text.len() as u64 > max {
+        return Err(format!(
+            "larger than {} MiB: not a file this reads (is it the right path?)",
+            max >> 20
+        ));
+    }
+    Ok(text)
+}
+
 /// Parses YAML (or JSON) into a raw value, or one error saying where the syntax breaks.
 pub fn parse_value(text: &str) -> Result<serde_json::Value, FieldError> {
     let mut docs = parse_values(text)?;
@@ -41,13 +65,29 @@ pub fn parse_value(text: &str) -> Result<serde_json::Value, FieldError> {
 
 /// Parses a stream of YAML documents (separated by `---`); empty documents are skipped.
 pub fn parse_values(text: &str) -> Result<Vec<serde_json::Value>, FieldError> {
-    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(text).map_err(|e| {
-        FieldError::new(
-            "(document)",
-            format!("not valid YAML: {}", first_line(&e.to_string())),
-        )
-    })?;
+    // `.nan` and `.inf` come through as the strings they are, so that a number field holding
+    // one is refused at its own path, not as a syntax error of the whole document.
+    let mut options = serde_saphyr::Options::default();
+    options.non_finite_float_policy = serde_saphyr::NonFiniteFloatPolicy::AsString;
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple_with_options(text, options)
+        .map_err(|e| {
+            FieldError::new(
+                "(document)",
+                format!("not valid YAML: {}", first_line(&e.to_string())),
+            )
+        })?;
     Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
+}
+
+/// A number field given `.nan` or `.inf` (which the parser passes on as text): said plainly.
+fn non_finite(msg: &str) -> String {
+    let text = ["\".nan\"", "\".inf\"", "\"-.inf\"", "\"+.inf\""]
+        .iter()
+        .find(|s| msg.starts_with(&format!("invalid type: string {s}")));
+    match text {
+        Some(s) => format!("must be a finite number, not {}", s.trim_matches('"')),
+        None => msg.to_string(),
+    }
 }
 
 /// The parser's message without the advice it appends for library users.
@@ -81,7 +121,7 @@ pub fn from_value<T: DeserializeOwned>(
                 } else {
                     path
                 },
-                e.inner().to_string(),
+                non_finite(&e.inner().to_string()),
             ));
             Err(errors)
         }

@@ -417,6 +417,44 @@ mod tests {
         assert!(!m.prometheus_text().contains("spillway_drill_active{"));
     }
 
+    /// Issue 30: 4,000 drill annotations made 8,005 series. At most 16 marks are exported (the
+    /// running one first, then the latest), and the rest counted.
+    #[test]
+    fn marked_drills_are_capped_and_the_rest_counted() {
+        let m = Metrics::new();
+        m.set_leader(true);
+        let gw = GatewayKey::new("istio-system", "gw");
+        let mut marks: Vec<Mark> = (0..4000)
+            .map(|i| Mark {
+                name: format!("d{i}"),
+                start: f64::from(i),
+                end: Some(f64::from(i) + 0.5),
+            })
+            .collect();
+        marks[7].end = None;
+        m.record_drills(&gw, &marks, 5000.0);
+        let text = m.prometheus_text();
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("spillway_drill_active{"))
+            .count();
+        assert_eq!(series, crate::metrics::drills::MAX_MARKS);
+        assert!(text.contains(r#"drill="d7"} 1"#), "the running one is kept");
+        assert!(text.contains(r#"drill="d3999"}"#), "the latest is kept");
+        assert!(!text.contains(r#"drill="d3000"}"#));
+        assert!(
+            text.contains(
+                r#"spillway_drill_marks_ignored{namespace="istio-system",name="gw"} 3984"#
+            ),
+            "{text}"
+        );
+        m.record_drills(&gw, &marks[..3], 5000.0);
+        assert!(
+            !m.prometheus_text()
+                .contains("spillway_drill_marks_ignored{")
+        );
+    }
+
     #[test]
     fn only_the_leader_exports_per_gateway_families() {
         let m = Metrics::new();

@@ -30,6 +30,17 @@ pub enum Error {
         start: String,
         end: String,
     },
+    /// Data in the window, none of it usable: each kind of garbage counted.
+    #[error(
+        "no usable sample: `{query}` returned {samples} sample(s) between {start} and {end}, none of them a rate to replay: {why}"
+    )]
+    NoUsableSample {
+        query: String,
+        start: String,
+        end: String,
+        samples: usize,
+        why: String,
+    },
     /// Several series where one total is expected.
     #[error(
         "`{query}` returned {count} series where one is expected ({labels}); wrap it in sum(), or pass --sum to add them up"

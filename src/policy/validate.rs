@@ -8,12 +8,8 @@ pub use crate::config::FieldError;
 
 /// Reads, parses and validates an ElasticGateway manifest file.
 pub fn load_policy_file(path: &Path) -> Result<ElasticGateway, Vec<FieldError>> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        vec![FieldError::new(
-            path.display().to_string(),
-            format!("cannot read: {e}"),
-        )]
-    })?;
+    let text = crate::config::read_bounded(path, crate::config::MAX_DOCUMENT_BYTES)
+        .map_err(|e| vec![FieldError::new(path.display().to_string(), e)])?;
     parse_policy(&text)
 }
 
@@ -40,8 +36,8 @@ pub fn parse_policies(
 pub fn load_policy_files(
     path: &Path,
 ) -> Result<Vec<Result<ElasticGateway, Vec<FieldError>>>, FieldError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| FieldError::new(path.display().to_string(), format!("cannot read: {e}")))?;
+    let text = crate::config::read_bounded(path, crate::config::MAX_DOCUMENT_BYTES)
+        .map_err(|e| FieldError::new(path.display().to_string(), e))?;
     parse_policies(&text)
 }
 
@@ -516,6 +512,19 @@ spec:
             .into_iter()
             .map(|e| e.path)
             .collect()
+    }
+
+    /// Issue 30: `.nan` and `.inf` were reported at "(document)"; they are the field's error.
+    #[test]
+    fn non_finite_numbers_are_the_fields_error() {
+        let text = GOOD.replace("targetPerReplica: 800", "targetPerReplica: .nan");
+        let e = parse_policy(&text).unwrap_err();
+        assert_eq!(e[0].path, "spec.metrics[0].targetPerReplica");
+        assert_eq!(e[0].message, "must be a finite number, not .nan");
+        let text = GOOD.replace("maxReplicas: 30", "maxReplicas: -.inf");
+        let e = parse_policy(&text).unwrap_err();
+        assert_eq!(e[0].path, "spec.maxReplicas");
+        assert!(e[0].message.contains("not -.inf"), "{e:?}");
     }
 
     #[test]

@@ -30,6 +30,62 @@ pub struct DataQuality {
     pub gaps_bridged: Vec<(String, String)>,
     /// Seconds of the window without data, bridged.
     pub gap_seconds: f64,
+    /// Samples left out, by why ([`Dropped::describe`]); empty when every sample was used.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub samples_dropped: String,
+}
+
+/// The samples a series held that cannot be a rate to replay, by kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Dropped {
+    not_a_number: usize,
+    infinite: usize,
+    negative: usize,
+    outside: usize,
+}
+
+impl Dropped {
+    /// Sorts one sample: its value, or the kind of garbage it is (counted).
+    fn take(&mut self, t: f64, v: &str, w: &Window) -> Option<(f64, f64)> {
+        let Ok(x) = v.parse::<f64>() else {
+            self.not_a_number += 1;
+            return None;
+        };
+        if x.is_nan() {
+            self.not_a_number += 1;
+        } else if x.is_infinite() {
+            self.infinite += 1;
+        } else if x < 0.0 {
+            self.negative += 1;
+        } else if !t.is_finite() || t < w.start - w.step || t > w.end + w.step {
+            self.outside += 1;
+        } else {
+            return Some((t, x));
+        }
+        None
+    }
+
+    fn total(&self) -> usize {
+        self.not_a_number + self.infinite + self.negative + self.outside
+    }
+
+    /// "3 not a number (NaN or text), 1 negative, …"; empty when nothing was dropped.
+    fn describe(&self) -> String {
+        [
+            (self.not_a_number, "not a number (NaN or text)"),
+            (self.infinite, "infinite"),
+            (self.negative, "negative"),
+            (
+                self.outside,
+                "timed outside the window (a clock ahead or behind?)",
+            ),
+        ]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+    }
 }
 
 impl DataQuality {
@@ -48,6 +104,9 @@ impl DataQuality {
                 self.counter_resets.len(),
                 self.counter_resets.join(", ")
             ));
+        }
+        if !self.samples_dropped.is_empty() {
+            out.push(format!("samples left out: {}", self.samples_dropped));
         }
         if !self.gaps_bridged.is_empty() {
             out.push(format!(
@@ -168,14 +227,13 @@ pub fn to_grid(
     let slots = w.slots();
     let mut grid: Vec<Option<f64>> = vec![None; slots];
     let mut resets = Vec::new();
+    let mut dropped = Dropped::default();
+    let samples: usize = series.iter().map(|s| s.values.len()).sum();
     for s in &series {
         let mut points: Vec<(f64, f64)> = s
             .values
             .iter()
-            .filter_map(|(t, v)| {
-                let x: f64 = v.parse().ok()?;
-                (x.is_finite() && x >= 0.0).then_some((*t, x))
-            })
+            .filter_map(|(t, v)| dropped.take(*t, v, w))
             .collect();
         points.sort_by(|a, b| a.0.total_cmp(&b.0));
         points.dedup_by(|b, a| a.0 == b.0);
@@ -202,10 +260,19 @@ pub fn to_grid(
         }
     }
     if grid.iter().all(Option::is_none) {
-        return Err(Error::EmptyWindow {
+        if dropped.total() == 0 {
+            return Err(Error::EmptyWindow {
+                query: query.into(),
+                start: rfc3339(w.start),
+                end: rfc3339(w.end),
+            });
+        }
+        return Err(Error::NoUsableSample {
             query: query.into(),
             start: rfc3339(w.start),
             end: rfc3339(w.end),
+            samples,
+            why: dropped.describe(),
         });
     }
     // Holes: runs of empty slots, bridged between their neighbours (held flat at the ends).
@@ -265,6 +332,7 @@ pub fn to_grid(
             counter_resets: resets.into_iter().map(rfc3339).collect(),
             gaps_bridged: gaps,
             gap_seconds,
+            samples_dropped: dropped.describe(),
         },
     })
 }
@@ -386,11 +454,43 @@ mod tests {
         let empty = to_grid(vec![], "q", &w(), ReadOptions::default()).unwrap_err();
         assert!(matches!(empty, Error::EmptyWindow { .. }));
         assert!(empty.to_string().contains("empty window"), "{empty}");
-        let nan_only = vec![series(None, &[], &[(1000.0, "NaN")])];
-        assert!(matches!(
-            to_grid(nan_only, "q", &w(), ReadOptions::default()),
-            Err(Error::EmptyWindow { .. })
-        ));
+        // Data, all of it garbage: each kind named and counted, not an "empty window".
+        let garbage = vec![series(
+            None,
+            &[],
+            &[
+                (1000.0, "NaN"),
+                (1015.0, "+Inf"),
+                (1030.0, "-3"),
+                (1045.0, "lots"),
+                (9e9, "5"),
+            ],
+        )];
+        let e = to_grid(garbage, "q", &w(), ReadOptions::default()).unwrap_err();
+        assert!(matches!(e, Error::NoUsableSample { samples: 5, .. }), "{e}");
+        let text = e.to_string();
+        for part in [
+            "2 not a number",
+            "1 infinite",
+            "1 negative",
+            "1 timed outside the window",
+        ] {
+            assert!(text.contains(part), "{part}: {text}");
+        }
+        // Some garbage among good data: left out, and said so beside the figures.
+        let mixed = vec![series(
+            None,
+            &[],
+            &[(1000.0, "10"), (1015.0, "NaN"), (1030.0, "10")],
+        )];
+        let r = to_grid(mixed, "q", &w(), ReadOptions::default()).unwrap();
+        assert!(
+            r.quality
+                .notes()
+                .contains(&"samples left out: 1 not a number (NaN or text)".to_string()),
+            "{:?}",
+            r.quality.notes()
+        );
         let two = vec![
             series(None, &[("pod", "a")], &[(1000.0, "1")]),
             series(None, &[("pod", "b")], &[(1000.0, "2")]),

@@ -252,12 +252,10 @@ impl LoadProfile {
             if let Component::Csv { path, points } = c {
                 let at = format!("load.components[{i}].path");
                 let full = base.join(&*path);
-                let text = std::fs::read_to_string(&full).map_err(|e| {
-                    crate::config::FieldError::new(
-                        &at,
-                        format!("cannot read {}: {e}", full.display()),
-                    )
-                })?;
+                let text = crate::config::read_bounded(&full, crate::config::MAX_CSV_BYTES)
+                    .map_err(|e| {
+                        crate::config::FieldError::new(&at, format!("{}: {e}", full.display()))
+                    })?;
                 *points = parse_csv(&text).map_err(|e| crate::config::FieldError::new(&at, e))?;
             }
         }

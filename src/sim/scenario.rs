@@ -409,6 +409,55 @@ fn d_load() -> LoadProfile {
 }
 
 /// Everything wrong with a load profile, each under `at`.
+/// Most nodes of one kind (ECS, workers, virtual, extra) a drill simulates: the live bench's
+/// largest cluster is 5,000 nodes.
+pub const MAX_NODES: u32 = 10_000;
+/// Most neighbour gateways a drill simulates beside its own.
+pub const MAX_NEIGHBOURS: usize = 64;
+/// Largest starting replica count of a simulated gateway.
+pub const MAX_GATEWAY_REPLICAS: i32 = 10_000;
+
+impl Scenario {
+    /// Sizes a drill can simulate within memory and minutes: a count out of them is refused by
+    /// name, not run until the machine gives out.
+    fn validate_size(&self, bad: &mut dyn FnMut(&str, String)) {
+        let c = &self.cluster;
+        let extra = u32::try_from(c.extra_nodes.len()).unwrap_or(u32::MAX);
+        for (path, n) in [
+            ("cluster.ecs.count", c.ecs.count),
+            ("cluster.workers", c.workers),
+            ("cluster.virtualNodes", c.virtual_nodes),
+            ("cluster.extraNodes", extra),
+        ] {
+            if n > MAX_NODES {
+                bad(path, format!("must be at most {MAX_NODES}, got {n}"));
+            }
+        }
+        if self.neighbours.len() > MAX_NEIGHBOURS {
+            bad(
+                "neighbours",
+                format!(
+                    "must list at most {MAX_NEIGHBOURS} gateways, got {}",
+                    self.neighbours.len()
+                ),
+            );
+        }
+        let gateways = std::iter::once(("gateway".to_string(), &self.gateway)).chain(
+            self.neighbours.iter().enumerate().filter_map(|(i, n)| {
+                Some((format!("neighbours[{i}].gateway"), n.gateway.as_ref()?))
+            }),
+        );
+        for (at, g) in gateways {
+            if g.replicas > MAX_GATEWAY_REPLICAS {
+                bad(
+                    &format!("{at}.replicas"),
+                    format!("must be at most {MAX_GATEWAY_REPLICAS}, got {}", g.replicas),
+                );
+            }
+        }
+    }
+}
+
 fn validate_load(load: &LoadProfile, at: &str, bad: &mut dyn FnMut(&str, String)) {
     if load.components.is_empty() {
         bad(
@@ -462,12 +511,8 @@ impl Default for Scenario {
 impl Scenario {
     /// Reads a scenario file; CSV replays are found relative to it.
     pub fn load(path: &Path) -> Result<Self, Vec<FieldError>> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            vec![FieldError::new(
-                path.display().to_string(),
-                format!("cannot read: {e}"),
-            )]
-        })?;
+        let text = crate::config::read_bounded(path, crate::config::MAX_DOCUMENT_BYTES)
+            .map_err(|e| vec![FieldError::new(path.display().to_string(), e)])?;
         let mut s = Self::parse(&text)?;
         let base = path.parent().unwrap_or(Path::new("."));
         s.load.resolve(base).map_err(|e| vec![e])?;
@@ -520,6 +565,15 @@ impl Scenario {
         if self.policies.is_empty() {
             bad("policies", "must name at least one policy".into());
         }
+        for (i, p) in self.policies.iter().enumerate() {
+            if self.policies[..i].contains(p) {
+                bad(
+                    &format!("policies[{i}]"),
+                    format!("{p:?} is listed twice: each policy runs once"),
+                );
+            }
+        }
+        self.validate_size(&mut bad);
         let c = &self.controllers;
         for (path, t) in [
             ("controllers.hpaScaleUpTolerance", c.hpa_scale_up_tolerance),
@@ -756,6 +810,45 @@ mod tests {
             .map(|t| s.load.at(f64::from(t)))
             .fold(0.0, f64::max);
         assert_eq!(peak, 20_000.0);
+    }
+
+    /// Issue 30: `/dev/zero` as the CSV read 2.1 GB and ran out of memory; 10,000 policies ran
+    /// until killed. Files are read within a cap, each policy runs once, and the cluster and
+    /// gateways stay within what a drill simulates.
+    #[test]
+    fn sizes_beyond_a_drill_are_refused_by_name() {
+        let paths = |text: &str| -> Vec<String> {
+            Scenario::parse(text)
+                .err()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|e| e.path)
+                .collect()
+        };
+        assert_eq!(
+            paths("policies: [spillway, hpa, spillway, spillway]"),
+            vec!["policies[2]", "policies[3]"]
+        );
+        assert_eq!(
+            paths("cluster: {ecs: {count: 4000000000}, virtualNodes: 20000}"),
+            vec!["cluster.ecs.count", "cluster.virtualNodes"]
+        );
+        assert_eq!(
+            paths("gateway: {replicas: 2000000000}"),
+            vec!["gateway.replicas"]
+        );
+        let zero = Scenario::load(Path::new("/dev/zero")).unwrap_err();
+        assert!(zero[0].message.contains("larger than 4 MiB"), "{zero:?}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("s.yaml");
+        std::fs::write(
+            &file,
+            "load: {components: [{kind: Csv, path: /dev/zero}]}\n",
+        )
+        .unwrap();
+        let csv = Scenario::load(&file).unwrap_err();
+        assert_eq!(csv[0].path, "load.components[0].path");
+        assert!(csv[0].message.contains("larger than 64 MiB"), "{csv:?}");
     }
 
     #[test]
