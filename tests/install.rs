@@ -7,7 +7,7 @@ mod support;
 
 use std::process::Command;
 
-use support::live::workdir;
+use support::live::{wait_for, workdir};
 use support::testbed::Testbed;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -99,8 +99,8 @@ async fn the_apiserver_enforces_the_crds_bounds_and_rules() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_helm_chart_installs_on_a_real_control_plane() {
+/// The real helm, built by testbed/helm/build.sh (which .ci/run runs first).
+fn helm_binary() -> String {
     let helm = Command::new("bash")
         .arg(format!("{ROOT}/testbed/helm/build.sh"))
         .output()
@@ -110,11 +110,129 @@ async fn the_helm_chart_installs_on_a_real_control_plane() {
         "helm is not built: {} (bash testbed/helm/build.sh; .ci/run does it)",
         String::from_utf8_lossy(&helm.stderr)
     );
-    let helm = String::from_utf8_lossy(&helm.stdout)
+    String::from_utf8_lossy(&helm.stdout)
         .lines()
         .last()
         .unwrap()
-        .to_string();
+        .to_string()
+}
+
+/// Runs helm against the test bed; fails the test with helm's output unless it succeeds.
+fn helm(helm: &str, tb: &Testbed, args: &[&str]) {
+    let out = Command::new(helm)
+        .args(args)
+        .arg("--kubeconfig")
+        .arg(tb.kubeconfig())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "helm {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Copies the chart into `to`, as it is.
+fn copy_chart(to: &std::path::Path) {
+    let ok = Command::new("cp")
+        .args(["-r", &format!("{ROOT}/charts/spillway")])
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+/// Issue 30: the CRD lived in the chart's crds/, which `helm upgrade` never touches, so the
+/// first release to add a field would have had it pruned from every ElasticGateway, silently.
+/// On the real apiserver with the real helm: the 0.1.0 layout (CRD in crds/) installed, then
+/// this chart upgraded over it as CHANGELOG.md says (the CRD adopted by the release), then a
+/// next release whose CRD adds a field: `helm upgrade` brings it, and an ElasticGateway keeps
+/// it; `helm uninstall` leaves the CRD and the ElasticGateways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chart_upgrades_its_crd_and_keeps_it_on_uninstall() {
+    let bin = helm_binary();
+    let dir = workdir("helm-upgrade");
+    let tb = Testbed::start_apiserver_only(dir.path()).await;
+    tb.kubectl_ok(&["create", "namespace", "istio-system"], None);
+    let ns = ["--namespace", "spillway-system"];
+    // 0.1.0: the same chart with its CRD in crds/.
+    let previous = dir.path().join("previous");
+    copy_chart(&previous);
+    std::fs::create_dir(previous.join("crds")).unwrap();
+    std::fs::rename(
+        previous.join("files/crd.yaml"),
+        previous.join("crds/elasticgateways.spillway.io.yaml"),
+    )
+    .unwrap();
+    std::fs::remove_file(previous.join("templates/crd.yaml")).unwrap();
+    let prev = previous.to_str().unwrap();
+    helm(
+        &bin,
+        &tb,
+        &[
+            "install",
+            "spillway",
+            prev,
+            ns[0],
+            ns[1],
+            "--create-namespace",
+        ],
+    );
+    // The upgrade notes' step: the release adopts the CRD crds/ made.
+    let crd = "crd/elasticgateways.spillway.io";
+    tb.kubectl_ok(&["label", crd, "app.kubernetes.io/managed-by=Helm"], None);
+    tb.kubectl_ok(
+        &[
+            "annotate",
+            crd,
+            "meta.helm.sh/release-name=spillway",
+            "meta.helm.sh/release-namespace=spillway-system",
+        ],
+        None,
+    );
+    let current = format!("{ROOT}/charts/spillway");
+    helm(&bin, &tb, &["upgrade", "spillway", &current, ns[0], ns[1]]);
+    // The next release adds a field to the spec.
+    let next = dir.path().join("next");
+    copy_chart(&next);
+    let text = std::fs::read_to_string(next.join("files/crd.yaml")).unwrap();
+    let mut crd_doc: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+    crd_doc["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+        ["futureField"] = serde_json::json!({"type": "string"});
+    std::fs::write(next.join("files/crd.yaml"), crd_doc.to_string()).unwrap();
+    helm(
+        &bin,
+        &tb,
+        &["upgrade", "spillway", next.to_str().unwrap(), ns[0], ns[1]],
+    );
+    let with_field = format!("{VALID}  futureField: kept\n");
+    let kept = || {
+        tb.kubectl_ok(&["apply", "-f", "-"], Some(&with_field));
+        let read = tb.kubectl_ok(
+            &[
+                "-n",
+                "istio-system",
+                "get",
+                "egw",
+                "gw",
+                "-o",
+                "jsonpath={.spec.futureField}",
+            ],
+            None,
+        );
+        read.trim() == "kept"
+    };
+    // The apiserver serves an updated CRD's schema moments after the write: a bound, no sleep.
+    wait_for("the new field kept, not pruned", 30, || async { kept() }).await;
+    helm(&bin, &tb, &["uninstall", "spillway", ns[0], ns[1]]);
+    tb.kubectl_ok(&["get", crd], None);
+    tb.kubectl_ok(&["-n", "istio-system", "get", "egw", "gw"], None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_helm_chart_installs_on_a_real_control_plane() {
+    let helm = helm_binary();
     let dir = workdir("helm-install");
     let tb = Testbed::start_apiserver_only(dir.path()).await;
     tb.kubectl_ok(&["create", "namespace", "istio-system"], None);
