@@ -461,6 +461,20 @@ fn dashboard_has_the_structure_grafana_needs() {
             "panel {} does not use the datasource variable",
             p["title"]
         );
+        // Grafana shows the description as the panel's (i) and the unit on its axis and values:
+        // without them a person reads bare numbers.
+        assert!(
+            p["description"].as_str().is_some_and(|d| d.len() >= 40),
+            "panel {} has no description saying what it shows",
+            p["title"]
+        );
+        assert!(
+            p["fieldConfig"]["defaults"]["unit"]
+                .as_str()
+                .is_some_and(|u| !u.is_empty()),
+            "panel {} has no unit",
+            p["title"]
+        );
         let g = &p["gridPos"];
         let (x, y, w, h) = (
             g["x"].as_i64().unwrap(),
