@@ -12,6 +12,6 @@ RUN cargo build --release --locked --bin spillway \
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /src/target/release/spillway /spillway
 USER 65532:65532
-EXPOSE 8080
+EXPOSE 8080 8081
 ENTRYPOINT ["/spillway"]
 CMD ["run"]

@@ -21,7 +21,8 @@ use crate::policy::{ElasticGateway, TargetKind};
 use crate::prom::Prometheus;
 
 /// How one check came out.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Outcome {
     Ok,
     /// Worth knowing; the agent runs.
@@ -44,7 +45,7 @@ impl Outcome {
 }
 
 /// One line of the report.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct Check {
     pub outcome: Outcome,
     /// What was checked: `prometheus rps`, `pools`, `target`, …
@@ -62,6 +63,16 @@ impl fmt::Display for Check {
 #[derive(Clone, Debug, Default)]
 pub struct Report {
     pub checks: Vec<Check>,
+}
+
+/// [`Report`] for machines (`spillway doctor -o json`): the gateway, every check, and whether
+/// any would stop the agent.
+#[derive(serde::Serialize)]
+pub struct JsonReport<'a> {
+    pub gateway: String,
+    pub prometheus: String,
+    pub checks: &'a [Check],
+    pub failed: bool,
 }
 
 impl Report {

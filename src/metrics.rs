@@ -15,6 +15,7 @@ pub mod decisions;
 pub mod drills;
 pub mod fleet;
 pub mod load;
+pub mod os;
 pub mod process;
 
 use std::sync::atomic::AtomicU64;
@@ -225,11 +226,13 @@ struct FencedLabels {
     write: String,
 }
 
-/// Every concern's families, in two registries: the per-gateway ones (exported by the leader)
-/// and the process's (exported by every replica).
+/// Every concern's families, in three registries: the per-gateway ones (exported by the
+/// leader), the process's (exported by every replica), and the standard `process_*` ones
+/// (unprefixed, as every Prometheus client names them).
 pub struct Metrics {
     gateways: Registry,
     process_registry: Registry,
+    os_registry: Registry,
     pub fleet: fleet::FleetMetrics,
     pub load: load::LoadMetrics,
     pub cost: cost::CostMetrics,
@@ -248,6 +251,8 @@ impl Metrics {
     pub fn new() -> Self {
         let mut gateways = Registry::with_prefix("spillway");
         let mut process_registry = Registry::with_prefix("spillway");
+        let mut os_registry = Registry::default();
+        os_registry.register_collector(Box::new(os::ProcessCollector));
         Self {
             fleet: fleet::FleetMetrics::register(&mut gateways),
             load: load::LoadMetrics::register(&mut gateways),
@@ -257,6 +262,7 @@ impl Metrics {
             process: process::ProcessMetrics::register(&mut process_registry),
             gateways,
             process_registry,
+            os_registry,
         }
     }
 
@@ -342,6 +348,7 @@ impl Metrics {
         use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let mut out = String::new();
         // Writing into a String cannot fail.
+        let _ = encode_registry(&mut out, &self.os_registry);
         let _ = encode_registry(&mut out, &self.process_registry);
         if self.exports_gateways() {
             let _ = encode_registry(&mut out, &self.gateways);
@@ -354,6 +361,7 @@ impl Metrics {
     pub fn prometheus_text(&self) -> String {
         use prometheus_client::encoding::prometheus_text::encode;
         let mut out = String::new();
+        let _ = encode(&mut out, &self.os_registry);
         let _ = encode(&mut out, &self.process_registry);
         if self.exports_gateways() {
             let _ = encode(&mut out, &self.gateways);

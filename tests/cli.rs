@@ -1,6 +1,8 @@
 //! The `spillway` binary as a user runs it.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::process::Command;
 
 fn spillway(args: &[&str]) -> (i32, String, String) {
@@ -352,4 +354,104 @@ fn a_lease_too_short_for_one_write_is_refused_at_start() {
     ]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("--prometheus-timeout"), "{err}");
+}
+
+/// `spillway completion bash` is a script bash itself loads: after sourcing it, bash has a
+/// completion for `spillway`, and it offers the subcommands.
+#[test]
+fn bash_loads_the_completion_and_it_offers_the_commands() {
+    let (code, script, err) = spillway(&["completion", "bash"]);
+    assert_eq!(code, 0, "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("spillway.bash");
+    std::fs::write(&file, &script).unwrap();
+    // What bash's completion machinery does on `spillway <TAB>`.
+    let probe = format!(
+        "source {}; complete -p spillway; COMP_WORDS=(spillway ''); COMP_CWORD=1; COMP_LINE='spillway '; COMP_POINT=9; $(complete -p spillway | sed -E 's/.* -F ([^ ]+) .*/\\1/') spillway '' spillway; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+        file.display()
+    );
+    let out = Command::new("bash").args(["-c", &probe]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for sub in ["run", "drill", "check", "doctor", "completion", "man"] {
+        assert!(text.lines().any(|l| l == sub), "{sub} not offered:\n{text}");
+    }
+}
+
+/// `spillway man` is a manual page: roff, titled, with every command in it.
+#[test]
+fn the_manual_page_names_every_command() {
+    let (code, page, err) = spillway(&["man"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        page.starts_with(".ie \\n(.g .ds Aq") || page.contains(".TH spillway"),
+        "{page}"
+    );
+    for sub in [
+        "run",
+        "drill",
+        "check",
+        "crd",
+        "doctor",
+        "completion",
+        "man",
+    ] {
+        assert!(page.contains(sub), "{sub} missing");
+    }
+}
+
+/// Installed as `kubectl-spillway` on the PATH, the binary is a kubectl plugin: the test bed's
+/// real kubectl finds it and runs `kubectl spillway check FILE`.
+#[test]
+fn kubectl_runs_it_as_a_plugin() {
+    let kubectl = support::testbed::binaries().join("kubectl");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        env!("CARGO_BIN_EXE_spillway"),
+        dir.path().join("kubectl-spillway"),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        dir.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let example = format!("{ROOT}/deploy/examples/elasticgateway.yaml");
+    let out = Command::new(&kubectl)
+        .args(["spillway", "check", &example])
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed = Command::new(&kubectl)
+        .args(["plugin", "list"])
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("kubectl-spillway"));
+    let (code, script, _) = {
+        let out = Command::new(dir.path().join("kubectl-spillway"))
+            .args(["completion", "bash"])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            (),
+        )
+    };
+    assert_eq!(code, Some(0));
+    assert!(
+        script.contains("kubectl-spillway"),
+        "completes the name it runs as"
+    );
 }

@@ -34,8 +34,19 @@ fn policy(dir: &Path, file: &str, query: &str) -> String {
 /// Runs `spillway doctor`, reading the pods' counters on `fast_path_port`; returns the exit
 /// code and what it printed.
 fn doctor(kubeconfig: &Path, prom: &str, policy: &str, fast_path_port: u16) -> (i32, String) {
+    doctor_with(kubeconfig, prom, policy, fast_path_port, &[])
+}
+
+fn doctor_with(
+    kubeconfig: &Path,
+    prom: &str,
+    policy: &str,
+    fast_path_port: u16,
+    extra: &[&str],
+) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_spillway"))
         .args(["doctor", "-f", policy])
+        .args(extra)
         .args(["--fast-path-port", &fast_path_port.to_string()])
         .arg("--kubeconfig")
         .arg(kubeconfig)
@@ -170,6 +181,21 @@ async fn doctor_passes_a_healthy_setup_and_names_each_broken_check() {
         "{out}"
     );
     assert!(out.contains("2 check(s) would stop the agent"), "{out}");
+    // The same report for a pipeline: one JSON object, the same exit code.
+    let (code, json) = doctor_with(&agent, &prom.url(), &broken, closed, &["-o", "json"]);
+    assert_eq!(code, 1, "{json}");
+    let report: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(report["failed"], true);
+    assert_eq!(report["gateway"], "istio-system/ingressgateway");
+    let mut failing: Vec<&str> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["outcome"] == "fail")
+        .map(|c| c["what"].as_str().unwrap())
+        .collect();
+    failing.sort_unstable();
+    assert_eq!(failing, ["HPA", "prometheus rps"], "{json}");
 
     // A token without RBAC: every Kubernetes check fails, saying forbidden.
     tb.kubectl_ok(

@@ -271,6 +271,17 @@ async fn the_helm_chart_installs_on_a_real_control_plane() {
     }
     // The installed CRD is the one deploy/ ships: the policy the README shows is accepted.
     tb.kubectl_ok(&["apply", "-f", "-"], Some(VALID));
+    // `kubectl get egw` shows what a person looks for first: ready or not, and the bounds.
+    let table = tb.kubectl_ok(&["-n", "istio-system", "get", "egw"], None);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    for column in [
+        "NAME", "TARGET", "READY", "PHASE", "MIN", "MAX", "DESIRED", "ECS", "ECI",
+    ] {
+        assert!(header.contains(&column), "{column} missing: {table}");
+    }
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!((row[0], row[1]), ("gw", "istio-ingressgateway"), "{table}");
+    assert!(row.contains(&"40"), "maxReplicas shown: {table}");
     let out = Command::new(&helm)
         .args(["uninstall", "spillway", "--namespace", "spillway-system"])
         .arg("--kubeconfig")

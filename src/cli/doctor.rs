@@ -25,6 +25,16 @@ pub struct DoctorArgs {
     pub lease: LeaseArgs,
     #[command(flatten)]
     pub fast_path: FastPathArgs,
+    /// Output: one line per check (text), or one JSON object with every check (json), for CI
+    /// pipelines and scripts.
+    #[arg(long, short = 'o', value_enum, default_value = "text")]
+    pub output: Output,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    Text,
+    Json,
 }
 
 /// `spillway doctor`.
@@ -72,14 +82,30 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
             .transpose()?,
         now: spillway::clock::unix_now(),
     };
-    println!(
-        "spillway doctor: ElasticGateway {}/{}, Prometheus {}",
+    let gateway = format!(
+        "{}/{}",
         egw.metadata.namespace.as_deref().unwrap_or("default"),
-        egw.metadata.name.as_deref().unwrap_or(""),
-        doc.prom.shown_url()
+        egw.metadata.name.as_deref().unwrap_or("")
     );
+    if args.output == Output::Text {
+        println!(
+            "spillway doctor: ElasticGateway {gateway}, Prometheus {}",
+            doc.prom.shown_url()
+        );
+    }
     let report = doc.examine(&egw).await;
-    print!("{report}");
+    match args.output {
+        Output::Text => print!("{report}"),
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&spillway::doctor::JsonReport {
+                gateway,
+                prometheus: doc.prom.shown_url().to_string(),
+                checks: &report.checks,
+                failed: report.failed(),
+            })?
+        ),
+    }
     Ok(if report.failed() {
         ExitCode::FAILURE
     } else {

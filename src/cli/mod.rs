@@ -53,10 +53,45 @@ pub enum Command {
     /// result, the pools, the target (and a dry-run write), HPAs or ASM autoscaling, the Lease.
     /// One line per check; exits 1 if any would stop the agent.
     Doctor(Box<DoctorArgs>),
+    /// Print a shell completion script: `source <(spillway completion bash)`, or write it
+    /// where your shell loads completions from.
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `spillway man > spillway.1 && man ./spillway.1`.
+    Man,
+}
+
+/// The name this binary was run as: `spillway`, or `kubectl-spillway` when kubectl runs it as a
+/// plugin (`kubectl spillway doctor NS/NAME`).
+fn invoked_as() -> String {
+    std::env::args_os()
+        .next()
+        .and_then(|a| {
+            std::path::Path::new(&a)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+        .filter(|n| n == "kubectl-spillway")
+        .unwrap_or_else(|| "spillway".into())
 }
 
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Completion { shell } => {
+            use clap::CommandFactory as _;
+            let mut cmd = Cli::command();
+            // Installed as `kubectl-spillway` (a kubectl plugin), complete that name.
+            let name = invoked_as();
+            clap_complete::generate(shell, &mut cmd, name, &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            use clap::CommandFactory as _;
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Crd => {
             print!("{}", check::crd_yaml()?);
             Ok(ExitCode::SUCCESS)

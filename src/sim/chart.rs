@@ -61,6 +61,16 @@ fn draw(report: &DrillReport, root: &Area<'_>) -> Result<(), Box<dyn std::error:
         .flat_map(|r| r.timeline.last().map(|p| p.cost_cumulative))
         .fold(1e-9, f64::max)
         * 1.1;
+    // Tick labels as a person reads them: whole minutes, requests and pods; money to the cent
+    // only when the amounts are small.
+    let whole = |v: &f64| format!("{v:.0}");
+    let money = |v: &f64| {
+        if cost_max >= 10.0 {
+            format!("{v:.0}")
+        } else {
+            format!("{v:.2}")
+        }
+    };
     for (run, row) in report.runs.iter().zip(rows.iter()) {
         let s = &run.summary;
         let cols = row.split_evenly((1, 3));
@@ -78,6 +88,8 @@ fn draw(report: &DrillReport, root: &Area<'_>) -> Result<(), Box<dyn std::error:
             .build_cartesian_2d(0.0..t_max, 0.0..load_max)?;
         c.configure_mesh()
             .x_desc("minutes")
+            .x_label_formatter(&whole)
+            .y_label_formatter(&whole)
             .light_line_style(WHITE.mix(0.0))
             .draw()?;
         c.draw_series(LineSeries::new(
@@ -114,6 +126,8 @@ fn draw(report: &DrillReport, root: &Area<'_>) -> Result<(), Box<dyn std::error:
             .build_cartesian_2d(0.0..t_max, 0.0..pods_max)?;
         c.configure_mesh()
             .x_desc("minutes")
+            .x_label_formatter(&whole)
+            .y_label_formatter(&whole)
             .light_line_style(WHITE.mix(0.0))
             .draw()?;
         c.draw_series(AreaSeries::new(
@@ -149,6 +163,8 @@ fn draw(report: &DrillReport, root: &Area<'_>) -> Result<(), Box<dyn std::error:
             .build_cartesian_2d(0.0..t_max, 0.0..cost_max)?;
         c.configure_mesh()
             .x_desc("minutes")
+            .x_label_formatter(&whole)
+            .y_label_formatter(&money)
             .light_line_style(WHITE.mix(0.0))
             .draw()?;
         c.draw_series(LineSeries::new(

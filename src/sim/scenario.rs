@@ -315,7 +315,7 @@ impl Default for GatewaySpec {
 }
 
 fn d_name() -> String {
-    "builtin: SCENARIO.md cluster, 10x flash crowd".into()
+    "built-in: 4 dedicated ECS nodes and a virtual node, 10x flash crowd".into()
 }
 fn d_seed() -> u64 {
     7
