@@ -50,7 +50,22 @@ pub use validate::{
 #[x_kube(
     validation = Rule::new("self.minReplicas <= self.maxReplicas").message("minReplicas must not be greater than maxReplicas").field_path(".minReplicas"),
     validation = Rule::new("!has(self.eci.maxReplicas) || self.eci.maxReplicas <= self.maxReplicas").message("eci.maxReplicas must not be greater than maxReplicas: the ECI pods are part of the gateway's replicas").field_path(".eci.maxReplicas"),
-    validation = Rule::new("self.placement.normalWeights.ecs > self.placement.normalWeights.eci").message("placement.normalWeights must prefer ECS (ecs greater than eci): normal times live on ECS").field_path(".placement.normalWeights")
+    validation = Rule::new("self.placement.normalWeights.ecs > self.placement.normalWeights.eci").message("placement.normalWeights must prefer ECS (ecs greater than eci): normal times live on ECS").field_path(".placement.normalWeights"),
+    validation = Rule::new("self.placement.strongWeights.ecs > self.placement.strongWeights.eci").message("placement.strongWeights must prefer ECS (ecs greater than eci)").field_path(".placement.strongWeights"),
+    validation = Rule::new(r"self.target.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')").message("target.name must be a valid Kubernetes object name (lowercase letters, digits, '-' and '.')").field_path(".target.name"),
+    validation = Rule::new("self.pools.ecs.nodeSelector != self.pools.eci.nodeSelector").message("pools.eci.nodeSelector must differ from pools.ecs.nodeSelector").field_path(".pools.eci.nodeSelector"),
+    validation = Rule::new("!has(self.pools.ecs.tolerations) || self.pools.ecs.tolerations.all(t, (has(t.key) && size(t.key) > 0) || (has(t.operator) && t.operator == 'Exists'))").message("a toleration with an empty key needs operator Exists").field_path(".pools.ecs.tolerations"),
+    validation = Rule::new("!has(self.pools.ecs.tolerations) || self.pools.ecs.tolerations.all(t, !has(t.operator) || t.operator != 'Exists' || !has(t.value) || size(t.value) == 0)").message("a toleration with operator Exists must have no value").field_path(".pools.ecs.tolerations"),
+    validation = Rule::new("!has(self.pools.eci.tolerations) || self.pools.eci.tolerations.all(t, (has(t.key) && size(t.key) > 0) || (has(t.operator) && t.operator == 'Exists'))").message("a toleration with an empty key needs operator Exists").field_path(".pools.eci.tolerations"),
+    validation = Rule::new("!has(self.pools.eci.tolerations) || self.pools.eci.tolerations.all(t, !has(t.operator) || t.operator != 'Exists' || !has(t.value) || size(t.value) == 0)").message("a toleration with operator Exists must have no value").field_path(".pools.eci.tolerations"),
+    validation = Rule::new("self.metrics.all(m, self.metrics.filter(n, (has(n.name) ? n.name : (has(n.preset) ? (n.preset == 'RequestRate' ? 'request_rate' : (n.preset == 'ActiveConnections' ? 'active_connections' : 'cpu')) : 'custom')) == (has(m.name) ? m.name : (has(m.preset) ? (m.preset == 'RequestRate' ? 'request_rate' : (m.preset == 'ActiveConnections' ? 'active_connections' : 'cpu')) : 'custom'))).size() == 1)").message("each metric needs a name no other metric has (an unnamed preset is named after it)").field_path(".metrics"),
+    validation = Rule::new("!has(self.eci.startSeconds) || (self.eci.startSeconds >= 0 && self.eci.startSeconds <= 3600)").message("eci.startSeconds must be within 0..3600").field_path(".eci.startSeconds"),
+    validation = Rule::new("!has(self.eci.scaleDownWindowSeconds) || (self.eci.scaleDownWindowSeconds >= 0 && self.eci.scaleDownWindowSeconds <= 3600)").message("eci.scaleDownWindowSeconds must be within 0..3600").field_path(".eci.scaleDownWindowSeconds"),
+    validation = Rule::new("!has(self.eci.maxCostPerHour) || self.eci.maxCostPerHour <= 1e9").message("eci.maxCostPerHour must be at most 1e9").field_path(".eci.maxCostPerHour"),
+    validation = Rule::new("self.behavior.tolerance < 1.0").message("behavior.tolerance must be below 1").field_path(".behavior.tolerance"),
+    validation = Rule::new("self.cost.currency.trim().size() > 0").message("cost.currency must not be blank").field_path(".cost.currency"),
+    validation = Rule::new("self.cost.ecsDefaultNodePricePerHour <= 1e6 && self.cost.ecsNodePricePerHour.all(k, self.cost.ecsNodePricePerHour[k] >= 0.0 && self.cost.ecsNodePricePerHour[k] <= 1e6)").message("ECS node prices must be within 0..1e6 per hour").field_path(".cost"),
+    validation = Rule::new("self.cost.eciVcpuPricePerSecond <= 1e3 && self.cost.eciGibPricePerSecond <= 1e3").message("ECI prices must be within 0..1e3 per second").field_path(".cost")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ElasticGatewaySpec {
@@ -173,7 +188,8 @@ impl EciLimits {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[x_kube(
     validation = Rule::new("has(self.preset) || has(self.query)").message("each metric needs a preset or a PromQL query"),
-    validation = Rule::new("self.targetPerReplica > 0.0").message("targetPerReplica must be greater than 0").field_path(".targetPerReplica")
+    validation = Rule::new("self.targetPerReplica > 0.0 && self.targetPerReplica <= 1e15").message("targetPerReplica must be greater than 0 (and at most 1e15)").field_path(".targetPerReplica"),
+    validation = Rule::new("!has(self.query) || self.query.trim().size() > 0").message("query must not be blank").field_path(".query")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct MetricSpec {
@@ -237,11 +253,12 @@ impl Default for Pools {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PoolSpec {
-    /// Labels every node of the pool carries (at least one).
-    #[schemars(length(min = 1))]
+    /// Labels every node of the pool carries (at least one, at most 32).
+    #[schemars(extend("minProperties" = 1, "maxProperties" = 32))]
     pub node_selector: BTreeMap<String, String>,
-    /// Tolerations for the pool's taints.
+    /// Tolerations for the pool's taints (at most 32).
     #[serde(default)]
+    #[schemars(length(max = 32))]
     pub tolerations: Vec<Toleration>,
 }
 
@@ -600,6 +617,7 @@ pub struct CostModel {
     pub currency: String,
     /// Hourly price of an ECS node by its `node.kubernetes.io/instance-type`.
     #[serde(default)]
+    #[schemars(extend("maxProperties" = 256))]
     pub ecs_node_price_per_hour: BTreeMap<String, f64>,
     /// Hourly price of an ECS node whose type is not listed.
     #[serde(default = "defaults::ecs_default_price")]

@@ -294,3 +294,216 @@ async fn the_helm_chart_installs_on_a_real_control_plane() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Issue 30: admission let through specs the agent then refused (28 of 70). A corpus of bad
+/// specs, each one change to a valid policy, goes to `spillway check` and to the real
+/// apiserver (`kubectl apply --dry-run=server`): every spec the agent refuses is refused at
+/// admission, except the PromQL ones, which only a PromQL parser can judge (the agent refuses
+/// those and says so in status and an Event).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admission_refuses_what_the_agent_refuses() {
+    use serde_json::json;
+    let dir = workdir("crd-corpus");
+    let tb = Testbed::start_apiserver_only(dir.path()).await;
+    tb.kubectl_ok(&["create", "namespace", "istio-system"], None);
+    tb.apply_deploy();
+    let valid: serde_json::Value = serde_saphyr::from_str(VALID).unwrap();
+    let promql_only = ["a query that does not parse", "a range vector"];
+    let corpus: Vec<(&str, serde_json::Value)> = vec![
+        (
+            "a target name with capitals",
+            json!({"target": {"name": "Istio_Gateway"}}),
+        ),
+        ("minReplicas 0", json!({"minReplicas": 0})),
+        ("maxReplicas beyond 10,000", json!({"maxReplicas": 20000})),
+        ("minReplicas above maxReplicas", json!({"minReplicas": 50})),
+        ("a negative ECI cap", json!({"eci": {"maxReplicas": -1}})),
+        (
+            "an ECI cap above maxReplicas",
+            json!({"eci": {"maxReplicas": 41}}),
+        ),
+        (
+            "an ECI cost cap of 1e308",
+            json!({"eci": {"maxCostPerHour": 1e308}}),
+        ),
+        ("no metric", json!({"metrics": []})),
+        (
+            "two metrics of one name",
+            json!({"metrics": [
+            {"preset": "RequestRate", "targetPerReplica": 500},
+            {"preset": "RequestRate", "targetPerReplica": 600}]}),
+        ),
+        (
+            "a name clashing with a preset's",
+            json!({"metrics": [
+            {"preset": "RequestRate", "targetPerReplica": 500},
+            {"name": "request_rate", "query": "sum(up)", "targetPerReplica": 600}]}),
+        ),
+        (
+            "a metric with neither preset nor query",
+            json!({"metrics": [{"targetPerReplica": 500}]}),
+        ),
+        (
+            "a blank query",
+            json!({"metrics": [{"query": "   ", "targetPerReplica": 500}]}),
+        ),
+        (
+            "a query that does not parse",
+            json!({"metrics": [{"query": "sum(rate(x[5m])", "targetPerReplica": 500}]}),
+        ),
+        (
+            "a range vector",
+            json!({"metrics": [{"query": "x[5m]", "targetPerReplica": 500}]}),
+        ),
+        (
+            "a target of 0 per replica",
+            json!({"metrics": [{"preset": "RequestRate", "targetPerReplica": 0}]}),
+        ),
+        (
+            "a target of 1e300 per replica",
+            json!({"metrics": [{"preset": "RequestRate", "targetPerReplica": 1e300}]}),
+        ),
+        (
+            "an empty ECS selector",
+            json!({"pools": {"ecs": {"nodeSelector": {}}, "eci": {"nodeSelector": {"type": "virtual-kubelet"}}}}),
+        ),
+        (
+            "the same selector for both pools",
+            json!({"pools": {"ecs": {"nodeSelector": {"a": "b"}}, "eci": {"nodeSelector": {"a": "b"}}}}),
+        ),
+        (
+            "40 selector labels",
+            json!({"pools": {"ecs": {"nodeSelector": (0..40).map(|i| (format!("k{i}"), json!("v"))).collect::<serde_json::Map<_, _>>()}, "eci": {"nodeSelector": {"type": "virtual-kubelet"}}}}),
+        ),
+        (
+            "an empty toleration key with Equal",
+            json!({"pools": {"ecs": {"nodeSelector": {"a": "b"}, "tolerations": [{"operator": "Equal", "value": "x"}]}, "eci": {"nodeSelector": {"type": "virtual-kubelet"}}}}),
+        ),
+        (
+            "Exists with a value",
+            json!({"pools": {"ecs": {"nodeSelector": {"a": "b"}, "tolerations": [{"key": "k", "operator": "Exists", "value": "x"}]}, "eci": {"nodeSelector": {"type": "virtual-kubelet"}}}}),
+        ),
+        (
+            "10,000 tolerations",
+            json!({"pools": {"ecs": {"nodeSelector": {"a": "b"}, "tolerations": vec![json!({"key": "k", "operator": "Exists"}); 10_000]}, "eci": {"nodeSelector": {"type": "virtual-kubelet"}}}}),
+        ),
+        (
+            "normal weights preferring ECI",
+            json!({"placement": {"normalWeights": {"ecs": 20, "eci": 80}}}),
+        ),
+        (
+            "strong weights preferring ECI",
+            json!({"placement": {"strongWeights": {"ecs": 1, "eci": 100}}}),
+        ),
+        (
+            "a weight of 0",
+            json!({"placement": {"exhaustedWeights": {"ecs": 0, "eci": 20}}}),
+        ),
+        (
+            "a weight of 101",
+            json!({"placement": {"normalWeights": {"ecs": 101, "eci": 20}}}),
+        ),
+        (
+            "negative headroom",
+            json!({"placement": {"ecsHeadroomPods": -1}}),
+        ),
+        (
+            "a negative interval",
+            json!({"placement": {"rebalanceIntervalSeconds": -1}}),
+        ),
+        (
+            "an ECI start of 2^63",
+            json!({"eci": {"startSeconds": i64::MAX}}),
+        ),
+        ("a negative ECI start", json!({"eci": {"startSeconds": -1}})),
+        (
+            "an ECI window of a day",
+            json!({"eci": {"scaleDownWindowSeconds": 86400}}),
+        ),
+        ("an ECI share of 5", json!({"eci": {"relativeCapacity": 5}})),
+        (
+            "an ECS hold of two days",
+            json!({"behavior": {"ecsHoldSeconds": 172800}}),
+        ),
+        ("a tolerance of 1", json!({"behavior": {"tolerance": 1.0}})),
+        (
+            "an empty scale-up policy list",
+            json!({"behavior": {"scaleUp": {"policies": []}}}),
+        ),
+        (
+            "a rate of 0 pods",
+            json!({"behavior": {"scaleUp": {"policies": [{"type": "Pods", "value": 0, "periodSeconds": 15}]}}}),
+        ),
+        (
+            "a period of two hours",
+            json!({"behavior": {"scaleDown": {"policies": [{"type": "Pods", "value": 1, "periodSeconds": 7200}]}}}),
+        ),
+        (
+            "a window of two hours",
+            json!({"behavior": {"scaleDown": {"stabilizationWindowSeconds": 7200}}}),
+        ),
+        (
+            "a lead time of an hour",
+            json!({"behavior": {"leadTime": {"seconds": 3600}}}),
+        ),
+        (
+            "a growth below 1",
+            json!({"behavior": {"leadTime": {"maxGrowth": 0.5}}}),
+        ),
+        ("a blank currency", json!({"cost": {"currency": "  "}})),
+        (
+            "a node price of 1e308",
+            json!({"cost": {"ecsDefaultNodePricePerHour": 1e308}}),
+        ),
+        (
+            "a negative vCPU price",
+            json!({"cost": {"eciVcpuPricePerSecond": -1}}),
+        ),
+        (
+            "an instance price of 1e308",
+            json!({"cost": {"ecsNodePricePerHour": {"ecs.g7.xlarge": 1e308}}}),
+        ),
+        ("an unknown field", json!({"maxReplica": 40})),
+    ];
+    let mut admitted = vec![];
+    for (i, (what, change)) in corpus.iter().enumerate() {
+        let mut doc = valid.clone();
+        doc["metadata"]["name"] = json!(format!("bad-{i}"));
+        merge(&mut doc["spec"], change);
+        let file = dir.path().join(format!("bad-{i}.json"));
+        std::fs::write(&file, doc.to_string()).unwrap();
+        let check = Command::new(env!("CARGO_BIN_EXE_spillway"))
+            .args(["check", file.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(!check.status.success(), "spillway check accepts {what}");
+        let applied = tb.kubectl(
+            &["apply", "--dry-run=server", "-f", file.to_str().unwrap()],
+            None,
+        );
+        if applied.status.success() {
+            admitted.push(*what);
+        }
+    }
+    println!(
+        "{} bad specs: all refused by spillway check; {} admitted by the apiserver: {admitted:?}",
+        corpus.len(),
+        admitted.len()
+    );
+    assert!(
+        admitted.iter().all(|a| promql_only.contains(a)),
+        "admitted though the agent refuses them: {admitted:?}"
+    );
+}
+
+/// A JSON merge patch (RFC 7386) of `patch` into `doc`, arrays replaced whole.
+fn merge(doc: &mut serde_json::Value, patch: &serde_json::Value) {
+    match (doc, patch) {
+        (serde_json::Value::Object(d), serde_json::Value::Object(p)) => {
+            for (k, v) in p {
+                merge(d.entry(k.clone()).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (d, p) => *d = p.clone(),
+    }
+}

@@ -115,6 +115,10 @@ pub const MAX_RATE_VALUE: i32 = 100_000;
 /// Highest price per hour accepted for a node, and per second for an ECI vCPU or GiB: far above
 /// any real price, low enough that every cost stays finite.
 pub const MAX_NODE_PRICE_PER_HOUR: f64 = 1e6;
+/// Most labels in a pool's node selector, and most tolerations (the CRD's bound too).
+pub const MAX_POOL_ENTRIES: usize = 32;
+/// Most instance types priced in `cost.ecsNodePricePerHour` (the CRD's bound too).
+pub const MAX_PRICED_TYPES: usize = 256;
 pub const MAX_ECI_PRICE_PER_SECOND: f64 = 1e3;
 
 /// Checks a PromQL query: parses, and returns a value spillway can use (an instant vector or a
@@ -245,6 +249,17 @@ pub fn validate(spec: &ElasticGatewaySpec, namespace: &str) -> Vec<FieldError> {
                 "needs at least one label to recognise the pool's nodes",
             );
         }
+        for (field, n) in [
+            ("nodeSelector", spec_pool.node_selector.len()),
+            ("tolerations", spec_pool.tolerations.len()),
+        ] {
+            if n > MAX_POOL_ENTRIES {
+                v.err(
+                    format!("spec.pools.{pool}.{field}"),
+                    format!("must have at most {MAX_POOL_ENTRIES} entries, got {n}"),
+                );
+            }
+        }
         for (i, t) in spec_pool.tolerations.iter().enumerate() {
             if t.key.is_empty() && t.operator == crate::model::TolerationOperator::Equal {
                 v.err(
@@ -342,6 +357,15 @@ pub fn validate(spec: &ElasticGatewaySpec, namespace: &str) -> Vec<FieldError> {
     let c = &spec.cost;
     if c.currency.trim().is_empty() {
         v.err("spec.cost.currency", "is empty");
+    }
+    if c.ecs_node_price_per_hour.len() > MAX_PRICED_TYPES {
+        v.err(
+            "spec.cost.ecsNodePricePerHour",
+            format!(
+                "must price at most {MAX_PRICED_TYPES} instance types, got {}",
+                c.ecs_node_price_per_hour.len()
+            ),
+        );
     }
     for (t, price) in &c.ecs_node_price_per_hour {
         v.price(
