@@ -37,17 +37,17 @@ pub const MAX_CSV_BYTES: u64 = 64 << 20;
 pub fn read_bounded(path: &std::path::Path, max: u64) -> Result<String, String> {
     use std::io::Read as _;
     let file = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
-    let mut text = String::new();
+    let mut bytes = Vec::new();
     file.take(max + 1)
-        .read_to_string(&mut text)
+        .read_to_end(&mut bytes)
         .map_err(|e| format!("cannot read: {e}"))?;
-    if text.len() as u64 > max {
+    if bytes.len() as u64 > max {
         return Err(format!(
             "larger than {} MiB: not a file this reads (is it the right path?)",
             max >> 20
         ));
     }
-    Ok(text)
+    String::from_utf8(bytes).map_err(|_| "not UTF-8 text".to_string())
 }
 
 /// Parses YAML (or JSON) into a raw value, or one error saying where the syntax breaks.

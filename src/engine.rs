@@ -332,6 +332,10 @@ pub struct Decision {
     /// replaced it. They are not written again (see [`SpreadMemory`]).
     #[serde(default)]
     pub spread_removed: bool,
+    /// The pool spread constraints spillway wrote, not yet seen in the template (the watch
+    /// lags the write): a weights write meanwhile must carry them, or it would take them out.
+    #[serde(default)]
+    pub spread_unseen: bool,
     /// Nodes that carry both pools' labels: counted as virtual nodes, but the ECS label lets
     /// them into the pool spread's domains, where an empty one draws gateway pods.
     #[serde(default)]
@@ -496,6 +500,11 @@ pub fn decide(policy: &ElasticGatewaySpec, obs: &Observation<'_>, prev: &EngineS
     let quiet = quiet(obs, &ctx, &plan, &state, policy);
     let mut weights = steer_weights(policy, obs, &ctx, &plan, quiet, &mut state);
     let (adopt_spread, spread_removed) = spread(policy, obs, quiet, &mut state);
+    let spread_unseen = !adopt_spread
+        && !spread_removed
+        && state.spread.written_at.is_some()
+        && !state.spread.seen
+        && obs.spread_missing;
     if adopt_spread && !weights.changed() {
         weights.reason =
             "writing the pool spread constraints with the weights (once, at a quiet time)".into();
@@ -541,6 +550,7 @@ pub fn decide(policy: &ElasticGatewaySpec, obs: &Observation<'_>, prev: &EngineS
         adopt_spread,
         swap,
         spread_removed,
+        spread_unseen,
         pools_overlap: policy.pools_overlap(obs.nodes),
         relative: ctx.relative,
     };

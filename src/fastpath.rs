@@ -452,6 +452,17 @@ impl Counters {
                 let (t0, v0) = &history[i];
                 added(v0, &value) / (at - t0)
             });
+            // Counters near f64::MAX can add up to infinity: that pod's reading is garbage,
+            // never a rate (two such pods would otherwise lift each other's peer bound).
+            if rate.is_some_and(|r| !r.is_finite()) {
+                history.clear();
+                history.push_back((at, value));
+                round.failures.push((
+                    pod,
+                    PodError::Garbage("counters too large to give a finite rate".into()),
+                ));
+                continue;
+            }
             // A later read's reference is this one or a newer reading: older ones go.
             history.drain(..reference.unwrap_or(0));
             history.push_back((at, value));

@@ -69,7 +69,15 @@ fn anchors(page: &Path) -> BTreeSet<String> {
 fn link_targets(text: &str) -> Vec<String> {
     let mut out = vec![];
     for line in prose(text) {
-        let mut rest = line;
+        // Code spans (`...`) are not links, whatever brackets they hold (a CEL regex).
+        let line: String = line
+            .split('`')
+            .enumerate()
+            .filter(|(i, _)| i % 2 == 0)
+            .map(|(_, s)| s)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut rest = line.as_str();
         while let Some(i) = rest.find("](") {
             rest = &rest[i + 2..];
             let Some(end) = rest.find(')') else { break };

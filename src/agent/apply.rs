@@ -234,10 +234,11 @@ async fn weights(
 ) -> Result<Result<(), String>, Fenced> {
     let client = ctx.target_client(&egw.spec);
     let ns = key.namespace.as_str();
+    let d = &planned.decision;
     let spread = observed
         .target
         .spread
-        .carried(planned.decision.adopt_spread);
+        .carried(d.adopt_spread || d.spread_unseen);
     let write = fenced_write(ctx, "weights", true, || {
         target::apply_weights(client, ns, &egw.spec, w, spread)
     });

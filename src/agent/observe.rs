@@ -541,7 +541,11 @@ async fn read_fast_path(
     let round = fast_path.read(key, &targets, floor).await;
     for (pod, e) in &round.failures {
         ctx.metrics.fast_path_failure(key, e.kind());
-        debug!(%pod, error = %e, "fast path: no reading from this pod");
+        if matches!(e, fastpath::PodError::Implausible { .. }) {
+            debug!(%pod, error = %e, "fast path: this pod's rate counted at the bound");
+        } else {
+            debug!(%pod, error = %e, "fast path: no reading from this pod");
+        }
     }
     let implausible = round
         .failures

@@ -1651,14 +1651,19 @@ fn the_pool_spread_is_written_once_and_a_removal_is_reported_not_fought() {
     };
     let first = decide(&p, &at(1000.0, true), &EngineState::default());
     assert!(first.decision.adopt_spread && !first.decision.spread_removed);
-    // Not seen yet (the watch lags): no second write, no alarm.
+    assert!(!first.decision.spread_unseen);
+    // Not seen yet (the watch lags): no second write, no alarm; a weights write meanwhile
+    // carries them (spread_unseen), or the forced apply would take them out.
     let lag = decide(&p, &at(1005.0, true), &first.state);
     assert!(!lag.decision.adopt_spread && !lag.decision.spread_removed);
+    assert!(lag.decision.spread_unseen);
     let seen = decide(&p, &at(1010.0, false), &lag.state);
     assert!(!seen.decision.adopt_spread && !seen.decision.spread_removed);
-    // Gone again: another writer replaced the template.
+    assert!(!seen.decision.spread_unseen);
+    // Gone again: another writer replaced the template; nothing carries them back.
     let gone = decide(&p, &at(2000.0, true), &seen.state);
     assert!(!gone.decision.adopt_spread && gone.decision.spread_removed);
+    assert!(!gone.decision.spread_unseen);
     let later = decide(&p, &at(9000.0, true), &gone.state);
     assert!(!later.decision.adopt_spread && later.decision.spread_removed);
     // A write never seen counts as undone after SPREAD_SETTLE_SECONDS.

@@ -354,6 +354,25 @@ fn one_pod_cannot_steer_the_fleet() {
         500.0,
     );
     assert_eq!(r.rates, vec![2000.0]);
+    // Two pods whose series add up past f64::MAX: garbage, not two infinite rates that lift
+    // each other's bound.
+    let mut c = Counters::default();
+    let pods = live(&["a", "b", "c"]);
+    let huge = |v: f64| counter(&[("x=\"1\"", v), ("x=\"2\"", v)]);
+    let read = |c: &mut Counters, t: f64, v: f64| {
+        let reads = vec![
+            ("a".to_string(), t, huge(v)),
+            ("b".to_string(), t, huge(v)),
+            ("c".to_string(), t, Ok(Series::one(t * 100.0))),
+        ];
+        c.observe(t, reads, &pods, 500.0)
+    };
+    read(&mut c, 0.0, 0.0);
+    let r = read(&mut c, 2.0, f64::MAX);
+    assert_eq!(r.rates, vec![100.0], "{r:?}");
+    let kinds: Vec<&str> = r.failures.iter().map(|(_, e)| e.kind()).collect();
+    assert_eq!(kinds, ["garbage", "garbage"]);
+    assert_eq!(r.sample().map(|s| s.rps.is_finite()), Some(true));
 }
 
 /// The exposition is parsed as it streams in: any split into chunks reads the same; a long

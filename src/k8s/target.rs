@@ -66,9 +66,11 @@ pub struct PoolSpread {
 
 impl PoolSpread {
     /// What an apply of the weights carries: all of [`Self::to_apply`] when the engine adopts
-    /// the spread with this write, otherwise only what the template holds. A weight change
-    /// before the quiet time, or after another writer removed the entries, must not write them
-    /// back behind the engine's back (a fight with that writer, and a rollout it did not plan).
+    /// the spread with this write or wrote it and the template read does not show it yet (the
+    /// forced apply would otherwise take out what spillway's field manager owns), otherwise
+    /// only what the template holds. A weight change before the quiet time, or after another
+    /// writer removed the entries, must not write them back behind the engine's back (a fight
+    /// with that writer, and a rollout it did not plan).
     pub fn carried(&self, adopt: bool) -> &[Value] {
         if adopt {
             &self.to_apply

@@ -408,7 +408,6 @@ fn d_load() -> LoadProfile {
     }
 }
 
-/// Everything wrong with a load profile, each under `at`.
 /// Most nodes of one kind (ECS, workers, virtual, extra) a drill simulates: the live bench's
 /// largest cluster is 5,000 nodes.
 pub const MAX_NODES: u32 = 10_000;
@@ -458,6 +457,7 @@ impl Scenario {
     }
 }
 
+/// Everything wrong with a load profile, each under `at`.
 fn validate_load(load: &LoadProfile, at: &str, bad: &mut dyn FnMut(&str, String)) {
     if load.components.is_empty() {
         bad(
