@@ -288,8 +288,20 @@ async fn deleting_the_policy_hands_the_gateway_back() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("{note}"));
     assert!(cleared > 0, "{note}");
+    // Counted from the hand-back's first write, the restored terms (the last write to the
+    // Deployment): decisions still running when the delete was marked may set costs on the
+    // rollout's new pods before the agent sees the deletion.
     let pod_patches = agent.proxy.with(|st| {
-        st.log[marked..]
+        let log = &st.log[marked..];
+        let restore = log
+            .iter()
+            .rposition(|l| {
+                l.method == "PATCH"
+                    && l.path.contains("/deployments/istio-ingressgateway")
+                    && l.status < 300
+            })
+            .unwrap_or(0);
+        log[restore..]
             .iter()
             .filter(|l| l.method == "PATCH" && l.path.contains("/pods/") && l.status < 300)
             .count()
