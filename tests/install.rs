@@ -118,7 +118,7 @@ fn helm_binary() -> String {
 }
 
 /// Runs helm against the test bed; fails the test with helm's output unless it succeeds.
-fn helm(helm: &str, tb: &Testbed, args: &[&str]) {
+fn helm_run(helm: &str, tb: &Testbed, args: &[&str]) {
     let out = Command::new(helm)
         .args(args)
         .arg("--kubeconfig")
@@ -167,7 +167,7 @@ async fn the_chart_upgrades_its_crd_and_keeps_it_on_uninstall() {
     .unwrap();
     std::fs::remove_file(previous.join("templates/crd.yaml")).unwrap();
     let prev = previous.to_str().unwrap();
-    helm(
+    helm_run(
         &bin,
         &tb,
         &[
@@ -192,7 +192,7 @@ async fn the_chart_upgrades_its_crd_and_keeps_it_on_uninstall() {
         None,
     );
     let current = format!("{ROOT}/charts/spillway");
-    helm(&bin, &tb, &["upgrade", "spillway", &current, ns[0], ns[1]]);
+    helm_run(&bin, &tb, &["upgrade", "spillway", &current, ns[0], ns[1]]);
     // The next release adds a field to the spec.
     let next = dir.path().join("next");
     copy_chart(&next);
@@ -201,7 +201,7 @@ async fn the_chart_upgrades_its_crd_and_keeps_it_on_uninstall() {
     crd_doc["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
         ["futureField"] = serde_json::json!({"type": "string"});
     std::fs::write(next.join("files/crd.yaml"), crd_doc.to_string()).unwrap();
-    helm(
+    helm_run(
         &bin,
         &tb,
         &["upgrade", "spillway", next.to_str().unwrap(), ns[0], ns[1]],
@@ -225,7 +225,7 @@ async fn the_chart_upgrades_its_crd_and_keeps_it_on_uninstall() {
     };
     // The apiserver serves an updated CRD's schema moments after the write: a bound, no sleep.
     wait_for("the new field kept, not pruned", 30, || async { kept() }).await;
-    helm(&bin, &tb, &["uninstall", "spillway", ns[0], ns[1]]);
+    helm_run(&bin, &tb, &["uninstall", "spillway", ns[0], ns[1]]);
     tb.kubectl_ok(&["get", crd], None);
     tb.kubectl_ok(&["-n", "istio-system", "get", "egw", "gw"], None);
 }
@@ -236,17 +236,18 @@ async fn the_helm_chart_installs_on_a_real_control_plane() {
     let dir = workdir("helm-install");
     let tb = Testbed::start_apiserver_only(dir.path()).await;
     tb.kubectl_ok(&["create", "namespace", "istio-system"], None);
-    let out = Command::new(&helm)
-        .args(["install", "spillway", &format!("{ROOT}/charts/spillway")])
-        .args(["--namespace", "spillway-system", "--create-namespace"])
-        .arg("--kubeconfig")
-        .arg(tb.kubeconfig())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "helm install failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let chart = format!("{ROOT}/charts/spillway");
+    helm_run(
+        &helm,
+        &tb,
+        &[
+            "install",
+            "spillway",
+            &chart,
+            "--namespace",
+            "spillway-system",
+            "--create-namespace",
+        ],
     );
     tb.kubectl_ok(
         &[
@@ -282,16 +283,10 @@ async fn the_helm_chart_installs_on_a_real_control_plane() {
     let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
     assert_eq!((row[0], row[1]), ("gw", "istio-ingressgateway"), "{table}");
     assert!(row.contains(&"40"), "maxReplicas shown: {table}");
-    let out = Command::new(&helm)
-        .args(["uninstall", "spillway", "--namespace", "spillway-system"])
-        .arg("--kubeconfig")
-        .arg(tb.kubeconfig())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    helm_run(
+        &helm,
+        &tb,
+        &["uninstall", "spillway", "--namespace", "spillway-system"],
     );
 }
 

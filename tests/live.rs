@@ -296,20 +296,7 @@ async fn weights_are_applied_server_side_and_keep_the_users_fields() {
     .await;
     let generation_before = tb.gateway().await.metadata.generation;
     load.set(10_000.0);
-    let weights = |d: &Deployment| -> Vec<i32> {
-        d.spec
-            .template
-            .spec
-            .as_ref()
-            .and_then(|s| s.affinity.as_ref())
-            .and_then(|a| a.node_affinity.as_ref())
-            .and_then(|n| {
-                n.preferred_during_scheduling_ignored_during_execution
-                    .as_ref()
-            })
-            .map(|t| t.iter().map(|t| t.weight).collect())
-            .unwrap_or_default()
-    };
+    let weights = support::live::weights_of;
     wait_for("spillway changes the preferred weights", 60, || async {
         weights(&tb.gateway().await) != vec![80, 20]
     })

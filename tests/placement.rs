@@ -717,7 +717,7 @@ async fn a_mislabelled_node_and_a_rewritten_template_are_reported_not_fought() {
             .contains(&"RemovedByAnotherWriter".to_string())
     );
     wait_for("spillway puts the policy's weights back", 120, || async {
-        weights_of(&tb.gateway().await) == [80, 20]
+        support::live::weights_of(&tb.gateway().await) == [80, 20]
     })
     .await;
     let seen = a.decisions();
@@ -734,22 +734,6 @@ async fn a_mislabelled_node_and_a_rewritten_template_are_reported_not_fought() {
         spread_of(&tb).await.is_empty(),
         "spillway wrote the constraints again, in a fight with the other writer"
     );
-}
-
-/// The preferred node-affinity weights of the template, in order (ECS, ECI).
-fn weights_of(d: &Deployment) -> Vec<i32> {
-    d.spec
-        .template
-        .spec
-        .as_ref()
-        .and_then(|s| s.affinity.as_ref())
-        .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|n| {
-            n.preferred_during_scheduling_ignored_during_execution
-                .as_ref()
-        })
-        .map(|t| t.iter().map(|t| t.weight).collect())
-        .unwrap_or_default()
 }
 
 /// The reason of the ElasticGateway's `PoolSpread` condition.

@@ -343,3 +343,19 @@ impl<T> Drop for AbortOnDrop<T> {
         self.0.abort();
     }
 }
+
+/// The preferred node-affinity weights of the template, in order (ECS, ECI).
+pub fn weights_of(d: &k8s_openapi::api::apps::v1::Deployment) -> Vec<i32> {
+    d.spec
+        .template
+        .spec
+        .as_ref()
+        .and_then(|s| s.affinity.as_ref())
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|n| {
+            n.preferred_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
+        .map(|t| t.iter().map(|t| t.weight).collect())
+        .unwrap_or_default()
+}
