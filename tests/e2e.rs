@@ -723,13 +723,10 @@ async fn flash_crowd_through_the_whole_chain() {
     };
     let writers: BTreeSet<&str> = log
         .iter()
-        .filter(|(_, l)| l.is_write() && !l.path.contains("/leases"))
+        .filter(|(_, l)| l.is_write() && !l.is_lease())
         .map(|(who, _)| who.as_str())
         .collect();
-    for (who, l) in log
-        .iter()
-        .filter(|(_, l)| l.is_write() && !l.path.contains("/leases"))
-    {
+    for (who, l) in log.iter().filter(|(_, l)| l.is_write() && !l.is_lease()) {
         let (before, after) = holder_near(at(l.at));
         assert!(
             before.as_deref() == Some(who.as_str()) || after.as_deref() == Some(who.as_str()),

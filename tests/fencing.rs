@@ -157,7 +157,7 @@ async fn paused_mid_write(name: &str, how: Pause) {
             st.writes()
                 .into_iter()
                 .filter(|l| l.forwarded && l.at > first_b_write)
-                .filter(|l| !l.path.contains("/leases/") && !l.path.contains("/events"))
+                .filter(|l| !l.is_lease() && !l.path.contains("/events"))
                 .map(|l| format!("{} {} {}", l.method, l.path, l.status))
                 .collect()
         })

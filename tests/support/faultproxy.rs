@@ -37,6 +37,12 @@ impl Logged {
     pub fn is_write(&self) -> bool {
         matches!(self.method.as_str(), "POST" | "PUT" | "PATCH" | "DELETE")
     }
+
+    /// A request to the Lease API: a renewal, or the create both candidates try at start
+    /// (`POST …/leases`, which the loser sees refused with 409).
+    pub fn is_lease(&self) -> bool {
+        self.path.contains("/apis/coordination.k8s.io/")
+    }
 }
 
 /// Requests whose method and path match wait (neither forwarded nor answered) while this is set.

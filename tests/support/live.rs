@@ -157,12 +157,13 @@ impl Agent {
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
-    /// Every request this agent sent that changed something (Lease renewals aside).
+    /// Every request this agent sent that changed something (the Lease's create and renewals
+    /// aside).
     pub fn writes(&self) -> Vec<super::faultproxy::Logged> {
         self.proxy.with(|st| {
             st.writes()
                 .into_iter()
-                .filter(|l| !l.path.contains("/leases/"))
+                .filter(|l| !l.is_lease())
                 .cloned()
                 .collect()
         })
