@@ -9,6 +9,7 @@ with several value sets through the same validation, and the one-source-of-truth
 chart with the monitoring toggles on renders the very objects of `kubectl kustomize` of the base
 plus the monitoring component (Helm's own labels aside)."""
 import glob
+import json
 import os
 import subprocess
 import sys
@@ -140,17 +141,21 @@ if HELM:
     if lint is not None:
         print("ok   charts/spillway: helm lint --strict")
     same = [("charts/spillway/files/crd.yaml", "deploy/crd.yaml"),
-            ("charts/spillway/files/spillway-rules.yaml", "deploy/prometheus/spillway-rules.yaml")]
+            ("charts/spillway/files/spillway-rules.yaml", "deploy/prometheus/spillway-rules.yaml"),
+            ("charts/spillway/files/spillway-dashboard.json", "dashboards/spillway.json")]
     for copy, source in same:
         if open(copy).read() != open(source).read():
             failures.append(f"{copy} differs from {source}: cp {source} {copy}")
     value_sets = {
         "defaults": [],
-        "monitoring": ["--set", "createNamespace=true,serviceMonitor.enabled=true,prometheusRule.enabled=true"],
+        # deploy/ has no admission webhook (its certificate is the chart's to make): compared
+        # without it; the defaults render it and are checked below.
+        "monitoring": ["--set", "createNamespace=true,serviceMonitor.enabled=true,prometheusRule.enabled=true,webhook.enabled=false"],
         "options": ["--set", "leaderElection.enabled=false,replicaCount=1,prometheus.bearerToken.secretName=prom-token,"
                     "prometheus.ca.secretName=prom-ca,meshKubeconfig.secretName=asm-kubeconfig,log.level=debug,"
                     "interval=10s,podDisruptionBudget.enabled=false,gatewayNamespaces={istio-system,gateways},"
-                    "fastPath.enabled=false,fastPath.port=15091"],
+                    "fastPath.enabled=false,fastPath.port=15091,webhook.certificate.secretName=edge-tls,"
+                    "webhook.caBundle=Q0EK,webhook.failurePolicy=Fail"],
     }
     # values.schema.json: a typo or a value out of range is refused by helm itself, by path.
     for bad, want in [("replicaCnt=3", "replicaCnt"), ("log.format=xml", "/log/format"),
@@ -181,6 +186,94 @@ if HELM:
                 failures.append(f"helm vs deploy/: {key} differs:\n  chart:   {chart[key]}\n  deploy/: {base[key]}")
         if not any(f.startswith("helm vs deploy/") for f in failures):
             print(f"ok   charts/spillway renders the same {len(chart)} objects as deploy/ + deploy/monitoring")
+    # Helm 4 beside Helm 3: the chart lints and renders the same objects under both (the
+    # webhook's generated certificate aside: each render makes a new one).
+    HELM4 = os.environ.get("HELM4")
+    if HELM4:
+        def without_generated(text):
+            objs = comparable(text)
+            for key, d in objs.items():
+                if key[0] == "Secret" and key[2] == "spillway-webhook-tls":
+                    d["data"] = "(generated)"
+                if key[0] == "ValidatingWebhookConfiguration":
+                    for w in d["webhooks"]:
+                        w["clientConfig"].pop("caBundle", None)
+            return objs
+        r = subprocess.run([HELM4, "lint", "--strict", "charts/spillway"], capture_output=True, text=True)
+        if r.returncode != 0:
+            failures.append(f"helm 4 lint --strict: exit {r.returncode}: {r.stdout}{r.stderr}")
+        else:
+            print("ok   charts/spillway: helm 4 lint --strict")
+        for name, args in value_sets.items():
+            r = subprocess.run([HELM4, "template", "spillway", "charts/spillway", "--namespace", "spillway-system",
+                                "--include-crds", *args], capture_output=True, text=True)
+            if r.returncode != 0:
+                failures.append(f"helm 4 template ({name}): exit {r.returncode}: {r.stderr}")
+            elif name in rendered and without_generated(r.stdout) != without_generated(rendered[name]):
+                a, b = without_generated(r.stdout), without_generated(rendered[name])
+                diff = [k for k in set(a) | set(b) if a.get(k) != b.get(k)]
+                failures.append(f"helm 4 template ({name}) renders differently from helm 3: {sorted(diff, key=str)}")
+            else:
+                print(f"ok   helm 4 template ({name}) renders what helm 3 does")
+    else:
+        print("skip helm 4: HELM4 is not set (.ci/run builds it and sets it)")
+    # A second release, with the conventions users grep for: its cluster-wide objects and its
+    # gateway Roles are its own; labels, annotations, relabelings and the dashboard reach their
+    # objects.
+    extras = helm("template", "edge", "charts/spillway", "--namespace", "edge-system", "--set",
+                  "podLabels.team=edge,serviceAccount.annotations.pod-identity\\.alibabacloud\\.com/role-name=spillway,"
+                  "serviceMonitor.enabled=true,serviceMonitor.relabelings[0].targetLabel=cluster,"
+                  "serviceMonitor.relabelings[0].replacement=prod,serviceMonitor.metricRelabelings[0].action=drop,"
+                  "serviceMonitor.metricRelabelings[0].regex=go_.*,serviceMonitor.metricRelabelings[0].sourceLabels[0]=__name__,"
+                  "grafanaDashboard.enabled=true,grafanaDashboard.namespace=monitoring")
+    if extras is not None:
+        validate_built("helm-extras", extras)
+        objs = comparable(extras)
+        names = {k for k in objs}
+        pod = objs[("Deployment", "edge-system", "spillway")]["spec"]["template"]
+        sm = objs[("ServiceMonitor", "edge-system", "spillway")]["spec"]["endpoints"][0]
+        dash = objs.get(("ConfigMap", "monitoring", "edge-dashboard"))
+        checks = [
+            ({("ClusterRole", None, "edge"), ("ClusterRoleBinding", None, "edge"),
+              ("ClusterRole", None, "edge-elasticgateways-edit"), ("ClusterRole", None, "edge-elasticgateways-view"),
+              ("Role", "istio-system", "edge-gateway"), ("ValidatingWebhookConfiguration", None, "edge-elasticgateways"),
+              ("ValidatingAdmissionPolicy", None, "edge-pod-deletion-cost-only")} <= names,
+             "a second release's cluster-wide objects and gateway Roles are its own"),
+            (not any(k[1] is None and k[2].startswith("spillway") for k in names),
+             "no cluster-wide object of another release's name"),
+            (pod["metadata"]["labels"] == {"app.kubernetes.io/name": "spillway", "team": "edge"}, "podLabels reach the pods"),
+            (objs[("ServiceAccount", "edge-system", "spillway")]["metadata"].get("annotations")
+             == {"pod-identity.alibabacloud.com/role-name": "spillway"}, "serviceAccount.annotations reach it"),
+            (sm.get("relabelings") == [{"targetLabel": "cluster", "replacement": "prod"}]
+             and sm.get("metricRelabelings") == [{"action": "drop", "regex": "go_.*", "sourceLabels": ["__name__"]}],
+             "the ServiceMonitor's relabelings"),
+            (dash is not None and dash["metadata"]["labels"].get("grafana_dashboard") == "1"
+             and json.loads(dash["data"]["spillway.json"]) == json.load(open("dashboards/spillway.json")),
+             "the dashboard ConfigMap holds dashboards/spillway.json, labelled for Grafana's sidecar"),
+        ]
+        for ok, what in checks:
+            (print(f"ok   helm-extras: {what}") if ok else failures.append(f"helm-extras: {what}: not so"))
+    if "defaults" in rendered:
+        objs = comparable(rendered["defaults"])
+        dep = objs.get(("Deployment", "spillway-system", "spillway"))
+        pod = dep["spec"]["template"]["spec"] if dep else {}
+        env = {e["name"]: e.get("value") for e in (pod.get("containers") or [{}])[0].get("env", [])}
+        hook = objs.get(("ValidatingWebhookConfiguration", None, "spillway-elasticgateways"))
+        secret = objs.get(("Secret", "spillway-system", "spillway-webhook-tls"))
+        import base64
+        checks = [
+            (env.get("SPILLWAY_WEBHOOK_ADDR") == "$(POD_IP):9443", "the webhook listens on the pod's IP, 9443"),
+            (hook is not None and hook["webhooks"][0]["clientConfig"]["service"]["name"] == "spillway-webhook"
+             and ("Service", "spillway-system", "spillway-webhook") in objs, "the webhook configuration names its Service"),
+            (hook is not None and secret is not None
+             and hook["webhooks"][0]["clientConfig"].get("caBundle") == secret["data"]["ca.crt"]
+             and b"BEGIN CERTIFICATE" in base64.b64decode(secret["data"]["tls.crt"]),
+             "the webhook's caBundle is the CA of the chart's certificate"),
+            (any(v.get("secret", {}).get("secretName") == "spillway-webhook-tls" for v in pod.get("volumes", [])),
+             "the certificate is mounted"),
+        ]
+        for ok, what in checks:
+            (print(f"ok   helm-defaults: {what}") if ok else failures.append(f"helm-defaults: {what}: not so"))
     if "options" in rendered:
         objs = comparable(rendered["options"])
         dep = objs[("Deployment", "spillway-system", "spillway")]
@@ -193,8 +286,12 @@ if HELM:
             (env.get("SPILLWAY_GATEWAY_NAMESPACES") == "istio-system,gateways", "gatewayNamespaces reach the agent"),
             (env.get("SPILLWAY_PROMETHEUS_TOKEN_FILE") == "/etc/spillway/prometheus-token/token", "the token file is mounted"),
             (env.get("SPILLWAY_MESH_KUBECONFIG") == "/etc/spillway/mesh/kubeconfig", "the mesh kubeconfig is mounted"),
-            ({v["secret"]["secretName"] for v in pod.get("volumes", [])} == {"prom-token", "prom-ca", "asm-kubeconfig"},
-             "the three Secrets are volumes"),
+            ({v["secret"]["secretName"] for v in pod.get("volumes", [])} == {"prom-token", "prom-ca", "asm-kubeconfig", "edge-tls"},
+             "the four Secrets are volumes"),
+            (("Secret", "spillway-system", "spillway-webhook-tls") not in objs
+             and objs[("ValidatingWebhookConfiguration", None, "spillway-elasticgateways")]["webhooks"][0]["clientConfig"]["caBundle"] == "Q0EK"
+             and objs[("ValidatingWebhookConfiguration", None, "spillway-elasticgateways")]["webhooks"][0]["failurePolicy"] == "Fail",
+             "the webhook serves an existing certificate with the given CA and failure policy"),
             (("PodDisruptionBudget", "spillway-system", "spillway") not in objs, "the PDB can be turned off"),
             (env.get("SPILLWAY_FAST_PATH") == "false" and env.get("SPILLWAY_FAST_PATH_PORT") == "15091",
              "fastPath.enabled=false and fastPath.port reach the agent"),

@@ -3,7 +3,8 @@
 //!
 //! Data flows one way: observe → decide ([`engine`], pure) → act ([`act`]) → report. The live
 //! agent ([`agent`]) observes the cluster through the adapters ([`k8s`], [`prom`], [`fastpath`]);
-//! the drill ([`sim`]) feeds the same step from a simulated cluster on a virtual clock.
+//! the drill ([`sim`]) feeds the same step from a simulated cluster on a virtual clock. The
+//! admission webhook ([`webhook`]) runs the policy's validation where the CRD's cannot reach.
 
 pub mod act;
 pub mod agent;
@@ -23,6 +24,7 @@ pub mod scheduler;
 pub mod server;
 pub mod sim;
 pub mod telemetry;
+pub mod webhook;
 
 /// Errors of the library.
 #[derive(Debug, thiserror::Error)]

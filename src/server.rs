@@ -5,6 +5,8 @@
 //! to Prometheus's pods, and clients there that open connections and never finish them hold
 //! its slots until their header timeout; the kubelet's probes, on a port no pod may reach (the
 //! NetworkPolicy admits none to it), are answered whatever happens on the admin port.
+//!
+//! The admission webhook ([`crate::webhook`]) is served by the same loop, over TLS.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,14 +14,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{ACCEPT, CONTENT_TYPE};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
 
 use crate::metrics::Metrics;
 
@@ -150,7 +154,14 @@ pub async fn bind_probes(
     admin: Admin,
     shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<(SocketAddr, impl std::future::Future<Output = ()>)> {
-    serve(addr, admin, shutdown, Limits::probes(), true).await
+    serve(
+        addr,
+        admin_handler(admin, true),
+        shutdown,
+        Limits::probes(),
+        None,
+    )
+    .await
 }
 
 /// [`bind`] with explicit limits.
@@ -160,15 +171,29 @@ pub async fn bind_with(
     shutdown: watch::Receiver<bool>,
     limits: Limits,
 ) -> std::io::Result<(SocketAddr, impl std::future::Future<Output = ()>)> {
-    serve(addr, admin, shutdown, limits, false).await
+    serve(addr, admin_handler(admin, false), shutdown, limits, None).await
 }
 
-async fn serve(
+/// What answers each request of a connection.
+pub(crate) type Handler =
+    Arc<dyn Fn(Request<Incoming>) -> BoxFuture<'static, Response<Full<Bytes>>> + Send + Sync>;
+
+fn admin_handler(admin: Admin, probes_only: bool) -> Handler {
+    Arc::new(move |req| {
+        let resp = admin.respond(&req, probes_only);
+        Box::pin(async move { resp })
+    })
+}
+
+/// Binds `addr` and returns the bound address and the loop that serves it under `limits` until
+/// `shutdown`: plain HTTP/1.1, or TLS first when `tls` is set (the handshake bounded by the
+/// header timeout, so a client that never finishes it holds its slot no longer than a slow one).
+pub(crate) async fn serve(
     addr: SocketAddr,
-    admin: Admin,
+    handler: Handler,
     mut shutdown: watch::Receiver<bool>,
     limits: Limits,
-    probes_only: bool,
+    tls: Option<TlsAcceptor>,
 ) -> std::io::Result<(SocketAddr, impl std::future::Future<Output = ()>)> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
@@ -193,7 +218,7 @@ async fn serve(
             let stream = match accepted {
                 Ok((s, _)) => {
                     if failures > 0 {
-                        tracing::info!(failures, "admin server: accepting again");
+                        tracing::info!(addr = %local, failures, "accepting again");
                     }
                     failures = 0;
                     backoff = Duration::ZERO;
@@ -202,7 +227,7 @@ async fn serve(
                 Err(e) => {
                     failures += 1;
                     if failures == 1 {
-                        tracing::warn!(error = %e, "admin server: accept failed; backing off");
+                        tracing::warn!(addr = %local, error = %e, "accept failed; backing off");
                     }
                     backoff =
                         (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
@@ -213,44 +238,65 @@ async fn serve(
                     continue;
                 }
             };
-            let admin = admin.clone();
+            let handler = handler.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
                 let _permit = permit;
-                let svc = service_fn(move |req| {
-                    let resp = admin.respond(&req, probes_only);
-                    async move { Ok::<_, std::convert::Infallible>(resp) }
-                });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(limits.header_read_timeout)
-                    .serve_connection(TokioIo::new(stream), svc);
-                let mut conn = std::pin::pin!(conn);
-                // At the end of its lifetime a connection finishes the request in flight (a
-                // scrape is never cut) and closes; a client that will not finish is cut.
-                let ended = tokio::select! {
-                    r = conn.as_mut() => Some(r),
-                    () = tokio::time::sleep(limits.connection_lifetime) => None,
-                };
-                let ended = match ended {
-                    Some(r) => Some(r),
-                    None => {
-                        conn.as_mut().graceful_shutdown();
-                        tokio::time::timeout(limits.header_read_timeout, conn)
-                            .await
-                            .ok()
-                    }
-                };
-                match ended {
-                    Some(Ok(())) => {}
-                    Some(Err(e)) => {
-                        tracing::debug!(error = %e, "admin server: connection ended with an error");
-                    }
-                    None => tracing::debug!("admin server: connection cut at its lifetime"),
-                }
+                connection(stream, handler, limits, tls).await;
             });
         }
     };
     Ok((local, serve))
+}
+
+/// Serves one accepted connection to its end.
+async fn connection(stream: TcpStream, handler: Handler, limits: Limits, tls: Option<TlsAcceptor>) {
+    match tls {
+        None => drive(TokioIo::new(stream), handler, limits).await,
+        Some(tls) => {
+            match tokio::time::timeout(limits.header_read_timeout, tls.accept(stream)).await {
+                Ok(Ok(stream)) => drive(TokioIo::new(stream), handler, limits).await,
+                Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!("TLS handshake not finished within the header timeout"),
+            }
+        }
+    }
+}
+
+/// Runs HTTP/1.1 on `io` for at most the connection's lifetime.
+async fn drive<I>(io: I, handler: Handler, limits: Limits)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req| {
+        let resp = handler(req);
+        async move { Ok::<_, std::convert::Infallible>(resp.await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .serve_connection(io, svc);
+    let mut conn = std::pin::pin!(conn);
+    // At the end of its lifetime a connection finishes the request in flight (a scrape is
+    // never cut) and closes; a client that will not finish is cut.
+    let ended = tokio::select! {
+        r = conn.as_mut() => Some(r),
+        () = tokio::time::sleep(limits.connection_lifetime) => None,
+    };
+    let ended = match ended {
+        Some(r) => Some(r),
+        None => {
+            conn.as_mut().graceful_shutdown();
+            tokio::time::timeout(limits.header_read_timeout, conn)
+                .await
+                .ok()
+        }
+    };
+    match ended {
+        Some(Ok(())) => {}
+        Some(Err(e)) => tracing::debug!(error = %e, "connection ended with an error"),
+        None => tracing::debug!("connection cut at its lifetime"),
+    }
 }
 
 #[cfg(test)]

@@ -99,10 +99,16 @@ async fn the_apiserver_enforces_the_crds_bounds_and_rules() {
     }
 }
 
-/// The real helm, built by testbed/helm/build.sh (which .ci/run runs first).
+/// The real Helm 3, built by testbed/helm/build.sh (which .ci/run runs first).
 fn helm_binary() -> String {
+    helm_major(3)
+}
+
+/// The real Helm of a major version (3 or 4), built by testbed/helm/build.sh.
+fn helm_major(major: u8) -> String {
     let helm = Command::new("bash")
         .arg(format!("{ROOT}/testbed/helm/build.sh"))
+        .arg(major.to_string())
         .output()
         .expect("bash runs testbed/helm/build.sh");
     assert!(
@@ -193,6 +199,22 @@ async fn the_chart_upgrades_its_crd_and_keeps_it_on_uninstall() {
     );
     let current = format!("{ROOT}/charts/spillway");
     helm_run(&bin, &tb, &["upgrade", "spillway", &current, ns[0], ns[1]]);
+    let webhook_ca = || {
+        tb.kubectl_ok(
+            &[
+                "-n",
+                "spillway-system",
+                "get",
+                "secret",
+                "spillway-webhook-tls",
+                "-o",
+                "jsonpath={.data.ca\\.crt}",
+            ],
+            None,
+        )
+    };
+    let ca = webhook_ca();
+    assert!(!ca.is_empty(), "the chart made the webhook's certificate");
     // The next release adds a field to the spec.
     let next = dir.path().join("next");
     copy_chart(&next);
@@ -225,6 +247,19 @@ async fn the_chart_upgrades_its_crd_and_keeps_it_on_uninstall() {
     };
     // The apiserver serves an updated CRD's schema moments after the write: a bound, no sleep.
     wait_for("the new field kept, not pruned", 30, || async { kept() }).await;
+    // The webhook's certificate survives the upgrade: the apiserver's caBundle stays true.
+    assert_eq!(webhook_ca(), ca, "the upgrade made a new webhook CA");
+    let bundle = tb.kubectl_ok(
+        &[
+            "get",
+            "validatingwebhookconfiguration",
+            "spillway-elasticgateways",
+            "-o",
+            "jsonpath={.webhooks[0].clientConfig.caBundle}",
+        ],
+        None,
+    );
+    assert_eq!(bundle, ca);
     helm_run(&bin, &tb, &["uninstall", "spillway", ns[0], ns[1]]);
     tb.kubectl_ok(&["get", crd], None);
     tb.kubectl_ok(&["-n", "istio-system", "get", "egw", "gw"], None);
@@ -232,8 +267,19 @@ async fn the_chart_upgrades_its_crd_and_keeps_it_on_uninstall() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_helm_chart_installs_on_a_real_control_plane() {
-    let helm = helm_binary();
-    let dir = workdir("helm-install");
+    installs_with(3).await;
+}
+
+/// Helm 4 beside Helm 3: it installs with server-side apply by default, which judges the
+/// chart's objects field by field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_helm_chart_installs_with_helm_4() {
+    installs_with(4).await;
+}
+
+async fn installs_with(major: u8) {
+    let helm = helm_major(major);
+    let dir = workdir(&format!("helm{major}-install"));
     let tb = Testbed::start_apiserver_only(dir.path()).await;
     tb.kubectl_ok(&["create", "namespace", "istio-system"], None);
     let chart = format!("{ROOT}/charts/spillway");
@@ -267,6 +313,12 @@ async fn the_helm_chart_installs_on_a_real_control_plane() {
             "spillway-system",
             "validatingadmissionpolicybinding/spillway-pod-deletion-cost-only",
         ),
+        (
+            "spillway-system",
+            "validatingwebhookconfiguration/spillway-elasticgateways",
+        ),
+        ("spillway-system", "secret/spillway-webhook-tls"),
+        ("spillway-system", "service/spillway-webhook"),
     ] {
         tb.kubectl_ok(&["-n", ns, "get", object], None);
     }
@@ -290,11 +342,68 @@ async fn the_helm_chart_installs_on_a_real_control_plane() {
     );
 }
 
+/// Serves the chart's admission webhook from a `spillway run` on loopback: the chart's
+/// ValidatingWebhookConfiguration as rendered, its Service swapped for this process's URL (the
+/// test bed's pods are not real), the process serving the test bed's apiserver certificate
+/// (127.0.0.1, signed by the CA the apiserver trusts). Returns the process and its admin port
+/// once the apiserver calls it.
+fn serve_the_webhook(tb: &Testbed, dir: &std::path::Path) -> (support::prom::Killed, u16) {
+    let certs = dir.join("webhook-tls");
+    std::fs::create_dir_all(&certs).unwrap();
+    let pki = tb.ca_file().parent().unwrap().to_path_buf();
+    std::fs::copy(pki.join("apiserver.crt"), certs.join("tls.crt")).unwrap();
+    std::fs::copy(pki.join("apiserver.key"), certs.join("tls.key")).unwrap();
+    let (port, admin) = (support::prom::free_port(), support::prom::free_port());
+    let process = Command::new(env!("CARGO_BIN_EXE_spillway"))
+        .arg("run")
+        .arg("--kubeconfig")
+        .arg(tb.kubeconfig())
+        .args(["--leader-election", "false"])
+        .args(["--prometheus-url", "http://127.0.0.1:9"])
+        .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
+        .args(["--webhook-addr", &format!("127.0.0.1:{port}")])
+        .arg("--webhook-cert-dir")
+        .arg(&certs)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("webhook-agent.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let out = Command::new(helm_binary())
+        .args(["template", "spillway", &format!("{ROOT}/charts/spillway")])
+        .args(["--namespace", "spillway-system"])
+        .args(["--show-only", "templates/webhook.yaml"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut hook: serde_json::Value = serde_saphyr::from_multiple::<serde_json::Value>(&text)
+        .unwrap()
+        .into_iter()
+        .find(|d| d["kind"] == "ValidatingWebhookConfiguration")
+        .expect("the chart renders a ValidatingWebhookConfiguration");
+    let ca = Command::new("base64")
+        .arg("-w0")
+        .arg(tb.ca_file())
+        .output()
+        .unwrap();
+    let ca = String::from_utf8(ca.stdout).unwrap();
+    hook["webhooks"][0]["clientConfig"] = serde_json::json!({
+        "url": format!("https://127.0.0.1:{port}/validate"),
+        "caBundle": ca,
+    });
+    tb.kubectl_ok(&["apply", "-f", "-"], Some(&hook.to_string()));
+    (support::prom::Killed(process), admin)
+}
+
 /// Issue 30: admission let through specs the agent then refused (28 of 70). A corpus of bad
 /// specs, each one change to a valid policy, goes to `spillway check` and to the real
-/// apiserver (`kubectl apply --dry-run=server`): every spec the agent refuses is refused at
-/// admission, except the PromQL ones, which only a PromQL parser can judge (the agent refuses
-/// those and says so in status and an Event).
+/// apiserver (`kubectl apply --dry-run=server`) with the chart's admission webhook: every spec
+/// the agent refuses is refused at admission: by the CRD's schema and CEL, and what only a
+/// PromQL parser can judge by the webhook, which runs the agent's own validation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admission_refuses_what_the_agent_refuses() {
     use serde_json::json;
@@ -303,7 +412,48 @@ async fn admission_refuses_what_the_agent_refuses() {
     tb.kubectl_ok(&["create", "namespace", "istio-system"], None);
     tb.apply_deploy();
     let valid: serde_json::Value = serde_saphyr::from_str(VALID).unwrap();
-    let promql_only = ["a query that does not parse", "a range vector"];
+    let (_webhook, admin) = serve_the_webhook(&tb, dir.path());
+    let range_vector = dir.path().join("range-vector.json");
+    let mut doc = valid.clone();
+    doc["spec"]["metrics"] = json!([{"query": "x[5m]", "targetPerReplica": 500}]);
+    std::fs::write(&range_vector, doc.to_string()).unwrap();
+    let dry_run = |file: &std::path::Path| {
+        tb.kubectl(
+            &["apply", "--dry-run=server", "-f", file.to_str().unwrap()],
+            None,
+        )
+    };
+    // The webhook answers once the process has bound its port; until then the apiserver
+    // ignores it (failurePolicy: Ignore) and admits.
+    wait_for("the webhook refuses a range vector", 60, || async {
+        !dry_run(&range_vector).status.success()
+    })
+    .await;
+    let refused = String::from_utf8_lossy(&dry_run(&range_vector).stderr).into_owned();
+    assert!(
+        refused.contains(
+            "The ElasticGateway \"gw\" is invalid: spec.metrics[0].query: returns a matrix"
+        ),
+        "{refused}"
+    );
+    // A valid policy passes; one the agent runs but `check` warns about passes with the
+    // warning, as kubectl prints it.
+    let mut eci_first = valid.clone();
+    eci_first["spec"]["placement"] = json!({"exhaustedWeights": {"ecs": 20, "eci": 80}});
+    let eci_first_file = dir.path().join("eci-first.json");
+    std::fs::write(&eci_first_file, eci_first.to_string()).unwrap();
+    let warned = dry_run(&eci_first_file);
+    assert!(
+        warned.status.success(),
+        "{}",
+        String::from_utf8_lossy(&warned.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&warned.stderr)
+            .contains("Warning: spec.placement.exhaustedWeights {ecs: 20, eci: 80} prefers ECI"),
+        "{}",
+        String::from_utf8_lossy(&warned.stderr)
+    );
     let corpus: Vec<(&str, serde_json::Value)> = vec![
         (
             "a target name with capitals",
@@ -472,23 +622,27 @@ async fn admission_refuses_what_the_agent_refuses() {
             .output()
             .unwrap();
         assert!(!check.status.success(), "spillway check accepts {what}");
-        let applied = tb.kubectl(
-            &["apply", "--dry-run=server", "-f", file.to_str().unwrap()],
-            None,
-        );
-        if applied.status.success() {
+        if dry_run(&file).status.success() {
             admitted.push(*what);
         }
     }
+    let (_, metrics) = support::prom::try_http_get(admin, "/metrics").unwrap_or_default();
+    let denied = metrics
+        .lines()
+        .find(|l| l.starts_with("spillway_admission_reviews_total{result=\"denied\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap_or(0.0);
     println!(
-        "{} bad specs: all refused by spillway check; {} admitted by the apiserver: {admitted:?}",
+        "{} bad specs: all refused by spillway check; {} admitted by the apiserver: {admitted:?}; {denied} denied by the webhook",
         corpus.len(),
         admitted.len()
     );
     assert!(
-        admitted.iter().all(|a| promql_only.contains(a)),
+        admitted.is_empty(),
         "admitted though the agent refuses them: {admitted:?}"
     );
+    // The PromQL specs (and the range vector above) reached the webhook and were denied there.
+    assert!(denied >= 3.0, "{denied} denials counted");
 }
 
 /// A JSON merge patch (RFC 7386) of `patch` into `doc`, arrays replaced whole.

@@ -295,3 +295,80 @@ async fn the_service_account_may_change_only_the_deletion_cost_of_a_pod() {
         .await
         .unwrap();
 }
+
+/// Issue 30: an app team with Kubernetes' `edit` role in its namespace could not create an
+/// ElasticGateway. deploy/'s aggregated ClusterRoles add them to view, edit and admin (the
+/// controller-manager's aggregation controller folds them in): `edit` may write the policy and
+/// not its status (spillway's), `view` may read both and write neither.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_roles_reach_elastic_gateways() {
+    let dir = workdir("rbac-aggregated");
+    let scenario = Scenario::default();
+    let tb = Testbed::start(dir.path(), &scenario, &latencies()).await;
+    tb.seed(&scenario, &latencies(), Some(policy())).await;
+    for (binding, role, user) in [("alice-edit", "edit", "alice"), ("bob-view", "view", "bob")] {
+        tb.kubectl_ok(
+            &[
+                "-n",
+                "istio-system",
+                "create",
+                "rolebinding",
+                binding,
+                &format!("--clusterrole={role}"),
+                &format!("--user={user}"),
+            ],
+            None,
+        );
+    }
+    // `resource` or `resource:subresource`.
+    let can = |user: &str, verb: &str, resource: &str| {
+        let (resource, sub) = resource.split_once(':').unwrap_or((resource, ""));
+        let sub = format!("--subresource={sub}");
+        let who = format!("--as={user}");
+        let mut args = vec!["auth", "can-i", verb, resource, "-n", "istio-system", &who];
+        if sub != "--subresource=" {
+            args.push(&sub);
+        }
+        let out = tb.kubectl(&args, None);
+        String::from_utf8_lossy(&out.stdout).trim() == "yes"
+    };
+    let egw = "elasticgateways.spillway.io";
+    let status = "elasticgateways.spillway.io:status";
+    // The aggregation controller folds the rules in moments after the roles exist: a bound.
+    wait_for("edit reaches ElasticGateways", 60, || async {
+        can("alice", "create", egw)
+    })
+    .await;
+    wait_for("view reaches ElasticGateways", 60, || async {
+        can("bob", "list", egw)
+    })
+    .await;
+    for verb in [
+        "get", "list", "watch", "create", "update", "patch", "delete",
+    ] {
+        assert!(can("alice", verb, egw), "edit may {verb} ElasticGateways");
+    }
+    for verb in ["patch", "update"] {
+        assert!(
+            !can("alice", verb, status),
+            "edit may not {verb} the status"
+        );
+        assert!(!can("bob", verb, status), "view may not {verb} the status");
+    }
+    for verb in ["create", "update", "patch", "delete"] {
+        assert!(
+            !can("bob", verb, egw),
+            "view may not {verb} ElasticGateways"
+        );
+    }
+    assert!(can("bob", "get", status), "view reads the status");
+    // The user's own write, as the team would make it, is admitted.
+    let mut mine = policy();
+    mine["metadata"]["name"] = json!("team-edge");
+    let out = tb.kubectl(&["apply", "-f", "-", "--as=alice"], Some(&mine.to_string()));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -34,6 +34,8 @@ pub struct Settings {
     pub admin_addr: SocketAddr,
     /// The probes' own listener, if any ([`server::bind_probes`]).
     pub probe_addr: Option<SocketAddr>,
+    /// The admission webhook's listener and certificate folder, if any ([`crate::webhook`]).
+    pub webhook: Option<(SocketAddr, std::path::PathBuf)>,
     /// After SIGTERM, how long in-flight work may still run.
     pub shutdown_grace: Duration,
     /// Namespaces whose pods may be gateway pods.
@@ -127,8 +129,8 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
-/// Binds the admin server (/metrics, /healthz, /readyz) and the probes' own listener when one
-/// is set, and serves them until shutdown.
+/// Binds the admin server (/metrics, /healthz, /readyz), and the probes' own listener and the
+/// admission webhook when they are set, and serves them until shutdown.
 async fn serve_admin(
     settings: &Settings,
     metrics: Arc<Metrics>,
@@ -142,7 +144,7 @@ async fn serve_admin(
     info!(addr = %bound, "admin server listening");
     let probes = match settings.probe_addr {
         Some(addr) => {
-            let (bound, serve) = server::bind_probes(addr, admin.clone(), stop)
+            let (bound, serve) = server::bind_probes(addr, admin.clone(), stop.clone())
                 .await
                 .map_err(|e| {
                     crate::Error::Config(format!("binding the probe listener on {addr}: {e}"))
@@ -152,15 +154,29 @@ async fn serve_admin(
         }
         None => None,
     };
-    let both = async move {
-        match probes {
-            Some(probes) => {
-                tokio::join!(serve, probes);
-            }
-            None => serve.await,
+    let webhook = match &settings.webhook {
+        Some((addr, certs)) => {
+            let (bound, serve) =
+                crate::webhook::bind(*addr, certs.clone(), admin.metrics.clone(), stop).await?;
+            info!(addr = %bound, certificates = %certs.display(), "admission webhook listening");
+            Some(serve)
         }
+        None => None,
     };
-    Ok((admin, tokio::spawn(both)))
+    let all = async move {
+        let probes = async move {
+            if let Some(p) = probes {
+                p.await;
+            }
+        };
+        let webhook = async move {
+            if let Some(w) = webhook {
+                w.await;
+            }
+        };
+        tokio::join!(serve, probes, webhook);
+    };
+    Ok((admin, tokio::spawn(all)))
 }
 
 /// The watches feeding the index (nodes and pods cluster-wide; Deployments and HPAs in each

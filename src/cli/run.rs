@@ -34,6 +34,19 @@ pub struct RunArgs {
     /// pod to. Unset: the probes are served on the admin server only.
     #[arg(long, env = "SPILLWAY_PROBE_ADDR", value_parser = parse_addr)]
     pub probe_addr: Option<std::net::SocketAddr>,
+    /// Serve the validating admission webhook for ElasticGateways here, over TLS: the agent's
+    /// own validation at admission (PromQL included, which the CRD cannot check). Every replica
+    /// serves it. Unset: no webhook.
+    #[arg(long, env = "SPILLWAY_WEBHOOK_ADDR", value_parser = parse_addr)]
+    pub webhook_addr: Option<std::net::SocketAddr>,
+    /// The webhook's serving certificate and key (`tls.crt`, `tls.key`: a `kubernetes.io/tls`
+    /// Secret mounted here), read again when they change.
+    #[arg(
+        long,
+        env = "SPILLWAY_WEBHOOK_CERT_DIR",
+        default_value = "/etc/spillway/webhook"
+    )]
+    pub webhook_cert_dir: std::path::PathBuf,
     /// On SIGTERM, how long in-flight work may still run before the process exits anyway (keep
     /// it below the pod's terminationGracePeriodSeconds).
     #[arg(long, env = "SPILLWAY_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
@@ -93,6 +106,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         interval: args.interval,
         admin_addr: args.admin_addr,
         probe_addr: args.probe_addr,
+        webhook: args
+            .webhook_addr
+            .map(|a| (a, args.webhook_cert_dir.clone())),
         shutdown_grace: args.shutdown_grace,
         gateway_namespaces: args.gateway_namespaces.clone(),
         concurrency: usize::from(args.concurrency),

@@ -7,12 +7,13 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
-use super::FencedLabels;
+use super::{FencedLabels, ResultLabels};
 
 #[derive(Default)]
 pub struct ProcessMetrics {
     leader: Gauge,
     fenced: Family<FencedLabels, Counter>,
+    admission_reviews: Family<ResultLabels, Counter>,
 }
 
 impl ProcessMetrics {
@@ -27,6 +28,11 @@ impl ProcessMetrics {
             "fenced_writes",
             "Writes not sent because this replica did not hold the leader Lease long enough to finish them, by reason (not_leader, expired: the hold ran out without a renewal, expiring: less than --api-timeout left) and write (scale, weights, deletion_cost, eviction, status, hand_back); the rest of that decision's plan is dropped",
             m.fenced.clone(),
+        );
+        r.register(
+            "admission_reviews",
+            "ElasticGateway creates and updates the admission webhook judged, by result (allowed, denied: the agent's validation refused the spec, invalid: the request was not an AdmissionReview)",
+            m.admission_reviews.clone(),
         );
         r.register(
             "build",
@@ -45,6 +51,15 @@ impl ProcessMetrics {
             .get_or_create(&FencedLabels {
                 reason: reason.into(),
                 write: write.into(),
+            })
+            .inc();
+    }
+
+    /// Counts one admission review by its result.
+    pub fn admission_review(&self, result: &str) {
+        self.admission_reviews
+            .get_or_create(&ResultLabels {
+                result: result.into(),
             })
             .inc();
     }

@@ -41,7 +41,9 @@ pub fn load_policy_files(
     parse_policies(&text)
 }
 
-fn policy_from_value(value: serde_json::Value) -> Result<ElasticGateway, Vec<FieldError>> {
+/// Checks one ElasticGateway object as JSON: the whole of [`parse_policy`] after the text is
+/// parsed (what `spillway check` says of a file is what the admission webhook says of an object).
+pub fn policy_from_value(value: serde_json::Value) -> Result<ElasticGateway, Vec<FieldError>> {
     let mut errors = Vec::new();
     let expect = |field: &str, want: &str, errors: &mut Vec<FieldError>| match value
         .get(field)
