@@ -27,7 +27,9 @@ const RANKS: &[(&str, u8)] = &[
     ("server", 6),
     ("doctor", 6),
     ("replay", 6),
-    ("agent", 7),
+    // The admission webhook: the policy's validation behind the server's TLS listener.
+    ("webhook", 7),
+    ("agent", 8),
 ];
 
 fn rank(module: &str) -> u8 {
