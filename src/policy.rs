@@ -23,7 +23,7 @@ mod validate;
 pub use presets::{Preset, cpu_per_pod_query};
 pub use validate::{
     FieldError, check_query, load_policy_file, load_policy_files, parse_policies, parse_policy,
-    policy_from_value, validate,
+    policy_from_object, validate,
 };
 
 /// Desired elastic behaviour of one ingress gateway.

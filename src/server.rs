@@ -187,7 +187,7 @@ fn admin_handler(admin: Admin, probes_only: bool) -> Handler {
 
 /// Binds `addr` and returns the bound address and the loop that serves it under `limits` until
 /// `shutdown`: plain HTTP/1.1, or TLS first when `tls` is set (the handshake bounded by the
-/// header timeout, so a client that never finishes it holds its slot no longer than a slow one).
+/// header timeout too, so a client that never finishes it holds its slot at most twice that).
 pub(crate) async fn serve(
     addr: SocketAddr,
     handler: Handler,

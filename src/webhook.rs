@@ -32,8 +32,15 @@ use crate::server::{self, Limits};
 /// The path the ValidatingWebhookConfiguration names.
 pub const PATH: &str = "/validate";
 /// Largest AdmissionReview read: an update carries the object and the old object, each at most
-/// etcd's 1.5 MiB.
-pub const MAX_REVIEW_BYTES: usize = 8 << 20;
+/// etcd's 1.5 MiB. The port is open to every pod (the apiserver's address is not a pod's), so
+/// this and [`LIMITS`] bound what a flood can make the agent hold: 8 × 3 MiB.
+pub const MAX_REVIEW_BYTES: usize = 3 << 20;
+/// The apiserver keeps a few connections to a webhook and reuses them.
+pub const LIMITS: Limits = Limits {
+    max_connections: 8,
+    header_read_timeout: std::time::Duration::from_secs(5),
+    connection_lifetime: std::time::Duration::from_secs(30),
+};
 /// The certificate and key file names in the certificate folder (a `kubernetes.io/tls` Secret's
 /// keys).
 pub const CERT_FILE: &str = "tls.crt";
@@ -61,16 +68,10 @@ pub fn judge(req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
     {
         return allowed;
     }
-    let Ok(mut value) = serde_json::to_value(object) else {
+    let Ok(value) = serde_json::to_value(object) else {
         return allowed.deny("the object could not be read back as JSON");
     };
-    // A create's object may name no namespace: the request's is the one it lands in.
-    if object.metadata.namespace.is_none()
-        && let (Some(ns), Some(meta)) = (&req.namespace, value.get_mut("metadata"))
-    {
-        meta["namespace"] = serde_json::Value::String(ns.clone());
-    }
-    match crate::policy::policy_from_value(value) {
+    match crate::policy::policy_from_object(value) {
         Ok(egw) => {
             let advice = egw.spec.advice();
             let mut allowed = allowed;
@@ -184,12 +185,15 @@ pub struct CertFiles {
 
 #[derive(Debug, Default)]
 struct Loaded {
+    /// The files were looked at once (a first miss is warned about; the next ones are not).
+    looked: bool,
     stamp: Option<Stamp>,
     key: Option<Arc<CertifiedKey>>,
 }
 
-/// What says a file changed: its modification time and length, of both files.
-type Stamp = [(SystemTime, u64); 2];
+/// What says a file changed: its inode (a Secret volume, like cert-manager, swaps in new
+/// files), modification time and length, of both files.
+type Stamp = [(u64, SystemTime, u64); 2];
 
 impl CertFiles {
     pub fn new(dir: &Path, provider: Arc<CryptoProvider>) -> Self {
@@ -204,9 +208,10 @@ impl CertFiles {
     }
 
     fn stamp(&self) -> Option<Stamp> {
+        use std::os::unix::fs::MetadataExt as _;
         let of = |p: &Path| {
             let m = std::fs::metadata(p).ok()?;
-            Some((m.modified().ok()?, m.len()))
+            Some((m.ino(), m.modified().ok()?, m.len()))
         };
         Some([of(&self.cert)?, of(&self.key)?])
     }
@@ -230,17 +235,19 @@ impl CertFiles {
         let stamp = self.stamp();
         {
             let loaded = self.loaded.read().unwrap_or_else(|p| p.into_inner());
-            if loaded.stamp == stamp && stamp.is_some() {
+            if loaded.looked && loaded.stamp == stamp {
                 return loaded.key.clone();
             }
         }
         let mut loaded = self.loaded.write().unwrap_or_else(|p| p.into_inner());
-        if loaded.stamp == stamp && stamp.is_some() {
+        if loaded.looked && loaded.stamp == stamp {
             return loaded.key.clone();
         }
+        let first = !loaded.looked;
+        loaded.looked = true;
         match stamp {
             None => {
-                if loaded.stamp.is_some() || loaded.key.is_none() {
+                if first || loaded.stamp.is_some() {
                     tracing::warn!(cert = %self.cert.display(), key = %self.key.display(), "admission webhook: certificate files missing; handshakes fail until they appear");
                 }
             }
@@ -289,7 +296,7 @@ pub async fn bind(
         addr,
         handler,
         shutdown,
-        Limits::default(),
+        LIMITS,
         Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
     )
     .await

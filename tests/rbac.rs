@@ -330,7 +330,14 @@ async fn the_default_roles_reach_elastic_gateways() {
             args.push(&sub);
         }
         let out = tb.kubectl(&args, None);
-        String::from_utf8_lossy(&out.stdout).trim() == "yes"
+        match String::from_utf8_lossy(&out.stdout).trim() {
+            "yes" => true,
+            "no" => false,
+            other => panic!(
+                "kubectl auth can-i {args:?}: {other:?} {}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        }
     };
     let egw = "elasticgateways.spillway.io";
     let status = "elasticgateways.spillway.io:status";

@@ -41,9 +41,22 @@ pub fn load_policy_files(
     parse_policies(&text)
 }
 
-/// Checks one ElasticGateway object as JSON: the whole of [`parse_policy`] after the text is
-/// parsed (what `spillway check` says of a file is what the admission webhook says of an object).
-pub fn policy_from_value(value: serde_json::Value) -> Result<ElasticGateway, Vec<FieldError>> {
+/// Checks one ElasticGateway object as the apiserver hands it to the admission webhook: the
+/// whole of [`parse_policy`] but for unknown fields. The CRD already pruned or refused those,
+/// and a field it knows that this build does not (a newer CRD, a rollout half done) is not
+/// this build's to refuse.
+pub fn policy_from_object(value: serde_json::Value) -> Result<ElasticGateway, Vec<FieldError>> {
+    checked(value, true)
+}
+
+fn policy_from_value(value: serde_json::Value) -> Result<ElasticGateway, Vec<FieldError>> {
+    checked(value, false)
+}
+
+fn checked(
+    value: serde_json::Value,
+    unknown_allowed: bool,
+) -> Result<ElasticGateway, Vec<FieldError>> {
     let mut errors = Vec::new();
     let expect = |field: &str, want: &str, errors: &mut Vec<FieldError>| match value
         .get(field)
@@ -70,7 +83,7 @@ pub fn policy_from_value(value: serde_json::Value) -> Result<ElasticGateway, Vec
     }
     // apiVersion and kind were checked above; status is the agent's to write.
     let parsed = crate::config::from_value::<ElasticGateway>(value, |p| {
-        p.starts_with("status") || p == "apiVersion" || p == "kind"
+        unknown_allowed || p.starts_with("status") || p == "apiVersion" || p == "kind"
     });
     match parsed {
         Err(e) => {
