@@ -164,17 +164,12 @@ async fn serve_admin(
         None => None,
     };
     let all = async move {
-        let probes = async move {
-            if let Some(p) = probes {
-                p.await;
-            }
-        };
-        let webhook = async move {
-            if let Some(w) = webhook {
-                w.await;
-            }
-        };
-        tokio::join!(serve, probes, webhook);
+        use futures::future::OptionFuture;
+        tokio::join!(
+            serve,
+            OptionFuture::from(probes),
+            OptionFuture::from(webhook)
+        );
     };
     Ok((admin, tokio::spawn(all)))
 }
