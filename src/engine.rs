@@ -106,6 +106,9 @@ pub struct EngineState {
     /// What each pool's pods spend per request, learnt ([`capacity`]).
     #[serde(default)]
     pub capacity: capacity::CapacityMemory,
+    /// The ready pods the last scale-in chose to remove, until the next decision checks them.
+    #[serde(default)]
+    pub victims: Vec<String>,
 }
 
 impl EngineState {
@@ -343,6 +346,16 @@ pub struct Decision {
     /// What an ECI pod serves beside an ECS pod, as this decision counted it.
     #[serde(default)]
     pub relative: capacity::Relative,
+    /// The ready pods this scale-in removes, chosen by what each would cut
+    /// ([`placement::victims`]); empty when no pod's Envoy said, or no scale-in.
+    #[serde(default)]
+    pub victims: Vec<String>,
+    /// What removing them cuts, by their Envoys.
+    #[serde(default)]
+    pub cut: Option<crate::model::Drain>,
+    /// How the previous scale-in's choice was honoured.
+    #[serde(default)]
+    pub victim_check: Option<placement::VictimCheck>,
 }
 
 impl Decision {
@@ -375,6 +388,27 @@ impl Decision {
             self.survey.eci_pods,
             self.weights.reason
         ) + &self.rebalance_note()
+            + &self.victims_note()
+    }
+
+    /// Which pods a scale-in removes and what they cut, when chosen by their Envoys.
+    fn victims_note(&self) -> String {
+        let Some(cut) = self.cut else {
+            return String::new();
+        };
+        const SHOWN: usize = 3;
+        let more = self.victims.len().saturating_sub(SHOWN);
+        format!(
+            " | removing {}{} ({:.0} connections, {:.0} requests in flight)",
+            self.victims[..self.victims.len().min(SHOWN)].join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            },
+            cut.connections,
+            cut.requests
+        )
     }
 
     /// Why an ECI pod was or was not moved back, when rebalancing is on.
@@ -531,8 +565,13 @@ pub fn decide(policy: &ElasticGatewaySpec, obs: &Observation<'_>, prev: &EngineS
     }
     judge_eci_release(policy, &ctx, &plan, &mut state);
     judge_ecs_release(policy, &ctx, &plan, &mut state);
+    let victim_check = (!state.victims.is_empty())
+        .then(|| placement::check_victims(&std::mem::take(&mut state.victims), obs.pods));
+    let victims = choose_victims(policy, obs, &ctx, &plan, &weights);
+    let cut = (!victims.is_empty()).then(|| placement::cut(obs.pods, &victims));
+    state.victims.clone_from(&victims);
     let (deletion_costs, moves, move_reason) =
-        place(policy, obs, &ctx, &plan, &weights, &mut state);
+        place(policy, obs, &ctx, &plan, &weights, &victims, &mut state);
     let cost = price(policy, obs, &mut state);
     state.last_decision = Some(ctx.now);
     let phase = phase(policy, &ctx.survey, &plan);
@@ -553,6 +592,9 @@ pub fn decide(policy: &ElasticGatewaySpec, obs: &Observation<'_>, prev: &EngineS
         spread_unseen,
         pools_overlap: policy.pools_overlap(obs.nodes),
         relative: ctx.relative,
+        victims,
+        cut,
+        victim_check,
     };
     Outcome { decision, state }
 }
@@ -1498,20 +1540,38 @@ fn swap_back(
     Some(SwapEvent::Started)
 }
 
-/// Stage 5: deletion costs (ECI pods go first on scale-in) and, if enabled, one move back to
-/// ECS when the fleet is steady and ECS has room.
+/// Stage 5a: on a scale-in, the ready pods to remove, by what each would cut (ECI first, then
+/// the fewest connections; [`placement::victims`]). None while a rollout runs (the Deployment
+/// controller splits a scale-in over its ReplicaSets), paused or in a dry run.
+fn choose_victims(
+    policy: &ElasticGatewaySpec,
+    obs: &Observation<'_>,
+    ctx: &Context,
+    plan: &ReplicaPlan,
+    weights: &WeightPlan,
+) -> Vec<String> {
+    let n = usize::try_from(ctx.current - plan.desired).unwrap_or(0);
+    if policy.paused || policy.dry_run || obs.rollout_in_progress || weights.changed() {
+        return vec![];
+    }
+    placement::victims(obs.pods, n).unwrap_or_default()
+}
+
+/// Stage 5b: deletion costs (this scale-in's victims first, then ECI pods) and, if enabled,
+/// one move back to ECS when the fleet is steady and ECS has room.
 fn place(
     policy: &ElasticGatewaySpec,
     obs: &Observation<'_>,
     ctx: &Context,
     plan: &ReplicaPlan,
     weights: &WeightPlan,
+    victims: &[String],
     state: &mut EngineState,
 ) -> (Vec<(String, i32)>, Vec<String>, String) {
     if policy.paused {
         return (vec![], vec![], "paused".into());
     }
-    let deletion_costs = placement::deletion_costs(obs.pods);
+    let deletion_costs = placement::deletion_costs(obs.pods, victims);
     if !policy.placement.rebalance {
         return (deletion_costs, vec![], REBALANCE_OFF.into());
     }

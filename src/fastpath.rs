@@ -23,7 +23,7 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::model::FastSample;
+use crate::model::{Drain, FastSample};
 
 /// Pods read per gateway per read, at most: enough for a mean within a few percent on a
 /// balanced fleet, bounded on a large one (Knative samples its proxies the same way).
@@ -157,14 +157,36 @@ pub const FAILURE_KINDS: [&str; 6] = [
 ];
 
 /// One reading of a pod's counter: each series' value, keyed by a hash of its label set (the
-/// label text as the pod wrote it; Envoy writes a series' labels in one order).
+/// label text as the pod wrote it; Envoy writes a series' labels in one order); and what the
+/// same body says of the pod's live connections and requests, when it says it.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Series(HashMap<u64, f64>);
+pub struct Series(HashMap<u64, f64>, Option<Drain>);
+
+/// The gauge of a gateway's open downstream connections, one series per listener. Istio keeps
+/// it in every proxy's stats whatever `proxyStatsMatcher` says (pilot-agent reads it to drain).
+pub const CONNECTIONS_GAUGE: &str = "envoy_listener_downstream_cx_active";
+/// The gauge of requests in flight, one series per HTTP connection manager.
+pub const REQUESTS_GAUGE: &str = "envoy_http_downstream_rq_active";
+/// Label values of the proxy's own listeners (Prometheus stats on 15090, health on 15021):
+/// their connections are the scrapers' and the kubelet's, not clients'.
+const OWN_LISTENERS: [&str; 4] = ["_15090\"", "_15021\"", "=\"stats\"", "=\"agent\""];
 
 impl Series {
     /// A counter of one unlabelled series.
     pub fn one(value: f64) -> Self {
-        Self(HashMap::from([(series_key(""), value)]))
+        Self(HashMap::from([(series_key(""), value)]), None)
+    }
+
+    /// The same with the pod's live work.
+    pub fn with_drain(mut self, drain: Option<Drain>) -> Self {
+        self.1 = drain;
+        self
+    }
+
+    /// What the pod's Envoy said of its live connections and requests (`None` when its stats
+    /// lack the connection gauge, or it read as no number).
+    pub fn drain(&self) -> Option<Drain> {
+        self.1
     }
 
     /// The sum over the series.
@@ -197,6 +219,10 @@ pub struct CounterParser<'m> {
     overlong: bool,
     bytes: usize,
     series: HashMap<u64, f64>,
+    /// Open connections and requests in flight summed so far; `None` once a sample of either
+    /// is not a number (the pod's drain is then unknown, its counter still read).
+    connections: Option<Option<f64>>,
+    requests: Option<Option<f64>>,
 }
 
 impl<'m> CounterParser<'m> {
@@ -207,6 +233,8 @@ impl<'m> CounterParser<'m> {
             overlong: false,
             bytes: 0,
             series: HashMap::new(),
+            connections: Some(None),
+            requests: Some(None),
         }
     }
 
@@ -233,7 +261,35 @@ impl<'m> CounterParser<'m> {
         if self.series.is_empty() {
             return Err(format!("no {} sample", self.metric));
         }
-        Ok(Series(self.series))
+        // Without the connection gauge there is nothing to choose by; requests alone would
+        // rank an idle websocket pod as empty.
+        let drain = match (self.connections, self.requests) {
+            (Some(Some(connections)), requests) => Some(Drain {
+                connections,
+                requests: requests.flatten().unwrap_or(0.0),
+            }),
+            _ => None,
+        };
+        Ok(Series(self.series, drain))
+    }
+
+    /// Adds a sample of one of the drain gauges to `sum`, unless it is one of the proxy's own
+    /// listeners; a sample that is not a count makes the gauge unknown for this read.
+    fn gauge(line: &[u8], name: &str, sum: &mut Option<Option<f64>>) {
+        let Some(rest) = line.strip_prefix(name.as_bytes()) else {
+            return;
+        };
+        if !matches!(rest.first(), Some(b'{' | b' ' | b'\t')) || sum.is_none() {
+            return;
+        }
+        let parsed = std::str::from_utf8(line)
+            .ok()
+            .and_then(|text| sample(text, name.len()).ok());
+        *sum = match parsed {
+            Some((labels, _)) if OWN_LISTENERS.iter().any(|own| labels.contains(own)) => *sum,
+            Some((_, v)) => Some(Some(sum.flatten().unwrap_or(0.0) + v)),
+            None => None,
+        };
     }
 
     fn hold(&mut self, part: &[u8]) {
@@ -255,6 +311,10 @@ impl<'m> CounterParser<'m> {
     }
 
     fn take_line(&mut self, line: &[u8], overlong: bool) -> Result<(), String> {
+        if line.starts_with(b"envoy_") && !overlong {
+            Self::gauge(line, CONNECTIONS_GAUGE, &mut self.connections);
+            Self::gauge(line, REQUESTS_GAUGE, &mut self.requests);
+        }
         let Some(rest) = line.strip_prefix(self.metric.as_bytes()) else {
             return Ok(());
         };
@@ -342,6 +402,9 @@ pub struct Round {
     pub rates: Vec<f64>,
     /// The same rates by pod, for what each pool's pods serve ([`crate::engine::capacity`]).
     pub per_pod: Vec<(String, f64)>,
+    /// What each pod read said of its live connections and requests (a first read and a
+    /// restart's too: gauges need no baseline); pods whose stats lack them are not here.
+    pub drains: Vec<(String, Drain)>,
     /// Ready pods that gave no rate this time (not in the sample, failed, or a first read) but
     /// have been ready for [`WARM_SECONDS`]: each is taken to serve the mean of those read.
     pub unread_serving: usize,
@@ -430,6 +493,9 @@ impl Counters {
                     continue;
                 }
             };
+            if let Some(d) = value.drain() {
+                round.drains.push((pod.clone(), d));
+            }
             let history = self.readings.entry(pod.clone()).or_default();
             if let Some((_, last)) = history.back().filter(|(_, last)| restarted(last, &value)) {
                 let from = last.total();

@@ -437,6 +437,21 @@ pub struct GatewayPod {
     /// Creation time on the caller's clock (seconds).
     #[serde(default)]
     pub created_at: f64,
+    /// What a scale-in that removes it would cut, from its own Envoy's stats (the fast path's
+    /// last read of it); `None` when not read or its stats lack the gauges.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<Drain>,
+}
+
+/// A gateway pod's live downstream work, from its Envoy's gauges: what removing it resets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Drain {
+    /// Open client connections (`envoy_listener_downstream_cx_active` on the gateway's own
+    /// listeners): each is reset when the pod goes, a websocket or gRPC stream with it.
+    pub connections: f64,
+    /// Requests in flight (`envoy_http_downstream_rq_active`).
+    pub requests: f64,
 }
 
 /// Tells which pool a node belongs to from the policy's selectors.

@@ -395,3 +395,29 @@ fn the_suite_keeps_the_limits_it_meets() {
     assert_eq!(v.eci_spend_over_reactive, Vec::<String>::new());
     assert!(v.cost_vs_oracle_geomean <= 1.02, "{v:?}");
 }
+
+/// Half the requests on long-lived connections (`drills/connections`): spillway removes the
+/// pods it chose by their connections, every one of them, and a policy that never scales in
+/// resets nothing.
+#[test]
+fn scale_ins_remove_the_pods_chosen_by_their_connections() {
+    let s = Scenario::load(std::path::Path::new(
+        "drills/connections/01-peak-half-long-lived.yaml",
+    ))
+    .unwrap();
+    let report = run(&s, &mut Quiet);
+    assert!(report.connections);
+    let sw = &by_policy(&report.runs, "spillway").summary;
+    let hpa = &by_policy(&report.runs, "hpa").summary;
+    let st = &by_policy(&report.runs, "static").summary;
+    assert!(sw.victims.as_chosen >= 10, "{:?}", sw.victims);
+    assert_eq!(sw.victims.kept, 0, "the ReplicaSet took other pods");
+    assert_eq!(hpa.victims.as_chosen + hpa.victims.kept, 0);
+    assert_eq!(st.connection_resets, 0.0);
+    assert!(sw.connection_resets > 0.0 && hpa.connection_resets > 0.0);
+    let table = spillway::sim::report::table(&report);
+    assert!(
+        table.contains("spillway: long-lived connections reset"),
+        "{table}"
+    );
+}

@@ -17,7 +17,7 @@ use crate::k8s::index::Unsynced;
 use crate::k8s::target::{self, ReplicaWriter, TargetView};
 use crate::k8s::{bounded, is_status};
 use crate::metrics::ErrorKind;
-use crate::model::{FastSample, GatewayKey, GatewayPod, LoadSample, Node};
+use crate::model::{Drain, FastSample, GatewayKey, GatewayPod, LoadSample, Node};
 use crate::policy::{ElasticGateway, ElasticGatewaySpec, TargetKind};
 
 /// What a reconcile observed: all the engine's inputs but the nodes (read under the index's
@@ -128,11 +128,17 @@ pub async fn observe(
         &spec.pools.eci.node_selector,
     );
     // The pods' CPU is read beside their counters, not after them.
-    let ((fast, rates), cpu) = futures::future::join(
+    let ((fast, rates, drains), cpu) = futures::future::join(
         read_fast_path(spec, key, ctx, &pods),
         read_pool_cpu(spec, key, ctx, &pods, now),
     )
     .await;
+    let mut pods = pods;
+    for (pod, drain) in drains {
+        if let Some(p) = pods.iter_mut().find(|p| p.name == pod) {
+            p.drain = Some(drain);
+        }
+    }
     let pool_usage = cpu.and_then(|cpu| {
         let usage = PoolUsage::of(&pods, &rates, &cpu, now);
         if usage.is_none() {
@@ -514,23 +520,24 @@ async fn read_pool_cpu(
 }
 
 /// The fast path's reading of the gateway's ready pods, scaled to the serving fleet (`None` when
-/// it is off, does not apply, or no pod gave a rate), and each pod's rate. Each pod that failed
+/// it is off, does not apply, or no pod gave a rate), each pod's rate, and what each pod said
+/// of its live connections (for the choice of a scale-in's pods). Each pod that failed
 /// is counted by kind; the log says when every pod read fails and when reads work again.
 async fn read_fast_path(
     spec: &ElasticGatewaySpec,
     key: &GatewayKey,
     ctx: &Context,
     pods: &[GatewayPod],
-) -> (Option<FastSample>, Vec<(String, f64)>) {
+) -> (Option<FastSample>, Vec<(String, f64)>, Vec<(String, Drain)>) {
     let Some(fast_path) = ctx.fast_path.as_ref().filter(|_| reads_pods(spec)) else {
-        return (None, Vec::new());
+        return (None, Vec::new(), Vec::new());
     };
     let targets = {
         let ix = ctx.index();
         fastpath::targets(pods, |pod| ix.pod_ip(&key.namespace, pod))
     };
     if targets.is_empty() {
-        return (None, Vec::new());
+        return (None, Vec::new(), Vec::new());
     }
     // A pod at its target is plausible whatever its peers read (PEER_FACTOR times that).
     let floor = spec
@@ -575,7 +582,7 @@ async fn read_fast_path(
     } else if was_failing && sample.is_some() {
         info!("fast path: reading the gateway pods' counters again");
     }
-    (sample, round.per_pod)
+    (sample, round.per_pod, round.drains)
 }
 
 #[cfg(test)]

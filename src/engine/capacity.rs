@@ -360,6 +360,7 @@ mod tests {
             requests: crate::model::Resources::default(),
             deletion_cost: None,
             created_at: 0.0,
+            drain: None,
         };
         let pods = [
             pod("a", Pool::Ecs, true),

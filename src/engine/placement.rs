@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{GatewayPod, Node, PodTemplate, Pool, classify_node};
+use crate::model::{Drain, GatewayPod, Node, PodTemplate, Pool, classify_node};
 use crate::policy::{ElasticGatewaySpec, PoolWeights};
 use crate::scheduler;
 
@@ -11,6 +11,9 @@ use crate::scheduler;
 pub const ECS_DELETION_COST: i32 = 100;
 /// Deletion cost for gateway pods on ECI: removed first on scale-in.
 pub const ECI_DELETION_COST: i32 = -100;
+/// Deletion cost of a ready pod chosen to go on this scale-in ([`victims`]): below both pools',
+/// so the ReplicaSet takes exactly these among the ready pods.
+pub const VICTIM_DELETION_COST: i32 = -1000;
 
 /// The two pools as they stand.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -291,19 +294,117 @@ pub fn weights(policy: &ElasticGatewaySpec, mem: &mut WeightMemory, i: &WeightIn
     }
 }
 
-/// The deletion cost each pod should carry, for the pods whose annotation differs.
-pub fn deletion_costs(pods: &[GatewayPod]) -> Vec<(String, i32)> {
+/// The deletion cost each pod should carry, for the pods whose annotation differs: its pool's,
+/// or [`VICTIM_DELETION_COST`] for the `victims` of this scale-in (a victim of an earlier one
+/// that is still here goes back to its pool's).
+pub fn deletion_costs(pods: &[GatewayPod], victims: &[String]) -> Vec<(String, i32)> {
     pods.iter()
         .filter(|p| !p.terminating)
         .filter_map(|p| {
-            let want = match p.pool {
-                Pool::Ecs => ECS_DELETION_COST,
-                Pool::Eci => ECI_DELETION_COST,
-                Pool::Pending | Pool::Other => return None,
+            let want = if victims.contains(&p.name) {
+                VICTIM_DELETION_COST
+            } else {
+                match p.pool {
+                    Pool::Ecs => ECS_DELETION_COST,
+                    Pool::Eci => ECI_DELETION_COST,
+                    // No pool's cost: only a victim's is taken back (0 is the default's rank).
+                    Pool::Pending | Pool::Other
+                        if p.deletion_cost == Some(VICTIM_DELETION_COST) =>
+                    {
+                        0
+                    }
+                    Pool::Pending | Pool::Other => return None,
+                }
             };
             (p.deletion_cost != Some(want)).then(|| (p.name.clone(), want))
         })
         .collect()
+}
+
+/// The ready pods a scale-in of `n` should remove, by what removing each would cut, when some
+/// pod's Envoy said (`None` otherwise: the pool costs alone steer the ReplicaSet, as before).
+///
+/// The ReplicaSet's own first choices stay first (unbound, pending, not ready: they carry no
+/// traffic, and it takes them whatever their cost), then ECI before ECS as the pool costs say,
+/// then the fewest open connections, the fewest requests in flight, the name. A pod whose
+/// gauges were not read counts at the mean of its pool's read pods (at 0 when none of its pool
+/// was read): its place is today's, by pool, not a guess that it is empty.
+pub fn victims(pods: &[GatewayPod], n: usize) -> Option<Vec<String>> {
+    let active: Vec<&GatewayPod> = pods.iter().filter(|p| !p.terminating).collect();
+    if n == 0 || active.iter().all(|p| p.drain.is_none()) {
+        return None;
+    }
+    let serving = |p: &GatewayPod| p.ready && !p.pending && p.node.is_some();
+    let unready = active.iter().filter(|p| !serving(p)).count();
+    let rank = |pool: Pool| match pool {
+        Pool::Eci => 0,
+        Pool::Pending | Pool::Other => 1,
+        Pool::Ecs => 2,
+    };
+    let mean = |pool: Pool| {
+        let read: Vec<Drain> = active
+            .iter()
+            .filter(|p| serving(p) && p.pool == pool)
+            .filter_map(|p| p.drain)
+            .collect();
+        let k = read.len().max(1) as f64;
+        Drain {
+            connections: read.iter().map(|d| d.connections).sum::<f64>() / k,
+            requests: read.iter().map(|d| d.requests).sum::<f64>() / k,
+        }
+    };
+    let mut ready: Vec<(&GatewayPod, Drain)> = active
+        .iter()
+        .filter(|p| serving(p))
+        .map(|p| (*p, p.drain.unwrap_or_else(|| mean(p.pool))))
+        .collect();
+    ready.sort_by(|(a, da), (b, db)| {
+        rank(a.pool)
+            .cmp(&rank(b.pool))
+            .then(da.connections.total_cmp(&db.connections))
+            .then(da.requests.total_cmp(&db.requests))
+            .then_with(|| a.name.cmp(&b.name))
+    });
+    Some(
+        ready
+            .into_iter()
+            .take(n.saturating_sub(unready))
+            .map(|(p, _)| p.name.clone())
+            .collect(),
+    )
+}
+
+/// What removing `victims` cuts, by their Envoys (a pod not read counts nothing: the sum is
+/// what is known).
+pub fn cut(pods: &[GatewayPod], victims: &[String]) -> Drain {
+    pods.iter()
+        .filter(|p| victims.contains(&p.name))
+        .filter_map(|p| p.drain)
+        .fold(Drain::default(), |a, d| Drain {
+            connections: a.connections + d.connections,
+            requests: a.requests + d.requests,
+        })
+}
+
+/// How the last scale-in's choice was honoured, seen at the next decision: of the pods chosen,
+/// how many are gone or terminating (`as_chosen`) and how many still serve (`kept`: the
+/// ReplicaSet took another, or the scale-in was not applied).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VictimCheck {
+    pub as_chosen: u32,
+    pub kept: u32,
+}
+
+/// Checks the `chosen` pods of the last scale-in against the pods now.
+pub fn check_victims(chosen: &[String], pods: &[GatewayPod]) -> VictimCheck {
+    let kept = chosen
+        .iter()
+        .filter(|v| pods.iter().any(|p| &p.name == *v && !p.terminating))
+        .count() as u32;
+    VictimCheck {
+        as_chosen: chosen.len() as u32 - kept,
+        kept,
+    }
 }
 
 /// A make-before-break move in progress (`placement.swapBack`): pods were added to a steady

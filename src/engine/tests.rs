@@ -96,6 +96,7 @@ fn pod(name: &str, node: Option<&str>, pool: Pool, created_at: f64) -> GatewayPo
         requests: GW,
         deletion_cost: None,
         created_at,
+        drain: None,
     }
 }
 
@@ -945,7 +946,7 @@ proptest! {
     #[test]
     fn deletion_costs_always_rank_eci_below_ecs(on_ecs in 0usize..12, on_eci in 0usize..12) {
         let c = cluster(3, 0, on_ecs, on_eci);
-        let costs = placement::deletion_costs(&c.pods);
+        let costs = placement::deletion_costs(&c.pods, &[]);
         prop_assert_eq!(costs.len(), on_ecs + on_eci);
         for (name, cost) in costs {
             prop_assert_eq!(cost < 0, name.contains("eci"));
@@ -1836,4 +1837,91 @@ fn a_per_pod_metric_counts_weaker_eci_pods_as_a_total_does() {
     // 400 a pod, 8,000 in all: what the 20 serve.
     let d = once(&p, &c, each(400.0), 20);
     assert_eq!(d.replicas.desired, 20, "{}", d.summary());
+}
+
+fn read(mut p: GatewayPod, connections: f64, requests: f64) -> GatewayPod {
+    p.drain = Some(crate::model::Drain {
+        connections,
+        requests,
+    });
+    p
+}
+
+#[test]
+fn a_scale_in_removes_the_pods_that_cut_least_eci_first() {
+    let mut pending = pod("pending", None, Pool::Pending, 0.0);
+    pending.ready = false;
+    pending.pending = true;
+    let mut going = read(pod("going", Some("ecs-1"), Pool::Ecs, 0.0), 0.0, 0.0);
+    going.terminating = true;
+    let pods = vec![
+        read(pod("ecs-busy", Some("ecs-1"), Pool::Ecs, 0.0), 300.0, 9.0),
+        read(pod("ecs-idle", Some("ecs-1"), Pool::Ecs, 0.0), 2.0, 0.0),
+        read(pod("eci-busy", Some("vk"), Pool::Eci, 0.0), 500.0, 3.0),
+        read(pod("eci-quiet", Some("vk"), Pool::Eci, 0.0), 80.0, 5.0),
+        read(pod("eci-tie", Some("vk"), Pool::Eci, 0.0), 80.0, 1.0),
+        // Not read: counted at its pool's mean of those read (220), between the two.
+        pod("eci-unread", Some("vk"), Pool::Eci, 0.0),
+        pending,
+        going,
+    ];
+    // The unready pod goes first whatever its cost (the ReplicaSet takes it so): one slot.
+    assert_eq!(placement::victims(&pods, 1), Some(vec![]));
+    assert_eq!(
+        placement::victims(&pods, 3),
+        Some(vec!["eci-tie".to_string(), "eci-quiet".to_string()])
+    );
+    assert_eq!(
+        placement::victims(&pods, 6).unwrap(),
+        ["eci-tie", "eci-quiet", "eci-unread", "eci-busy", "ecs-idle"]
+    );
+    let chosen = placement::victims(&pods, 3).unwrap();
+    assert_eq!(
+        placement::cut(&pods, &chosen),
+        crate::model::Drain {
+            connections: 160.0,
+            requests: 6.0
+        }
+    );
+    // Nothing read: nothing to choose by, the pool costs alone.
+    let unread: Vec<GatewayPod> = pods
+        .iter()
+        .cloned()
+        .map(|mut p| {
+            p.drain = None;
+            p
+        })
+        .collect();
+    assert_eq!(placement::victims(&unread, 3), None);
+    assert_eq!(placement::victims(&pods, 0), None);
+}
+
+#[test]
+fn victims_carry_the_lowest_cost_and_a_kept_one_goes_back_to_its_pools() {
+    let mut kept = read(pod("kept", Some("ecs-1"), Pool::Ecs, 0.0), 9.0, 0.0);
+    kept.deletion_cost = Some(placement::VICTIM_DELETION_COST);
+    let mut other = pod("other", Some("x"), Pool::Other, 0.0);
+    other.deletion_cost = Some(placement::VICTIM_DELETION_COST);
+    let mut eci = pod("eci", Some("vk"), Pool::Eci, 0.0);
+    eci.deletion_cost = Some(placement::ECI_DELETION_COST);
+    let pods = vec![kept, other, eci];
+    let costs = placement::deletion_costs(&pods, &["eci".to_string()]);
+    assert_eq!(
+        costs,
+        vec![
+            ("kept".to_string(), placement::ECS_DELETION_COST),
+            ("other".to_string(), 0),
+            ("eci".to_string(), placement::VICTIM_DELETION_COST),
+        ]
+    );
+    // The next decision checks the choice against the pods then.
+    let mut gone = pods.clone();
+    gone[2].terminating = true;
+    assert_eq!(
+        placement::check_victims(&["eci".into(), "kept".into(), "vanished".into()], &gone),
+        placement::VictimCheck {
+            as_chosen: 2,
+            kept: 1
+        }
+    );
 }

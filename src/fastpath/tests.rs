@@ -571,3 +571,78 @@ mod http {
         assert!(r.failures[0].1.to_string().contains("refused"), "{r:?}");
     }
 }
+
+/// A gateway's stats as Envoy writes them: the clients' listeners beside the proxy's own.
+const DRAIN_BODY: &str = r#"# TYPE envoy_listener_downstream_cx_active gauge
+envoy_listener_downstream_cx_active{listener_address="0.0.0.0_8080"} 40
+envoy_listener_downstream_cx_active{listener_address="0.0.0.0_8443"} 2
+envoy_listener_downstream_cx_active{listener_address="0.0.0.0_15090"} 3
+envoy_listener_downstream_cx_active{listener_address="0.0.0.0_15021"} 1
+# TYPE envoy_http_downstream_rq_active gauge
+envoy_http_downstream_rq_active{http_conn_manager_prefix="outbound_0.0.0.0_8080"} 7
+envoy_http_downstream_rq_active{http_conn_manager_prefix="stats"} 1
+envoy_http_downstream_rq_active{http_conn_manager_prefix="agent"} 1
+envoy_listener_downstream_cx_active_other 99
+istio_requests_total{response_code="200"} 1200
+"#;
+
+#[test]
+fn the_clients_connections_and_requests_ride_along_the_counter() {
+    let s = parse_counter(DRAIN_BODY, "istio_requests_total").unwrap();
+    assert_eq!(s.total(), 1200.0);
+    assert_eq!(
+        s.drain(),
+        Some(Drain {
+            connections: 42.0,
+            requests: 7.0
+        })
+    );
+}
+
+#[test]
+fn stats_without_the_connection_gauge_or_with_a_bad_one_say_nothing_of_drain() {
+    // An older Envoy or a stats filter: the counter alone, drain unknown.
+    assert_eq!(
+        parse_counter(BODY, "istio_requests_total").unwrap().drain(),
+        None
+    );
+    let requests_only = "envoy_http_downstream_rq_active{http_conn_manager_prefix=\"x\"} 4\nistio_requests_total 5\n";
+    assert_eq!(
+        parse_counter(requests_only, "istio_requests_total")
+            .unwrap()
+            .drain(),
+        None
+    );
+    // A gauge that is no count: the pod's drain is unknown, its counter still read.
+    let bad = DRAIN_BODY.replace("} 2\n", "} NaN\n");
+    let s = parse_counter(&bad, "istio_requests_total").unwrap();
+    assert_eq!((s.total(), s.drain()), (1200.0, None));
+}
+
+#[test]
+fn a_round_carries_each_read_pods_drain_first_reads_included() {
+    let mut c = Counters::default();
+    let live: HashSet<&str> = ["a", "b"].into_iter().collect();
+    let drain = |n: f64| {
+        Some(Drain {
+            connections: n,
+            requests: 0.0,
+        })
+    };
+    let round = c.observe(
+        0.0,
+        vec![
+            (
+                "a".into(),
+                0.0,
+                Ok(Series::one(10.0).with_drain(drain(5.0))),
+            ),
+            ("b".into(), 0.0, Ok(Series::one(10.0))),
+        ],
+        &live,
+        0.0,
+    );
+    // No rate yet (a first read is a baseline), but the gauges need none.
+    assert!(round.rates.is_empty());
+    assert_eq!(round.drains, vec![("a".to_string(), drain(5.0).unwrap())]);
+}

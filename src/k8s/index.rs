@@ -457,6 +457,7 @@ impl ClusterIndex {
                     requests: p.requests,
                     deletion_cost: gw.deletion_cost,
                     created_at: gw.created_at,
+                    drain: None,
                 })
             })
             .collect();

@@ -148,6 +148,8 @@ pub struct DecisionMetrics {
     interval: Family<GatewayLabels, FGauge>,
     contested: Family<GatewayLabels, Gauge>,
     swaps: Family<KindLabels, Counter>,
+    victims: Family<KindLabels, Counter>,
+    cut: Family<GatewayLabels, Counter>,
     age: Arc<DecisionAge>,
     memory: Mutex<HashMap<GatewayKey, Memory>>,
 }
@@ -173,6 +175,8 @@ impl DecisionMetrics {
             interval: Family::default(),
             contested: Family::default(),
             swaps: Family::default(),
+            victims: Family::default(),
+            cut: Family::default(),
             age: Arc::default(),
             memory: Mutex::default(),
         };
@@ -229,6 +233,16 @@ impl DecisionMetrics {
             "swaps",
             "Moves of ECI pods back to ECS (placement.swapBack): started, one_more (an added pod landed off ECS as the scheduler model planned), landed_ecs, missed (every added pod off ECS, against the model), gave_up (not ready in time), held (not started: the model puts the next pods off ECS)",
             m.swaps.clone(),
+        );
+        r.register(
+            "scale_in_victims",
+            "Pods a scale-in chose to remove by their Envoys' connections, checked at the next decision: as_chosen (gone or terminating), kept (still serving: the ReplicaSet took another pod)",
+            m.victims.clone(),
+        );
+        r.register(
+            "scale_in_connections",
+            "Open downstream connections on the pods applied scale-ins chose to remove (what they reset, less those that close while the pods drain)",
+            m.cut.clone(),
         );
         r.register_collector(Box::new(m.age.clone()));
         m
@@ -296,6 +310,16 @@ impl DecisionMetrics {
                 swaps.inc();
             }
         }
+        let check = d.victim_check.unwrap_or_default();
+        for (kind, n) in [("as_chosen", check.as_chosen), ("kept", check.kept)] {
+            self.victims
+                .get_or_create(&KindLabels::new(key, kind))
+                .inc_by(u64::from(n));
+        }
+        let cut = self.cut.get_or_create(&gw);
+        if let (Some(c), Some(_)) = (d.cut, applied.replicas) {
+            cut.inc_by(c.connections.max(0.0) as u64);
+        }
         self.duration.get_or_create(&gw).observe(seconds);
         self.last.get_or_create(&gw).set(d.at);
         // A decision: held for no reason (every kind present, so alerts can see the series).
@@ -350,6 +374,10 @@ impl DecisionMetrics {
         for kind in HELD.iter().copied().chain(m.held.as_deref()) {
             self.held.remove(&KindLabels::new(key, kind));
         }
+        for kind in ["as_chosen", "kept"] {
+            self.victims.remove(&KindLabels::new(key, kind));
+        }
+        self.cut.remove(&gw);
         self.duration.remove(&gw);
         self.reaction.remove(&gw);
         self.last.remove(&gw);

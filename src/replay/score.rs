@@ -307,6 +307,10 @@ pub fn observed_run(h: &History, t: &Target, w: &Window, surges: &[Surge]) -> Po
         // Recorded history does not tell a swap from a scale: any are in `reversals`.
         swap_changes: 0,
         swaps: Default::default(),
+        // A recording has no connection counts.
+        connection_resets: 0.0,
+        unbalanced_seconds: 0.0,
+        victims: Default::default(),
         peak_pending_pods: peak_pending,
         cost_ecs_fixed: cost_ecs,
     };

@@ -69,6 +69,8 @@ pub struct SimPod {
     pub deletion_cost: Option<i32>,
     /// Stands for the apiserver's random UID: the ReplicaSet controller's last tie-break.
     pub uid: u64,
+    /// Long-lived client connections pinned to it ([`Connections`]).
+    pub connections: f64,
 }
 
 impl SimPod {
@@ -95,6 +97,47 @@ impl Default for RollingUpdate {
     }
 }
 
+/// Long-lived client connections (websockets, gRPC and HTTP/2 streams): a share of the load
+/// rides them, each lives an exponential time, new ones arrive as a Poisson stream dealt round
+/// robin over the ready pods that are not terminating (as a load balancer deals them), and
+/// each stays on its pod until it closes or the pod goes. A pod that goes resets what it still
+/// holds: its drain only stops new ones arriving. Pods of one age differ by their connections'
+/// random lifetimes, as real pods do.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Connections {
+    /// Share of the load's requests carried on long-lived connections.
+    pub long_lived_share: f64,
+    /// Requests per second one long-lived connection carries.
+    #[serde(default = "d_one")]
+    pub requests_per_connection: f64,
+    /// Mean lifetime of one, in seconds.
+    #[serde(default = "d_lifetime")]
+    pub mean_lifetime_seconds: f64,
+}
+
+fn d_one() -> f64 {
+    1.0
+}
+fn d_lifetime() -> f64 {
+    600.0
+}
+
+/// Seconds a request is in flight, for a pod's requests-in-flight gauge.
+const REQUEST_SECONDS: f64 = 0.05;
+
+/// What the connections did over a run.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ConnectionTally {
+    /// Connections still open on pods when they went.
+    pub resets: f64,
+    /// Seconds the ready pods' connections stood at a max/mean of [`UNBALANCED`] or more.
+    pub unbalanced_seconds: f64,
+}
+
+/// A spread of connections over the ready pods (max / mean) at or above this is unbalanced.
+pub const UNBALANCED: f64 = 1.25;
+
 /// The simulated cluster.
 #[derive(Clone, Debug)]
 pub struct SimCluster {
@@ -107,6 +150,14 @@ pub struct SimCluster {
     pub latencies: Latencies,
     pub weights_plugin: scheduler::Weights,
     pub rollouts: u32,
+    /// The load's long-lived connections, if modelled.
+    pub connections: Option<Connections>,
+    pub connection_tally: ConnectionTally,
+    /// Draws the connections' arrivals and lifetimes: apart from `rng`, so that modelling them
+    /// leaves every scheduling draw as it was.
+    connection_rng: ChaCha8Rng,
+    /// The next ready pod a new connection is dealt to (round robin).
+    deal: usize,
     next_pod: u64,
     rng: ChaCha8Rng,
     /// Pool of each node under the policy's selectors, cached.
@@ -133,6 +184,10 @@ impl SimCluster {
             latencies,
             weights_plugin: scheduler::Weights::default(),
             rollouts: 0,
+            connections: None,
+            connection_tally: ConnectionTally::default(),
+            connection_rng: ChaCha8Rng::seed_from_u64(seed ^ 0x636f_6e6e),
+            deal: 0,
             next_pod: 0,
             rng: ChaCha8Rng::seed_from_u64(seed),
             pools,
@@ -219,6 +274,79 @@ impl SimCluster {
         held
     }
 
+    /// Moves the long-lived connections on by `dt` seconds at `load` requests per second:
+    /// some close, new ones arrive on the ready pods that are not terminating (evenly, as a
+    /// load balancer spreads new connections), and the spread is tallied.
+    pub fn flow(&mut self, now: f64, dt: f64, load: f64) {
+        let Some(m) = self.connections else { return };
+        let lifetime = m.mean_lifetime_seconds.max(1.0);
+        let close = 1.0 - (-dt / lifetime).exp();
+        // At a steady load the open count settles at share × load / rate per connection.
+        let arriving =
+            m.long_lived_share * load.max(0.0) / m.requests_per_connection.max(1e-9) / lifetime
+                * dt;
+        let rng = &mut self.connection_rng;
+        for p in &mut self.pods {
+            if p.connections > 0.0 {
+                p.connections -= poisson(rng, p.connections * close).min(p.connections);
+            }
+        }
+        let open: Vec<usize> = (0..self.pods.len())
+            .filter(|i| self.pods[*i].ready(now))
+            .collect();
+        if open.is_empty() {
+            return;
+        }
+        let new = poisson(rng, arriving) as usize;
+        let (each, rest) = (new / open.len(), new % open.len());
+        for k in 0..open.len() {
+            let extra = usize::from((k + open.len() - self.deal % open.len()) % open.len() < rest);
+            self.pods[open[k]].connections += (each + extra) as f64;
+        }
+        self.deal = (self.deal + rest) % open.len();
+        let (mut max, mut sum) = (0.0_f64, 0.0);
+        for i in &open {
+            max = max.max(self.pods[*i].connections);
+            sum += self.pods[*i].connections;
+        }
+        let mean = sum / open.len() as f64;
+        if open.len() > 1 && mean >= 1.0 && max / mean >= UNBALANCED {
+            self.connection_tally.unbalanced_seconds += dt;
+        }
+    }
+
+    /// What a pod's Envoy would say of its live work (ready pods, when connections are
+    /// modelled): its connections, and the requests in flight of its share of `load`.
+    fn drain(&self, p: &SimPod, now: f64, load: f64, ready: usize) -> Option<crate::model::Drain> {
+        let m = self.connections?;
+        (p.ready(now) && ready > 0).then(|| crate::model::Drain {
+            connections: p.connections.round(),
+            requests: (load / ready as f64 * REQUEST_SECONDS * (1.0 - m.long_lived_share)
+                + p.connections * m.requests_per_connection * REQUEST_SECONDS)
+                .round(),
+        })
+    }
+
+    /// The gateway's pods as the engine sees them, with what the fast path reads of the
+    /// `sampled` pods' Envoys at `load` (none: nothing read).
+    pub fn gateway_pods_read(&self, now: f64, load: f64, sampled: usize) -> Vec<GatewayPod> {
+        let mut pods = self.gateway_pods(now);
+        if self.connections.is_none() {
+            return pods;
+        }
+        // The fast path reads the ready pods by name, at most `sampled` of them
+        // ([`crate::fastpath::Counters::sample`] once every pod has a baseline).
+        let ready = self.pods.iter().filter(|p| p.ready(now)).count();
+        let mut read: Vec<usize> = (0..self.pods.len())
+            .filter(|i| self.pods[*i].ready(now))
+            .collect();
+        read.sort_by(|a, b| self.pods[*a].name.cmp(&self.pods[*b].name));
+        for i in read.into_iter().take(sampled) {
+            pods[i].drain = self.drain(&self.pods[i], now, load, ready);
+        }
+        pods
+    }
+
     /// The gateway's pods as the engine sees them.
     pub fn gateway_pods(&self, now: f64) -> Vec<GatewayPod> {
         self.pods
@@ -234,6 +362,7 @@ impl SimCluster {
                 requests: self.template.requests,
                 deletion_cost: p.deletion_cost,
                 created_at: p.created_at,
+                drain: None,
             })
             .collect()
     }
@@ -246,6 +375,7 @@ impl SimCluster {
         while i < self.pods.len() {
             if self.pods[i].gone_at.is_some_and(|g| g <= now) {
                 let p = self.pods.swap_remove(i);
+                self.connection_tally.resets += p.connections;
                 if let Some(n) = p.node {
                     self.nodes[n].requested.sub(&requests);
                 }
@@ -348,6 +478,7 @@ impl SimCluster {
             gone_at: None,
             deletion_cost: None,
             uid: victims::uid(self.next_pod),
+            connections: 0.0,
         });
     }
 
@@ -425,6 +556,26 @@ impl SimCluster {
 
 fn unit(rng: &mut ChaCha8Rng) -> f64 {
     (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// A Poisson draw of mean `mean`: counted for small means, the normal approximation (rounded,
+/// not below 0) for large ones.
+fn poisson(rng: &mut ChaCha8Rng, mean: f64) -> f64 {
+    if mean <= 0.0 {
+        return 0.0;
+    }
+    if mean < 30.0 {
+        let limit = (-mean).exp();
+        let (mut k, mut p) = (0.0, unit(rng));
+        while p > limit {
+            k += 1.0;
+            p *= unit(rng);
+        }
+        return k;
+    }
+    // Box-Muller; `1 - unit` is in (0, 1], so the logarithm is finite.
+    let z = (-2.0 * (1.0 - unit(rng)).ln()).sqrt() * (std::f64::consts::TAU * unit(rng)).cos();
+    (mean + z * mean.sqrt()).round().max(0.0)
 }
 
 /// What the ReplicaSet controller reads of a simulated pod when it ranks victims. The model

@@ -58,6 +58,18 @@ pub struct Summary {
     pub peak_pending_pods: i32,
     /// The dedicated ECS nodes' price over the run: paid whatever the policy does.
     pub cost_ecs_fixed: f64,
+    /// Long-lived connections still open on pods when they went (scale-ins, rollouts,
+    /// moves), when the scenario models them (`gateway.connections`).
+    #[serde(default)]
+    pub connection_resets: f64,
+    /// Seconds the ready pods' connections stood at a max/mean of 1.25 or more (with
+    /// neighbours, added up over the gateways).
+    #[serde(default)]
+    pub unbalanced_seconds: f64,
+    /// Pods scale-ins chose by their connections (spillway only), as the next decision found
+    /// them: removed as chosen, or kept (the ReplicaSet took another).
+    #[serde(default)]
+    pub victims: engine::placement::VictimCheck,
     /// How the policy counted an ECI pod beside an ECS pod while ECI pods served (spillway
     /// only), against what the drill's ECI pods serve.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -173,6 +185,10 @@ pub struct DrillReport {
     /// Unix time of t = 0 when the load was recorded (a replay or a score).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_unix: Option<f64>,
+    /// Some gateway's load rides long-lived connections (`gateway.connections`): the resets
+    /// and spread are figures of the run.
+    #[serde(default)]
+    pub connections: bool,
 }
 
 /// Pods needed to serve `load`: the same rule for a simulated and a scored run.
@@ -322,6 +338,7 @@ pub fn run(scenario: &Scenario, observer: &mut dyn Observer) -> DrillReport {
         capacity_per_pod_rps: scenario.gateway.capacity_per_pod_rps,
         runs,
         data_notes: Vec::new(),
+        connections: lanes.iter().any(|l| l.gateway.connections.is_some()),
         start_unix: scenario.load.components.iter().find_map(|c| match c {
             super::load::Component::Recorded { start_unix, .. } => Some(*start_unix),
             _ => None,
@@ -552,6 +569,7 @@ impl<'a> Runner<'a> {
             max_surge: lane.gateway.max_surge,
             max_unavailable: lane.gateway.max_unavailable,
         };
+        cluster.connections = lane.gateway.connections;
         cluster.settle();
 
         let target = policy.metrics.first().map_or(1.0, |m| m.target_per_replica);
@@ -641,6 +659,11 @@ impl<'a> Runner<'a> {
         let eci_share = self.lane.gateway.eci_relative_capacity;
         let (cluster, load, tally) = (&mut self.cluster, self.load, &mut self.tally);
         cluster.step(now);
+        cluster.flow(
+            now,
+            scenario.step_seconds.max(1) as f64,
+            load.at(t as usize),
+        );
         match &mut self.policy {
             Policy::Engine {
                 policy,
@@ -651,7 +674,13 @@ impl<'a> Runner<'a> {
             } if (t >= *offset && (t - *offset).is_multiple_of(*every))
                 || (*steer && fast_every > 0 && t.is_multiple_of(fast_every)) =>
             {
-                let pods = cluster.gateway_pods(now);
+                // The fast path reads a bounded sample of the pods' Envoys (spillway only).
+                let sampled = if *steer {
+                    crate::fastpath::DEFAULT_SAMPLE_PODS
+                } else {
+                    0
+                };
+                let pods = cluster.gateway_pods_read(now, load.at(t as usize), sampled);
                 // Weaker ECI pods spend more CPU per request: a CPU metric shows it.
                 let ready = |eci: bool| {
                     pods.iter()
@@ -753,6 +782,10 @@ impl<'a> Runner<'a> {
                 if let Some(e) = out.decision.swap {
                     tally.swaps.count(e);
                 }
+                if let Some(v) = out.decision.victim_check {
+                    tally.victims.as_chosen += v.as_chosen;
+                    tally.victims.kept += v.kept;
+                }
                 apply(cluster, &out.plan, now, load.at(t as usize), swap, tally);
             }
             Policy::Oracle {
@@ -765,7 +798,7 @@ impl<'a> Runner<'a> {
                 let want = truly_needed(cluster, tally, eci_share, want).clamp(*min, *max);
                 if t.is_multiple_of(5) {
                     let pods = cluster.gateway_pods(now);
-                    for (pod, c) in engine::placement::deletion_costs(&pods) {
+                    for (pod, c) in engine::placement::deletion_costs(&pods, &[]) {
                         cluster.set_deletion_cost(&pod, c);
                     }
                 }
@@ -792,7 +825,7 @@ impl<'a> Runner<'a> {
                 let want = history.iter().map(|(_, r)| *r).max().unwrap_or(now_want);
                 if t.is_multiple_of(5) {
                     let pods = cluster.gateway_pods(now);
-                    for (pod, c) in engine::placement::deletion_costs(&pods) {
+                    for (pod, c) in engine::placement::deletion_costs(&pods, &[]) {
                         cluster.set_deletion_cost(&pod, c);
                     }
                 }
@@ -856,6 +889,10 @@ impl Fleet {
             s.swap_changes += p.swap_changes;
             s.swaps.add(&p.swaps);
             s.cost_ecs_fixed += p.cost_ecs_fixed;
+            s.connection_resets += p.connection_resets;
+            s.unbalanced_seconds += p.unbalanced_seconds;
+            s.victims.as_chosen += p.victims.as_chosen;
+            s.victims.kept += p.victims.kept;
         }
         s.peak_replicas = self.peak_replicas;
         s.peak_eci_pods = self.peak_eci;
@@ -952,6 +989,7 @@ struct Tally {
     pending_pod_seconds: f64,
     swap_changes: u32,
     swaps: SwapTally,
+    victims: engine::placement::VictimCheck,
     /// Indices of the ECS-pool nodes.
     ecs_nodes: Vec<usize>,
     /// All ECS-pool nodes' price per second.
@@ -1038,6 +1076,7 @@ impl Tally {
             pending_pod_seconds: 0.0,
             swap_changes: 0,
             swaps: SwapTally::default(),
+            victims: Default::default(),
             ecs_nodes,
             ecs_fixed_per_second,
             requests: req,
@@ -1161,6 +1200,9 @@ impl Tally {
             swaps: self.swaps,
             peak_pending_pods: 0,
             cost_ecs_fixed: self.cost_ecs,
+            connection_resets: c.connection_tally.resets,
+            unbalanced_seconds: c.connection_tally.unbalanced_seconds,
+            victims: self.victims,
         }
     }
 }

@@ -131,5 +131,26 @@ pub fn table(report: &DrillReport) -> String {
             );
         }
     }
+    // Said where the scenario models long-lived connections.
+    if report.connections {
+        for s in report.runs.iter().map(|r| &r.summary) {
+            let chosen = if s.victims.as_chosen + s.victims.kept > 0 {
+                format!(
+                    "; pods chosen by connections: {} removed as chosen, {} kept",
+                    s.victims.as_chosen, s.victims.kept
+                )
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                out,
+                "{}: long-lived connections reset {:.0}; connections spread max/mean ≥ {} for {:.0} s{chosen}",
+                s.policy,
+                s.connection_resets,
+                crate::sim::cluster::UNBALANCED,
+                s.unbalanced_seconds
+            );
+        }
+    }
     out
 }

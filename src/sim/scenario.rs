@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::cluster::Latencies;
+use super::cluster::{Connections, Latencies};
 use super::load::{Component, LoadProfile, PromTiming, SignalModel};
 use crate::config::FieldError;
 use crate::model::{INSTANCE_TYPE_LABEL, Node, Resources, Taint, TaintEffect, quantity};
@@ -247,6 +247,9 @@ pub struct GatewaySpec {
     pub max_surge: f64,
     #[serde(default = "d_quarter")]
     pub max_unavailable: f64,
+    /// Long-lived client connections, if the load rides some: what a scale-in resets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections: Option<Connections>,
 }
 
 impl GatewaySpec {
@@ -286,6 +289,25 @@ impl GatewaySpec {
                 format!("must be within 0.1..2, got {}", self.eci_relative_capacity),
             );
         }
+        if let Some(c) = &self.connections {
+            if !(0.0..=1.0).contains(&c.long_lived_share) {
+                bad(
+                    &format!("{at}.connections.longLivedShare"),
+                    format!("must be a fraction within 0..1, got {}", c.long_lived_share),
+                );
+            }
+            for (field, v) in [
+                ("requestsPerConnection", c.requests_per_connection),
+                ("meanLifetimeSeconds", c.mean_lifetime_seconds),
+            ] {
+                if !(v.is_finite() && v > 0.0) {
+                    bad(
+                        &format!("{at}.connections.{field}"),
+                        format!("must be greater than 0, got {v}"),
+                    );
+                }
+            }
+        }
         for (field, f) in [
             ("maxSurge", self.max_surge),
             ("maxUnavailable", self.max_unavailable),
@@ -310,6 +332,7 @@ impl Default for GatewaySpec {
             eci_relative_capacity: d_one(),
             max_surge: d_quarter(),
             max_unavailable: d_quarter(),
+            connections: None,
         }
     }
 }

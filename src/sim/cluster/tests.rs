@@ -85,6 +85,7 @@ fn pod(
         gone_at: None,
         deletion_cost: cost,
         uid: victims::uid(name.bytes().map(u64::from).sum()),
+        connections: 0.0,
     }
 }
 
@@ -234,4 +235,42 @@ fn pending_when_nothing_fits() {
     c.replicas = 12;
     c.step(1.0);
     assert_eq!((count(&c, Pool::Ecs), count(&c, Pool::Pending)), (12, 0));
+}
+
+#[test]
+fn long_lived_connections_settle_spread_and_are_reset_with_their_pod() {
+    let mut c = scenario_cluster(4, 0.0, 3);
+    c.connections = Some(Connections {
+        long_lived_share: 0.5,
+        requests_per_connection: 1.0,
+        mean_lifetime_seconds: 60.0,
+    });
+    // 2,000 rps, half on connections of 1 rps each: 1,000 open at the steady state.
+    for t in 0..1200u64 {
+        c.step(t as f64);
+        c.flow(t as f64, 1.0, 2000.0);
+    }
+    let open: f64 = c.pods.iter().map(|p| p.connections).sum();
+    assert!((900.0..1100.0).contains(&open), "{open} open");
+    let per_pod: Vec<f64> = c.pods.iter().map(|p| p.connections).collect();
+    assert!(
+        per_pod.iter().all(|n| (180.0..320.0).contains(n)),
+        "{per_pod:?}"
+    );
+    // What the fast path reads: ready pods by name, at most the sample.
+    let read = c.gateway_pods_read(1200.0, 2000.0, 3);
+    assert_eq!(read.iter().filter(|p| p.drain.is_some()).count(), 3);
+    assert_eq!(read[0].drain.unwrap().connections, per_pod[0].round());
+    // A scale-in resets what the removed pod still holds when it is gone (it drains for the
+    // termination grace first: no new connections, some close).
+    assert_eq!(c.connection_tally.resets, 0.0);
+    c.replicas = 3;
+    let mut t = 1200u64;
+    while c.pods.len() > 3 {
+        c.step(t as f64);
+        c.flow(t as f64, 1.0, 2000.0);
+        t += 1;
+    }
+    let reset = c.connection_tally.resets;
+    assert!((100.0..320.0).contains(&reset), "{reset} reset");
 }
