@@ -232,6 +232,9 @@ rules:
   users: [system:kube-scheduler, system:kube-controller-manager]
 - level: RequestResponse
   resources: [{group: apps, resources: [deployments/scale]}]
+- level: Request
+  verbs: [patch]
+  resources: [{group: "", resources: [pods]}]
 - level: Metadata
 EOF
   local c="$dir/pki"

@@ -112,8 +112,9 @@ pub fn commit(
     if d.replicas.desired != d.replicas.current && applied.replicas != Some(d.replicas.desired) {
         next.hpa.events = prev.hpa.events.clone();
         next.last_scale_up = prev.last_scale_up;
-        // A scale-in not made removes nobody: there is no choice to check.
+        // A scale-in not made removes nobody: there is no choice to check, nothing reset.
         next.victims.clear();
+        next.resets = prev.resets.clone();
     }
     if d.weights.changed() && applied.weights != Some(d.weights.target) {
         next.weights.last_change = prev.weights.last_change;

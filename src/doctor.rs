@@ -20,6 +20,8 @@ use crate::model::LoadSample;
 use crate::policy::{ElasticGateway, TargetKind};
 use crate::prom::Prometheus;
 
+mod drain;
+
 /// How one check came out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -168,8 +170,38 @@ impl Doctor {
             index.as_ref(),
         )
         .await;
+        self.drain(&mut r, &ns, view.as_ref().map(|v| &v.selector))
+            .await;
         self.capacity(&mut r, egw, &ns).await;
         r
+    }
+
+    /// How a gateway pod that goes drains ([`drain::DrainSetup`]), read from one of its pods.
+    async fn drain(&self, r: &mut Report, ns: &str, selector: Option<&kube::core::Selector>) {
+        const WHAT: &str = "drain";
+        let Some(selector) = selector.filter(|s| !s.selects_all()) else {
+            r.push(Outcome::Skip, WHAT, "no target, so no pods to read");
+            return;
+        };
+        let pods: Api<Pod> = Api::namespaced(self.data.clone(), ns);
+        let lp = ListParams::default().labels(&selector.to_string()).limit(1);
+        match bounded(self.api_timeout, pods.list(&lp)).await {
+            Err(e) => r.push(
+                Outcome::Warn,
+                WHAT,
+                format!("cannot list the gateway's pods: {}", api_error(&e)),
+            ),
+            Ok(list) => match list.items.first() {
+                None => r.push(Outcome::Skip, WHAT, "no gateway pod to read"),
+                Some(pod) => match drain::DrainSetup::of(pod) {
+                    Ok(setup) => {
+                        let (outcome, text) = setup.judge();
+                        r.push(outcome, WHAT, format!("{}: {text}", pod.name_any()));
+                    }
+                    Err(e) => r.push(Outcome::Warn, WHAT, format!("{}: {e}", pod.name_any())),
+                },
+            },
+        }
     }
 
     /// Whether the ECI pods' share of an ECS pod can be learnt: stated by the policy, or the
@@ -407,6 +439,22 @@ impl Doctor {
             .iter()
             .filter_map(|(_, _, v)| v.as_ref().ok().map(crate::fastpath::Series::total))
             .collect();
+        let drains: Vec<crate::model::Drain> = reads
+            .iter()
+            .filter_map(|(_, _, v)| v.as_ref().ok()?.drain())
+            .collect();
+        let connections = if drains.is_empty() {
+            format!(
+                "; no {} in their stats: a scale-in removes pods by pool alone",
+                crate::fastpath::CONNECTIONS_GAUGE
+            )
+        } else {
+            format!(
+                "; {:.0} open connections on {} of them: a scale-in removes the pods that hold fewest",
+                drains.iter().map(|d| d.connections).sum::<f64>(),
+                drains.len()
+            )
+        };
         let c = fp.config();
         let endpoint = format!(":{}{} {}", c.port, c.path, c.metric);
         match reads.iter().find_map(|(pod, _, v)| Some((pod, v.as_ref().err()?))) {
@@ -421,7 +469,7 @@ impl Doctor {
                 Outcome::Ok,
                 WHAT,
                 format!(
-                    "read {endpoint} from {} of {} ready pod(s) tried ({:.0} requests counted so far)",
+                    "read {endpoint} from {} of {} ready pod(s) tried ({:.0} requests counted so far){connections}",
                     ok.len(),
                     reads.len(),
                     ok.iter().sum::<f64>()

@@ -109,6 +109,9 @@ pub struct EngineState {
     /// The ready pods the last scale-in chose to remove, until the next decision checks them.
     #[serde(default)]
     pub victims: Vec<String>,
+    /// `(time, connections)` each scale-in of the last minute cut, for the reset budget.
+    #[serde(default)]
+    pub resets: Vec<(f64, f64)>,
 }
 
 impl EngineState {
@@ -201,11 +204,14 @@ pub enum Why {
     Paused,
     /// The workload has 0 replicas: someone turned it off.
     ScaledToZero,
+    /// The scale-in would reset more connections than `behavior.resetBudgetPercent` allows
+    /// this minute: part of it (or all, for now) is held back.
+    ResetBudget,
 }
 
 impl Why {
     /// Every reason, for metrics that export (and forget) one series per reason.
-    pub const ALL: [Why; 14] = [
+    pub const ALL: [Why; 15] = [
         Why::Load,
         Why::LeadTime,
         Why::Steady,
@@ -220,6 +226,7 @@ impl Why {
         Why::MissingData,
         Why::Paused,
         Why::ScaledToZero,
+        Why::ResetBudget,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -238,6 +245,7 @@ impl Why {
             Why::MissingData => "missing_data",
             Why::Paused => "paused",
             Why::ScaledToZero => "scaled_to_zero",
+            Why::ResetBudget => "reset_budget",
         }
     }
 }
@@ -430,6 +438,8 @@ pub struct Outcome {
 
 /// The move reason when `placement.rebalance` is off.
 const REBALANCE_OFF: &str = "rebalance is off";
+/// The reset budget counts the scale-ins of this long.
+pub const RESET_WINDOW_SECONDS: f64 = 60.0;
 const PEAK_WINDOW_MINUTES: i64 = 24 * 60;
 /// Burst mode starts when the fast path's rate exceeds this many times the ready capacity
 /// (Knative's panic threshold is 200 %).
@@ -551,6 +561,12 @@ pub fn decide(policy: &ElasticGatewaySpec, obs: &Observation<'_>, prev: &EngineS
         (&mut plan, need(policy, &ctx, &readings)),
         &mut state,
     );
+    // Before the scale is recorded: the reset budget may hold part of it back.
+    let victim_check = (!state.victims.is_empty())
+        .then(|| placement::check_victims(&std::mem::take(&mut state.victims), obs.pods));
+    let victims = choose_victims(policy, obs, &ctx, &mut plan, &weights, &mut state);
+    let cut = (!victims.is_empty()).then(|| placement::cut(obs.pods, &victims));
+    state.victims.clone_from(&victims);
     if plan.desired != ctx.current && !policy.dry_run {
         state.hpa.record_scale(
             ctx.now,
@@ -565,11 +581,6 @@ pub fn decide(policy: &ElasticGatewaySpec, obs: &Observation<'_>, prev: &EngineS
     }
     judge_eci_release(policy, &ctx, &plan, &mut state);
     judge_ecs_release(policy, &ctx, &plan, &mut state);
-    let victim_check = (!state.victims.is_empty())
-        .then(|| placement::check_victims(&std::mem::take(&mut state.victims), obs.pods));
-    let victims = choose_victims(policy, obs, &ctx, &plan, &weights);
-    let cut = (!victims.is_empty()).then(|| placement::cut(obs.pods, &victims));
-    state.victims.clone_from(&victims);
     let (deletion_costs, moves, move_reason) =
         place(policy, obs, &ctx, &plan, &weights, &victims, &mut state);
     let cost = price(policy, obs, &mut state);
@@ -1541,20 +1552,58 @@ fn swap_back(
 }
 
 /// Stage 5a: on a scale-in, the ready pods to remove, by what each would cut (ECI first, then
-/// the fewest connections; [`placement::victims`]). None while a rollout runs (the Deployment
-/// controller splits a scale-in over its ReplicaSets), paused or in a dry run.
+/// the fewest connections; [`placement::victims`]), within the reset budget
+/// (`behavior.resetBudgetPercent` of the open connections a minute; the first pod of a minute
+/// always goes): what does not fit stays, and the plan says so. None while a rollout runs (the
+/// Deployment controller splits a scale-in over its ReplicaSets), paused or in a dry run.
 fn choose_victims(
     policy: &ElasticGatewaySpec,
     obs: &Observation<'_>,
     ctx: &Context,
-    plan: &ReplicaPlan,
+    plan: &mut ReplicaPlan,
     weights: &WeightPlan,
+    state: &mut EngineState,
 ) -> Vec<String> {
+    let now = ctx.now;
+    state.resets.retain(|(t, _)| now - t < RESET_WINDOW_SECONDS);
     let n = usize::try_from(ctx.current - plan.desired).unwrap_or(0);
     if policy.paused || policy.dry_run || obs.rollout_in_progress || weights.changed() {
         return vec![];
     }
-    placement::victims(obs.pods, n).unwrap_or_default()
+    let Some(ranked) = placement::victims(obs.pods, n) else {
+        return vec![];
+    };
+    let percent = policy.behavior.reset_budget();
+    let budget = placement::open_connections(obs.pods) * percent / 100.0;
+    let used: f64 = state.resets.iter().map(|(_, c)| c).sum();
+    let (mut taken, mut cut) = (vec![], 0.0);
+    for (pod, connections) in &ranked {
+        let first = used == 0.0 && taken.is_empty();
+        if percent < 100.0 && !first && used + cut + connections > budget {
+            break;
+        }
+        cut += connections;
+        taken.push(pod.clone());
+    }
+    let held = ranked.len() - taken.len();
+    if held > 0 {
+        plan.desired += i32::try_from(held).unwrap_or(i32::MAX);
+        if plan.desired >= ctx.current {
+            plan.direction = Direction::Hold;
+        }
+        plan.why = Why::ResetBudget;
+        plan.reason = format!(
+            "{}; {held} pod(s) held back by the reset budget: {:.0} connections a minute ({percent}% of {:.0} open), {:.0} reset in the last minute",
+            plan.reason,
+            budget,
+            budget * 100.0 / percent,
+            used + cut
+        );
+    }
+    if !taken.is_empty() {
+        state.resets.push((now, cut));
+    }
+    taken
 }
 
 /// Stage 5b: deletion costs (this scale-in's victims first, then ECI pods) and, if enabled,

@@ -402,6 +402,15 @@ pub struct Behavior {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 86400))]
     pub ecs_hold_seconds: Option<i64>,
+    /// The connection reset budget of scale-ins: the open downstream connections (as the
+    /// gateway pods' Envoys report them) a minute's scale-ins may reset, in percent of those
+    /// open (above 0, up to 100: no budget). A scale-in over it removes the pods that fit and
+    /// holds the rest back (decision reason `reset_budget`); at least one pod goes each
+    /// minute, so a scale-in is paced, never blocked. Without the pods' connection counts
+    /// there is nothing to count and no budget. Unset: 25.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 100.0))]
+    pub reset_budget_percent: Option<f64>,
     /// How a per-pod metric's pods are grouped: spillway's own reading, or upstream's for the
     /// drill's `hpa` peer. Not part of the API: nobody asks spillway to be less careful.
     #[serde(skip)]
@@ -461,12 +470,19 @@ impl Default for Behavior {
             tolerance: defaults::tolerance(),
             lead_time: LeadTime::default(),
             ecs_hold_seconds: None,
+            reset_budget_percent: None,
             pod_grouping: PodGrouping::default(),
         }
     }
 }
 
 impl Behavior {
+    /// `resetBudgetPercent` or its default.
+    pub fn reset_budget(&self) -> f64 {
+        self.reset_budget_percent
+            .unwrap_or(defaults::RESET_BUDGET_PERCENT)
+    }
+
     /// `ecsHoldSeconds` or its default: twice the scale-down window.
     pub fn ecs_hold(&self) -> i64 {
         self.ecs_hold_seconds.unwrap_or_else(|| {
@@ -933,6 +949,8 @@ pub mod defaults {
     pub fn tolerance() -> f64 {
         0.1
     }
+    /// `behavior.resetBudgetPercent`: see [`Behavior::reset_budget_percent`].
+    pub const RESET_BUDGET_PERCENT: f64 = 25.0;
     pub fn lead_seconds() -> i64 {
         45
     }

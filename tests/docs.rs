@@ -407,12 +407,14 @@ fn render_full_example() -> String {
          # - behavior.scaleUp: the HPA's rules, {}\n\
          # - behavior.scaleDown: the HPA's rules, {}\n\
          # - behavior.ecsHoldSeconds: the pods ECS holds stay {} s after the load that needed them (twice the scale-down window; longer after a flap)\n\
+         # - behavior.resetBudgetPercent: a minute's scale-ins reset at most {} % of the open connections the pods' Envoys report (the first pod of a minute always goes)\n\
          # - eci: no cap beyond maxReplicas; ECI start taken as {} s, ECI pods released after {} s; an ECI pod's share of an ECS pod learnt from each pool's CPU per request (1 until then)\n\
          # - cost.ecsNodePricePerHour: every ECS node at ecsDefaultNodePricePerHour\n\
          # A short policy that keeps the defaults: deploy/examples/elasticgateway.yaml.\n{body}",
         rules(true),
         rules(false),
         spec.behavior.ecs_hold(),
+        spec.behavior.reset_budget(),
         spec.eci.start(),
         spec.eci.scale_down_window()
     )

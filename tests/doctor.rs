@@ -126,8 +126,16 @@ async fn doctor_passes_a_healthy_setup_and_names_each_broken_check() {
         "{out}"
     );
     assert!(line(&out, "ok   lease spillway-system/spillway:").contains("writable"));
+    let fast = line(&out, "ok   fast path:");
+    assert!(fast.contains("from 4 of 4 ready pod(s)"), "{out}");
+    // The stand-ins export no listener gauge: scale-ins cannot choose by connections.
     assert!(
-        line(&out, "ok   fast path:").contains("from 4 of 4 ready pod(s)"),
+        fast.contains("no envoy_listener_downstream_cx_active in their stats"),
+        "{fast}"
+    );
+    // The test bed's pods go 1 s after SIGTERM, before Istio's default 5 s drain.
+    assert!(
+        line(&out, "warn drain:").contains("the proxy drains 5 s (Istio's default), but the kubelet kills the pod 1 s after SIGTERM"),
         "{out}"
     );
     // No cAdvisor series in this Prometheus: ECI pods would count as ECS pods, and it says so.

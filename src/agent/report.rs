@@ -234,6 +234,15 @@ pub fn conditions(
             condition("Applied", false, "WriteFailed", &msg, generation)
         });
     }
+    // No live figures in the message (the status is written only when it changes): the
+    // decision's own reason carries them.
+    out.push(if planned.decision.replicas.why == crate::engine::Why::ResetBudget {
+        let msg = "a scale-in would reset more connections this minute than behavior.resetBudgetPercent allows: part of it waits (the last decision says how much)";
+        condition("ScaleInPaced", true, "ResetBudget", msg, generation)
+    } else {
+        let msg = "no scale-in is held back by the reset budget (behavior.resetBudgetPercent)";
+        condition("ScaleInPaced", false, "WithinBudget", msg, generation)
+    });
     out.push(if observed.behind {
         let msg = "this decision came more than twice the interval after the last one: the agent is short of reconcile slots (--concurrency) or its calls are slow";
         condition("OnSchedule", false, "Behind", msg, generation)
@@ -754,6 +763,7 @@ mod tests {
                     ("HpaConflict", "False", "NoHpa"),
                     ("ReplicasContested", "False", "SoleWriter"),
                     ("Applied", "True", "WritesSucceeded"),
+                    ("ScaleInPaced", "False", "WithinBudget"),
                     ("OnSchedule", "True", "OnSchedule"),
                     ("Ready", "True", "Deciding"),
                 ],
@@ -768,6 +778,7 @@ mod tests {
                     ("HpaConflict", "False", "NoHpa"),
                     ("ReplicasContested", "False", "SoleWriter"),
                     ("Applied", "True", "WritesSucceeded"),
+                    ("ScaleInPaced", "False", "WithinBudget"),
                     ("OnSchedule", "True", "OnSchedule"),
                     ("Ready", "True", "Deciding"),
                 ],
@@ -782,6 +793,7 @@ mod tests {
                     ("HpaConflict", "True", "HpaTargetsGateway"),
                     ("ReplicasContested", "False", "SoleWriter"),
                     ("Applied", "True", "WritesSucceeded"),
+                    ("ScaleInPaced", "False", "WithinBudget"),
                     ("OnSchedule", "True", "OnSchedule"),
                     ("Ready", "True", "Deciding"),
                 ],
@@ -796,6 +808,7 @@ mod tests {
                     ("HpaConflict", "False", "NoHpa"),
                     ("ReplicasContested", "False", "SoleWriter"),
                     ("Applied", "False", "WriteFailed"),
+                    ("ScaleInPaced", "False", "WithinBudget"),
                     ("OnSchedule", "True", "OnSchedule"),
                     ("Ready", "True", "Deciding"),
                 ],
@@ -809,6 +822,7 @@ mod tests {
                     ("MetricsAvailable", "True", "QueriesSucceeded"),
                     ("HpaConflict", "False", "NoHpa"),
                     ("ReplicasContested", "False", "SoleWriter"),
+                    ("ScaleInPaced", "False", "WithinBudget"),
                     ("OnSchedule", "True", "OnSchedule"),
                     ("Ready", "True", "DryRun"),
                 ],
@@ -822,6 +836,7 @@ mod tests {
                     ("MetricsAvailable", "True", "QueriesSucceeded"),
                     ("HpaConflict", "False", "NoHpa"),
                     ("ReplicasContested", "False", "SoleWriter"),
+                    ("ScaleInPaced", "False", "WithinBudget"),
                     ("OnSchedule", "True", "OnSchedule"),
                     ("Ready", "True", "Paused"),
                 ],
@@ -844,6 +859,7 @@ mod tests {
                     ("HpaConflict", "False", "NoHpa"),
                     ("ReplicasContested", "True", "OtherWriter"),
                     ("Applied", "True", "WritesSucceeded"),
+                    ("ScaleInPaced", "False", "WithinBudget"),
                     ("OnSchedule", "True", "OnSchedule"),
                     ("Ready", "True", "Deciding"),
                 ],
@@ -861,6 +877,7 @@ mod tests {
                     ("HpaConflict", "False", "NoHpa"),
                     ("ReplicasContested", "False", "SoleWriter"),
                     ("Applied", "True", "WritesSucceeded"),
+                    ("ScaleInPaced", "False", "WithinBudget"),
                     ("OnSchedule", "False", "Behind"),
                     ("Ready", "True", "Deciding"),
                 ],
@@ -876,6 +893,7 @@ mod tests {
                     ("ReplicasContested", "False", "SoleWriter"),
                     ("AsmAutoscaling", "True", "AsmAutoscalingEnabled"),
                     ("Applied", "True", "WritesSucceeded"),
+                    ("ScaleInPaced", "False", "WithinBudget"),
                     ("OnSchedule", "True", "OnSchedule"),
                     ("Ready", "True", "Deciding"),
                 ],
@@ -891,6 +909,7 @@ mod tests {
                     ("ReplicasContested", "False", "SoleWriter"),
                     ("AsmAutoscaling", "False", "NoAsmAutoscaling"),
                     ("Applied", "True", "WritesSucceeded"),
+                    ("ScaleInPaced", "False", "WithinBudget"),
                     ("OnSchedule", "True", "OnSchedule"),
                     ("Ready", "True", "Deciding"),
                 ],

@@ -321,15 +321,16 @@ pub fn deletion_costs(pods: &[GatewayPod], victims: &[String]) -> Vec<(String, i
         .collect()
 }
 
-/// The ready pods a scale-in of `n` should remove, by what removing each would cut, when some
-/// pod's Envoy said (`None` otherwise: the pool costs alone steer the ReplicaSet, as before).
+/// The ready pods a scale-in of `n` should remove, by what removing each would cut, with the
+/// connections each holds (read, or its pool's mean), when some pod's Envoy said (`None`
+/// otherwise: the pool costs alone steer the ReplicaSet, as before).
 ///
 /// The ReplicaSet's own first choices stay first (unbound, pending, not ready: they carry no
 /// traffic, and it takes them whatever their cost), then ECI before ECS as the pool costs say,
 /// then the fewest open connections, the fewest requests in flight, the name. A pod whose
 /// gauges were not read counts at the mean of its pool's read pods (at 0 when none of its pool
 /// was read): its place is today's, by pool, not a guess that it is empty.
-pub fn victims(pods: &[GatewayPod], n: usize) -> Option<Vec<String>> {
+pub fn victims(pods: &[GatewayPod], n: usize) -> Option<Vec<(String, f64)>> {
     let active: Vec<&GatewayPod> = pods.iter().filter(|p| !p.terminating).collect();
     if n == 0 || active.iter().all(|p| p.drain.is_none()) {
         return None;
@@ -369,9 +370,30 @@ pub fn victims(pods: &[GatewayPod], n: usize) -> Option<Vec<String>> {
         ready
             .into_iter()
             .take(n.saturating_sub(unready))
-            .map(|(p, _)| p.name.clone())
+            .map(|(p, d)| (p.name.clone(), d.connections))
             .collect(),
     )
+}
+
+/// The open connections of the serving pods: as read, a pod not read at its pool's mean of
+/// those read ([`victims`]' estimate); 0 when none was read.
+pub fn open_connections(pods: &[GatewayPod]) -> f64 {
+    let serving: Vec<&GatewayPod> = pods
+        .iter()
+        .filter(|p| p.ready && !p.pending && !p.terminating && p.node.is_some())
+        .collect();
+    let mean = |pool: Pool| {
+        let read: Vec<f64> = serving
+            .iter()
+            .filter(|p| p.pool == pool)
+            .filter_map(|p| p.drain.map(|d| d.connections))
+            .collect();
+        read.iter().sum::<f64>() / read.len().max(1) as f64
+    };
+    serving
+        .iter()
+        .map(|p| p.drain.map_or_else(|| mean(p.pool), |d| d.connections))
+        .sum()
 }
 
 /// What removing `victims` cuts, by their Envoys (a pod not read counts nothing: the sum is

@@ -1867,15 +1867,28 @@ fn a_scale_in_removes_the_pods_that_cut_least_eci_first() {
     ];
     // The unready pod goes first whatever its cost (the ReplicaSet takes it so): one slot.
     assert_eq!(placement::victims(&pods, 1), Some(vec![]));
+    let names = |n: usize| -> Vec<String> {
+        placement::victims(&pods, n)
+            .unwrap()
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect()
+    };
+    assert_eq!(names(3), ["eci-tie", "eci-quiet"]);
     assert_eq!(
-        placement::victims(&pods, 3),
-        Some(vec!["eci-tie".to_string(), "eci-quiet".to_string()])
-    );
-    assert_eq!(
-        placement::victims(&pods, 6).unwrap(),
+        names(6),
         ["eci-tie", "eci-quiet", "eci-unread", "eci-busy", "ecs-idle"]
     );
-    let chosen = placement::victims(&pods, 3).unwrap();
+    // The pod not read is counted at its pool's mean; the open count estimates it alike.
+    assert_eq!(
+        placement::victims(&pods, 4).unwrap()[2],
+        ("eci-unread".into(), 220.0)
+    );
+    assert_eq!(
+        placement::open_connections(&pods),
+        300.0 + 2.0 + 500.0 + 80.0 + 80.0 + 220.0
+    );
+    let chosen = names(3);
     assert_eq!(
         placement::cut(&pods, &chosen),
         crate::model::Drain {
@@ -1924,4 +1937,61 @@ fn victims_carry_the_lowest_cost_and_a_kept_one_goes_back_to_its_pools() {
             kept: 1
         }
     );
+}
+
+/// A scale-in that would reset more than `behavior.resetBudgetPercent` of the open connections
+/// in a minute removes what fits (the first pod of a minute always goes) and holds the rest
+/// back, saying so; the next minute the rest follows. Without connection counts, no budget.
+#[test]
+fn the_reset_budget_paces_a_scale_in_and_never_blocks_it() {
+    let mut p = policy();
+    p.behavior.scale_down.stabilization_window_seconds = Some(0);
+    p.behavior.ecs_hold_seconds = Some(0);
+    p.behavior.reset_budget_percent = Some(25.0);
+    let mut c = cluster(3, 0, 10, 0);
+    // 100 connections a pod, 1,000 open: 250 a minute, two pods and a half.
+    for pod in &mut c.pods {
+        pod.drain = Some(crate::model::Drain {
+            connections: 100.0,
+            requests: 0.0,
+        });
+    }
+    let loads = [LoadSample::Total(1000.0)];
+    let mut state = EngineState::default();
+    let mut spec = 10;
+    let mut removed_at = vec![];
+    for t in (0..=420).step_by(15) {
+        let out = decide(&p, &obs(f64::from(t), &c, &loads, spec), &state);
+        state = out.state;
+        let d = out.decision;
+        if d.replicas.desired < spec {
+            removed_at.push((t, spec - d.replicas.desired));
+            assert_eq!(d.victims.len() as i32, spec - d.replicas.desired);
+            c.pods.retain(|p| !d.victims.contains(&p.name));
+            spec = d.replicas.desired;
+        }
+        if spec > 2 {
+            assert_eq!(
+                d.replicas.why,
+                Why::ResetBudget,
+                "at {t}: {}",
+                d.replicas.reason
+            );
+            assert!(d.replicas.reason.contains("held back by the reset budget"));
+        }
+    }
+    // Two at once (200 of a budget of 250), then as a quarter of what is left allows, a
+    // minute apart: 2 of 800, then 1 a minute (the first of a minute always goes).
+    assert_eq!(
+        removed_at,
+        [(0, 2), (60, 2), (120, 1), (180, 1), (240, 1), (300, 1)]
+    );
+    assert_eq!(spec, 2, "{removed_at:?}");
+    for w in removed_at.windows(2) {
+        assert!(w[1].0 - w[0].0 >= 60, "{removed_at:?}");
+    }
+    // Nothing read: the whole scale-in at once.
+    let c10 = cluster(3, 0, 10, 0);
+    let out = decide(&p, &obs(0.0, &c10, &loads, 10), &EngineState::default());
+    assert_eq!(out.decision.replicas.desired, 2);
 }

@@ -182,7 +182,7 @@ impl DecisionMetrics {
         };
         r.register(
             "decisions",
-            "Engine decisions by action (scale_up, scale_down, hold) and reason (load, lead_time, burst, eci_scale_down, ecs_hold, rebalance, steady, stabilized, rate_limited, bounds, eci_cap, missing_data, paused, scaled_to_zero)",
+            "Engine decisions by action (scale_up, scale_down, hold) and reason (load, lead_time, burst, eci_scale_down, ecs_hold, rebalance, steady, stabilized, rate_limited, bounds, eci_cap, missing_data, paused, scaled_to_zero, reset_budget)",
             m.decisions.clone(),
         );
         r.register(

@@ -337,6 +337,16 @@ pub fn validate(spec: &ElasticGatewaySpec, namespace: &str) -> Vec<FieldError> {
             format!("must be within 0..86400 seconds, got {x}"),
         );
     }
+    if let Some(x) = spec
+        .behavior
+        .reset_budget_percent
+        .filter(|x| !(x.is_finite() && *x > 0.0 && *x <= 100.0))
+    {
+        v.err(
+            "spec.behavior.resetBudgetPercent",
+            format!("must be above 0 and at most 100 (percent of the open connections a minute), got {x}"),
+        );
+    }
     if p.normal_weights.ecs <= p.normal_weights.eci {
         v.err(
             "spec.placement.normalWeights",

@@ -39,6 +39,9 @@ struct Fleet {
     /// When set, each pod's scrape also carries cAdvisor's CPU counter for it: (CPU seconds per
     /// request on ECS, the share of an ECS pod an ECI pod serves: it spends 1/share as much).
     cpu: Option<(f64, f64)>,
+    /// When set, each pod's stats carry its open downstream connections
+    /// ([`Envoys::connections_of`]) on the gateway's listener and one on the stats listener.
+    connections: bool,
 }
 
 #[derive(Clone)]
@@ -67,6 +70,7 @@ impl Envoys {
             by_ip: BTreeMap::new(),
             last: None,
             cpu: None,
+            connections: false,
         }));
         let f = fleet.clone();
         std::thread::spawn(move || {
@@ -90,6 +94,14 @@ impl Envoys {
                     };
                     let since = fleet.last.map_or(0.0, |l| l.elapsed().as_secs_f64());
                     let with_cpu = fleet.cpu.is_some();
+                    let connections = if fleet.connections {
+                        format!(
+                            "# TYPE envoy_listener_downstream_cx_active gauge\nenvoy_listener_downstream_cx_active{{listener_address=\"0.0.0.0_8080\"}} {}\nenvoy_listener_downstream_cx_active{{listener_address=\"0.0.0.0_15090\"}} 1\n",
+                            Envoys::connections_of(pod)
+                        )
+                    } else {
+                        String::new()
+                    };
                     fleet.pods.get(pod).map(|s| {
                         let requests = s.requests + s.rate * since;
                         // Target labels (file SD) add `pod` and `namespace`, as the kubelet's
@@ -109,7 +121,7 @@ impl Envoys {
                             )
                         };
                         format!(
-                            "# TYPE istio_requests_total counter\nistio_requests_total{{{}}} {ok}\nistio_requests_total{{{}}} {}\n# TYPE envoy_server_total_connections gauge\nenvoy_server_total_connections{{}} {}\n{cpu}",
+                            "# TYPE istio_requests_total counter\nistio_requests_total{{{}}} {ok}\nistio_requests_total{{{}}} {}\n# TYPE envoy_server_total_connections gauge\nenvoy_server_total_connections{{}} {}\n{cpu}{connections}",
                             labels(200),
                             labels(503),
                             requests.floor() - ok,
@@ -155,6 +167,20 @@ impl Envoys {
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             }
         }))
+    }
+
+    /// Each pod's stats carry its open downstream connections from now on.
+    pub fn set_connections(&self) {
+        self.fleet.lock().unwrap().connections = true;
+    }
+
+    /// The open downstream connections the pod `name` reports: fixed by its name, 1 to 997.
+    pub fn connections_of(name: &str) -> u64 {
+        // FNV-1a: stable across runs and platforms.
+        let h = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+        h % 997 + 1
     }
 
     pub fn set_load(&self, rps: f64) {
