@@ -112,8 +112,11 @@ pub fn commit(
     if d.replicas.desired != d.replicas.current && applied.replicas != Some(d.replicas.desired) {
         next.hpa.events = prev.hpa.events.clone();
         next.last_scale_up = prev.last_scale_up;
-        // A scale-in not made removes nobody: there is no choice to check, nothing reset.
-        next.victims.clear();
+        // A scale-in not made removes nobody it chose: nothing to check, nothing reset (an
+        // earlier scale-in's victims, carried, still wait for the ReplicaSet).
+        next.victims.retain(|v| !d.victims.contains(v));
+        next.victims_target = prev.victims_target;
+        next.victims_at = prev.victims_at;
         next.resets = prev.resets.clone();
     }
     if d.weights.changed() && applied.weights != Some(d.weights.target) {

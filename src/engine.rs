@@ -106,9 +106,15 @@ pub struct EngineState {
     /// What each pool's pods spend per request, learnt ([`capacity`]).
     #[serde(default)]
     pub capacity: capacity::CapacityMemory,
-    /// The ready pods the last scale-in chose to remove, until the next decision checks them.
+    /// The pods scale-ins chose to remove that carry the victim's deletion cost, until the
+    /// ReplicaSet has had its turn ([`settle_victims`]).
     #[serde(default)]
     pub victims: Vec<String>,
+    /// The replica count the last scale-in that chose pods asked for, and when.
+    #[serde(default)]
+    pub victims_target: i32,
+    #[serde(default)]
+    pub victims_at: f64,
     /// `(time, connections)` each scale-in of the last minute cut, for the reset budget.
     #[serde(default)]
     pub resets: Vec<(f64, f64)>,
@@ -205,7 +211,7 @@ pub enum Why {
     /// The workload has 0 replicas: someone turned it off.
     ScaledToZero,
     /// The scale-in would reset more connections than `behavior.resetBudgetPercent` allows
-    /// this minute: part of it (or all, for now) is held back.
+    /// this minute: all of it is held back for now (a part held is `ReplicaPlan::held`).
     ResetBudget,
 }
 
@@ -314,6 +320,9 @@ pub struct ReplicaPlan {
     pub eci_cap: Option<i32>,
     /// Replicas expected to land on ECI.
     pub expected_eci: i32,
+    /// Pods this scale-in leaves standing for the reset budget (`behavior.resetBudgetPercent`).
+    #[serde(default)]
+    pub held: i32,
     pub reason: String,
 }
 
@@ -440,6 +449,8 @@ pub struct Outcome {
 const REBALANCE_OFF: &str = "rebalance is off";
 /// The reset budget counts the scale-ins of this long.
 pub const RESET_WINDOW_SECONDS: f64 = 60.0;
+/// The longest a scale-in's victims keep their cost while the ReplicaSet has not removed them.
+pub const VICTIM_SETTLE_SECONDS: f64 = 30.0;
 const PEAK_WINDOW_MINUTES: i64 = 24 * 60;
 /// Burst mode starts when the fast path's rate exceeds this many times the ready capacity
 /// (Knative's panic threshold is 200 %).
@@ -562,11 +573,14 @@ pub fn decide(policy: &ElasticGatewaySpec, obs: &Observation<'_>, prev: &EngineS
         &mut state,
     );
     // Before the scale is recorded: the reset budget may hold part of it back.
-    let victim_check = (!state.victims.is_empty())
-        .then(|| placement::check_victims(&std::mem::take(&mut state.victims), obs.pods));
-    let victims = choose_victims(policy, obs, &ctx, &mut plan, &weights, &mut state);
+    let (victim_check, carried) = settle_victims(obs, &plan, &mut state);
+    let victims = choose_victims(policy, obs, &ctx, &mut plan, &weights, &mut state, &carried);
     let cut = (!victims.is_empty()).then(|| placement::cut(obs.pods, &victims));
-    state.victims.clone_from(&victims);
+    if !victims.is_empty() {
+        state.victims_target = plan.desired;
+        state.victims_at = ctx.now;
+    }
+    state.victims = carried.into_iter().chain(victims.iter().cloned()).collect();
     if plan.desired != ctx.current && !policy.dry_run {
         state.hpa.record_scale(
             ctx.now,
@@ -581,8 +595,9 @@ pub fn decide(policy: &ElasticGatewaySpec, obs: &Observation<'_>, prev: &EngineS
     }
     judge_eci_release(policy, &ctx, &plan, &mut state);
     judge_ecs_release(policy, &ctx, &plan, &mut state);
+    let marked = state.victims.clone();
     let (deletion_costs, moves, move_reason) =
-        place(policy, obs, &ctx, &plan, &weights, &victims, &mut state);
+        place(policy, obs, &ctx, &plan, &weights, &marked, &mut state);
     let cost = price(policy, obs, &mut state);
     state.last_decision = Some(ctx.now);
     let phase = phase(policy, &ctx.survey, &plan);
@@ -804,6 +819,7 @@ fn stabilise(
         lead,
         eci_cap: None,
         expected_eci: 0,
+        held: 0,
         reason,
     };
     if policy.paused {
@@ -1551,11 +1567,40 @@ fn swap_back(
     Some(SwapEvent::Started)
 }
 
-/// Stage 5a: on a scale-in, the ready pods to remove, by what each would cut (ECI first, then
-/// the fewest connections; [`placement::victims`]), within the reset budget
-/// (`behavior.resetBudgetPercent` of the open connections a minute; the first pod of a minute
-/// always goes): what does not fit stays, and the plan says so. None while a rollout runs (the
-/// Deployment controller splits a scale-in over its ReplicaSets), paused or in a dry run.
+/// Stage 5a: the last scale-in's victims. Until the ReplicaSet has had its turn (one of them
+/// still serving, the fleet above the count that scale-in asked for, for at most
+/// [`VICTIM_SETTLE_SECONDS`]) they keep the victim's cost, carried: a cost put back at once
+/// would race the ReplicaSet. Then they are checked (gone or terminating: as chosen; still
+/// serving: kept). A scale-up past that count overtook the scale-in: they go back unchecked.
+fn settle_victims(
+    obs: &Observation<'_>,
+    plan: &ReplicaPlan,
+    state: &mut EngineState,
+) -> (Option<placement::VictimCheck>, Vec<String>) {
+    let pending = std::mem::take(&mut state.victims);
+    if pending.is_empty() || plan.desired > state.victims_target {
+        return (None, vec![]);
+    }
+    let serving = |name: &String| obs.pods.iter().any(|p| &p.name == name && !p.terminating);
+    let standing: Vec<String> = pending.iter().filter(|v| serving(v)).cloned().collect();
+    let active = obs.pods.iter().filter(|p| !p.terminating).count();
+    let waiting = !standing.is_empty()
+        && active > usize::try_from(state.victims_target).unwrap_or(0)
+        && obs.now - state.victims_at < VICTIM_SETTLE_SECONDS;
+    if waiting {
+        (None, standing)
+    } else {
+        (Some(placement::check_victims(&pending, obs.pods)), vec![])
+    }
+}
+
+/// Stage 5b: on a scale-in, the ready pods to remove besides those `carried` from the last
+/// one, by what each would cut (ECI first, then the fewest connections;
+/// [`placement::victims`]), within the reset budget (`behavior.resetBudgetPercent` of the open
+/// connections a minute; the first pod of a minute always goes): what does not fit stays, and
+/// the plan says so (`held`). A scale-in to honour `maxReplicas` or the ECI cap, or a swap's
+/// return to its count, is not paced. None while a rollout runs (the Deployment controller
+/// splits a scale-in over its ReplicaSets), paused or in a dry run.
 fn choose_victims(
     policy: &ElasticGatewaySpec,
     obs: &Observation<'_>,
@@ -1563,23 +1608,39 @@ fn choose_victims(
     plan: &mut ReplicaPlan,
     weights: &WeightPlan,
     state: &mut EngineState,
+    carried: &[String],
 ) -> Vec<String> {
     let now = ctx.now;
     state.resets.retain(|(t, _)| now - t < RESET_WINDOW_SECONDS);
-    let n = usize::try_from(ctx.current - plan.desired).unwrap_or(0);
-    if policy.paused || policy.dry_run || obs.rollout_in_progress || weights.changed() {
+    if plan.desired >= ctx.current
+        || policy.paused
+        || policy.dry_run
+        || obs.rollout_in_progress
+        || weights.changed()
+    {
         return vec![];
     }
-    let Some(ranked) = placement::victims(obs.pods, n) else {
+    // The ReplicaSet removes what is live above the count: the carried victims first (their
+    // cost), then these.
+    let others: Vec<GatewayPod> = obs
+        .pods
+        .iter()
+        .filter(|p| !carried.contains(&p.name))
+        .cloned()
+        .collect();
+    let active = others.iter().filter(|p| !p.terminating).count();
+    let n = active.saturating_sub(usize::try_from(plan.desired).unwrap_or(0));
+    let Some(ranked) = placement::victims(&others, n) else {
         return vec![];
     };
     let percent = policy.behavior.reset_budget();
+    let paced = percent < 100.0 && !matches!(plan.why, Why::Bounds | Why::EciCap | Why::Rebalance);
     let budget = placement::open_connections(obs.pods) * percent / 100.0;
     let used: f64 = state.resets.iter().map(|(_, c)| c).sum();
     let (mut taken, mut cut) = (vec![], 0.0);
     for (pod, connections) in &ranked {
-        let first = used == 0.0 && taken.is_empty();
-        if percent < 100.0 && !first && used + cut + connections > budget {
+        let first = state.resets.is_empty() && taken.is_empty();
+        if paced && !first && used + cut + connections > budget {
             break;
         }
         cut += connections;
@@ -1587,11 +1648,13 @@ fn choose_victims(
     }
     let held = ranked.len() - taken.len();
     if held > 0 {
-        plan.desired += i32::try_from(held).unwrap_or(i32::MAX);
+        plan.held = i32::try_from(held).unwrap_or(i32::MAX);
+        plan.desired = plan.desired.saturating_add(plan.held);
         if plan.desired >= ctx.current {
+            // Nothing goes this time: the budget is the reason.
             plan.direction = Direction::Hold;
+            plan.why = Why::ResetBudget;
         }
-        plan.why = Why::ResetBudget;
         plan.reason = format!(
             "{}; {held} pod(s) held back by the reset budget: {:.0} connections a minute ({percent}% of {:.0} open), {:.0} reset in the last minute",
             plan.reason,

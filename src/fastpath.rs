@@ -35,6 +35,10 @@ pub const MIN_RATE_SECONDS: f64 = 1.0;
 /// Readings older than this are dropped: a pod whose last one is older (out of the sample, or
 /// failing) starts afresh, as a rate over a long span is Prometheus's job, not the fast path's.
 pub const MAX_RATE_SECONDS: f64 = 15.0;
+/// The most open connections or requests in flight one pod's proxy is believed to report (a
+/// proxy is bounded by its file descriptors, about a million at most): above it the pod's
+/// drain is unknown.
+pub const MAX_DRAIN_GAUGE: f64 = 10_000_000.0;
 /// A pod ready for less than this and not read this time is assumed to serve nothing yet: a
 /// load balancer adds a new backend seconds after it turns ready (endpoints, then the cloud
 /// load balancer's sync), so counting it at the others' mean would overstate the load exactly
@@ -262,11 +266,13 @@ impl<'m> CounterParser<'m> {
             return Err(format!("no {} sample", self.metric));
         }
         // Without the connection gauge there is nothing to choose by; requests alone would
-        // rank an idle websocket pod as empty.
+        // rank an idle websocket pod as empty. A count no proxy holds is garbage: it would
+        // switch the reset budget off.
+        let plausible = |v: &f64| v.is_finite() && *v <= MAX_DRAIN_GAUGE;
         let drain = match (self.connections, self.requests) {
-            (Some(Some(connections)), requests) => Some(Drain {
+            (Some(Some(connections)), requests) if plausible(&connections) => Some(Drain {
                 connections,
-                requests: requests.flatten().unwrap_or(0.0),
+                requests: requests.flatten().filter(plausible).unwrap_or(0.0),
             }),
             _ => None,
         };
@@ -403,7 +409,8 @@ pub struct Round {
     /// The same rates by pod, for what each pool's pods serve ([`crate::engine::capacity`]).
     pub per_pod: Vec<(String, f64)>,
     /// What each pod read said of its live connections and requests (a first read and a
-    /// restart's too: gauges need no baseline); pods whose stats lack them are not here.
+    /// restart's too: gauges need no baseline), or for a pod whose read failed, its last for
+    /// [`MAX_RATE_SECONDS`]; pods whose stats lack them are not here.
     pub drains: Vec<(String, Drain)>,
     /// Ready pods that gave no rate this time (not in the sample, failed, or a first read) but
     /// have been ready for [`WARM_SECONDS`]: each is taken to serve the mean of those read.
@@ -441,6 +448,9 @@ pub struct Counters {
     readings: HashMap<String, VecDeque<(f64, Series)>>,
     /// When each ready pod was first seen ready.
     ready_since: HashMap<String, f64>,
+    /// Each pod's last drain gauges and when they were read: a pod that misses one read keeps
+    /// them for [`MAX_RATE_SECONDS`], so one timeout does not move its rank.
+    drains: HashMap<String, (f64, Drain)>,
 }
 
 impl Counters {
@@ -480,6 +490,7 @@ impl Counters {
         self.readings.retain(|pod, _| live.contains(pod.as_str()));
         self.ready_since
             .retain(|pod, _| live.contains(pod.as_str()));
+        self.drains.retain(|pod, _| live.contains(pod.as_str()));
         for pod in live {
             self.ready_since.entry((*pod).to_string()).or_insert(now);
         }
@@ -495,6 +506,7 @@ impl Counters {
             };
             if let Some(d) = value.drain() {
                 round.drains.push((pod.clone(), d));
+                self.drains.insert(pod.clone(), (at, d));
             }
             let history = self.readings.entry(pod.clone()).or_default();
             if let Some((_, last)) = history.back().filter(|(_, last)| restarted(last, &value)) {
@@ -535,6 +547,18 @@ impl Counters {
             if let Some(rate) = rate {
                 round.per_pod.push((pod.clone(), rate));
                 with_rate.insert(pod);
+            }
+        }
+        for (pod, _) in &round.failures {
+            if round.drains.iter().any(|(p, _)| p == pod) {
+                continue;
+            }
+            if let Some((_, d)) = self
+                .drains
+                .get(pod)
+                .filter(|(at, _)| now - at <= MAX_RATE_SECONDS)
+            {
+                round.drains.push((pod.clone(), *d));
             }
         }
         bound_by_peers(&mut round, floor);

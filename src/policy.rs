@@ -405,11 +405,13 @@ pub struct Behavior {
     /// The connection reset budget of scale-ins: the open downstream connections (as the
     /// gateway pods' Envoys report them) a minute's scale-ins may reset, in percent of those
     /// open (above 0, up to 100: no budget). A scale-in over it removes the pods that fit and
-    /// holds the rest back (decision reason `reset_budget`); at least one pod goes each
-    /// minute, so a scale-in is paced, never blocked. Without the pods' connection counts
-    /// there is nothing to count and no budget. Unset: 25.
+    /// holds the rest back (status condition `ScaleInPaced`; decision reason `reset_budget`
+    /// when none goes); the first pod after a minute without one always goes, so a scale-in
+    /// is paced, never blocked. A scale-in to honour `maxReplicas` or the ECI cap is not
+    /// paced. Without the pods' connection counts there is nothing to count and no budget.
+    /// Unset: 25.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0.0, max = 100.0))]
+    #[schemars(range(min = 0.0, max = 100.0), extend("exclusiveMinimum" = true))]
     pub reset_budget_percent: Option<f64>,
     /// How a per-pod metric's pods are grouped: spillway's own reading, or upstream's for the
     /// drill's `hpa` peer. Not part of the API: nobody asks spillway to be less careful.

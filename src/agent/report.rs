@@ -236,7 +236,7 @@ pub fn conditions(
     }
     // No live figures in the message (the status is written only when it changes): the
     // decision's own reason carries them.
-    out.push(if planned.decision.replicas.why == crate::engine::Why::ResetBudget {
+    out.push(if planned.decision.replicas.held > 0 {
         let msg = "a scale-in would reset more connections this minute than behavior.resetBudgetPercent allows: part of it waits (the last decision says how much)";
         condition("ScaleInPaced", true, "ResetBudget", msg, generation)
     } else {

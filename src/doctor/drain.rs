@@ -30,12 +30,16 @@ pub struct DrainSetup {
     /// `EXIT_ON_ZERO_ACTIVE_CONNECTIONS=true`: the proxy drains until its connections end (after
     /// `MINIMUM_DRAIN_DURATION`), within the grace period.
     pub exit_on_zero: bool,
+    /// `MINIMUM_DRAIN_DURATION` (a Go duration), or Istio's default.
+    pub minimum_drain_seconds: f64,
 }
 
 impl DrainSetup {
-    /// Reads the pod: its grace period, and its proxy's drain from the `proxy.istio.io/config`
-    /// annotation, else the `istio-proxy` container's `TERMINATION_DRAIN_DURATION_SECONDS`,
-    /// else Istio's default (a mesh-wide `defaultConfig` is not visible on the pod).
+    /// Reads the pod: its grace period, and its proxy's drain from the `istio-proxy`
+    /// container's `TERMINATION_DRAIN_DURATION_SECONDS` (whole seconds; pilot-agent lets this
+    /// legacy variable win), else the `proxy.istio.io/config` annotation's
+    /// `terminationDrainDuration`, else Istio's default (a mesh-wide `defaultConfig` is not
+    /// visible on the pod).
     pub fn of(pod: &Pod) -> Result<Self, String> {
         let spec = pod.spec.as_ref().ok_or("the pod has no spec")?;
         let grace_seconds = spec
@@ -63,25 +67,29 @@ impl DrainSetup {
             .as_ref()
             .and_then(|a| a.get(PROXY_CONFIG))
             .and_then(|c| field(c, "terminationDrainDuration"));
-        let (drain_seconds, source) = if let Some(v) = annotated {
+        let (drain_seconds, source) = if let Some(v) = env("TERMINATION_DRAIN_DURATION_SECONDS") {
+            let s: u32 = v.trim().parse().map_err(|_| {
+                format!("TERMINATION_DRAIN_DURATION_SECONDS={v:?} is not a whole number of seconds")
+            })?;
+            (f64::from(s), "TERMINATION_DRAIN_DURATION_SECONDS")
+        } else if let Some(v) = annotated {
             (
-                seconds(&v)?,
+                seconds("terminationDrainDuration", &v)?,
                 "proxy.istio.io/config terminationDrainDuration",
             )
-        } else if let Some(v) = env("TERMINATION_DRAIN_DURATION_SECONDS") {
-            let s: f64 = v
-                .trim()
-                .parse()
-                .map_err(|_| format!("TERMINATION_DRAIN_DURATION_SECONDS={v:?} is not a number"))?;
-            (s, "TERMINATION_DRAIN_DURATION_SECONDS")
         } else {
             (DEFAULT_DRAIN_SECONDS, "Istio's default")
+        };
+        let minimum_drain_seconds = match env("MINIMUM_DRAIN_DURATION") {
+            Some(v) => seconds("MINIMUM_DRAIN_DURATION", v.trim())?,
+            None => DEFAULT_MINIMUM_DRAIN_SECONDS,
         };
         Ok(Self {
             grace_seconds,
             drain_seconds,
             source,
             exit_on_zero,
+            minimum_drain_seconds,
         })
     }
 
@@ -89,13 +97,14 @@ impl DrainSetup {
     pub fn judge(&self) -> (Outcome, String) {
         let grace = self.grace_seconds as f64;
         let drain = if self.exit_on_zero {
-            DEFAULT_MINIMUM_DRAIN_SECONDS
+            self.minimum_drain_seconds
         } else {
             self.drain_seconds
         };
         let how = if self.exit_on_zero {
             format!(
-                "the proxy drains until its connections end (EXIT_ON_ZERO_ACTIVE_CONNECTIONS), at least {DEFAULT_MINIMUM_DRAIN_SECONDS:.0} s"
+                "the proxy drains until its connections end (EXIT_ON_ZERO_ACTIVE_CONNECTIONS), at least {:.0} s",
+                self.minimum_drain_seconds
             )
         } else {
             format!(
@@ -139,11 +148,15 @@ fn field(config: &str, key: &str) -> Option<String> {
     (!value.is_empty()).then(|| value.to_string())
 }
 
-/// A Go duration (`30s`, `1m30s`, `500ms`) in seconds.
-fn seconds(v: &str) -> Result<f64, String> {
+/// A Go duration (`30s`, `1m30s`, `500ms`) in seconds, not negative.
+fn seconds(what: &str, v: &str) -> Result<f64, String> {
     v.parse::<SignedDuration>()
-        .map(|d| d.as_secs_f64())
-        .map_err(|e| format!("terminationDrainDuration {v:?} is not a duration: {e}"))
+        .map_err(|e| format!("{what} {v:?} is not a duration: {e}"))
+        .and_then(|d| {
+            (!d.is_negative())
+                .then(|| d.as_secs_f64())
+                .ok_or_else(|| format!("{what} {v:?} is negative"))
+        })
 }
 
 #[cfg(test)]
@@ -201,6 +214,23 @@ mod tests {
         .unwrap();
         assert_eq!(env.judge().0, Outcome::Warn);
         assert_eq!(env.source, "TERMINATION_DRAIN_DURATION_SECONDS");
+        // The legacy variable wins over the annotation, as in pilot-agent; whole seconds only.
+        let both = DrainSetup::of(&pod(
+            Some(60),
+            Some("terminationDrainDuration: 5s"),
+            &[("TERMINATION_DRAIN_DURATION_SECONDS", "90")],
+        ))
+        .unwrap();
+        assert_eq!((both.drain_seconds, both.judge().0), (90.0, Outcome::Warn));
+        for bad in ["NaN", "-5", "2.5"] {
+            let e = DrainSetup::of(&pod(
+                None,
+                None,
+                &[("TERMINATION_DRAIN_DURATION_SECONDS", bad)],
+            ))
+            .unwrap_err();
+            assert!(e.contains("whole number"), "{bad}: {e}");
+        }
     }
 
     #[test]
@@ -214,6 +244,19 @@ mod tests {
         let (outcome, text) = s.judge();
         assert_eq!(outcome, Outcome::Ok, "{text}");
         assert!(text.contains("until its connections end"), "{text}");
+        // Its minimum drain is what the grace period must cover.
+        let long = DrainSetup::of(&pod(
+            Some(30),
+            None,
+            &[
+                ("EXIT_ON_ZERO_ACTIVE_CONNECTIONS", "true"),
+                ("MINIMUM_DRAIN_DURATION", "60s"),
+            ],
+        ))
+        .unwrap();
+        let (outcome, text) = long.judge();
+        assert_eq!(outcome, Outcome::Warn, "{text}");
+        assert!(text.contains("at least 60 s"), "{text}");
     }
 
     #[test]

@@ -376,20 +376,22 @@ pub fn victims(pods: &[GatewayPod], n: usize) -> Option<Vec<(String, f64)>> {
 }
 
 /// The open connections of the serving pods: as read, a pod not read at its pool's mean of
-/// those read ([`victims`]' estimate); 0 when none was read.
+/// those read ([`victims`]' estimate), or the mean of all read when none of its pool was; 0
+/// when none was read.
 pub fn open_connections(pods: &[GatewayPod]) -> f64 {
     let serving: Vec<&GatewayPod> = pods
         .iter()
         .filter(|p| p.ready && !p.pending && !p.terminating && p.node.is_some())
         .collect();
-    let mean = |pool: Pool| {
+    let mean_of = |pool: Option<Pool>| {
         let read: Vec<f64> = serving
             .iter()
-            .filter(|p| p.pool == pool)
+            .filter(|p| pool.is_none_or(|pool| p.pool == pool))
             .filter_map(|p| p.drain.map(|d| d.connections))
             .collect();
-        read.iter().sum::<f64>() / read.len().max(1) as f64
+        (!read.is_empty()).then(|| read.iter().sum::<f64>() / read.len() as f64)
     };
+    let mean = |pool: Pool| mean_of(Some(pool)).or_else(|| mean_of(None)).unwrap_or(0.0);
     serving
         .iter()
         .map(|p| p.drain.map_or_else(|| mean(p.pool), |d| d.connections))

@@ -1964,6 +1964,7 @@ fn the_reset_budget_paces_a_scale_in_and_never_blocks_it() {
         let out = decide(&p, &obs(f64::from(t), &c, &loads, spec), &state);
         state = out.state;
         let d = out.decision;
+        let before = spec;
         if d.replicas.desired < spec {
             removed_at.push((t, spec - d.replicas.desired));
             assert_eq!(d.victims.len() as i32, spec - d.replicas.desired);
@@ -1971,13 +1972,17 @@ fn the_reset_budget_paces_a_scale_in_and_never_blocks_it() {
             spec = d.replicas.desired;
         }
         if spec > 2 {
+            assert!(d.replicas.held > 0, "at {t}: {}", d.replicas.reason);
+            assert!(d.replicas.reason.contains("held back by the reset budget"));
+            // The budget is the reason only when nothing goes: a partial scale-in keeps the
+            // load's reason (the release bookkeeping reads it).
             assert_eq!(
+                d.replicas.why == Why::ResetBudget,
+                spec == before,
+                "at {t}: {:?} {}",
                 d.replicas.why,
-                Why::ResetBudget,
-                "at {t}: {}",
                 d.replicas.reason
             );
-            assert!(d.replicas.reason.contains("held back by the reset budget"));
         }
     }
     // Two at once (200 of a budget of 250), then as a quarter of what is left allows, a
@@ -1994,4 +1999,91 @@ fn the_reset_budget_paces_a_scale_in_and_never_blocks_it() {
     let c10 = cluster(3, 0, 10, 0);
     let out = decide(&p, &obs(0.0, &c10, &loads, 10), &EngineState::default());
     assert_eq!(out.decision.replicas.desired, 2);
+    // Lowering maxReplicas is not paced.
+    let mut capped = p.clone();
+    capped.max_replicas = 4;
+    let out = decide(&capped, &obs(0.0, &c, &loads, 10), &EngineState::default());
+    assert_eq!(
+        out.decision.replicas.desired, 4,
+        "{}",
+        out.decision.replicas.reason
+    );
+    assert_eq!(out.decision.replicas.held, 0);
+}
+
+/// The ReplicaSet may act after the next decision: until it has, the victims keep their cost
+/// (a cost put back at once would let it remove other pods), and they are checked only then.
+#[test]
+fn victims_keep_their_cost_until_the_replicaset_has_had_its_turn() {
+    let mut p = policy();
+    p.behavior.scale_down.stabilization_window_seconds = Some(0);
+    p.behavior.ecs_hold_seconds = Some(0);
+    p.behavior.reset_budget_percent = Some(100.0);
+    let mut c = cluster(3, 0, 6, 0);
+    for (i, pod) in c.pods.iter_mut().enumerate() {
+        pod.drain = Some(crate::model::Drain {
+            connections: 10.0 * i as f64,
+            requests: 0.0,
+        });
+    }
+    let loads = [LoadSample::Total(1000.0)];
+    let first = decide(&p, &obs(0.0, &c, &loads, 6), &EngineState::default());
+    let chosen = first.decision.victims.clone();
+    assert_eq!(chosen.len(), 4, "{}", first.decision.replicas.reason);
+    assert_eq!(first.decision.replicas.desired, 2);
+    for (pod, cost) in &first.decision.deletion_costs {
+        assert_eq!(
+            *cost == placement::VICTIM_DELETION_COST,
+            chosen.contains(pod),
+            "{pod}"
+        );
+    }
+    // Half a second later the pods carry the costs written, the ReplicaSet has not acted.
+    for pod in &mut c.pods {
+        pod.deletion_cost = first
+            .decision
+            .deletion_costs
+            .iter()
+            .find(|(name, _)| *name == pod.name)
+            .map(|(_, cost)| *cost);
+    }
+    let next = decide(&p, &obs(0.5, &c, &loads, 2), &first.state);
+    assert_eq!(next.decision.victim_check, None);
+    assert!(
+        next.decision.deletion_costs.is_empty(),
+        "{:?}",
+        next.decision.deletion_costs
+    );
+    assert_eq!(next.state.victims, chosen);
+    // A ReplicaSet that never acts: checked (all kept) after VICTIM_SETTLE_SECONDS.
+    let stuck = decide(
+        &p,
+        &obs(0.5 + VICTIM_SETTLE_SECONDS, &c, &loads, 2),
+        &next.state,
+    );
+    assert_eq!(
+        stuck.decision.victim_check,
+        Some(placement::VictimCheck {
+            as_chosen: 0,
+            kept: 4
+        })
+    );
+    // It removes three and another pod: checked once the fleet is down to the count.
+    let other = c
+        .pods
+        .iter()
+        .find(|p| !chosen.contains(&p.name))
+        .map(|p| p.name.clone())
+        .unwrap();
+    c.pods
+        .retain(|p| !chosen[..3].contains(&p.name) && p.name != other);
+    let after = decide(&p, &obs(1.0, &c, &loads, 2), &next.state);
+    assert_eq!(
+        after.decision.victim_check,
+        Some(placement::VictimCheck {
+            as_chosen: 3,
+            kept: 1
+        })
+    );
+    assert!(after.state.victims.is_empty());
 }

@@ -646,3 +646,42 @@ fn a_round_carries_each_read_pods_drain_first_reads_included() {
     assert!(round.rates.is_empty());
     assert_eq!(round.drains, vec![("a".to_string(), drain(5.0).unwrap())]);
 }
+
+#[test]
+fn a_pod_that_misses_a_read_keeps_its_last_drain_for_a_while() {
+    let mut c = Counters::default();
+    let live: HashSet<&str> = ["a"].into_iter().collect();
+    let drain = Drain {
+        connections: 7.0,
+        requests: 1.0,
+    };
+    let timeout = || Err(PodError::Timeout(Duration::from_secs(1)));
+    c.observe(
+        0.0,
+        vec![(
+            "a".into(),
+            0.0,
+            Ok(Series::one(10.0).with_drain(Some(drain))),
+        )],
+        &live,
+        0.0,
+    );
+    // One timeout does not move its rank: the last gauges stand in.
+    let round = c.observe(2.0, vec![("a".into(), 2.0, timeout())], &live, 0.0);
+    assert_eq!(round.drains, vec![("a".to_string(), drain)]);
+    // A pod that stopped answering is unknown again (its pool's mean ranks it).
+    let round = c.observe(
+        MAX_RATE_SECONDS + 1.0,
+        vec![("a".into(), MAX_RATE_SECONDS + 1.0, timeout())],
+        &live,
+        0.0,
+    );
+    assert!(round.drains.is_empty());
+}
+
+#[test]
+fn a_gauge_no_proxy_could_hold_says_nothing_of_drain() {
+    let huge = DRAIN_BODY.replace("} 2\n", "} 1e15\n");
+    let s = parse_counter(&huge, "istio_requests_total").unwrap();
+    assert_eq!((s.total(), s.drain()), (1200.0, None));
+}
