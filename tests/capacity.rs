@@ -136,15 +136,7 @@ async fn the_live_agent_learns_that_eci_pods_serve_half_and_sizes_the_overflow_f
     let envoys = Envoys::start(envoy_sd.clone());
     envoys.set_load(2000.0);
     envoys.set_cpu(0.001, 0.5);
-    std::fs::write(
-        dir.path().join("prometheus.yml"),
-        format!(
-            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n- job_name: envoy\n  file_sd_configs: [{{files: ['{}'], refresh_interval: 1s}}]\n",
-            envoy_sd.display()
-        ),
-    )
-    .unwrap();
-    let prom = Prom::start_configured(dir.path());
+    let prom = Prom::scraping_envoys(dir.path(), &[&envoy_sd]);
     // The request-rate preset (the fast path reads it), over a 10 s window for 1 s scrapes.
     let mut egw = policy();
     egw["spec"]["metrics"] = serde_json::json!([{"name": "rps", "preset": "RequestRate",

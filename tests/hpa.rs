@@ -616,16 +616,7 @@ async fn side_by_side(profile: Profile) -> String {
         envoys_a.follow(tb.handle(), HPA_APP),
         envoys_b.follow(tb.handle(), SPILLWAY_APP),
     ];
-    std::fs::write(
-        dir.join("prometheus.yml"),
-        format!(
-            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n- job_name: envoy\n  file_sd_configs: [{{files: ['{}', '{}'], refresh_interval: 1s}}]\n",
-            dir.join("envoy-a.json").display(),
-            dir.join("envoy-b.json").display()
-        ),
-    )
-    .unwrap();
-    let prom = Prom::start_configured(dir);
+    let prom = Prom::scraping_envoys(dir, &[&dir.join("envoy-a.json"), &dir.join("envoy-b.json")]);
 
     // The real HPA's path: prometheus-adapter, registered through the aggregation layer.
     let adapter = Adapter::start(&tb, dir, &prom.url(), RATE_WINDOW).await;

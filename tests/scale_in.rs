@@ -102,15 +102,7 @@ async fn each_scale_in_removes_the_pods_holding_the_fewest_connections() {
     let envoys = Envoys::start(envoy_sd.clone());
     envoys.set_connections();
     envoys.set_load(9000.0);
-    std::fs::write(
-        dir.path().join("prometheus.yml"),
-        format!(
-            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n- job_name: envoy\n  file_sd_configs: [{{files: ['{}'], refresh_interval: 1s}}]\n",
-            envoy_sd.display()
-        ),
-    )
-    .unwrap();
-    let prom = Prom::start_configured(dir.path());
+    let prom = Prom::scraping_envoys(dir.path(), &[&envoy_sd]);
     // The request-rate preset (the fast path reads the pods, and their connections with it),
     // over a 5 s window for 1 s scrapes; ECS releases at once; no reset budget (this test is
     // about which pods go; the engine's tests and the drill pace them). No pool spread and no

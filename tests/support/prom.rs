@@ -181,6 +181,24 @@ impl Prom {
         p
     }
 
+    /// A Prometheus scraping every second the Envoy stand-ins listed in the file-SD files
+    /// `envoy_sd` ([`super::envoy::Envoys`]).
+    pub fn scraping_envoys(dir: &Path, envoy_sd: &[&Path]) -> Self {
+        let files: Vec<String> = envoy_sd
+            .iter()
+            .map(|f| format!("'{}'", f.display()))
+            .collect();
+        std::fs::write(
+            dir.join("prometheus.yml"),
+            format!(
+                "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n- job_name: envoy\n  file_sd_configs: [{{files: [{}], refresh_interval: 1s}}]\n",
+                files.join(", ")
+            ),
+        )
+        .unwrap();
+        Self::start_configured(dir)
+    }
+
     /// A Prometheus with the caller's configuration file (already written at `dir/prometheus.yml`).
     pub fn start_configured(dir: &Path) -> Self {
         let mut p = Self {
