@@ -88,6 +88,7 @@ fn big_cluster() -> (Vec<Node>, Vec<GatewayPod>) {
             requests: GW,
             deletion_cost: None,
             created_at: g as f64,
+            ready_since: None,
             drain: None,
         });
     }

@@ -9,7 +9,7 @@ use std::fmt;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node as KNode, Pod};
+use k8s_openapi::api::core::v1::{Node as KNode, Pod, Service};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
@@ -21,6 +21,7 @@ use crate::policy::{ElasticGateway, TargetKind};
 use crate::prom::Prometheus;
 
 mod drain;
+mod warmup;
 
 /// How one check came out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -172,6 +173,8 @@ impl Doctor {
         .await;
         self.drain(&mut r, &ns, view.as_ref().map(|v| &v.selector))
             .await;
+        self.warmup(&mut r, egw, &ns, view.as_ref().map(|v| &v.selector))
+            .await;
         self.capacity(&mut r, egw, &ns).await;
         r
     }
@@ -202,6 +205,132 @@ impl Doctor {
                 },
             },
         }
+    }
+
+    /// Whether a DestinationRule ramps the gateway's pods ([`warmup`]), beside `spec.warmup`:
+    /// the rules (on the mesh's API server in ASM) whose host is a Service that selects the
+    /// gateway's pods.
+    async fn warmup(
+        &self,
+        r: &mut Report,
+        egw: &ElasticGateway,
+        ns: &str,
+        selector: Option<&kube::core::Selector>,
+    ) {
+        const WHAT: &str = "warm-up";
+        let t = self.api_timeout;
+        let Some(selector) = selector.filter(|s| !s.selects_all()) else {
+            r.push(Outcome::Skip, WHAT, "no target, so no Service to look for");
+            return;
+        };
+        let pods: Api<Pod> = Api::namespaced(self.data.clone(), ns);
+        let lp = ListParams::default().labels(&selector.to_string()).limit(1);
+        let labels = match bounded(t, pods.list(&lp)).await {
+            Ok(list) => list.items.first().map(|p| p.labels().clone()),
+            Err(e) => {
+                let e = api_error(&e);
+                r.push(
+                    Outcome::Skip,
+                    WHAT,
+                    format!("cannot list the gateway's pods: {e}"),
+                );
+                return;
+            }
+        };
+        let Some(labels) = labels else {
+            r.push(
+                Outcome::Skip,
+                WHAT,
+                "no gateway pod to match Services against",
+            );
+            return;
+        };
+        let services: Api<Service> = Api::namespaced(self.data.clone(), ns);
+        let services = match bounded(t, services.list(&ListParams::default())).await {
+            Ok(list) => list.items,
+            Err(e) => {
+                let e = api_error(&e);
+                r.push(
+                    Outcome::Skip,
+                    WHAT,
+                    format!("cannot list Services ({e}): the ramp is read with rights to Services and DestinationRules"),
+                );
+                return;
+            }
+        };
+        let names: Vec<(String, String)> = services
+            .iter()
+            .filter(|s| {
+                s.spec
+                    .as_ref()
+                    .and_then(|s| s.selector.as_ref())
+                    .is_some_and(|sel| {
+                        !sel.is_empty() && sel.iter().all(|(k, v)| labels.get(k) == Some(v))
+                    })
+            })
+            .map(|s| (s.name_any(), ns.to_string()))
+            .collect();
+        if names.is_empty() {
+            r.push(Outcome::Skip, WHAT, "no Service selects the gateway's pods");
+            return;
+        }
+        let hosts = warmup::service_hosts(&names);
+        let client = self.mesh.as_ref().unwrap_or(&self.data);
+        let mut rules = None;
+        for version in ["v1", "v1beta1"] {
+            let ar = kube::discovery::ApiResource {
+                group: "networking.istio.io".into(),
+                version: version.into(),
+                api_version: format!("networking.istio.io/{version}"),
+                kind: "DestinationRule".into(),
+                plural: "destinationrules".into(),
+            };
+            let api: Api<kube::api::DynamicObject> = Api::all_with(client.clone(), &ar);
+            match bounded(t, api.list(&ListParams::default())).await {
+                Ok(list) => {
+                    rules = Some(list.items);
+                    break;
+                }
+                Err(e) if is_status(&e, 404) => {}
+                Err(e) => {
+                    let e = api_error(&e);
+                    r.push(
+                        Outcome::Skip,
+                        WHAT,
+                        format!("cannot list DestinationRules: {e}"),
+                    );
+                    return;
+                }
+            }
+        }
+        let Some(rules) = rules else {
+            let (outcome, text) = warmup::judge(&[], egw.spec.warmup.as_ref());
+            r.push(
+                outcome,
+                WHAT,
+                format!("{text} (no DestinationRule API here)"),
+            );
+            return;
+        };
+        let mut found = Vec::new();
+        for rule in &rules {
+            let (rns, name) = (rule.namespace().unwrap_or_default(), rule.name_any());
+            let value = serde_json::to_value(rule).unwrap_or_default();
+            match warmup::ramp_of(&value, &rns, &hosts) {
+                Ok(Some(w)) => found.push(warmup::Found {
+                    rule: format!("{rns}/{name}"),
+                    warmup: w,
+                }),
+                Ok(None) => {}
+                Err(e) => r.push(
+                    Outcome::Warn,
+                    WHAT,
+                    format!("DestinationRule {rns}/{name}: {e}"),
+                ),
+            }
+        }
+        let (outcome, text) = warmup::judge(&found, egw.spec.warmup.as_ref());
+        r.push(outcome, WHAT, text);
     }
 
     /// Whether the ECI pods' share of an ECS pod can be learnt: stated by the policy, or the

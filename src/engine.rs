@@ -17,6 +17,7 @@ pub mod cost;
 pub mod forecast;
 pub mod hpa;
 pub mod placement;
+pub mod warmup;
 
 pub use cost::CostEstimate;
 pub use placement::{Survey, WeightPlan};
@@ -485,7 +486,7 @@ struct Context {
     mix: capacity::Mix,
     /// The scale-up tolerance.
     tolerance_up: f64,
-    /// What the ready pods serve, in ECS pods.
+    /// What the ready pods serve, in ECS pods (their slow-start ramps counted).
     ready_serves: f64,
 }
 
@@ -504,15 +505,8 @@ impl Context {
         let survey = placement::survey(policy, &template, obs.pods, obs.nodes)
             .less_claimed(obs.ecs_claimed_elsewhere);
         let relative = capacity::relative(policy.eci.relative_capacity, learnt);
-        let ready_serves = obs
-            .pods
-            .iter()
-            .filter(|p| p.ready && !p.terminating)
-            .map(|p| match p.pool {
-                Pool::Eci => relative.eci,
-                _ => 1.0,
-            })
-            .sum();
+        let ready_serves =
+            warmup::ready_serves(obs.pods, policy.warmup.as_ref(), relative.eci, obs.now);
         Self {
             now: obs.now,
             current: obs.spec_replicas,

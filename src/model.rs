@@ -437,6 +437,10 @@ pub struct GatewayPod {
     /// Creation time on the caller's clock (seconds).
     #[serde(default)]
     pub created_at: f64,
+    /// Since when it is Ready, on the caller's clock (its Ready condition's last transition):
+    /// where a slow start ramps new pods, how far along its ramp it is. `None`: not known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_since: Option<f64>,
     /// What a scale-in that removes it would cut, from its own Envoy's stats (the fast path's
     /// last read of it); `None` when not read or its stats lack the gauges.
     #[serde(default, skip_serializing_if = "Option::is_none")]

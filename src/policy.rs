@@ -82,6 +82,17 @@ pub struct ElasticGatewaySpec {
     /// Limits on the overflow onto ECI.
     #[serde(default)]
     pub eci: EciLimits,
+    /// The slow start in front of the gateway's pods, if traffic reaches a new pod ramped
+    /// (Istio's `warmupDurationSecs` or `warmup` on a DestinationRule for the gateway's host,
+    /// Envoy's `slow_start_config`, a cloud load balancer's slow start). spillway cannot see it
+    /// from the pods: state it here, and a pod counts, in what the ready pods serve, for the
+    /// share of a warm pod its ramp gives it (so a surge on a fleet still ramping is taken for
+    /// the burst it is, and no template change starts while the warm pods carry the rest). It
+    /// adds no pods for the ramp: a pod added for it would arrive ramping too. `spillway
+    /// doctor` compares it with the DestinationRules it finds. Unset: a pod counts in full once
+    /// Ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup: Option<Warmup>,
     /// Load signals; the desired replica count is the largest any of them asks for (as in HPA).
     #[serde(default = "defaults::metrics")]
     #[schemars(length(min = 1, max = 16))]
@@ -105,6 +116,51 @@ pub struct ElasticGatewaySpec {
     /// evictions); spillway keeps observing and reporting. Set it before a manual change.
     #[serde(default)]
     pub paused: bool,
+}
+
+/// A slow-start ramp as Envoy runs it: `seconds` after a pod joins, its weight is the weight of
+/// a warm pod times `max(minWeightPercent / 100, (age / seconds) ^ (1 / aggression))`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Warmup {
+    /// The ramp's length (Istio `warmupDurationSecs`, Envoy `slow_start_window`), 1 to 3600.
+    #[schemars(range(min = 1, max = 3600))]
+    pub seconds: i64,
+    /// The weight a new pod starts at, in percent of a warm pod's (0 to 100; Envoy's default
+    /// 10).
+    #[serde(default = "defaults::warmup_min_weight_percent")]
+    #[schemars(range(min = 0.0, max = 100.0))]
+    pub min_weight_percent: f64,
+    /// Above 1 the ramp rises fast and then slowly; below 1 slowly and then fast (Envoy's
+    /// `aggression`, 0.01 to 100; default 1: linear).
+    #[serde(default = "defaults::warmup_aggression")]
+    #[schemars(range(min = 0.01, max = 100.0))]
+    pub aggression: f64,
+}
+
+impl Warmup {
+    /// Each field out of range, with what is wrong with it.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if !(1..=3600).contains(&self.seconds) {
+            out.push((
+                "seconds",
+                format!("must be within 1..3600 seconds, got {}", self.seconds),
+            ));
+        }
+        let min = self.min_weight_percent;
+        if !(min.is_finite() && (0.0..=100.0).contains(&min)) {
+            out.push((
+                "minWeightPercent",
+                format!("must be within 0..100, got {min}"),
+            ));
+        }
+        let a = self.aggression;
+        if !(a.is_finite() && (0.01..=100.0).contains(&a)) {
+            out.push(("aggression", format!("must be within 0.01..100, got {a}")));
+        }
+        out
+    }
 }
 
 /// The gateway workload.
@@ -950,6 +1006,12 @@ pub mod defaults {
     }
     pub fn tolerance() -> f64 {
         0.1
+    }
+    pub fn warmup_min_weight_percent() -> f64 {
+        10.0
+    }
+    pub fn warmup_aggression() -> f64 {
+        1.0
     }
     /// `behavior.resetBudgetPercent`: see [`Behavior::reset_budget_percent`].
     pub const RESET_BUDGET_PERCENT: f64 = 25.0;

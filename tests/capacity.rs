@@ -38,6 +38,7 @@ fn pod(name: &str, pool: Pool) -> GatewayPod {
         requests: Resources::pod(2000, 2 << 30),
         deletion_cost: None,
         created_at: 0.0,
+        ready_since: None,
         drain: None,
     }
 }

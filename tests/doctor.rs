@@ -145,6 +145,79 @@ async fn doctor_passes_a_healthy_setup_and_names_each_broken_check() {
     );
     assert!(out.contains("no check would stop the agent"), "{out}");
 
+    // Issue 29: a slow start on the gateway's Service, as Istio's own CRD (istio.io/api, pinned
+    // in testbed/istio/go.mod) takes it, read by a user's doctor (the agent needs no rights to
+    // DestinationRules): the ramp named, and what to put in spec.warmup.
+    let crds = support::testbed::prebuilt("testbed/istio/crds.sh", "Istio's CRDs");
+    let all = std::fs::read_to_string(&crds).unwrap();
+    let dr_crd = all
+        .split("\n---\n")
+        .find(|d| d.contains("name: destinationrules.networking.istio.io"))
+        .unwrap();
+    tb.kubectl_ok(&["apply", "--server-side", "-f", "-"], Some(dr_crd));
+    wait_for("the DestinationRule API to be served", 60, || async {
+        tb.kubectl(&["get", "destinationrules", "-A"], None)
+            .status
+            .success()
+    })
+    .await;
+    let selector = tb.kubectl_ok(
+        &[
+            "get",
+            "deploy",
+            "istio-ingressgateway",
+            "-n",
+            "istio-system",
+            "-o",
+            "jsonpath={.spec.selector.matchLabels}",
+        ],
+        None,
+    );
+    let service = json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "istio-ingressgateway", "namespace": "istio-system"},
+        "spec": {"selector": serde_json::from_str::<serde_json::Value>(&selector).unwrap(),
+                 "ports": [{"name": "http2", "port": 80, "targetPort": 8080}]}});
+    tb.kubectl_ok(&["apply", "-f", "-"], Some(&service.to_string()));
+    tb.kubectl_ok(
+        &["apply", "-f", "-"],
+        Some(
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: gw-warmup, namespace: istio-system}\nspec:\n  host: istio-ingressgateway\n  trafficPolicy:\n    loadBalancer:\n      simple: LEAST_REQUEST\n      warmup: {duration: 45s, minimumPercent: 20}\n",
+        ),
+    );
+    let admin = tb.kubeconfig();
+    let (code, out) = doctor(
+        &admin,
+        &prom.url(),
+        &policy(dir.path(), "ok.json", q),
+        envoys.port,
+    );
+    assert_eq!(code, 0, "{out}");
+    let warm = line(&out, "warn warm-up:");
+    assert!(
+        warm.contains("DestinationRule istio-system/gw-warmup")
+            && warm.contains("spec.warmup: {seconds: 45, minWeightPercent: 20, aggression: 1}"),
+        "{warm}"
+    );
+    // Stated as the rule has it: agreed.
+    let mut stated: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(policy(dir.path(), "warm.json", q)).unwrap())
+            .unwrap();
+    stated["spec"]["warmup"] = json!({"seconds": 45, "minWeightPercent": 20});
+    let warm_policy = dir.path().join("warm.json");
+    std::fs::write(&warm_policy, stated.to_string()).unwrap();
+    let (code, out) = doctor(
+        &admin,
+        &prom.url(),
+        warm_policy.to_str().unwrap(),
+        envoys.port,
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        line(&out, "ok   warm-up:")
+            .contains("spec.warmup matches DestinationRule istio-system/gw-warmup"),
+        "{out}"
+    );
+
     // A query that matches nothing, and an HPA on the gateway: both named, exit 1.
     tb.kubectl_ok(
         &["apply", "-f", "-"],

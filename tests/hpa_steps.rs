@@ -224,6 +224,7 @@ impl Walk {
                 requests: Resources::default(),
                 deletion_cost: None,
                 created_at: 0.0,
+                ready_since: None,
                 drain: None,
             })
             .collect()

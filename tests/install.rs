@@ -609,6 +609,19 @@ async fn admission_refuses_what_the_agent_refuses() {
             json!({"cost": {"ecsNodePricePerHour": {"ecs.g7.xlarge": 1e308}}}),
         ),
         ("an unknown field", json!({"maxReplica": 40})),
+        ("a warm-up of 0 s", json!({"warmup": {"seconds": 0}})),
+        (
+            "a warm-up from 150 %",
+            json!({"warmup": {"seconds": 60, "minWeightPercent": 150}}),
+        ),
+        (
+            "a warm-up of aggression 0",
+            json!({"warmup": {"seconds": 60, "aggression": 0}}),
+        ),
+        (
+            "a warm-up without its length",
+            json!({"warmup": {"aggression": 2}}),
+        ),
     ];
     let mut admitted = vec![];
     for (i, (what, change)) in corpus.iter().enumerate() {

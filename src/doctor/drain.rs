@@ -149,7 +149,7 @@ fn field(config: &str, key: &str) -> Option<String> {
 }
 
 /// A Go duration (`30s`, `1m30s`, `500ms`) in seconds, not negative.
-fn seconds(what: &str, v: &str) -> Result<f64, String> {
+pub(super) fn seconds(what: &str, v: &str) -> Result<f64, String> {
     v.parse::<SignedDuration>()
         .map_err(|e| format!("{what} {v:?} is not a duration: {e}"))
         .and_then(|d| {

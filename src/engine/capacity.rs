@@ -360,6 +360,7 @@ mod tests {
             requests: crate::model::Resources::default(),
             deletion_cost: None,
             created_at: 0.0,
+            ready_since: None,
             drain: None,
         };
         let pods = [

@@ -467,6 +467,7 @@ mod tests {
             requests: Resources::pod(1000, 1 << 30),
             deletion_cost: None,
             created_at: 0.0,
+            ready_since: None,
             drain: None,
         }
     }

@@ -96,6 +96,7 @@ fn pod(name: &str, node: Option<&str>, pool: Pool, created_at: f64) -> GatewayPo
         requests: GW,
         deletion_cost: None,
         created_at,
+        ready_since: None,
         drain: None,
     }
 }
@@ -1014,6 +1015,41 @@ fn burst_mode_sizes_at_once_from_the_pod_counters() {
         "{}",
         out2.decision.replicas.reason
     );
+}
+
+/// Issue 29: under a slow start (`spec.warmup`), pods that have just become Ready serve a tenth
+/// of a warm pod's share: what the ready pods serve, against which a burst is judged, counts the
+/// ramp. The same counters that are a mere rise for a warm fleet are a burst for one that is
+/// still ramping.
+#[test]
+fn pods_that_are_still_ramping_count_for_their_ramp() {
+    let mut c = cluster(2, 0, 8, 0);
+    for (i, p) in c.pods.iter_mut().enumerate() {
+        p.ready_since = Some(if i < 4 { 0.0 } else { 999.0 });
+    }
+    let loads = [LoadSample::Total(4000.0)];
+    let mut o = obs(1000.0, &c, &loads, 8);
+    o.fast = fast(7000.0);
+    let plain = decide(&policy(), &o, &EngineState::default());
+    let mut p = policy();
+    p.warmup = Some(crate::policy::Warmup {
+        seconds: 60,
+        min_weight_percent: 10.0,
+        aggression: 1.0,
+    });
+    let ramped = decide(&p, &o, &EngineState::default());
+    // Both raise to 14. 8 warm pods serve 4,000 at the target: 7,000 is a rise. 4 warm and 4
+    // at 10 % serve 2,200: 7,000 is past twice that, a burst, whose count is then held against
+    // Prometheus's lag.
+    assert_eq!(plain.decision.replicas.desired, 14);
+    assert_eq!(ramped.decision.replicas.desired, 14);
+    assert_eq!(plain.state.burst_until, None);
+    assert_eq!(ramped.state.burst_until, Some(1000.0 + BURST_HOLD_SECONDS));
+    // A minute on, the ramp is over: the same fleet is warm again.
+    let mut later = obs(1060.0, &c, &loads, 8);
+    later.fast = fast(7000.0);
+    let warm = decide(&p, &later, &EngineState::default());
+    assert_eq!(warm.state.burst_until, None);
 }
 
 #[test]

@@ -26,6 +26,8 @@ struct GwInfo {
     terminating: bool,
     deletion_cost: Option<i32>,
     created_at: f64,
+    /// Its Ready condition's last transition, while Ready.
+    ready_since: Option<f64>,
     /// `status.podIP`, for the fast path's reads of the pod's own counters.
     ip: Option<std::net::IpAddr>,
 }
@@ -340,11 +342,12 @@ impl ClusterIndex {
         let requests = spec.map(pod_requests).unwrap_or_default();
         let gw = self.gateway_namespaces.contains(ns).then(|| {
             let meta = &p.metadata;
-            let ready = p
+            let ready_condition = p
                 .status
                 .as_ref()
                 .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+                .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready" && c.status == "True"));
+            let ready = ready_condition.is_some();
             Box::new(GwInfo {
                 labels: meta.labels.clone().unwrap_or_default(),
                 ready,
@@ -363,6 +366,9 @@ impl ClusterIndex {
                     .creation_timestamp
                     .as_ref()
                     .map_or(0.0, |t| t.0.as_second() as f64),
+                ready_since: ready_condition
+                    .and_then(|c| c.last_transition_time.as_ref())
+                    .map(|t| t.0.as_second() as f64),
                 ip: p
                     .status
                     .as_ref()
@@ -457,6 +463,7 @@ impl ClusterIndex {
                     requests: p.requests,
                     deletion_cost: gw.deletion_cost,
                     created_at: gw.created_at,
+                    ready_since: gw.ready_since,
                     drain: None,
                 })
             })

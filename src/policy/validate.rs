@@ -337,6 +337,9 @@ pub fn validate(spec: &ElasticGatewaySpec, namespace: &str) -> Vec<FieldError> {
             format!("must be within 0..86400 seconds, got {x}"),
         );
     }
+    for (field, problem) in spec.warmup.iter().flat_map(|w| w.problems()) {
+        v.err(format!("spec.warmup.{field}"), problem);
+    }
     if let Some(x) = spec
         .behavior
         .reset_budget_percent

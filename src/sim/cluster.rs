@@ -152,6 +152,8 @@ pub struct SimCluster {
     pub rollouts: u32,
     /// The load's long-lived connections, if modelled.
     pub connections: Option<Connections>,
+    /// The load balancer's slow start: new connections go to a pod by its ramp's weight.
+    pub warmup: Option<crate::policy::Warmup>,
     pub connection_tally: ConnectionTally,
     /// Draws the connections' arrivals and lifetimes: apart from `rng`, so that modelling them
     /// leaves every scheduling draw as it was.
@@ -185,6 +187,7 @@ impl SimCluster {
             weights_plugin: scheduler::Weights::default(),
             rollouts: 0,
             connections: None,
+            warmup: None,
             connection_tally: ConnectionTally::default(),
             connection_rng: ChaCha8Rng::seed_from_u64(seed ^ 0x636f_6e6e),
             deal: 0,
@@ -298,12 +301,29 @@ impl SimCluster {
             return;
         }
         let new = poisson(rng, arriving) as usize;
-        let (each, rest) = (new / open.len(), new % open.len());
-        for k in 0..open.len() {
-            let extra = usize::from((k + open.len() - self.deal % open.len()) % open.len() < rest);
-            self.pods[open[k]].connections += (each + extra) as f64;
+        if let Some(w) = &self.warmup {
+            // A slow start: each pod its weight's part (as an expected count, unrounded, so a
+            // second of a few arrivals still follows the weights).
+            let weights: Vec<f64> = open
+                .iter()
+                .map(|i| {
+                    let age = self.pods[*i].ready_at.map_or(f64::INFINITY, |r| now - r);
+                    crate::engine::warmup::weight(w, age)
+                })
+                .collect();
+            let total: f64 = weights.iter().sum();
+            for (k, wk) in open.iter().zip(&weights) {
+                self.pods[*k].connections += new as f64 * wk / total;
+            }
+        } else {
+            let (each, rest) = (new / open.len(), new % open.len());
+            for k in 0..open.len() {
+                let extra =
+                    usize::from((k + open.len() - self.deal % open.len()) % open.len() < rest);
+                self.pods[open[k]].connections += (each + extra) as f64;
+            }
+            self.deal = (self.deal + rest) % open.len();
         }
-        self.deal = (self.deal + rest) % open.len();
         let (mut max, mut sum) = (0.0_f64, 0.0);
         for i in &open {
             max = max.max(self.pods[*i].connections);
@@ -362,6 +382,7 @@ impl SimCluster {
                 requests: self.template.requests,
                 deletion_cost: p.deletion_cost,
                 created_at: p.created_at,
+                ready_since: p.ready_at.filter(|r| *r <= now),
                 drain: None,
             })
             .collect()

@@ -254,6 +254,8 @@ pub fn hpa_baseline(policy: &ElasticGatewaySpec) -> ElasticGatewaySpec {
     p.placement.swap_back = false;
     // Nor does it write spread constraints: the template keeps the scheduler's defaults.
     p.placement.pool_spread = false;
+    // Upstream's HPA knows nothing of a slow start.
+    p.warmup = None;
     p.dry_run = false;
     p.paused = false;
     p
@@ -570,6 +572,7 @@ impl<'a> Runner<'a> {
             max_unavailable: lane.gateway.max_unavailable,
         };
         cluster.connections = lane.gateway.connections;
+        cluster.warmup = lane.gateway.warmup;
         cluster.settle();
 
         let target = policy.metrics.first().map_or(1.0, |m| m.target_per_replica);
@@ -967,6 +970,8 @@ struct Tally {
     capacity_per_pod: f64,
     /// What an ECI pod serves as a share of an ECS pod.
     eci_share: f64,
+    /// The load balancer's slow start in front of the pods, if the gateway has one.
+    warmup: Option<crate::policy::Warmup>,
     /// Per node: (pool, cost of one gateway pod there per second).
     node_cost: Vec<(Pool, f64)>,
     surges: Vec<Surge>,
@@ -1057,6 +1062,7 @@ impl Tally {
             kind,
             capacity_per_pod: lane.gateway.capacity_per_pod_rps,
             eci_share: lane.gateway.eci_relative_capacity,
+            warmup: lane.gateway.warmup,
             node_cost,
             last_short: vec![None; surges.len()],
             surges,
@@ -1114,9 +1120,20 @@ impl Tally {
         // What the ready pods serve, in ECS pods: an ECI pod serves its share of one. The pods
         // missing are whole pods: ceil(load / capacity − what they serve), which with equal
         // pools is ceil(load / capacity) − ready.
-        let serves = f64::from(ready - ready_eci) + f64::from(ready_eci) * self.eci_share;
+        let mut serves = f64::from(ready - ready_eci) + f64::from(ready_eci) * self.eci_share;
+        // A slow start: the warm pods fill first ([`engine::warmup::serves`]).
+        if let Some(w) = &self.warmup {
+            serves = engine::warmup::serves(c.pods.iter().filter(|p| p.ready(now)).map(|p| {
+                let share = match p.node.map(|n| self.node_cost[n].0) {
+                    Some(Pool::Eci) => self.eci_share,
+                    _ => 1.0,
+                };
+                let age = p.ready_at.map_or(f64::INFINITY, |r| now - r);
+                (engine::warmup::weight(w, age), share)
+            }));
+        }
         let capacity = serves * self.capacity_per_pod;
-        let missing = if self.eci_share == 1.0 {
+        let missing = if self.eci_share == 1.0 && self.warmup.is_none() {
             f64::from(pods_needed(load, self.capacity_per_pod) - ready)
         } else {
             (load / self.capacity_per_pod - serves).ceil()

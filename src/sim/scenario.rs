@@ -250,6 +250,11 @@ pub struct GatewaySpec {
     /// Long-lived client connections, if the load rides some: what a scale-in resets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connections: Option<Connections>,
+    /// A slow start in front of the pods (the load balancer ramps each new pod's share, as
+    /// Envoy's `slow_start_config`): the policy learns of it only through its own
+    /// `spec.warmup`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup: Option<crate::policy::Warmup>,
 }
 
 impl GatewaySpec {
@@ -288,6 +293,9 @@ impl GatewaySpec {
                 &format!("{at}.eciRelativeCapacity"),
                 format!("must be within 0.1..2, got {}", self.eci_relative_capacity),
             );
+        }
+        for (field, problem) in self.warmup.iter().flat_map(|w| w.problems()) {
+            bad(&format!("{at}.warmup.{field}"), problem);
         }
         if let Some(c) = &self.connections {
             if !(0.0..=1.0).contains(&c.long_lived_share) {
@@ -333,6 +341,7 @@ impl Default for GatewaySpec {
             max_surge: d_quarter(),
             max_unavailable: d_quarter(),
             connections: None,
+            warmup: None,
         }
     }
 }

@@ -20,6 +20,7 @@ fn pods(n: usize) -> Vec<GatewayPod> {
             requests: Resources::pod(1000, 1 << 30),
             deletion_cost: None,
             created_at: 0.0,
+            ready_since: None,
             drain: None,
         })
         .collect()
