@@ -425,20 +425,22 @@ fn scale_ins_remove_the_pods_chosen_by_their_connections() {
 /// Issue 29: a slow start in front of the pods (the load balancer ramps each new pod from 10 %
 /// over a minute, as Envoy's slow start) leaves the warm pods carrying a surge: the same flash
 /// crowd is short for longer, for every policy that adds pods. Counting the ramp
-/// (`spec.warmup`) is never worse than not counting it.
+/// (`spec.warmup`) is never worse than not counting it. `drills/warmup/01` is that crowd, told.
 #[test]
 fn a_slow_start_makes_a_surge_short_for_longer_and_counting_it_is_no_worse() {
-    let ramp = spillway::policy::Warmup {
-        seconds: 60,
-        min_weight_percent: 10.0,
-        aggression: 1.0,
-    };
-    let plain = run(&Scenario::default(), &mut Quiet);
-    let mut ramped = Scenario::default();
-    ramped.gateway.warmup = Some(ramp);
-    let unaware = run(&ramped, &mut Quiet);
-    ramped.policy.warmup = Some(ramp);
-    let counted = run(&ramped, &mut Quiet);
+    let told = Scenario::load(std::path::Path::new(
+        "drills/warmup/01-flash-crowd-slow-start.yaml",
+    ))
+    .unwrap();
+    assert!(told.gateway.warmup.is_some() && told.policy.warmup == told.gateway.warmup);
+    let mut plain = told.clone();
+    plain.gateway.warmup = None;
+    plain.policy.warmup = None;
+    let plain = run(&plain, &mut Quiet);
+    let mut untold = told.clone();
+    untold.policy.warmup = None;
+    let unaware = run(&untold, &mut Quiet);
+    let counted = run(&told, &mut Quiet);
     let short = |r: &spillway::sim::drill::DrillReport, p: &str| {
         by_policy(&r.runs, p).summary.underprovisioned_pod_seconds
     };
