@@ -277,7 +277,7 @@ impl Doctor {
         let hosts = warmup::service_hosts(&names);
         let client = self.mesh.as_ref().unwrap_or(&self.data);
         let mut rules = None;
-        for version in ["v1", "v1beta1"] {
+        for version in ["v1", "v1beta1", "v1alpha3"] {
             let ar = kube::discovery::ApiResource {
                 group: "networking.istio.io".into(),
                 version: version.into(),
@@ -316,17 +316,23 @@ impl Doctor {
         for rule in &rules {
             let (rns, name) = (rule.namespace().unwrap_or_default(), rule.name_any());
             let value = serde_json::to_value(rule).unwrap_or_default();
-            match warmup::ramp_of(&value, &rns, &hosts) {
-                Ok(Some(w)) => found.push(warmup::Found {
-                    rule: format!("{rns}/{name}"),
-                    warmup: w,
-                }),
-                Ok(None) => {}
-                Err(e) => r.push(
-                    Outcome::Warn,
-                    WHAT,
-                    format!("DestinationRule {rns}/{name}: {e}"),
-                ),
+            let host = value
+                .pointer("/spec/host")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default();
+            for (port, ramp) in warmup::ramps_of(&value, &rns, &hosts) {
+                let rule = match port {
+                    None => format!("{rns}/{name}"),
+                    Some(port) => format!("{rns}/{name} (port {port})"),
+                };
+                match ramp {
+                    Ok(w) => found.push(warmup::Found {
+                        rule,
+                        host: host.to_string(),
+                        warmup: w,
+                    }),
+                    Err(e) => r.push(Outcome::Warn, WHAT, format!("DestinationRule {rule}: {e}")),
+                }
             }
         }
         let (outcome, text) = warmup::judge(&found, egw.spec.warmup.as_ref());

@@ -374,6 +374,10 @@ pub struct Decision {
     /// How the previous scale-in's choice was honoured.
     #[serde(default)]
     pub victim_check: Option<placement::VictimCheck>,
+    /// What the ready pods serve, in warm ECS pods: ECI pods at their share, pods on a slow
+    /// start's ramp (`spec.warmup`) at its weight.
+    #[serde(default)]
+    pub ready_serves: f64,
 }
 
 impl Decision {
@@ -615,6 +619,7 @@ pub fn decide(policy: &ElasticGatewaySpec, obs: &Observation<'_>, prev: &EngineS
         victims,
         cut,
         victim_check,
+        ready_serves: ctx.ready_serves,
     };
     Outcome { decision, state }
 }

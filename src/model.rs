@@ -437,8 +437,9 @@ pub struct GatewayPod {
     /// Creation time on the caller's clock (seconds).
     #[serde(default)]
     pub created_at: f64,
-    /// Since when it is Ready, on the caller's clock (its Ready condition's last transition):
-    /// where a slow start ramps new pods, how far along its ramp it is. `None`: not known.
+    /// Since when it is Ready (its Ready condition's last transition, stamped by the kubelet on
+    /// its node's clock; the drill's virtual clock): where a slow start ramps new pods, how far
+    /// along its ramp it is. `None`: not known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_since: Option<f64>,
     /// What a scale-in that removes it would cut, from its own Envoy's stats (the fast path's

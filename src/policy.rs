@@ -118,8 +118,8 @@ pub struct ElasticGatewaySpec {
     pub paused: bool,
 }
 
-/// A slow-start ramp as Envoy runs it: `seconds` after a pod joins, its weight is the weight of
-/// a warm pod times `max(minWeightPercent / 100, (age / seconds) ^ (1 / aggression))`.
+/// A slow-start ramp as Envoy runs it: for `seconds` after a pod joins, its weight is the weight
+/// of a warm pod times `max(minWeightPercent / 100, (max(age, 1) / seconds) ^ (1 / aggression))`.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Warmup {

@@ -5,7 +5,8 @@
 //! must not count. And the live agent on the real control plane: a peak overflows onto the
 //! virtual node, whose pods spend twice the CPU per request; the agent learns it from the
 //! Envoys' per-pod counters (its fast path) and their CPU (Prometheus), and sizes the overflow
-//! in ECI pods at half an ECS pod each.
+//! in ECI pods at half an ECS pod each. And (issue 29) pods on a slow start's ramp, counted by
+//! their Ready condition's last transition as the kubelet (kwok) stamps it.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -17,7 +18,7 @@ use spillway::model::{GatewayPod, LoadSample, Pool, Resources};
 use spillway::prom::{PromAuth, PromConfig, Prometheus};
 use support::envoy::Envoys;
 use support::live::{agent, bed, metric_sum, policy, wait_for, workdir};
-use support::prom::{CadvisorExporter, Prom};
+use support::prom::{CadvisorExporter, LoadExporter, Prom};
 use support::testbed::pool_counts;
 
 fn now() -> f64 {
@@ -211,5 +212,56 @@ async fn the_live_agent_learns_that_eci_pods_serve_half_and_sizes_the_overflow_f
         "ECS {ecs} + ECI {eci} at a true ECI share of 0.5 serve {} ECS pods' worth; the load needs 18",
         serves(ecs, eci)
     );
+    drop(a);
+}
+
+/// Issue 29: with a slow start stated (`spec.warmup`, 40 s from 10 %), the live agent counts a
+/// pod by how long it has been Ready, from its Ready condition's `lastTransitionTime` as the
+/// node's kubelet (kwok here) stamps it: after a scale-out, what the ready pods serve
+/// (`spillway_ready_capacity_pods`) stands well below their count while the new ones ramp, and
+/// equals it once the ramp is over. Without the condition's time read, it would equal the count
+/// throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_agent_counts_new_pods_at_their_ramp() {
+    let dir = workdir("warmup-live");
+    let load = LoadExporter::start(2000.0);
+    let prom = Prom::start(dir.path(), &[load.port]);
+    let mut egw = policy();
+    egw["spec"]["warmup"] = serde_json::json!({"seconds": 40, "minWeightPercent": 10});
+    let tb = bed(dir.path(), egw).await;
+    let a = agent(&tb, dir.path(), &prom.url(), "agent", false, &[]).await;
+    // The ready pods the agent saw and what it counted them for, at one decision (one scrape).
+    let seen = || {
+        let (_, text) = support::prom::try_http_get(a.admin, "/metrics")?;
+        let value = |l: &str| l.rsplit(' ').next()?.parse::<f64>().ok();
+        let ready: f64 = text
+            .lines()
+            .filter(|l| l.starts_with("spillway_gateway_pods{") && l.contains("state=\"ready\""))
+            .filter_map(value)
+            .sum();
+        let counted = text
+            .lines()
+            .find(|l| l.starts_with("spillway_ready_capacity_pods{"))
+            .and_then(value)?;
+        Some((ready, counted))
+    };
+    wait_for("4 ready pods, counted in full", 120, || async {
+        seen() == Some((4.0, 4.0))
+    })
+    .await;
+    // 6,000 rps: 12 pods at 500 each, all on ECS.
+    load.set(6000.0);
+    wait_for("the new pods counted at their ramp", 90, || async {
+        seen().is_some_and(|(r, c)| r >= 8.0 && c < r - 2.0)
+    })
+    .await;
+    let (r, c) = seen().unwrap();
+    println!("after the scale-out: {r} ready pods serve {c:.2} warm pods' worth");
+    // Never below the ramp's floor: every pod serves at least 10 % of the warmest one.
+    assert!(c >= 0.1 * r, "{r} ready counted as {c}");
+    wait_for("the fleet warm again", 120, || async {
+        seen() == Some((12.0, 12.0))
+    })
+    .await;
     drop(a);
 }

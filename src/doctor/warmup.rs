@@ -1,8 +1,8 @@
 //! Whether the mesh ramps the gateway's new pods: a DestinationRule for the gateway's Service
 //! with `trafficPolicy.loadBalancer.warmup` (or the older `warmupDurationSecs`) makes every
-//! mesh client send a new pod a slowly growing share, so right after a scale-out the warm pods
-//! carry the rest. spillway counts that only as `spec.warmup` states it; the doctor compares
-//! the two.
+//! mesh client (not a cloud load balancer in front) send a new pod a slowly growing share, so
+//! right after a scale-out the warm pods carry the rest. spillway counts that only as
+//! `spec.warmup` states it; the doctor compares the two.
 
 use serde_json::Value;
 
@@ -18,21 +18,20 @@ const CLUSTER_DOMAIN: &str = "svc.cluster.local";
 /// A ramp a DestinationRule gives the gateway's pods.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Found {
-    /// `namespace/name` of the rule.
+    /// `namespace/name` of the rule, and the port when the ramp is a port's own.
     pub rule: String,
+    /// The rule's host, as written: an exact host wins over a wildcard, as in Istio.
+    pub host: String,
     pub warmup: Warmup,
 }
 
-/// The host a DestinationRule in `ns` names, as a full name (a short name resolves in the
-/// rule's own namespace).
+/// The host a DestinationRule in `ns` names, as a full name. Istio expands only a name without
+/// a dot (into the rule's own namespace); any other is taken as written.
 fn full_host(host: &str, ns: &str) -> String {
-    let host = host.trim_end_matches('.');
-    match host.matches('.').count() {
-        _ if host.starts_with('*') || host.ends_with(CLUSTER_DOMAIN) => host.to_string(),
-        0 => format!("{host}.{ns}.{CLUSTER_DOMAIN}"),
-        1 => format!("{host}.{CLUSTER_DOMAIN}"),
-        2 if host.ends_with(".svc") => format!("{host}.cluster.local"),
-        _ => host.to_string(),
+    if host.contains('.') || host.starts_with('*') {
+        host.to_string()
+    } else {
+        format!("{host}.{ns}.{CLUSTER_DOMAIN}")
     }
 }
 
@@ -44,10 +43,18 @@ fn covers(host: &str, service: &str) -> bool {
     }
 }
 
-/// The ramp of one `loadBalancer` block, if it has one.
+/// The ramp of one `loadBalancer` block, if it has one that Istio applies: a slow start needs
+/// round robin or least request (the default); a consistent hash or `RANDOM`/`PASSTHROUGH`
+/// leaves it out.
 fn ramp(lb: &Value) -> Result<Option<Warmup>, String> {
-    let (duration, min, aggression) = match (lb.get("warmup"), lb.get("warmupDurationSecs")) {
-        (Some(w), _) if !w.is_null() => (
+    let hashed = lb.get("consistentHash").is_some_and(|v| !v.is_null());
+    let simple = lb.get("simple").and_then(Value::as_str).unwrap_or("");
+    if hashed || matches!(simple, "RANDOM" | "PASSTHROUGH") {
+        return Ok(None);
+    }
+    let present = |k: &str| lb.get(k).filter(|v| !v.is_null());
+    let (duration, min, aggression) = match (present("warmup"), present("warmupDurationSecs")) {
+        (Some(w), _) => (
             w.get("duration")
                 .and_then(Value::as_str)
                 .unwrap_or_default(),
@@ -74,33 +81,38 @@ fn ramp(lb: &Value) -> Result<Option<Warmup>, String> {
     }))
 }
 
-/// The ramp a DestinationRule (as the API returns it, in namespace `ns`) gives traffic to any of
-/// `services` (full names), from its `trafficPolicy` or, failing that, a port's settings.
+/// The ramps a DestinationRule (as the API returns it, in namespace `ns`) gives traffic to any
+/// of `services` (full names): its `trafficPolicy`'s (`None` for the port) and each port's own
+/// (a port's `loadBalancer` replaces the rule's for that port), or what is wrong with one.
 /// Subsets' policies are left out: they apply to routes that name the subset.
-pub fn ramp_of(rule: &Value, ns: &str, services: &[String]) -> Result<Option<Warmup>, String> {
+pub fn ramps_of(
+    rule: &Value,
+    ns: &str,
+    services: &[String],
+) -> Vec<(Option<String>, Result<Warmup, String>)> {
     let spec = rule.get("spec").unwrap_or(&Value::Null);
     let Some(host) = spec.get("host").and_then(Value::as_str) else {
-        return Ok(None);
+        return Vec::new();
     };
     let host = full_host(host, ns);
     if !services.iter().any(|s| covers(&host, s)) {
-        return Ok(None);
+        return Vec::new();
     }
     let policy = spec.get("trafficPolicy").unwrap_or(&Value::Null);
     let ports = policy
         .get("portLevelSettings")
         .and_then(Value::as_array)
         .into_iter()
-        .flatten();
-    for lb in std::iter::once(policy)
+        .flatten()
+        .map(|p| {
+            let port = p.pointer("/port/number").map(ToString::to_string);
+            (port.or(Some("?".into())), p)
+        });
+    std::iter::once((None, policy))
         .chain(ports)
-        .filter_map(|p| p.get("loadBalancer"))
-    {
-        if let Some(w) = ramp(lb)? {
-            return Ok(Some(w));
-        }
-    }
-    Ok(None)
+        .filter_map(|(port, p)| Some((port, p.get("loadBalancer")?)))
+        .filter_map(|(port, lb)| ramp(lb).transpose().map(|r| (port, r)))
+        .collect()
 }
 
 /// The full names of `services` (name, namespace).
@@ -118,8 +130,11 @@ fn describe(w: &Warmup) -> String {
     )
 }
 
-/// What the doctor says of the ramps found beside `spec.warmup`.
+/// What the doctor says of the ramps found beside `spec.warmup`. The first found for an exact
+/// host is the one named, as Istio prefers it over a wildcard's.
 pub fn judge(found: &[Found], stated: Option<&Warmup>) -> (Outcome, String) {
+    let mut found: Vec<&Found> = found.iter().collect();
+    found.sort_by_key(|f| f.host.starts_with('*'));
     let Some(first) = found.first() else {
         return match stated {
             None => (
@@ -138,20 +153,25 @@ pub fn judge(found: &[Found], stated: Option<&Warmup>) -> (Outcome, String) {
     };
     let more = match found.len() {
         1 => String::new(),
-        n => format!(" (and {} more rule(s))", n - 1),
+        n => format!(" (and {} more)", n - 1),
     };
     let w = &first.warmup;
     let cost = crate::engine::warmup::delay(w);
+    let advice = if w.problems().is_empty() {
+        format!(
+            "state it as spec.warmup: {{seconds: {}, minWeightPercent: {}, aggression: {}}}",
+            w.seconds, w.min_weight_percent, w.aggression
+        )
+    } else {
+        "spec.warmup cannot state it (seconds 1..3600, aggression 0.01..100)".to_string()
+    };
     match stated {
         None => (
             Outcome::Warn,
             format!(
-                "DestinationRule {}{more} ramps the gateway's new pods over {}, but spec.warmup is unset: spillway counts a new pod in full, and after a scale-out the warm pods carry the rest (each new pod serves about {cost:.0} s of traffic less); state it as spec.warmup: {{seconds: {}, minWeightPercent: {}, aggression: {}}}",
+                "DestinationRule {}{more} ramps the gateway's new pods for mesh clients over {}, but spec.warmup is unset: spillway counts a new pod in full, and after a scale-out the warm pods carry the rest (each new pod serves about {cost:.0} s of traffic less); {advice}",
                 first.rule,
                 describe(w),
-                w.seconds,
-                w.min_weight_percent,
-                w.aggression
             ),
         ),
         Some(s) if s != w => (
@@ -183,6 +203,19 @@ mod tests {
         service_hosts(&[("istio-ingressgateway".into(), "istio-system".into())])
     }
 
+    /// The ramps of a rule, errors as text.
+    fn ramps(rule: &serde_json::Value, ns: &str) -> Vec<(Option<String>, Result<Warmup, String>)> {
+        ramps_of(rule, ns, &gateway())
+    }
+
+    fn ramp(seconds: i64, min: f64, aggression: f64) -> Warmup {
+        Warmup {
+            seconds,
+            min_weight_percent: min,
+            aggression,
+        }
+    }
+
     #[test]
     fn hosts_resolve_as_istio_resolves_them() {
         let dr = |host: &str| json!({"spec": {"host": host, "trafficPolicy": {"loadBalancer": {"warmupDurationSecs": "60s"}}}});
@@ -190,8 +223,9 @@ mod tests {
             ("istio-ingressgateway", "istio-system", true),
             // A short name resolves in the rule's own namespace.
             ("istio-ingressgateway", "default", false),
-            ("istio-ingressgateway.istio-system", "default", true),
-            ("istio-ingressgateway.istio-system.svc", "default", true),
+            // A name with a dot is taken as written: Istio expands only names without one.
+            ("istio-ingressgateway.istio-system", "default", false),
+            ("istio-ingressgateway.istio-system.svc", "default", false),
             (
                 "istio-ingressgateway.istio-system.svc.cluster.local",
                 "x",
@@ -201,8 +235,7 @@ mod tests {
             ("*", "x", true),
             ("reviews", "istio-system", false),
         ] {
-            let got = ramp_of(&dr(host), ns, &gateway()).expect("parses");
-            assert_eq!(got.is_some(), hit, "{host} in {ns}");
+            assert_eq!(!ramps(&dr(host), ns).is_empty(), hit, "{host} in {ns}");
         }
     }
 
@@ -211,44 +244,55 @@ mod tests {
         let new = json!({"spec": {"host": "istio-ingressgateway", "trafficPolicy": {"loadBalancer": {
             "simple": "LEAST_REQUEST", "warmup": {"duration": "1m30s", "minimumPercent": 20, "aggression": 2.0}}}}});
         assert_eq!(
-            ramp_of(&new, "istio-system", &gateway()).unwrap(),
-            Some(Warmup {
-                seconds: 90,
-                min_weight_percent: 20.0,
-                aggression: 2.0
-            })
+            ramps(&new, "istio-system"),
+            [(None, Ok(ramp(90, 20.0, 2.0)))]
         );
-        // The deprecated field takes Envoy's defaults; a part of a second rounds up.
+        // The deprecated field takes Envoy's defaults; a part of a second rounds up; a port's
+        // own is named with its port.
         let old = json!({"spec": {"host": "istio-ingressgateway", "trafficPolicy": {"portLevelSettings": [
             {"port": {"number": 80}}, {"port": {"number": 443}, "loadBalancer": {"warmupDurationSecs": "10.5s"}}]}}});
         assert_eq!(
-            ramp_of(&old, "istio-system", &gateway()).unwrap(),
-            Some(Warmup {
-                seconds: 11,
-                min_weight_percent: 10.0,
-                aggression: 1.0
-            })
+            ramps(&old, "istio-system"),
+            [(Some("443".to_string()), Ok(ramp(11, 10.0, 1.0)))]
         );
-        // No ramp, or a bad duration said as such.
-        let none = json!({"spec": {"host": "istio-ingressgateway", "trafficPolicy": {"loadBalancer": {"simple": "ROUND_ROBIN"}}}});
-        assert_eq!(ramp_of(&none, "istio-system", &gateway()).unwrap(), None);
-        let bad = json!({"spec": {"host": "istio-ingressgateway", "trafficPolicy": {"loadBalancer": {"warmupDurationSecs": "soon"}}}});
-        assert!(ramp_of(&bad, "istio-system", &gateway()).is_err());
+        // No ramp where Istio applies none: no warmup, a hash, RANDOM; a null field is absent.
+        for lb in [
+            json!({"simple": "ROUND_ROBIN"}),
+            json!({"consistentHash": {"httpHeaderName": "x-user"}, "warmupDurationSecs": "60s"}),
+            json!({"simple": "RANDOM", "warmupDurationSecs": "60s"}),
+            json!({"warmupDurationSecs": null}),
+        ] {
+            let rule = json!({"spec": {"host": "istio-ingressgateway", "trafficPolicy": {"loadBalancer": lb}}});
+            assert!(ramps(&rule, "istio-system").is_empty(), "{lb}");
+        }
+        // A bad duration is said as such, and another port's ramp is still read.
+        let bad = json!({"spec": {"host": "istio-ingressgateway", "trafficPolicy": {
+            "loadBalancer": {"warmupDurationSecs": "soon"},
+            "portLevelSettings": [{"port": {"number": 443}, "loadBalancer": {"warmupDurationSecs": "30s"}}]}}});
+        let got = ramps(&bad, "istio-system");
+        assert!(got[0].1.is_err(), "{got:?}");
+        assert_eq!(got[1], (Some("443".to_string()), Ok(ramp(30, 10.0, 1.0))));
     }
 
     #[test]
     fn the_verdict_compares_the_rule_with_the_spec() {
-        let w = Warmup {
-            seconds: 60,
-            min_weight_percent: 10.0,
-            aggression: 1.0,
-        };
-        let found = [Found {
-            rule: "istio-system/gw".into(),
-            warmup: w,
-        }];
+        let w = ramp(60, 10.0, 1.0);
+        let found = [
+            Found {
+                rule: "istio-system/any".into(),
+                host: "*".into(),
+                warmup: ramp(30, 10.0, 1.0),
+            },
+            Found {
+                rule: "istio-system/gw".into(),
+                host: "istio-ingressgateway".into(),
+                warmup: w,
+            },
+        ];
         let (o, text) = judge(&found, None);
         assert_eq!(o, Outcome::Warn);
+        // The exact host's rule is the one named, as Istio prefers it.
+        assert!(text.contains("istio-system/gw (and 1 more)"), "{text}");
         assert!(
             text.contains("spec.warmup: {seconds: 60, minWeightPercent: 10, aggression: 1}"),
             "{text}"
@@ -260,5 +304,12 @@ mod tests {
         assert!(text.contains("spec.warmup says 30 s"), "{text}");
         assert_eq!(judge(&[], None).0, Outcome::Ok);
         assert!(judge(&[], Some(&w)).1.contains("not visible from here"));
+        // A ramp spec.warmup cannot hold is not advised.
+        let long = [Found {
+            rule: "istio-system/gw".into(),
+            host: "istio-ingressgateway".into(),
+            warmup: ramp(7200, 10.0, 1.0),
+        }];
+        assert!(judge(&long, None).1.contains("spec.warmup cannot state it"));
     }
 }

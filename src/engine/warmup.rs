@@ -6,9 +6,14 @@
 use crate::model::{GatewayPod, Pool};
 use crate::policy::Warmup;
 
+/// The least weight a pod gets: a floor of 0 % with a steep `aggression` would otherwise round a
+/// second-old pod's weight to 0, and a fleet of such pods to serving nothing.
+const MIN_WEIGHT: f64 = 1e-6;
+
 /// A pod's weight beside a warm pod's (0 to 1), `age` seconds after it joined: Envoy's slow
-/// start, `max(minWeightPercent, (max(age, 1) / window) ^ (1 / aggression))`. An age that is
-/// not a number (a clock that went wrong) counts as warm: the ramp never invents a shortage.
+/// start, `max(minWeightPercent, (max(age, 1) / window) ^ (1 / aggression))` (Envoy's docs count
+/// the age from 1 s). An age that is not a number counts as warm; one in the future is kept
+/// from [`ready_serves`] by [`CLOCK_SKEW_SECONDS`].
 pub fn weight(w: &Warmup, age: f64) -> f64 {
     let window = w.seconds as f64;
     if age.is_nan() || age >= window || window <= 0.0 {
@@ -18,7 +23,7 @@ pub fn weight(w: &Warmup, age: f64) -> f64 {
     factor
         .powf(1.0 / w.aggression.max(0.01))
         .max(w.min_weight_percent / 100.0)
-        .clamp(0.0, 1.0)
+        .clamp(MIN_WEIGHT, 1.0)
 }
 
 /// The seconds of traffic a new pod misses over its ramp, beside a warm one: `∫ (1 − weight)`
@@ -44,12 +49,17 @@ pub fn serves(pods: impl Iterator<Item = (f64, f64)>) -> f64 {
         sum += w * share;
         top = top.max(w);
     }
+    // `top` is 0 only for no pods: [`weight`] gives at least `MIN_WEIGHT`.
     if top > 0.0 { sum / top } else { 0.0 }
 }
 
+/// A Ready time this far past the caller's clock is the node's clock ahead, not a pod that just
+/// joined: it counts as warm, so that a skewed kubelet cannot hold a fleet at its ramps' floor.
+pub const CLOCK_SKEW_SECONDS: f64 = 30.0;
+
 /// What the ready, non-terminating `pods` serve at time `at` (in ECS pods, ECI pods at
-/// `eci_share`), their ramps counted when `warmup` is set. A pod Ready since an unknown time
-/// counts as warm.
+/// `eci_share`), their ramps counted when `warmup` is set. A pod Ready since an unknown time, or
+/// since a time more than [`CLOCK_SKEW_SECONDS`] ahead, counts as warm.
 pub fn ready_serves(pods: &[GatewayPod], warmup: Option<&Warmup>, eci_share: f64, at: f64) -> f64 {
     let share = |p: &GatewayPod| match p.pool {
         Pool::Eci => eci_share,
@@ -59,7 +69,11 @@ pub fn ready_serves(pods: &[GatewayPod], warmup: Option<&Warmup>, eci_share: f64
     match warmup {
         None => ready.map(share).sum(),
         Some(w) => serves(ready.map(|p| {
-            let age = p.ready_since.map_or(f64::INFINITY, |r| at - r);
+            let age = p
+                .ready_since
+                .map(|r| at - r)
+                .filter(|age| *age >= -CLOCK_SKEW_SECONDS)
+                .unwrap_or(f64::INFINITY);
             (weight(w, age), share(p))
         })),
     }
@@ -131,15 +145,17 @@ mod tests {
         let pods = [
             pod("warm", Pool::Ecs, true, Some(0.0)),
             pod("unknown", Pool::Ecs, true, None),
+            // A kubelet whose clock runs an hour ahead: warm, not at the floor for an hour.
+            pod("skewed", Pool::Ecs, true, Some(4600.0)),
             pod("new-eci", Pool::Eci, true, Some(1000.0)),
             pod("starting", Pool::Eci, false, None),
         ];
         let w = ramp(60, 10.0, 1.0);
-        // Without a ramp: 2 ECS pods and an ECI pod at half an ECS pod.
-        assert_eq!(ready_serves(&pods, None, 0.5, 1000.0), 2.5);
+        // Without a ramp: 3 ECS pods and an ECI pod at half an ECS pod.
+        assert_eq!(ready_serves(&pods, None, 0.5, 1000.0), 3.5);
         // With it: the new ECI pod at 10 % of its half.
-        assert!((ready_serves(&pods, Some(&w), 0.5, 1000.0) - 2.05).abs() < 1e-12);
+        assert!((ready_serves(&pods, Some(&w), 0.5, 1000.0) - 3.05).abs() < 1e-12);
         // 30 s on, half way up its ramp.
-        assert!((ready_serves(&pods, Some(&w), 0.5, 1030.0) - 2.25).abs() < 1e-12);
+        assert!((ready_serves(&pods, Some(&w), 0.5, 1030.0) - 3.25).abs() < 1e-12);
     }
 }

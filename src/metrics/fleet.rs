@@ -29,6 +29,7 @@ pub struct FleetMetrics {
     claimed_elsewhere: Family<GatewayLabels, Gauge>,
     pod_share: Family<PoolLabels, FGauge>,
     eci_share_learnt: Family<GatewayLabels, Gauge>,
+    ready_serves: Family<GatewayLabels, FGauge>,
 }
 
 impl FleetMetrics {
@@ -90,6 +91,11 @@ impl FleetMetrics {
             "eci_capacity_learnt",
             "1 when the ECI pods' share of an ECS pod comes from what both pools' pods showed (CPU per request), 0 when it comes from the policy or is the default 1",
             m.eci_share_learnt.clone(),
+        );
+        r.register(
+            "ready_capacity_pods",
+            "What the gateway's ready pods serve, in warm ECS pods: an ECI pod at its share, a pod on a slow start's ramp (spec.warmup) at its weight; below the ready count while new pods ramp",
+            m.ready_serves.clone(),
         );
         m
     }
@@ -167,6 +173,7 @@ impl FleetMetrics {
         self.eci_share_learnt
             .get_or_create(&gw)
             .set(i64::from(learnt));
+        self.ready_serves.get_or_create(&gw).set(d.ready_serves);
     }
 
     pub fn forget(&self, key: &GatewayKey) {
@@ -194,6 +201,7 @@ impl FleetMetrics {
         ] {
             f.remove(&gw);
         }
+        self.ready_serves.remove(&gw);
     }
 }
 

@@ -99,7 +99,8 @@ impl Default for RollingUpdate {
 
 /// Long-lived client connections (websockets, gRPC and HTTP/2 streams): a share of the load
 /// rides them, each lives an exponential time, new ones arrive as a Poisson stream dealt round
-/// robin over the ready pods that are not terminating (as a load balancer deals them), and
+/// robin over the ready pods that are not terminating (as a load balancer deals them; by weight
+/// while a slow start ramps some), and
 /// each stays on its pod until it closes or the pod goes. A pod that goes resets what it still
 /// holds: its drain only stops new ones arriving. Pods of one age differ by their connections'
 /// random lifetimes, as real pods do.
@@ -279,7 +280,8 @@ impl SimCluster {
 
     /// Moves the long-lived connections on by `dt` seconds at `load` requests per second:
     /// some close, new ones arrive on the ready pods that are not terminating (evenly, as a
-    /// load balancer spreads new connections), and the spread is tallied.
+    /// load balancer spreads new connections, or by a slow start's weights), and the spread is
+    /// tallied.
     pub fn flow(&mut self, now: f64, dt: f64, load: f64) {
         let Some(m) = self.connections else { return };
         let lifetime = m.mean_lifetime_seconds.max(1.0);
@@ -301,16 +303,18 @@ impl SimCluster {
             return;
         }
         let new = poisson(rng, arriving) as usize;
-        if let Some(w) = &self.warmup {
-            // A slow start: each pod its weight's part (as an expected count, unrounded, so a
-            // second of a few arrivals still follows the weights).
-            let weights: Vec<f64> = open
-                .iter()
+        // A slow start: each pod its weight's part, while the weights differ (Envoy weighs only
+        // then), as an expected count, unrounded, so a second of a few arrivals still follows
+        // the weights.
+        let weights: Vec<f64> = self.warmup.map_or_else(Vec::new, |w| {
+            open.iter()
                 .map(|i| {
                     let age = self.pods[*i].ready_at.map_or(f64::INFINITY, |r| now - r);
-                    crate::engine::warmup::weight(w, age)
+                    crate::engine::warmup::weight(&w, age)
                 })
-                .collect();
+                .collect()
+        });
+        if weights.iter().any(|w| *w != weights[0]) {
             let total: f64 = weights.iter().sum();
             for (k, wk) in open.iter().zip(&weights) {
                 self.pods[*k].connections += new as f64 * wk / total;
