@@ -574,11 +574,17 @@ pub fn decide(policy: &ElasticGatewaySpec, obs: &Observation<'_>, prev: &EngineS
     let (victim_check, carried) = settle_victims(obs, &plan, &mut state);
     let victims = choose_victims(policy, obs, &ctx, &mut plan, &weights, &mut state, &carried);
     let cut = (!victims.is_empty()).then(|| placement::cut(obs.pods, &victims));
-    if !victims.is_empty() {
+    // A dry run's victims are shown, not carried: nothing lowers the count for them.
+    let kept = if policy.dry_run {
+        &[][..]
+    } else {
+        &victims[..]
+    };
+    if !kept.is_empty() {
         state.victims_target = plan.desired;
         state.victims_at = ctx.now;
     }
-    state.victims = carried.into_iter().chain(victims.iter().cloned()).collect();
+    state.victims = carried.into_iter().chain(kept.iter().cloned()).collect();
     if plan.desired != ctx.current && !policy.dry_run {
         state.hpa.record_scale(
             ctx.now,
@@ -1599,7 +1605,8 @@ fn settle_victims(
 /// connections a minute; the first pod of a minute always goes): what does not fit stays, and
 /// the plan says so (`held`). A scale-in to honour `maxReplicas` or the ECI cap, or a swap's
 /// return to its count, is not paced. None while a rollout runs (the Deployment controller
-/// splits a scale-in over its ReplicaSets), paused or in a dry run.
+/// splits a scale-in over its ReplicaSets) or paused. A dry run shows the choice and the pacing
+/// and keeps neither: no reset is counted, no pod carried.
 fn choose_victims(
     policy: &ElasticGatewaySpec,
     obs: &Observation<'_>,
@@ -1611,11 +1618,7 @@ fn choose_victims(
 ) -> Vec<String> {
     let now = ctx.now;
     state.resets.retain(|(t, _)| now - t < RESET_WINDOW_SECONDS);
-    if plan.desired >= ctx.current
-        || policy.paused
-        || policy.dry_run
-        || obs.rollout_in_progress
-        || weights.changed()
+    if plan.desired >= ctx.current || policy.paused || obs.rollout_in_progress || weights.changed()
     {
         return vec![];
     }
@@ -1662,7 +1665,7 @@ fn choose_victims(
             used + cut
         );
     }
-    if !taken.is_empty() {
+    if !taken.is_empty() && !policy.dry_run {
         state.resets.push((now, cut));
     }
     taken

@@ -2031,6 +2031,36 @@ fn the_reset_budget_paces_a_scale_in_and_never_blocks_it() {
     for w in removed_at.windows(2) {
         assert!(w[1].0 - w[0].0 >= 60, "{removed_at:?}");
     }
+    // A dry run shows the choice and the pacing, and keeps neither: the same two pods at every
+    // decision, no reset counted, no pod carried, no cost written for them.
+    let mut dry = p.clone();
+    dry.dry_run = true;
+    let mut c = cluster(3, 0, 10, 0);
+    for pod in &mut c.pods {
+        pod.drain = Some(crate::model::Drain {
+            connections: 100.0,
+            requests: 0.0,
+        });
+    }
+    let mut dry_state = EngineState::default();
+    for t in [0.0, 15.0, 30.0] {
+        let out = decide(&dry, &obs(t, &c, &loads, 10), &dry_state);
+        let d = &out.decision;
+        assert_eq!(
+            (d.victims.len(), d.replicas.held),
+            (2, 6),
+            "{}",
+            d.replicas.reason
+        );
+        assert!(d.replicas.reason.contains("held back by the reset budget"));
+        assert!(
+            d.deletion_costs.iter().all(|(_, cost)| *cost > -1000),
+            "{:?}",
+            d.deletion_costs
+        );
+        assert!(out.state.resets.is_empty() && out.state.victims.is_empty());
+        dry_state = out.state;
+    }
     // Nothing read: the whole scale-in at once.
     let c10 = cluster(3, 0, 10, 0);
     let out = decide(&p, &obs(0.0, &c10, &loads, 10), &EngineState::default());
