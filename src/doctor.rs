@@ -312,25 +312,21 @@ impl Doctor {
             );
             return;
         };
+        let matched = rules.iter().filter_map(|rule| {
+            let value = serde_json::to_value(rule).ok()?;
+            warmup::matched(&value, &rule.namespace().unwrap_or_default(), &hosts)
+        });
+        // Istio applies one rule to the host: its rule-wide ramp, and each port's own.
         let mut found = Vec::new();
-        for rule in &rules {
-            let (rns, name) = (rule.namespace().unwrap_or_default(), rule.name_any());
-            let value = serde_json::to_value(rule).unwrap_or_default();
-            let host = value
-                .pointer("/spec/host")
-                .and_then(serde_json::Value::as_str)
-                .unwrap_or_default();
-            for (port, ramp) in warmup::ramps_of(&value, &rns, &hosts) {
+        if let Some(m) = warmup::applied(matched.collect()) {
+            for (port, ramp) in m.blocks {
                 let rule = match port {
-                    None => format!("{rns}/{name}"),
-                    Some(port) => format!("{rns}/{name} (port {port})"),
+                    None => m.rule.clone(),
+                    Some(port) => format!("{} (port {port})", m.rule),
                 };
                 match ramp {
-                    Ok(w) => found.push(warmup::Found {
-                        rule,
-                        host: host.to_string(),
-                        warmup: w,
-                    }),
+                    Ok(Some(w)) => found.push(warmup::Found { rule, warmup: w }),
+                    Ok(None) => {}
                     Err(e) => r.push(Outcome::Warn, WHAT, format!("DestinationRule {rule}: {e}")),
                 }
             }

@@ -378,6 +378,9 @@ pub struct Decision {
     /// start's ramp (`spec.warmup`) at its weight.
     #[serde(default)]
     pub ready_serves: f64,
+    /// Decided in a dry run: nothing of it is applied (the victims are what would go).
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 impl Decision {
@@ -421,7 +424,12 @@ impl Decision {
         const SHOWN: usize = 3;
         let more = self.victims.len().saturating_sub(SHOWN);
         format!(
-            " | removing {}{} ({:.0} connections, {:.0} requests in flight)",
+            " | {} {}{} ({:.0} connections, {:.0} requests in flight)",
+            if self.dry_run {
+                "would remove"
+            } else {
+                "removing"
+            },
             self.victims[..self.victims.len().min(SHOWN)].join(", "),
             if more > 0 {
                 format!(" and {more} more")
@@ -626,6 +634,7 @@ pub fn decide(policy: &ElasticGatewaySpec, obs: &Observation<'_>, prev: &EngineS
         cut,
         victim_check,
         ready_serves: ctx.ready_serves,
+        dry_run: policy.dry_run,
     };
     Outcome { decision, state }
 }

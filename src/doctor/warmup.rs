@@ -20,8 +20,6 @@ const CLUSTER_DOMAIN: &str = "svc.cluster.local";
 pub struct Found {
     /// `namespace/name` of the rule, and the port when the ramp is a port's own.
     pub rule: String,
-    /// The rule's host, as written: an exact host wins over a wildcard, as in Istio.
-    pub host: String,
     pub warmup: Warmup,
 }
 
@@ -81,38 +79,68 @@ fn ramp(lb: &Value) -> Result<Option<Warmup>, String> {
     }))
 }
 
-/// The ramps a DestinationRule (as the API returns it, in namespace `ns`) gives traffic to any
-/// of `services` (full names): its `trafficPolicy`'s (`None` for the port) and each port's own
-/// (a port's `loadBalancer` replaces the rule's for that port), or what is wrong with one.
-/// Subsets' policies are left out: they apply to routes that name the subset.
-pub fn ramps_of(
-    rule: &Value,
-    ns: &str,
-    services: &[String],
-) -> Vec<(Option<String>, Result<Warmup, String>)> {
-    let spec = rule.get("spec").unwrap_or(&Value::Null);
-    let Some(host) = spec.get("host").and_then(Value::as_str) else {
-        return Vec::new();
-    };
-    let host = full_host(host, ns);
+/// One load balancer's ramp: the port it is a port's own for (`None`: the rule-wide one), and
+/// the ramp Istio applies there (`Ok(None)`: none), or what is wrong with it.
+pub type Block = (Option<String>, Result<Option<Warmup>, String>);
+
+/// A DestinationRule whose host covers the gateway's Service, with what it sets.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Matched {
+    /// `namespace/name`.
+    pub rule: String,
+    /// Its host, as written.
+    pub host: String,
+    /// `metadata.creationTimestamp` (RFC 3339, so it sorts as text).
+    pub created: String,
+    /// The rule-wide load balancer's ramp (port `None`) and each port's own, which replaces
+    /// the rule-wide one for that port: `Ok(None)` where Istio applies no ramp.
+    pub blocks: Vec<Block>,
+}
+
+/// What a DestinationRule (as the API returns it, in namespace `ns`) sets for any of `services`
+/// (full names), or `None` when its host covers none of them. Subsets' policies are left out:
+/// they apply to routes that name the subset.
+pub fn matched(rule: &Value, ns: &str, services: &[String]) -> Option<Matched> {
+    let spec = rule.get("spec")?;
+    let written = spec.get("host").and_then(Value::as_str)?;
+    let host = full_host(written, ns);
     if !services.iter().any(|s| covers(&host, s)) {
-        return Vec::new();
+        return None;
     }
     let policy = spec.get("trafficPolicy").unwrap_or(&Value::Null);
+    let wide = policy.get("loadBalancer").map_or(Ok(None), ramp);
     let ports = policy
         .get("portLevelSettings")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-        .map(|p| {
-            let port = p.pointer("/port/number").map(ToString::to_string);
-            (port.or(Some("?".into())), p)
+        .filter_map(|p| {
+            let port = p
+                .pointer("/port/number")
+                .map_or_else(|| "?".to_string(), ToString::to_string);
+            Some((Some(port), ramp(p.get("loadBalancer")?)))
         });
-    std::iter::once((None, policy))
-        .chain(ports)
-        .filter_map(|(port, p)| Some((port, p.get("loadBalancer")?)))
-        .filter_map(|(port, lb)| ramp(lb).transpose().map(|r| (port, r)))
-        .collect()
+    let meta = |k: &str| {
+        rule.pointer(&format!("/metadata/{k}"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    Some(Matched {
+        rule: format!("{ns}/{}", meta("name")),
+        host: written.to_string(),
+        created: meta("creationTimestamp"),
+        blocks: std::iter::once((None, wide)).chain(ports).collect(),
+    })
+}
+
+/// The rule Istio applies to the gateway's host among those that cover it: an exact host before
+/// a wildcard, then the oldest.
+pub fn applied(mut rules: Vec<Matched>) -> Option<Matched> {
+    rules.sort_by(|a, b| {
+        (a.host.starts_with('*'), &a.created).cmp(&(b.host.starts_with('*'), &b.created))
+    });
+    rules.into_iter().next()
 }
 
 /// The full names of `services` (name, namespace).
@@ -130,11 +158,9 @@ fn describe(w: &Warmup) -> String {
     )
 }
 
-/// What the doctor says of the ramps found beside `spec.warmup`. The first found for an exact
-/// host is the one named, as Istio prefers it over a wildcard's.
+/// What the doctor says of the ramps the applied rule sets ([`applied`]) beside `spec.warmup`:
+/// the rule-wide one first, then each port's own.
 pub fn judge(found: &[Found], stated: Option<&Warmup>) -> (Outcome, String) {
-    let mut found: Vec<&Found> = found.iter().collect();
-    found.sort_by_key(|f| f.host.starts_with('*'));
     let Some(first) = found.first() else {
         return match stated {
             None => (
@@ -163,7 +189,8 @@ pub fn judge(found: &[Found], stated: Option<&Warmup>) -> (Outcome, String) {
             w.seconds, w.min_weight_percent, w.aggression
         )
     } else {
-        "spec.warmup cannot state it (seconds 1..3600, aggression 0.01..100)".to_string()
+        "spec.warmup cannot state it (seconds 1..3600, minWeightPercent 0..100, aggression 0.01..100)"
+            .to_string()
     };
     match stated {
         None => (
@@ -203,9 +230,14 @@ mod tests {
         service_hosts(&[("istio-ingressgateway".into(), "istio-system".into())])
     }
 
-    /// The ramps of a rule, errors as text.
+    /// The ramps a rule sets (blocks without one left out), errors as text.
     fn ramps(rule: &serde_json::Value, ns: &str) -> Vec<(Option<String>, Result<Warmup, String>)> {
-        ramps_of(rule, ns, &gateway())
+        matched(rule, ns, &gateway())
+            .map(|m| m.blocks)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(port, r)| r.transpose().map(|r| (port, r)))
+            .collect()
     }
 
     fn ramp(seconds: i64, min: f64, aggression: f64) -> Warmup {
@@ -274,24 +306,71 @@ mod tests {
         assert_eq!(got[1], (Some("443".to_string()), Ok(ramp(30, 10.0, 1.0))));
     }
 
+    /// Istio applies one rule to a host: an exact host before a wildcard, then the oldest. A
+    /// rule without a ramp hides a wildcard's ramp, and a port's own balancer replaces the
+    /// rule-wide one there.
+    #[test]
+    fn the_rule_istio_applies_is_the_one_judged() {
+        let rule = |name: &str, host: &str, created: &str, lb: serde_json::Value| {
+            let r = json!({"metadata": {"name": name, "creationTimestamp": created},
+                "spec": {"host": host, "trafficPolicy": {"loadBalancer": lb}}});
+            matched(&r, "istio-system", &gateway()).unwrap()
+        };
+        let exact = rule(
+            "exact",
+            "istio-ingressgateway",
+            "2026-02-01T00:00:00Z",
+            json!({"simple": "ROUND_ROBIN"}),
+        );
+        let any = rule(
+            "any",
+            "*",
+            "2026-01-01T00:00:00Z",
+            json!({"warmupDurationSecs": "60s"}),
+        );
+        let chosen = applied(vec![any.clone(), exact.clone()]).unwrap();
+        assert_eq!(chosen.rule, "istio-system/exact");
+        assert_eq!(chosen.blocks, [(None, Ok(None))]);
+        // Between two exact rules, the older.
+        let older = rule(
+            "older",
+            "istio-ingressgateway",
+            "2025-12-01T00:00:00Z",
+            json!({"warmupDurationSecs": "20s"}),
+        );
+        assert_eq!(
+            applied(vec![exact, older, any]).unwrap().rule,
+            "istio-system/older"
+        );
+        // A port's balancer without a ramp is said as such beside the rule-wide ramp.
+        let r = json!({"metadata": {"name": "ports"}, "spec": {"host": "istio-ingressgateway", "trafficPolicy": {
+            "loadBalancer": {"warmupDurationSecs": "60s"},
+            "portLevelSettings": [{"port": {"number": 443}, "loadBalancer": {"simple": "RANDOM"}}]}}});
+        let m = matched(&r, "istio-system", &gateway()).unwrap();
+        assert_eq!(
+            m.blocks,
+            [
+                (None, Ok(Some(ramp(60, 10.0, 1.0)))),
+                (Some("443".into()), Ok(None))
+            ]
+        );
+    }
+
     #[test]
     fn the_verdict_compares_the_rule_with_the_spec() {
         let w = ramp(60, 10.0, 1.0);
         let found = [
             Found {
-                rule: "istio-system/any".into(),
-                host: "*".into(),
-                warmup: ramp(30, 10.0, 1.0),
+                rule: "istio-system/gw".into(),
+                warmup: w,
             },
             Found {
-                rule: "istio-system/gw".into(),
-                host: "istio-ingressgateway".into(),
-                warmup: w,
+                rule: "istio-system/gw (port 443)".into(),
+                warmup: ramp(30, 10.0, 1.0),
             },
         ];
         let (o, text) = judge(&found, None);
         assert_eq!(o, Outcome::Warn);
-        // The exact host's rule is the one named, as Istio prefers it.
         assert!(text.contains("istio-system/gw (and 1 more)"), "{text}");
         assert!(
             text.contains("spec.warmup: {seconds: 60, minWeightPercent: 10, aggression: 1}"),
@@ -307,7 +386,6 @@ mod tests {
         // A ramp spec.warmup cannot hold is not advised.
         let long = [Found {
             rule: "istio-system/gw".into(),
-            host: "istio-ingressgateway".into(),
             warmup: ramp(7200, 10.0, 1.0),
         }];
         assert!(judge(&long, None).1.contains("spec.warmup cannot state it"));

@@ -2043,6 +2043,7 @@ fn the_reset_budget_paces_a_scale_in_and_never_blocks_it() {
         });
     }
     let mut dry_state = EngineState::default();
+    let mut shown: Option<Vec<String>> = None;
     for t in [0.0, 15.0, 30.0] {
         let out = decide(&dry, &obs(t, &c, &loads, 10), &dry_state);
         let d = &out.decision;
@@ -2052,9 +2053,13 @@ fn the_reset_budget_paces_a_scale_in_and_never_blocks_it() {
             "{}",
             d.replicas.reason
         );
+        assert_eq!(shown.get_or_insert_with(|| d.victims.clone()), &d.victims);
         assert!(d.replicas.reason.contains("held back by the reset budget"));
+        assert!(d.summary().contains("would remove"), "{}", d.summary());
         assert!(
-            d.deletion_costs.iter().all(|(_, cost)| *cost > -1000),
+            d.deletion_costs
+                .iter()
+                .all(|(_, cost)| *cost != crate::engine::placement::VICTIM_DELETION_COST),
             "{:?}",
             d.deletion_costs
         );

@@ -12,8 +12,8 @@ const MIN_WEIGHT: f64 = 1e-6;
 
 /// A pod's weight beside a warm pod's (0 to 1), `age` seconds after it joined: Envoy's slow
 /// start, `max(minWeightPercent, (max(age, 1) / window) ^ (1 / aggression))` (Envoy's docs count
-/// the age from 1 s). An age that is not a number counts as warm; one in the future is kept
-/// from [`ready_serves`] by [`CLOCK_SKEW_SECONDS`].
+/// the age from 1 s). An age that is not a number counts as warm; in [`ready_serves`] a Ready
+/// time more than [`CLOCK_SKEW_SECONDS`] ahead counts as warm, and one less ahead at the floor.
 pub fn weight(w: &Warmup, age: f64) -> f64 {
     let window = w.seconds as f64;
     if age.is_nan() || age >= window || window <= 0.0 {
