@@ -20,6 +20,7 @@ use crate::model::LoadSample;
 use crate::policy::{ElasticGateway, TargetKind};
 use crate::prom::Prometheus;
 
+mod balancer;
 mod drain;
 mod warmup;
 
@@ -173,8 +174,17 @@ impl Doctor {
         .await;
         self.drain(&mut r, &ns, view.as_ref().map(|v| &v.selector))
             .await;
-        self.warmup(&mut r, egw, &ns, view.as_ref().map(|v| &v.selector))
+        let services = self
+            .gateway_services(&ns, view.as_ref().map(|v| &v.selector))
             .await;
+        self.warmup(&mut r, egw, &services).await;
+        match &services {
+            Ok(list) => {
+                let (outcome, text) = balancer::judge(list);
+                r.push(outcome, "load balancer", text);
+            }
+            Err(why) => r.push(Outcome::Skip, "load balancer", why.clone()),
+        }
         self.capacity(&mut r, egw, &ns).await;
         r
     }
@@ -207,59 +217,38 @@ impl Doctor {
         }
     }
 
-    /// Whether a DestinationRule ramps the gateway's pods ([`warmup`]), beside `spec.warmup`:
-    /// the rules (on the mesh's API server in ASM) whose host is a Service that selects the
-    /// gateway's pods.
-    async fn warmup(
+    /// The Services in the gateway's namespace that select its pods (matched against one
+    /// pod's labels), or why they could not be read.
+    async fn gateway_services(
         &self,
-        r: &mut Report,
-        egw: &ElasticGateway,
         ns: &str,
         selector: Option<&kube::core::Selector>,
-    ) {
-        const WHAT: &str = "warm-up";
+    ) -> Result<Vec<Service>, String> {
         let t = self.api_timeout;
         let Some(selector) = selector.filter(|s| !s.selects_all()) else {
-            r.push(Outcome::Skip, WHAT, "no target, so no Service to look for");
-            return;
+            return Err("no target, so no Service to look for".into());
         };
         let pods: Api<Pod> = Api::namespaced(self.data.clone(), ns);
         let lp = ListParams::default().labels(&selector.to_string()).limit(1);
-        let labels = match bounded(t, pods.list(&lp)).await {
-            Ok(list) => list.items.first().map(|p| p.labels().clone()),
-            Err(e) => {
-                let e = api_error(&e);
-                r.push(
-                    Outcome::Skip,
-                    WHAT,
-                    format!("cannot list the gateway's pods: {e}"),
-                );
-                return;
-            }
-        };
-        let Some(labels) = labels else {
-            r.push(
-                Outcome::Skip,
-                WHAT,
-                "no gateway pod to match Services against",
-            );
-            return;
-        };
+        let labels = bounded(t, pods.list(&lp))
+            .await
+            .map_err(|e| format!("cannot list the gateway's pods: {}", api_error(&e)))?
+            .items
+            .first()
+            .map(|p| p.labels().clone())
+            .ok_or("no gateway pod to match Services against")?;
         let services: Api<Service> = Api::namespaced(self.data.clone(), ns);
-        let services = match bounded(t, services.list(&ListParams::default())).await {
-            Ok(list) => list.items,
-            Err(e) => {
-                let e = api_error(&e);
-                r.push(
-                    Outcome::Skip,
-                    WHAT,
-                    format!("cannot list Services ({e}): the ramp is read with rights to Services and DestinationRules"),
-                );
-                return;
-            }
-        };
-        let names: Vec<(String, String)> = services
-            .iter()
+        let services = bounded(t, services.list(&ListParams::default()))
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot list Services ({}): they are read with rights to Services",
+                    api_error(&e)
+                )
+            })?
+            .items;
+        let selecting: Vec<Service> = services
+            .into_iter()
             .filter(|s| {
                 s.spec
                     .as_ref()
@@ -268,12 +257,35 @@ impl Doctor {
                         !sel.is_empty() && sel.iter().all(|(k, v)| labels.get(k) == Some(v))
                     })
             })
-            .map(|s| (s.name_any(), ns.to_string()))
             .collect();
-        if names.is_empty() {
-            r.push(Outcome::Skip, WHAT, "no Service selects the gateway's pods");
-            return;
+        if selecting.is_empty() {
+            return Err("no Service selects the gateway's pods".into());
         }
+        Ok(selecting)
+    }
+
+    /// Whether a DestinationRule ramps the gateway's pods ([`warmup`]), beside `spec.warmup`:
+    /// the rules (on the mesh's API server in ASM) whose host is a Service that selects the
+    /// gateway's pods.
+    async fn warmup(
+        &self,
+        r: &mut Report,
+        egw: &ElasticGateway,
+        services: &Result<Vec<Service>, String>,
+    ) {
+        const WHAT: &str = "warm-up";
+        let t = self.api_timeout;
+        let services = match services {
+            Ok(list) => list,
+            Err(why) => {
+                r.push(Outcome::Skip, WHAT, why.clone());
+                return;
+            }
+        };
+        let names: Vec<(String, String)> = services
+            .iter()
+            .map(|s| (s.name_any(), s.namespace().unwrap_or_default()))
+            .collect();
         let hosts = warmup::service_hosts(&names);
         let client = self.mesh.as_ref().unwrap_or(&self.data);
         let mut rules = None;

@@ -173,9 +173,11 @@ async fn doctor_passes_a_healthy_setup_and_names_each_broken_check() {
         ],
         None,
     );
+    // The gateway's Service as ACK makes it: a LoadBalancer, the cloud's default scheduler.
     let service = json!({"apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "istio-ingressgateway", "namespace": "istio-system"},
-        "spec": {"selector": serde_json::from_str::<serde_json::Value>(&selector).unwrap(),
+        "spec": {"type": "LoadBalancer",
+                 "selector": serde_json::from_str::<serde_json::Value>(&selector).unwrap(),
                  "ports": [{"name": "http2", "port": 80, "targetPort": 8080}]}});
     tb.kubectl_ok(&["apply", "-f", "-"], Some(&service.to_string()));
     tb.kubectl_ok(
@@ -215,6 +217,36 @@ async fn doctor_passes_a_healthy_setup_and_names_each_broken_check() {
     assert!(
         line(&out, "ok   warm-up:")
             .contains("spec.warmup matches DestinationRule istio-system/gw-warmup"),
+        "{out}"
+    );
+    // Issue 29, item 3: new connections dealt in turn keep long-lived ones on the old pods
+    // after a scale-out; the annotation that deals them to the pods with the fewest is named.
+    let lb = line(&out, "warn load balancer:");
+    assert!(
+        lb.contains("istio-system/istio-ingressgateway (rr)")
+            && lb.contains("alibaba-cloud-loadbalancer-scheduler: wlc"),
+        "{out}"
+    );
+    tb.kubectl_ok(
+        &[
+            "annotate",
+            "service",
+            "istio-ingressgateway",
+            "-n",
+            "istio-system",
+            "service.beta.kubernetes.io/alibaba-cloud-loadbalancer-scheduler=wlc",
+        ],
+        None,
+    );
+    let (code, out) = doctor(
+        &admin,
+        &prom.url(),
+        warm_policy.to_str().unwrap(),
+        envoys.port,
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        line(&out, "ok   load balancer:").contains("istio-system/istio-ingressgateway deal"),
         "{out}"
     );
 

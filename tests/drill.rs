@@ -462,3 +462,54 @@ fn a_slow_start_makes_a_surge_short_for_longer_and_counting_it_makes_it_less_so(
         short(&unaware, "spillway")
     );
 }
+
+/// Issue 29, item 3: after a scale-out, long-lived connections stay on the old pods. Dealt in
+/// turn (the cloud's default), the spread above 1.25 lasts about a connection lifetime; dealt
+/// to the pods with the fewest (`wlc`, `drills/connections/02`), a fraction of it, closing
+/// nothing; a 5-minute maximum connection age (Envoy's `max_connection_duration`) shortens it
+/// too, by closing tens of thousands of connections.
+#[test]
+fn least_connections_rebalances_a_scale_out_without_closing_connections() {
+    let wlc = Scenario::load(std::path::Path::new(
+        "drills/connections/02-scale-out-least-connections.yaml",
+    ))
+    .unwrap();
+    let conn = wlc.gateway.connections.unwrap();
+    let mut rr = wlc.clone();
+    rr.gateway.connections = Some(spillway::sim::cluster::Connections {
+        dealing: spillway::sim::cluster::Dealing::RoundRobin,
+        ..conn
+    });
+    let mut aged = rr.clone();
+    aged.gateway.connections = Some(spillway::sim::cluster::Connections {
+        max_age_seconds: Some(300.0),
+        ..rr.gateway.connections.unwrap()
+    });
+    let [wlc, rr, aged] = [wlc, rr, aged].map(|s| {
+        let r = run(&s, &mut Quiet);
+        by_policy(&r.runs, "spillway").summary.clone()
+    });
+    assert!(
+        wlc.longest_unbalanced_seconds * 3.0 < rr.longest_unbalanced_seconds,
+        "wlc {} s, round robin {} s",
+        wlc.longest_unbalanced_seconds,
+        rr.longest_unbalanced_seconds
+    );
+    assert!(rr.longest_unbalanced_seconds > 400.0, "{rr:?}");
+    assert_eq!(wlc.connections_aged_out, 0.0);
+    assert!(aged.longest_unbalanced_seconds < rr.longest_unbalanced_seconds);
+    // The age closes more connections than every scale-in of the run resets.
+    assert!(
+        aged.connections_aged_out > 10.0 * wlc.connection_resets,
+        "{} closed at their age, {} reset",
+        aged.connections_aged_out,
+        wlc.connection_resets
+    );
+    // Where the connections go barely changes what the fleet costs.
+    assert!(
+        (wlc.eci_pod_seconds - rr.eci_pod_seconds).abs() <= 0.02 * rr.eci_pod_seconds,
+        "{} vs {}",
+        wlc.eci_pod_seconds,
+        rr.eci_pod_seconds
+    );
+}

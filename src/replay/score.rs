@@ -310,6 +310,9 @@ pub fn observed_run(h: &History, t: &Target, w: &Window, surges: &[Surge]) -> Po
         // A recording has no connection counts.
         connection_resets: 0.0,
         unbalanced_seconds: 0.0,
+        unbalanced_spells: 0,
+        longest_unbalanced_seconds: 0.0,
+        connections_aged_out: 0.0,
         victims: Default::default(),
         peak_pending_pods: peak_pending,
         cost_ecs_fixed: cost_ecs,

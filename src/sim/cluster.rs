@@ -71,13 +71,30 @@ pub struct SimPod {
     pub uid: u64,
     /// Long-lived client connections pinned to it ([`Connections`]).
     pub connections: f64,
+    /// Its connections by when they opened, `(time, count)` in 10 s buckets, kept only under
+    /// a maximum connection age.
+    pub cohorts: Vec<(f64, f64)>,
 }
 
 impl SimPod {
     pub fn ready(&self, now: f64) -> bool {
         self.gone_at.is_none() && self.ready_at.is_some_and(|r| r <= now)
     }
+
+    /// Takes `n` new connections at `now`.
+    fn accept(&mut self, n: f64, now: f64, aged: bool) {
+        self.connections += n;
+        if aged {
+            match self.cohorts.last_mut() {
+                Some((t, c)) if now - *t < COHORT_SECONDS => *c += n,
+                _ => self.cohorts.push((now, n)),
+            }
+        }
+    }
 }
+
+/// Width of a pod's connection cohorts under a maximum connection age.
+const COHORT_SECONDS: f64 = 10.0;
 
 /// The gateway Deployment's rolling-update settings.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -102,8 +119,9 @@ impl Default for RollingUpdate {
 /// robin over the ready pods that are not terminating (as a load balancer deals them; by weight
 /// while a slow start ramps some), and
 /// each stays on its pod until it closes or the pod goes. A pod that goes resets what it still
-/// holds: its drain only stops new ones arriving. Pods of one age differ by their connections'
-/// random lifetimes, as real pods do.
+/// holds: its drain only stops new ones arriving. A client whose connection was cut (its pod
+/// went, or a maximum connection age closed it) connects again at once, dealt as a new one.
+/// Pods of one age differ by their connections' random lifetimes, as real pods do.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Connections {
@@ -115,6 +133,28 @@ pub struct Connections {
     /// Mean lifetime of one, in seconds.
     #[serde(default = "d_lifetime")]
     pub mean_lifetime_seconds: f64,
+    /// The gateway closes each connection at this age (Envoy's `max_connection_duration`, the
+    /// usual fix for connections pinned to old pods); its client connects again. Unset: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age_seconds: Option<f64>,
+    /// How the load balancer in front of the gateway deals new connections.
+    #[serde(default)]
+    pub dealing: Dealing,
+}
+
+/// A load balancer's scheduling of new connections over the gateway's ready pods.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Dealing {
+    /// In turn (Alibaba Cloud's `rr` and `wrr` at equal weights, kube-proxy's iptables mode at
+    /// random, which comes to the same on average): a new pod takes its share of new
+    /// connections only.
+    #[default]
+    RoundRobin,
+    /// Each to the pod with the fewest open (`wlc`, weighted least connections; Envoy's and
+    /// IPVS's least-connection schedulers): a new pod takes new connections first until it
+    /// holds as many as the others.
+    LeastConnections,
 }
 
 fn d_one() -> f64 {
@@ -134,6 +174,14 @@ pub struct ConnectionTally {
     pub resets: f64,
     /// Seconds the ready pods' connections stood at a max/mean of [`UNBALANCED`] or more.
     pub unbalanced_seconds: f64,
+    /// Spells of such seconds (each from the first unbalanced second to the next balanced
+    /// one), and the longest.
+    pub unbalanced_spells: u32,
+    pub longest_unbalanced: f64,
+    /// Connections a maximum connection age closed.
+    pub aged_out: f64,
+    /// The spell running now.
+    spell: f64,
 }
 
 /// A spread of connections over the ready pods (max / mean) at or above this is unbalanced.
@@ -161,6 +209,8 @@ pub struct SimCluster {
     connection_rng: ChaCha8Rng,
     /// The next ready pod a new connection is dealt to (round robin).
     deal: usize,
+    /// Clients whose connection was cut, to be dealt again at the next step.
+    reconnecting: f64,
     next_pod: u64,
     rng: ChaCha8Rng,
     /// Pool of each node under the policy's selectors, cached.
@@ -192,6 +242,7 @@ impl SimCluster {
             connection_tally: ConnectionTally::default(),
             connection_rng: ChaCha8Rng::seed_from_u64(seed ^ 0x636f_6e6e),
             deal: 0,
+            reconnecting: 0.0,
             next_pod: 0,
             rng: ChaCha8Rng::seed_from_u64(seed),
             pools,
@@ -279,9 +330,9 @@ impl SimCluster {
     }
 
     /// Moves the long-lived connections on by `dt` seconds at `load` requests per second:
-    /// some close, new ones arrive on the ready pods that are not terminating (evenly, as a
-    /// load balancer spreads new connections, or by a slow start's weights), and the spread is
-    /// tallied.
+    /// some close, new ones (and the clients cut since the last step) arrive on the ready pods
+    /// that are not terminating (evenly, as a load balancer spreads new connections, or by a
+    /// slow start's weights), and the spread is tallied.
     pub fn flow(&mut self, now: f64, dt: f64, load: f64) {
         let Some(m) = self.connections else { return };
         let lifetime = m.mean_lifetime_seconds.max(1.0);
@@ -291,8 +342,20 @@ impl SimCluster {
             m.long_lived_share * load.max(0.0) / m.requests_per_connection.max(1e-9) / lifetime
                 * dt;
         let rng = &mut self.connection_rng;
+        let max_age = m.max_age_seconds;
         for p in &mut self.pods {
-            if p.connections > 0.0 {
+            if let Some(age) = max_age {
+                for (born, c) in &mut p.cohorts {
+                    *c -= poisson(rng, *c * close).min(*c);
+                    if now - *born >= age {
+                        self.connection_tally.aged_out += *c;
+                        self.reconnecting += *c;
+                        *c = 0.0;
+                    }
+                }
+                p.cohorts.retain(|(_, c)| *c > 0.0);
+                p.connections = p.cohorts.iter().map(|(_, c)| c).sum();
+            } else if p.connections > 0.0 {
                 p.connections -= poisson(rng, p.connections * close).min(p.connections);
             }
         }
@@ -302,7 +365,10 @@ impl SimCluster {
         if open.is_empty() {
             return;
         }
-        let new = poisson(rng, arriving) as usize;
+        let again = self.reconnecting.floor();
+        self.reconnecting -= again;
+        let new = poisson(rng, arriving) as usize + again as usize;
+        let aged = max_age.is_some();
         // A slow start: each pod its weight's part, while the weights differ (Envoy weighs only
         // then), as an expected count, unrounded, so a second of a few arrivals still follows
         // the weights.
@@ -314,17 +380,30 @@ impl SimCluster {
                 })
                 .collect()
         });
-        if weights.iter().any(|w| *w != weights[0]) {
+        if m.dealing == Dealing::LeastConnections {
+            // Each to the pod with the fewest per unit of weight (a ramp's weight, or 1).
+            let weight = |k: usize| weights.get(k).copied().unwrap_or(1.0).max(1e-6);
+            for _ in 0..new {
+                let mut best = 0;
+                for k in 1..open.len() {
+                    let (a, b) = (&self.pods[open[k]], &self.pods[open[best]]);
+                    if a.connections / weight(k) < b.connections / weight(best) {
+                        best = k;
+                    }
+                }
+                self.pods[open[best]].accept(1.0, now, aged);
+            }
+        } else if weights.iter().any(|w| *w != weights[0]) {
             let total: f64 = weights.iter().sum();
             for (k, wk) in open.iter().zip(&weights) {
-                self.pods[*k].connections += new as f64 * wk / total;
+                self.pods[*k].accept(new as f64 * wk / total, now, aged);
             }
         } else {
             let (each, rest) = (new / open.len(), new % open.len());
             for k in 0..open.len() {
                 let extra =
                     usize::from((k + open.len() - self.deal % open.len()) % open.len() < rest);
-                self.pods[open[k]].connections += (each + extra) as f64;
+                self.pods[open[k]].accept((each + extra) as f64, now, aged);
             }
             self.deal = (self.deal + rest) % open.len();
         }
@@ -334,8 +413,16 @@ impl SimCluster {
             sum += self.pods[*i].connections;
         }
         let mean = sum / open.len() as f64;
+        let t = &mut self.connection_tally;
         if open.len() > 1 && mean >= 1.0 && max / mean >= UNBALANCED {
-            self.connection_tally.unbalanced_seconds += dt;
+            t.unbalanced_seconds += dt;
+            if t.spell == 0.0 {
+                t.unbalanced_spells += 1;
+            }
+            t.spell += dt;
+            t.longest_unbalanced = t.longest_unbalanced.max(t.spell);
+        } else {
+            t.spell = 0.0;
         }
     }
 
@@ -401,6 +488,7 @@ impl SimCluster {
             if self.pods[i].gone_at.is_some_and(|g| g <= now) {
                 let p = self.pods.swap_remove(i);
                 self.connection_tally.resets += p.connections;
+                self.reconnecting += p.connections;
                 if let Some(n) = p.node {
                     self.nodes[n].requested.sub(&requests);
                 }
@@ -504,6 +592,7 @@ impl SimCluster {
             deletion_cost: None,
             uid: victims::uid(self.next_pod),
             connections: 0.0,
+            cohorts: Vec::new(),
         });
     }
 

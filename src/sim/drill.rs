@@ -66,6 +66,14 @@ pub struct Summary {
     /// neighbours, added up over the gateways).
     #[serde(default)]
     pub unbalanced_seconds: f64,
+    /// Spells of such seconds, and the longest.
+    #[serde(default)]
+    pub unbalanced_spells: u32,
+    #[serde(default)]
+    pub longest_unbalanced_seconds: f64,
+    /// Connections a maximum connection age closed (`gateway.connections.maxAgeSeconds`).
+    #[serde(default)]
+    pub connections_aged_out: f64,
     /// Pods scale-ins chose by their connections (spillway only), as the next decision found
     /// them: removed as chosen, or kept (the ReplicaSet took another).
     #[serde(default)]
@@ -894,6 +902,11 @@ impl Fleet {
             s.cost_ecs_fixed += p.cost_ecs_fixed;
             s.connection_resets += p.connection_resets;
             s.unbalanced_seconds += p.unbalanced_seconds;
+            s.unbalanced_spells += p.unbalanced_spells;
+            s.longest_unbalanced_seconds = s
+                .longest_unbalanced_seconds
+                .max(p.longest_unbalanced_seconds);
+            s.connections_aged_out += p.connections_aged_out;
             s.victims.as_chosen += p.victims.as_chosen;
             s.victims.kept += p.victims.kept;
         }
@@ -1219,6 +1232,9 @@ impl Tally {
             cost_ecs_fixed: self.cost_ecs,
             connection_resets: c.connection_tally.resets,
             unbalanced_seconds: c.connection_tally.unbalanced_seconds,
+            unbalanced_spells: c.connection_tally.unbalanced_spells,
+            longest_unbalanced_seconds: c.connection_tally.longest_unbalanced,
+            connections_aged_out: c.connection_tally.aged_out,
             victims: self.victims,
         }
     }

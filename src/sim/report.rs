@@ -144,11 +144,21 @@ pub fn table(report: &DrillReport) -> String {
             };
             let _ = writeln!(
                 out,
-                "{}: long-lived connections reset {:.0}; connections spread max/mean ≥ {} for {:.0} s{chosen}",
+                "{}: long-lived connections reset {:.0}{}; connections spread max/mean ≥ {} for {:.0} s in {} spell(s), the longest {:.0} s{chosen}",
                 s.policy,
                 s.connection_resets,
+                if s.connections_aged_out > 0.0 {
+                    format!(
+                        ", closed at their maximum age {:.0}",
+                        s.connections_aged_out
+                    )
+                } else {
+                    String::new()
+                },
                 crate::sim::cluster::UNBALANCED,
-                s.unbalanced_seconds
+                s.unbalanced_seconds,
+                s.unbalanced_spells,
+                s.longest_unbalanced_seconds,
             );
         }
     }

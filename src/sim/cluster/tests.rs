@@ -86,6 +86,7 @@ fn pod(
         deletion_cost: cost,
         uid: victims::uid(name.bytes().map(u64::from).sum()),
         connections: 0.0,
+        cohorts: Vec::new(),
     }
 }
 
@@ -244,6 +245,8 @@ fn long_lived_connections_settle_spread_and_are_reset_with_their_pod() {
         long_lived_share: 0.5,
         requests_per_connection: 1.0,
         mean_lifetime_seconds: 60.0,
+        max_age_seconds: None,
+        dealing: Dealing::default(),
     });
     // 2,000 rps, half on connections of 1 rps each: 1,000 open at the steady state.
     for t in 0..1200u64 {
@@ -273,4 +276,105 @@ fn long_lived_connections_settle_spread_and_are_reset_with_their_pod() {
     }
     let reset = c.connection_tally.resets;
     assert!((100.0..320.0).contains(&reset), "{reset} reset");
+}
+
+/// Four pods carrying 1,000 connections at the steady state of 2,000 rps (60 s lifetimes),
+/// then a scale-out to eight: the spread after it, under `dealing` and an optional maximum
+/// age, as (seconds until max/mean < 1.25, connections closed at their age, resets).
+fn scale_out(dealing: Dealing, max_age: Option<f64>) -> (f64, f64, f64) {
+    let mut c = scenario_cluster(4, 0.0, 3);
+    c.connections = Some(Connections {
+        long_lived_share: 0.5,
+        requests_per_connection: 1.0,
+        mean_lifetime_seconds: 60.0,
+        max_age_seconds: max_age,
+        dealing,
+    });
+    for t in 0..600u64 {
+        c.step(t as f64);
+        c.flow(t as f64, 1.0, 2000.0);
+    }
+    c.replicas = 8;
+    let spread = |c: &SimCluster, now: f64| {
+        let open: Vec<f64> = c
+            .pods
+            .iter()
+            .filter(|p| p.ready(now))
+            .map(|p| p.connections)
+            .collect();
+        let mean = open.iter().sum::<f64>() / open.len() as f64;
+        (open.len(), open.iter().copied().fold(0.0, f64::max) / mean)
+    };
+    let mut balanced = None;
+    for t in 600..1800u64 {
+        c.step(t as f64);
+        c.flow(t as f64, 1.0, 2000.0);
+        let (ready, s) = spread(&c, t as f64);
+        if ready == 8 && s < UNBALANCED && balanced.is_none() {
+            balanced = Some(t as f64);
+        }
+    }
+    let ready_at = c.pods.iter().filter_map(|p| p.ready_at).fold(0.0, f64::max);
+    (
+        balanced.expect("never balanced") - ready_at,
+        c.connection_tally.aged_out,
+        c.connection_tally.resets,
+    )
+}
+
+#[test]
+fn least_connections_fills_new_pods_first_where_round_robin_waits_for_lifetimes() {
+    let (rr, rr_aged, _) = scale_out(Dealing::RoundRobin, None);
+    let (wlc, wlc_aged, _) = scale_out(Dealing::LeastConnections, None);
+    // In turn, the old pods' surplus fades with their connections' lifetimes (60 s mean:
+    // ln(4) × 60 ≈ 83 s for a surplus of 1 over a mean of 0.5 to fall under 0.25); to the
+    // fewest, the new pods take every new connection until they catch up.
+    assert!(
+        rr > 50.0,
+        "round robin balanced {rr} s after the new pods were ready"
+    );
+    assert!(
+        wlc * 2.0 < rr,
+        "least connections {wlc} s, round robin {rr} s"
+    );
+    assert_eq!((rr_aged, wlc_aged), (0.0, 0.0));
+}
+
+#[test]
+fn a_maximum_age_closes_connections_and_their_clients_connect_again() {
+    let (aged_s, aged, resets) = scale_out(Dealing::RoundRobin, Some(30.0));
+    let (plain_s, ..) = scale_out(Dealing::RoundRobin, None);
+    assert!(aged_s < plain_s, "max age {aged_s} s vs none {plain_s} s");
+    // About half of the 60 s connections reach 30 s: at ~17 new a second over 1,200 s, several
+    // thousand closed, and the open count stays the load's (the clients came back).
+    assert!(aged > 3000.0, "{aged} closed at their age");
+    assert_eq!(resets, 0.0);
+}
+
+#[test]
+fn clients_of_a_pod_that_goes_connect_again_to_the_others() {
+    let mut c = scenario_cluster(4, 0.0, 3);
+    c.connections = Some(Connections {
+        long_lived_share: 0.5,
+        requests_per_connection: 1.0,
+        mean_lifetime_seconds: 1e9,
+        max_age_seconds: None,
+        dealing: Dealing::default(),
+    });
+    // No arrivals (no load) and lifetimes that never end: only the reconnections move.
+    for p in &mut c.pods {
+        p.connections = 100.0;
+    }
+    c.replicas = 3;
+    let mut t = 0u64;
+    while c.pods.len() > 3 {
+        c.step(t as f64);
+        c.flow(t as f64, 1.0, 0.0);
+        t += 1;
+    }
+    c.step(t as f64);
+    c.flow(t as f64, 1.0, 0.0);
+    let open: f64 = c.pods.iter().map(|p| p.connections).sum();
+    assert_eq!(c.connection_tally.resets, 100.0);
+    assert_eq!(open, 400.0, "the 100 reset came back on the 3 left");
 }
