@@ -71,11 +71,14 @@ pub async fn apply(
     let oref = egw.object_ref(&());
     let mut applied = Plan::default();
     let mut errors = vec![];
-    let costs = deletion_costs(ctx, &oref, key, plan, &mut applied, &mut errors).await;
-    if costs.is_err() {
+    let Ok(unmarked) = deletion_costs(ctx, &oref, key, plan, &mut applied, &mut errors).await
+    else {
         return Ok(Applied::fenced(applied, errors));
-    }
-    if let Some(r) = plan.replicas {
+    };
+    let d = &planned.decision;
+    if let Some(held) = scale_in_held(d.replicas.current, plan.replicas, &d.victims, &unmarked) {
+        errors.push(held);
+    } else if let Some(r) = plan.replicas {
         match scale(egw, ctx, &oref, key, planned, r).await {
             Err(_) => return Ok(Applied::fenced(applied, errors)),
             Ok(Ok(())) => {
@@ -136,7 +139,7 @@ async fn deletion_costs(
     plan: &Plan,
     applied: &mut Plan,
     errors: &mut Vec<String>,
-) -> Result<(), Fenced> {
+) -> Result<Vec<String>, Fenced> {
     let ns = key.namespace.as_str();
     let mut failed: Vec<(String, kube::Error)> = vec![];
     for (pod, cost) in &plan.deletion_costs {
@@ -180,7 +183,52 @@ async fn deletion_costs(
         }
         errors.push(write_failed(ctx, oref, key, "Annotate", &what, e).await);
     }
-    Ok(())
+    Ok(failed.into_iter().map(|(pod, _)| pod).collect())
+}
+
+/// Why the count `replicas` (from `current`) is not written this time, if it is not: a pod the
+/// scale-in chose (`victims`) whose victim's cost could not be written (`unmarked`) would stay,
+/// and the ReplicaSet would remove another in its place, one the choice kept for its
+/// connections. The next decision chooses again.
+fn scale_in_held(
+    current: i32,
+    replicas: Option<i32>,
+    victims: &[String],
+    unmarked: &[String],
+) -> Option<String> {
+    let to = replicas.filter(|r| *r < current)?;
+    let missing: Vec<&str> = victims
+        .iter()
+        .filter(|v| unmarked.contains(v))
+        .map(String::as_str)
+        .collect();
+    (!missing.is_empty()).then(|| {
+        format!(
+            "scale-in to {to} held: the deletion cost of {} could not be written, so the ReplicaSet would remove other pods",
+            missing.join(", ")
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scale_in_held;
+
+    #[test]
+    fn a_scale_in_waits_for_every_chosen_pods_cost() {
+        let (victims, unmarked) = (["a".to_string(), "b".into()], ["b".to_string(), "x".into()]);
+        let held = scale_in_held(6, Some(4), &victims, &unmarked).unwrap();
+        assert!(
+            held.contains("to 4 held") && held.contains("cost of b could"),
+            "{held}"
+        );
+        // Another pod's cost (an ECI pod's pool order) failing holds nothing; nor does a
+        // scale-up, or a scale-in that chose no pods.
+        assert_eq!(scale_in_held(6, Some(4), &victims, &["x".into()]), None);
+        assert_eq!(scale_in_held(4, Some(6), &victims, &unmarked), None);
+        assert_eq!(scale_in_held(6, None, &victims, &unmarked), None);
+        assert_eq!(scale_in_held(6, Some(4), &[], &unmarked), None);
+    }
 }
 
 /// The replica count; `Ok(Err(message))` when the write failed.
