@@ -177,7 +177,7 @@ impl Doctor {
         let services = self
             .gateway_services(&ns, view.as_ref().map(|v| &v.selector))
             .await;
-        self.warmup(&mut r, egw, &services).await;
+        self.warmup(&mut r, egw, &ns, &services).await;
         match &services {
             Ok(list) => {
                 let (outcome, text) = balancer::judge(list);
@@ -271,6 +271,7 @@ impl Doctor {
         &self,
         r: &mut Report,
         egw: &ElasticGateway,
+        ns: &str,
         services: &Result<Vec<Service>, String>,
     ) {
         const WHAT: &str = "warm-up";
@@ -284,7 +285,7 @@ impl Doctor {
         };
         let names: Vec<(String, String)> = services
             .iter()
-            .map(|s| (s.name_any(), s.namespace().unwrap_or_default()))
+            .map(|s| (s.name_any(), ns.to_string()))
             .collect();
         let hosts = warmup::service_hosts(&names);
         let client = self.mesh.as_ref().unwrap_or(&self.data);

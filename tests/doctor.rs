@@ -246,7 +246,7 @@ async fn doctor_passes_a_healthy_setup_and_names_each_broken_check() {
     );
     assert_eq!(code, 0, "{out}");
     assert!(
-        line(&out, "ok   load balancer:").contains("istio-system/istio-ingressgateway deal"),
+        line(&out, "ok   load balancer:").contains("istio-system/istio-ingressgateway deals"),
         "{out}"
     );
 

@@ -496,14 +496,13 @@ fn least_connections_rebalances_a_scale_out_without_closing_connections() {
         rr.longest_unbalanced_seconds
     );
     assert!(rr.longest_unbalanced_seconds > 400.0, "{rr:?}");
-    assert_eq!(wlc.connections_aged_out, 0.0);
     assert!(aged.longest_unbalanced_seconds < rr.longest_unbalanced_seconds);
-    // The age closes more connections than every scale-in of the run resets.
+    // The age closes ten times more connections than every scale-in of the run resets.
     assert!(
-        aged.connections_aged_out > 10.0 * wlc.connection_resets,
+        aged.connections_aged_out > 10.0 * aged.connection_resets,
         "{} closed at their age, {} reset",
         aged.connections_aged_out,
-        wlc.connection_resets
+        aged.connection_resets
     );
     // Where the connections go barely changes what the fleet costs.
     assert!(

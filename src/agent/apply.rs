@@ -210,27 +210,6 @@ fn scale_in_held(
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::scale_in_held;
-
-    #[test]
-    fn a_scale_in_waits_for_every_chosen_pods_cost() {
-        let (victims, unmarked) = (["a".to_string(), "b".into()], ["b".to_string(), "x".into()]);
-        let held = scale_in_held(6, Some(4), &victims, &unmarked).unwrap();
-        assert!(
-            held.contains("to 4 held") && held.contains("cost of b could"),
-            "{held}"
-        );
-        // Another pod's cost (an ECI pod's pool order) failing holds nothing; nor does a
-        // scale-up, or a scale-in that chose no pods.
-        assert_eq!(scale_in_held(6, Some(4), &victims, &["x".into()]), None);
-        assert_eq!(scale_in_held(4, Some(6), &victims, &unmarked), None);
-        assert_eq!(scale_in_held(6, None, &victims, &unmarked), None);
-        assert_eq!(scale_in_held(6, Some(4), &[], &unmarked), None);
-    }
-}
-
 /// The replica count; `Ok(Err(message))` when the write failed.
 async fn scale(
     egw: &ElasticGateway,
@@ -400,4 +379,25 @@ async fn write_failed(
     ctx.publish(oref, EventType::Warning, "WriteFailed", action, &msg)
         .await;
     msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scale_in_held;
+
+    #[test]
+    fn a_scale_in_waits_for_every_chosen_pods_cost() {
+        let (victims, unmarked) = (["a".to_string(), "b".into()], ["b".to_string(), "x".into()]);
+        let held = scale_in_held(6, Some(4), &victims, &unmarked).unwrap();
+        assert!(
+            held.contains("to 4 held") && held.contains("cost of b could"),
+            "{held}"
+        );
+        // Another pod's cost (an ECI pod's pool order) failing holds nothing; nor does a
+        // scale-up, or a scale-in that chose no pods.
+        assert_eq!(scale_in_held(6, Some(4), &victims, &["x".into()]), None);
+        assert_eq!(scale_in_held(4, Some(6), &victims, &unmarked), None);
+        assert_eq!(scale_in_held(6, None, &victims, &unmarked), None);
+        assert_eq!(scale_in_held(6, Some(4), &[], &unmarked), None);
+    }
 }

@@ -21,7 +21,7 @@ pub const SCHEDULER: &str = "service.beta.kubernetes.io/alibaba-cloud-loadbalanc
 const SCHEDULER_OLD: &str = "service.beta.kubernetes.io/alicloud-loadbalancer-scheduler";
 
 /// The scheduler a LoadBalancer Service asks for: the annotation's value, lower-cased, or
-/// `rr` (the default) when it has none.
+/// `rr` (the Cloud Controller Manager's default for a CLB) when it has none.
 pub fn scheduler(service: &Service) -> String {
     let a = service.annotations();
     a.get(SCHEDULER)
@@ -59,8 +59,9 @@ pub fn judge(services: &[Service]) -> (Outcome, String) {
         return (
             Outcome::Ok,
             format!(
-                "{} deal new connections to the pod with the fewest (wlc): pods a scale-out adds fill up first (a scale-in resets more for it: the newest pods hold as many as the others)",
-                names.join(", ")
+                "{} {} new connections to the pod with the fewest (wlc): pods a scale-out adds fill up first (a scale-in resets more for it: the newest pods hold as many as the others)",
+                names.join(", "),
+                if names.len() == 1 { "deals" } else { "deal" }
             ),
         );
     }
@@ -68,8 +69,9 @@ pub fn judge(services: &[Service]) -> (Outcome, String) {
     (
         Outcome::Warn,
         format!(
-            "{} deal new connections {}: after a scale-out, long-lived connections (websockets, gRPC, HTTP/2) stay on the old pods for their lifetime, which run hotter than the fleet's mean, and the new pods take only their share of new ones; `{SCHEDULER}: wlc` sends new connections to the pods with the fewest (in the drill, the pods' spread stayed above 1.25 for 184 s instead of 762 s after a 2.5x step, closing no connection, while scale-ins reset a quarter to a third more); no matter for short-lived HTTP/1 requests",
+            "{} {} new connections {}: after a scale-out, long-lived connections (websockets, gRPC, HTTP/2) stay on the old pods for their lifetime, which run hotter than the fleet's mean, and the new pods take only their share of new ones; `{SCHEDULER}: wlc` sends new connections to the pods with the fewest (it closes no connection for it; scale-ins reset more, since the newest pods hold as many as the others: figures in docs/benchmarks.md); no matter for short-lived HTTP/1 requests",
             named.join(", "),
+            if named.len() == 1 { "deals" } else { "deal" },
             if other
                 .iter()
                 .any(|(_, s)| s == "sch" || s == "tch" || s == "qch")

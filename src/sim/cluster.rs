@@ -81,12 +81,16 @@ impl SimPod {
         self.gone_at.is_none() && self.ready_at.is_some_and(|r| r <= now)
     }
 
-    /// Takes `n` new connections at `now`.
+    /// Takes `n` new connections at `now`. A cohort is dated by its connections' mean opening
+    /// time, so that a maximum age closes them on time on average.
     fn accept(&mut self, n: f64, now: f64, aged: bool) {
         self.connections += n;
-        if aged {
+        if aged && n > 0.0 {
             match self.cohorts.last_mut() {
-                Some((t, c)) if now - *t < COHORT_SECONDS => *c += n,
+                Some((t, c)) if now - *t < COHORT_SECONDS => {
+                    *t = (*t * *c + now * n) / (*c + n);
+                    *c += n;
+                }
                 _ => self.cohorts.push((now, n)),
             }
         }
@@ -115,8 +119,8 @@ impl Default for RollingUpdate {
 }
 
 /// Long-lived client connections (websockets, gRPC and HTTP/2 streams): a share of the load
-/// rides them, each lives an exponential time, new ones arrive as a Poisson stream dealt round
-/// robin over the ready pods that are not terminating (as a load balancer deals them; by weight
+/// rides them, each lives an exponential time, new ones arrive as a Poisson stream dealt over
+/// the ready pods that are not terminating as the load balancer's [`Dealing`] says (by weight
 /// while a slow start ramps some), and
 /// each stays on its pod until it closes or the pod goes. A pod that goes resets what it still
 /// holds: its drain only stops new ones arriving. A client whose connection was cut (its pod
@@ -330,9 +334,9 @@ impl SimCluster {
     }
 
     /// Moves the long-lived connections on by `dt` seconds at `load` requests per second:
-    /// some close, new ones (and the clients cut since the last step) arrive on the ready pods
-    /// that are not terminating (evenly, as a load balancer spreads new connections, or by a
-    /// slow start's weights), and the spread is tallied.
+    /// some close (a maximum age closes the old), new ones (and the clients cut since the last
+    /// step) arrive on the ready pods that are not terminating as the [`Dealing`] says, and the
+    /// spread is tallied.
     pub fn flow(&mut self, now: f64, dt: f64, load: f64) {
         let Some(m) = self.connections else { return };
         let lifetime = m.mean_lifetime_seconds.max(1.0);
@@ -363,6 +367,8 @@ impl SimCluster {
             .filter(|i| self.pods[*i].ready(now))
             .collect();
         if open.is_empty() {
+            // No spread without ready pods; the cut clients wait for one.
+            self.connection_tally.spell = 0.0;
             return;
         }
         let again = self.reconnecting.floor();
@@ -381,7 +387,8 @@ impl SimCluster {
                 .collect()
         });
         if m.dealing == Dealing::LeastConnections {
-            // Each to the pod with the fewest per unit of weight (a ramp's weight, or 1).
+            // Each to the pod with the fewest per unit of weight (a ramp's weight, or 1), as
+            // IPVS's wlc counts: an empty pod takes the next whatever its weight.
             let weight = |k: usize| weights.get(k).copied().unwrap_or(1.0).max(1e-6);
             for _ in 0..new {
                 let mut best = 0;

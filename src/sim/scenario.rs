@@ -304,10 +304,14 @@ impl GatewaySpec {
                     format!("must be a fraction within 0..1, got {}", c.long_lived_share),
                 );
             }
+            let age = c.max_age_seconds.map(|a| ("maxAgeSeconds", a));
             for (field, v) in [
                 ("requestsPerConnection", c.requests_per_connection),
                 ("meanLifetimeSeconds", c.mean_lifetime_seconds),
-            ] {
+            ]
+            .into_iter()
+            .chain(age)
+            {
                 if !(v.is_finite() && v > 0.0) {
                     bad(
                         &format!("{at}.connections.{field}"),

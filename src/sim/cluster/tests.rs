@@ -282,6 +282,10 @@ fn long_lived_connections_settle_spread_and_are_reset_with_their_pod() {
 /// then a scale-out to eight: the spread after it, under `dealing` and an optional maximum
 /// age, as (seconds until max/mean < 1.25, connections closed at their age, resets).
 fn scale_out(dealing: Dealing, max_age: Option<f64>) -> (f64, f64, f64) {
+    scale_out_cluster(dealing, max_age).0
+}
+
+fn scale_out_cluster(dealing: Dealing, max_age: Option<f64>) -> ((f64, f64, f64), SimCluster) {
     let mut c = scenario_cluster(4, 0.0, 3);
     c.connections = Some(Connections {
         long_lived_share: 0.5,
@@ -315,20 +319,20 @@ fn scale_out(dealing: Dealing, max_age: Option<f64>) -> (f64, f64, f64) {
         }
     }
     let ready_at = c.pods.iter().filter_map(|p| p.ready_at).fold(0.0, f64::max);
-    (
+    let figures = (
         balanced.expect("never balanced") - ready_at,
         c.connection_tally.aged_out,
         c.connection_tally.resets,
-    )
+    );
+    (figures, c)
 }
 
 #[test]
 fn least_connections_fills_new_pods_first_where_round_robin_waits_for_lifetimes() {
-    let (rr, rr_aged, _) = scale_out(Dealing::RoundRobin, None);
-    let (wlc, wlc_aged, _) = scale_out(Dealing::LeastConnections, None);
-    // In turn, the old pods' surplus fades with their connections' lifetimes (60 s mean:
-    // ln(4) × 60 ≈ 83 s for a surplus of 1 over a mean of 0.5 to fall under 0.25); to the
-    // fewest, the new pods take every new connection until they catch up.
+    let (rr, ..) = scale_out(Dealing::RoundRobin, None);
+    let (wlc, ..) = scale_out(Dealing::LeastConnections, None);
+    // In turn, the old pods hold 1 + e^(-t/60) times the mean: under 1.25 after 60 × ln 4 ≈
+    // 83 s; to the fewest, the new pods take every new connection until they catch up.
     assert!(
         rr > 50.0,
         "round robin balanced {rr} s after the new pods were ready"
@@ -337,18 +341,30 @@ fn least_connections_fills_new_pods_first_where_round_robin_waits_for_lifetimes(
         wlc * 2.0 < rr,
         "least connections {wlc} s, round robin {rr} s"
     );
-    assert_eq!((rr_aged, wlc_aged), (0.0, 0.0));
 }
 
 #[test]
 fn a_maximum_age_closes_connections_and_their_clients_connect_again() {
-    let (aged_s, aged, resets) = scale_out(Dealing::RoundRobin, Some(30.0));
+    let ((aged_s, aged, _), c) = scale_out_cluster(Dealing::RoundRobin, Some(30.0));
     let (plain_s, ..) = scale_out(Dealing::RoundRobin, None);
     assert!(aged_s < plain_s, "max age {aged_s} s vs none {plain_s} s");
-    // About half of the 60 s connections reach 30 s: at ~17 new a second over 1,200 s, several
-    // thousand closed, and the open count stays the load's (the clients came back).
-    assert!(aged > 3000.0, "{aged} closed at their age");
-    assert_eq!(resets, 0.0);
+    // e^(-1/2) of the 60 s connections reach 30 s and their clients connect again, to age
+    // again: 0.61 / 0.39 ≈ 1.5 closes per client, at ~17 new clients a second for 1,800 s.
+    assert!(
+        (38_000.0..56_000.0).contains(&aged),
+        "{aged} closed at their age"
+    );
+    // The clients came back: the open count stays the load's (1,000), and the cohorts add up.
+    let open: f64 = c.pods.iter().map(|p| p.connections).sum();
+    assert!((850.0..1150.0).contains(&open), "{open} open");
+    for p in &c.pods {
+        let cohorts: f64 = p.cohorts.iter().map(|(_, n)| n).sum();
+        assert!((cohorts - p.connections).abs() < 1e-6, "{p:?}");
+        assert!(
+            p.cohorts.iter().all(|(t, _)| 1800.0 - t < 30.0 + 10.0),
+            "{p:?}"
+        );
+    }
 }
 
 #[test]
