@@ -1,8 +1,8 @@
 //! How the cloud load balancer in front of the gateway deals new connections.
 //!
 //! Long-lived connections (websockets, gRPC, HTTP/2) stay on the pod that accepted them. Dealt
-//! in turn (round robin, Alibaba Cloud's default), a pod added by a scale-out takes only its
-//! share of new connections, and the old pods carry the rest for as long as the old connections
+//! in turn (a CLB's `rr` or an NLB's `wrr`, the defaults), a pod added by a scale-out takes only
+//! its share of new connections, and the old pods carry the rest for as long as the old connections
 //! live; dealt to the pod with the fewest (`wlc`), a new pod takes new connections first until
 //! it holds as many as the others. The drill measures both (`gateway.connections.dealing`):
 //! the pods even out within a fraction of a connection lifetime, and a scale-in resets more,
@@ -20,13 +20,24 @@ pub const SCHEDULER: &str = "service.beta.kubernetes.io/alibaba-cloud-loadbalanc
 /// Its name before 2019, still honoured.
 const SCHEDULER_OLD: &str = "service.beta.kubernetes.io/alicloud-loadbalancer-scheduler";
 
-/// The scheduler a LoadBalancer Service asks for: the annotation's value, lower-cased, or
-/// `rr` (the Cloud Controller Manager's default for a CLB) when it has none.
+/// The `loadBalancerClass` of an NLB; without it, ACK makes a CLB.
+const NLB_CLASS: &str = "alibabacloud.com/nlb";
+
+/// The scheduler a LoadBalancer Service asks for: the annotation's value, lower-cased, or when
+/// it has none the default of what ACK makes of it: `wrr` for an NLB, `rr` for a CLB.
 pub fn scheduler(service: &Service) -> String {
     let a = service.annotations();
+    let nlb = service
+        .spec
+        .as_ref()
+        .and_then(|s| s.load_balancer_class.as_deref())
+        == Some(NLB_CLASS);
     a.get(SCHEDULER)
         .or_else(|| a.get(SCHEDULER_OLD))
-        .map_or_else(|| "rr".to_string(), |v| v.trim().to_ascii_lowercase())
+        .map_or_else(
+            || if nlb { "wrr" } else { "rr" }.to_string(),
+            |v| v.trim().to_ascii_lowercase(),
+        )
 }
 
 fn is_load_balancer(service: &Service) -> bool {
@@ -108,6 +119,17 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn an_nlb_without_the_annotation_deals_by_weight() {
+        let mut s = svc("LoadBalancer", None);
+        assert_eq!(scheduler(&s), "rr");
+        s.spec.as_mut().unwrap().load_balancer_class = Some(NLB_CLASS.into());
+        assert_eq!(scheduler(&s), "wrr");
+        let (outcome, text) = judge(&[s]);
+        assert_eq!(outcome, Outcome::Warn);
+        assert!(text.contains("istio-system/gw (wrr)"), "{text}");
     }
 
     #[test]
