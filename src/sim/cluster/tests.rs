@@ -238,16 +238,21 @@ fn pending_when_nothing_fits() {
     assert_eq!((count(&c, Pool::Ecs), count(&c, Pool::Pending)), (12, 0));
 }
 
+/// Half the load on connections of 1 rps each, living `lifetime` seconds on average.
+fn half_long_lived(lifetime: f64, max_age: Option<f64>, dealing: Dealing) -> Connections {
+    Connections {
+        long_lived_share: 0.5,
+        requests_per_connection: 1.0,
+        mean_lifetime_seconds: lifetime,
+        max_age_seconds: max_age,
+        dealing,
+    }
+}
+
 #[test]
 fn long_lived_connections_settle_spread_and_are_reset_with_their_pod() {
     let mut c = scenario_cluster(4, 0.0, 3);
-    c.connections = Some(Connections {
-        long_lived_share: 0.5,
-        requests_per_connection: 1.0,
-        mean_lifetime_seconds: 60.0,
-        max_age_seconds: None,
-        dealing: Dealing::default(),
-    });
+    c.connections = Some(half_long_lived(60.0, None, Dealing::default()));
     // 2,000 rps, half on connections of 1 rps each: 1,000 open at the steady state.
     for t in 0..1200u64 {
         c.step(t as f64);
@@ -287,13 +292,7 @@ fn scale_out(dealing: Dealing, max_age: Option<f64>) -> (f64, f64, f64) {
 
 fn scale_out_cluster(dealing: Dealing, max_age: Option<f64>) -> ((f64, f64, f64), SimCluster) {
     let mut c = scenario_cluster(4, 0.0, 3);
-    c.connections = Some(Connections {
-        long_lived_share: 0.5,
-        requests_per_connection: 1.0,
-        mean_lifetime_seconds: 60.0,
-        max_age_seconds: max_age,
-        dealing,
-    });
+    c.connections = Some(half_long_lived(60.0, max_age, dealing));
     for t in 0..600u64 {
         c.step(t as f64);
         c.flow(t as f64, 1.0, 2000.0);
@@ -370,13 +369,7 @@ fn a_maximum_age_closes_connections_and_their_clients_connect_again() {
 #[test]
 fn clients_of_a_pod_that_goes_connect_again_to_the_others() {
     let mut c = scenario_cluster(4, 0.0, 3);
-    c.connections = Some(Connections {
-        long_lived_share: 0.5,
-        requests_per_connection: 1.0,
-        mean_lifetime_seconds: 1e9,
-        max_age_seconds: None,
-        dealing: Dealing::default(),
-    });
+    c.connections = Some(half_long_lived(1e9, None, Dealing::default()));
     // No arrivals (no load) and lifetimes that never end: only the reconnections move.
     for p in &mut c.pods {
         p.connections = 100.0;
