@@ -65,7 +65,7 @@ impl Ledger {
         let mut shares: HashMap<&BTreeMap<String, String>, bool> = HashMap::new();
         claims
             .iter()
-            .filter(|(k, c)| *k != key && now - c.at < CLAIM_TTL && c.slots > 0)
+            .filter(|(k, c)| c.slots > 0 && now - c.at < CLAIM_TTL && *k != key)
             .filter(|(_, c)| {
                 *shares.entry(&c.pool).or_insert_with(|| {
                     c.pool == *pool

@@ -4,7 +4,7 @@
 //! are coalesced, so that a storm of events costs each gateway at most one extra decision per
 //! [`COALESCE`]; the periodic decision is scheduled apart and never pushed back by them.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -67,72 +67,108 @@ impl Interest {
 
 /// Every gateway's interest, kept by its reconciles.
 #[derive(Default)]
-pub struct Interests(RwLock<HashMap<GatewayKey, Interest>>);
+pub struct Interests(RwLock<Kept>);
+
+/// The interests, and who reads each workload: every decision asks whether another gateway
+/// shares its workload, and a scan of every interest would cost the gateways squared.
+#[derive(Default)]
+struct Kept {
+    all: HashMap<GatewayKey, Interest>,
+    /// (namespace, Deployment) → the gateways that read it.
+    readers: HashMap<(String, String), BTreeSet<GatewayKey>>,
+}
+
+impl Kept {
+    fn insert(&mut self, key: &GatewayKey, interest: Interest) {
+        self.remove(key);
+        for w in &interest.workloads {
+            self.readers
+                .entry((interest.namespace.clone(), w.clone()))
+                .or_default()
+                .insert(key.clone());
+        }
+        self.all.insert(key.clone(), interest);
+    }
+
+    fn remove(&mut self, key: &GatewayKey) {
+        let Some(old) = self.all.remove(key) else {
+            return;
+        };
+        for w in old.workloads {
+            let at = (old.namespace.clone(), w);
+            if let Some(readers) = self.readers.get_mut(&at) {
+                readers.remove(key);
+                if readers.is_empty() {
+                    self.readers.remove(&at);
+                }
+            }
+        }
+    }
+}
 
 impl Interests {
-    pub fn set(&self, key: &GatewayKey, interest: Interest) {
-        let mut all = self
-            .0
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Kept> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Kept> {
+        self.0
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if all.get(key) != Some(&interest) {
-            all.insert(key.clone(), interest);
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn set(&self, key: &GatewayKey, interest: Interest) {
+        let mut kept = self.write();
+        if kept.all.get(key) != Some(&interest) {
+            kept.insert(key, interest);
         }
     }
 
     /// Another gateway of the same namespace whose target reads one of the same workloads.
     pub fn sharing(&self, key: &GatewayKey) -> Option<GatewayKey> {
-        let all = self
-            .0
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mine = all.get(key)?;
-        all.iter()
-            .filter(|(k, _)| *k != key)
-            .find(|(_, i)| {
-                i.namespace == mine.namespace
-                    && i.workloads.iter().any(|w| mine.workloads.contains(w))
-            })
-            .map(|(k, _)| k.clone())
+        let kept = self.read();
+        let mine = kept.all.get(key)?;
+        mine.workloads.iter().find_map(|w| {
+            kept.readers
+                .get(&(mine.namespace.clone(), w.clone()))?
+                .iter()
+                .find(|k| *k != key)
+                .cloned()
+        })
     }
 
     /// Whether any gateway has an interest.
     pub fn any(&self) -> bool {
-        !self
-            .0
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .is_empty()
+        !self.read().all.is_empty()
     }
 
     /// Forgets the gateways not in `live`; returns them.
     pub fn retain(&self, live: &HashSet<GatewayKey>) -> Vec<GatewayKey> {
-        let mut all = self
-            .0
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let gone: Vec<GatewayKey> = all.keys().filter(|k| !live.contains(*k)).cloned().collect();
+        let mut kept = self.write();
+        let gone: Vec<GatewayKey> = kept
+            .all
+            .keys()
+            .filter(|k| !live.contains(*k))
+            .cloned()
+            .collect();
         for k in &gone {
-            all.remove(k);
+            kept.remove(k);
         }
         gone
     }
 
     pub fn remove(&self, key: &GatewayKey) {
-        self.0
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(key);
+        self.write().remove(key);
     }
 
     /// The gateways the changes concern. A gateway with no interest yet (never reconciled) is
     /// woken by its own creation.
     pub fn concerned(&self, changes: &[Change], index: &ClusterIndex) -> HashSet<GatewayKey> {
-        let all = self
-            .0
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        all.iter()
+        self.read()
+            .all
+            .iter()
             .filter(|(_, i)| {
                 changes
                     .iter()
@@ -207,6 +243,31 @@ mod tests {
             eci: labels(&[("type", "virtual-kubelet")]),
             workloads: app.map(String::from).into_iter().collect(),
         }
+    }
+
+    /// Two gateways share a workload only in the same namespace, and stop sharing when one
+    /// moves to another workload or goes.
+    #[test]
+    fn sharing_follows_the_workloads_read() {
+        let key = |ns: &str, n: &str| GatewayKey::new(ns, n);
+        let (a, b, c) = (key("gw", "a"), key("gw", "b"), key("other", "c"));
+        let all = Interests::default();
+        all.set(&a, interest("gw", Some("one")));
+        all.set(&b, interest("gw", Some("two")));
+        all.set(&c, interest("other", Some("one")));
+        assert_eq!(all.sharing(&a), None, "same name, another namespace");
+        all.set(&b, interest("gw", Some("one")));
+        assert_eq!(all.sharing(&a), Some(b.clone()));
+        assert_eq!(all.sharing(&b), Some(a.clone()));
+        all.set(&b, interest("gw", Some("two")));
+        assert_eq!(all.sharing(&a), None, "b moved to another workload");
+        all.set(&b, interest("gw", Some("one")));
+        all.remove(&b);
+        assert_eq!(all.sharing(&a), None, "b went");
+        all.set(&b, interest("gw", Some("one")));
+        assert_eq!(all.retain(&[a.clone(), c.clone()].into()), vec![b.clone()]);
+        assert_eq!(all.sharing(&a), None, "b was not retained");
+        assert!(all.read().readers.values().all(|r| !r.contains(&b)));
     }
 
     /// Each kind of change wakes the gateways whose inputs it changes, and no others.

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use k8s_openapi::api::core::v1::{Node as KNode, Pod, PodSpec};
-use kube::core::{Selector, SelectorExt};
+use kube::core::{Expression, Selector, SelectorExt};
 
 use super::workloads::Workloads;
 use crate::model::{
@@ -112,6 +112,10 @@ pub struct ClusterIndex {
     nodes: Vec<Node>,
     node_idx: HashMap<String, usize>,
     pods: HashMap<(String, String), LeanPod>,
+    /// The gateway namespaces' pods by label: namespace → key → value → pod names. A gateway's
+    /// selector finds its pods here: scanning every pod on every decision costs the pods of
+    /// the whole cluster times the decisions (4,000 × 400 a second for 2,000 gateways at 5 s).
+    labelled: HashMap<String, HashMap<String, HashMap<String, HashSet<String>>>>,
     requested: HashMap<String, Resources>,
     node_buffer: Option<Vec<Node>>,
     pod_buffer: Option<HashMap<(String, String), LeanPod>>,
@@ -280,10 +284,10 @@ impl ClusterIndex {
             return vec![];
         }
         let changes = pod_changes(&key.0, old, Some(&lean));
-        if let Some(old) = self.pods.insert(key, lean.clone()) {
-            self.unaccount(&old);
+        if let Some(old) = self.pods.insert(key.clone(), lean.clone()) {
+            self.unaccount(&key, &old);
         }
-        self.account(&lean);
+        self.account(&key, &lean);
         changes
     }
 
@@ -298,7 +302,7 @@ impl ClusterIndex {
         let Some(old) = self.pods.remove(key) else {
             return vec![];
         };
-        self.unaccount(&old);
+        self.unaccount(key, &old);
         pod_changes(&key.0, Some(&old), None)
     }
 
@@ -326,10 +330,12 @@ impl ClusterIndex {
         if let Some(buf) = self.pod_buffer.take() {
             self.pods = buf;
             self.requested.clear();
-            let pods: Vec<LeanPod> = self.pods.values().cloned().collect();
-            for p in &pods {
-                self.account(p);
+            self.labelled.clear();
+            let pods = std::mem::take(&mut self.pods);
+            for (key, p) in &pods {
+                self.account(key, p);
             }
+            self.pods = pods;
         }
         self.synced.insert(Watched::Pods);
     }
@@ -379,16 +385,48 @@ impl ClusterIndex {
         LeanPod { node, requests, gw }
     }
 
-    fn account(&mut self, p: &LeanPod) {
+    fn account(&mut self, (ns, name): &(String, String), p: &LeanPod) {
         if let Some(n) = &p.node {
             self.requested
                 .entry(n.clone())
                 .or_default()
                 .add(&p.requests);
         }
+        if let Some(gw) = &p.gw {
+            let by_key = self.labelled.entry(ns.clone()).or_default();
+            for (k, v) in &gw.labels {
+                by_key
+                    .entry(k.clone())
+                    .or_default()
+                    .entry(v.clone())
+                    .or_default()
+                    .insert(name.clone());
+            }
+        }
     }
 
-    fn unaccount(&mut self, p: &LeanPod) {
+    fn unaccount(&mut self, (ns, name): &(String, String), p: &LeanPod) {
+        if let Some(gw) = &p.gw
+            && let Some(by_key) = self.labelled.get_mut(ns)
+        {
+            for (k, v) in &gw.labels {
+                let Some(by_value) = by_key.get_mut(k) else {
+                    continue;
+                };
+                if let Some(names) = by_value.get_mut(v) {
+                    names.remove(name);
+                    if names.is_empty() {
+                        by_value.remove(v);
+                    }
+                }
+                if by_value.is_empty() {
+                    by_key.remove(k);
+                }
+            }
+            if by_key.is_empty() {
+                self.labelled.remove(ns);
+            }
+        }
         if let Some((n, r)) = p
             .node
             .as_ref()
@@ -437,39 +475,75 @@ impl ClusterIndex {
         if selector.selects_all() {
             return Vec::new();
         }
-        let mut out: Vec<GatewayPod> = self
-            .pods
-            .iter()
-            .filter(|((pns, _), _)| pns == ns)
-            .filter_map(|((_, name), p)| {
-                let gw = p.gw.as_ref()?;
-                if !selector.matches(&gw.labels) {
-                    return None;
-                }
-                let pool = match &p.node {
-                    None => Pool::Pending,
-                    Some(n) => self
-                        .node_idx
-                        .get(n)
-                        .map_or(Pool::Other, |i| classify_node(&self.nodes[*i], ecs, eci)),
-                };
-                Some(GatewayPod {
-                    name: name.clone(),
-                    node: p.node.clone(),
-                    pool,
-                    ready: gw.ready,
-                    pending: gw.pending,
-                    terminating: gw.terminating,
-                    requests: p.requests,
-                    deletion_cost: gw.deletion_cost,
-                    created_at: gw.created_at,
-                    ready_since: gw.ready_since,
-                    drain: None,
-                })
+        let gateway_pod = |name: &String, p: &LeanPod| {
+            let gw = p.gw.as_ref()?;
+            if !selector.matches(&gw.labels) {
+                return None;
+            }
+            let pool = match &p.node {
+                None => Pool::Pending,
+                Some(n) => self
+                    .node_idx
+                    .get(n)
+                    .map_or(Pool::Other, |i| classify_node(&self.nodes[*i], ecs, eci)),
+            };
+            Some(GatewayPod {
+                name: name.clone(),
+                node: p.node.clone(),
+                pool,
+                ready: gw.ready,
+                pending: gw.pending,
+                terminating: gw.terminating,
+                requests: p.requests,
+                deletion_cost: gw.deletion_cost,
+                created_at: gw.created_at,
+                ready_since: gw.ready_since,
+                drain: None,
             })
-            .collect();
+        };
+        let mut out: Vec<GatewayPod> = match self.candidates(ns, selector) {
+            Some(names) => names
+                .into_iter()
+                .filter_map(|name| {
+                    let p = self.pods.get(&(ns.to_string(), name.clone()))?;
+                    gateway_pod(name, p)
+                })
+                .collect(),
+            None => self
+                .pods
+                .iter()
+                .filter(|((pns, _), _)| pns == ns)
+                .filter_map(|((_, name), p)| gateway_pod(name, p))
+                .collect(),
+        };
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out
+    }
+
+    /// The names of the pods in `ns` that may match `selector`, from the label index: the
+    /// fewest that one of its `key=value` or `key in (...)` terms allows. `None` when it has no
+    /// such term (then every pod of the namespace is a candidate).
+    fn candidates(&self, ns: &str, selector: &Selector) -> Option<HashSet<&String>> {
+        let by_key = self.labelled.get(ns);
+        selector
+            .clone()
+            .into_iter()
+            .filter_map(|term| {
+                let (key, values) = match term {
+                    Expression::Equal(k, v) => (k, vec![v]),
+                    Expression::In(k, vs) => (k, vs.into_iter().collect()),
+                    _ => return None,
+                };
+                let by_value = by_key.and_then(|k| k.get(&key));
+                Some(
+                    values
+                        .iter()
+                        .filter_map(|v| by_value.and_then(|b| b.get(v)))
+                        .flatten()
+                        .collect::<HashSet<&String>>(),
+                )
+            })
+            .min_by_key(HashSet::len)
     }
 }
 
@@ -733,6 +807,101 @@ mod tests {
                 .iter()
                 .any(|g| g.pool == Pool::Other)
         );
+    }
+
+    /// The label index finds what a scan of every pod finds, through adds, relabels, moves,
+    /// deletions and relists, for selectors with and without an equality term.
+    #[test]
+    fn the_label_index_finds_what_a_scan_finds() {
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, TestRunner};
+        let op = (0..4u8, 0..12usize, 0..3usize, 0..2usize, any::<bool>());
+        let mut runner = TestRunner::new(Config::with_cases(64));
+        let selectors: Vec<Selector> = vec![
+            Selector::from_iter([("app", "a")]),
+            Selector::from_iter([("app", "a"), ("rev", "1")]),
+            Selector::from_iter([Expression::In(
+                "app".into(),
+                ["a".to_string(), "b".to_string()].into(),
+            )]),
+            Selector::from_iter([Expression::Exists("rev".into())]),
+            Selector::from_iter([Expression::NotEqual("app".into(), "a".into())]),
+        ];
+        let (ecs, eci) = pools();
+        runner
+            .run(&proptest::collection::vec(op, 1..60), |ops| {
+                let mut ix = ClusterIndex::new(["gw".to_string()]);
+                for (kind, n, app, rev, ns) in ops {
+                    let ns = if ns { "gw" } else { "shop" };
+                    let mut p = pod(ns, &format!("p{n}"), Some("ecs-1"), "1", true);
+                    let labels = p.metadata.labels.get_or_insert_default();
+                    labels.insert("app".into(), ["a", "b", "c"][app].into());
+                    if rev == 1 {
+                        labels.insert("rev".into(), "1".into());
+                    }
+                    match kind {
+                        0 | 1 => {
+                            ix.apply_pod(&p);
+                        }
+                        2 => {
+                            ix.delete_pod(&p);
+                        }
+                        _ => {
+                            // A relist that keeps every pod it had but this one, relabelled.
+                            let kept: Vec<((String, String), LeanPod)> = ix
+                                .pods
+                                .iter()
+                                .map(|(k, v)| (k.clone(), v.clone()))
+                                .collect();
+                            ix.pods_init();
+                            for ((pns, name), lean) in kept {
+                                if (pns.as_str(), name.as_str())
+                                    != (ns, p.metadata.name.as_deref().unwrap())
+                                {
+                                    ix.pod_buffer.as_mut().unwrap().insert((pns, name), lean);
+                                }
+                            }
+                            ix.pods_init_apply(&p);
+                            ix.pods_init_done();
+                        }
+                    }
+                    for s in &selectors {
+                        let found: Vec<String> = ix
+                            .gateway_pods("gw", s, &ecs, &eci)
+                            .into_iter()
+                            .map(|g| g.name)
+                            .collect();
+                        let mut scanned: Vec<String> = ix
+                            .pods
+                            .iter()
+                            .filter(|((pns, _), p)| {
+                                pns == "gw" && p.gw.as_ref().is_some_and(|g| s.matches(&g.labels))
+                            })
+                            .map(|((_, name), _)| name.clone())
+                            .collect();
+                        scanned.sort();
+                        prop_assert_eq!(&found, &scanned, "selector {}", s);
+                    }
+                    // Nothing stale is kept: every name the index holds is a pod with that label.
+                    for (ns, by_key) in &ix.labelled {
+                        for (k, by_value) in by_key {
+                            for (v, names) in by_value {
+                                prop_assert!(!names.is_empty());
+                                for name in names {
+                                    let labels = ix
+                                        .pods
+                                        .get(&(ns.clone(), name.clone()))
+                                        .and_then(|p| p.gw.as_ref())
+                                        .map(|g| &g.labels);
+                                    prop_assert_eq!(labels.and_then(|l| l.get(k)), Some(v));
+                                }
+                            }
+                        }
+                    }
+                }
+                Ok(())
+            })
+            .unwrap();
     }
 
     #[test]
