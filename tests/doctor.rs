@@ -146,8 +146,8 @@ async fn doctor_passes_a_healthy_setup_and_names_each_broken_check() {
     assert!(out.contains("no check would stop the agent"), "{out}");
 
     // Issue 29: a slow start on the gateway's Service, as Istio's own CRD (istio.io/api, pinned
-    // in testbed/istio/go.mod) takes it, read by a user's doctor (the agent needs no rights to
-    // DestinationRules): the ramp named, and what to put in spec.warmup.
+    // in testbed/istio/go.mod) takes it, read by a user's doctor: the ramp named, and what to
+    // put in spec.warmup.
     let crds = support::testbed::prebuilt("testbed/istio/crds.sh", "Istio's CRDs");
     let all = std::fs::read_to_string(&crds).unwrap();
     let dr_crd = all
@@ -238,8 +238,10 @@ async fn doctor_passes_a_healthy_setup_and_names_each_broken_check() {
         ],
         None,
     );
+    // Read as the runbook runs it, in a spillway pod with the agent's ServiceAccount: deploy/'s
+    // Role lets it list the Services and DestinationRules these two checks read.
     let (code, out) = doctor(
-        &admin,
+        &agent,
         &prom.url(),
         warm_policy.to_str().unwrap(),
         envoys.port,
@@ -247,6 +249,10 @@ async fn doctor_passes_a_healthy_setup_and_names_each_broken_check() {
     assert_eq!(code, 0, "{out}");
     assert!(
         line(&out, "ok   load balancer:").contains("istio-system/istio-ingressgateway deals"),
+        "{out}"
+    );
+    assert!(
+        line(&out, "ok   warm-up:").contains("spec.warmup matches DestinationRule"),
         "{out}"
     );
 

@@ -267,7 +267,20 @@ mod tests {
         all.set(&b, interest("gw", Some("one")));
         assert_eq!(all.retain(&[a.clone(), c.clone()].into()), vec![b.clone()]);
         assert_eq!(all.sharing(&a), None, "b was not retained");
-        assert!(all.read().readers.values().all(|r| !r.contains(&b)));
+        assert!(
+            all.read()
+                .readers
+                .values()
+                .all(|r| !r.is_empty() && !r.contains(&b))
+        );
+        // One interest reading two workloads, and a key that moves to another namespace.
+        let mut both = interest("gw", Some("one"));
+        both.workloads.push("two".into());
+        all.set(&b, interest("gw", Some("two")));
+        all.set(&c, both);
+        assert_eq!(all.sharing(&b), Some(c.clone()));
+        all.set(&c, interest("other", Some("two")));
+        assert_eq!((all.sharing(&a), all.sharing(&b)), (None, None));
     }
 
     /// Each kind of change wakes the gateways whose inputs it changes, and no others.
