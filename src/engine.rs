@@ -17,6 +17,7 @@ pub mod cost;
 pub mod forecast;
 pub mod hpa;
 pub mod placement;
+pub mod starts;
 pub mod warmup;
 
 pub use cost::CostEstimate;
@@ -119,6 +120,9 @@ pub struct EngineState {
     /// `(time, connections)` each scale-in of the last minute cut, for the reset budget.
     #[serde(default)]
     pub resets: Vec<(f64, f64)>,
+    /// How long each pool takes to start a pod ([`starts`]).
+    #[serde(default)]
+    pub starts: starts::StartMemory,
 }
 
 impl EngineState {
@@ -381,6 +385,9 @@ pub struct Decision {
     /// Decided in a dry run: nothing of it is applied (the victims are what would go).
     #[serde(default)]
     pub dry_run: bool,
+    /// How long each pool takes to start a pod, and the starts this decision counted.
+    #[serde(default)]
+    pub starts: starts::Starts,
 }
 
 impl Decision {
@@ -551,6 +558,7 @@ pub fn decide(policy: &ElasticGatewaySpec, obs: &Observation<'_>, prev: &EngineS
     if let Some(target) = request_target(policy) {
         state.capacity.learn(obs.pool_usage, target, obs.now);
     }
+    let starts = starts::learn(&mut state.starts, obs.pods, obs.now);
     let ctx = Context::new(policy, obs, &state.capacity);
     let readings = size(policy, obs, &ctx, &mut state.series);
     let fast = fast_path(policy, obs.fast, &ctx, &mut state);
@@ -635,6 +643,7 @@ pub fn decide(policy: &ElasticGatewaySpec, obs: &Observation<'_>, prev: &EngineS
         victim_check,
         ready_serves: ctx.ready_serves,
         dry_run: policy.dry_run,
+        starts,
     };
     Outcome { decision, state }
 }

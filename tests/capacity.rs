@@ -118,6 +118,68 @@ async fn eci_pods_that_spend_more_cpu_per_request_are_counted_as_weaker() {
     assert!((r.eci - 0.64).abs() <= 0.05, "ECI share {}", r.eci);
 }
 
+/// The p95 (nearest rank) of creation to Ready of the gateway pods created since `since`
+/// (unix seconds), per pool, from the apiserver's objects.
+async fn starts_p95(
+    tb: &support::testbed::Testbed,
+    since: f64,
+) -> std::collections::BTreeMap<Pool, f64> {
+    use k8s_openapi::api::core::v1::Pod;
+    let pools = tb.node_pools().await;
+    let pods: kube::Api<Pod> = kube::Api::namespaced(tb.client.clone(), "istio-system");
+    let list = pods
+        .list(&kube::api::ListParams::default().labels("app=istio-ingressgateway"))
+        .await
+        .unwrap();
+    let mut by_pool: std::collections::BTreeMap<Pool, Vec<f64>> = Default::default();
+    for p in list.items {
+        let created = p.metadata.creation_timestamp.unwrap().0.as_second() as f64;
+        let ready = p
+            .status
+            .and_then(|s| s.conditions)
+            .and_then(|cs| {
+                cs.into_iter()
+                    .find(|c| c.type_ == "Ready" && c.status == "True")
+            })
+            .and_then(|c| c.last_transition_time);
+        let pool = p
+            .spec
+            .and_then(|s| s.node_name)
+            .and_then(|n| pools.get(&n).copied());
+        if let (Some(ready), Some(pool)) = (ready, pool)
+            && created >= since
+        {
+            by_pool
+                .entry(pool)
+                .or_default()
+                .push(ready.0.as_second() as f64 - created);
+        }
+    }
+    by_pool
+        .into_iter()
+        .filter(|(_, s)| s.len() >= spillway::engine::starts::MIN_SAMPLES)
+        .map(|(pool, mut s)| {
+            s.sort_by(f64::total_cmp);
+            let rank = (0.95 * s.len() as f64).ceil() as usize;
+            (pool, s[rank - 1])
+        })
+        .collect()
+}
+
+/// The start the live agent counts a pod of `pool` to take, from its own `/metrics`.
+fn planned_start(a: &support::live::Agent, pool: &str) -> Option<f64> {
+    let (_, text) = support::prom::try_http_get(a.admin, "/metrics")?;
+    text.lines()
+        .find(|l| {
+            l.starts_with("spillway_pod_start_planned_seconds{")
+                && l.contains(&format!("pool=\"{pool}\""))
+        })?
+        .rsplit(' ')
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// The live agent's reading of the ECI share, from its own `/metrics`.
 fn eci_share(a: &support::live::Agent) -> Option<f64> {
     let (_, text) = support::prom::try_http_get(a.admin, "/metrics")?;
@@ -172,12 +234,40 @@ async fn the_live_agent_learns_that_eci_pods_serve_half_and_sizes_the_overflow_f
     .await;
 
     // 9,000 rps: 18 pods' worth at 500 each; ECS holds 12 of the scenario's gateway pods.
+    let raised = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as f64;
     envoys.set_load(9000.0);
     wait_for("ECI pods serving beside ECS pods", 90, || async {
         let pods = tb.gateway_pods().await;
         pods.iter().any(|p| p.ready && p.pool == Some(Pool::Eci))
     })
     .await;
+    // Issue 28's groundwork: how long each pool takes to start a pod, learnt from the pods
+    // the agent saw start, is what the apiserver's objects say (creation to the Ready
+    // condition kwok stamps), not the default.
+    wait_for(
+        "the agent's start latencies = the new pods' own",
+        90,
+        || async {
+            let truth = starts_p95(&tb, raised).await;
+            [(Pool::Ecs, "ecs"), (Pool::Eci, "eci")]
+                .iter()
+                .all(|(pool, label)| {
+                    let planned = planned_start(&a, label);
+                    truth.get(pool).is_some_and(|t| planned == Some(*t))
+                })
+        },
+    )
+    .await;
+    println!(
+        "start latency p95 as the agent counts it: ECS {:?} s, ECI {:?} s (the pods' own: {:?})",
+        planned_start(&a, "ecs"),
+        planned_start(&a, "eci"),
+        starts_p95(&tb, raised).await
+    );
+    assert!(planned_start(&a, "eci").unwrap() < spillway::engine::starts::DEFAULT_ECI_SECONDS);
     // Once the ECI pods are old enough for their CPU to count, the share is learnt…
     wait_for("the agent learns the ECI pods' share", 150, || async {
         metric_sum(&a, "spillway_eci_capacity_learnt") == 1.0

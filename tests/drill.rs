@@ -512,3 +512,46 @@ fn least_connections_rebalances_a_scale_out_without_closing_connections() {
         rr.eci_pod_seconds
     );
 }
+
+/// Issue 28's groundwork: spillway learns how long each pool takes to start a pod from the pods
+/// it sees start, and the figure it plans with is the drill's own p95 within 15 %, whatever the
+/// latencies; a pool that started nothing keeps its default.
+#[test]
+fn each_pools_start_latency_is_learnt_from_the_pods_it_starts() {
+    for (ecs, eci) in [(5.0, 40.0), (20.0, 90.0), (2.0, 15.0)] {
+        let mut s = Scenario::default();
+        s.latencies.ecs_start_seconds = ecs;
+        s.latencies.eci_start_seconds = eci;
+        s.policies = vec![PolicyKind::Spillway];
+        let report = run(&s, &mut Quiet);
+        let e = by_policy(&report.runs, "spillway")
+            .summary
+            .starts
+            .clone()
+            .unwrap();
+        for (pool, p) in [("ECS", &e.ecs), ("ECI", &e.eci)] {
+            let truth = p.truth.unwrap();
+            assert!(p.starts >= 3, "{pool}: {p:?}");
+            let learnt = p.learnt.unwrap();
+            assert!(
+                (learnt - truth).abs() <= 0.15 * truth,
+                "{pool} at {ecs}/{eci}: learnt {learnt}, the drill's p95 {truth}"
+            );
+            assert_eq!(p.planned, learnt);
+        }
+    }
+    // No surge: no pod starts, and the defaults stand.
+    let mut s = Scenario::default();
+    s.load = LoadProfile {
+        components: vec![Component::Constant { rps: 2000.0 }],
+    };
+    s.policies = vec![PolicyKind::Spillway];
+    let report = run(&s, &mut Quiet);
+    let e = by_policy(&report.runs, "spillway")
+        .summary
+        .starts
+        .clone()
+        .unwrap();
+    assert_eq!((e.ecs.learnt, e.eci.learnt), (None, None));
+    assert_eq!((e.ecs.planned, e.eci.planned), (15.0, 60.0));
+}

@@ -3,9 +3,10 @@
 
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use super::{FGauge, GatewayLabels, PhaseLabels, PodLabels, PoolLabels};
+use super::{FGauge, GatewayLabels, HistFamily, PhaseLabels, PodLabels, PoolLabels};
 use crate::engine::{Decision, Phase};
 use crate::model::{GatewayKey, GatewayPod, Pool};
 use crate::policy::ElasticGatewaySpec;
@@ -14,7 +15,6 @@ use crate::policy::ElasticGatewaySpec;
 const POOLS: [Pool; 4] = [Pool::Ecs, Pool::Eci, Pool::Pending, Pool::Other];
 const STATES: [&str; 3] = ["ready", "starting", "terminating"];
 
-#[derive(Default)]
 pub struct FleetMetrics {
     pods: Family<PodLabels, Gauge>,
     phase: Family<PhaseLabels, Gauge>,
@@ -30,6 +30,39 @@ pub struct FleetMetrics {
     pod_share: Family<PoolLabels, FGauge>,
     eci_share_learnt: Family<GatewayLabels, Gauge>,
     ready_serves: Family<GatewayLabels, FGauge>,
+    starts: HistFamily<PoolLabels>,
+    start_planned: Family<PoolLabels, FGauge>,
+}
+
+/// Creation to Ready: seconds for an ECS pod whose node has the image, a minute or more for an
+/// ECI pod that pulls it.
+fn start_histogram() -> Histogram {
+    Histogram::new([
+        2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0,
+    ])
+}
+
+impl Default for FleetMetrics {
+    fn default() -> Self {
+        Self {
+            pods: Family::default(),
+            phase: Family::default(),
+            desired: Family::default(),
+            current: Family::default(),
+            max: Family::default(),
+            min: Family::default(),
+            ecs_free: Family::default(),
+            ecs_capacity: Family::default(),
+            eci_cap: Family::default(),
+            weight: Family::default(),
+            claimed_elsewhere: Family::default(),
+            pod_share: Family::default(),
+            eci_share_learnt: Family::default(),
+            ready_serves: Family::default(),
+            starts: Family::new_with_constructor(start_histogram),
+            start_planned: Family::default(),
+        }
+    }
 }
 
 impl FleetMetrics {
@@ -96,6 +129,16 @@ impl FleetMetrics {
             "ready_capacity_pods",
             "What the gateway's ready pods serve, in warm ECS pods: an ECI pod at its share, a pod on a slow start's ramp (spec.warmup) at its weight; below the ready count while new pods ramp",
             m.ready_serves.clone(),
+        );
+        r.register(
+            "pod_start_seconds",
+            "Creation to Ready of each gateway pod spillway saw start, per pool (pods created while it watched; each once)",
+            m.starts.clone(),
+        );
+        r.register(
+            "pod_start_planned_seconds",
+            "How long spillway counts a pod of the pool takes to start: the 95th percentile of its last 20 starts once 3 are seen, else the default (ecs 15, eci 60)",
+            m.start_planned.clone(),
         );
         m
     }
@@ -174,6 +217,16 @@ impl FleetMetrics {
             .get_or_create(&gw)
             .set(i64::from(learnt));
         self.ready_serves.get_or_create(&gw).set(d.ready_serves);
+        for (pool, seconds) in &d.starts.new {
+            self.starts
+                .get_or_create(&PoolLabels::new(key, *pool))
+                .observe(*seconds);
+        }
+        for (pool, seconds) in [(Pool::Ecs, d.starts.ecs()), (Pool::Eci, d.starts.eci())] {
+            self.start_planned
+                .get_or_create(&PoolLabels::new(key, pool))
+                .set(seconds);
+        }
     }
 
     pub fn forget(&self, key: &GatewayKey) {
@@ -184,6 +237,8 @@ impl FleetMetrics {
             }
             self.weight.remove(&PoolLabels::new(key, pool));
             self.pod_share.remove(&PoolLabels::new(key, pool));
+            self.starts.remove(&PoolLabels::new(key, pool));
+            self.start_planned.remove(&PoolLabels::new(key, pool));
         }
         for phase in Phase::ALL {
             self.phase.remove(&PhaseLabels::new(key, phase));

@@ -280,6 +280,7 @@ pub fn observed_run(h: &History, t: &Target, w: &Window, surges: &[Surge]) -> Po
     let last = timeline.last();
     let summary = Summary {
         eci_capacity: None,
+        starts: None,
         policy: "observed".into(),
         time_to_capacity_s: surges
             .iter()

@@ -208,6 +208,9 @@ pub struct SimCluster {
     /// The load balancer's slow start: new connections go to a pod by its ramp's weight.
     pub warmup: Option<crate::policy::Warmup>,
     pub connection_tally: ConnectionTally,
+    /// Each pod's start as the drill made it, `(pool, creation to Ready in seconds)`, in the
+    /// order they were scheduled: the truth the engine's learnt start latencies are held to.
+    pub starts: Vec<(Pool, f64)>,
     /// Draws the connections' arrivals and lifetimes: apart from `rng`, so that modelling them
     /// leaves every scheduling draw as it was.
     connection_rng: ChaCha8Rng,
@@ -244,6 +247,7 @@ impl SimCluster {
             connections: None,
             warmup: None,
             connection_tally: ConnectionTally::default(),
+            starts: Vec::new(),
             connection_rng: ChaCha8Rng::seed_from_u64(seed ^ 0x636f_6e6e),
             deal: 0,
             reconnecting: 0.0,
@@ -671,6 +675,10 @@ impl SimCluster {
             let p = &mut self.pods[i];
             p.node = Some(idx);
             p.ready_at = Some(now + base * factor);
+            if p.created_at >= 0.0 {
+                self.starts
+                    .push((self.pools[idx], now + base * factor - p.created_at));
+            }
         }
     }
 }

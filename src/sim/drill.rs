@@ -82,6 +82,28 @@ pub struct Summary {
     /// only), against what the drill's ECI pods serve.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eci_capacity: Option<CapacityEstimate>,
+    /// How long the policy counts each pool's pods to take to start (spillway only), against
+    /// the starts the drill made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starts: Option<StartEstimate>,
+}
+
+/// One pool's start latency over a run: what the engine learnt at the end (the p95 of the
+/// last starts it saw, `None` while the default stands) and the p95 of every start the drill
+/// made in that pool.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PoolStartEstimate {
+    pub learnt: Option<f64>,
+    pub planned: f64,
+    pub truth: Option<f64>,
+    pub starts: usize,
+}
+
+/// [`PoolStartEstimate`] for each pool.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StartEstimate {
+    pub ecs: PoolStartEstimate,
+    pub eci: PoolStartEstimate,
 }
 
 /// The per-pool capacity estimate over a run: ECS pods are the reference (the policy's
@@ -444,6 +466,7 @@ fn run_policy(
         rest.iter().map(|r| r.tally.finish(&r.cluster)),
     );
     summary.eci_capacity = runners.iter().find_map(Runner::estimate);
+    summary.starts = runners.first().and_then(Runner::start_estimate);
     PolicyRun {
         summary,
         timeline: fleet.timeline,
@@ -641,6 +664,45 @@ impl<'a> Runner<'a> {
             requests,
             counted: (0.0, 0.0, 0, None),
         }
+    }
+
+    fn start_estimate(&self) -> Option<StartEstimate> {
+        let Policy::Engine {
+            state, steer: true, ..
+        } = &self.policy
+        else {
+            return None;
+        };
+        let pool = |pool: Pool, mem: &engine::starts::PoolStarts, default: f64| {
+            let mut truth: Vec<f64> = self
+                .cluster
+                .starts
+                .iter()
+                .filter(|(p, _)| *p == pool)
+                .map(|(_, s)| *s)
+                .collect();
+            truth.sort_by(f64::total_cmp);
+            let rank = (0.95 * truth.len() as f64).ceil() as usize;
+            let learnt = mem.p95();
+            PoolStartEstimate {
+                learnt,
+                planned: learnt.unwrap_or(default),
+                truth: (!truth.is_empty()).then(|| truth[rank.clamp(1, truth.len()) - 1]),
+                starts: truth.len(),
+            }
+        };
+        Some(StartEstimate {
+            ecs: pool(
+                Pool::Ecs,
+                &state.starts.ecs,
+                engine::starts::DEFAULT_ECS_SECONDS,
+            ),
+            eci: pool(
+                Pool::Eci,
+                &state.starts.eci,
+                engine::starts::DEFAULT_ECI_SECONDS,
+            ),
+        })
     }
 
     fn estimate(&self) -> Option<CapacityEstimate> {
@@ -1200,6 +1262,7 @@ impl Tally {
             .count() as i32;
         Summary {
             eci_capacity: None,
+            starts: None,
             policy: self.kind.as_str().into(),
             time_to_capacity_s: self
                 .surges

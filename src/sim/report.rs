@@ -110,6 +110,28 @@ pub fn table(report: &DrillReport) -> String {
                 s.policy, w.started, w.landed_ecs, w.missed, w.gave_up, w.one_more, w.held
             );
         }
+        if let Some(e) = &s.starts {
+            let pool = |name: &str, p: &crate::sim::drill::PoolStartEstimate| match p.truth {
+                None => format!("{name} no start"),
+                Some(truth) => format!(
+                    "{name} {:.1} s {} (the drill's p95 {truth:.1} s over {} starts)",
+                    p.planned,
+                    if p.learnt.is_some() {
+                        "learnt"
+                    } else {
+                        "by default"
+                    },
+                    p.starts
+                ),
+            };
+            let _ = writeln!(
+                out,
+                "{}: start latency counted: {}; {}",
+                s.policy,
+                pool("ECS", &e.ecs),
+                pool("ECI", &e.eci)
+            );
+        }
         // Said where the pools differ, or were counted as differing.
         if let Some(e) = s
             .eci_capacity

@@ -1,0 +1,213 @@
+//! How long each pool takes to start a gateway pod, creation to Ready, learnt from the pods the
+//! engine saw being born. Capacity asked for ahead of a known peak must be asked for that long
+//! before it is needed, per pool: an ECI pod (an instance created, its image pulled) starts far
+//! slower than a pod on an ECS node that has the image. Until a pool has
+//! [`MIN_SAMPLES`] starts, its documented default stands.
+//!
+//! Only pods created after the engine's first decision count: an older pod's Ready time may
+//! be its last restart's, not its start's. A pod that goes unready and back is counted once,
+//! at its first Ready seen.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{GatewayPod, Pool};
+
+/// Starts kept per pool: the p95 of the most recent ones.
+pub const SAMPLES: usize = 20;
+/// Starts a pool needs before its own p95 replaces the default.
+pub const MIN_SAMPLES: usize = 3;
+/// An ECS pod's start until learnt: a node with the image, the proxy's readiness probe.
+pub const DEFAULT_ECS_SECONDS: f64 = 15.0;
+/// An ECI pod's start until learnt: Alibaba Cloud creates the instance and pulls the image.
+pub const DEFAULT_ECI_SECONDS: f64 = 60.0;
+/// A start longer than this is not a start (a pod stuck for a day and fixed by hand); it would
+/// make every planned lead absurd.
+pub const MAX_SECONDS: f64 = 1800.0;
+
+/// The starts of one pool.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PoolStarts {
+    /// The latest starts, oldest first, at most [`SAMPLES`].
+    pub recent: Vec<f64>,
+    /// Starts counted in all.
+    pub count: u64,
+}
+
+impl PoolStarts {
+    fn push(&mut self, seconds: f64) {
+        if self.recent.len() == SAMPLES {
+            self.recent.remove(0);
+        }
+        self.recent.push(seconds);
+        self.count += 1;
+    }
+
+    /// The nearest-rank 95th percentile of the recent starts, once there are enough.
+    pub fn p95(&self) -> Option<f64> {
+        if self.recent.len() < MIN_SAMPLES {
+            return None;
+        }
+        let mut s = self.recent.clone();
+        s.sort_by(f64::total_cmp);
+        let rank = (0.95 * s.len() as f64).ceil() as usize;
+        s.get(rank.clamp(1, s.len()) - 1).copied()
+    }
+}
+
+/// What the engine remembers of starts.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StartMemory {
+    /// The first decision's time: pods created since were born under observation.
+    pub since: Option<f64>,
+    /// Pods whose start is counted, by name, with their creation time (a pod of the same name
+    /// created again is another pod); forgotten once gone.
+    pub counted: Vec<(String, f64)>,
+    pub ecs: PoolStarts,
+    pub eci: PoolStarts,
+}
+
+/// Each pool's start latency as a decision counts it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Starts {
+    /// The p95 learnt, `None` while the default stands.
+    pub ecs_learnt: Option<f64>,
+    pub eci_learnt: Option<f64>,
+    /// The starts this decision counted, `(pool, seconds)`: each pod once.
+    pub new: Vec<(Pool, f64)>,
+}
+
+impl Starts {
+    /// The start an ECS pod is planned with: learnt, else the default.
+    pub fn ecs(&self) -> f64 {
+        self.ecs_learnt.unwrap_or(DEFAULT_ECS_SECONDS)
+    }
+
+    /// The start an ECI pod is planned with: learnt, else the default.
+    pub fn eci(&self) -> f64 {
+        self.eci_learnt.unwrap_or(DEFAULT_ECI_SECONDS)
+    }
+}
+
+/// Counts the starts of the pods that became Ready since the last decision.
+pub fn learn(mem: &mut StartMemory, pods: &[GatewayPod], now: f64) -> Starts {
+    let since = *mem.since.get_or_insert(now);
+    mem.counted
+        .retain(|(name, at)| pods.iter().any(|p| p.name == *name && p.created_at == *at));
+    let mut new = vec![];
+    for p in pods {
+        let Some(ready) = p.ready_since.filter(|_| p.ready) else {
+            continue;
+        };
+        if p.created_at < since
+            || mem
+                .counted
+                .iter()
+                .any(|(n, at)| *n == p.name && *at == p.created_at)
+        {
+            continue;
+        }
+        mem.counted.push((p.name.clone(), p.created_at));
+        let seconds = ready - p.created_at;
+        // Clocks of two machines (the kubelet stamps Ready) may disagree by a little.
+        if !(0.0..=MAX_SECONDS).contains(&seconds) {
+            continue;
+        }
+        let pool = match p.pool {
+            Pool::Ecs => &mut mem.ecs,
+            Pool::Eci => &mut mem.eci,
+            _ => continue,
+        };
+        pool.push(seconds);
+        new.push((p.pool, seconds));
+    }
+    Starts {
+        ecs_learnt: mem.ecs.p95(),
+        eci_learnt: mem.eci.p95(),
+        new,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Resources;
+
+    fn pod(name: &str, pool: Pool, created: f64, ready: Option<f64>) -> GatewayPod {
+        GatewayPod {
+            name: name.into(),
+            node: None,
+            pool,
+            ready: ready.is_some(),
+            pending: false,
+            terminating: false,
+            requests: Resources::pod(1000, 1 << 30),
+            deletion_cost: None,
+            created_at: created,
+            ready_since: ready,
+            drain: None,
+        }
+    }
+
+    #[test]
+    fn each_pod_counts_once_in_its_pool_and_old_pods_not_at_all() {
+        let mut mem = StartMemory::default();
+        // Running before the first decision: its Ready time may be a restart's.
+        let old = pod("old", Pool::Ecs, -500.0, Some(-10.0));
+        let s = learn(&mut mem, std::slice::from_ref(&old), 0.0);
+        assert!(s.new.is_empty() && s.ecs_learnt.is_none());
+        assert_eq!(s.ecs(), DEFAULT_ECS_SECONDS);
+        let mut pods = vec![old];
+        for i in 0..4 {
+            pods.push(pod(
+                &format!("e{i}"),
+                Pool::Ecs,
+                10.0,
+                Some(14.0 + f64::from(i)),
+            ));
+            pods.push(pod(
+                &format!("v{i}"),
+                Pool::Eci,
+                10.0,
+                Some(40.0 + f64::from(i)),
+            ));
+        }
+        pods.push(pod("starting", Pool::Eci, 10.0, None));
+        let s = learn(&mut mem, &pods, 60.0);
+        assert_eq!(s.new.len(), 8);
+        assert_eq!((s.ecs_learnt, s.eci_learnt), (Some(7.0), Some(33.0)));
+        // Seen again: nothing new.
+        assert!(learn(&mut mem, &pods, 62.0).new.is_empty());
+        // A pod of the same name created again is another pod; one gone is forgotten.
+        pods.retain(|p| p.name != "e0");
+        pods.push(pod("e0", Pool::Ecs, 70.0, Some(90.0)));
+        let s = learn(&mut mem, &pods, 95.0);
+        assert_eq!(s.new, vec![(Pool::Ecs, 20.0)]);
+        assert_eq!(s.ecs_learnt, Some(20.0));
+        assert_eq!(mem.counted.len(), 8);
+    }
+
+    #[test]
+    fn skewed_or_absurd_starts_teach_nothing_and_the_window_slides() {
+        let mut mem = StartMemory::default();
+        learn(&mut mem, &[], 0.0);
+        let skewed = pod("skewed", Pool::Ecs, 10.0, Some(9.0));
+        let stuck = pod("stuck", Pool::Ecs, 10.0, Some(10.0 + MAX_SECONDS + 1.0));
+        assert!(learn(&mut mem, &[skewed, stuck], 5000.0).new.is_empty());
+        let pods: Vec<GatewayPod> = (0..30)
+            .map(|i| {
+                pod(
+                    &format!("p{i}"),
+                    Pool::Eci,
+                    100.0,
+                    Some(100.0 + f64::from(i)),
+                )
+            })
+            .collect();
+        learn(&mut mem, &pods, 200.0);
+        assert_eq!(mem.eci.count, 30);
+        assert_eq!(mem.eci.recent.len(), SAMPLES);
+        // The last 20 starts are 10..=29 s; their p95 by nearest rank is the 19th: 28 s.
+        assert_eq!(mem.eci.p95(), Some(28.0));
+    }
+}
