@@ -558,7 +558,8 @@ pub fn decide(policy: &ElasticGatewaySpec, obs: &Observation<'_>, prev: &EngineS
     if let Some(target) = request_target(policy) {
         state.capacity.learn(obs.pool_usage, target, obs.now);
     }
-    let starts = starts::learn(&mut state.starts, obs.pods, obs.now);
+    let eci_stated = policy.eci.start() as f64;
+    let starts = starts::learn(&mut state.starts, obs.pods, obs.now, eci_stated);
     let ctx = Context::new(policy, obs, &state.capacity);
     let readings = size(policy, obs, &ctx, &mut state.series);
     let fast = fast_path(policy, obs.fast, &ctx, &mut state);

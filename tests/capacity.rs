@@ -267,7 +267,8 @@ async fn the_live_agent_learns_that_eci_pods_serve_half_and_sizes_the_overflow_f
         planned_start(&a, "eci"),
         starts_p95(&tb, raised).await
     );
-    assert!(planned_start(&a, "eci").unwrap() < spillway::engine::starts::DEFAULT_ECI_SECONDS);
+    // Learnt, not the policy's default of 40 s.
+    assert!(planned_start(&a, "eci").unwrap() < 40.0);
     // Once the ECI pods are old enough for their CPU to count, the share is learnt…
     wait_for("the agent learns the ECI pods' share", 150, || async {
         metric_sum(&a, "spillway_eci_capacity_learnt") == 1.0

@@ -553,5 +553,9 @@ fn each_pools_start_latency_is_learnt_from_the_pods_it_starts() {
         .clone()
         .unwrap();
     assert_eq!((e.ecs.learnt, e.eci.learnt), (None, None));
-    assert_eq!((e.ecs.planned, e.eci.planned), (15.0, 60.0));
+    assert_eq!(
+        (e.ecs.planned, e.eci.planned),
+        (15.0, 40.0),
+        "eci.startSeconds unset: 40"
+    );
 }

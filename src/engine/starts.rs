@@ -2,7 +2,8 @@
 //! engine saw being born. Capacity asked for ahead of a known peak must be asked for that long
 //! before it is needed, per pool: an ECI pod (an instance created, its image pulled) starts far
 //! slower than a pod on an ECS node that has the image. Until a pool has
-//! [`MIN_SAMPLES`] starts, its documented default stands.
+//! [`MIN_SAMPLES`] starts, the policy's `eci.startSeconds` (40 unless set) stands for ECI and
+//! [`DEFAULT_ECS_SECONDS`] for ECS.
 //!
 //! Only pods created after the engine's first decision count: an older pod's Ready time may
 //! be its last restart's, not its start's. A pod that goes unready and back is counted once,
@@ -18,8 +19,6 @@ pub const SAMPLES: usize = 20;
 pub const MIN_SAMPLES: usize = 3;
 /// An ECS pod's start until learnt: a node with the image, the proxy's readiness probe.
 pub const DEFAULT_ECS_SECONDS: f64 = 15.0;
-/// An ECI pod's start until learnt: Alibaba Cloud creates the instance and pulls the image.
-pub const DEFAULT_ECI_SECONDS: f64 = 60.0;
 /// A start longer than this is not a start (a pod stuck for a day and fixed by hand); it would
 /// make every planned lead absurd.
 pub const MAX_SECONDS: f64 = 1800.0;
@@ -73,24 +72,16 @@ pub struct Starts {
     /// The p95 learnt, `None` while the default stands.
     pub ecs_learnt: Option<f64>,
     pub eci_learnt: Option<f64>,
+    /// The start a pod of each pool is counted to take: learnt, else the default.
+    pub ecs: f64,
+    pub eci: f64,
     /// The starts this decision counted, `(pool, seconds)`: each pod once.
     pub new: Vec<(Pool, f64)>,
 }
 
-impl Starts {
-    /// The start an ECS pod is planned with: learnt, else the default.
-    pub fn ecs(&self) -> f64 {
-        self.ecs_learnt.unwrap_or(DEFAULT_ECS_SECONDS)
-    }
-
-    /// The start an ECI pod is planned with: learnt, else the default.
-    pub fn eci(&self) -> f64 {
-        self.eci_learnt.unwrap_or(DEFAULT_ECI_SECONDS)
-    }
-}
-
-/// Counts the starts of the pods that became Ready since the last decision.
-pub fn learn(mem: &mut StartMemory, pods: &[GatewayPod], now: f64) -> Starts {
+/// Counts the starts of the pods that became Ready since the last decision; `eci_stated` is
+/// the policy's `eci.startSeconds` (or its default), which stands for ECI until learnt.
+pub fn learn(mem: &mut StartMemory, pods: &[GatewayPod], now: f64, eci_stated: f64) -> Starts {
     let since = *mem.since.get_or_insert(now);
     mem.counted
         .retain(|(name, at)| pods.iter().any(|p| p.name == *name && p.created_at == *at));
@@ -121,9 +112,12 @@ pub fn learn(mem: &mut StartMemory, pods: &[GatewayPod], now: f64) -> Starts {
         pool.push(seconds);
         new.push((p.pool, seconds));
     }
+    let (ecs_learnt, eci_learnt) = (mem.ecs.p95(), mem.eci.p95());
     Starts {
-        ecs_learnt: mem.ecs.p95(),
-        eci_learnt: mem.eci.p95(),
+        ecs_learnt,
+        eci_learnt,
+        ecs: ecs_learnt.unwrap_or(DEFAULT_ECS_SECONDS),
+        eci: eci_learnt.unwrap_or(eci_stated),
         new,
     }
 }
@@ -154,9 +148,9 @@ mod tests {
         let mut mem = StartMemory::default();
         // Running before the first decision: its Ready time may be a restart's.
         let old = pod("old", Pool::Ecs, -500.0, Some(-10.0));
-        let s = learn(&mut mem, std::slice::from_ref(&old), 0.0);
+        let s = learn(&mut mem, std::slice::from_ref(&old), 0.0, 40.0);
         assert!(s.new.is_empty() && s.ecs_learnt.is_none());
-        assert_eq!(s.ecs(), DEFAULT_ECS_SECONDS);
+        assert_eq!((s.ecs, s.eci), (DEFAULT_ECS_SECONDS, 40.0));
         let mut pods = vec![old];
         for i in 0..4 {
             pods.push(pod(
@@ -173,15 +167,16 @@ mod tests {
             ));
         }
         pods.push(pod("starting", Pool::Eci, 10.0, None));
-        let s = learn(&mut mem, &pods, 60.0);
+        let s = learn(&mut mem, &pods, 60.0, 40.0);
         assert_eq!(s.new.len(), 8);
         assert_eq!((s.ecs_learnt, s.eci_learnt), (Some(7.0), Some(33.0)));
+        assert_eq!((s.ecs, s.eci), (7.0, 33.0));
         // Seen again: nothing new.
-        assert!(learn(&mut mem, &pods, 62.0).new.is_empty());
+        assert!(learn(&mut mem, &pods, 62.0, 40.0).new.is_empty());
         // A pod of the same name created again is another pod; one gone is forgotten.
         pods.retain(|p| p.name != "e0");
         pods.push(pod("e0", Pool::Ecs, 70.0, Some(90.0)));
-        let s = learn(&mut mem, &pods, 95.0);
+        let s = learn(&mut mem, &pods, 95.0, 40.0);
         assert_eq!(s.new, vec![(Pool::Ecs, 20.0)]);
         assert_eq!(s.ecs_learnt, Some(20.0));
         assert_eq!(mem.counted.len(), 8);
@@ -190,10 +185,14 @@ mod tests {
     #[test]
     fn skewed_or_absurd_starts_teach_nothing_and_the_window_slides() {
         let mut mem = StartMemory::default();
-        learn(&mut mem, &[], 0.0);
+        learn(&mut mem, &[], 0.0, 40.0);
         let skewed = pod("skewed", Pool::Ecs, 10.0, Some(9.0));
         let stuck = pod("stuck", Pool::Ecs, 10.0, Some(10.0 + MAX_SECONDS + 1.0));
-        assert!(learn(&mut mem, &[skewed, stuck], 5000.0).new.is_empty());
+        assert!(
+            learn(&mut mem, &[skewed, stuck], 5000.0, 40.0)
+                .new
+                .is_empty()
+        );
         let pods: Vec<GatewayPod> = (0..30)
             .map(|i| {
                 pod(
@@ -204,7 +203,7 @@ mod tests {
                 )
             })
             .collect();
-        learn(&mut mem, &pods, 200.0);
+        learn(&mut mem, &pods, 200.0, 40.0);
         assert_eq!(mem.eci.count, 30);
         assert_eq!(mem.eci.recent.len(), SAMPLES);
         // The last 20 starts are 10..=29 s; their p95 by nearest rank is the 19th: 28 s.

@@ -137,7 +137,7 @@ impl FleetMetrics {
         );
         r.register(
             "pod_start_planned_seconds",
-            "How long spillway counts a pod of the pool takes to start: the 95th percentile of its last 20 starts once 3 are seen, else the default (ecs 15, eci 60)",
+            "How long spillway counts a pod of the pool takes to start: the 95th percentile of its last 20 starts once 3 are seen, else the default (ecs 15; eci the policy's eci.startSeconds, 40 unless set)",
             m.start_planned.clone(),
         );
         m
@@ -222,7 +222,7 @@ impl FleetMetrics {
                 .get_or_create(&PoolLabels::new(key, *pool))
                 .observe(*seconds);
         }
-        for (pool, seconds) in [(Pool::Ecs, d.starts.ecs()), (Pool::Eci, d.starts.eci())] {
+        for (pool, seconds) in [(Pool::Ecs, d.starts.ecs), (Pool::Eci, d.starts.eci)] {
             self.start_planned
                 .get_or_create(&PoolLabels::new(key, pool))
                 .set(seconds);

@@ -668,7 +668,10 @@ impl<'a> Runner<'a> {
 
     fn start_estimate(&self) -> Option<StartEstimate> {
         let Policy::Engine {
-            state, steer: true, ..
+            policy,
+            state,
+            steer: true,
+            ..
         } = &self.policy
         else {
             return None;
@@ -697,11 +700,7 @@ impl<'a> Runner<'a> {
                 &state.starts.ecs,
                 engine::starts::DEFAULT_ECS_SECONDS,
             ),
-            eci: pool(
-                Pool::Eci,
-                &state.starts.eci,
-                engine::starts::DEFAULT_ECI_SECONDS,
-            ),
+            eci: pool(Pool::Eci, &state.starts.eci, policy.eci.start() as f64),
         })
     }
 
