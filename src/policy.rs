@@ -202,10 +202,7 @@ pub struct EciLimits {
     #[schemars(range(min = 0))]
     pub max_cost_per_hour: Option<f64>,
     /// Expected seconds from binding an ECI pod to its being ready (instance creation and image
-    /// pull); reports put it near 10 s for small images, longer with pulls. Unset: 40. It
-    /// stands for the ECI pods' start until spillway has seen 3 of them start, then the p95 of
-    /// their starts does (`spillway_pod_start_planned_seconds`); the ECI scale-down window
-    /// below is derived from this figure as stated.
+    /// pull); reports put it near 10 s for small images, longer with pulls. Unset: 40.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_seconds: Option<i64>,
     /// How long the load must stay low before replicas above what ECS holds (the ECI pods) go.

@@ -171,7 +171,7 @@ fn planned_start(a: &support::live::Agent, pool: &str) -> Option<f64> {
     let (_, text) = support::prom::try_http_get(a.admin, "/metrics")?;
     text.lines()
         .find(|l| {
-            l.starts_with("spillway_pod_start_planned_seconds{")
+            l.starts_with("spillway_pod_start_expected_seconds{")
                 && l.contains(&format!("pool=\"{pool}\""))
         })?
         .rsplit(' ')

@@ -61,14 +61,19 @@ impl Memories {
 
     /// The engine's memory to decide from. A replica that starts leading starts it afresh, as a
     /// restarted one does: the HPA seed then holds the count for a full scale-down window of
-    /// fresh data.
+    /// fresh data. What it learnt of the pools' start latencies stays: it decides nothing, and
+    /// a standby saw the same pods start.
     pub fn engine_for(&self, key: &GatewayKey, leader: bool) -> EngineState {
         self.with(key, |m| {
             if leader && !m.led {
                 info!(
                     "leading: engine memory starts afresh (no scale-down for one stabilization window)"
                 );
-                m.engine = EngineState::default();
+                let starts = std::mem::take(&mut m.engine.starts);
+                m.engine = EngineState {
+                    starts,
+                    ..EngineState::default()
+                };
             }
             m.led = leader;
             m.engine.clone()

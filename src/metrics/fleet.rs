@@ -136,8 +136,8 @@ impl FleetMetrics {
             m.starts.clone(),
         );
         r.register(
-            "pod_start_planned_seconds",
-            "How long spillway counts a pod of the pool takes to start: the 95th percentile of its last 20 starts once 3 are seen, else the default (ecs 15; eci the policy's eci.startSeconds, 40 unless set)",
+            "pod_start_expected_seconds",
+            "How long a gateway pod of the pool is expected to take from creation to Ready: the 95th percentile of its last 20 starts once 3 are seen, else the default (ecs 15; eci the policy's eci.startSeconds, 40 unless set). Reported; not yet used to decide",
             m.start_planned.clone(),
         );
         m

@@ -209,8 +209,11 @@ pub struct SimCluster {
     pub warmup: Option<crate::policy::Warmup>,
     pub connection_tally: ConnectionTally,
     /// Each pod's start as the drill made it, `(pool, creation to Ready in seconds)`, in the
-    /// order they were scheduled: the truth the engine's learnt start latencies are held to.
+    /// order they became ready (pods deleted first never start): the truth the engine's learnt
+    /// start latencies are held to.
     pub starts: Vec<(Pool, f64)>,
+    /// The last [`SimCluster::step`]: pods ready since then have just started.
+    last_step: f64,
     /// Draws the connections' arrivals and lifetimes: apart from `rng`, so that modelling them
     /// leaves every scheduling draw as it was.
     connection_rng: ChaCha8Rng,
@@ -248,6 +251,7 @@ impl SimCluster {
             warmup: None,
             connection_tally: ConnectionTally::default(),
             starts: Vec::new(),
+            last_step: f64::NEG_INFINITY,
             connection_rng: ChaCha8Rng::seed_from_u64(seed ^ 0x636f_6e6e),
             deal: 0,
             reconnecting: 0.0,
@@ -504,9 +508,18 @@ impl SimCluster {
                     self.nodes[n].requested.sub(&requests);
                 }
             } else {
+                let p = &self.pods[i];
+                if let (Some(ready), Some(node), None) = (p.ready_at, p.node, p.gone_at)
+                    && ready > self.last_step
+                    && ready <= now
+                    && p.created_at >= 0.0
+                {
+                    self.starts.push((self.pools[node], ready - p.created_at));
+                }
                 i += 1;
             }
         }
+        self.last_step = now;
         self.reconcile(now);
         self.schedule(now);
     }
@@ -675,10 +688,6 @@ impl SimCluster {
             let p = &mut self.pods[i];
             p.node = Some(idx);
             p.ready_at = Some(now + base * factor);
-            if p.created_at >= 0.0 {
-                self.starts
-                    .push((self.pools[idx], now + base * factor - p.created_at));
-            }
         }
     }
 }

@@ -126,7 +126,7 @@ pub fn table(report: &DrillReport) -> String {
             };
             let _ = writeln!(
                 out,
-                "{}: start latency counted: {}; {}",
+                "{}: start latency expected: {}; {}",
                 s.policy,
                 pool("ECS", &e.ecs),
                 pool("ECI", &e.eci)
