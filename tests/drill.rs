@@ -518,17 +518,21 @@ fn least_connections_rebalances_a_scale_out_without_closing_connections() {
 /// latencies; a pool that started nothing keeps its default.
 #[test]
 fn each_pools_start_latency_is_learnt_from_the_pods_it_starts() {
+    // spillway alone on `s`: what it expects of each pool's starts, against the drill's.
+    let starts = |mut s: Scenario| {
+        s.policies = vec![PolicyKind::Spillway];
+        let report = run(&s, &mut Quiet);
+        by_policy(&report.runs, "spillway")
+            .summary
+            .starts
+            .clone()
+            .unwrap()
+    };
     for (ecs, eci) in [(5.0, 40.0), (20.0, 90.0), (2.0, 15.0)] {
         let mut s = Scenario::default();
         s.latencies.ecs_start_seconds = ecs;
         s.latencies.eci_start_seconds = eci;
-        s.policies = vec![PolicyKind::Spillway];
-        let report = run(&s, &mut Quiet);
-        let e = by_policy(&report.runs, "spillway")
-            .summary
-            .starts
-            .clone()
-            .unwrap();
+        let e = starts(s);
         for (pool, p) in [("ECS", &e.ecs), ("ECI", &e.eci)] {
             let truth = p.truth.unwrap();
             assert!(p.starts >= 3, "{pool}: {p:?}");
@@ -545,13 +549,7 @@ fn each_pools_start_latency_is_learnt_from_the_pods_it_starts() {
     s.load = LoadProfile {
         components: vec![Component::Constant { rps: 2000.0 }],
     };
-    s.policies = vec![PolicyKind::Spillway];
-    let report = run(&s, &mut Quiet);
-    let e = by_policy(&report.runs, "spillway")
-        .summary
-        .starts
-        .clone()
-        .unwrap();
+    let e = starts(s);
     assert_eq!((e.ecs.learnt, e.eci.learnt), (None, None));
     assert_eq!(
         (e.ecs.planned, e.eci.planned),

@@ -331,14 +331,12 @@ impl ClusterIndex {
 
     pub fn pods_init_done(&mut self) {
         if let Some(buf) = self.pod_buffer.take() {
-            self.pods = buf;
             self.requested.clear();
             self.labelled.clear();
-            let pods = std::mem::take(&mut self.pods);
-            for (key, p) in &pods {
+            for (key, p) in &buf {
                 self.account(key, p);
             }
-            self.pods = pods;
+            self.pods = buf;
         }
         self.synced.insert(Watched::Pods);
     }
