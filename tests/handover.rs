@@ -273,6 +273,9 @@ async fn deleting_the_policy_hands_the_gateway_back() {
     );
     let handed = events(&tb, "HandedBack").await;
     assert_eq!(handed.len(), 1, "{handed:?}");
+    // Published once: a second hand-back (a Cleanup of the cache's stale copy) would make it a
+    // series, its note still the first one's.
+    assert!(handed[0].series.is_none(), "handed back twice: {handed:?}");
     let note = handed[0].note.clone().unwrap_or_default();
     assert!(
         note.contains("restored the 2 preferred affinity term(s)"),

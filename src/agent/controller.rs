@@ -251,6 +251,14 @@ async fn decoded(
         }
     })
     .await
+    .or_else(|e| match e {
+        // The object went between the cache's copy and the finalizer's removal: a Cleanup of a
+        // stale copy, after the hand-back had already let it go.
+        finalizer::Error::RemoveFinalizer(e) if crate::k8s::is_status(&e, 404) => {
+            Ok(Action::await_change())
+        }
+        e => Err(e),
+    })
     .map_err(|e| match e {
         finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
         finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => {

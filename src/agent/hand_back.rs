@@ -27,11 +27,18 @@ pub async fn hand_back(
     ctx: &Context,
 ) -> Result<Action, crate::Error> {
     let oref = egw.object_ref(&());
+    let uid = egw.metadata.uid.clone();
+    if ctx.memory.was_handed_back(key, uid.as_deref()) {
+        // A second Cleanup of the same object, from a cache that has not yet seen the finalizer
+        // go (a wake queued during the hand-back): done already, once is enough.
+        return Ok(Action::await_change());
+    }
     if egw.spec.paused {
         let note = "deleted while paused: the gateway is left as it is now (weights and deletion costs untouched)";
         info!(note, "handing back");
         ctx.publish(&oref, EventType::Normal, "HandedBack", "Uninstall", note)
             .await;
+        ctx.memory.handed_back(key, uid);
         return Ok(Action::await_change());
     }
     match give_back(egw, key, ctx).await {
@@ -57,7 +64,7 @@ pub async fn hand_back(
             .await;
         }
     }
-    ctx.memory.remove(key);
+    ctx.memory.handed_back(key, uid);
     Ok(Action::await_change())
 }
 

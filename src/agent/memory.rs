@@ -42,6 +42,9 @@ struct GatewayMemory {
     cpu_read_at: Option<f64>,
     /// The last CPU read had no ECI pod of the gateway.
     eci_cpu_missing: bool,
+    /// The uid of the object this gateway was handed back for: a reconcile of the same deleted
+    /// object from a cache that has not yet seen the finalizer go must not hand it back again.
+    handed_back: Option<String>,
 }
 
 /// Every gateway's memory.
@@ -208,8 +211,25 @@ impl Memories {
         gone
     }
 
-    pub fn remove(&self, key: &GatewayKey) {
-        self.lock().remove(key);
+    /// The gateway was handed back for the object `uid`: everything else is forgotten, and
+    /// the mark goes with the key once the object leaves the cache ([`Self::forget_missing`]).
+    pub fn handed_back(&self, key: &GatewayKey, uid: Option<String>) {
+        self.lock().insert(
+            key.clone(),
+            GatewayMemory {
+                handed_back: uid,
+                ..GatewayMemory::default()
+            },
+        );
+    }
+
+    /// Whether the gateway was handed back for the object `uid` already.
+    pub fn was_handed_back(&self, key: &GatewayKey, uid: Option<&str>) -> bool {
+        uid.is_some()
+            && self
+                .lock()
+                .get(key)
+                .is_some_and(|m| m.handed_back.as_deref() == uid)
     }
 
     pub fn is_empty(&self) -> bool {

@@ -702,3 +702,47 @@ async fn a_leader_without_time_left_on_the_lease_sends_no_write() {
     reconcile(gateway(egw_json()), ctx.clone()).await.unwrap();
     assert_eq!(count(&seen, "PATCH", "/scale"), 1);
 }
+
+/// A deleted ElasticGateway is handed back once. A second Cleanup of the same object (the
+/// cache's copy still shows the finalizer while a wake queued during the hand-back runs) writes
+/// nothing to the gateway and sends no second Event, and the finalizer's removal answering 404
+/// (the object has gone) ends that reconcile without an error.
+#[tokio::test]
+async fn a_deleted_gateway_is_handed_back_once() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let mut deleted = egw_json();
+    deleted["metadata"]["deletionTimestamp"] = json!("2026-12-07T00:00:00Z");
+    deleted["status"] = json!({"original": {"preferredTerms": []}});
+    let removals = Arc::new(AtomicUsize::new(0));
+    let r = removals.clone();
+    let (client, seen) = fake_api(cluster(move |s| {
+        (s.is("PATCH", "/elasticgateways/gw") && !s.path.contains("/status")).then(|| {
+            Some(if r.fetch_add(1, Ordering::SeqCst) == 0 {
+                (200, egw_json())
+            } else {
+                status(404, "NotFound")
+            })
+        })
+    }));
+    let ctx = context(client, index(true), prometheus(10.0).await, true);
+    for _ in 0..2 {
+        reconcile(gateway(deleted.clone()), ctx.clone())
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        removals.load(Ordering::SeqCst),
+        2,
+        "the finalizer's removal"
+    );
+    assert_eq!(
+        count(&seen, "PATCH", "/deployments/"),
+        1,
+        "the affinity restored once"
+    );
+    assert_eq!(count(&seen, "POST", "/events"), 1, "one HandedBack Event");
+    // A new object of the same name is a new policy: its deletion hands back again.
+    deleted["metadata"]["uid"] = json!("u2");
+    reconcile(gateway(deleted), ctx).await.unwrap();
+    assert_eq!(count(&seen, "PATCH", "/deployments/"), 2);
+}
