@@ -119,6 +119,7 @@ fn bench_decision(c: &mut Criterion) {
             nodes: &nodes,
             ecs_claimed_elsewhere: 0,
             spread_missing: false,
+            planned: &[],
             pool_usage: None,
         };
         state = engine::decide(&policy, &obs, &state).state;
@@ -141,6 +142,7 @@ fn bench_decision(c: &mut Criterion) {
                 nodes: &nodes,
                 ecs_claimed_elsewhere: 0,
                 spread_missing: false,
+                planned: &[],
                 pool_usage: None,
             };
             engine::decide(&policy, &obs, &state)

@@ -17,6 +17,7 @@ pub mod cost;
 pub mod forecast;
 pub mod hpa;
 pub mod placement;
+pub mod planned;
 pub mod starts;
 pub mod warmup;
 
@@ -54,6 +55,8 @@ pub struct Observation<'a> {
     /// What each pool's ready pods serve and spend in CPU now, when both can be read: the
     /// evidence for how much an ECI pod serves beside an ECS pod ([`capacity`]).
     pub pool_usage: Option<capacity::PoolUsage>,
+    /// The planned events of this gateway ([`planned`]): capacity to have ready ahead.
+    pub planned: &'a [planned::PlannedDemand],
 }
 
 /// What the engine remembers between decisions. Plain data: the caller keeps it.
@@ -202,6 +205,8 @@ pub enum Why {
     EciCap,
     /// Burst mode: the pods' own counters show far more load than the ready pods serve.
     Burst,
+    /// A planned event's capacity, raised a start latency ahead ([`planned`]).
+    Planned,
     /// The load fell: the pods above what ECS holds (on ECI) go after the shorter ECI window.
     EciScaleDown,
     /// The load fell, but the pods ECS holds stay for `behavior.ecsHoldSeconds` (or longer, as
@@ -222,7 +227,7 @@ pub enum Why {
 
 impl Why {
     /// Every reason, for metrics that export (and forget) one series per reason.
-    pub const ALL: [Why; 15] = [
+    pub const ALL: [Why; 16] = [
         Why::Load,
         Why::LeadTime,
         Why::Steady,
@@ -231,6 +236,7 @@ impl Why {
         Why::Bounds,
         Why::EciCap,
         Why::Burst,
+        Why::Planned,
         Why::EciScaleDown,
         Why::EcsHold,
         Why::Rebalance,
@@ -250,6 +256,7 @@ impl Why {
             Why::Bounds => "bounds",
             Why::EciCap => "eci_cap",
             Why::Burst => "burst",
+            Why::Planned => "planned",
             Why::EciScaleDown => "eci_scale_down",
             Why::EcsHold => "ecs_hold",
             Why::Rebalance => "rebalance",
@@ -388,6 +395,9 @@ pub struct Decision {
     /// How long each pool takes to start a pod, and the starts this decision counted.
     #[serde(default)]
     pub starts: starts::Starts,
+    /// The planned event this decision held capacity for, or the next one.
+    #[serde(default)]
+    pub planned: Option<planned::Plan>,
 }
 
 impl Decision {
@@ -565,6 +575,7 @@ pub fn decide(policy: &ElasticGatewaySpec, obs: &Observation<'_>, prev: &EngineS
     let fast = fast_path(policy, obs.fast, &ctx, &mut state);
     let lead = forecast(policy, &readings, fast, &ctx);
     let mut plan = stabilise(policy, &ctx, &readings, lead, fast, &mut state);
+    let planned = hold_planned(policy, obs, &ctx, &starts, &mut plan, &mut state);
     cap(policy, obs, &ctx, &mut plan, &mut state);
     // One reading of the quiet-time rule serves the weights and the spread adoption.
     let quiet = quiet(obs, &ctx, &plan, &state, policy);
@@ -645,9 +656,72 @@ pub fn decide(policy: &ElasticGatewaySpec, obs: &Observation<'_>, prev: &EngineS
         ready_serves: ctx.ready_serves,
         dry_run: policy.dry_run,
         starts,
+        planned,
     };
     Outcome { decision, state }
 }
+
+/// Stage 3b: a planned event's capacity ([`planned`]). The floor it asks for now raises the
+/// count at once (no rate limit: it was planned), and goes into the HPA's recommendations, so
+/// that after the window the count leaves by the normal scale-down. Leads are each pool's start
+/// latency plus the gap since the previous decision (the next may come that late). A paused
+/// gateway, or one scaled to zero, is left alone.
+fn hold_planned(
+    policy: &ElasticGatewaySpec,
+    obs: &Observation<'_>,
+    ctx: &Context,
+    starts: &starts::Starts,
+    plan: &mut ReplicaPlan,
+    state: &mut EngineState,
+) -> Option<planned::Plan> {
+    if obs.planned.is_empty() {
+        return None;
+    }
+    let target = request_target(policy)?;
+    let gap = state
+        .last_decision
+        .map_or(0.0, |t| (ctx.now - t).clamp(0.0, MAX_DECISION_GAP));
+    let leads = planned::Leads {
+        ecs: starts.ecs + gap,
+        eci: starts.eci + gap,
+    };
+    let limits = planned::Limits {
+        max_replicas: policy.max_replicas,
+        eci_cap: eci_cap(policy, obs.pod_requests),
+    };
+    let p = planned::plan(
+        obs.planned,
+        ctx.now,
+        target,
+        &ctx.mix,
+        leads,
+        limits,
+        ctx.current,
+    )?;
+    if matches!(plan.why, Why::Paused | Why::ScaledToZero) || p.floor <= plan.desired {
+        return Some(p);
+    }
+    state.hpa.floor(ctx.now, p.floor, &ctx.up, &ctx.down);
+    plan.desired = p.floor;
+    plan.direction = direction(plan.current, plan.desired);
+    plan.why = Why::Planned;
+    plan.reason = format!(
+        "planned event {}: {} replicas ready ahead ({} on ECS, {} on ECI){}; the load alone: {}",
+        p.event,
+        p.floor,
+        p.ecs.min(p.floor),
+        (p.floor - p.ecs).max(0),
+        match &p.at_risk {
+            Some(r) => format!(", at risk: {r}"),
+            None => String::new(),
+        },
+        plan.reason,
+    );
+    Some(p)
+}
+
+/// The longest gap between decisions a planned event's lead allows for.
+const MAX_DECISION_GAP: f64 = 60.0;
 
 /// Stage 1: one reading per metric with the HPA's proposal; each metric's trend series is fed.
 fn size(

@@ -507,6 +507,7 @@ mod tests {
             nodes: &[],
             ecs_claimed_elsewhere: 0,
             spread_missing: false,
+            planned: &[],
             pool_usage: None,
         };
         let mut d = decide(&spec, &obs, &EngineState::default()).decision;

@@ -557,3 +557,111 @@ fn each_pools_start_latency_is_learnt_from_the_pods_it_starts() {
         "eci.startSeconds unset: 40"
     );
 }
+
+fn events_drill(name: &str) -> spillway::sim::drill::DrillReport {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("drills/events")
+        .join(name);
+    run(&Scenario::load(&path).unwrap(), &mut Quiet)
+}
+
+fn event(report: &spillway::sim::drill::DrillReport, p: &str) -> spillway::sim::drill::EventResult {
+    let s = &by_policy(&report.runs, p).summary;
+    assert_eq!(s.events.len(), 1, "{s:?}");
+    s.events[0].clone()
+}
+
+/// Issue 28: a planned event, on time. spillway has the capacity ready when the doors open,
+/// each pool raised its learnt start latency ahead, at no more pod·s ahead of the start than
+/// 1.2× the oracle's (perfect foresight); `cron` (the replicas at the start, as KEDA's cron
+/// scaler or CronHPA) is late by the start latency. When the load rises over 30 s where the plan
+/// said a step, the plan still serves it all.
+#[test]
+fn a_planned_event_is_ready_at_its_start_and_cron_is_late() {
+    let report = events_drill("07-doors-open.yaml");
+    let (sw, cron, oracle) = (
+        event(&report, "spillway"),
+        event(&report, "cron"),
+        event(&report, "oracle"),
+    );
+    assert!(sw.served >= 0.99, "{sw:?}");
+    assert!(
+        sw.pod_seconds_before <= 1.2 * oracle.pod_seconds_before,
+        "{sw:?}\n{oracle:?}"
+    );
+    assert!(cron.served < 0.99 && cron.short_seconds >= 40.0, "{cron:?}");
+    assert_eq!(cron.pod_seconds_before, 0.0, "cron raises nothing ahead");
+    let risen = events_drill("01-on-time.yaml");
+    assert!(event(&risen, "spillway").served >= 0.99);
+    // The plan held through the window, then the count left by the normal scale-down.
+    let s = &by_policy(&report.runs, "spillway").summary;
+    assert!(s.final_replicas <= 6 && s.final_eci_pods == 0, "{s:?}");
+}
+
+/// Reactive scaling stays on top of a plan: a sale larger than planned is served sooner than
+/// `cron` or the HPA serve it; one that never comes costs the plan's pods for its window, and
+/// not a minute past the scale-down window after it.
+#[test]
+fn a_plan_is_a_floor_not_a_ceiling_and_lapses_after_its_window() {
+    let larger = events_drill("02-larger-than-planned.yaml");
+    let (sw, cron) = (event(&larger, "spillway"), event(&larger, "cron"));
+    assert!(sw.served > cron.served, "{sw:?}\n{cron:?}");
+    let s = &by_policy(&larger.runs, "spillway").summary;
+    assert_eq!(
+        s.peak_replicas, 40,
+        "the load above the plan was served: {s:?}"
+    );
+    let cancelled = events_drill("04-cancelled.yaml");
+    let run = by_policy(&cancelled.runs, "spillway");
+    let count_at = |t: u64| {
+        run.timeline
+            .iter()
+            .rev()
+            .find(|p| p.t <= t)
+            .map(|p| p.desired)
+            .unwrap()
+    };
+    assert!(count_at(1790) >= 30, "raised ahead for the plan");
+    assert!(count_at(2990) >= 30, "held through the window");
+    // The window ends at 3000; the HPA's 5-minute window holds the plan's floor, then it goes.
+    assert!(count_at(3000 + 300 + 120) <= 6, "{}", count_at(3420));
+}
+
+/// A plan that cannot be met says so in the decision, with the reason: 24k rps needs 48
+/// replicas at the target, maxReplicas is 40.
+#[test]
+fn a_plan_beyond_max_replicas_is_at_risk() {
+    let report = events_drill("05-beyond-max-replicas.yaml");
+    let run = by_policy(&report.runs, "spillway");
+    let first = run
+        .decisions
+        .iter()
+        .find(|d| d.summary.contains("planned event sale"))
+        .unwrap();
+    assert!(
+        first
+            .summary
+            .contains("at risk: 48 replicas serve 24000 rps; maxReplicas is 40"),
+        "{}",
+        first.summary
+    );
+    assert!(first.t < 1800, "raised ahead of the start: {}", first.t);
+}
+
+/// A scenario's events are checked: an end before the start, no demand, a ramp before the
+/// drill, a policy without a request-rate metric.
+#[test]
+fn bad_planned_events_are_named() {
+    let errors = Scenario::parse(
+        "events:\n  - {name: a, startSeconds: 100, endSeconds: 50, rps: 0, rampSeconds: 200}\n",
+    )
+    .unwrap_err();
+    let text = format!("{errors:?}");
+    for field in [
+        "events[0].endSeconds",
+        "events[0].rps",
+        "events[0].rampSeconds",
+    ] {
+        assert!(text.contains(field), "{field}: {text}");
+    }
+}

@@ -153,6 +153,7 @@ fn decide_once(egw: &ElasticGateway, current: i32, load: f64, now: f64) {
             ecs_claimed_elsewhere: 0,
             spread_missing: false,
             // Each pool's usage as hostile as the load: learnt from, it must not overflow.
+            planned: &[],
             pool_usage: Some(engine::capacity::PoolUsage {
                 ecs: engine::capacity::Usage {
                     pods: current,

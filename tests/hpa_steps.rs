@@ -555,6 +555,7 @@ fn drill_answer(
         nodes: &[],
         ecs_claimed_elsewhere: 0,
         spread_missing: false,
+        planned: &[],
         pool_usage: None,
     };
     let out = engine::decide(policy, &obs, state);

@@ -57,6 +57,7 @@ impl Observed {
             nodes,
             ecs_claimed_elsewhere: claimed,
             spread_missing: self.target.spread.missing,
+            planned: &[],
             pool_usage: self.pool_usage,
         }
     }

@@ -114,6 +114,7 @@ fn obs<'a>(now: f64, c: &'a Cluster, loads: &'a [LoadSample], spec: i32) -> Obse
         nodes: &c.nodes,
         ecs_claimed_elsewhere: 0,
         spread_missing: false,
+        planned: &[],
         pool_usage: None,
     }
 }

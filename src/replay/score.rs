@@ -281,6 +281,7 @@ pub fn observed_run(h: &History, t: &Target, w: &Window, surges: &[Surge]) -> Po
     let summary = Summary {
         eci_capacity: None,
         starts: None,
+        events: Vec::new(),
         policy: "observed".into(),
         time_to_capacity_s: surges
             .iter()

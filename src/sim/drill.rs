@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::cluster::{RollingUpdate, SimCluster, pool_classifier};
 use super::load::{LoadSeries, Surge};
-use super::scenario::{ControllerTiming, Lane, PolicyKind, Scenario};
+use super::scenario::{ControllerTiming, Lane, PolicyKind, Scenario, ScriptedEvent};
 use crate::act::ledger::Ledger;
 use crate::act::{self, Plan};
 use crate::engine::{self, Decision, EngineState, Observation, cost};
@@ -86,6 +86,63 @@ pub struct Summary {
     /// the starts the drill made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub starts: Option<StartEstimate>,
+    /// Per planned event of the drill's own gateway (`events`): how the policy met it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<EventResult>,
+}
+
+/// How a policy met one planned event: the share of the event's seconds with the ready
+/// capacity for the load, and the pod·s it ran before the start above the pods it had
+/// [`EVENT_BEFORE_SECONDS`] ahead (what readiness cost).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EventResult {
+    pub name: String,
+    pub served: f64,
+    pub short_seconds: f64,
+    pub pod_seconds_before: f64,
+}
+
+/// The window before an event's start over which its pod·s ahead are counted: longer than any
+/// start latency a drill models.
+pub const EVENT_BEFORE_SECONDS: f64 = 900.0;
+
+/// An event being tallied.
+struct EventTally {
+    name: String,
+    start: f64,
+    end: f64,
+    seconds: f64,
+    short: f64,
+    /// The pods live when the window before the start opened.
+    base: Option<i32>,
+    before: f64,
+}
+
+impl EventTally {
+    fn record(&mut self, now: f64, dt: f64, live: i32, short: bool) {
+        if now >= self.start - EVENT_BEFORE_SECONDS && now < self.start {
+            let base = *self.base.get_or_insert(live);
+            self.before += f64::from((live - base).max(0)) * dt;
+        } else if now >= self.start && now < self.end {
+            self.seconds += dt;
+            if short {
+                self.short += dt;
+            }
+        }
+    }
+
+    fn result(&self) -> EventResult {
+        EventResult {
+            name: self.name.clone(),
+            served: if self.seconds > 0.0 {
+                1.0 - self.short / self.seconds
+            } else {
+                1.0
+            },
+            short_seconds: self.short,
+            pod_seconds_before: self.before,
+        }
+    }
 }
 
 /// One pool's start latency over a run: what the engine learnt at the end (the p95 of the
@@ -297,6 +354,29 @@ pub fn hpa_peer(policy: &ElasticGatewaySpec, c: &ControllerTiming) -> ElasticGat
     hpa_as_set(hpa_baseline(policy), c)
 }
 
+/// The name of the `cron` policy's scheduled metric.
+const CRON_METRIC: &str = "cron";
+
+fn is_cron(m: &crate::policy::MetricSpec) -> bool {
+    m.preset.is_none() && m.name.as_deref() == Some(CRON_METRIC)
+}
+
+/// The `cron` policy: the `hpa` baseline with one more metric, as KEDA's cron scaler adds to
+/// the HPA it makes: its value is the scheduled replicas during a window (0 outside), at a
+/// target of 1 per replica, so the HPA's formula, tolerance and rate limits apply to it
+/// (kedacore/keda #5263). `on` false: the baseline unchanged.
+fn cron_peer(mut p: ElasticGatewaySpec, on: bool) -> ElasticGatewaySpec {
+    if on {
+        p.metrics.push(crate::policy::MetricSpec {
+            name: Some(CRON_METRIC.into()),
+            preset: None,
+            query: Some("vector(0)".into()),
+            target_per_replica: 1.0,
+        });
+    }
+    p
+}
+
 /// The `hpa` baseline with its HorizontalPodAutoscaler's scale-down window and per-direction
 /// tolerances, where it sets them.
 fn hpa_as_set(mut p: ElasticGatewaySpec, c: &ControllerTiming) -> ElasticGatewaySpec {
@@ -319,6 +399,10 @@ enum Policy {
         /// Runs at `t ≡ offset (mod every)`.
         offset: u64,
         steer: bool,
+        /// The planned events it is told of (spillway, the drill's own gateway).
+        planned: Vec<engine::planned::PlannedDemand>,
+        /// `cron`: `(start, end, replicas)` of each scheduled floor, read as the last metric.
+        cron: Vec<(f64, f64, f64)>,
     },
     Static,
     Oracle {
@@ -614,9 +698,35 @@ impl<'a> Runner<'a> {
                 every: scenario.controllers.spillway_interval_seconds,
                 offset: 0,
                 steer: true,
+                planned: if index == 0 {
+                    scenario.events.iter().map(ScriptedEvent::demand).collect()
+                } else {
+                    Vec::new()
+                },
+                cron: Vec::new(),
             },
-            PolicyKind::Hpa => Policy::Engine {
-                policy: Box::new(hpa_peer(policy, &scenario.controllers)),
+            PolicyKind::Hpa | PolicyKind::Cron => Policy::Engine {
+                policy: Box::new(cron_peer(
+                    hpa_peer(policy, &scenario.controllers),
+                    kind == PolicyKind::Cron,
+                )),
+                planned: Vec::new(),
+                cron: if kind == PolicyKind::Cron && index == 0 {
+                    scenario
+                        .events
+                        .iter()
+                        .map(|e| {
+                            let pods = pods_needed(e.rps, target).min(policy.max_replicas);
+                            (
+                                e.start_seconds as f64,
+                                e.end_seconds as f64,
+                                f64::from(pods),
+                            )
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                },
                 state: Box::default(),
                 every: scenario.controllers.hpa_sync_seconds,
                 offset: scenario
@@ -743,6 +853,8 @@ impl<'a> Runner<'a> {
                 every,
                 offset,
                 steer,
+                planned,
+                cron,
             } if (t >= *offset && (t - *offset).is_multiple_of(*every))
                 || (*steer && fast_every > 0 && t.is_multiple_of(fast_every)) =>
             {
@@ -769,6 +881,13 @@ impl<'a> Runner<'a> {
                     .metrics
                     .iter()
                     .map(|m| match load.sample(m, t as usize) {
+                        // Not a load: the `cron` policy's schedule.
+                        _ if is_cron(m) => LoadSample::Total(
+                            cron.iter()
+                                .filter(|(from, to, _)| now >= *from && now < *to)
+                                .map(|(_, _, pods)| *pods)
+                                .fold(0.0, f64::max),
+                        ),
                         LoadSample::Total(v) if m.preset == Some(crate::policy::Preset::Cpu) => {
                             LoadSample::Total(v * cpu_scale)
                         }
@@ -811,6 +930,7 @@ impl<'a> Runner<'a> {
                     nodes: &cluster.nodes,
                     ecs_claimed_elsewhere: claimed,
                     spread_missing: false,
+                    planned,
                     pool_usage: fast.and_then(|f| {
                         pool_usage(&pods, now, f.rps, load.cpu_seconds_per_request(), eci_share)
                     }),
@@ -1074,6 +1194,8 @@ struct Tally {
     /// All ECS-pool nodes' price per second.
     ecs_fixed_per_second: f64,
     requests: crate::model::Resources,
+    /// The drill's planned events (its own gateway's tally only).
+    events: Vec<EventTally>,
 }
 
 /// A scale change opposite to the previous one within this long counts as a reversal.
@@ -1160,6 +1282,22 @@ impl Tally {
             ecs_nodes,
             ecs_fixed_per_second,
             requests: req,
+            events: if pays_ecs {
+                s.events
+                    .iter()
+                    .map(|e| EventTally {
+                        name: e.name.clone(),
+                        start: e.start_seconds as f64,
+                        end: e.end_seconds as f64,
+                        seconds: 0.0,
+                        short: 0.0,
+                        base: None,
+                        before: 0.0,
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
         }
     }
 
@@ -1212,6 +1350,9 @@ impl Tally {
         } else {
             (load / self.capacity_per_pod - serves).ceil()
         };
+        for e in &mut self.events {
+            e.record(now, dt, live, missing > 0.0);
+        }
         if missing > 0.0 {
             self.under += missing * dt;
             self.short_seconds += dt;
@@ -1298,6 +1439,7 @@ impl Tally {
             longest_unbalanced_seconds: c.connection_tally.longest_unbalanced,
             connections_aged_out: c.connection_tally.aged_out,
             victims: self.victims,
+            events: self.events.iter().map(EventTally::result).collect(),
         }
     }
 }

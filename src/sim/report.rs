@@ -153,6 +153,20 @@ pub fn table(report: &DrillReport) -> String {
             );
         }
     }
+    // Said where the scenario plans events: how each policy met each.
+    for s in report.runs.iter().map(|r| &r.summary) {
+        for e in &s.events {
+            let _ = writeln!(
+                out,
+                "{}: planned event {}: capacity for the load {:.1} % of its seconds (short {:.0} s); pod·s ahead of its start {:.0}",
+                s.policy,
+                e.name,
+                e.served * 100.0,
+                e.short_seconds,
+                e.pod_seconds_before,
+            );
+        }
+    }
     // Said where the scenario models long-lived connections.
     if report.connections {
         for s in report.runs.iter().map(|r| &r.summary) {

@@ -56,6 +56,37 @@ pub struct Scenario {
     /// ledger). The scorecard then counts the fleet: what one gateway's surge costs the others.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub neighbours: Vec<Neighbour>,
+    /// Events planned for the drill's own gateway, as a PlannedEvent states them: spillway and
+    /// `cron` are told; the load says what really comes (on time, larger, smaller, not at all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<ScriptedEvent>,
+}
+
+/// A planned event on the drill's clock.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ScriptedEvent {
+    pub name: String,
+    /// Ready for `rps` from here…
+    pub start_seconds: u64,
+    /// …to here.
+    pub end_seconds: u64,
+    pub rps: f64,
+    /// The demand rises over this long before the start (0: a step).
+    #[serde(default)]
+    pub ramp_seconds: u64,
+}
+
+impl ScriptedEvent {
+    pub fn demand(&self) -> crate::engine::planned::PlannedDemand {
+        crate::engine::planned::PlannedDemand {
+            name: self.name.clone(),
+            start: self.start_seconds as f64,
+            end: self.end_seconds as f64,
+            rps: self.rps,
+            ramp_seconds: self.ramp_seconds as f64,
+        }
+    }
 }
 
 /// Another gateway sharing the drill's nodes.
@@ -99,6 +130,10 @@ pub enum PolicyKind {
     /// delay, no decision delay, no stabilization), with the HPA's 5-minute window on the way
     /// down: the limit any reactive scaler can reach with these start latencies.
     Reactive,
+    /// The `hpa` baseline with a scheduled floor, as KEDA's cron scaler or ACK's CronHPA set
+    /// one: each planned event's replicas (its demand at the request-rate target) from its
+    /// start to its end, through the HPA's formula and rate limits; nothing ahead of time.
+    Cron,
 }
 
 impl PolicyKind {
@@ -109,6 +144,7 @@ impl PolicyKind {
             PolicyKind::Static => "static",
             PolicyKind::Oracle => "oracle",
             PolicyKind::Reactive => "reactive",
+            PolicyKind::Cron => "cron",
         }
     }
 }
@@ -540,6 +576,7 @@ impl Default for Scenario {
             static_replicas: None,
             controllers: ControllerTiming::default(),
             neighbours: Vec::new(),
+            events: Vec::new(),
         }
     }
 }
@@ -600,6 +637,46 @@ impl Scenario {
         }
         if self.policies.is_empty() {
             bad("policies", "must name at least one policy".into());
+        }
+        for (i, ev) in self.events.iter().enumerate() {
+            let at = format!("events[{i}]");
+            if ev.end_seconds <= ev.start_seconds {
+                bad(
+                    &format!("{at}.endSeconds"),
+                    format!(
+                        "must be after startSeconds ({}), got {}",
+                        ev.start_seconds, ev.end_seconds
+                    ),
+                );
+            }
+            if !(ev.rps.is_finite() && ev.rps > 0.0) {
+                bad(
+                    &format!("{at}.rps"),
+                    format!("must be a number above 0, got {}", ev.rps),
+                );
+            }
+            if ev.ramp_seconds > ev.start_seconds {
+                bad(
+                    &format!("{at}.rampSeconds"),
+                    format!(
+                        "the ramp must start within the drill: at most startSeconds ({}), got {}",
+                        ev.start_seconds, ev.ramp_seconds
+                    ),
+                );
+            }
+        }
+        if self.events.iter().any(|_| {
+            !self
+                .policy
+                .metrics
+                .iter()
+                .any(|m| m.preset == Some(crate::policy::Preset::RequestRate))
+        }) {
+            bad(
+                "events",
+                "planned events are in requests per second: the policy needs a requestRate metric"
+                    .into(),
+            );
         }
         for (i, p) in self.policies.iter().enumerate() {
             if self.policies[..i].contains(p) {

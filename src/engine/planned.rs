@@ -1,0 +1,305 @@
+//! Planned events (issue 28): capacity ready before a known spike. A user states the demand a
+//! gateway must be ready for and from when; the engine turns it into replicas with the capacity
+//! it counts per pool (an ECS pod serves the request-rate target, an ECI pod its counted share,
+//! ECS first up to the room it has), and raises the count each pool's start latency ahead:
+//! the ECS part when an ECS pod started now would just be ready, the ECI part likewise with the
+//! ECI start. The plan holds through the window; afterwards the count leaves by the normal
+//! scale-down, since the plan's floor went into the HPA's recommendations like any other.
+//! Reactive scaling stays on top: a load above the plan is served as ever.
+
+use serde::{Deserialize, Serialize};
+
+use super::capacity::Mix;
+
+/// One planned event as the engine takes it, on the caller's clock, in the unit of the policy's
+/// first request-rate metric.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlannedDemand {
+    /// Names it in reasons and status.
+    pub name: String,
+    /// From when the demand is to be served in full.
+    pub start: f64,
+    /// Until when.
+    pub end: f64,
+    /// Requests per second to be ready for.
+    pub rps: f64,
+    /// The demand rises linearly over this long before `start` (0: a step at `start`).
+    #[serde(default)]
+    pub ramp_seconds: f64,
+}
+
+impl PlannedDemand {
+    /// The demand stated for instant `t`.
+    pub fn at(&self, t: f64) -> f64 {
+        let from = self.start - self.ramp_seconds.max(0.0);
+        if t < from || t >= self.end {
+            0.0
+        } else if t < self.start {
+            self.rps * (t - from) / (self.start - from)
+        } else {
+            self.rps
+        }
+    }
+
+    /// When the demand first rises above nothing.
+    fn rises(&self) -> f64 {
+        self.start - self.ramp_seconds.max(0.0)
+    }
+}
+
+/// How far ahead each pool is raised: its start latency, and the longest a decision may come
+/// late (the gap since the previous one).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Leads {
+    pub ecs: f64,
+    pub eci: f64,
+}
+
+/// What the engine may not exceed.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Limits {
+    pub max_replicas: i32,
+    /// Most gateway pods allowed on ECI (pods and cost caps), if capped.
+    pub eci_cap: Option<i32>,
+}
+
+/// The plan for the event that asks most now, or else for the next one.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub event: String,
+    /// Replicas the event's full demand needs, and where they go: ECS up to the room it has,
+    /// the rest on ECI at the ECI pods' counted share.
+    pub replicas: i32,
+    pub ecs: i32,
+    pub eci: i32,
+    /// When each pool is raised for it (the caller's clock): the event's rise less the pool's
+    /// lead. `None` for a pool the plan does not use.
+    pub ecs_from: Option<f64>,
+    pub eci_from: Option<f64>,
+    /// The replicas the plan asks for now (0 before its first pool is raised).
+    pub floor: i32,
+    /// Why the plan cannot be met, if it cannot: maxReplicas, the ECI cap, too late to start.
+    pub at_risk: Option<String>,
+}
+
+/// Replicas that serve `rps` at `target` per ECS pod, with the pods past ECS's room at the ECI
+/// pods' share (`mix`).
+fn replicas(rps: f64, target: f64, mix: &Mix) -> i32 {
+    if rps <= 0.0 || target <= 0.0 {
+        return 0;
+    }
+    let pods = (rps / target).ceil().min(f64::from(i32::MAX)) as i32;
+    mix.replicas(pods)
+}
+
+/// The plan at `now`: the floor the count may not be below, for the event that asks most now
+/// (or, when none does yet, the next one, so that status shows what is coming). `current` is the
+/// replica count now, to tell a plan made too late. `None` without events ahead or running.
+pub fn plan(
+    events: &[PlannedDemand],
+    now: f64,
+    target: f64,
+    mix: &Mix,
+    leads: Leads,
+    limits: Limits,
+    current: i32,
+) -> Option<Plan> {
+    let ecs_room = mix.ecs_capacity.max(0);
+    events
+        .iter()
+        .filter(|e| e.end > now && e.rps.is_finite() && e.rps > 0.0)
+        .map(|e| {
+            // The pods raised ahead must serve the demand when they are ready, and until then
+            // what the event asks already.
+            let need = |lead: f64| replicas(e.at(now).max(e.at(now + lead)), target, mix);
+            let (by_ecs, by_eci) = (need(leads.ecs), need(leads.eci));
+            let floor = by_ecs.min(ecs_room).max(if by_eci > ecs_room { by_eci } else { 0 });
+            let full = replicas(e.rps, target, mix);
+            let ecs = full.min(ecs_room);
+            let eci = full - ecs;
+            let ecs_from = (ecs > 0).then(|| e.rises() - leads.ecs);
+            let eci_from = (eci > 0).then(|| e.rises() - leads.eci);
+            let late = [ecs_from, eci_from]
+                .into_iter()
+                .flatten()
+                .fold(f64::INFINITY, f64::min);
+            let at_risk = if full > limits.max_replicas {
+                Some(format!(
+                    "{full} replicas serve {:.0} rps; maxReplicas is {}",
+                    e.rps, limits.max_replicas
+                ))
+            } else if let Some(cap) = limits.eci_cap.filter(|c| eci > *c) {
+                Some(format!(
+                    "{eci} of its {full} replicas go to ECI past the {ecs} ECS has room for; the ECI cap allows {cap}"
+                ))
+            } else if now > late && now < e.start && current < floor {
+                Some(format!(
+                    "planned too late: its pods had to start {:.0}s ago to be ready at the start",
+                    now - late
+                ))
+            } else {
+                None
+            };
+            Plan {
+                event: e.name.clone(),
+                replicas: full,
+                ecs,
+                eci,
+                ecs_from,
+                eci_from,
+                floor: floor.min(limits.max_replicas),
+                at_risk,
+            }
+        })
+        // The one that asks most now; between those that ask nothing yet, the soonest.
+        .min_by(|a, b| {
+            b.floor.cmp(&a.floor).then_with(|| {
+                let from = |p: &Plan| p.ecs_from.into_iter().chain(p.eci_from).fold(f64::INFINITY, f64::min);
+                from(a).total_cmp(&from(b))
+            })
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIX: Mix = Mix {
+        relative: 1.0,
+        ecs_capacity: 10,
+    };
+    const LEADS: Leads = Leads {
+        ecs: 15.0,
+        eci: 40.0,
+    };
+    const LIMITS: Limits = Limits {
+        max_replicas: 100,
+        eci_cap: None,
+    };
+
+    fn event(start: f64, rps: f64) -> PlannedDemand {
+        PlannedDemand {
+            name: "sale".into(),
+            start,
+            end: start + 3600.0,
+            rps,
+            ramp_seconds: 0.0,
+        }
+    }
+
+    fn floor_at(e: &[PlannedDemand], now: f64) -> i32 {
+        plan(e, now, 100.0, &MIX, LEADS, LIMITS, 0).map_or(0, |p| p.floor)
+    }
+
+    #[test]
+    fn each_pool_is_raised_its_own_start_ahead() {
+        // 25 pods: 10 on ECS, 15 on ECI. The ECI part needs 40 s, so all goes at T − 40.
+        let e = [event(1000.0, 2500.0)];
+        assert_eq!(floor_at(&e, 959.0), 0);
+        assert_eq!(floor_at(&e, 960.0), 25);
+        let p = plan(&e, 900.0, 100.0, &MIX, LEADS, LIMITS, 0).unwrap();
+        assert_eq!((p.replicas, p.ecs, p.eci), (25, 10, 15));
+        assert_eq!((p.ecs_from, p.eci_from), (Some(985.0), Some(960.0)));
+        // All on ECS: raised an ECS start ahead, not an ECI one.
+        let e = [event(1000.0, 800.0)];
+        assert_eq!(floor_at(&e, 984.0), 0);
+        assert_eq!(floor_at(&e, 985.0), 8);
+        assert_eq!(floor_at(&e, 4599.0), 8, "held through the window");
+        assert_eq!(floor_at(&e, 4600.0), 0, "and not after it");
+    }
+
+    #[test]
+    fn a_slower_ecs_pool_starts_first_with_what_ecs_holds() {
+        let leads = Leads {
+            ecs: 60.0,
+            eci: 20.0,
+        };
+        let e = [event(1000.0, 2500.0)];
+        let at = |now| plan(&e, now, 100.0, &MIX, leads, LIMITS, 0).unwrap().floor;
+        assert_eq!(at(939.0), 0);
+        assert_eq!(at(940.0), 10);
+        assert_eq!(at(979.0), 10);
+        assert_eq!(at(980.0), 25);
+    }
+
+    #[test]
+    fn a_ramp_is_followed_a_lead_ahead() {
+        let e = [PlannedDemand {
+            ramp_seconds: 100.0,
+            ..event(1000.0, 1000.0)
+        }];
+        // At 945 the ECS pods ready at 960 must serve 600 rps.
+        assert_eq!(floor_at(&e, 945.0), 6);
+        assert_eq!(floor_at(&e, 900.0 - 15.0), 0);
+        assert_eq!(floor_at(&e, 1000.0), 10);
+    }
+
+    #[test]
+    fn weaker_eci_pods_are_counted_at_their_share() {
+        let mix = Mix {
+            relative: 0.5,
+            ecs_capacity: 10,
+        };
+        let p = plan(&[event(1000.0, 2000.0)], 0.0, 100.0, &mix, LEADS, LIMITS, 0).unwrap();
+        assert_eq!((p.replicas, p.ecs, p.eci), (30, 10, 20));
+    }
+
+    #[test]
+    fn what_cannot_be_met_is_at_risk() {
+        let e = [event(1000.0, 2500.0)];
+        let at = |limits, now, current| {
+            plan(&e, now, 100.0, &MIX, LEADS, limits, current)
+                .unwrap()
+                .at_risk
+        };
+        assert_eq!(at(LIMITS, 0.0, 2), None);
+        let small = Limits {
+            max_replicas: 20,
+            eci_cap: None,
+        };
+        let r = at(small, 0.0, 2).unwrap();
+        assert!(r.contains("maxReplicas is 20"), "{r}");
+        let capped = Limits {
+            max_replicas: 100,
+            eci_cap: Some(5),
+        };
+        let r = at(capped, 0.0, 2).unwrap();
+        assert!(r.contains("ECI cap allows 5"), "{r}");
+        let r = at(LIMITS, 990.0, 2).unwrap();
+        assert!(r.contains("too late"), "{r}");
+        assert_eq!(at(LIMITS, 990.0, 25), None, "raised in time");
+        // The floor never goes past maxReplicas.
+        let p = plan(&e, 990.0, 100.0, &MIX, LEADS, small, 0).unwrap();
+        assert_eq!(p.floor, 20);
+    }
+
+    #[test]
+    fn the_event_that_asks_most_now_is_the_plan() {
+        let e = [
+            PlannedDemand {
+                name: "later".into(),
+                ..event(5000.0, 5000.0)
+            },
+            event(1000.0, 800.0),
+        ];
+        assert_eq!(
+            plan(&e, 0.0, 100.0, &MIX, LEADS, LIMITS, 0).unwrap().event,
+            "sale"
+        );
+        assert_eq!(
+            plan(&e, 990.0, 100.0, &MIX, LEADS, LIMITS, 0)
+                .unwrap()
+                .event,
+            "sale"
+        );
+        let p = plan(&e, 4970.0, 100.0, &MIX, LEADS, LIMITS, 0).unwrap();
+        assert_eq!((p.event.as_str(), p.floor), ("later", 50));
+        // Past, cancelled (no demand) or bad figures plan nothing.
+        let none = [
+            event(-9000.0, 800.0),
+            event(1000.0, 0.0),
+            event(1000.0, f64::NAN),
+        ];
+        assert_eq!(plan(&none, 0.0, 100.0, &MIX, LEADS, LIMITS, 0), None);
+    }
+}
