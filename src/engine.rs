@@ -682,8 +682,9 @@ fn hold_planned(
         .last_decision
         .map_or(0.0, |t| (ctx.now - t).clamp(0.0, MAX_DECISION_GAP));
     let leads = planned::Leads {
-        ecs: starts.ecs + gap,
-        eci: starts.eci + gap,
+        ecs: starts.ecs,
+        eci: starts.eci,
+        gap,
     };
     let limits = planned::Limits {
         max_replicas: policy.max_replicas,

@@ -627,6 +627,35 @@ fn a_plan_is_a_floor_not_a_ceiling_and_lapses_after_its_window() {
     assert!(count_at(3000 + 300 + 120) <= 6, "{}", count_at(3420));
 }
 
+/// A plan made after its pods had to start is at risk, said once it is known, and still
+/// served sooner than `cron` serves it; a plan followed on time (a ramp, raised step by step)
+/// never is.
+#[test]
+fn a_plan_made_too_late_is_at_risk_and_one_on_time_never() {
+    let report = events_drill("08-planned-late.yaml");
+    let run = by_policy(&report.runs, "spillway");
+    let first = run
+        .decisions
+        .iter()
+        .find(|d| d.summary.contains("planned event sale"))
+        .unwrap();
+    assert!((1790..1800).contains(&first.t), "{}", first.t);
+    assert!(
+        first.summary.contains("at risk: planned too late"),
+        "{}",
+        first.summary
+    );
+    let (sw, cron) = (event(&report, "spillway"), event(&report, "cron"));
+    assert!(sw.served > cron.served, "{sw:?}\n{cron:?}");
+    let ramp = events_drill("06-ramp-planned.yaml");
+    let risky: Vec<_> = by_policy(&ramp.runs, "spillway")
+        .decisions
+        .iter()
+        .filter(|d| d.summary.contains("at risk"))
+        .collect();
+    assert!(risky.is_empty(), "{risky:?}");
+}
+
 /// A plan that cannot be met says so in the decision, with the reason: 24k rps needs 48
 /// replicas at the target, maxReplicas is 40.
 #[test]
@@ -652,6 +681,20 @@ fn a_plan_beyond_max_replicas_is_at_risk() {
 /// drill, a policy without a request-rate metric.
 #[test]
 fn bad_planned_events_are_named() {
+    let mut s =
+        Scenario::parse("events:\n  - {name: a, startSeconds: 100, endSeconds: 200, rps: 1000}\n")
+            .unwrap();
+    s.policy
+        .metrics
+        .retain(|m| m.preset != Some(spillway::policy::Preset::RequestRate));
+    s.policy.metrics.push(spillway::policy::MetricSpec {
+        name: None,
+        preset: Some(spillway::policy::Preset::Cpu),
+        query: None,
+        target_per_replica: 0.5,
+    });
+    let text = format!("{:?}", s.validate());
+    assert!(text.contains("needs a requestRate metric"), "{text}");
     let errors = Scenario::parse(
         "events:\n  - {name: a, startSeconds: 100, endSeconds: 50, rps: 0, rampSeconds: 200}\n",
     )

@@ -28,7 +28,10 @@ pub async fn hand_back(
 ) -> Result<Action, crate::Error> {
     let oref = egw.object_ref(&());
     let uid = egw.metadata.uid.clone();
-    if ctx.memory.was_handed_back(key, uid.as_deref()) {
+    if ctx
+        .memory
+        .was_handed_back(key, uid.as_deref(), egw.spec.paused)
+    {
         // A second Cleanup of the same object, from a cache that has not yet seen the finalizer
         // go (a wake queued during the hand-back): done already, once is enough.
         return Ok(Action::await_change());
@@ -38,7 +41,7 @@ pub async fn hand_back(
         info!(note, "handing back");
         ctx.publish(&oref, EventType::Normal, "HandedBack", "Uninstall", note)
             .await;
-        ctx.memory.handed_back(key, uid);
+        ctx.memory.handed_back(key, uid, true);
         return Ok(Action::await_change());
     }
     match give_back(egw, key, ctx).await {
@@ -64,7 +67,7 @@ pub async fn hand_back(
             .await;
         }
     }
-    ctx.memory.handed_back(key, uid);
+    ctx.memory.handed_back(key, uid, false);
     Ok(Action::await_change())
 }
 

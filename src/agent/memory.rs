@@ -44,7 +44,9 @@ struct GatewayMemory {
     eci_cpu_missing: bool,
     /// The uid of the object this gateway was handed back for: a reconcile of the same deleted
     /// object from a cache that has not yet seen the finalizer go must not hand it back again.
-    handed_back: Option<String>,
+    /// Whether it was deleted paused (left as it was): unpaused while still terminating (the
+    /// finalizer's removal failed), it is handed back for real.
+    handed_back: Option<(String, bool)>,
 }
 
 /// Every gateway's memory.
@@ -211,25 +213,28 @@ impl Memories {
         gone
     }
 
-    /// The gateway was handed back for the object `uid`: everything else is forgotten, and
-    /// the mark goes with the key once the object leaves the cache ([`Self::forget_missing`]).
-    pub fn handed_back(&self, key: &GatewayKey, uid: Option<String>) {
+    /// The gateway was handed back for the object `uid` (left as it was, when `paused`):
+    /// everything else is forgotten, and the mark goes with the key once the object leaves the
+    /// cache ([`Self::forget_missing`]).
+    pub fn handed_back(&self, key: &GatewayKey, uid: Option<String>, paused: bool) {
         self.lock().insert(
             key.clone(),
             GatewayMemory {
-                handed_back: uid,
+                handed_back: uid.map(|u| (u, paused)),
                 ..GatewayMemory::default()
             },
         );
     }
 
-    /// Whether the gateway was handed back for the object `uid` already.
-    pub fn was_handed_back(&self, key: &GatewayKey, uid: Option<&str>) -> bool {
-        uid.is_some()
-            && self
-                .lock()
-                .get(key)
-                .is_some_and(|m| m.handed_back.as_deref() == uid)
+    /// Whether the object `uid` needs no hand-back now: it had one, and a paused one's still
+    /// stands only while the object is still paused.
+    pub fn was_handed_back(&self, key: &GatewayKey, uid: Option<&str>, paused: bool) -> bool {
+        let Some(uid) = uid else { return false };
+        self.lock().get(key).is_some_and(|m| {
+            m.handed_back
+                .as_ref()
+                .is_some_and(|(u, was_paused)| u == uid && (!was_paused || paused))
+        })
     }
 
     pub fn is_empty(&self) -> bool {

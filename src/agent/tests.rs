@@ -743,6 +743,27 @@ async fn a_deleted_gateway_is_handed_back_once() {
     assert_eq!(count(&seen, "POST", "/events"), 1, "one HandedBack Event");
     // A new object of the same name is a new policy: its deletion hands back again.
     deleted["metadata"]["uid"] = json!("u2");
-    reconcile(gateway(deleted), ctx).await.unwrap();
+    reconcile(gateway(deleted.clone()), ctx.clone())
+        .await
+        .unwrap();
     assert_eq!(count(&seen, "PATCH", "/deployments/"), 2);
+    // Deleted paused, the gateway is left as it is; unpaused while still terminating (the
+    // finalizer's removal failed), it is handed back for real, once.
+    deleted["metadata"]["uid"] = json!("u3");
+    deleted["spec"]["paused"] = json!(true);
+    reconcile(gateway(deleted.clone()), ctx.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        count(&seen, "PATCH", "/deployments/"),
+        2,
+        "paused: untouched"
+    );
+    deleted["spec"]["paused"] = json!(false);
+    for _ in 0..2 {
+        reconcile(gateway(deleted.clone()), ctx.clone())
+            .await
+            .unwrap();
+    }
+    assert_eq!(count(&seen, "PATCH", "/deployments/"), 3);
 }

@@ -26,6 +26,10 @@ pub struct PlannedDemand {
     /// The demand rises linearly over this long before `start` (0: a step at `start`).
     #[serde(default)]
     pub ramp_seconds: f64,
+    /// When it was planned: before then it is not known, and planned after its pods had to
+    /// start, it is too late to be met on time.
+    #[serde(default)]
+    pub created: f64,
 }
 
 impl PlannedDemand {
@@ -47,12 +51,13 @@ impl PlannedDemand {
     }
 }
 
-/// How far ahead each pool is raised: its start latency, and the longest a decision may come
-/// late (the gap since the previous one).
+/// How far ahead each pool is raised: its start latency, plus the gap since the previous
+/// decision (the next may come that late).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Leads {
     pub ecs: f64,
     pub eci: f64,
+    pub gap: f64,
 }
 
 /// What the engine may not exceed.
@@ -105,24 +110,46 @@ pub fn plan(
     current: i32,
 ) -> Option<Plan> {
     let ecs_room = mix.ecs_capacity.max(0);
+    let (ecs_lead, eci_lead) = (leads.ecs + leads.gap, leads.eci + leads.gap);
     events
         .iter()
-        .filter(|e| e.end > now && e.rps.is_finite() && e.rps > 0.0)
+        .filter(|e| {
+            [e.start, e.end, e.ramp_seconds, e.created]
+                .iter()
+                .all(|v| v.is_finite())
+                && e.created <= now
+                && e.end > now
+                && e.rps.is_finite()
+                && e.rps > 0.0
+        })
         .map(|e| {
-            // The pods raised ahead must serve the demand when they are ready, and until then
-            // what the event asks already.
-            let need = |lead: f64| replicas(e.at(now).max(e.at(now + lead)), target, mix);
-            let (by_ecs, by_eci) = (need(leads.ecs), need(leads.eci));
-            let floor = by_ecs.min(ecs_room).max(if by_eci > ecs_room { by_eci } else { 0 });
+            // The pods raised at `t` must serve the demand when they are ready, and until then
+            // what the event asks already. Past what ECS holds, the ECI lead: the scheduler
+            // fills ECS first, so the ECS part goes up with the ECI part.
+            let floor_at = |t: f64| {
+                let need = |lead: f64| replicas(e.at(t).max(e.at(t + lead)), target, mix);
+                let (by_ecs, by_eci) = (need(ecs_lead), need(eci_lead));
+                by_ecs
+                    .min(ecs_room)
+                    .max(if by_eci > ecs_room { by_eci } else { 0 })
+            };
+            let floor = floor_at(now);
             let full = replicas(e.rps, target, mix);
             let ecs = full.min(ecs_room);
             let eci = full - ecs;
-            let ecs_from = (ecs > 0).then(|| e.rises() - leads.ecs);
-            let eci_from = (eci > 0).then(|| e.rises() - leads.eci);
+            let eci_from = (eci > 0).then(|| e.rises() - eci_lead);
+            let ecs_from = (ecs > 0).then(|| (e.rises() - ecs_lead).min(eci_from.unwrap_or(f64::INFINITY)));
             let late = [ecs_from, eci_from]
                 .into_iter()
                 .flatten()
-                .fold(f64::INFINITY, f64::min);
+                .reduce(f64::min)
+                .filter(|from| e.created > *from && now < e.start && current < floor)
+                .map(|from| {
+                    format!(
+                        "planned too late: its pods had to start {:.0}s before it was planned to be ready at the start",
+                        e.created - from
+                    )
+                });
             let at_risk = if full > limits.max_replicas {
                 Some(format!(
                     "{full} replicas serve {:.0} rps; maxReplicas is {}",
@@ -132,13 +159,8 @@ pub fn plan(
                 Some(format!(
                     "{eci} of its {full} replicas go to ECI past the {ecs} ECS has room for; the ECI cap allows {cap}"
                 ))
-            } else if now > late && now < e.start && current < floor {
-                Some(format!(
-                    "planned too late: its pods had to start {:.0}s ago to be ready at the start",
-                    now - late
-                ))
             } else {
-                None
+                late
             };
             Plan {
                 event: e.name.clone(),
@@ -171,6 +193,7 @@ mod tests {
     const LEADS: Leads = Leads {
         ecs: 15.0,
         eci: 40.0,
+        gap: 0.0,
     };
     const LIMITS: Limits = Limits {
         max_replicas: 100,
@@ -184,6 +207,7 @@ mod tests {
             end: start + 3600.0,
             rps,
             ramp_seconds: 0.0,
+            created: 0.0,
         }
     }
 
@@ -199,7 +223,8 @@ mod tests {
         assert_eq!(floor_at(&e, 960.0), 25);
         let p = plan(&e, 900.0, 100.0, &MIX, LEADS, LIMITS, 0).unwrap();
         assert_eq!((p.replicas, p.ecs, p.eci), (25, 10, 15));
-        assert_eq!((p.ecs_from, p.eci_from), (Some(985.0), Some(960.0)));
+        // ECS goes up with the ECI part: the scheduler fills it first.
+        assert_eq!((p.ecs_from, p.eci_from), (Some(960.0), Some(960.0)));
         // All on ECS: raised an ECS start ahead, not an ECI one.
         let e = [event(1000.0, 800.0)];
         assert_eq!(floor_at(&e, 984.0), 0);
@@ -213,6 +238,7 @@ mod tests {
         let leads = Leads {
             ecs: 60.0,
             eci: 20.0,
+            gap: 0.0,
         };
         let e = [event(1000.0, 2500.0)];
         let at = |now| plan(&e, now, 100.0, &MIX, leads, LIMITS, 0).unwrap().floor;
@@ -265,9 +291,47 @@ mod tests {
         };
         let r = at(capped, 0.0, 2).unwrap();
         assert!(r.contains("ECI cap allows 5"), "{r}");
-        let r = at(LIMITS, 990.0, 2).unwrap();
-        assert!(r.contains("too late"), "{r}");
-        assert_eq!(at(LIMITS, 990.0, 25), None, "raised in time");
+        assert_eq!(
+            at(LIMITS, 990.0, 2),
+            None,
+            "planned in time, raised late: not the plan's"
+        );
+        let late = [PlannedDemand {
+            created: 980.0,
+            ..event(1000.0, 2500.0)
+        }];
+        let r = plan(&late, 985.0, 100.0, &MIX, LEADS, LIMITS, 2)
+            .unwrap()
+            .at_risk
+            .unwrap();
+        assert!(
+            r.contains("planned too late: its pods had to start 20s before"),
+            "{r}"
+        );
+        assert_eq!(
+            plan(&late, 986.0, 100.0, &MIX, LEADS, LIMITS, 25)
+                .unwrap()
+                .at_risk,
+            None,
+            "raised"
+        );
+        assert_eq!(
+            plan(&late, 979.0, 100.0, &MIX, LEADS, LIMITS, 2),
+            None,
+            "not yet planned"
+        );
+        // A ramp followed decision by decision is on time at every step.
+        let ramp = [PlannedDemand {
+            ramp_seconds: 100.0,
+            ..event(1000.0, 1000.0)
+        }];
+        let leads = Leads { gap: 2.0, ..LEADS };
+        let mut current = 2;
+        for now in (880..1000).step_by(2) {
+            let p = plan(&ramp, f64::from(now), 100.0, &MIX, leads, LIMITS, current).unwrap();
+            assert_eq!(p.at_risk, None, "at {now} with {current}");
+            current = current.max(p.floor);
+        }
         // The floor never goes past maxReplicas.
         let p = plan(&e, 990.0, 100.0, &MIX, LEADS, small, 0).unwrap();
         assert_eq!(p.floor, 20);
@@ -299,6 +363,11 @@ mod tests {
             event(-9000.0, 800.0),
             event(1000.0, 0.0),
             event(1000.0, f64::NAN),
+            event(f64::NAN, 800.0),
+            PlannedDemand {
+                ramp_seconds: f64::INFINITY,
+                ..event(1000.0, 800.0)
+            },
         ];
         assert_eq!(plan(&none, 0.0, 100.0, &MIX, LEADS, LIMITS, 0), None);
     }

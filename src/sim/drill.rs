@@ -716,7 +716,13 @@ impl<'a> Runner<'a> {
                         .events
                         .iter()
                         .map(|e| {
-                            let pods = pods_needed(e.rps, target).min(policy.max_replicas);
+                            // Demand is in the request-rate metric's unit, as spillway reads it.
+                            let per_pod = policy
+                                .metrics
+                                .iter()
+                                .find(|m| m.preset == Some(crate::policy::Preset::RequestRate))
+                                .map_or(target, |m| m.target_per_replica);
+                            let pods = pods_needed(e.rps, per_pod).min(policy.max_replicas);
                             (
                                 e.start_seconds as f64,
                                 e.end_seconds as f64,

@@ -75,6 +75,9 @@ pub struct ScriptedEvent {
     /// The demand rises over this long before the start (0: a step).
     #[serde(default)]
     pub ramp_seconds: u64,
+    /// When it is planned (the PlannedEvent is made): unknown before (0: from the start).
+    #[serde(default)]
+    pub planned_at_seconds: u64,
 }
 
 impl ScriptedEvent {
@@ -85,6 +88,7 @@ impl ScriptedEvent {
             end: self.end_seconds as f64,
             rps: self.rps,
             ramp_seconds: self.ramp_seconds as f64,
+            created: self.planned_at_seconds as f64,
         }
     }
 }
