@@ -565,6 +565,20 @@ fn events_drill(name: &str) -> spillway::sim::drill::DrillReport {
     run(&Scenario::load(&path).unwrap(), &mut Quiet)
 }
 
+/// spillway's first decision for the planned event `name`.
+fn first_planned(
+    report: &spillway::sim::drill::DrillReport,
+    name: &str,
+) -> spillway::sim::drill::DecisionLog {
+    let needle = format!("planned event {name}");
+    by_policy(&report.runs, "spillway")
+        .decisions
+        .iter()
+        .find(|d| d.summary.contains(&needle))
+        .unwrap()
+        .clone()
+}
+
 fn event(report: &spillway::sim::drill::DrillReport, p: &str) -> spillway::sim::drill::EventResult {
     let s = &by_policy(&report.runs, p).summary;
     assert_eq!(s.events.len(), 1, "{s:?}");
@@ -633,12 +647,7 @@ fn a_plan_is_a_floor_not_a_ceiling_and_lapses_after_its_window() {
 #[test]
 fn a_plan_made_too_late_is_at_risk_and_one_on_time_never() {
     let report = events_drill("08-planned-late.yaml");
-    let run = by_policy(&report.runs, "spillway");
-    let first = run
-        .decisions
-        .iter()
-        .find(|d| d.summary.contains("planned event sale"))
-        .unwrap();
+    let first = first_planned(&report, "sale");
     assert!((1790..1800).contains(&first.t), "{}", first.t);
     assert!(
         first.summary.contains("at risk: planned too late"),
@@ -661,12 +670,7 @@ fn a_plan_made_too_late_is_at_risk_and_one_on_time_never() {
 #[test]
 fn a_plan_beyond_max_replicas_is_at_risk() {
     let report = events_drill("05-beyond-max-replicas.yaml");
-    let run = by_policy(&report.runs, "spillway");
-    let first = run
-        .decisions
-        .iter()
-        .find(|d| d.summary.contains("planned event sale"))
-        .unwrap();
+    let first = first_planned(&report, "sale");
     assert!(
         first
             .summary

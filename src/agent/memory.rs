@@ -66,8 +66,8 @@ impl Memories {
 
     /// The engine's memory to decide from. A replica that starts leading starts it afresh, as a
     /// restarted one does: the HPA seed then holds the count for a full scale-down window of
-    /// fresh data. What it learnt of the pools' start latencies stays: it decides nothing, and
-    /// a standby saw the same pods start.
+    /// fresh data. What it learnt of the pools' start latencies stays: a standby saw the same
+    /// pods start, and the figures only say how far ahead planned capacity goes up.
     pub fn engine_for(&self, key: &GatewayKey, leader: bool) -> EngineState {
         self.with(key, |m| {
             if leader && !m.led {

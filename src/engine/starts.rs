@@ -10,8 +10,8 @@
 //! sees it Ready (one Ready and unready again between two decisions counts at its next Ready).
 //! With fewer than 20 starts, the nearest-rank p95 is the slowest one.
 //!
-//! For now the figures are reported (metrics, the drill), not yet used to decide: they are
-//! what capacity planned ahead of a known peak (issue 28) will be started ahead by.
+//! They are how far ahead a planned event's pods go up ([`super::planned`]); the live agent
+//! reads no planned events yet, so there they are reported only (metrics).
 
 use std::collections::HashMap;
 
