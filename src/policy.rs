@@ -16,10 +16,12 @@ use crate::model::{
     Toleration,
 };
 
+pub mod event;
 pub mod marks;
 mod presets;
 mod validate;
 
+pub use event::{PlannedEvent, PlannedEventSpec, PlannedEventStatus};
 pub use presets::{Preset, cpu_per_pod_query};
 pub use validate::{
     FieldError, check_query, load_policy_file, load_policy_files, parse_policies, parse_policy,
