@@ -141,6 +141,7 @@ if HELM:
     if lint is not None:
         print("ok   charts/spillway: helm lint --strict")
     same = [("charts/spillway/files/crd.yaml", "deploy/crd.yaml"),
+            ("charts/spillway/files/plannedevent-crd.yaml", "deploy/plannedevent-crd.yaml"),
             ("charts/spillway/files/spillway-rules.yaml", "deploy/prometheus/spillway-rules.yaml"),
             ("charts/spillway/files/spillway-dashboard.json", "dashboards/spillway.json")]
     for copy, source in same:

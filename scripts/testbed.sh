@@ -334,7 +334,7 @@ status:
   capacity: {cpu: "10000", memory: 100Ti, pods: "10000"}
 EOF
   "${k[@]}" apply -k "$root/deploy" >/dev/null 2>"$dir/logs/apply-deploy.log" \
-    || "${k[@]}" apply -f "$root/deploy/namespace.yaml" -f "$root/deploy/crd.yaml" -f "$root/deploy/rbac.yaml" >/dev/null
+    || "${k[@]}" apply -f "$root/deploy/namespace.yaml" -f "$root/deploy/crd.yaml" -f "$root/deploy/plannedevent-crd.yaml" -f "$root/deploy/rbac.yaml" >/dev/null
   "${k[@]}" apply -f - >/dev/null <<'EOF'
 apiVersion: apps/v1
 kind: Deployment

@@ -10,6 +10,7 @@
 pub mod apply;
 pub mod context;
 pub mod controller;
+pub mod events;
 pub mod hand_back;
 pub mod ledger;
 pub mod memory;

@@ -398,6 +398,10 @@ pub struct Decision {
     /// The planned event this decision held capacity for, or the next one.
     #[serde(default)]
     pub planned: Option<planned::Plan>,
+    /// Every planned event's plan (known, not over), in the observation's order: each event's
+    /// status.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plans: Vec<planned::Plan>,
 }
 
 impl Decision {
@@ -575,7 +579,7 @@ pub fn decide(policy: &ElasticGatewaySpec, obs: &Observation<'_>, prev: &EngineS
     let fast = fast_path(policy, obs.fast, &ctx, &mut state);
     let lead = forecast(policy, &readings, fast, &ctx);
     let mut plan = stabilise(policy, &ctx, &readings, lead, fast, &mut state);
-    let planned = hold_planned(policy, obs, &ctx, &starts, &mut plan, &mut state);
+    let (planned, plans) = hold_planned(policy, obs, &ctx, &starts, &mut plan, &mut state);
     cap(policy, obs, &ctx, &mut plan, &mut state);
     // One reading of the quiet-time rule serves the weights and the spread adoption.
     let quiet = quiet(obs, &ctx, &plan, &state, policy);
@@ -657,6 +661,7 @@ pub fn decide(policy: &ElasticGatewaySpec, obs: &Observation<'_>, prev: &EngineS
         dry_run: policy.dry_run,
         starts,
         planned,
+        plans,
     };
     Outcome { decision, state }
 }
@@ -673,11 +678,13 @@ fn hold_planned(
     starts: &starts::Starts,
     plan: &mut ReplicaPlan,
     state: &mut EngineState,
-) -> Option<planned::Plan> {
+) -> (Option<planned::Plan>, Vec<planned::Plan>) {
     if obs.planned.is_empty() {
-        return None;
+        return (None, vec![]);
     }
-    let target = request_target(policy)?;
+    let Some(target) = request_target(policy) else {
+        return (None, vec![]);
+    };
     let gap = state
         .last_decision
         .map_or(0.0, |t| (ctx.now - t).clamp(0.0, MAX_DECISION_GAP));
@@ -690,7 +697,7 @@ fn hold_planned(
         max_replicas: policy.max_replicas,
         eci_cap: eci_cap(policy, obs.pod_requests),
     };
-    let p = planned::plan(
+    let all = planned::plans(
         obs.planned,
         ctx.now,
         target,
@@ -698,9 +705,12 @@ fn hold_planned(
         leads,
         limits,
         ctx.current,
-    )?;
+    );
+    let Some(p) = planned::pick(all.clone()) else {
+        return (None, all);
+    };
     if matches!(plan.why, Why::Paused | Why::ScaledToZero) || p.floor <= plan.desired {
-        return Some(p);
+        return (Some(p), all);
     }
     state.hpa.floor(ctx.now, p.floor, &ctx.up, &ctx.down);
     plan.desired = p.floor;
@@ -718,7 +728,7 @@ fn hold_planned(
         },
         plan.reason,
     );
-    Some(p)
+    (Some(p), all)
 }
 
 /// The longest gap between decisions a planned event's lead allows for.
@@ -1100,7 +1110,7 @@ fn pooled(m: &crate::policy::MetricSpec) -> bool {
 }
 
 /// The request-rate metric's target, the scale the pools' usage is read against.
-fn request_target(policy: &ElasticGatewaySpec) -> Option<f64> {
+pub fn request_target(policy: &ElasticGatewaySpec) -> Option<f64> {
     policy
         .metrics
         .iter()

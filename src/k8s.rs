@@ -4,6 +4,7 @@
 
 pub mod index;
 pub mod leader;
+pub mod planned;
 pub mod target;
 pub mod watch;
 pub mod workloads;

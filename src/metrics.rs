@@ -13,6 +13,7 @@
 pub mod cost;
 pub mod decisions;
 pub mod drills;
+pub mod events;
 pub mod fleet;
 pub mod load;
 pub mod os;
@@ -243,6 +244,7 @@ pub struct Metrics {
     pub cost: cost::CostMetrics,
     pub decisions: decisions::DecisionMetrics,
     pub drills: drills::DrillMetrics,
+    pub events: events::EventMetrics,
     pub process: process::ProcessMetrics,
 }
 
@@ -264,6 +266,7 @@ impl Metrics {
             cost: cost::CostMetrics::register(&mut gateways),
             decisions: decisions::DecisionMetrics::register(&mut gateways),
             drills: drills::DrillMetrics::register(&mut gateways),
+            events: events::EventMetrics::register(&mut gateways),
             process: process::ProcessMetrics::register(&mut process_registry),
             gateways,
             process_registry,
@@ -293,6 +296,11 @@ impl Metrics {
     /// Exports the drills marked on the gateway at `now`.
     pub fn record_drills(&self, key: &GatewayKey, marks: &[Mark], now: f64) {
         self.drills.record(key, marks, now);
+    }
+
+    /// Exports the gateway's planned events' plans.
+    pub fn record_events(&self, key: &GatewayKey, plans: &[crate::engine::planned::Plan]) {
+        self.events.record(key, plans);
     }
 
     pub fn error(&self, key: &GatewayKey, kind: ErrorKind) {
@@ -332,6 +340,7 @@ impl Metrics {
         self.cost.forget(key);
         self.decisions.forget(key);
         self.drills.forget(key);
+        self.events.forget(key);
     }
 
     /// Counts a write the fence stopped.

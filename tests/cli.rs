@@ -31,6 +31,23 @@ fn crd_matches_the_checked_in_manifest() {
 }
 
 #[test]
+fn the_planned_event_crd_matches_the_checked_in_manifests() {
+    let (code, out, err) = spillway(&["crd", "planned-event"]);
+    assert_eq!(code, 0, "{err}");
+    for f in [
+        "deploy/plannedevent-crd.yaml",
+        "charts/spillway/files/plannedevent-crd.yaml",
+    ] {
+        let checked_in = std::fs::read_to_string(format!("{ROOT}/{f}")).unwrap();
+        assert!(
+            out == checked_in,
+            "{f} is stale: run `cargo run -- crd planned-event > {f}`"
+        );
+    }
+    assert!(out.contains("kind: PlannedEvent"), "{out}");
+}
+
+#[test]
 fn check_accepts_the_examples() {
     for f in [
         "deploy/examples/elasticgateway.yaml",

@@ -104,16 +104,44 @@ pub async fn run(
     Ok(())
 }
 
-/// Every interval, drops the memory and the metric series of gateways that no longer exist.
+/// Every interval, drops the memory and the metric series of gateways that no longer exist,
+/// and says so on the PlannedEvents that name one (no reconcile would).
 async fn sweep(ctx: Arc<Context>, store: reflector::Store<WatchedGateway>) {
     let mut tick = tokio::time::interval(ctx.config.interval);
+    // A store that has not listed holds no gateway: every event would look orphaned.
+    // (The writer gone means the controller is stopping: the sweep waits for it to end.)
+    if store.wait_until_ready().await.is_err() {
+        return std::future::pending().await;
+    }
     loop {
         tick.tick().await;
-        if store.is_empty() && ctx.memory.is_empty() && !ctx.interests.any() {
+        let no_events = ctx.index().planned.is_empty();
+        if store.is_empty() && ctx.memory.is_empty() && !ctx.interests.any() && no_events {
             continue;
         }
         let live: HashSet<GatewayKey> = store.state().iter().map(|e| key_of(e.as_ref())).collect();
         forget_gone(&ctx, &live);
+        if ctx.is_leader() && !no_events {
+            orphaned_events(&ctx, &live).await;
+        }
+    }
+}
+
+/// Marks the PlannedEvents whose ElasticGateway does not exist (only once the gateways have
+/// listed: before, every event would look orphaned).
+async fn orphaned_events(ctx: &Context, live: &HashSet<GatewayKey>) {
+    let orphans: Vec<_> = {
+        let ix = ctx.index();
+        ix.planned
+            .gateways()
+            .filter(|k| !live.contains(*k))
+            .flat_map(|k| ix.planned.of(k))
+            .collect()
+    };
+    let now = crate::clock::unix_now();
+    for ev in orphans {
+        let status = super::events::orphan_status(&ev);
+        super::events::write(ctx, &ev, status, now).await;
     }
 }
 

@@ -8,12 +8,13 @@ use kube::api::{Api, ApiResource, DynamicObject};
 use tracing::{debug, info, warn};
 
 use super::context::{Context, reads_pods};
+use super::events::SeenEvents;
 use super::wake::Interest;
 use crate::act::Scope;
 use crate::engine::Observation;
 use crate::engine::capacity::PoolUsage;
 use crate::fastpath;
-use crate::k8s::index::Unsynced;
+use crate::k8s::index::{PlannedSeen, Unsynced, Watched};
 use crate::k8s::target::{self, ReplicaWriter, TargetView};
 use crate::k8s::{bounded, is_status};
 use crate::metrics::ErrorKind;
@@ -39,6 +40,8 @@ pub struct Observed {
     pub behind: bool,
     /// Other writers of the replica count, lately ([`contest`]).
     pub contenders: Vec<ReplicaWriter>,
+    /// The gateway's planned events ([`super::events`]).
+    pub events: SeenEvents,
 }
 
 impl Observed {
@@ -57,7 +60,7 @@ impl Observed {
             nodes,
             ecs_claimed_elsewhere: claimed,
             spread_missing: self.target.spread.missing,
-            planned: &[],
+            planned: &self.events.demands,
             pool_usage: self.pool_usage,
         }
     }
@@ -151,6 +154,7 @@ pub async fn observe(
         let writers: Vec<&str> = contenders.iter().map(|w| w.manager.as_str()).collect();
         debug!(?hpas, asm = ?target.asm_autoscaling, ?writers, "the replica count is held");
     }
+    let events = super::events::read(ctx, key, spec, now);
     Ok(Observed {
         now,
         target,
@@ -162,6 +166,7 @@ pub async fn observe(
         pool_usage,
         behind,
         contenders,
+        events,
     })
 }
 
@@ -180,12 +185,22 @@ fn may_decide(egw: &ElasticGateway, key: &GatewayKey, ctx: &Context) -> Result<(
         let ix = ctx.index();
         (ix.watches_namespace(ns), ix.health(ns), ix.age())
     };
+    let planned = ctx.index().planned_seen();
     if !watched {
         let msg = format!(
             "namespace {ns} is not among --gateway-namespaces; spillway does not see its pods"
         );
         return Err(hold("NamespaceNotWatched", msg, settled, None));
     }
+    // The PlannedEvents only raise the count; before their first answer the gateway waits
+    // the startup grace (a restart within an event's window must not scale in on the load
+    // alone), and then decides without them, saying so.
+    let health = health.and_then(|()| match planned {
+        PlannedSeen::Listing if age < settled.max(STARTUP_GRACE) => {
+            Err(Unsynced::NotListed(Watched::PlannedEvents))
+        }
+        _ => Ok(()),
+    });
     if let Err(why) = health {
         let kind = Some(ErrorKind::WatchUnsynced);
         let starting = matches!(why, Unsynced::NotListed(_)) && age < settled.max(STARTUP_GRACE);

@@ -88,6 +88,7 @@ pub async fn report(
     );
     let marks = crate::policy::marks::parse(egw.metadata.annotations.as_ref());
     ctx.metrics.record_drills(key, &marks, now);
+    ctx.metrics.record_events(key, &d.plans);
     let next = ctx.tick(spec);
     ctx.metrics.reconciled(key, next);
     ctx.metrics.contested(key, !observed.contenders.is_empty());
@@ -131,7 +132,9 @@ pub async fn report(
         conditions,
         original,
     );
-    match write_status(ctx, subject, key, status).await {
+    let written = write_status(ctx, subject, key, status).await;
+    super::events::report(ctx, spec, &observed.events, &d.plans, now).await;
+    match written {
         Ok(()) | Err(crate::Error::Fenced(_)) => Ok(requeue),
         Err(e) => {
             ctx.metrics.error(key, ErrorKind::ApiWrite);
@@ -249,6 +252,11 @@ pub fn conditions(
     } else {
         condition("OnSchedule", true, "OnSchedule", "decisions come every interval", generation)
     });
+    out.extend(super::events::gateway_condition(
+        &observed.events,
+        &planned.decision.plans,
+        generation,
+    ));
     out.push(ready_condition(spec, generation));
     out
 }
@@ -410,6 +418,7 @@ fn turned_bad(c: &Condition) -> bool {
         || (c.type_ == "AsmAutoscaling" && c.status == "True")
         || (c.type_ == "OnSchedule" && c.status == "False")
         || (c.type_ == "ReplicasContested" && c.status == "True")
+        || (c.type_ == "PlannedEvents" && c.reason == "PlannedEventsUnavailable")
         || (c.type_ == "PoolSpread"
             && matches!(
                 c.reason.as_str(),
@@ -724,6 +733,12 @@ mod tests {
             pool_usage: None,
             behind: false,
             contenders: vec![],
+            events: crate::agent::events::seen_events(
+                crate::k8s::index::PlannedSeen::Listed,
+                vec![],
+                &crate::policy::ElasticGateway::scenario_default().spec,
+                0.0,
+            ),
         }
     }
 

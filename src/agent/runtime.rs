@@ -185,6 +185,11 @@ fn start_watches(
     let mut tasks = vec![
         tokio::spawn(watches::nodes(client.clone(), index.clone(), tx.clone())),
         tokio::spawn(watches::pods(client.clone(), index.clone(), tx.clone())),
+        tokio::spawn(watches::planned_events(
+            client.clone(),
+            index.clone(),
+            tx.clone(),
+        )),
     ];
     for ns in namespaces {
         let (c, ix) = (client.clone(), index.clone());

@@ -191,6 +191,7 @@ fn index_with(synced: bool, deployment: Value) -> Arc<RwLock<ClusterIndex>> {
         ix.pods_init_done();
         ix.listed(Watched::Deployments(NS.into()));
         ix.listed(Watched::Autoscalers(NS.into()));
+        ix.listed(Watched::PlannedEvents);
     }
     Arc::new(RwLock::new(ix))
 }

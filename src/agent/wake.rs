@@ -54,6 +54,8 @@ impl Interest {
                 *namespace == self.namespace && self.workloads.contains(name)
             }
             Change::Autoscalers(namespace) => *namespace == self.namespace,
+            // Routed by key ([`route`]).
+            Change::Planned(_) => false,
             Change::GatewayPod { namespace, labels } => {
                 *namespace == self.namespace
                     && self
@@ -211,7 +213,12 @@ pub async fn route(
             let ix = index
                 .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            interests.concerned(&batch, &ix)
+            let mut keys = interests.concerned(&batch, &ix);
+            keys.extend(batch.iter().filter_map(|c| match c {
+                Change::Planned(k) => Some(k.clone()),
+                _ => None,
+            }));
+            keys
         };
         for k in keys {
             if wake

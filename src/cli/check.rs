@@ -6,10 +6,21 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use kube::CustomResourceExt;
-use spillway::policy::ElasticGateway;
+use spillway::policy::{ElasticGateway, PlannedEvent};
 
-pub fn crd_yaml() -> anyhow::Result<String> {
-    serde_saphyr::to_string(&ElasticGateway::crd()).context("rendering the CRD")
+/// The custom resources spillway defines.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum CrdKind {
+    ElasticGateway,
+    PlannedEvent,
+}
+
+pub fn crd_yaml(kind: CrdKind) -> anyhow::Result<String> {
+    let crd = match kind {
+        CrdKind::ElasticGateway => ElasticGateway::crd(),
+        CrdKind::PlannedEvent => PlannedEvent::crd(),
+    };
+    serde_saphyr::to_string(&crd).context("rendering the CRD")
 }
 
 pub fn check(files: &[PathBuf]) -> ExitCode {

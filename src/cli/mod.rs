@@ -47,8 +47,12 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
-    /// Print the ElasticGateway CustomResourceDefinition as YAML.
-    Crd,
+    /// Print a CustomResourceDefinition as YAML: the ElasticGateway's (deploy/crd.yaml), or
+    /// the PlannedEvent's (deploy/plannedevent-crd.yaml).
+    Crd {
+        #[arg(value_enum, default_value = "elastic-gateway")]
+        kind: check::CrdKind,
+    },
     /// Check one ElasticGateway against the live cluster(s) and Prometheus: each query with its
     /// result, the pools, the target (and a dry-run write), HPAs or ASM autoscaling, the Lease.
     /// One line per check; exits 1 if any would stop the agent.
@@ -92,8 +96,8 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Crd => {
-            print!("{}", check::crd_yaml()?);
+        Command::Crd { kind } => {
+            print!("{}", check::crd_yaml(kind)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { files } => Ok(check::check(&files)),

@@ -85,6 +85,28 @@ pub struct Plan {
     pub floor: i32,
     /// Why the plan cannot be met, if it cannot: maxReplicas, the ECI cap, too late to start.
     pub at_risk: Option<String>,
+    /// Which of those.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub risk: Option<Risk>,
+}
+
+/// What keeps a plan from being met.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Risk {
+    MaxReplicas,
+    EciCap,
+    PlannedTooLate,
+}
+
+impl Risk {
+    /// The `EventAtRisk` condition's reason.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Risk::MaxReplicas => "MaxReplicas",
+            Risk::EciCap => "EciCap",
+            Risk::PlannedTooLate => "PlannedTooLate",
+        }
+    }
 }
 
 /// Replicas that serve `rps` at `target` per ECS pod, with the pods past ECS's room at the ECI
@@ -109,6 +131,34 @@ pub fn plan(
     limits: Limits,
     current: i32,
 ) -> Option<Plan> {
+    pick(plans(events, now, target, mix, leads, limits, current))
+}
+
+/// The one that asks most now; between those that ask nothing yet, the soonest.
+pub fn pick(plans: Vec<Plan>) -> Option<Plan> {
+    plans.into_iter().min_by(|a, b| {
+        b.floor.cmp(&a.floor).then_with(|| {
+            let from = |p: &Plan| {
+                p.ecs_from
+                    .into_iter()
+                    .chain(p.eci_from)
+                    .fold(f64::INFINITY, f64::min)
+            };
+            from(a).total_cmp(&from(b))
+        })
+    })
+}
+
+/// Each event's plan at `now`, in the order of `events`, for those known, not over and valid.
+pub fn plans(
+    events: &[PlannedDemand],
+    now: f64,
+    target: f64,
+    mix: &Mix,
+    leads: Leads,
+    limits: Limits,
+    current: i32,
+) -> Vec<Plan> {
     let ecs_room = mix.ecs_capacity.max(0);
     let (ecs_lead, eci_lead) = (leads.ecs + leads.gap, leads.eci + leads.gap);
     events
@@ -150,18 +200,19 @@ pub fn plan(
                         e.created - from
                     )
                 });
-            let at_risk = if full > limits.max_replicas {
-                Some(format!(
+            let risk = if full > limits.max_replicas {
+                Some((Risk::MaxReplicas, format!(
                     "{full} replicas serve {:.0} rps; maxReplicas is {}",
                     e.rps, limits.max_replicas
-                ))
+                )))
             } else if let Some(cap) = limits.eci_cap.filter(|c| eci > *c) {
-                Some(format!(
+                Some((Risk::EciCap, format!(
                     "{eci} of its {full} replicas go to ECI past the {ecs} ECS has room for; the ECI cap allows {cap}"
-                ))
+                )))
             } else {
-                late
+                late.map(|l| (Risk::PlannedTooLate, l))
             };
+            let (risk, at_risk) = risk.unzip();
             Plan {
                 event: e.name.clone(),
                 replicas: full,
@@ -171,15 +222,10 @@ pub fn plan(
                 eci_from,
                 floor: floor.min(limits.max_replicas),
                 at_risk,
+                risk,
             }
         })
-        // The one that asks most now; between those that ask nothing yet, the soonest.
-        .min_by(|a, b| {
-            b.floor.cmp(&a.floor).then_with(|| {
-                let from = |p: &Plan| p.ecs_from.into_iter().chain(p.eci_from).fold(f64::INFINITY, f64::min);
-                from(a).total_cmp(&from(b))
-            })
-        })
+        .collect()
 }
 
 #[cfg(test)]

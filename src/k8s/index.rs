@@ -10,10 +10,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use k8s_openapi::api::core::v1::{Node as KNode, Pod, PodSpec};
 use kube::core::{Expression, Selector, SelectorExt};
 
+use super::planned::PlannedBook;
 use super::workloads::Workloads;
 use crate::model::{
-    GatewayPod, Node, POD_DELETION_COST, Pool, Resources, Taint, TaintEffect, classify_node,
-    quantity,
+    GatewayKey, GatewayPod, Node, POD_DELETION_COST, Pool, Resources, Taint, TaintEffect,
+    classify_node, quantity,
 };
 
 /// One namespace's pods by label: key → value → pod names.
@@ -62,6 +63,8 @@ pub enum Change {
     Workload { namespace: String, name: String },
     /// The HorizontalPodAutoscalers of a gateway namespace changed.
     Autoscalers(String),
+    /// A PlannedEvent naming this gateway came, went or changed its spec.
+    Planned(GatewayKey),
     /// Anything may have changed: a (re)list completed, or a watch failed or recovered.
     All,
 }
@@ -74,6 +77,9 @@ pub enum Watched {
     Pods,
     Deployments(String),
     Autoscalers(String),
+    /// PlannedEvents, cluster-wide. Never holds a decision: without them (the CRD not installed,
+    /// not allowed to list them) a gateway is decided on its load alone, and says so.
+    PlannedEvents,
 }
 
 impl std::fmt::Display for Watched {
@@ -83,8 +89,21 @@ impl std::fmt::Display for Watched {
             Watched::Pods => write!(f, "pods"),
             Watched::Deployments(ns) => write!(f, "deployments in {ns}"),
             Watched::Autoscalers(ns) => write!(f, "horizontalpodautoscalers in {ns}"),
+            Watched::PlannedEvents => write!(f, "plannedevents"),
         }
     }
+}
+
+/// What the agent has seen of the PlannedEvents.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PlannedSeen {
+    /// The first list has not answered yet.
+    Listing,
+    Listed,
+    /// Never listed: the watch fails (the CRD not installed, RBAC), with its error.
+    Unavailable(String),
+    /// Listed once, failing since: the events last seen stand.
+    Stale(String),
 }
 
 /// Why the index cannot be trusted for a decision now.
@@ -124,6 +143,8 @@ pub struct ClusterIndex {
     pod_buffer: Option<HashMap<(String, String), LeanPod>>,
     /// The gateway namespaces' Deployments and HPAs.
     pub workloads: Workloads,
+    /// The PlannedEvents, by the gateway each names.
+    pub planned: PlannedBook,
     /// The watches that have listed once.
     synced: HashSet<Watched>,
     /// The last error of each watch that has not delivered an event since.
@@ -166,13 +187,26 @@ impl ClusterIndex {
         ]
     }
 
-    /// Every watch has listed once.
+    /// Every watch has listed once (the PlannedEvents' has at least answered: it may be
+    /// refused for good).
     pub fn synced(&self) -> bool {
         self.gateway_namespaces
             .iter()
             .flat_map(|ns| Self::watches_for(ns))
             .chain([Watched::Nodes, Watched::Pods])
             .all(|w| self.synced.contains(&w))
+            && self.planned_seen() != PlannedSeen::Listing
+    }
+
+    /// How far the PlannedEvents can be trusted.
+    pub fn planned_seen(&self) -> PlannedSeen {
+        let w = Watched::PlannedEvents;
+        match (self.synced.contains(&w), self.failing.get(&w)) {
+            (false, None) => PlannedSeen::Listing,
+            (true, None) => PlannedSeen::Listed,
+            (false, Some(e)) => PlannedSeen::Unavailable(e.clone()),
+            (true, Some(e)) => PlannedSeen::Stale(e.clone()),
+        }
     }
 
     /// A watch listed (or relisted) completely.
@@ -937,8 +971,18 @@ mod tests {
         );
         ix.listed(Watched::Deployments("istio-system".into()));
         ix.listed(Watched::Autoscalers("istio-system".into()));
+        assert!(!ix.synced(), "the PlannedEvents have not answered");
+        // Refused (no CRD): an answer; it holds no decision.
+        ix.watch_failed(Watched::PlannedEvents, "404 page not found".into());
         assert!(ix.synced());
+        assert_eq!(
+            ix.planned_seen(),
+            PlannedSeen::Unavailable("404 page not found".into())
+        );
         assert_eq!(ix.health("istio-system"), Ok(()));
+        ix.watch_ok(&Watched::PlannedEvents);
+        ix.listed(Watched::PlannedEvents);
+        assert_eq!(ix.planned_seen(), PlannedSeen::Listed);
         assert_eq!(ix.counts(), (1, 1));
         let n = ix.nodes();
         assert_eq!(

@@ -19,6 +19,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tracing::{info, warn};
 
 use super::index::{Change, ClusterIndex, Watched};
+use super::planned::WatchedEvent;
 
 /// How a watch comes back after an error.
 #[derive(Clone, Copy)]
@@ -193,6 +194,44 @@ pub async fn deployments(
                 }
                 Event::InitDone => {
                     w.deployments_init_done(&ns);
+                    vec![]
+                }
+            }
+        },
+    )
+    .await;
+}
+
+/// Every PlannedEvent. Made afresh after a failure: the CRD may be installed later, and
+/// nothing changes for hours in a quiet cluster.
+pub async fn planned_events(
+    client: Client,
+    index: Arc<RwLock<ClusterIndex>>,
+    changes: UnboundedSender<Change>,
+) {
+    let api = Api::<WatchedEvent>::all(client);
+    let make = || watcher(api.clone(), watcher::Config::default());
+    feed(
+        make,
+        index,
+        changes,
+        Watched::PlannedEvents,
+        Retry::Relist,
+        |ix, ev| {
+            let b = &mut ix.planned;
+            match ev {
+                Event::Apply(e) => b.apply(e),
+                Event::Delete(e) => b.delete(&e),
+                Event::Init => {
+                    b.init();
+                    vec![]
+                }
+                Event::InitApply(e) => {
+                    b.init_apply(e);
+                    vec![]
+                }
+                Event::InitDone => {
+                    b.init_done();
                     vec![]
                 }
             }

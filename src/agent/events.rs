@@ -1,0 +1,407 @@
+//! Planned events in the live agent (issue 28): a gateway's PlannedEvents read from the index
+//! into the engine's demands ([`read`]), and each event's status (its plan per pool, phase,
+//! `Accepted` and `EventAtRisk`) a pure function of what was read and what the engine planned
+//! ([`status`]), written by the leader when it changes, with a Warning Event when an event turns
+//! invalid or at risk ([`report`]).
+
+use std::sync::Arc;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::EventType;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tracing::{debug, warn};
+
+use super::context::Context;
+use super::report::{STATUS_MANAGER, carry_transitions, changed, condition};
+use crate::engine::planned::{Plan, PlannedDemand};
+use crate::k8s::bounded;
+use crate::k8s::index::PlannedSeen;
+use crate::model::GatewayKey;
+use crate::policy::event::{EventPlan, PoolPlan, Window, rfc3339};
+use crate::policy::{ElasticGatewaySpec, PlannedEvent, PlannedEventStatus};
+
+/// One PlannedEvent of the gateway, as read for a decision.
+#[derive(Clone, Debug)]
+pub struct SeenEvent {
+    pub event: Arc<PlannedEvent>,
+    /// The window planned for (`None`: the last has ended), or the spec's problems.
+    pub window: Result<Option<Window>, String>,
+    /// Other events of the gateway whose windows overlap this one's.
+    pub overlaps: Vec<String>,
+}
+
+/// A gateway's planned events: how far they can be trusted, each one, and the demands the
+/// engine plans for.
+#[derive(Clone, Debug)]
+pub struct SeenEvents {
+    pub seen: PlannedSeen,
+    pub events: Vec<SeenEvent>,
+    pub demands: Vec<PlannedDemand>,
+}
+
+/// The gateway's PlannedEvents at `now`. An event that is invalid, over, or planned for a
+/// gateway without a request-rate metric asks for nothing (and its status says why).
+pub fn read(ctx: &Context, key: &GatewayKey, spec: &ElasticGatewaySpec, now: f64) -> SeenEvents {
+    let (seen, events) = {
+        let ix = ctx.index();
+        (ix.planned_seen(), ix.planned.of(key))
+    };
+    seen_events(seen, events, spec, now)
+}
+
+/// [`read`] on what the index holds.
+pub fn seen_events(
+    seen: PlannedSeen,
+    events: Vec<Arc<PlannedEvent>>,
+    spec: &ElasticGatewaySpec,
+    now: f64,
+) -> SeenEvents {
+    let mut events: Vec<SeenEvent> = events
+        .into_iter()
+        .map(|event| {
+            let window = event.spec.next(now).map_err(|problems| {
+                problems
+                    .iter()
+                    .map(|p| format!("{}: {}", p.path, p.message))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            });
+            SeenEvent {
+                event,
+                window,
+                overlaps: vec![],
+            }
+        })
+        .collect();
+    let span = |e: &SeenEvent| match &e.window {
+        Ok(Some(w)) => Some((w.start - e.event.spec.ramp_seconds as f64, w.end)),
+        _ => None,
+    };
+    let spans: Vec<_> = events
+        .iter()
+        .map(|e| (e.event.name_any(), span(e)))
+        .collect();
+    for e in &mut events {
+        let me = e.event.name_any();
+        let Some((a0, a1)) = span(e) else { continue };
+        e.overlaps = spans
+            .iter()
+            .filter(|(n, s)| *n != me && s.is_some_and(|(b0, b1)| a0 < b1 && b0 < a1))
+            .map(|(n, _)| n.clone())
+            .collect();
+    }
+    let plannable = crate::engine::request_target(spec).is_some();
+    let demands = events
+        .iter()
+        .filter(|_| plannable)
+        .filter_map(|e| {
+            let w = e.window.as_ref().ok()?.as_ref()?;
+            Some(PlannedDemand {
+                name: e.event.name_any(),
+                start: w.start,
+                end: w.end,
+                rps: e.event.spec.requests_per_second,
+                ramp_seconds: e.event.spec.ramp_seconds as f64,
+                created: created(&e.event),
+            })
+        })
+        .collect();
+    SeenEvents {
+        seen,
+        events,
+        demands,
+    }
+}
+
+/// When the event was made (Unix seconds; 0 if unknown, as for an object not yet stored).
+fn created(ev: &PlannedEvent) -> f64 {
+    ev.metadata
+        .creation_timestamp
+        .as_ref()
+        .map_or(0.0, |t| t.0.as_second() as f64)
+}
+
+/// An event's status at `now`, from its window and the engine's plan for it. `plannable`: the
+/// gateway has a request-rate metric to turn demand into replicas. Condition transition times
+/// are set by the caller.
+pub fn status(
+    seen: &SeenEvent,
+    plan: Option<&Plan>,
+    plannable: bool,
+    now: f64,
+) -> PlannedEventStatus {
+    let generation = seen.event.metadata.generation;
+    let gateway = &seen.event.spec.gateway;
+    let accepted = |ok: bool, reason: &str, message: &str| {
+        condition("Accepted", ok, reason, message, generation)
+    };
+    let base = PlannedEventStatus {
+        observed_generation: generation,
+        ..Default::default()
+    };
+    let window = match &seen.window {
+        Err(problems) => {
+            return PlannedEventStatus {
+                phase: Some("Invalid".into()),
+                conditions: vec![accepted(false, "InvalidSpec", problems)],
+                ..base
+            };
+        }
+        Ok(w) => *w,
+    };
+    if !plannable {
+        let msg = format!(
+            "ElasticGateway {gateway} has no RequestRate metric: requests per second cannot be turned into replicas"
+        );
+        return PlannedEventStatus {
+            phase: Some("Invalid".into()),
+            conditions: vec![accepted(false, "NoRequestRateMetric", &msg)],
+            ..base
+        };
+    }
+    let Some(w) = window else {
+        let before = seen.event.spec.next(created(&seen.event)).ok().flatten();
+        let cond = if before.is_none() && created(&seen.event) > 0.0 {
+            accepted(
+                false,
+                "EndedBeforeCreated",
+                "its last window had ended before it was created: nothing to plan",
+            )
+        } else {
+            accepted(true, "Ended", "its last window has ended")
+        };
+        return PlannedEventStatus {
+            phase: Some("Ended".into()),
+            conditions: vec![cond],
+            ..base
+        };
+    };
+    let mut conditions = vec![if seen.overlaps.is_empty() {
+        accepted(
+            true,
+            "Planned",
+            &format!("planned for ElasticGateway {gateway}"),
+        )
+    } else {
+        accepted(
+            true,
+            "Overlapping",
+            &format!(
+                "its window overlaps {}: the larger demand holds while both run (state the total in one event)",
+                seen.overlaps.join(", ")
+            ),
+        )
+    }];
+    let Some(p) = plan else {
+        return PlannedEventStatus {
+            phase: Some("Scheduled".into()),
+            start: Some(rfc3339(w.start)),
+            end: Some(rfc3339(w.end)),
+            conditions,
+            ..base
+        };
+    };
+    // Start times to the minute: the lead moves with the gap between decisions, and a status
+    // that changed every decision would be written every decision.
+    let minute = |t: f64| rfc3339((t / 60.0).floor() * 60.0);
+    let first = p
+        .ecs_from
+        .into_iter()
+        .chain(p.eci_from)
+        .fold(f64::INFINITY, f64::min);
+    let phase = if now >= w.start {
+        "Active"
+    } else if now >= first {
+        "Raising"
+    } else {
+        "Scheduled"
+    };
+    conditions.push(match (&p.risk, &p.at_risk) {
+        (Some(r), Some(why)) => condition("EventAtRisk", true, r.reason(), why, generation),
+        _ => condition(
+            "EventAtRisk",
+            false,
+            "OnTrack",
+            &format!(
+                "{} replicas ({} on ECS, {} on ECI) ready for {} rps by the start",
+                p.replicas, p.ecs, p.eci, seen.event.spec.requests_per_second
+            ),
+            generation,
+        ),
+    });
+    PlannedEventStatus {
+        phase: Some(phase.into()),
+        start: Some(rfc3339(w.start)),
+        end: Some(rfc3339(w.end)),
+        plan: Some(EventPlan {
+            replicas: p.replicas,
+            ecs: PoolPlan {
+                replicas: p.ecs,
+                start_time: p.ecs_from.map(minute),
+            },
+            eci: PoolPlan {
+                replicas: p.eci,
+                start_time: p.eci_from.map(minute),
+            },
+        }),
+        conditions,
+        ..base
+    }
+}
+
+/// Writes each event's status where it changed, as the leader, with a Warning Event when an
+/// event turns invalid or at risk. A failed write is logged and retried at the next decision:
+/// an event's status never holds the gateway's.
+pub async fn report(
+    ctx: &Context,
+    spec: &ElasticGatewaySpec,
+    seen: &SeenEvents,
+    plans: &[Plan],
+    now: f64,
+) {
+    let plannable = crate::engine::request_target(spec).is_some();
+    for e in &seen.events {
+        let name = e.event.name_any();
+        let plan = plans.iter().find(|p| p.event == name);
+        let next = status(e, plan, plannable, now);
+        write(ctx, &e.event, next, now).await;
+    }
+}
+
+/// Writes `next` on the event when it differs from its status (transition times carried), and
+/// publishes a Warning Event for each condition that turns bad.
+pub async fn write(ctx: &Context, ev: &PlannedEvent, mut next: PlannedEventStatus, now: f64) {
+    let prev = ev
+        .status
+        .as_ref()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    next.conditions = carry_transitions(&prev, next.conditions, now);
+    if ev.status.as_ref() == Some(&next) {
+        return;
+    }
+    let oref = ev.object_ref(&());
+    for c in next
+        .conditions
+        .iter()
+        .filter(|c| changed(&prev, c) && bad(c))
+    {
+        warn!(event = %ev.name_any(), reason = %c.reason, message = %c.message, "planned event");
+        ctx.publish(&oref, EventType::Warning, &c.reason, "Plan", &c.message)
+            .await;
+    }
+    if let Err(e) = apply_status(ctx, ev, &next).await {
+        debug!(event = %ev.name_any(), error = %e, "PlannedEvent status write failed; retried at the next decision");
+    }
+}
+
+/// A condition that says something is wrong.
+fn bad(c: &Condition) -> bool {
+    (c.type_ == "Accepted" && c.status == "False")
+        || (c.type_ == "EventAtRisk" && c.status == "True")
+}
+
+/// Server-side apply of the whole status, forced, behind the fence.
+async fn apply_status(
+    ctx: &Context,
+    ev: &PlannedEvent,
+    status: &PlannedEventStatus,
+) -> Result<(), crate::Error> {
+    ctx.fence("status")?;
+    let ns = ev.namespace().unwrap_or_default();
+    let api = Api::<PlannedEvent>::namespaced(ctx.client.clone(), &ns);
+    let body = json!({
+        "apiVersion": PlannedEvent::api_version(&()),
+        "kind": PlannedEvent::kind(&()),
+        "status": status,
+    });
+    let params = PatchParams::apply(STATUS_MANAGER).force();
+    bounded(
+        ctx.config.api_timeout,
+        api.patch_status(&ev.name_any(), &params, &Patch::Apply(&body)),
+    )
+    .await?;
+    Ok(())
+}
+
+/// The status of an event whose ElasticGateway does not exist.
+pub fn orphan_status(ev: &PlannedEvent) -> PlannedEventStatus {
+    let msg = format!(
+        "no ElasticGateway {} in namespace {}",
+        ev.spec.gateway,
+        ev.namespace().unwrap_or_default()
+    );
+    PlannedEventStatus {
+        observed_generation: ev.metadata.generation,
+        phase: Some("Invalid".into()),
+        conditions: vec![condition(
+            "Accepted",
+            false,
+            "GatewayNotFound",
+            &msg,
+            ev.metadata.generation,
+        )],
+        ..Default::default()
+    }
+}
+
+/// The gateway's own condition on its planned events, when there is something to say: the
+/// events cannot be listed (decided on the load alone), or how many name it and are at risk.
+pub fn gateway_condition(
+    seen: &SeenEvents,
+    plans: &[Plan],
+    generation: Option<i64>,
+) -> Option<Condition> {
+    let hint =
+        "install deploy/plannedevent-crd.yaml and the RBAC of deploy/ (plannedevents: list, watch)";
+    match &seen.seen {
+        PlannedSeen::Unavailable(e) => Some(condition(
+            "PlannedEvents",
+            false,
+            "PlannedEventsUnavailable",
+            &format!("cannot list PlannedEvents ({e}): deciding on the load alone; {hint}"),
+            generation,
+        )),
+        PlannedSeen::Stale(e) => Some(condition(
+            "PlannedEvents",
+            false,
+            "PlannedEventsStale",
+            &format!("the PlannedEvent watch fails ({e}): planning for the events last seen"),
+            generation,
+        )),
+        PlannedSeen::Listing if seen.events.is_empty() => Some(condition(
+            "PlannedEvents",
+            false,
+            "PlannedEventsNotListed",
+            "the PlannedEvents have not listed yet: deciding on the load alone",
+            generation,
+        )),
+        _ if seen.events.is_empty() => None,
+        _ => {
+            let at_risk: Vec<&str> = plans
+                .iter()
+                .filter(|p| p.risk.is_some())
+                .map(|p| p.event.as_str())
+                .collect();
+            Some(if at_risk.is_empty() {
+                condition(
+                    "PlannedEvents",
+                    true,
+                    "OnTrack",
+                    "no planned event of this gateway is at risk",
+                    generation,
+                )
+            } else {
+                condition(
+                    "PlannedEvents",
+                    false,
+                    "EventAtRisk",
+                    &format!("at risk: {}", at_risk.join(", ")),
+                    generation,
+                )
+            })
+        }
+    }
+}
