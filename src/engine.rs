@@ -108,6 +108,9 @@ pub struct EngineState {
     /// maximum: `(time, replicas)`, times rising, replicas falling.
     #[serde(default)]
     pub demand: Vec<(f64, i32)>,
+    /// The floors planned events have raised, kept until each ends ([`planned::hold`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub planned: Vec<planned::Raised>,
     /// What each pool's pods spend per request, learnt ([`capacity`]).
     #[serde(default)]
     pub capacity: capacity::CapacityMemory,
@@ -682,9 +685,8 @@ fn hold_planned(
     if obs.planned.is_empty() {
         return (None, vec![]);
     }
-    let Some(target) = request_target(policy) else {
-        return (None, vec![]);
-    };
+    // Without a request-rate metric, only events stated in another metric's unit plan.
+    let target = request_target(policy).unwrap_or(0.0);
     let gap = state
         .last_decision
         .map_or(0.0, |t| (ctx.now - t).clamp(0.0, MAX_DECISION_GAP));
@@ -706,6 +708,7 @@ fn hold_planned(
         limits,
         ctx.current,
     );
+    let all = planned::hold(&mut state.planned, obs.planned, all);
     let Some(p) = planned::pick(all.clone()) else {
         return (None, all);
     };

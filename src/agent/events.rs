@@ -30,6 +30,9 @@ pub struct SeenEvent {
     pub window: Result<Option<Window>, String>,
     /// Other events of the gateway whose windows overlap this one's.
     pub overlaps: Vec<String>,
+    /// What one ECS pod serves of its demand (the metric's target), or why it cannot be
+    /// planned on this gateway: `(reason, message)`.
+    pub per_pod: Result<f64, (&'static str, String)>,
 }
 
 /// A gateway's planned events: how far they can be trusted, each one, and the demands the
@@ -41,8 +44,8 @@ pub struct SeenEvents {
     pub demands: Vec<PlannedDemand>,
 }
 
-/// The gateway's PlannedEvents at `now`. An event that is invalid, over, or planned for a
-/// gateway without a request-rate metric asks for nothing (and its status says why).
+/// The gateway's PlannedEvents at `now`. An event that is invalid, over, or in the unit of no
+/// metric of the gateway asks for nothing (and its status says why).
 pub fn read(ctx: &Context, key: &GatewayKey, spec: &ElasticGatewaySpec, now: f64) -> SeenEvents {
     let (seen, events) = {
         let ix = ctx.index();
@@ -68,10 +71,12 @@ pub fn seen_events(
                     .collect::<Vec<_>>()
                     .join("; ")
             });
+            let per_pod = per_pod(spec, &event);
             SeenEvent {
                 event,
                 window,
                 overlaps: vec![],
+                per_pod,
             }
         })
         .collect();
@@ -92,12 +97,11 @@ pub fn seen_events(
             .map(|(n, _)| n.clone())
             .collect();
     }
-    let plannable = crate::engine::request_target(spec).is_some();
     let demands = events
         .iter()
-        .filter(|_| plannable)
         .filter_map(|e| {
             let w = e.window.as_ref().ok()?.as_ref()?;
+            let per_pod = *e.per_pod.as_ref().ok()?;
             Some(PlannedDemand {
                 name: e.event.name_any(),
                 start: w.start,
@@ -105,6 +109,7 @@ pub fn seen_events(
                 rps: e.event.spec.requests_per_second,
                 ramp_seconds: e.event.spec.ramp_seconds as f64,
                 created: created(&e.event),
+                per_pod: Some(per_pod),
             })
         })
         .collect();
@@ -115,6 +120,39 @@ pub fn seen_events(
     }
 }
 
+/// What one ECS pod serves of the event's demand: the target of the metric it names, or of
+/// the gateway's RequestRate metric.
+fn per_pod(spec: &ElasticGatewaySpec, ev: &PlannedEvent) -> Result<f64, (&'static str, String)> {
+    let gateway = &ev.spec.gateway;
+    let metric = match &ev.spec.metric {
+        Some(name) => spec
+            .metrics
+            .iter()
+            .find(|m| m.display_name() == *name)
+            .ok_or_else(|| {
+                let known: Vec<String> = spec.metrics.iter().map(|m| m.display_name()).collect();
+                (
+                    "UnknownMetric",
+                    format!(
+                        "ElasticGateway {gateway} has no metric {name:?} (it has: {})",
+                        known.join(", ")
+                    ),
+                )
+            })?,
+        None => spec
+            .metrics
+            .iter()
+            .find(|m| m.preset == Some(crate::policy::Preset::RequestRate))
+            .ok_or_else(|| {
+                (
+                    "NoRequestRateMetric",
+                    format!("ElasticGateway {gateway} has no RequestRate metric to turn requests per second into replicas: name the metric the demand is in (spec.metric)"),
+                )
+            })?,
+    };
+    Ok(metric.target_per_replica)
+}
+
 /// When the event was made (Unix seconds; 0 if unknown, as for an object not yet stored).
 fn created(ev: &PlannedEvent) -> f64 {
     ev.metadata
@@ -123,15 +161,9 @@ fn created(ev: &PlannedEvent) -> f64 {
         .map_or(0.0, |t| t.0.as_second() as f64)
 }
 
-/// An event's status at `now`, from its window and the engine's plan for it. `plannable`: the
-/// gateway has a request-rate metric to turn demand into replicas. Condition transition times
-/// are set by the caller.
-pub fn status(
-    seen: &SeenEvent,
-    plan: Option<&Plan>,
-    plannable: bool,
-    now: f64,
-) -> PlannedEventStatus {
+/// An event's status at `now`, from its window and the engine's plan for it. Condition
+/// transition times are set by the caller.
+pub fn status(seen: &SeenEvent, plan: Option<&Plan>, now: f64) -> PlannedEventStatus {
     let generation = seen.event.metadata.generation;
     let gateway = &seen.event.spec.gateway;
     let accepted = |ok: bool, reason: &str, message: &str| {
@@ -151,13 +183,10 @@ pub fn status(
         }
         Ok(w) => *w,
     };
-    if !plannable {
-        let msg = format!(
-            "ElasticGateway {gateway} has no RequestRate metric: requests per second cannot be turned into replicas"
-        );
+    if let Err((reason, msg)) = &seen.per_pod {
         return PlannedEventStatus {
             phase: Some("Invalid".into()),
-            conditions: vec![accepted(false, "NoRequestRateMetric", &msg)],
+            conditions: vec![accepted(false, reason, msg)],
             ..base
         };
     }
@@ -213,7 +242,7 @@ pub fn status(
         .fold(f64::INFINITY, f64::min);
     let phase = if now >= w.start {
         "Active"
-    } else if now >= first {
+    } else if now >= first || p.floor > 0 {
         "Raising"
     } else {
         "Scheduled"
@@ -254,18 +283,11 @@ pub fn status(
 /// Writes each event's status where it changed, as the leader, with a Warning Event when an
 /// event turns invalid or at risk. A failed write is logged and retried at the next decision:
 /// an event's status never holds the gateway's.
-pub async fn report(
-    ctx: &Context,
-    spec: &ElasticGatewaySpec,
-    seen: &SeenEvents,
-    plans: &[Plan],
-    now: f64,
-) {
-    let plannable = crate::engine::request_target(spec).is_some();
+pub async fn report(ctx: &Context, seen: &SeenEvents, plans: &[Plan], now: f64) {
     for e in &seen.events {
         let name = e.event.name_any();
         let plan = plans.iter().find(|p| p.event == name);
-        let next = status(e, plan, plannable, now);
+        let next = status(e, plan, now);
         write(ctx, &e.event, next, now).await;
     }
 }

@@ -133,7 +133,7 @@ pub async fn report(
         original,
     );
     let written = write_status(ctx, subject, key, status).await;
-    super::events::report(ctx, spec, &observed.events, &d.plans, now).await;
+    super::events::report(ctx, &observed.events, &d.plans, now).await;
     match written {
         Ok(()) | Err(crate::Error::Fenced(_)) => Ok(requeue),
         Err(e) => {

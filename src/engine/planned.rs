@@ -30,6 +30,10 @@ pub struct PlannedDemand {
     /// start, it is too late to be met on time.
     #[serde(default)]
     pub created: f64,
+    /// What one ECS pod serves of this demand, when it is stated in another metric's unit than
+    /// the request-rate metric's (that metric's target). Unset: the request-rate target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_pod: Option<f64>,
 }
 
 impl PlannedDemand {
@@ -134,6 +138,42 @@ pub fn plan(
     pick(plans(events, now, target, mix, leads, limits, current))
 }
 
+/// A floor an event raised, as the engine remembers it: the event by name, start and demand.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Raised {
+    pub event: String,
+    pub start: f64,
+    pub rps: f64,
+    pub floor: i32,
+}
+
+/// Keeps each event's floor, once raised, until the event ends or changes: the start latency
+/// is learnt again from the very pods the plan started, and a shorter one must not take the
+/// floor away until the later raise (the count would fall and rise again before the start).
+/// A cancelled event (no longer in `events`) lets its floor go.
+pub fn hold(kept: &mut Vec<Raised>, events: &[PlannedDemand], mut plans: Vec<Plan>) -> Vec<Plan> {
+    for p in &mut plans {
+        let Some(e) = events.iter().find(|e| e.name == p.event) else {
+            continue;
+        };
+        let same = |r: &Raised| r.event == e.name && r.start == e.start && r.rps == e.rps;
+        if let Some(r) = kept.iter().find(|r| same(r)) {
+            p.floor = p.floor.max(r.floor);
+        }
+    }
+    kept.clear();
+    kept.extend(plans.iter().filter(|p| p.floor > 0).filter_map(|p| {
+        let e = events.iter().find(|e| e.name == p.event)?;
+        Some(Raised {
+            event: e.name.clone(),
+            start: e.start,
+            rps: e.rps,
+            floor: p.floor,
+        })
+    }));
+    plans
+}
+
 /// The one that asks most now; between those that ask nothing yet, the soonest.
 pub fn pick(plans: Vec<Plan>) -> Option<Plan> {
     plans.into_iter().min_by(|a, b| {
@@ -150,6 +190,7 @@ pub fn pick(plans: Vec<Plan>) -> Option<Plan> {
 }
 
 /// Each event's plan at `now`, in the order of `events`, for those known, not over and valid.
+/// `target` is what one ECS pod serves of a demand without its own `per_pod` (0: none).
 pub fn plans(
     events: &[PlannedDemand],
     now: f64,
@@ -172,7 +213,11 @@ pub fn plans(
                 && e.rps.is_finite()
                 && e.rps > 0.0
         })
-        .map(|e| {
+        .filter_map(|e| {
+            let target = e.per_pod.unwrap_or(target);
+            (target.is_finite() && target > 0.0).then_some((e, target))
+        })
+        .map(|(e, target)| {
             // The pods raised at `t` must serve the demand when they are ready, and until then
             // what the event asks already. Past what ECS holds, the ECI lead: the scheduler
             // fills ECS first, so the ECS part goes up with the ECI part.
@@ -254,6 +299,7 @@ mod tests {
             rps,
             ramp_seconds: 0.0,
             created: 0.0,
+            per_pod: None,
         }
     }
 
@@ -277,6 +323,33 @@ mod tests {
         assert_eq!(floor_at(&e, 985.0), 8);
         assert_eq!(floor_at(&e, 4599.0), 8, "held through the window");
         assert_eq!(floor_at(&e, 4600.0), 0, "and not after it");
+    }
+
+    #[test]
+    fn a_raised_floor_holds_when_the_lead_learnt_shrinks() {
+        let e = [event(1000.0, 800.0)];
+        let fast = Leads {
+            ecs: 3.0,
+            eci: 3.0,
+            gap: 0.0,
+        };
+        let mut kept = vec![];
+        let at = |kept: &mut Vec<Raised>, e: &[PlannedDemand], now: f64, leads: Leads| {
+            let all = plans(e, now, 100.0, &MIX, leads, LIMITS, 0);
+            pick(hold(kept, e, all)).map_or(0, |p| p.floor)
+        };
+        assert_eq!(at(&mut kept, &e, 985.0, LEADS), 8);
+        // The raised pods started in 3 s: the lead learnt is 3 s, the floor stays.
+        assert_eq!(at(&mut kept, &e, 990.0, fast), 8);
+        assert_eq!(at(&mut kept, &e, 4599.0, fast), 8);
+        assert_eq!(at(&mut kept, &e, 4600.0, fast), 0, "until the end");
+        // Changed (a smaller demand) or cancelled: the floor goes with it.
+        let mut kept = vec![];
+        at(&mut kept, &e, 985.0, LEADS);
+        assert_eq!(at(&mut kept, &[event(1000.0, 300.0)], 990.0, fast), 0);
+        at(&mut kept, &e, 985.0, LEADS);
+        assert_eq!(at(&mut kept, &[], 990.0, fast), 0);
+        assert!(kept.is_empty());
     }
 
     #[test]

@@ -154,6 +154,7 @@ mod tests {
             PlannedEventSpec {
                 gateway: gateway.into(),
                 requests_per_second: rps,
+                metric: None,
                 start: "2026-11-11T20:00:00Z".into(),
                 end: "2026-11-11T22:00:00Z".into(),
                 time_zone: None,

@@ -43,9 +43,14 @@ pub struct PlannedEventSpec {
     /// The ElasticGateway, in this namespace, that is to be ready.
     #[schemars(length(min = 1, max = 253))]
     pub gateway: String,
-    /// Requests per second to be ready for from `start` to `end`, in the unit of the
-    /// ElasticGateway's first request-rate metric. A floor: load above it is served as ever.
+    /// Requests per second to be ready for from `start` to `end`, in the unit of `metric`. A
+    /// floor: load above it is served as ever.
     pub requests_per_second: f64,
+    /// The ElasticGateway metric (by name) whose unit the demand is in: one pod serves its
+    /// `targetPerReplica`. Unset: the gateway's RequestRate metric.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub metric: Option<String>,
     /// From when the demand is served in full: RFC 3339 with an offset
     /// (`2026-11-11T20:00:00+08:00`), or a local time without one (`2026-11-11T20:00:00`) in
     /// `timeZone`. spillway starts each pool its measured start latency earlier.
@@ -356,6 +361,7 @@ mod tests {
         PlannedEventSpec {
             gateway: "gw".into(),
             requests_per_second: 40_000.0,
+            metric: None,
             start: start.into(),
             end: end.into(),
             time_zone: None,

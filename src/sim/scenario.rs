@@ -89,6 +89,7 @@ impl ScriptedEvent {
             rps: self.rps,
             ramp_seconds: self.ramp_seconds as f64,
             created: self.planned_at_seconds as f64,
+            per_pod: None,
         }
     }
 }
