@@ -55,6 +55,13 @@ schema["properties"]["metadata"] = {"type": "object"}
 schema["properties"]["apiVersion"] = {"type": "string", "enum": ["spillway.io/" + version["name"]]}
 schema["properties"]["kind"] = {"type": "string", "enum": ["ElasticGateway"]}
 validator = jsonschema.Draft7Validator(schema)
+pev_crd = docs("deploy/plannedevent-crd.yaml")[0]
+pev_version = pev_crd["spec"]["versions"][0]
+pev_schema = strict(pev_version["schema"]["openAPIV3Schema"])
+pev_schema["properties"]["metadata"] = {"type": "object"}
+pev_schema["properties"]["apiVersion"] = {"type": "string", "enum": ["spillway.io/" + pev_version["name"]]}
+pev_schema["properties"]["kind"] = {"type": "string", "enum": ["PlannedEvent"]}
+pev_validator = jsonschema.Draft7Validator(pev_schema)
 
 
 def check_egw(doc, where):
@@ -306,6 +313,12 @@ for f in sorted(glob.glob("deploy/examples/*.yaml")):
     if all(d.get("kind") == "ElasticGateway" for d in docs(f)):
         for d in docs(f):
             check_egw(d, f)
+    elif all(d.get("kind") == "PlannedEvent" for d in docs(f)):
+        for d in docs(f):
+            errors = list(pev_validator.iter_errors(d))
+            failures.extend(f"{f}: {'.'.join(str(p) for p in e.path) or '(root)'}: {e.message}" for e in errors)
+            if not errors:
+                print(f"ok   {f}: PlannedEvent matches the CRD schema")
     else:
         # Other examples (the gateway's NetworkPolicy for the fast path): Kubernetes' own schemas.
         validate_built(f, open(f).read())
