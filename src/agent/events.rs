@@ -427,3 +427,149 @@ pub fn gateway_condition(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::planned::Risk;
+    use crate::policy::{ElasticGateway, PlannedEventSpec};
+
+    const NOW: f64 = 1_800_000_000.0;
+
+    fn event(name: &str, start: f64, metric: Option<&str>) -> Arc<PlannedEvent> {
+        let mut ev = PlannedEvent::new(
+            name,
+            PlannedEventSpec {
+                gateway: "gw".into(),
+                requests_per_second: 6000.0,
+                metric: metric.map(String::from),
+                start: rfc3339(start),
+                end: rfc3339(start + 3600.0),
+                time_zone: None,
+                ramp_seconds: 0,
+                recurrence: None,
+            },
+        );
+        ev.metadata.generation = Some(1);
+        ev.metadata.creation_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                jiff::Timestamp::from_second(NOW as i64 - 600).unwrap(),
+            ));
+        Arc::new(ev)
+    }
+
+    fn seen(events: Vec<Arc<PlannedEvent>>) -> SeenEvents {
+        let spec = ElasticGateway::scenario_default().spec;
+        seen_events(PlannedSeen::Listed, events, &spec, NOW)
+    }
+
+    fn cond(s: &PlannedEventStatus, kind: &str) -> (String, String) {
+        let c = s.conditions.iter().find(|c| c.type_ == kind).unwrap();
+        (c.status.clone(), c.reason.clone())
+    }
+
+    fn plan(event: &str, floor: i32, risk: Option<Risk>) -> Plan {
+        Plan {
+            event: event.into(),
+            replicas: 12,
+            ecs: 8,
+            eci: 4,
+            ecs_from: Some(NOW + 100.0),
+            eci_from: Some(NOW + 100.0),
+            floor,
+            at_risk: risk.map(|_| "past maxReplicas".into()),
+            risk,
+        }
+    }
+
+    #[test]
+    fn demands_come_from_valid_events_in_a_metric_the_gateway_has() {
+        let s = seen(vec![
+            event("sale", NOW + 200.0, None),
+            event("typo", NOW + 200.0, Some("no-such-metric")),
+            event("over", NOW - 7200.0, None),
+        ]);
+        let names: Vec<&str> = s.demands.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["sale"]);
+        // The built-in policy's RequestRate target.
+        assert!(s.demands[0].per_pod.is_some_and(|t| t > 0.0));
+        assert_eq!(s.demands[0].created, NOW - 600.0);
+        let typo = status(&s.events[1], None, NOW);
+        assert_eq!(
+            cond(&typo, "Accepted"),
+            ("False".into(), "UnknownMetric".into())
+        );
+        let over = status(&s.events[2], None, NOW);
+        assert_eq!(over.phase.as_deref(), Some("Ended"));
+        assert_eq!(
+            cond(&over, "Accepted"),
+            ("False".into(), "EndedBeforeCreated".into())
+        );
+    }
+
+    #[test]
+    fn the_status_shows_the_plan_phase_and_risk() {
+        let s = seen(vec![event("sale", NOW + 200.0, None)]);
+        let e = &s.events[0];
+        let ahead = status(e, Some(&plan("sale", 0, None)), NOW);
+        assert_eq!(ahead.phase.as_deref(), Some("Scheduled"));
+        assert_eq!(
+            cond(&ahead, "EventAtRisk"),
+            ("False".into(), "OnTrack".into())
+        );
+        let p = ahead.plan.unwrap();
+        assert_eq!((p.replicas, p.ecs.replicas, p.eci.replicas), (12, 8, 4));
+        // To the minute.
+        assert_eq!(
+            p.ecs.start_time,
+            Some(rfc3339(((NOW + 100.0) / 60.0).floor() * 60.0))
+        );
+        let raising = status(e, Some(&plan("sale", 12, None)), NOW);
+        assert_eq!(raising.phase.as_deref(), Some("Raising"));
+        let active = status(e, Some(&plan("sale", 12, None)), NOW + 300.0);
+        assert_eq!(active.phase.as_deref(), Some("Active"));
+        let risky = status(e, Some(&plan("sale", 0, Some(Risk::MaxReplicas))), NOW);
+        assert_eq!(
+            cond(&risky, "EventAtRisk"),
+            ("True".into(), "MaxReplicas".into())
+        );
+        let gw = gateway_condition(&s, &[plan("sale", 0, Some(Risk::EciCap))], Some(1)).unwrap();
+        assert_eq!(
+            (gw.status.as_str(), gw.reason.as_str()),
+            ("False", "EventAtRisk")
+        );
+    }
+
+    #[test]
+    fn overlapping_events_name_each_other() {
+        let s = seen(vec![
+            event("a", NOW + 200.0, None),
+            event("b", NOW + 1000.0, None),
+            event("c", NOW + 9000.0, None),
+        ]);
+        let overlaps: Vec<Vec<String>> = s.events.iter().map(|e| e.overlaps.clone()).collect();
+        assert_eq!(overlaps, [vec!["b".to_string()], vec!["a".into()], vec![]]);
+        let a = status(&s.events[0], None, NOW);
+        assert_eq!(cond(&a, "Accepted"), ("True".into(), "Overlapping".into()));
+    }
+
+    #[test]
+    fn without_the_events_the_gateway_says_so_and_plans_nothing() {
+        let spec = ElasticGateway::scenario_default().spec;
+        let s = seen_events(
+            PlannedSeen::Unavailable("404 page not found".into()),
+            vec![],
+            &spec,
+            NOW,
+        );
+        assert!(s.demands.is_empty());
+        let c = gateway_condition(&s, &[], None).unwrap();
+        assert_eq!(c.reason, "PlannedEventsUnavailable");
+        assert!(c.message.contains("404"), "{}", c.message);
+        let listed = seen_events(PlannedSeen::Listed, vec![], &spec, NOW);
+        assert!(
+            gateway_condition(&listed, &[], None).is_none(),
+            "nothing to say"
+        );
+    }
+}
