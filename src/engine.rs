@@ -683,6 +683,8 @@ fn hold_planned(
     state: &mut EngineState,
 ) -> (Option<planned::Plan>, Vec<planned::Plan>) {
     if obs.planned.is_empty() {
+        // Every event gone (cancelled): no floor of theirs may come back with a new one.
+        state.planned.clear();
         return (None, vec![]);
     }
     // Without a request-rate metric, only events stated in another metric's unit plan.

@@ -181,11 +181,11 @@ fn may_decide(egw: &ElasticGateway, key: &GatewayKey, ctx: &Context) -> Result<(
         let kind = Some(ErrorKind::InvalidPolicy);
         return Err(hold("InvalidPolicy", errors.join("; "), settled, kind));
     }
-    let (watched, health, age) = {
+    let (watched, health, age, planned) = {
         let ix = ctx.index();
-        (ix.watches_namespace(ns), ix.health(ns), ix.age())
+        let seen = ix.planned_seen();
+        (ix.watches_namespace(ns), ix.health(ns), ix.age(), seen)
     };
-    let planned = ctx.index().planned_seen();
     if !watched {
         let msg = format!(
             "namespace {ns} is not among --gateway-namespaces; spillway does not see its pods"
