@@ -15,11 +15,12 @@ use tracing::{debug, warn};
 
 use super::context::Context;
 use super::report::{STATUS_MANAGER, carry_transitions, changed, condition};
+use crate::clock::rfc3339;
 use crate::engine::planned::{Plan, PlannedDemand};
 use crate::k8s::bounded;
 use crate::k8s::index::PlannedSeen;
 use crate::model::GatewayKey;
-use crate::policy::event::{EventPlan, PoolPlan, Window, rfc3339};
+use crate::policy::event::{EventPlan, PoolPlan, Window};
 use crate::policy::{ElasticGatewaySpec, PlannedEvent, PlannedEventStatus};
 
 /// One PlannedEvent of the gateway, as read for a decision.
@@ -165,7 +166,6 @@ fn created(ev: &PlannedEvent) -> f64 {
 /// transition times are set by the caller.
 pub fn status(seen: &SeenEvent, plan: Option<&Plan>, now: f64) -> PlannedEventStatus {
     let generation = seen.event.metadata.generation;
-    let gateway = &seen.event.spec.gateway;
     let accepted = |ok: bool, reason: &str, message: &str| {
         condition("Accepted", ok, reason, message, generation)
     };
@@ -207,15 +207,26 @@ pub fn status(seen: &SeenEvent, plan: Option<&Plan>, now: f64) -> PlannedEventSt
             ..base
         };
     };
+    planned_status(seen, w, plan, now, base)
+}
+
+/// [`status`] of a valid event with a window to come or running: the plan, its phase, and
+/// whether it is at risk.
+fn planned_status(
+    seen: &SeenEvent,
+    w: Window,
+    plan: Option<&Plan>,
+    now: f64,
+    base: PlannedEventStatus,
+) -> PlannedEventStatus {
+    let generation = seen.event.metadata.generation;
+    let gateway = &seen.event.spec.gateway;
+    let accepted =
+        |reason: &str, message: &str| condition("Accepted", true, reason, message, generation);
     let mut conditions = vec![if seen.overlaps.is_empty() {
-        accepted(
-            true,
-            "Planned",
-            &format!("planned for ElasticGateway {gateway}"),
-        )
+        accepted("Planned", &format!("planned for ElasticGateway {gateway}"))
     } else {
         accepted(
-            true,
             "Overlapping",
             &format!(
                 "its window overlaps {}: the larger demand holds while both run (state the total in one event)",

@@ -346,13 +346,6 @@ fn instant(text: &str, tz: &TimeZone, field: &str) -> Result<Zoned, FieldError> 
         .map_err(|e| FieldError::new(field, e.to_string()))
 }
 
-/// Unix seconds in RFC 3339, UTC, to the second.
-pub fn rfc3339(t: f64) -> String {
-    Timestamp::from_second(t.floor() as i64)
-        .map(|ts| ts.to_string())
-        .unwrap_or_else(|_| format!("{t}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
