@@ -398,11 +398,8 @@ pub struct Decision {
     /// How long each pool takes to start a pod, and the starts this decision counted.
     #[serde(default)]
     pub starts: starts::Starts,
-    /// The planned event this decision held capacity for, or the next one.
-    #[serde(default)]
-    pub planned: Option<planned::Plan>,
     /// Every planned event's plan (known, not over), in the observation's order: each event's
-    /// status.
+    /// status; the one the count was held for is [`planned::pick`]'s.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plans: Vec<planned::Plan>,
 }
@@ -582,7 +579,7 @@ pub fn decide(policy: &ElasticGatewaySpec, obs: &Observation<'_>, prev: &EngineS
     let fast = fast_path(policy, obs.fast, &ctx, &mut state);
     let lead = forecast(policy, &readings, fast, &ctx);
     let mut plan = stabilise(policy, &ctx, &readings, lead, fast, &mut state);
-    let (planned, plans) = hold_planned(policy, obs, &ctx, &starts, &mut plan, &mut state);
+    let plans = hold_planned(policy, obs, &ctx, &starts, &mut plan, &mut state);
     cap(policy, obs, &ctx, &mut plan, &mut state);
     // One reading of the quiet-time rule serves the weights and the spread adoption.
     let quiet = quiet(obs, &ctx, &plan, &state, policy);
@@ -663,7 +660,6 @@ pub fn decide(policy: &ElasticGatewaySpec, obs: &Observation<'_>, prev: &EngineS
         ready_serves: ctx.ready_serves,
         dry_run: policy.dry_run,
         starts,
-        planned,
         plans,
     };
     Outcome { decision, state }
@@ -681,11 +677,11 @@ fn hold_planned(
     starts: &starts::Starts,
     plan: &mut ReplicaPlan,
     state: &mut EngineState,
-) -> (Option<planned::Plan>, Vec<planned::Plan>) {
+) -> Vec<planned::Plan> {
     if obs.planned.is_empty() {
         // Every event gone (cancelled): no floor of theirs may come back with a new one.
         state.planned.clear();
-        return (None, vec![]);
+        return vec![];
     }
     // Without a request-rate metric, only events stated in another metric's unit plan.
     let target = request_target(policy).unwrap_or(0.0);
@@ -711,11 +707,11 @@ fn hold_planned(
         ctx.current,
     );
     let all = planned::hold(&mut state.planned, obs.planned, all);
-    let Some(p) = planned::pick(all.clone()) else {
-        return (None, all);
+    let Some(p) = planned::pick(&all) else {
+        return all;
     };
     if matches!(plan.why, Why::Paused | Why::ScaledToZero) || p.floor <= plan.desired {
-        return (Some(p), all);
+        return all;
     }
     state.hpa.floor(ctx.now, p.floor, &ctx.up, &ctx.down);
     plan.desired = p.floor;
@@ -733,7 +729,7 @@ fn hold_planned(
         },
         plan.reason,
     );
-    (Some(p), all)
+    all
 }
 
 /// The longest gap between decisions a planned event's lead allows for.
@@ -1115,7 +1111,7 @@ fn pooled(m: &crate::policy::MetricSpec) -> bool {
 }
 
 /// The request-rate metric's target, the scale the pools' usage is read against.
-pub fn request_target(policy: &ElasticGatewaySpec) -> Option<f64> {
+fn request_target(policy: &ElasticGatewaySpec) -> Option<f64> {
     policy
         .metrics
         .iter()

@@ -135,7 +135,7 @@ pub fn plan(
     limits: Limits,
     current: i32,
 ) -> Option<Plan> {
-    pick(plans(events, now, target, mix, leads, limits, current))
+    pick(&plans(events, now, target, mix, leads, limits, current)).cloned()
 }
 
 /// A floor an event raised, as the engine remembers it: the event by name, start and demand.
@@ -175,8 +175,8 @@ pub fn hold(kept: &mut Vec<Raised>, events: &[PlannedDemand], mut plans: Vec<Pla
 }
 
 /// The one that asks most now; between those that ask nothing yet, the soonest.
-pub fn pick(plans: Vec<Plan>) -> Option<Plan> {
-    plans.into_iter().min_by(|a, b| {
+pub fn pick(plans: &[Plan]) -> Option<&Plan> {
+    plans.iter().min_by(|a, b| {
         b.floor.cmp(&a.floor).then_with(|| {
             let from = |p: &Plan| {
                 p.ecs_from
@@ -336,7 +336,7 @@ mod tests {
         let mut kept = vec![];
         let at = |kept: &mut Vec<Raised>, e: &[PlannedDemand], now: f64, leads: Leads| {
             let all = plans(e, now, 100.0, &MIX, leads, LIMITS, 0);
-            pick(hold(kept, e, all)).map_or(0, |p| p.floor)
+            pick(&hold(kept, e, all)).map_or(0, |p| p.floor)
         };
         assert_eq!(at(&mut kept, &e, 985.0, LEADS), 8);
         // The raised pods started in 3 s: the lead learnt is 3 s, the floor stays.

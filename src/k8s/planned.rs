@@ -50,9 +50,13 @@ impl PlannedBook {
     /// An event came or changed: wakes the gateway it names (and the one it named, if it moved)
     /// when its spec changed; a status write wakes nobody.
     pub fn apply(&mut self, ev: WatchedEvent) -> Vec<Change> {
-        let Some(ev) = decoded(ev) else {
-            return vec![];
-        };
+        match decoded(ev) {
+            Some(ev) => self.put(ev),
+            None => vec![],
+        }
+    }
+
+    fn put(&mut self, ev: Arc<PlannedEvent>) -> Vec<Change> {
         let at = (ev.namespace().unwrap_or_default(), ev.name_any());
         let key = GatewayKey::new(&at.0, &ev.spec.gateway);
         let before = self.remove(&at);
@@ -90,7 +94,7 @@ impl PlannedBook {
         match &mut self.buffer {
             Some(buf) => buf.push(ev),
             None => {
-                self.apply(DeserializeGuard(Ok(Arc::unwrap_or_clone(ev))));
+                self.put(ev);
             }
         }
     }
